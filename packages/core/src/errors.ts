@@ -1,0 +1,35 @@
+// Errors carry a stable code so that codecs can map them to protocol-native errors and tests can
+// assert on them without matching message text.
+export type ErrorCode =
+  | 'AUTH_FAILED'
+  | 'TOKEN_EXPIRED'
+  | 'REVOKED'
+  | 'SESSION_CLOSED'
+  | 'POLICY_BLOCKED'
+  | 'APPROVAL_DENIED'
+  | 'APPROVAL_TIMEOUT'
+  | 'APPROVAL_WITHDRAWN'
+  | 'RECORDING_FAILED'
+  | 'CONFIG_INVALID'
+  | 'SECRET_UNAVAILABLE'
+  | 'PROTOCOL_ERROR'
+  | 'MESSAGE_TOO_LARGE'
+  | 'UPSTREAM_UNAVAILABLE'
+  | 'UPSTREAM_TIMEOUT'
+  | 'SHUTDOWN'
+
+export class PortcullisError extends Error {
+  readonly code: ErrorCode
+  /** extra, non-secret facts for the client error (approval id, rule) */
+  readonly details: Record<string, unknown>
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message)
+    this.name = 'PortcullisError'
+    this.code = code
+    this.details = details
+  }
+}
+
+export function isPortcullisError(err: unknown, code?: ErrorCode): err is PortcullisError {
+  return err instanceof PortcullisError && (code === undefined || err.code === code)
+}

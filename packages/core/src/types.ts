@@ -1,0 +1,230 @@
+// The contract between the core and the protocol codecs. A codec knows its wire; the core knows
+// nothing of wires. Everything here is a type: implementations live in their own modules.
+import type { Duplex } from 'node:stream'
+
+export type Protocol = 'postgres' | 'redis' | 'http'
+
+/** Ordered from least to most dangerous; a multi-statement request takes the strictest. */
+export const CLASSES = ['session', 'read', 'write', 'delete', 'bulk-delete', 'schema-change', 'admin'] as const
+export type OperationClass = (typeof CLASSES)[number]
+
+export interface Principal {
+  subject: string
+  groups: string[]
+  issuer: string
+  /** token expiry, ms since epoch; undefined when the token has none */
+  expiresAt?: number
+  /** jti, for revocation */
+  tokenId?: string
+}
+
+/** pgvector / RediSearch KNN / vector-set / vector-DB facts */
+export interface VectorFacts {
+  search?: boolean
+  /** LIMIT / KNN k / COUNT / topK / limit; undefined when unbounded */
+  topK?: number
+  operator?: string
+  /** vector values leave the store without a small limit */
+  export?: boolean
+}
+
+export type FactValue = number | string | boolean
+
+/** One statement / command / request inside an operation. */
+export interface StatementInfo {
+  class: OperationClass
+  resources: string[]
+  /** normalized text (SQL, command name + args shape, METHOD /path) */
+  statement: string
+  vector?: VectorFacts
+  facts?: Record<string, FactValue>
+}
+
+/** One request as the policy sees it. */
+export interface Operation {
+  protocol: Protocol
+  /** strictest class of its statements */
+  class: OperationClass
+  resources: string[]
+  /** normalized statement text shown to approvers, audit and replay (never credentials) */
+  statement: string
+  /** stable id of the statement shape, for approval windows and audit (hex) */
+  fingerprint: string
+  statements: StatementInfo[]
+  /** numeric and string facts rules can match: topK, keysTouched, estimatedRows, model, maxTokens, method, path, operation… */
+  facts: Record<string, FactValue>
+  /** set when the request could not be understood; policy blocks it with this reason */
+  error?: string
+}
+
+export type Action = 'allow' | 'block' | 'approve'
+export type MaskMethod = 'redact' | 'partial' | 'hash' | 'null'
+
+/**
+ * What to mask for one principal on one target. Compiled once per session (and per config
+ * generation); lookups are cheap and meant for the hot path.
+ */
+export interface MaskPlan {
+  /** true when nothing at all is masked: codecs skip decoding entirely */
+  readonly empty: boolean
+  /** column rule for 'schema.table.column' (also tries 'table.column' and bare name rules) */
+  forColumn(schema: string | undefined, table: string | undefined, column: string): MaskMethod | undefined
+  /** JSON field path ('data.0.email', 'email') or Redis hash field name */
+  forField(path: string): MaskMethod | undefined
+  /** Redis key (glob rules) */
+  forKey(key: string): MaskMethod | undefined
+  /** true when at least one detector runs on free text */
+  readonly hasDetectors: boolean
+  /** method applied to detector hits */
+  readonly detectorMethod: MaskMethod
+  /** apply a method to a whole value; null means SQL NULL / JSON null / Redis nil */
+  apply(method: MaskMethod, value: string): string | null
+  /** run the detectors over text; count = number of values replaced */
+  scan(text: string): { text: string; count: number }
+  /** longest possible detector match in characters (bounds streaming hold-back) */
+  readonly maxMatchLength: number
+}
+
+export interface Decision {
+  /** final action. After an approval completes, 'approve' becomes 'allow' or 'block' */
+  action: Action
+  rule: string | null
+  reason: string
+  masks: MaskPlan
+  /** set when the decision went through an approval request */
+  approvalId?: string
+}
+
+export interface ApprovalRequest {
+  id: string
+  principal: Principal
+  target: string
+  protocol: Protocol
+  class: OperationClass
+  statement: string
+  fingerprint: string
+  resources: string[]
+  rule: string
+  approvers: string[]
+  facts: Record<string, FactValue>
+  created: number
+  expires: number
+  status: 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn'
+  decidedBy?: string
+}
+
+export interface DecideOptions {
+  /** aborting withdraws a pending approval request (client cancel, disconnect) */
+  signal?: AbortSignal
+  /** called once when the operation is held for approval, before waiting */
+  onPending?: (request: ApprovalRequest) => void
+}
+
+export interface SecretRef {
+  secret: string
+}
+
+export interface TlsServerOptions {
+  cert: string // file path
+  key: string // file path
+}
+
+export interface UpstreamTls {
+  enabled?: boolean
+  rejectUnauthorized?: boolean
+  ca?: string
+  servername?: string
+}
+
+export interface TargetLimits {
+  maxConnections: number
+  maxMessageBytes: number
+  idleTimeoutMs: number
+  handshakeTimeoutMs: number
+}
+
+export interface TargetConfig {
+  name: string
+  protocol: Protocol
+  /** host:port */
+  listen: string
+  upstream: {
+    host?: string
+    port?: number
+    /** http targets */
+    url?: string
+    database?: string
+    user?: string
+    password?: SecretRef
+    tls?: UpstreamTls
+    /** http: header template that carries the upstream credential, e.g. { name: 'authorization', value: 'Bearer {secret}', secret: { secret: 'openai' } } */
+    auth?: { header: string; value: string; secret: SecretRef }
+  }
+  /** client-facing TLS */
+  tls?: TlsServerOptions
+  limits: TargetLimits
+  /** protocol-specific knobs (http profile, redis bulkDeleteKeys, token header…) */
+  options: Record<string, unknown>
+}
+
+/** One JSON line per operation. */
+export interface AuditEvent {
+  time: string
+  session: string
+  principal?: { sub: string; groups: string[] }
+  target: string
+  protocol: Protocol
+  class?: OperationClass
+  resources?: string[]
+  fingerprint?: string
+  statement?: string
+  decision?: Action
+  rule?: string | null
+  approvalId?: string
+  rows?: number
+  bytes?: number
+  masked?: number
+  durationMs?: number
+  error?: string
+}
+
+/** Record types in a session recording. */
+export type RecordType = 'session-start' | 'request' | 'decision' | 'response' | 'error' | 'event' | 'session-end' | 'seal'
+
+export interface Session {
+  readonly id: string
+  readonly target: TargetConfig
+  readonly remote: string
+  /** set by authenticate() */
+  readonly principal: Principal | undefined
+  /** aborted on revocation, admin kill, shutdown; reason is a PortcullisError */
+  readonly signal: AbortSignal
+  /** verifies a token; throws PortcullisError('AUTH_FAILED', reason) — the reason never holds a secret */
+  authenticate(token: string): Promise<Principal>
+  /** throws PortcullisError('TOKEN_EXPIRED' | 'REVOKED' | 'SESSION_CLOSED') when the session may not go on */
+  assertAlive(): void
+  /** the mask plan for this principal on this target (empty before authenticate) */
+  readonly masks: MaskPlan
+  /**
+   * Decides one operation: records and audits the decision, and when a rule says approve, holds it
+   * until approved (→ allow), denied or timed out (→ block with approvalId). Never resolves 'approve'.
+   * Throws PortcullisError('RECORDING_FAILED') when recording fails and onFailure is block.
+   */
+  decide(op: Operation, opts?: DecideOptions): Promise<Decision>
+  /** resolves a secret reference of this target (upstream password, API key) */
+  secret(ref: SecretRef): Promise<string>
+  /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */
+  record(type: RecordType, payload: Record<string, unknown>): void
+  /** one audit event per operation, written when the operation completes */
+  audit(event: Partial<AuditEvent>): void
+  /** seals the recording and releases the session; idempotent */
+  close(reason?: string): Promise<void>
+}
+
+export interface ProtocolCodec {
+  readonly protocol: Protocol
+  /** undefined: need more bytes */
+  sniff(first: Buffer): boolean | undefined
+  /** serves one client connection until it ends; must never throw for bad client input */
+  serve(client: Duplex, session: Session): Promise<void>
+}
