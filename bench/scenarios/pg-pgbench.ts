@@ -1,0 +1,89 @@
+// pgbench -S (select-only) at 1, 8 and 32 clients in simple, extended and prepared protocol:
+// direct, through Portcullis (inspect, mask) and through pgbouncer in session pooling.
+import { field } from '../lib/context.ts'
+import type { Context } from '../lib/context.ts'
+import { MODES, type GatewayHandle } from '../lib/gateway.ts'
+import { pgbench, type PgbenchResult } from '../lib/pgbench.ts'
+import { startPgbouncer, type Pgbouncer } from '../lib/postgres.ts'
+import { freePort } from '../lib/proc.ts'
+import type { Row, Scenario } from '../lib/types.ts'
+
+const CLIENTS = [1, 8, 32]
+const PROTOCOLS = ['simple', 'extended', 'prepared'] as const
+
+export const pgTarget = async (name: string, pg: { host: string; port: number }) => ({
+  name,
+  protocol: 'postgres',
+  listen: `127.0.0.1:${await freePort()}`,
+  upstream: { host: pg.host, port: pg.port, database: 'bench', user: 'postgres' },
+})
+
+const scenario: Scenario = {
+  name: 'postgres pgbench -S',
+  quick: true,
+  async run(base) {
+    const ctx = base as Context
+    const pg = await ctx.postgres()
+    const seconds = ctx.quick ? 1 : 10
+    const init = await ctx.attempt('direct', 'pgbench -i', async () => {
+      const { run } = await import('../lib/proc.ts')
+      const r = await run('pgbench', ['-i', '-q', '-s', ctx.quick ? '1' : '10', '-h', pg.host, '-p', String(pg.port), '-U', 'postgres', 'bench'])
+      if (r.code !== 0) throw new Error(r.stderr)
+    })
+    if (typeof init === 'string') return [{ scenario: this.name, metric: 'TPS', higherIsBetter: true, direct: init, portcullis: init, reference: init }]
+
+    type Key = `${number}/${string}`
+    const direct = new Map<Key, PgbenchResult | string>()
+    const reference = new Map<Key, PgbenchResult | string>()
+    const through = { inspect: new Map<Key, PgbenchResult | string>(), mask: new Map<Key, PgbenchResult | string>() }
+    const each = async (label: string, store: Map<Key, PgbenchResult | string>, path: 'direct' | 'portcullis' | 'reference',
+      conn: { host: string; port: number; user: string; password?: string } | string) => {
+      for (const clients of CLIENTS) {
+        for (const mode of PROTOCOLS) {
+          const key: Key = `${clients}/${mode}`
+          if (typeof conn === 'string') { store.set(key, conn); continue }
+          store.set(key, await ctx.attempt(path, `${clients} clients ${mode}`, () => ctx.repeat(async () => ({
+            ...(await pgbench({ ...conn, database: 'bench', clients, seconds, mode, tmp: ctx.tmp, label })),
+          }))))
+        }
+      }
+    }
+
+    await each('direct', direct, 'direct', { host: pg.host, port: pg.port, user: 'postgres' })
+
+    const bouncer = await ctx.attempt<Pgbouncer>('reference', 'start pgbouncer', () => startPgbouncer(pg))
+    await each('pgbouncer', reference, 'reference', typeof bouncer === 'string' ? bouncer : { host: bouncer.host, port: bouncer.port, user: 'postgres' })
+    if (typeof bouncer !== 'string') await bouncer.stop()
+
+    for (const mode of MODES) {
+      const gw = await ctx.attempt<GatewayHandle>('portcullis', `start gateway (${mode})`, async () => ctx.gateway(mode, {
+        targets: [await pgTarget('bench-pg', pg)],
+        masking: mode === 'mask'
+          ? [{ id: 'bench-balance', when: { targets: ['bench-pg'] }, columns: ['pgbench_accounts.abalance'], method: 'redact' }]
+          : [{ id: 'bench-nohit', when: { targets: ['bench-pg'] }, columns: ['bench_secrets.secret'], method: 'redact' }],
+      }))
+      const conn = typeof gw === 'string' ? gw : { ...gw.targets['bench-pg'], user: 'bench', password: gw.token }
+      await each(`Portcullis (${mode})`, through[mode], 'portcullis', conn)
+      if (typeof gw !== 'string') await gw.stop()
+    }
+
+    const rows: Row[] = []
+    for (const clients of CLIENTS) {
+      for (const proto of PROTOCOLS) {
+        const key: Key = `${clients}/${proto}`
+        const name = `pgbench -S ${clients} client${clients > 1 ? 's' : ''} ${proto}`
+        const d = direct.get(key)!, r = reference.get(key)!
+        const common = { scenario: name, referenceName: 'pgbouncer' }
+        for (const mode of MODES) {
+          const p = through[mode].get(key)!
+          rows.push({ ...common, metric: 'TPS', mode, higherIsBetter: true, direct: field(d, 'tps'), portcullis: field(p, 'tps'), reference: field(r, 'tps') })
+        }
+        const p = through.inspect.get(key)!
+        rows.push({ ...common, metric: 'avg ms', mode: 'inspect', higherIsBetter: false, direct: field(d, 'avgMs'), portcullis: field(p, 'avgMs'), reference: field(r, 'avgMs') })
+        rows.push({ ...common, metric: 'p99 ms', mode: 'inspect', higherIsBetter: false, direct: field(d, 'p99Ms'), portcullis: field(p, 'p99Ms'), reference: field(r, 'p99Ms') })
+      }
+    }
+    return rows
+  },
+}
+export default scenario
