@@ -1,0 +1,109 @@
+// One HTTP request → one Operation. The route (from the target's profile, or a route rule in the
+// target's options) says the profile operation and class; the JSON body, when the route reads one,
+// adds facts (model, maxTokens, stream, tools, topK…) and may make the class stricter.
+import { createHash } from 'node:crypto'
+import { CLASSES, type FactValue, type Operation, type OperationClass, type StatementInfo } from '@portcullis/core'
+import { genericClass, matchRoute, PROFILES, ROUTES, type ProfileName, type Route } from './profiles.ts'
+
+export interface HttpRequestShape {
+  method: string
+  /** path, query string allowed (ignored for matching) */
+  path: string
+  /** parsed JSON body, when the route reads one */
+  body?: unknown
+  /** raw body bytes, hashed into the fingerprint so an approval covers exactly what was approved */
+  rawBody?: Buffer
+  profile?: string
+  /** route rules from target.options.routes, checked before the profile's table */
+  routes?: readonly Route[]
+}
+
+export function profileOf(name: unknown): ProfileName {
+  return typeof name === 'string' && (PROFILES as readonly string[]).includes(name) ? (name as ProfileName) : 'generic'
+}
+
+/** route rules as written in config: { method, path, operation?, class? } */
+export function routeRules(value: unknown): Route[] {
+  if (!Array.isArray(value)) return []
+  const out: Route[] = []
+  for (const r of value) {
+    if (!r || typeof r !== 'object' || typeof r.path !== 'string') continue
+    const method = typeof r.method === 'string' ? r.method.toUpperCase() : Array.isArray(r.method) ? r.method.map((m: unknown) => String(m).toUpperCase()) : ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']
+    const cls = (CLASSES as readonly string[]).includes(r.class) ? (r.class as OperationClass) : 'admin'
+    out.push({ method, path: r.path, operation: typeof r.operation === 'string' ? r.operation : 'route', class: cls, body: r.body === 'stream' ? 'stream' : r.body === 'json' ? 'json' : undefined })
+  }
+  return out
+}
+
+/** the route a request takes: a route rule, the profile's route, or none (generic by method) */
+export function findRoute(req: Pick<HttpRequestShape, 'method' | 'path' | 'profile' | 'routes'>): { route?: Route; params: Record<string, string>; profile: ProfileName } {
+  const profile = profileOf(req.profile)
+  const path = pathOnly(req.path)
+  const method = req.method.toUpperCase()
+  const hit = (req.routes && matchRoute(req.routes, method, path)) || matchRoute(ROUTES[profile], method, path)
+  return hit ? { ...hit, profile } : { params: {}, profile }
+}
+
+export function pathOnly(path: string): string {
+  const q = path.indexOf('?')
+  return q === -1 ? path : path.slice(0, q)
+}
+
+const rank = (c: OperationClass) => CLASSES.indexOf(c)
+
+export function classifyHttp(req: HttpRequestShape): Operation {
+  const method = req.method.toUpperCase()
+  const path = pathOnly(req.path)
+  const { route, params, profile } = findRoute(req)
+  let cls: OperationClass = route ? route.class : genericClass(method)
+  const resources: string[] = []
+  for (const name of route?.resources ?? []) if (params[name] !== undefined) resources.push(params[name])
+  const facts: Record<string, FactValue> = { method, path, operation: route ? route.operation : 'unknown', profile }
+  if (route?.extract && req.body !== undefined) {
+    const extra = route.extract(req.body, params)
+    // a body may only make the class stricter than the route's
+    if (extra.class && rank(extra.class) > rank(cls)) cls = extra.class
+    for (const r of extra.resources ?? []) if (!resources.includes(r)) resources.push(r)
+    Object.assign(facts, extra.facts)
+  }
+  const statement = `${method} ${path}`
+  const info: StatementInfo = { class: cls, resources, statement, facts: { ...facts } }
+  if (facts.vectorSearch !== undefined || facts.embeddingExport !== undefined) {
+    info.vector = {}
+    if (facts.vectorSearch === true) info.vector.search = true
+    if (typeof facts.topK === 'number') info.vector.topK = facts.topK
+    if (facts.embeddingExport === true) info.vector.export = true
+  }
+  const h = createHash('sha256').update(`http\0${cls}\0${statement}\0${canonical(facts)}`)
+  if (req.rawBody && req.rawBody.length > 0) h.update('\0').update(req.rawBody)
+  return {
+    protocol: 'http',
+    class: cls,
+    resources,
+    statement,
+    fingerprint: h.digest('hex').slice(0, 32),
+    statements: [info],
+    facts,
+  }
+}
+
+function canonical(facts: Record<string, FactValue>): string {
+  return Object.keys(facts)
+    .sort()
+    .map(k => `${k}=${String(facts[k])}`)
+    .join('&')
+}
+
+/** for `portcullis explain --protocol http --request 'METHOD /path' [--body JSON] [--profile NAME]` */
+export function explainHttp(req: { method: string; path: string; body?: unknown; profile?: string }): Operation {
+  let body = req.body
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body)
+    } catch {
+      const op = classifyHttp({ method: req.method, path: req.path, profile: req.profile })
+      return { ...op, error: 'request body is not valid JSON' }
+    }
+  }
+  return classifyHttp({ method: req.method, path: req.path, body, profile: req.profile })
+}

@@ -1,0 +1,215 @@
+// Masks a text/event-stream event by event. Streamed text deltas (OpenAI chat `choices[].delta.content`,
+// completions `choices[].text`, Responses API `*.delta`) can split a secret over several events
+// ("sk-", "proj-Ab", "c123…"), so for each delta slot a hold-back of the concatenated text is kept:
+// only text that no future match can reach is emitted (masked), the rest waits for the next delta.
+// A match is at most masks.maxMatchLength characters long, which bounds what is held back; it is
+// flushed as a delta event of its own at the slot's next non-delta event, at [DONE] or at stream end.
+import { StringDecoder } from 'node:string_decoder'
+import { Transform, type TransformCallback } from 'node:stream'
+import type { MaskPlan } from '@portcullis/core'
+import { maskJson } from './json-mask.ts'
+
+export interface SseMaskerOptions {
+  /** an event larger than this fails the stream (closed: it cannot be inspected) */
+  maxEventBytes: number
+  /** each batch of masked events as sent to the client, for recording */
+  onBatch?: (text: string, masked: number) => void
+}
+
+interface Slot {
+  hold: string
+  /** builds a delta event carrying `text`, shaped like the slot's last event */
+  event: (text: string) => string
+}
+
+const BOUNDARY = /\r\n\r\n|\n\n|\r\r/
+
+export class SseMasker extends Transform {
+  /** values replaced so far */
+  masked = 0
+  private readonly decoder = new StringDecoder('utf8')
+  private pending = ''
+  private readonly slots = new Map<string, Slot>()
+  private readonly limit: number
+
+  constructor(
+    private readonly plan: MaskPlan,
+    private readonly opts: SseMaskerOptions,
+  ) {
+    super()
+    const l = plan.maxMatchLength
+    this.limit = Number.isFinite(l) && l > 0 ? Math.min(Math.ceil(l), 1 << 16) : 256
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.pending += this.decoder.write(chunk)
+    let out = ''
+    const before = this.masked
+    for (;;) {
+      const m = BOUNDARY.exec(this.pending)
+      if (!m) break
+      const raw = this.pending.slice(0, m.index)
+      this.pending = this.pending.slice(m.index + m[0].length)
+      out += this.event(raw)
+    }
+    if (this.pending.length > this.opts.maxEventBytes) {
+      cb(new Error('server-sent event larger than the inspection limit'))
+      return
+    }
+    this.send(out, before)
+    cb()
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.pending += this.decoder.end()
+    const before = this.masked
+    let out = ''
+    if (this.pending.trim() !== '') out += this.event(this.pending)
+    this.pending = ''
+    out += this.flushSlots(() => true)
+    this.send(out, before)
+    cb()
+  }
+
+  private send(out: string, before: number): void {
+    if (out === '') return
+    this.opts.onBatch?.(out, this.masked - before)
+    this.push(out)
+  }
+
+  /** one event (without its terminating blank line) → the text to send, terminator included */
+  private event(raw: string): string {
+    const lines = raw.split(/\r\n|\n|\r/)
+    const data: string[] = []
+    const other: string[] = []
+    for (const line of lines) {
+      if (line.startsWith('data:')) data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5))
+      else other.push(line)
+    }
+    if (data.length === 0) return raw + '\n\n'
+    const text = data.join('\n')
+    if (text === '[DONE]') return this.flushSlots(() => true) + raw + '\n\n'
+    let obj: unknown
+    try {
+      obj = JSON.parse(text)
+    } catch {
+      if (!this.plan.hasDetectors) return raw + '\n\n'
+      const r = this.plan.scan(text)
+      this.masked += r.count
+      return r.count === 0 ? raw + '\n\n' : serialize(other, r.text)
+    }
+    const found = this.plan.hasDetectors ? deltaSlots(obj) : []
+    const keys = new Set(found.map(f => f.key))
+    // text held for a slot this event does not continue goes out first, as its own delta event
+    let prefix = this.flushSlots(k => !keys.has(k))
+    for (const f of found) {
+      let slot = this.slots.get(f.key)
+      if (!slot) this.slots.set(f.key, (slot = { hold: '', event: f.event }))
+      slot.event = f.event
+      const r = holdBack(slot.hold, f.get(), this.limit, this.plan)
+      slot.hold = r.hold
+      this.masked += r.count
+      f.set('')
+      f.emit = r.emit
+    }
+    const r = maskJson(obj, this.plan)
+    this.masked += r.count
+    for (const f of found) f.set(f.emit ?? '')
+    if (r.count === 0 && found.every(f => f.emit === f.original)) return prefix + raw + '\n\n'
+    return prefix + serialize(other, JSON.stringify(r.value))
+  }
+
+  private flushSlots(which: (key: string) => boolean): string {
+    let out = ''
+    for (const [key, slot] of this.slots) {
+      if (!which(key)) continue
+      this.slots.delete(key)
+      if (slot.hold === '') continue
+      const r = this.plan.scan(slot.hold)
+      this.masked += r.count
+      out += slot.event(r.text)
+    }
+    return out
+  }
+}
+
+function serialize(other: string[], data: string): string {
+  let s = ''
+  for (const line of other) if (line !== '') s += line + '\n'
+  for (const line of data.split('\n')) s += 'data: ' + line + '\n'
+  return s + '\n'
+}
+
+interface Found {
+  key: string
+  original: string
+  get(): string
+  set(v: string): void
+  event: (text: string) => string
+  emit?: string
+}
+
+/** the streamed text fields of one event */
+function deltaSlots(obj: unknown): Found[] {
+  if (!obj || typeof obj !== 'object') return []
+  const o = obj as Record<string, any>
+  const out: Found[] = []
+  if (Array.isArray(o.choices)) {
+    o.choices.forEach((c: any, i: number) => {
+      if (!c || typeof c !== 'object') return
+      const index = typeof c.index === 'number' ? c.index : i
+      const holder = c.delta && typeof c.delta === 'object' && typeof c.delta.content === 'string' ? c.delta : typeof c.text === 'string' ? c : undefined
+      if (!holder) return
+      const field = holder === c ? 'text' : 'content'
+      const original: string = holder[field]
+      out.push({
+        key: `choice:${index}`,
+        original,
+        get: () => original,
+        set: v => (holder[field] = v),
+        event: text => {
+          const choice = field === 'text' ? { ...c, text, finish_reason: null } : { ...c, delta: { content: text }, finish_reason: null }
+          return `data: ${JSON.stringify({ ...o, choices: [choice] })}\n\n`
+        },
+      })
+    })
+  } else if (typeof o.type === 'string' && o.type.endsWith('.delta') && typeof o.delta === 'string') {
+    const original: string = o.delta
+    out.push({
+      key: `${o.type}:${o.item_id ?? ''}:${o.output_index ?? ''}:${o.content_index ?? ''}`,
+      original,
+      get: () => original,
+      set: v => (o.delta = v),
+      event: text => `event: ${o.type}\ndata: ${JSON.stringify({ ...o, delta: text })}\n\n`,
+    })
+  }
+  return out
+}
+
+/**
+ * Adds `incoming` to the held text and returns what may go out now (masked). Characters before
+ * p = length - (limit - 1) cannot belong to a match that a future delta completes (a match is at
+ * most `limit` long and must include a future character), so they are safe once masked — provided
+ * the cut does not split a match already present, which is checked by masking both sides apart.
+ */
+export function holdBack(hold: string, incoming: string, limit: number, plan: MaskPlan): { emit: string; hold: string; count: number } {
+  const buf = hold + incoming
+  let p = buf.length - (limit - 1)
+  if (p <= 0) return { emit: '', hold: buf, count: 0 }
+  if (isHighSurrogate(buf.charCodeAt(p - 1))) p--
+  const whole = plan.scan(buf)
+  if (whole.count === 0) return { emit: buf.slice(0, p), hold: buf.slice(p), count: 0 }
+  for (let c = p; c > 0 && c >= p - limit; c--) {
+    if (isHighSurrogate(buf.charCodeAt(c - 1))) continue
+    const a = plan.scan(buf.slice(0, c))
+    const b = plan.scan(buf.slice(c))
+    if (a.text + b.text === whole.text) return { emit: a.text, hold: buf.slice(c), count: a.count }
+  }
+  // no clean cut in reach (matches back to back): hold on, but never beyond a bound
+  if (buf.length > 4 * limit) return { emit: whole.text, hold: '', count: whole.count }
+  return { emit: '', hold: buf, count: 0 }
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff
+}

@@ -1,0 +1,82 @@
+import t from 'tap'
+import { Readable } from 'node:stream'
+import { SseMasker, holdBack } from '../src/sse.ts'
+import { stubMasks } from './stub-masks.ts'
+
+const chunk = (content: string | undefined, finish: string | null = null) =>
+  `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model: 'm', choices: [{ index: 0, delta: content === undefined ? {} : { content }, finish_reason: finish }] })}\n\n`
+
+async function run(input: string[], plan = stubMasks()): Promise<{ text: string; masked: number; batches: number }> {
+  let batches = 0
+  const masker = new SseMasker(plan, { maxEventBytes: 1 << 20, onBatch: () => batches++ })
+  let text = ''
+  for await (const part of Readable.from(input.map(s => Buffer.from(s))).pipe(masker)) text += part.toString()
+  return { text, masked: masker.masked, batches }
+}
+
+const contents = (text: string) =>
+  text
+    .split('\n\n')
+    .filter(e => e.startsWith('data: {'))
+    .map(e => JSON.parse(e.slice(6)).choices[0].delta.content ?? '')
+    .join('')
+
+t.test('a secret split over several deltas is masked, and the text around it still arrives', async t => {
+  const secret = 'sk-proj-Abc123def456ghi789'
+  const out = await run([chunk(''), chunk('my key is '), chunk('sk-'), chunk('proj-Ab'), chunk('c123def456ghi789'), chunk(' ok, bye.'), chunk(undefined, 'stop'), 'data: [DONE]\n\n'])
+  const text = contents(out.text)
+  t.equal(text, 'my key is [REDACTED] ok, bye.')
+  t.notOk(out.text.includes('proj-Ab'), 'no piece of the secret reaches the client')
+  t.equal(out.masked, 1)
+  t.notOk(out.text.includes(secret))
+  t.match(out.text, /data: \[DONE\]\n\n$/, 'the stream still ends with [DONE]')
+  t.match(out.text, /"finish_reason":"stop"/)
+})
+
+t.test('an email split across deltas and events split across network chunks are masked', async t => {
+  const events = [chunk('write to bo'), chunk('b@exam'), chunk('ple.com please'), chunk(undefined, 'stop'), 'data: [DONE]\n\n'].join('')
+  // cut the byte stream at odd places, inside events and inside lines
+  const parts: string[] = []
+  for (let i = 0; i < events.length; i += 7) parts.push(events.slice(i, i + 7))
+  const out = await run(parts)
+  t.equal(contents(out.text), 'write to [REDACTED] please')
+  t.ok(out.batches > 1, 'events are sent as they become safe, not all at the end')
+})
+
+t.test('held-back text is flushed at stream end even without [DONE]', async t => {
+  const out = await run([chunk('short tail')])
+  t.equal(contents(out.text), 'short tail')
+})
+
+t.test('what is held back stays bounded by the longest match', async t => {
+  const plan = stubMasks()
+  let hold = ''
+  let emitted = ''
+  let longest = 0
+  for (let i = 0; i < 2000; i++) {
+    const r = holdBack(hold, 'lorem ipsum ', plan.maxMatchLength, plan)
+    hold = r.hold
+    emitted += r.emit
+    longest = Math.max(longest, hold.length)
+  }
+  t.ok(longest < plan.maxMatchLength, 'hold-back stays below maxMatchLength')
+  t.equal(emitted + hold, 'lorem ipsum '.repeat(2000))
+})
+
+t.test('non-delta events are masked as JSON, field rules included; untouched events pass as they came', async t => {
+  const plan = stubMasks({ fields: { 'user.email': 'redact' } })
+  const untouched = 'event: ping\ndata: {"ok":true}\n\n'
+  const out = await run([untouched, 'data: {"user":{"email":"x"},"note":"mail a@b.io"}\n\n', ': comment\n\n'], plan)
+  t.ok(out.text.startsWith(untouched))
+  t.match(out.text, /"email":"\[REDACTED\]"/)
+  t.match(out.text, /"note":"mail \[REDACTED\]"/)
+  t.equal(out.masked, 2)
+})
+
+t.test('an event larger than the inspection limit fails the stream closed', async t => {
+  const masker = new SseMasker(stubMasks(), { maxEventBytes: 100 })
+  const src = Readable.from([Buffer.from('data: ' + 'x'.repeat(500))])
+  await t.rejects(async () => {
+    for await (const _ of src.pipe(masker)) void _
+  }, /larger than the inspection limit/)
+})
