@@ -1,0 +1,81 @@
+// redis-benchmark GET and SET at 50 clients, pipeline 1 and 16: direct, through Portcullis (inspect:
+// a key rule that no benchmark key matches; mask: a key rule on every key) and through nutcracker.
+// Redis has no password on every path: twemproxy cannot pass a client's AUTH through.
+import { field, type Context } from '../lib/context.ts'
+import { MODES, type GatewayHandle } from '../lib/gateway.ts'
+import { freePort } from '../lib/proc.ts'
+import { redisBenchmark, type RedisBenchResult } from '../lib/redis-benchmark.ts'
+import { startNutcracker, type Nutcracker } from '../lib/redis.ts'
+import type { Row, Scenario } from '../lib/types.ts'
+
+const PIPELINES = [1, 16]
+
+export const redisTarget = async (name: string, redis: { host: string; port: number }) => ({
+  name,
+  protocol: 'redis',
+  listen: `127.0.0.1:${await freePort()}`,
+  upstream: { host: redis.host, port: redis.port },
+})
+
+type Res = Record<string, RedisBenchResult>
+type Conn = { host: string; port: number; password?: string }
+
+const scenario: Scenario = {
+  name: 'redis GET/SET',
+  quick: true,
+  async run(base) {
+    const ctx = base as Context
+    const redis = await ctx.redis()
+    const requests = (p: number) => (ctx.quick ? 20_000 : 200_000) * (p > 1 ? 5 : 1)
+    const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string) => {
+      const out = new Map<number, Res | string>()
+      for (const pipeline of PIPELINES) {
+        if (typeof conn === 'string') { out.set(pipeline, conn); continue }
+        out.set(pipeline, await ctx.attempt(path, `GET/SET -P ${pipeline}`, async () => {
+          const runs: Res[] = []
+          for (let i = 0; i < ctx.repeats; i++) {
+            runs.push(await redisBenchmark({ ...conn, clients: 50, requests: requests(pipeline), pipeline, tests: ['set', 'get'], label }))
+          }
+          const pick = (cmd: string) => {
+            const sorted = runs.map(r => r[cmd]).sort((a, b) => a.rps - b.rps)
+            return sorted[sorted.length >> 1]
+          }
+          return { SET: pick('SET'), GET: pick('GET') }
+        }))
+      }
+      return out
+    }
+
+    const direct = await measure('direct', 'direct', redis)
+    const twem = await ctx.attempt<Nutcracker>('reference', 'start nutcracker', () => startNutcracker(ctx.tmp, redis))
+    const reference = await measure('reference', 'nutcracker', typeof twem === 'string' ? twem : twem)
+    if (typeof twem !== 'string') await twem.stop()
+    const through: Record<string, Map<number, Res | string>> = {}
+    for (const mode of MODES) {
+      const gw = await ctx.attempt<GatewayHandle>('portcullis', `start gateway (${mode})`, async () => ctx.gateway(mode, {
+        targets: [await redisTarget('bench-redis', redis)],
+        masking: [{ id: `bench-${mode}`, when: { targets: ['bench-redis'] }, keys: [mode === 'mask' ? 'key:*' : 'nomatch:*'], method: 'redact' }],
+      }))
+      through[mode] = await measure('portcullis', `Portcullis (${mode})`, typeof gw === 'string' ? gw : { ...gw.targets['bench-redis'], password: gw.token })
+      if (typeof gw !== 'string') await gw.stop()
+    }
+
+    const rows: Row[] = []
+    const sub = (v: Res | string, cmd: string) => (typeof v === 'string' ? v : v[cmd])
+    for (const pipeline of PIPELINES) {
+      for (const cmd of ['GET', 'SET']) {
+        const scenarioName = `redis-benchmark ${cmd} 50 clients -P ${pipeline}`
+        const d = sub(direct.get(pipeline)!, cmd), r = sub(reference.get(pipeline)!, cmd)
+        for (const mode of MODES) {
+          const p = sub(through[mode].get(pipeline)!, cmd)
+          rows.push({ scenario: scenarioName, metric: 'ops/s', mode, higherIsBetter: true, referenceName: 'nutcracker', direct: field(d, 'rps'), portcullis: field(p, 'rps'), reference: field(r, 'rps') })
+        }
+        const p = sub(through.inspect.get(pipeline)!, cmd)
+        rows.push({ scenario: scenarioName, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms') })
+      }
+    }
+    rows[0].note = 'redis runs without a password on every path (twemproxy cannot pass AUTH through); Portcullis still checks a token per connection'
+    return rows
+  },
+}
+export default scenario
