@@ -1,0 +1,334 @@
+// One statement's class, resources and facts, read off its parse tree. The walk covers the whole tree
+// (CTEs, sub-selects, defaults, function arguments), so a modification or a dangerous function hidden
+// anywhere raises the class of the statement that holds it.
+import type { FactValue, OperationClass, VectorFacts } from '@portcullis/core/types'
+import { stricter } from './classes.ts'
+import { functionClass } from './functions.ts'
+import { constValue, forEachNode, lastName, names, nodeOf, str, type Body } from './tree.ts'
+import { isWhereUnbounded } from './where.ts'
+import { embeddingTargets, limitOf, vectorSearchesOf, type Limit, type VectorSearch } from './vector.ts'
+
+/** CTE names visible at a point of the tree, with their bodies (for `SELECT *` through a CTE). */
+export interface Scope {
+  readonly ctes: Map<string, unknown>
+  readonly parent: Scope | undefined
+}
+
+export function cteBody(scope: Scope | undefined, name: string): { found: boolean; body?: unknown } {
+  for (let s = scope; s; s = s.parent) if (s.ctes.has(name)) return { found: true, body: s.ctes.get(name) }
+  return { found: false }
+}
+
+export interface Analysis {
+  class: OperationClass
+  resources: string[]
+  facts: Record<string, FactValue>
+  functions: string[]
+  searches: VectorSearch[]
+  export: boolean
+  /** a LIMIT bound at the statement's output (for export facts) */
+  exportLimit: number | undefined
+  /** EXECUTE name: resolved against the session's prepared statements by the caller */
+  execute?: { name: string; params: unknown[] }
+}
+
+// Statements that act outside the data model: roles, privileges, code, server configuration, files.
+const ADMIN_STATEMENTS = new Set([
+  'DoStmt', 'CallStmt', 'CreateFunctionStmt', 'AlterFunctionStmt', 'CreateRoleStmt', 'AlterRoleStmt',
+  'AlterRoleSetStmt', 'DropRoleStmt', 'GrantStmt', 'GrantRoleStmt', 'AlterDefaultPrivilegesStmt',
+  'ReassignOwnedStmt', 'DropOwnedStmt', 'AlterOwnerStmt', 'AlterSystemStmt', 'LoadStmt', 'CheckPointStmt',
+  'VacuumStmt', 'ReindexStmt', 'ClusterStmt', 'CreatedbStmt', 'AlterDatabaseStmt', 'AlterDatabaseSetStmt',
+  'AlterDatabaseRefreshCollStmt', 'DropdbStmt', 'CreateTableSpaceStmt', 'DropTableSpaceStmt',
+  'AlterTableSpaceOptionsStmt', 'AlterTableMoveAllStmt', 'CreateFdwStmt', 'AlterFdwStmt',
+  'CreateForeignServerStmt', 'AlterForeignServerStmt', 'CreateUserMappingStmt', 'AlterUserMappingStmt',
+  'DropUserMappingStmt', 'CreatePLangStmt', 'CreateEventTrigStmt', 'AlterEventTrigStmt',
+  'CreateSubscriptionStmt', 'AlterSubscriptionStmt', 'DropSubscriptionStmt', 'CreatePublicationStmt',
+  'AlterPublicationStmt', 'SecLabelStmt', 'CreatePolicyStmt', 'AlterPolicyStmt', 'CreateAmStmt',
+  'CreateCastStmt', 'CreateTransformStmt', 'CreateConversionStmt', 'ImportForeignSchemaStmt',
+])
+
+// Data definition inside the data model.
+const SCHEMA_STATEMENTS = new Set([
+  'CreateStmt', 'AlterTableStmt', 'IndexStmt', 'ViewStmt', 'CreateSchemaStmt', 'CreateSeqStmt',
+  'AlterSeqStmt', 'CreateTableAsStmt', 'CreateTrigStmt', 'RuleStmt', 'CreateDomainStmt', 'AlterDomainStmt',
+  'CompositeTypeStmt', 'CreateEnumStmt', 'AlterEnumStmt', 'CreateRangeStmt', 'DefineStmt',
+  'CreateForeignTableStmt', 'CreateStatsStmt', 'AlterStatsStmt', 'AlterObjectSchemaStmt',
+  'AlterObjectDependsStmt', 'AlterCollationStmt', 'CreateExtensionStmt', 'AlterExtensionStmt',
+  'AlterExtensionContentsStmt', 'CommentStmt', 'DropStmt', 'RenameStmt', 'AlterTSDictionaryStmt',
+  'AlterTSConfigurationStmt', 'AlterOperatorStmt', 'AlterTypeStmt', 'CreateOpClassStmt',
+  'CreateOpFamilyStmt', 'AlterOpFamilyStmt',
+])
+
+const SESSION_STATEMENTS = new Set([
+  'VariableShowStmt', 'TransactionStmt', 'ListenStmt', 'UnlistenStmt', 'DiscardStmt', 'DeallocateStmt',
+  'ClosePortalStmt', 'ConstraintsSetStmt', 'DeclareCursorStmt', 'PrepareStmt', 'ExecuteStmt',
+])
+
+// Object kinds whose DROP / RENAME acts outside the data model.
+const ADMIN_OBJECTS = new Set([
+  'OBJECT_FUNCTION', 'OBJECT_PROCEDURE', 'OBJECT_ROUTINE', 'OBJECT_ROLE', 'OBJECT_DATABASE',
+  'OBJECT_TABLESPACE', 'OBJECT_FDW', 'OBJECT_FOREIGN_SERVER', 'OBJECT_USER_MAPPING', 'OBJECT_LANGUAGE',
+  'OBJECT_EVENT_TRIGGER', 'OBJECT_PUBLICATION', 'OBJECT_SUBSCRIPTION', 'OBJECT_POLICY', 'OBJECT_ACCESS_METHOD',
+  'OBJECT_CAST', 'OBJECT_TRANSFORM',
+])
+
+// ALTER TABLE sub-commands that change who may see or do what.
+const ADMIN_ALTER_TABLE = new Set(['AT_ChangeOwner', 'AT_DisableRowSecurity', 'AT_NoForceRowSecurity'])
+
+// Settings whose change is a change of identity or of what the server enforces.
+const ADMIN_SETTINGS = new Set([
+  'role', 'session_authorization', 'session_replication_role', 'session_preload_libraries',
+  'local_preload_libraries', 'allow_system_table_mods', 'ignore_system_indexes',
+])
+
+function relationName(rv: Body): string {
+  return [rv.catalogname, rv.schemaname, rv.relname].filter(Boolean).join('.')
+}
+
+class Analyzer {
+  cls: OperationClass = 'session'
+  readonly resources = new Set<string>()
+  readonly facts: Record<string, FactValue> = {}
+  readonly functions = new Set<string>()
+  readonly searches: VectorSearch[] = []
+  exported = false
+  exportLimit: number | undefined
+  execute: Analysis['execute']
+
+  raise(c: OperationClass): void {
+    this.cls = stricter(this.cls, c)
+  }
+
+  /** Walks any part of the tree with the CTE names visible there. */
+  walk(value: unknown, scope: Scope | undefined, limit: Limit | undefined): void {
+    forEachNode(value, (type, body) => this.node(type, body, scope, limit))
+  }
+
+  /** Returns false when it has walked the node's children itself. */
+  node(type: string, b: Body, scope: Scope | undefined, limit: Limit | undefined): boolean | void {
+    switch (type) {
+      case 'RangeVar':
+        this.rangeVar(b, scope)
+        return false
+      case 'FuncCall': {
+        const name = lastName(b.funcname)
+        const fc = name === undefined ? undefined : functionClass(name)
+        if (fc) {
+          this.raise(fc)
+          if (fc === 'admin') this.functions.add(name!.toLowerCase())
+        }
+        return
+      }
+      case 'ColumnRef': {
+        // attribute notation calls a function too: (row).pg_read_file
+        const name = lastName(b.fields)
+        if (name !== undefined && functionClass(name) === 'admin') {
+          this.raise('admin')
+          this.functions.add(name.toLowerCase())
+        }
+        return
+      }
+      case 'SelectStmt':
+        return this.select(b, scope, limit)
+      case 'InsertStmt':
+        this.raise('write')
+        return this.withScope(b, scope, limit)
+      case 'UpdateStmt':
+        this.raise('write')
+        if (isWhereUnbounded(b.whereClause)) this.facts.unbounded = true
+        return this.withScope(b, scope, limit)
+      case 'DeleteStmt':
+        if (isWhereUnbounded(b.whereClause)) {
+          this.raise('bulk-delete')
+          this.facts.unbounded = true
+        } else this.raise('delete')
+        return this.withScope(b, scope, limit)
+      case 'MergeStmt': {
+        // a MERGE that can delete rows is a delete, whatever else it does
+        const deletes = (b.mergeWhenClauses ?? []).some((w: unknown) => nodeOf(w)?.[1].commandType === 'CMD_DELETE')
+        this.raise(deletes ? 'delete' : 'write')
+        return this.withScope(b, scope, limit)
+      }
+      case 'TruncateStmt':
+        this.raise('bulk-delete')
+        return
+      case 'CopyStmt':
+        return this.copy(b, scope)
+      case 'ExplainStmt':
+        return this.explain(b, scope)
+      case 'VariableSetStmt':
+        this.raise(b.name && ADMIN_SETTINGS.has(String(b.name).toLowerCase()) ? 'admin' : 'session')
+        return
+      case 'NotifyStmt':
+      case 'LockStmt':
+        this.raise('write')
+        return
+      case 'FetchStmt':
+        // rows of a cursor whose query was classified at DECLARE
+        this.raise(b.ismove ? 'session' : 'read')
+        return
+      case 'RefreshMatViewStmt':
+        this.raise('write')
+        return
+      case 'DropStmt':
+      case 'RenameStmt':
+        this.raise(ADMIN_OBJECTS.has(b.removeType ?? b.renameType) ? 'admin' : 'schema-change')
+        if (type === 'DropStmt') this.dropped(b)
+        return
+      case 'AlterTableCmd':
+        if (ADMIN_ALTER_TABLE.has(b.subtype)) this.raise('admin')
+        return
+      case 'PrepareStmt':
+        return this.prepare(b)
+      case 'ExecuteStmt':
+        this.execute = { name: String(b.name ?? ''), params: b.params ?? [] }
+        return
+      case 'DeallocateStmt':
+        this.facts.deallocate = b.isall ? '*' : String(b.name ?? '')
+        this.raise('session')
+        return
+      case 'DeclareCursorStmt':
+        this.raise('session')
+        return
+    }
+    if (type.endsWith('Stmt')) {
+      if (ADMIN_STATEMENTS.has(type)) this.raise('admin')
+      else if (SCHEMA_STATEMENTS.has(type)) this.raise('schema-change')
+      else if (SESSION_STATEMENTS.has(type)) this.raise('session')
+      // a statement kind this table does not know: fail closed
+      else this.raise('admin')
+    }
+  }
+
+  rangeVar(rv: Body, scope: Scope | undefined): void {
+    // an unqualified name that a visible CTE defines is that CTE, not a table
+    if (!rv.schemaname && !rv.catalogname && cteBody(scope, rv.relname).found) return
+    this.resources.add(relationName(rv))
+  }
+
+  dropped(b: Body): void {
+    if (!['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_FOREIGN_TABLE', 'OBJECT_INDEX', 'OBJECT_SEQUENCE'].includes(b.removeType)) return
+    for (const obj of b.objects ?? []) {
+      const parts = names(nodeOf(obj)?.[1]?.items)
+      if (parts.length > 0) this.resources.add(parts.join('.'))
+    }
+  }
+
+  /**
+   * Statements with a WITH clause: a non-recursive CTE sees the CTEs before it; a recursive one sees
+   * all of them; the statement body sees all. So `WITH customers AS (SELECT * FROM customers) …` still
+   * names the real table inside the CTE.
+   */
+  withScope(b: Body, scope: Scope | undefined, limit: Limit | undefined): false {
+    const w = b.withClause as Body | undefined
+    let inner = scope
+    if (w) {
+      const ctes = (w.ctes ?? []).map((c: unknown) => nodeOf(c)?.[1]).filter(Boolean) as Body[]
+      const own: Scope = { ctes: new Map(), parent: scope }
+      if (w.recursive) for (const c of ctes) own.ctes.set(c.ctename, c.ctequery)
+      for (const c of ctes) {
+        if (!w.recursive) {
+          // visible to itself only from the next CTE on
+          this.walk(c.ctequery, { ctes: new Map(own.ctes), parent: scope }, limit)
+          own.ctes.set(c.ctename, c.ctequery)
+        } else this.walk(c.ctequery, own, limit)
+      }
+      inner = own
+    }
+    for (const key in b) if (key !== 'withClause') this.walk(b[key], inner, limit)
+    return false
+  }
+
+  select(b: Body, scope: Scope | undefined, outer: Limit | undefined): false {
+    this.raise('read')
+    // SELECT … INTO creates a table
+    if (b.intoClause) this.raise('schema-change')
+    // FOR UPDATE / SHARE take row locks that block writers: a write
+    if (Array.isArray(b.lockingClause) && b.lockingClause.length > 0) this.raise('write')
+    const limit = limitOf(b) ?? outer
+    for (const s of vectorSearchesOf(b, limit)) this.searches.push(s)
+    return this.withScope(b, scope, limit)
+  }
+
+  copy(b: Body, scope: Scope | undefined): void {
+    if (b.filename !== undefined || b.is_program) {
+      // the server's files or a shell command
+      this.raise('admin')
+      this.facts.copy = (b.is_from ? 'from-' : 'to-') + (b.is_program ? 'program' : 'file')
+    } else if (b.is_from) {
+      this.raise('write')
+      this.facts.copy = 'from-stdin'
+    } else {
+      this.raise('read')
+      this.facts.copy = 'to-stdout'
+      if (b.query && embeddingTargets(b.query, scope)) {
+        this.exported = true
+        this.exportLimit = undefined
+      }
+    }
+    if (b.relation) this.rangeVar(b.relation, scope)
+    if (b.query) this.walk(b.query, scope, undefined)
+  }
+
+  explain(b: Body, scope: Scope | undefined): false {
+    const analyze = (b.options ?? []).some((o: unknown) => {
+      const d = nodeOf(o)?.[1]
+      if (!d || d.defname !== 'analyze') return false
+      if (d.arg === undefined) return true
+      const v = str(d.arg) ?? constValue(d.arg)
+      return !(v === false || v === 0 || (typeof v === 'string' && ['false', 'off', 'no', '0', 'f', 'n'].includes(v.toLowerCase())))
+    })
+    const inner = analyzeInner(b.query, scope)
+    for (const r of inner.resources) this.resources.add(r)
+    for (const f of inner.functions) if (analyze) this.functions.add(f)
+    // EXPLAIN plans without running; EXPLAIN ANALYZE runs the statement (but returns only the plan)
+    this.raise(analyze ? inner.cls : 'read')
+    if (analyze && inner.facts.unbounded) this.facts.unbounded = true
+    this.facts.explain = analyze ? 'analyze' : 'plan'
+    return false
+  }
+
+  prepare(b: Body): false {
+    this.raise('session')
+    const body = analyzeStatement({ stmt: b.query })
+    for (const r of body.resources) this.resources.add(r)
+    this.facts.prepare = String(b.name ?? '')
+    this.facts.preparedClass = body.class
+    return false
+  }
+
+  result(): Analysis {
+    const out: Analysis = {
+      class: this.cls,
+      resources: [...this.resources],
+      facts: this.facts,
+      functions: [...this.functions],
+      searches: this.searches,
+      export: this.exported,
+      exportLimit: this.exportLimit,
+    }
+    if (this.execute) out.execute = this.execute
+    return out
+  }
+}
+
+function analyzeInner(query: unknown, scope: Scope | undefined): Analyzer {
+  const a = new Analyzer()
+  a.walk(query, scope, undefined)
+  return a
+}
+
+/** Class, resources and facts of one statement of a parse. */
+export function analyzeStatement(raw: { stmt?: unknown }): Analysis {
+  const a = new Analyzer()
+  a.walk(raw.stmt, undefined, undefined)
+  // what a top-level SELECT returns: embedding columns without a LIMIT leave the store
+  const top = nodeOf(raw.stmt)
+  if (top && top[0] === 'SelectStmt' && !top[1].intoClause) {
+    const limit = limitOf(top[1])
+    if (limit?.count === undefined && limit?.param === undefined && embeddingTargets(raw.stmt, undefined)) a.exported = true
+  }
+  return a.result()
+}
+
+export type { VectorFacts }
