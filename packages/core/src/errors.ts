@@ -9,6 +9,11 @@ export type ErrorCode =
   | 'APPROVAL_DENIED'
   | 'APPROVAL_TIMEOUT'
   | 'APPROVAL_WITHDRAWN'
+  /** the caller may not decide this request (own request, not in an approver group) */
+  | 'APPROVAL_FORBIDDEN'
+  | 'APPROVAL_NOT_FOUND'
+  /** already approved, denied, expired or withdrawn */
+  | 'APPROVAL_NOT_PENDING'
   | 'RECORDING_FAILED'
   | 'CONFIG_INVALID'
   | 'SECRET_UNAVAILABLE'

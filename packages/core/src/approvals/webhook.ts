@@ -1,0 +1,54 @@
+// Announces a new approval request. Best effort: a slow or failing webhook never holds the operation
+// longer than its own timeout, and never blocks it.
+import type { ApprovalRequest } from '../types.ts'
+
+export interface WebhookConfig {
+  url: string
+  format: 'json' | 'slack'
+}
+
+export function webhookBody(request: ApprovalRequest, format: 'json' | 'slack'): unknown {
+  const summary = {
+    id: request.id,
+    subject: request.principal.subject,
+    groups: request.principal.groups,
+    target: request.target,
+    protocol: request.protocol,
+    class: request.class,
+    statement: request.statement,
+    resources: request.resources,
+    rule: request.rule,
+    approvers: request.approvers,
+    created: new Date(request.created).toISOString(),
+    expires: new Date(request.expires).toISOString(),
+  }
+  if (format === 'json') return { type: 'approval.requested', request: summary }
+  const statement = request.statement.length > 500 ? request.statement.slice(0, 500) + '…' : request.statement
+  return {
+    text:
+      `Portcullis approval ${request.id}: ${request.principal.subject} wants to run a ${request.class} ` +
+      `on ${request.target} (rule ${request.rule}, approvers: ${request.approvers.join(', ')})\n` +
+      '```' + statement.replace(/```/g, "'''") + '```\n' +
+      `Approve: portcullis approvals approve ${request.id} · Deny: portcullis approvals deny ${request.id}`,
+  }
+}
+
+export async function announce(
+  request: ApprovalRequest,
+  hook: WebhookConfig,
+  log: (msg: string) => void,
+  timeoutMs = 5000,
+): Promise<void> {
+  try {
+    const res = await fetch(hook.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(webhookBody(request, hook.format)),
+      signal: AbortSignal.timeout(timeoutMs),
+    })
+    await res.body?.cancel()
+    if (!res.ok) log(`approval webhook answered ${res.status} for ${request.id}`)
+  } catch (err) {
+    log(`approval webhook failed for ${request.id}: ${(err as Error).name}`)
+  }
+}

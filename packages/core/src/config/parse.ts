@@ -1,0 +1,298 @@
+// YAML text → validated, normalized Config. Every issue names file, line and key path, because the
+// person reading `check-config` output has the file open, not the schema.
+import { readFile } from 'node:fs/promises'
+import { Ajv, type ErrorObject } from 'ajv'
+import RE2 from 're2'
+import { LineCounter, isMap, isSeq, parseDocument, type Document, type Node } from 'yaml'
+import { PortcullisError } from '../errors.ts'
+import type { SecretRef, TargetConfig } from '../types.ts'
+import { parseDuration } from './duration.ts'
+import { configSchema } from './schema.ts'
+import type { Config, ConfigIssue, IssuerConfig, RuleConfig, SecretSource } from './types.ts'
+
+export class ConfigError extends PortcullisError {
+  readonly issues: ConfigIssue[]
+  constructor(issues: ConfigIssue[]) {
+    super('CONFIG_INVALID', issues.map(formatIssue).join('\n'), { issues: issues.length })
+    this.name = 'ConfigError'
+    this.issues = issues
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  return `${i.file}:${i.line}: ${i.path || '(top)'}: ${i.message}`
+}
+
+const ajv = new Ajv({ allErrors: true, strict: false, allowUnionTypes: true })
+const validate = ajv.compile(configSchema)
+
+export const DEFAULT_ALGORITHMS = ['RS256', 'ES256', 'EdDSA']
+const DEFAULT_LIMITS = {
+  maxConnections: 1000,
+  maxMessageBytes: 64 * 1024 * 1024,
+  idleTimeoutMs: 3_600_000,
+  handshakeTimeoutMs: 10_000,
+}
+
+export async function loadConfig(file: string): Promise<Config> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError([{ file, line: 0, path: '', message: `cannot read: ${(err as Error).message}` }])
+  }
+  return parseConfig(text, file)
+}
+
+export function parseConfig(text: string, file = '<config>'): Config {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const lineOf = (offset: number) => lineCounter.linePos(offset).line
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map(e => ({ file, line: lineOf(e.pos[0]), path: '', message: e.message.split('\n')[0] })))
+  }
+  const raw: unknown = doc.toJS() ?? {}
+  const locate = (path: (string | number)[], key?: string) => locateLine(doc, path, key, lineOf)
+
+  if (!validate(raw)) {
+    throw new ConfigError(schemaIssues(validate.errors ?? [], raw, file, locate))
+  }
+  const issues: ConfigIssue[] = []
+  const issue = (path: (string | number)[], message: string) =>
+    issues.push({ file, line: locate(path), path: path.join('.'), message })
+  const config = normalize(raw as RawConfig, file, issue)
+  if (issues.length > 0) throw new ConfigError(issues)
+  return config
+}
+
+function locateLine(
+  doc: Document,
+  path: (string | number)[],
+  key: string | undefined,
+  lineOf: (offset: number) => number,
+): number {
+  // Walk down as far as the document goes; a missing key reports its parent's line.
+  let node: unknown = doc.contents
+  for (const seg of path) {
+    const next = isMap(node) || isSeq(node) ? node.get(seg, true) : undefined
+    if (next === undefined) break
+    node = next
+  }
+  if (key !== undefined && isMap(node)) {
+    const pair = node.items.find(p => (p.key as { value?: unknown } | null)?.value === key)
+    const k = pair?.key as Node | undefined
+    if (k?.range) return lineOf(k.range[0])
+  }
+  const range = (node as Node | null)?.range
+  return range ? lineOf(range[0]) : 1
+}
+
+function pointerToPath(pointer: string): (string | number)[] {
+  if (pointer === '') return []
+  return pointer
+    .slice(1)
+    .split('/')
+    .map(s => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map(s => (/^\d+$/.test(s) ? Number(s) : s))
+}
+
+function valueAt(root: unknown, path: (string | number)[]): unknown {
+  let v = root as Record<string | number, unknown> | undefined
+  for (const seg of path) v = v == null ? undefined : (v[seg] as Record<string | number, unknown>)
+  return v
+}
+
+function schemaIssues(
+  errors: ErrorObject[],
+  raw: unknown,
+  file: string,
+  locate: (path: (string | number)[], key?: string) => number,
+): ConfigIssue[] {
+  const out = new Map<string, ConfigIssue>()
+  for (const e of errors) {
+    const path = pointerToPath(e.instancePath)
+    let where = path
+    let key: string | undefined
+    let message: string
+    const value = valueAt(raw, path)
+    if (e.schemaPath.includes('/secretRef/') || e.schemaPath.startsWith('#/definitions/secretRef')) {
+      message =
+        typeof value === 'string'
+          ? 'secrets are referenced, never inline: write { secret: NAME } and define NAME under secrets'
+          : 'must be a secret reference { secret: NAME }'
+    } else if (e.schemaPath.includes('/duration/')) {
+      message = 'must be a duration such as 30s, 5m, 1h or a number of milliseconds'
+    } else if (e.schemaPath.includes('/secretSource/')) {
+      message = 'must be one of { env: VAR }, { file: PATH } or { exec: [cmd, args…], ttl: 5m }'
+    } else if (e.keyword === 'additionalProperties') {
+      key = String(e.params.additionalProperty)
+      where = [...path, key]
+      message = 'unknown key'
+    } else if (e.keyword === 'required') {
+      where = [...path, String(e.params.missingProperty)]
+      message = 'is required'
+    } else if (e.keyword === 'enum') {
+      message = `must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`
+    } else if (e.keyword === 'anyOf') {
+      message = e.message ?? 'is not valid'
+    } else {
+      message = e.message ?? 'is not valid'
+    }
+    const id = where.join('.')
+    const existing = out.get(id)
+    // anyOf adds a generic line after the specific ones; keep the first (most specific) per key.
+    if (existing && (e.keyword === 'anyOf' || existing.message === message)) continue
+    if (existing && !e.schemaPath.includes('/definitions/')) continue
+    out.set(id, { file, line: locate(key ? path : where, key), path: id, message })
+  }
+  return [...out.values()]
+}
+
+// ─── normalization: YAML shape → runtime shape, plus checks a schema can't express ───
+
+interface RawConfig {
+  admin?: { listen: string }
+  identity?: { issuers?: RawIssuer[]; revocations?: { subject?: string; jti?: string }[] }
+  secrets?: Record<string, { env?: string; file?: string; exec?: string[]; ttl?: string | number }>
+  recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef } }
+  audit?: { destination?: string }
+  approvals?: { timeout?: string | number; webhook?: { url: string; format?: 'json' | 'slack' } }
+  targets?: RawTarget[]
+  rules?: (Omit<RuleConfig, 'window' | 'timeout' | 'when'> & { when?: RuleConfig['when']; window?: string | number; timeout?: string | number })[]
+  masking?: Config['masking']
+  maskingKey?: SecretRef
+}
+interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'clockSkew'> {
+  algorithms?: string[]
+  groupsClaim?: string
+  clockSkew?: string | number
+}
+interface RawTarget extends Omit<TargetConfig, 'limits' | 'options'> {
+  limits?: { maxConnections?: number; maxMessageBytes?: number; idleTimeout?: string | number; handshakeTimeout?: string | number }
+  options?: Record<string, unknown>
+}
+
+type Issue = (path: (string | number)[], message: string) => void
+
+function normalize(raw: RawConfig, file: string, issue: Issue): Config {
+  const secrets: Record<string, SecretSource> = {}
+  for (const [name, s] of Object.entries(raw.secrets ?? {})) {
+    if (s.env !== undefined) secrets[name] = { env: s.env }
+    else if (s.file !== undefined) secrets[name] = { file: s.file }
+    else secrets[name] = { exec: s.exec ?? [], ttl: parseDuration(s.ttl ?? '5m') }
+  }
+  const checkRef = (ref: SecretRef | undefined, path: (string | number)[]) => {
+    if (ref && !(ref.secret in secrets)) issue([...path, 'secret'], `unknown secret "${ref.secret}" (define it under secrets)`)
+  }
+
+  const issuers: IssuerConfig[] = (raw.identity?.issuers ?? []).map((i, n) => {
+    const algorithms = i.algorithms ?? DEFAULT_ALGORITHMS
+    const path = ['identity', 'issuers', n]
+    if (!i.jwks && !i.jwksFile && !i.secret) issue(path, 'needs jwks (URL), jwksFile or secret')
+    if (algorithms.some(a => a === 'none')) issue([...path, 'algorithms'], 'alg none is never accepted')
+    if (algorithms.some(a => a.startsWith('HS')) && !i.secret)
+      issue([...path, 'algorithms'], 'HS* algorithms need a shared secret (secret: { secret: NAME })')
+    if (i.secret && algorithms.some(a => !a.startsWith('HS')) && i.algorithms === undefined)
+      issue([...path, 'algorithms'], 'an issuer with a shared secret must list its HS* algorithms')
+    checkRef(i.secret, path)
+    return {
+      ...i,
+      algorithms,
+      groupsClaim: i.groupsClaim ?? 'groups',
+      clockSkew: parseDuration(i.clockSkew ?? '30s'),
+    }
+  })
+
+  const targets: TargetConfig[] = []
+  const seenTargets = new Set<string>()
+  for (const [n, t] of (raw.targets ?? []).entries()) {
+    const path = ['targets', n]
+    if (seenTargets.has(t.name)) issue([...path, 'name'], `duplicate target name "${t.name}"`)
+    seenTargets.add(t.name)
+    if (t.protocol === 'http' && !t.upstream.url) issue([...path, 'upstream'], 'http targets need upstream.url')
+    if (t.protocol !== 'http' && (!t.upstream.host || !t.upstream.port))
+      issue([...path, 'upstream'], `${t.protocol} targets need upstream.host and upstream.port`)
+    if (t.upstream.auth && !t.upstream.auth.value.includes('{secret}'))
+      issue([...path, 'upstream', 'auth', 'value'], 'must contain {secret} where the credential goes')
+    checkRef(t.upstream.password, [...path, 'upstream', 'password'])
+    checkRef(t.upstream.auth?.secret, [...path, 'upstream', 'auth', 'secret'])
+    const l = t.limits ?? {}
+    targets.push({
+      ...t,
+      limits: {
+        maxConnections: l.maxConnections ?? DEFAULT_LIMITS.maxConnections,
+        maxMessageBytes: l.maxMessageBytes ?? DEFAULT_LIMITS.maxMessageBytes,
+        idleTimeoutMs: l.idleTimeout !== undefined ? parseDuration(l.idleTimeout) : DEFAULT_LIMITS.idleTimeoutMs,
+        handshakeTimeoutMs:
+          l.handshakeTimeout !== undefined ? parseDuration(l.handshakeTimeout) : DEFAULT_LIMITS.handshakeTimeoutMs,
+      },
+      options: t.options ?? {},
+    })
+  }
+
+  const rules: RuleConfig[] = []
+  const seenRules = new Set<string>()
+  for (const [n, r] of (raw.rules ?? []).entries()) {
+    const path = ['rules', n]
+    if (seenRules.has(r.id)) issue([...path, 'id'], `duplicate rule id "${r.id}"`)
+    seenRules.add(r.id)
+    if (r.action === 'approve' && !(r.approvers && r.approvers.length > 0))
+      issue([...path, 'approvers'], 'an approve rule needs approvers (groups)')
+    if (r.when?.statement !== undefined) {
+      try {
+        new RE2(r.when.statement)
+      } catch (err) {
+        issue([...path, 'when', 'statement'], `bad pattern: ${(err as Error).message}`)
+      }
+    }
+    for (const t of r.when?.targets ?? [])
+      if (!seenTargetsAll(raw).has(t) && !/[*?]/.test(t)) issue([...path, 'when', 'targets'], `unknown target "${t}"`)
+    const rule: RuleConfig = { id: r.id, when: r.when ?? {}, action: r.action }
+    if (r.approvers) rule.approvers = r.approvers
+    if (r.window !== undefined) rule.window = parseDuration(r.window)
+    if (r.timeout !== undefined) rule.timeout = parseDuration(r.timeout)
+    if (r.reason !== undefined) rule.reason = r.reason
+    rules.push(rule)
+  }
+
+  for (const [n, m] of (raw.masking ?? []).entries()) {
+    for (const [k, p] of (m.patterns ?? []).entries()) {
+      try {
+        new RE2(p.regex)
+      } catch (err) {
+        issue(['masking', n, 'patterns', k, 'regex'], `bad pattern: ${(err as Error).message}`)
+      }
+    }
+  }
+
+  checkRef(raw.maskingKey, ['maskingKey'])
+  checkRef(raw.recording?.sign?.hmacKey, ['recording', 'sign', 'hmacKey'])
+
+  const config: Config = {
+    identity: { issuers, revocations: raw.identity?.revocations ?? [] },
+    secrets,
+    recording: {
+      dir: raw.recording?.dir ?? './recordings',
+      onFailure: raw.recording?.onFailure ?? 'block',
+      ...(raw.recording?.sign ? { sign: raw.recording.sign } : {}),
+    },
+    audit: { destination: raw.audit?.destination ?? 'stdout' },
+    approvals: {
+      timeoutMs: parseDuration(raw.approvals?.timeout ?? '5m'),
+      ...(raw.approvals?.webhook
+        ? { webhook: { url: raw.approvals.webhook.url, format: raw.approvals.webhook.format ?? 'json' } }
+        : {}),
+    },
+    targets,
+    rules,
+    masking: raw.masking ?? [],
+    file,
+  }
+  if (raw.admin) config.admin = raw.admin
+  if (raw.maskingKey) config.maskingKey = raw.maskingKey
+  return config
+}
+
+function seenTargetsAll(raw: RawConfig): Set<string> {
+  return new Set((raw.targets ?? []).map(t => t.name))
+}

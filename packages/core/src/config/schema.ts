@@ -1,0 +1,151 @@
+// JSON schema of the YAML config, as written by people (durations as `30s`, secrets as references).
+// Every object closes itself (additionalProperties: false) so a misspelt key is an error, not a no-op.
+import { CLASSES } from '../types.ts'
+
+const duration = { $ref: '#/definitions/duration' }
+const secretRef = { $ref: '#/definitions/secretRef' }
+const strings = { type: 'array', items: { type: 'string' } }
+const hostPort = { type: 'string', pattern: '^[^\\s]+:\\d{1,5}$' }
+
+function object(properties: Record<string, unknown>, required: string[] = []) {
+  return { type: 'object', properties, required, additionalProperties: false }
+}
+
+const factCondition = {
+  anyOf: [
+    { type: ['string', 'number', 'boolean'] },
+    object({
+      gt: { type: 'number' },
+      gte: { type: 'number' },
+      lt: { type: 'number' },
+      lte: { type: 'number' },
+      eq: { type: ['string', 'number', 'boolean'] },
+    }),
+  ],
+}
+
+const target = object(
+  {
+    name: { type: 'string', minLength: 1 },
+    protocol: { enum: ['postgres', 'redis', 'http'] },
+    listen: hostPort,
+    upstream: object({
+      host: { type: 'string' },
+      port: { type: 'integer', minimum: 1, maximum: 65535 },
+      url: { type: 'string' },
+      database: { type: 'string' },
+      user: { type: 'string' },
+      password: secretRef,
+      tls: object({
+        enabled: { type: 'boolean' },
+        rejectUnauthorized: { type: 'boolean' },
+        ca: { type: 'string' },
+        servername: { type: 'string' },
+      }),
+      auth: object({ header: { type: 'string' }, value: { type: 'string' }, secret: secretRef }, ['header', 'secret']),
+    }),
+    tls: object({ cert: { type: 'string' }, key: { type: 'string' } }, ['cert', 'key']),
+    limits: object({
+      maxConnections: { type: 'integer', minimum: 1 },
+      maxMessageBytes: { type: 'integer', minimum: 1 },
+      idleTimeout: duration,
+      handshakeTimeout: duration,
+    }),
+    options: { type: 'object' },
+  },
+  ['name', 'protocol', 'listen', 'upstream'],
+)
+
+const rule = object(
+  {
+    id: { type: 'string', minLength: 1 },
+    when: object({
+      groups: strings,
+      subjects: strings,
+      targets: strings,
+      class: { type: 'array', items: { enum: [...CLASSES] } },
+      resources: strings,
+      statement: { type: 'string' },
+      operations: strings,
+      facts: { type: 'object', additionalProperties: factCondition },
+    }),
+    action: { enum: ['allow', 'block', 'approve'] },
+    approvers: strings,
+    window: duration,
+    timeout: duration,
+    reason: { type: 'string' },
+  },
+  ['id', 'action'],
+)
+
+const maskingRule = object(
+  {
+    id: { type: 'string', minLength: 1 },
+    when: object({ targets: strings, groups: strings, subjects: strings }),
+    columns: strings,
+    fields: strings,
+    keys: strings,
+    detectors: strings,
+    patterns: { type: 'array', items: object({ name: { type: 'string' }, regex: { type: 'string' } }, ['name', 'regex']) },
+    method: { enum: ['redact', 'partial', 'hash', 'null'] },
+  },
+  ['id', 'method'],
+)
+
+const issuer = object(
+  {
+    issuer: { type: 'string', minLength: 1 },
+    audience: { type: 'string', minLength: 1 },
+    jwks: { type: 'string', pattern: '^https?://' },
+    jwksFile: { type: 'string' },
+    algorithms: { type: 'array', items: { type: 'string' }, minItems: 1 },
+    groupsClaim: { type: 'string' },
+    clockSkew: duration,
+    secret: secretRef,
+  },
+  ['issuer', 'audience'],
+)
+
+const secretSource = {
+  anyOf: [
+    object({ env: { type: 'string', minLength: 1 } }, ['env']),
+    object({ file: { type: 'string', minLength: 1 } }, ['file']),
+    object({ exec: { type: 'array', items: { type: 'string' }, minItems: 1 }, ttl: duration }, ['exec']),
+  ],
+}
+
+export const configSchema = {
+  definitions: {
+    duration: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: '^\\d+(\\.\\d+)?(ms|s|m|h|d)$' }] },
+    secretRef: object({ secret: { type: 'string', minLength: 1 } }, ['secret']),
+    secretSource,
+  },
+  ...object(
+    {
+      admin: object({ listen: hostPort }, ['listen']),
+      identity: object({
+        issuers: { type: 'array', items: issuer },
+        revocations: {
+          type: 'array',
+          items: object({ subject: { type: 'string' }, jti: { type: 'string' } }),
+        },
+      }),
+      secrets: { type: 'object', additionalProperties: { $ref: '#/definitions/secretSource' } },
+      recording: object({
+        dir: { type: 'string' },
+        onFailure: { enum: ['block', 'allow'] },
+        sign: object({ hmacKey: secretRef }),
+      }),
+      audit: object({ destination: { type: 'string' } }),
+      approvals: object({
+        timeout: duration,
+        webhook: object({ url: { type: 'string', pattern: '^https?://' }, format: { enum: ['json', 'slack'] } }, ['url']),
+      }),
+      targets: { type: 'array', items: target },
+      rules: { type: 'array', items: rule },
+      masking: { type: 'array', items: maskingRule },
+      maskingKey: secretRef,
+    },
+    [],
+  ),
+}

@@ -1,0 +1,111 @@
+// The parsed, normalized configuration. Durations are milliseconds here; YAML may say `30s`.
+import type { Action, MaskMethod, OperationClass, SecretRef, TargetConfig } from '../types.ts'
+
+export interface IssuerConfig {
+  issuer: string
+  audience: string
+  /** JWKS URL (fetched, cached, refreshed on unknown kid) */
+  jwks?: string
+  /** local JWKS file (re-read when it changes) */
+  jwksFile?: string
+  /** accepted JWS algorithms; HS* only when `secret` is set */
+  algorithms: string[]
+  /** dotted path of the groups claim */
+  groupsClaim: string
+  /** ms */
+  clockSkew: number
+  /** shared secret for HS256/384/512 issuers */
+  secret?: SecretRef
+}
+
+export interface RevocationEntry {
+  subject?: string
+  jti?: string
+}
+
+export interface IdentityConfig {
+  issuers: IssuerConfig[]
+  revocations: RevocationEntry[]
+}
+
+export type SecretSource =
+  | { env: string }
+  | { file: string }
+  | { exec: string[]; ttl: number }
+
+export type FactCondition =
+  | { gt?: number; gte?: number; lt?: number; lte?: number; eq?: number | string | boolean }
+  | string
+  | number
+  | boolean
+
+export interface RuleWhen {
+  groups?: string[]
+  subjects?: string[]
+  targets?: string[]
+  class?: OperationClass[]
+  resources?: string[]
+  /** re2 pattern over the normalized statement */
+  statement?: string
+  operations?: string[]
+  facts?: Record<string, FactCondition>
+}
+
+export interface RuleConfig {
+  id: string
+  when: RuleWhen
+  action: Action
+  approvers?: string[]
+  /** ms: an approval grants the same fingerprint to the same subject for this long */
+  window?: number
+  /** ms: how long an approval request waits */
+  timeout?: number
+  reason?: string
+}
+
+/** Same shape as the masking engine's MaskingRuleConfig (compiled by masking/). */
+export interface MaskingRuleEntry {
+  id: string
+  when?: { targets?: string[]; groups?: string[]; subjects?: string[] }
+  columns?: string[]
+  fields?: string[]
+  keys?: string[]
+  detectors?: string[]
+  patterns?: { name: string; regex: string }[]
+  method: MaskMethod
+}
+
+export interface RecordingConfig {
+  dir: string
+  onFailure: 'block' | 'allow'
+  sign?: { hmacKey?: SecretRef }
+}
+
+export interface ApprovalsConfig {
+  /** ms */
+  timeoutMs: number
+  webhook?: { url: string; format: 'json' | 'slack' }
+}
+
+export interface Config {
+  admin?: { listen: string }
+  identity: IdentityConfig
+  secrets: Record<string, SecretSource>
+  recording: RecordingConfig
+  audit: { destination: 'stdout' | string }
+  approvals: ApprovalsConfig
+  targets: TargetConfig[]
+  rules: RuleConfig[]
+  masking: MaskingRuleEntry[]
+  maskingKey?: SecretRef
+  /** the file it was read from */
+  file?: string
+}
+
+export interface ConfigIssue {
+  file: string
+  line: number
+  /** dotted key path, e.g. targets.0.upstream.port */
+  path: string
+  message: string
+}

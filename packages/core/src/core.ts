@@ -1,0 +1,223 @@
+// Ties config, identity, policy, approvals, secrets, audit and metrics into one object the gateway
+// holds. It has no sockets: codecs get Sessions from it.
+import { randomBytes } from 'node:crypto'
+import { PortcullisError } from './errors.ts'
+import type { ApprovalRequest, Decision, Operation, Principal, Protocol, TargetConfig } from './types.ts'
+import type { Config, RevocationEntry } from './config/types.ts'
+import { createApprovals } from './approvals/approvals.ts'
+import type { ApprovalStore } from './approvals/store.ts'
+import { createAuditLog } from './audit/audit.ts'
+import { createIdentity } from './identity/verify.ts'
+import { Metrics } from './metrics/metrics.ts'
+import { decide as policyDecide } from './policy/decide.ts'
+import { createSecretStore, type SecretStore } from './secrets/store.ts'
+import { compileMasks } from './session/engines.ts'
+import { CoreSession, type SessionHost } from './session/session.ts'
+
+export interface SessionInfo {
+  id: string
+  target: string
+  protocol: Protocol
+  remote: string
+  subject?: string
+  groups?: string[]
+  started: number
+}
+
+export interface CoreApprovals {
+  list(): ApprovalRequest[]
+  get(id: string): ApprovalRequest | undefined
+  approve(id: string, by: Principal): ApprovalRequest
+  deny(id: string, by: Principal, reason?: string): ApprovalRequest
+}
+
+export interface Core {
+  /** current generation */
+  readonly config: Config
+  openSession(target: TargetConfig, remote: string): CoreSession
+  sessions(): SessionInfo[]
+  kill(sessionId: string, reason?: string): boolean
+  killSubject(subject: string, reason?: string): number
+  revoke(entry: RevocationEntry): void
+  revocations(): RevocationEntry[]
+  authenticate(token: string): Promise<Principal>
+  readonly approvals: CoreApprovals
+  decide(principal: Principal, targetName: string, op: Operation): Decision
+  readonly metrics: { render(): string }
+  reload(config: Config): void
+  readonly secrets: SecretStore
+  close(): Promise<void>
+}
+
+export interface CoreOptions {
+  auditStream?: NodeJS.WritableStream
+  now?: () => number
+  approvalStore?: ApprovalStore
+}
+
+async function keyFromSecret(secrets: SecretStore, ref: { secret: string } | undefined): Promise<Buffer | undefined> {
+  if (!ref) return undefined
+  return Buffer.from(await secrets.get(ref), 'utf8')
+}
+
+export async function createCore(initial: Config, opts: CoreOptions = {}): Promise<Core> {
+  const now = opts.now ?? Date.now
+  let generation = { n: 1, config: initial }
+  const secrets = createSecretStore(initial.secrets)
+  const identity = createIdentity(initial.identity, { secrets, now })
+  const audit = createAuditLog({ destination: initial.audit.destination, ...(opts.auditStream ? { stream: opts.auditStream } : {}) })
+  const metrics = new Metrics()
+  const approvals = createApprovals({
+    now,
+    ...(opts.approvalStore ? { store: opts.approvalStore } : {}),
+    ...(initial.approvals.webhook ? { webhook: initial.approvals.webhook } : {}),
+    log: msg => audit.log(msg),
+  })
+  // Without a configured key, hashes are stable for this process only: equal values still match
+  // within a session and across sessions, but not across restarts.
+  let hashKey = (await keyFromSecret(secrets, initial.maskingKey)) ?? randomBytes(32)
+  let recordingKey = await keyFromSecret(secrets, initial.recording.sign?.hmacKey)
+  const live = new Map<string, CoreSession>()
+  metrics.backlog = () => {
+    let n = 0
+    for (const s of live.values()) n += s.recorder?.backlog ?? 0
+    return n
+  }
+
+  const host: SessionHost = {
+    generation: () => generation,
+    now,
+    identity,
+    secrets,
+    approvals,
+    audit,
+    metrics,
+    hashKey: () => hashKey,
+    recordingKey: () => recordingKey,
+    closed(session) {
+      if (live.delete(session.id)) metrics.sessions = live.size
+    },
+  }
+
+  function abortRevoked() {
+    for (const s of live.values()) {
+      const p = s.principal
+      if (p && identity.revocations.isRevoked(p)) s.abort(new PortcullisError('REVOKED', 'access revoked'))
+    }
+  }
+
+  let closing: Promise<void> | undefined
+
+  const core: Core = {
+    get config() {
+      return generation.config
+    },
+    secrets,
+    metrics,
+    approvals: {
+      list: () => approvals.list(),
+      get: id => approvals.get(id),
+      approve: (id, by) => approvals.approve(id, by),
+      deny: (id, by, reason) => approvals.deny(id, by, reason),
+    },
+
+    openSession(target, remote) {
+      if (closing) throw new PortcullisError('SHUTDOWN', 'gateway is shutting down')
+      const s = new CoreSession(host, target, remote)
+      live.set(s.id, s)
+      metrics.sessions = live.size
+      return s
+    },
+
+    sessions() {
+      return [...live.values()].map(s => {
+        const info: SessionInfo = {
+          id: s.id,
+          target: s.target.name,
+          protocol: s.target.protocol,
+          remote: s.remote,
+          started: s.started,
+        }
+        if (s.principal) {
+          info.subject = s.principal.subject
+          info.groups = s.principal.groups
+        }
+        return info
+      })
+    },
+
+    kill(id, reason) {
+      const s = live.get(id)
+      if (!s) return false
+      s.abort(new PortcullisError('SESSION_CLOSED', reason ?? 'session ended by an administrator'))
+      return true
+    },
+
+    killSubject(subject, reason) {
+      let n = 0
+      for (const s of live.values()) {
+        if (s.principal?.subject !== subject) continue
+        s.abort(new PortcullisError('SESSION_CLOSED', reason ?? 'session ended by an administrator'))
+        n++
+      }
+      return n
+    },
+
+    revoke(entry) {
+      if (!entry.subject && !entry.jti) throw new PortcullisError('CONFIG_INVALID', 'a revocation names a subject or a jti')
+      identity.revocations.add(entry)
+      abortRevoked()
+    },
+
+    revocations: () => identity.revocations.list(),
+
+    authenticate: token => identity.verify(token),
+
+    decide(principal, targetName, op) {
+      const { config } = generation
+      const pd = policyDecide(config.rules, principal, targetName, op)
+      const masks = compileMasks(config.masking, { target: targetName, subject: principal.subject, groups: principal.groups }, hashKey)
+      return { action: pd.action, rule: pd.rule, reason: pd.reason, masks }
+    },
+
+    reload(config) {
+      const previous = generation.config
+      secrets.update(config.secrets)
+      identity.update(config.identity)
+      approvals.setWebhook(config.approvals.webhook)
+      generation = { n: generation.n + 1, config }
+      abortRevoked()
+      if (JSON.stringify(previous.maskingKey) !== JSON.stringify(config.maskingKey)) {
+        keyFromSecret(secrets, config.maskingKey).then(
+          k => {
+            hashKey = k ?? randomBytes(32)
+          },
+          err => audit.log('masking key unavailable after reload; keeping the previous key', { error: (err as Error).message }),
+        )
+      }
+      if (JSON.stringify(previous.recording.sign) !== JSON.stringify(config.recording.sign)) {
+        keyFromSecret(secrets, config.recording.sign?.hmacKey).then(
+          k => {
+            recordingKey = k
+          },
+          err => audit.log('recording key unavailable after reload; keeping the previous key', { error: (err as Error).message }),
+        )
+      }
+      if (previous.audit.destination !== config.audit.destination)
+        audit.log('audit.destination changes take effect on restart')
+    },
+
+    close() {
+      if (!closing) {
+        closing = (async () => {
+          approvals.close()
+          await Promise.all([...live.values()].map(s => s.close('shutdown')))
+          secrets.close()
+          await audit.flush()
+        })()
+      }
+      return closing
+    },
+  }
+  return core
+}

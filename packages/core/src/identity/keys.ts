@@ -1,0 +1,49 @@
+// Key sets per issuer. URLs go through jose's remote set (cached; an unknown kid triggers a refetch,
+// limited by its cooldown). Files are re-read when they change, so rotating keys needs no restart.
+import { stat, readFile } from 'node:fs/promises'
+import { createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose'
+
+export interface KeySource {
+  getKey: JWTVerifyGetKey
+  /** forces a re-read before the next lookup (file sets); remote sets refresh themselves */
+  refresh(): Promise<boolean>
+}
+
+const remoteSets = new Map<string, JWTVerifyGetKey>()
+
+export function remoteKeySource(url: string): KeySource {
+  let getKey = remoteSets.get(url)
+  if (!getKey) {
+    getKey = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: 600_000, timeoutDuration: 5_000 })
+    remoteSets.set(url, getKey)
+  }
+  return { getKey, refresh: async () => false }
+}
+
+export function fileKeySource(path: string, opts: { recheckMs?: number; now?: () => number } = {}): KeySource {
+  const recheckMs = opts.recheckMs ?? 1000
+  const now = opts.now ?? Date.now
+  let local: JWTVerifyGetKey | undefined
+  let mtimeMs = -1
+  let size = -1
+  let checkedAt = -Infinity
+
+  async function load(force: boolean): Promise<boolean> {
+    const t = now()
+    if (!force && local && t - checkedAt < recheckMs) return false
+    checkedAt = t
+    const st = await stat(path)
+    if (local && st.mtimeMs === mtimeMs && st.size === size) return false
+    const jwks = JSON.parse(await readFile(path, 'utf8')) as JSONWebKeySet
+    local = createLocalJWKSet(jwks)
+    mtimeMs = st.mtimeMs
+    size = st.size
+    return true
+  }
+
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    await load(false)
+    return local!(header, token)
+  }
+  return { getKey, refresh: () => load(true) }
+}

@@ -1,0 +1,287 @@
+// One client connection as the core sees it: who is calling, what they may do, and the record of it.
+import { randomBytes } from 'node:crypto'
+import { PortcullisError } from '../errors.ts'
+import type {
+  AuditEvent,
+  Decision,
+  DecideOptions,
+  MaskPlan,
+  Operation,
+  Principal,
+  RecordType,
+  SecretRef,
+  Session,
+  TargetConfig,
+} from '../types.ts'
+import type { Config } from '../config/types.ts'
+import type { Approvals } from '../approvals/approvals.ts'
+import type { AuditLog } from '../audit/audit.ts'
+import type { Identity } from '../identity/verify.ts'
+import type { Metrics } from '../metrics/metrics.ts'
+import type { SecretStore } from '../secrets/store.ts'
+import { decide as policyDecide } from '../policy/decide.ts'
+import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+export function sessionId(): string {
+  let id = 'ses_'
+  for (const b of randomBytes(12)) id += BASE32[b & 31]
+  return id
+}
+
+/** What a session needs from the core that opened it; `generation` changes on reload. */
+export interface SessionHost {
+  generation(): { n: number; config: Config }
+  now(): number
+  identity: Identity
+  secrets: SecretStore
+  approvals: Approvals
+  audit: AuditLog
+  metrics: Metrics
+  hashKey(): Buffer
+  recordingKey(): Buffer | undefined
+  closed(session: CoreSession): void
+}
+
+export class CoreSession implements Session {
+  readonly id = sessionId()
+  readonly target: TargetConfig
+  readonly remote: string
+  readonly started: number
+  readonly #host: SessionHost
+  readonly #abort = new AbortController()
+  #principal: Principal | undefined
+  #recorder: SessionRecorder | undefined
+  #masks: { generation: number; plan: MaskPlan } | undefined
+  #closing: Promise<void> | undefined
+
+  constructor(host: SessionHost, target: TargetConfig, remote: string) {
+    this.#host = host
+    this.target = target
+    this.remote = remote
+    this.started = host.now()
+  }
+
+  get principal(): Principal | undefined {
+    return this.#principal
+  }
+
+  get signal(): AbortSignal {
+    return this.#abort.signal
+  }
+
+  get recorder(): SessionRecorder | undefined {
+    return this.#recorder
+  }
+
+  get closed(): boolean {
+    return this.#closing !== undefined
+  }
+
+  /** ends the session from outside (admin kill, revocation, shutdown); the codec sees the signal */
+  abort(err: PortcullisError): void {
+    if (!this.#abort.signal.aborted) this.#abort.abort(err)
+  }
+
+  async authenticate(token: string): Promise<Principal> {
+    if (this.closed) throw new PortcullisError('SESSION_CLOSED', 'session closed')
+    let principal: Principal
+    try {
+      principal = await this.#host.identity.verify(token)
+      if (this.#principal && principal.subject !== this.#principal.subject)
+        throw new PortcullisError('AUTH_FAILED', 'a session cannot change its subject', { reason: 'subject-change' })
+    } catch (err) {
+      const e =
+        err instanceof PortcullisError ? err : new PortcullisError('AUTH_FAILED', 'token rejected', { reason: 'invalid' })
+      this.#write({ class: 'session', error: `authentication failed: ${e.message}` })
+      throw e
+    }
+    const first = this.#principal === undefined
+    this.#principal = principal
+    this.#masks = undefined
+    if (first) {
+      const { config } = this.#host.generation()
+      try {
+        const sign = this.#host.recordingKey()
+        this.#recorder = openRecorder({
+          dir: config.recording.dir,
+          sessionId: this.id,
+          target: this.target.name,
+          protocol: this.target.protocol,
+          principal,
+          ...(sign ? { sign: { hmacKey: sign } } : {}),
+        })
+      } catch (err) {
+        if (config.recording.onFailure === 'block') {
+          this.#write({ class: 'session', error: `recording unavailable: ${(err as Error).message}` })
+          this.#principal = undefined
+          throw new PortcullisError('RECORDING_FAILED', 'recording unavailable; session refused')
+        }
+        this.#host.audit.log('recording unavailable, continuing (onFailure: allow)', { session: this.id })
+      }
+      this.record('session-start', {
+        remote: this.remote,
+        subject: principal.subject,
+        groups: principal.groups,
+        issuer: principal.issuer,
+        ...(principal.expiresAt !== undefined ? { expiresAt: principal.expiresAt } : {}),
+      })
+    } else {
+      this.record('event', { event: 're-authenticated', expiresAt: principal.expiresAt })
+    }
+    this.#write({ class: 'session' })
+    return principal
+  }
+
+  assertAlive(): void {
+    if (this.#abort.signal.aborted) {
+      const reason = this.#abort.signal.reason
+      throw reason instanceof PortcullisError ? reason : new PortcullisError('SESSION_CLOSED', 'session closed')
+    }
+    if (this.closed) throw new PortcullisError('SESSION_CLOSED', 'session closed')
+    const p = this.#principal
+    if (!p) return
+    if (p.expiresAt !== undefined && this.#host.now() >= p.expiresAt)
+      throw new PortcullisError('TOKEN_EXPIRED', 'token expired; authenticate again with a fresh token')
+    if (this.#host.identity.revocations.isRevoked(p)) {
+      const err = new PortcullisError('REVOKED', 'access revoked')
+      this.abort(err)
+      throw err
+    }
+  }
+
+  get masks(): MaskPlan {
+    const p = this.#principal
+    if (!p) return emptyMaskPlan()
+    const { n, config } = this.#host.generation()
+    if (this.#masks?.generation !== n) {
+      const plan = compileMasks(
+        config.masking,
+        { target: this.target.name, subject: p.subject, groups: p.groups },
+        this.#host.hashKey(),
+      )
+      this.#masks = { generation: n, plan }
+    }
+    return this.#masks.plan
+  }
+
+  async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
+    const principal = this.#principal
+    if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
+    this.assertAlive()
+    const { config } = this.#host.generation()
+    this.#assertRecording(config)
+    const started = this.#host.now()
+    const masks = this.masks
+    const pd = policyDecide(config.rules, principal, this.target.name, op)
+    let decision: Decision = { action: pd.action, rule: pd.rule, reason: pd.reason, masks }
+    if (pd.action === 'approve') {
+      const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
+      if (grant) {
+        decision = { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }
+      } else {
+        const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
+        try {
+          const outcome = await this.#host.approvals.hold({
+            principal,
+            target: this.target.name,
+            protocol: this.target.protocol,
+            op,
+            rule: pd.rule!,
+            approvers: pd.approvers ?? [],
+            timeoutMs: pd.timeoutMs ?? config.approvals.timeoutMs,
+            ...(pd.window !== undefined ? { window: pd.window } : {}),
+            signal,
+            ...(opts.onPending ? { onPending: opts.onPending } : {}),
+          })
+          const id = outcome.request.id
+          if (outcome.status === 'approved')
+            decision = { action: 'allow', rule: pd.rule, reason: `approved by ${outcome.request.decidedBy}`, masks, approvalId: id }
+          else if (outcome.status === 'denied')
+            decision = {
+              action: 'block',
+              rule: pd.rule,
+              reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
+              masks,
+              approvalId: id,
+            }
+          else decision = { action: 'block', rule: pd.rule, reason: `approval ${id} timed out`, masks, approvalId: id }
+        } catch (err) {
+          this.record('decision', { action: 'block', rule: pd.rule, reason: 'approval withdrawn', statement: op.statement, class: op.class })
+          this.#host.metrics.operation(op.class, 'withdrawn')
+          throw err
+        }
+        // the wait may have outlived the token or the session
+        this.assertAlive()
+      }
+    }
+    this.record('decision', {
+      action: decision.action,
+      rule: decision.rule,
+      reason: decision.reason,
+      ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
+      statement: op.statement,
+      class: op.class,
+      fingerprint: op.fingerprint,
+    })
+    this.#assertRecording(config)
+    this.#host.metrics.operation(op.class, decision.action)
+    if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
+    return decision
+  }
+
+  secret(ref: SecretRef): Promise<string> {
+    return this.#host.secrets.get(ref)
+  }
+
+  record(type: RecordType, payload: Record<string, unknown>): void {
+    const r = this.#recorder
+    if (!r) return
+    try {
+      r.record(type, payload)
+    } catch {
+      // the recorder reports its own failure through `failed`; decide() acts on it
+    }
+  }
+
+  audit(event: Partial<AuditEvent>): void {
+    this.#write(event)
+    if (event.bytes !== undefined) this.#host.metrics.bytes('out', event.bytes)
+    if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
+  }
+
+  close(reason = 'closed'): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = (async () => {
+        this.abort(new PortcullisError('SESSION_CLOSED', `session closed: ${reason}`))
+        this.record('session-end', { reason })
+        try {
+          await this.#recorder?.close(reason)
+        } catch (err) {
+          this.#host.audit.log('recording could not be sealed', { session: this.id, error: (err as Error).message })
+        } finally {
+          this.#host.closed(this)
+        }
+      })()
+    }
+    return this.#closing
+  }
+
+  #assertRecording(config: Config) {
+    const failed = this.#recorder?.failed
+    if (failed && config.recording.onFailure === 'block')
+      throw new PortcullisError('RECORDING_FAILED', 'recording failed; operations are refused (recording.onFailure: block)')
+  }
+
+  #write(event: Partial<AuditEvent>) {
+    const p = this.#principal
+    this.#host.audit.write({
+      time: new Date(this.#host.now()).toISOString(),
+      session: this.id,
+      ...(p ? { principal: { sub: p.subject, groups: p.groups } } : {}),
+      target: this.target.name,
+      protocol: this.target.protocol,
+      ...event,
+    })
+  }
+}

@@ -1,0 +1,161 @@
+import t from 'tap'
+import { createCore } from '../src/core.ts'
+import { isPortcullisError, PortcullisError } from '../src/errors.ts'
+import type { ApprovalRequest } from '../src/types.ts'
+import { auditSink, op, setup } from './helpers.ts'
+
+const RULES = `
+  - { id: agents-read, when: { groups: [agents], class: [read] }, action: allow }
+  - { id: agents-write, when: { groups: [agents], class: [write, delete] }, action: approve, approvers: [dba] }
+  - { id: no-bulk, when: { class: [bulk-delete, schema-change, admin] }, action: block }`
+
+async function coreFor(t: { teardown(fn: () => unknown): void }, rules = RULES, opts: { now?: () => number } = {}) {
+  const s = await setup(t, rules)
+  const audit = auditSink()
+  const core = await createCore(s.config, { auditStream: audit.stream, ...opts })
+  t.teardown(() => core.close())
+  return { ...s, core, audit }
+}
+
+t.test('an authenticated agent reads, and a schema change is blocked by its rule', async t => {
+  const { core, issuer } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50000')
+  const principal = await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  t.equal(principal.subject, 'agent-1')
+  t.same(principal.groups, ['agents'])
+  const read = await session.decide(op('read', 'SELECT * FROM customers', ['public.customers']))
+  t.equal(read.action, 'allow')
+  t.equal(read.rule, 'agents-read')
+  const drop = await session.decide(op('schema-change', 'DROP TABLE customers', ['public.customers']))
+  t.equal(drop.action, 'block')
+  t.equal(drop.rule, 'no-bulk')
+  t.same(core.sessions().map(s => [s.id, s.subject]), [[session.id, 'agent-1']])
+  await session.close()
+  t.same(core.sessions(), [])
+})
+
+t.test('deciding before authentication is refused', async t => {
+  const { core } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50001')
+  await t.rejects(session.decide(op('read', 'SELECT 1')), { code: 'AUTH_FAILED' })
+})
+
+t.test('a token that expires mid-session makes the next operation fail with TOKEN_EXPIRED', async t => {
+  let clock = Date.now()
+  const { core, issuer } = await coreFor(t, RULES, { now: () => clock })
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50002')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'], ttlSeconds: 60 }))
+  t.equal((await session.decide(op('read', 'SELECT 1'))).action, 'allow')
+  clock += 61_000
+  t.throws(() => session.assertAlive(), { code: 'TOKEN_EXPIRED' })
+  await t.rejects(session.decide(op('read', 'SELECT 1')), { code: 'TOKEN_EXPIRED' })
+  // a fresh token for the same subject lets the session go on
+  clock = Date.now()
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'], ttlSeconds: 60 }))
+  t.equal((await session.decide(op('read', 'SELECT 1'))).action, 'allow')
+})
+
+t.test('a session cannot switch to another subject by re-authenticating', async t => {
+  const { core, issuer } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50003')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  await t.rejects(session.authenticate(await issuer.mint({ sub: 'admin', groups: ['dba'] })), { code: 'AUTH_FAILED' })
+  t.equal(session.principal?.subject, 'agent-1')
+})
+
+t.test('revoking a subject aborts its live session and refuses its tokens', async t => {
+  const { core, issuer } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50004')
+  const other = core.openSession(core.config.targets[0], '127.0.0.1:50005')
+  const token = await issuer.mint({ sub: 'agent-1', groups: ['agents'] })
+  await session.authenticate(token)
+  await other.authenticate(await issuer.mint({ sub: 'agent-2', groups: ['agents'] }))
+  core.revoke({ subject: 'agent-1' })
+  t.ok(session.signal.aborted)
+  t.ok(isPortcullisError(session.signal.reason, 'REVOKED'))
+  t.notOk(other.signal.aborted)
+  await t.rejects(session.decide(op('read', 'SELECT 1')), { code: 'REVOKED' })
+  const fresh = core.openSession(core.config.targets[0], '127.0.0.1:50006')
+  await t.rejects(fresh.authenticate(token), { code: 'AUTH_FAILED', details: { reason: 'revoked' } })
+})
+
+t.test('revoking a token id aborts only the session that used it', async t => {
+  const { core, issuer } = await coreFor(t)
+  const a = core.openSession(core.config.targets[0], '127.0.0.1:50007')
+  const b = core.openSession(core.config.targets[0], '127.0.0.1:50008')
+  await a.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'], jti: 'tok-a' }))
+  await b.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'], jti: 'tok-b' }))
+  core.revoke({ jti: 'tok-a' })
+  t.ok(a.signal.aborted)
+  t.notOk(b.signal.aborted)
+})
+
+t.test('an admin kill aborts the session signal with SESSION_CLOSED', async t => {
+  const { core, issuer } = await coreFor(t)
+  const a = core.openSession(core.config.targets[0], '127.0.0.1:50009')
+  await a.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  t.equal(core.kill('ses_unknown'), false)
+  t.equal(core.kill(a.id, 'bye'), true)
+  t.ok(isPortcullisError(a.signal.reason, 'SESSION_CLOSED'))
+  t.equal((a.signal.reason as PortcullisError).message, 'bye')
+  const b = core.openSession(core.config.targets[1], '127.0.0.1:50010')
+  await b.authenticate(await issuer.mint({ sub: 'agent-2', groups: ['agents'] }))
+  t.equal(core.killSubject('agent-2'), 1)
+  t.ok(b.signal.aborted)
+})
+
+t.test('a write waits for approval by a dba and then goes through', async t => {
+  const { core, issuer } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50011')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const dba = await core.authenticate(await issuer.mint({ sub: 'alice', groups: ['dba'] }))
+  let seen: ApprovalRequest | undefined
+  const pending = session.decide(op('write', "UPDATE customers SET name = $1 WHERE id = $2", ['public.customers']), {
+    onPending: r => {
+      seen = r
+      setImmediate(() => core.approvals.approve(r.id, dba))
+    },
+  })
+  const d = await pending
+  t.equal(d.action, 'allow')
+  t.match(d.approvalId, /^apr_[a-z2-7]{10}$/)
+  t.equal(seen?.id, d.approvalId)
+  t.equal(core.approvals.get(d.approvalId!)?.status, 'approved')
+  t.equal(core.approvals.get(d.approvalId!)?.decidedBy, 'alice')
+})
+
+t.test('audit lines carry session, principal, target and decision, and never the token or password', async t => {
+  process.env.PORTCULLIS_TEST_PG_PASSWORD = 'hunter2-secret'
+  t.teardown(() => delete process.env.PORTCULLIS_TEST_PG_PASSWORD)
+  const { core, issuer, audit } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50012')
+  const token = await issuer.mint({ sub: 'agent-1', groups: ['agents'] })
+  await session.authenticate(token)
+  t.equal(await session.secret(core.config.targets[0].upstream.password!), 'hunter2-secret')
+  const d = await session.decide(op('read', 'SELECT email FROM customers', ['public.customers']))
+  session.audit({ class: 'read', resources: ['public.customers'], decision: d.action, rule: d.rule, rows: 3, bytes: 120, durationMs: 4 })
+  const bad = core.openSession(core.config.targets[0], '127.0.0.1:50013')
+  await t.rejects(bad.authenticate(token + 'x'))
+  await session.close()
+  const lines = audit.lines()
+  const op1 = lines.find(l => l.decision === 'allow')!
+  t.match(op1, {
+    session: session.id,
+    principal: { sub: 'agent-1', groups: ['agents'] },
+    target: 'docs-db',
+    protocol: 'postgres',
+    class: 'read',
+    rule: 'agents-read',
+    rows: 3,
+    bytes: 120,
+  })
+  t.match(op1.time, /^\d{4}-\d\d-\d\dT/)
+  t.ok(lines.some(l => l.session === bad.id && typeof l.error === 'string' && /authentication failed/.test(l.error as string)))
+  t.notOk(audit.text().includes(token), 'no token in the audit log')
+  t.notOk(audit.text().includes(token.split('.')[2]), 'no token signature in the audit log')
+  t.notOk(audit.text().includes('hunter2-secret'), 'no password in the audit log')
+  const metrics = core.metrics.render()
+  t.match(metrics, /portcullis_operations_total\{class="read",decision="allow"\} 1/)
+  t.match(metrics, /portcullis_bytes_total\{direction="out"\} 120/)
+  t.match(metrics, /portcullis_sessions 1/)
+})
