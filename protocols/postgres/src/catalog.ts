@@ -1,0 +1,200 @@
+// Resolves RowDescription column identities (table OID + attribute number) to schema.table.column
+// through the gateway's own upstream connection, so that `SELECT email AS e` is still the email
+// column. One connection and one cache per target; the connection closes itself when idle.
+import type { TargetConfig } from '@portcullis/core/types'
+import { PortcullisError } from '@portcullis/core/errors'
+import { BufferReader } from './buffer-reader.ts'
+import { Framer } from './framer.ts'
+import { parseDataRow, parseNoticeFields } from './backend.ts'
+import { serializeQuery, TERMINATE } from './frontend.ts'
+import { connectUpstream, upstreamStartupParameters, type UpstreamConnection } from './upstream.ts'
+
+export interface ColumnIdentity {
+  schema: string
+  table: string
+  column: string
+  /** for a view column: same-named columns of the relations the view reads */
+  base: { schema: string; table: string; column: string }[]
+  /** the view reads columns none of its own names match (computed or renamed) */
+  viewOpaque: boolean
+}
+
+interface RelationInfo {
+  columns: Map<number, ColumnIdentity>
+}
+
+const IDLE_MS = 10_000
+
+export class Catalog {
+  private conn: UpstreamConnection | undefined
+  private connecting: Promise<UpstreamConnection> | undefined
+  private queue: Promise<unknown> = Promise.resolve()
+  private idle: NodeJS.Timeout | undefined
+  private readonly relations = new Map<number, RelationInfo>()
+  private readonly typeNames = new Map<number, string>()
+
+  constructor(
+    private readonly target: TargetConfig,
+    private password: () => Promise<string | undefined>,
+  ) {}
+
+  /** cached: undefined until resolve() has seen the relation */
+  column(tableOid: number, attributeNumber: number): ColumnIdentity | undefined {
+    return this.relations.get(tableOid)?.columns.get(attributeNumber)
+  }
+
+  typeName(oid: number): string | undefined {
+    return this.typeNames.get(oid)
+  }
+
+  has(tableOid: number): boolean {
+    return this.relations.has(tableOid)
+  }
+
+  hasType(oid: number): boolean {
+    return this.typeNames.has(oid)
+  }
+
+  async resolve(tableOids: number[], typeOids: number[]): Promise<void> {
+    const tables = [...new Set(tableOids)].filter(o => o !== 0 && !this.relations.has(o))
+    const types = [...new Set(typeOids)].filter(o => !this.typeNames.has(o))
+    if (tables.length === 0 && types.length === 0) return
+    if (types.length) {
+      for (const [oid, name] of await this.query(`SELECT t.oid, t.typname FROM pg_catalog.pg_type t WHERE t.oid = ANY('{${types.join(',')}}'::oid[])`)) {
+        this.typeNames.set(Number(oid), name!)
+      }
+      for (const o of types) if (!this.typeNames.has(o)) this.typeNames.set(o, '')
+    }
+    if (tables.length === 0) return
+    const oids = `'{${tables.join(',')}}'::oid[]`
+    const cols = await this.query(
+      `SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, c.relkind FROM pg_catalog.pg_attribute a ` +
+        `JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+        `WHERE c.oid = ANY(${oids}) AND a.attnum > 0 AND NOT a.attisdropped`,
+    )
+    // for views: the base columns the view's rewrite rule depends on
+    const deps = await this.query(
+      `SELECT r.ev_class, n.nspname, c.relname, a.attname FROM pg_catalog.pg_rewrite r ` +
+        `JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 ` +
+        `JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.oid <> r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+        `JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid WHERE r.ev_class = ANY(${oids})`,
+    )
+    const baseByView = new Map<number, { schema: string; table: string; column: string }[]>()
+    for (const [view, schema, table, column] of deps) {
+      const list = baseByView.get(Number(view)) ?? []
+      list.push({ schema: schema!, table: table!, column: column! })
+      baseByView.set(Number(view), list)
+    }
+    for (const o of tables) this.relations.set(o, { columns: new Map() })
+    for (const [oid, attnum, schema, table, column] of cols) {
+      const base = baseByView.get(Number(oid)) ?? []
+      const own = new Set(cols.filter(r => r[0] === oid).map(r => r[4]))
+      this.relations.get(Number(oid))!.columns.set(Number(attnum), {
+        schema: schema!,
+        table: table!,
+        column: column!,
+        base: base.filter(b => b.column === column),
+        viewOpaque: base.some(b => !own.has(b.column)),
+      })
+    }
+  }
+
+  /** the columns of a relation named as in SQL ('customers', 'public.customers'), in order */
+  async relationColumns(name: string): Promise<{ schema: string; table: string; column: string }[]> {
+    const quoted = name.replace(/'/g, "''")
+    const rows = await this.query(
+      `SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid ` +
+        `JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('${quoted}') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+    )
+    return rows.map(([schema, table, column]) => ({ schema: schema!, table: table!, column: column! }))
+  }
+
+  private query(sql: string): Promise<(string | null)[][]> {
+    const run = this.queue.then(() => this.run(sql))
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async connection(): Promise<UpstreamConnection> {
+    if (this.conn && !this.conn.socket.destroyed) return this.conn
+    this.connecting ??= (async () => {
+      const c = await connectUpstream(this.target, await this.password(), upstreamStartupParameters(this.target, { application_name: 'portcullis-catalog' }))
+      c.socket.on('error', () => c.socket.destroy())
+      c.socket.on('close', () => {
+        if (this.conn === c) this.conn = undefined
+      })
+      c.socket.unref()
+      this.conn = c
+      return c
+    })().finally(() => (this.connecting = undefined))
+    return this.connecting
+  }
+
+  private async run(sql: string): Promise<(string | null)[][]> {
+    if (this.idle) clearTimeout(this.idle)
+    const conn = await this.connection()
+    const socket = conn.socket
+    const framer = new Framer(64 << 20)
+    const rows: (string | null)[][] = []
+    try {
+      return await new Promise((resolve, reject) => {
+        let error: string | undefined
+        const onData = (chunk: Buffer) => {
+          try {
+            for (const f of framer.push(chunk)) {
+              const r = new BufferReader(f.raw, f.bodyOffset)
+              switch (f.code) {
+                case 0x44: // D
+                  rows.push(parseDataRow(r).map(v => (v === null ? null : v.toString('utf8'))))
+                  break
+                case 0x45: // E
+                  error = parseNoticeFields(r).M
+                  break
+                case 0x5a: // Z
+                  cleanup()
+                  if (error) reject(new PortcullisError('UPSTREAM_UNAVAILABLE', `catalog lookup failed: ${error}`))
+                  else resolve(rows)
+                  break
+              }
+            }
+          } catch (err) {
+            cleanup()
+            reject(err)
+          }
+        }
+        const onClose = () => {
+          cleanup()
+          reject(new PortcullisError('UPSTREAM_UNAVAILABLE', 'catalog connection closed'))
+        }
+        const cleanup = () => {
+          socket.off('data', onData)
+          socket.off('close', onClose)
+        }
+        socket.on('data', onData)
+        socket.on('close', onClose)
+        socket.write(serializeQuery(sql))
+      })
+    } finally {
+      this.idle = setTimeout(() => this.close(), IDLE_MS)
+      this.idle.unref()
+    }
+  }
+
+  close(): void {
+    const c = this.conn
+    this.conn = undefined
+    if (c && !c.socket.destroyed) c.socket.end(TERMINATE)
+  }
+}
+
+const catalogs = new Map<string, { target: TargetConfig; catalog: Catalog }>()
+
+/** one catalog per target (a new target config object — a reload — starts a fresh cache) */
+export function catalogFor(target: TargetConfig, password: () => Promise<string | undefined>): Catalog {
+  const hit = catalogs.get(target.name)
+  if (hit && hit.target === target) return hit.catalog
+  hit?.catalog.close()
+  const catalog = new Catalog(target, password)
+  catalogs.set(target.name, { target, catalog })
+  return catalog
+}

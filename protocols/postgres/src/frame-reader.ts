@@ -1,0 +1,83 @@
+// Pulls whole frames from a socket one at a time, for the handshake phases where each step waits
+// for an answer. The proxy loop takes over with detach(), which returns what was read ahead.
+import type { Duplex } from 'node:stream'
+import { Framer, type Frame } from './framer.ts'
+import { PortcullisError } from '@portcullis/core/errors'
+
+export class FrameReader {
+  readonly framer: Framer
+  private frames: Frame[] = []
+  private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | undefined
+  private failure: Error | undefined
+  private readonly onData = (chunk: Buffer) => {
+    try {
+      for (const f of this.framer.push(chunk)) this.frames.push(f)
+    } catch (err) {
+      this.fail(err as Error)
+      return
+    }
+    this.wake()
+  }
+  private readonly onEnd = () => this.fail(new PortcullisError('SESSION_CLOSED', 'connection closed during startup'))
+  private readonly onError = (err: Error) => this.fail(err)
+
+  constructor(
+    readonly socket: Duplex,
+    maxMessageBytes: number,
+    opts: { startup?: boolean } = {},
+  ) {
+    this.framer = new Framer(maxMessageBytes, opts)
+    socket.on('data', this.onData)
+    socket.on('end', this.onEnd)
+    socket.on('close', this.onEnd)
+    socket.on('error', this.onError)
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err
+    const w = this.waiter
+    this.waiter = undefined
+    w?.reject(this.failure)
+  }
+
+  private wake(): void {
+    if (!this.waiter) return
+    // a startup frame may leave further bytes unframed until the caller says what they are
+    if (this.frames.length === 0 && this.framer.buffered > 0) {
+      try {
+        for (const f of this.framer.push(Buffer.alloc(0))) this.frames.push(f)
+      } catch (err) {
+        this.fail(err as Error)
+        return
+      }
+    }
+    const f = this.frames.shift()
+    if (!f) return
+    const w = this.waiter
+    this.waiter = undefined
+    w.resolve(f)
+  }
+
+  next(): Promise<Frame> {
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject }
+      this.wake()
+    })
+  }
+
+  /** true when bytes arrived that were not asked for yet */
+  get hasPending(): boolean {
+    return this.frames.length > 0 || this.framer.buffered > 0
+  }
+
+  detach(): { frames: Frame[]; rest: Buffer | undefined } {
+    this.socket.off('data', this.onData)
+    this.socket.off('end', this.onEnd)
+    this.socket.off('close', this.onEnd)
+    this.socket.off('error', this.onError)
+    const frames = this.frames
+    this.frames = []
+    return { frames, rest: this.framer.drain() }
+  }
+}

@@ -1,0 +1,94 @@
+// Cuts a byte stream into whole Postgres messages. A message that arrived whole in one chunk is
+// handed out as a subarray of that chunk (no copy); only messages split across chunks are joined,
+// once, when their last byte has arrived. The startup phase has no code byte (length first), and is
+// bounded much lower than the rest: nothing has been authenticated yet.
+import { PortcullisError } from '@portcullis/core/errors'
+
+export const STARTUP_LIMIT = 10 * 1024
+
+export interface Frame {
+  /** message code ('Q', 'D', …); 0 in the startup phase */
+  code: number
+  /** the whole message as it came, header included: forward this untouched */
+  raw: Buffer
+  /** offset of the body inside raw (5, or 4 for startup messages) */
+  bodyOffset: number
+}
+
+export class Framer {
+  private chunks: Buffer[] = []
+  private size = 0
+  /** bytes the message at the head of chunks needs; 0 while its header is incomplete */
+  private needed = 0
+  /** true while the next message has no code byte; a startup frame ends a push() */
+  startup: boolean
+
+  constructor(
+    private readonly maxMessageBytes: number,
+    opts: { startup?: boolean } = {},
+  ) {
+    this.startup = opts.startup ?? false
+  }
+
+  get buffered(): number {
+    return this.size
+  }
+
+  private checkLength(len: number): number {
+    const limit = this.startup ? STARTUP_LIMIT : this.maxMessageBytes
+    if (len < 4 || (this.startup && len < 8)) throw new PortcullisError('PROTOCOL_ERROR', `invalid message length ${len}`)
+    if (len > limit) throw new PortcullisError('MESSAGE_TOO_LARGE', `message length ${len} exceeds the limit of ${limit} bytes`)
+    return len + (this.startup ? 0 : 1)
+  }
+
+  /**
+   * Appends a chunk and returns the whole messages it completes. Throws MESSAGE_TOO_LARGE or
+   * PROTOCOL_ERROR as soon as a header shows a bad length, before the body is buffered.
+   */
+  push(chunk: Buffer): Frame[] {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.size += chunk.length
+    }
+    // a split message: wait for all of it before joining
+    if (this.needed > 0 && this.size < this.needed) return []
+    let buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size)
+    this.chunks = []
+    this.size = 0
+    this.needed = 0
+    const frames: Frame[] = []
+    let off = 0
+    for (;;) {
+      const header = this.startup ? 4 : 5
+      if (buf.length - off < header) break
+      const total = this.checkLength(buf.readInt32BE(off + header - 4))
+      if (buf.length - off < total) {
+        this.needed = total
+        break
+      }
+      frames.push({ code: this.startup ? 0 : buf[off], raw: buf.subarray(off, off + total), bodyOffset: header })
+      off += total
+      if (this.startup) {
+        // the caller decides what follows (TLS bytes after SSLRequest, a second startup packet)
+        this.startup = false
+        break
+      }
+    }
+    if (off < buf.length) {
+      const rest = buf.subarray(off)
+      this.chunks.push(rest)
+      this.size = rest.length
+    }
+    return frames
+  }
+
+  /** returns buffered bytes (e.g. to hand them to TLS) and forgets them */
+  drain(): Buffer | undefined {
+    if (this.size === 0) return undefined
+    const b = Buffer.concat(this.chunks, this.size)
+    this.chunks = []
+    this.size = 0
+    this.needed = 0
+    return b
+  }
+}

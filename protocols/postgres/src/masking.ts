@@ -1,0 +1,162 @@
+// Result masking on the wire. A RowDescription becomes a RowMask (one entry per column, resolved
+// through the catalog); DataRows of a result with no masked column pass as their original bytes.
+import type { MaskMethod, MaskPlan } from '@portcullis/core/types'
+import { BufferReader } from './buffer-reader.ts'
+import { parseDataRow, serializeDataRow, type FieldDescription, type NoticeFields } from './backend.ts'
+import type { Catalog } from './catalog.ts'
+
+/** types whose text and binary forms are both the UTF-8 text itself (jsonb binary: a version byte first) */
+const TEXT_LIKE = new Set([25, 1043, 1042, 19, 18, 114, 142, 705, 3802])
+const JSONB = 3802
+
+export interface RowMask {
+  /** per column: the method for a column rule, or undefined */
+  methods: (MaskMethod | undefined)[]
+  /** per column: run detectors on this value */
+  scan: boolean[]
+  textLike: boolean[]
+  binary: boolean[]
+  jsonb: boolean[]
+}
+
+export function columnMethod(plan: MaskPlan, catalog: Catalog, f: FieldDescription): MaskMethod | undefined {
+  if (f.tableOid === 0) return plan.forColumn(undefined, undefined, f.name)
+  const id = catalog.column(f.tableOid, f.attributeNumber)
+  // unknown identity: only a bare-name rule can apply
+  if (!id) return plan.forColumn(undefined, undefined, f.name)
+  let m = plan.forColumn(id.schema, id.table, id.column)
+  for (const b of id.base) m ??= plan.forColumn(b.schema, b.table, b.column)
+  // a view that renames or computes from a masked column: fail closed on its unmatched columns
+  if (m === undefined && id.base.length === 0 && id.viewOpaque) m = 'null'
+  return m
+}
+
+/** tables a RowDescription needs resolved before its rows can be masked */
+export function unresolvedTables(fields: FieldDescription[], catalog: Catalog): number[] {
+  const out: number[] = []
+  for (const f of fields) if (f.tableOid !== 0 && !catalog.has(f.tableOid)) out.push(f.tableOid)
+  return out
+}
+
+/** undefined when no column of this result is masked nor scanned */
+export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog: Catalog): RowMask | undefined {
+  if (plan.empty) return undefined
+  const methods = fields.map(f => columnMethod(plan, catalog, f))
+  const textLike = fields.map(f => TEXT_LIKE.has(f.typeOid))
+  const scan = fields.map((f, i) => plan.hasDetectors && methods[i] === undefined && textLike[i])
+  if (!methods.some(m => m !== undefined) && !scan.some(Boolean)) return undefined
+  return { methods, scan, textLike, binary: fields.map(f => f.format === 1), jsonb: fields.map(f => f.typeOid === JSONB) }
+}
+
+function maskValue(mask: RowMask, plan: MaskPlan, i: number, value: Buffer): { value: Buffer | null; changed: boolean } {
+  const method = mask.methods[i]
+  if (method !== undefined) {
+    // a non-text value (number, vector, bytea…) cannot hold a replacement string: it becomes NULL
+    if (!mask.textLike[i]) return { value: null, changed: true }
+    const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
+    const out = plan.apply(method, value.toString('utf8', prefix))
+    if (out === null) return { value: null, changed: true }
+    return { value: prefix ? Buffer.concat([value.subarray(0, 1), Buffer.from(out)]) : Buffer.from(out), changed: true }
+  }
+  if (mask.scan[i]) {
+    const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
+    const r = plan.scan(value.toString('utf8', prefix))
+    if (r.count > 0) return { value: prefix ? Buffer.concat([value.subarray(0, 1), Buffer.from(r.text)]) : Buffer.from(r.text), changed: true }
+  }
+  return { value, changed: false }
+}
+
+/** rewrites one DataRow; returns the original bytes when nothing changed */
+export function maskDataRow(raw: Buffer, mask: RowMask, plan: MaskPlan): { raw: Buffer; masked: number } {
+  const values = parseDataRow(new BufferReader(raw, 5))
+  let masked = 0
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]
+    if (v === null) continue
+    const r = maskValue(mask, plan, i, v)
+    if (r.changed) {
+      values[i] = r.value
+      masked++
+    }
+  }
+  return masked === 0 ? { raw, masked } : { raw: serializeDataRow(values), masked }
+}
+
+/**
+ * ErrorResponse / NoticeResponse fields echo values: `Key (email)=(a@b.c) already exists`,
+ * `Failing row contains (…)`. Column rules apply to Key details; detectors to the free text.
+ */
+export function maskNoticeFields(fields: NoticeFields, plan: MaskPlan): number {
+  if (plan.empty) return 0
+  let count = 0
+  const detail = fields.D
+  if (detail) {
+    const key = /^Key \((.+?)\)=\((.*)\)( .*)?$/s.exec(detail)
+    if (key) {
+      const cols = key[1].split(/,\s*/)
+      const methods = cols.map(c => plan.forColumn(fields.s, fields.t, c.replace(/^"|"$/g, '')))
+      const method = methods.find(m => m !== undefined)
+      if (method) {
+        fields.D = `Key (${key[1]})=(${plan.apply(method, key[2]) ?? 'NULL'})${key[3] ?? ''}`
+        count++
+      }
+    }
+    // the whole row of a table with masked columns: we cannot tell the values apart, hide it
+    if (/^Failing row contains /.test(fields.D) && fields.t && tableHasRules(plan, fields.s, fields.t)) {
+      fields.D = 'Failing row contains (masked)'
+      count++
+    }
+  }
+  if (plan.hasDetectors) {
+    for (const k of ['M', 'D', 'H', 'W']) {
+      const v = fields[k]
+      if (!v) continue
+      const r = plan.scan(v)
+      if (r.count > 0) {
+        fields[k] = r.text
+        count += r.count
+      }
+    }
+  }
+  return count
+}
+
+function tableHasRules(plan: MaskPlan, schema: string | undefined, table: string): boolean {
+  // MaskPlan answers per column; without a column list, probe the common identity shapes
+  return plan.forColumn(schema, table, '*') !== undefined || plan.hasDetectors
+}
+
+/**
+ * COPY … TO STDOUT text format: one CopyData per row, tab-separated, backslash escapes. Column rules
+ * apply by position when the columns are known; detectors scan every field.
+ */
+export function maskCopyRow(data: Buffer, methods: (MaskMethod | undefined)[] | undefined, plan: MaskPlan): { data: Buffer; masked: number } {
+  const line = data.toString('utf8')
+  const eol = line.endsWith('\n') ? '\n' : ''
+  const fields = (eol ? line.slice(0, -1) : line).split('\t')
+  let masked = 0
+  for (let i = 0; i < fields.length; i++) {
+    if (fields[i] === '\\N') continue
+    const m = methods?.[i]
+    if (m !== undefined) {
+      const out = plan.apply(m, unescapeCopy(fields[i]))
+      fields[i] = out === null ? '\\N' : escapeCopy(out)
+      masked++
+    } else if (plan.hasDetectors) {
+      const r = plan.scan(unescapeCopy(fields[i]))
+      if (r.count > 0) {
+        fields[i] = escapeCopy(r.text)
+        masked++
+      }
+    }
+  }
+  return masked === 0 ? { data, masked } : { data: Buffer.from(fields.join('\t') + eol), masked }
+}
+
+function unescapeCopy(s: string): string {
+  return s.includes('\\') ? s.replace(/\\(.)/g, (_, c: string) => ({ t: '\t', n: '\n', r: '\r', b: '\b', f: '\f', v: '\v' })[c] ?? c) : s
+}
+
+function escapeCopy(s: string): string {
+  return s.replace(/[\\\t\n\r]/g, c => ({ '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' })[c]!)
+}

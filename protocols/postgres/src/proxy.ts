@@ -1,0 +1,701 @@
+// The data path after startup: client messages are framed, decided and forwarded in order (a
+// statement waiting for a decision holds everything the client pipelined after it); upstream
+// messages pass as their original bytes unless a mask applies.
+//
+// A refused statement is answered through the upstream itself: in place of the statement the
+// gateway sends SQL that fails to parse, and rewrites the resulting ErrorResponse into the policy
+// error. The upstream then does exactly what Postgres does after an error — discards the extended
+// batch until Sync, marks an open transaction block failed ('E'), turns the later COMMIT into
+// ROLLBACK — and responses stay in order without the gateway re-sequencing them.
+import type { Duplex } from 'node:stream'
+import { randomBytes } from 'node:crypto'
+import type { Decision, MaskMethod, Operation, Session } from '@portcullis/core/types'
+import { PortcullisError, isPortcullisError } from '@portcullis/core/errors'
+import { BufferReader } from './buffer-reader.ts'
+import { Framer, type Frame } from './framer.ts'
+import {
+  parseBindMessage,
+  parseCloseMessage,
+  parseExecuteMessage,
+  parseParseMessage,
+  parseQueryMessage,
+  serializeParse,
+  serializeQuery,
+  TERMINATE,
+} from './frontend.ts'
+import {
+  commandTagRows,
+  parseNoticeFields,
+  parseRowDescription,
+  serializeErrorResponse,
+  serializeNoticeFields,
+  serializeNoticeResponse,
+  type TransactionStatus,
+} from './backend.ts'
+import { buildRowMask, maskCopyRow, maskDataRow, maskNoticeFields, unresolvedTables, type RowMask } from './masking.ts'
+import type { Catalog } from './catalog.ts'
+import { sqlstateOf } from './startup.ts'
+
+export interface Classifier {
+  classifySql(sql: string, ctx?: { prepared?: Map<string, Operation> }): Operation
+}
+
+interface PendingOp {
+  kind: 'Q' | 'E'
+  op: Operation
+  decision: Decision | undefined
+  /** index of the Sync / Query whose ReadyForQuery ends it */
+  batch: number
+  start: number
+  rows: number
+  bytes: number
+  masked: number
+  error?: string
+  done: boolean
+}
+
+const RESPONSE_RECORD_BYTES = 1 << 20
+const QUEUE_HIGH_WATER = 256
+
+export interface ProxyOptions {
+  client: Duplex
+  upstream: Duplex
+  session: Session
+  classifier: Classifier
+  catalog: Catalog
+  /** frames and bytes the startup readers had read ahead */
+  clientAhead: { frames: Frame[]; rest: Buffer | undefined }
+  upstreamAhead: { frames: Frame[]; rest: Buffer | undefined }
+  /** cancel requests for a statement waiting for approval land here */
+  registerWithdraw(fn: () => boolean): void
+}
+
+export class PostgresProxy {
+  private readonly client: Duplex
+  private readonly upstream: Duplex
+  private readonly session: Session
+  private readonly classifier: Classifier
+  private readonly catalog: Catalog
+  private readonly clientFramer: Framer
+  private readonly upstreamFramer: Framer
+
+  // client → upstream
+  private inbox: Frame[] = []
+  private pumping = false
+  private readonly statements = new Map<string, Operation>()
+  private readonly portals = new Map<string, Operation>()
+  private readonly prepared = new Map<string, Operation>()
+  private discardUntilSync = false
+  private pendingDecision: AbortController | undefined
+  private sentBatches = 0
+
+  // upstream → client
+  private ops: PendingOp[] = []
+  private receivedBatches = 0
+  private replacements = new Map<string, { error: Buffer; batch: number }>()
+  private rowMask: RowMask | undefined
+  private copyOut: { methods: (MaskMethod | undefined)[] | undefined } | undefined
+  private upstreamQueue: Frame[] = []
+  private upstreamBusy = false
+  private response: Buffer[] = []
+  private responseBytes = 0
+  private responseRows = 0
+  txStatus: TransactionStatus = 'I'
+
+  private closed = false
+  private readonly pauses = { client: new Set<string>(), upstream: new Set<string>() }
+  private finish!: () => void
+  readonly done: Promise<void>
+
+  constructor(opts: ProxyOptions) {
+    this.client = opts.client
+    this.upstream = opts.upstream
+    this.session = opts.session
+    this.classifier = opts.classifier
+    this.catalog = opts.catalog
+    const max = this.session.target.limits?.maxMessageBytes ?? 1 << 20
+    this.clientFramer = new Framer(max)
+    // the upstream is trusted more, but a runaway row must not exhaust memory either
+    this.upstreamFramer = new Framer(Math.max(max, 1 << 30))
+    this.done = new Promise(resolve => (this.finish = resolve))
+    opts.registerWithdraw(() => {
+      if (!this.pendingDecision) return false
+      this.pendingDecision.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'canceled by the client'))
+      return true
+    })
+
+    this.client.on('data', chunk => this.onClientData(chunk))
+    this.client.on('end', () => this.close())
+    this.client.on('close', () => this.close())
+    this.client.on('error', () => this.close())
+    this.client.on('drain', () => this.resume('upstream', 'client-drain'))
+    this.upstream.on('data', chunk => this.onUpstreamData(chunk))
+    this.upstream.on('end', () => this.upstreamGone())
+    this.upstream.on('close', () => this.upstreamGone())
+    this.upstream.on('error', () => this.upstreamGone())
+    this.upstream.on('drain', () => this.resume('client', 'upstream-drain'))
+    this.session.signal.addEventListener('abort', () => this.sessionAborted(), { once: true })
+
+    for (const f of opts.upstreamAhead.frames) this.upstreamQueue.push(f)
+    if (opts.upstreamAhead.rest) this.onUpstreamData(opts.upstreamAhead.rest)
+    else this.drainUpstream()
+    for (const f of opts.clientAhead.frames) this.inbox.push(f)
+    if (opts.clientAhead.rest) this.onClientData(opts.clientAhead.rest)
+    else void this.pump()
+  }
+
+  // ---- flow control -------------------------------------------------------------------------
+
+  private pause(which: 'client' | 'upstream', reason: string): void {
+    const set = this.pauses[which]
+    if (set.size === 0) (which === 'client' ? this.client : this.upstream).pause()
+    set.add(reason)
+  }
+
+  private resume(which: 'client' | 'upstream', reason: string): void {
+    const set = this.pauses[which]
+    if (!set.delete(reason) || set.size > 0) return
+    ;(which === 'client' ? this.client : this.upstream).resume()
+  }
+
+  private toUpstream(buf: Buffer): void {
+    if (this.closed) return
+    if (!this.upstream.write(buf)) this.pause('client', 'upstream-drain')
+  }
+
+  private toClient(buf: Buffer): void {
+    if (this.closed) return
+    if (!this.client.write(buf)) this.pause('upstream', 'client-drain')
+  }
+
+  // ---- teardown -----------------------------------------------------------------------------
+
+  private close(keepClient = false): void {
+    if (this.closed) return
+    this.closed = true
+    this.pendingDecision?.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'client disconnected'))
+    // never leak the upstream connection
+    this.upstream.removeAllListeners('data')
+    if (!this.upstream.destroyed) this.upstream.end(TERMINATE)
+    this.upstream.destroy()
+    if (!keepClient) this.client.destroy()
+    this.flushResponse()
+    for (const p of this.ops) if (!p.done) this.audit(p, p.error ?? 'connection closed')
+    this.ops = []
+    this.finish()
+  }
+
+  private upstreamGone(): void {
+    if (this.closed) return
+    this.fatal('08006', 'upstream connection closed')
+  }
+
+  private sessionAborted(): void {
+    const reason = this.session.signal.reason
+    const msg = isPortcullisError(reason) ? reason.message : 'terminating connection due to administrator command'
+    this.fatal(isPortcullisError(reason, 'TOKEN_EXPIRED') || isPortcullisError(reason, 'REVOKED') ? '28000' : '57P01', msg)
+  }
+
+  /** ends the session with a FATAL ErrorResponse that says why */
+  fatal(sqlstate: string, message: string): void {
+    if (this.closed) return
+    this.session.record('error', { message, sqlstate })
+    const client = this.client
+    client.removeAllListeners('data')
+    if (!client.destroyed) client.end(serializeErrorResponse('FATAL', sqlstate, message))
+    // a client that never reads must not hold the socket open
+    setTimeout(() => client.destroy(), 1000).unref()
+    this.close(true)
+  }
+
+  // ---- client → upstream --------------------------------------------------------------------
+
+  private onClientData(chunk: Buffer): void {
+    let frames: Frame[]
+    try {
+      frames = this.clientFramer.push(chunk)
+    } catch (err) {
+      this.fatal(sqlstateOf(err), (err as Error).message)
+      return
+    }
+    for (const f of frames) this.inbox.push(f)
+    if (this.inbox.length > QUEUE_HIGH_WATER) this.pause('client', 'queue')
+    void this.pump()
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      while (this.inbox.length > 0 && !this.closed) {
+        const frame = this.inbox.shift()!
+        const waited = this.handleClientFrame(frame)
+        if (waited) await waited
+      }
+      this.resume('client', 'queue')
+    } catch (err) {
+      this.fatal(sqlstateOf(err), isPortcullisError(err) ? err.message : `internal error: ${(err as Error).message}`)
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  /** returns a promise only when the frame waits for a decision */
+  private handleClientFrame(frame: Frame): Promise<void> | undefined {
+    const body = () => new BufferReader(frame.raw, 5)
+    const code = frame.code
+    if (this.discardUntilSync && code !== 0x53 /* S */ && code !== 0x58 /* X */) return undefined
+    switch (code) {
+      case 0x51: {
+        // Q Query
+        const sql = parseQueryMessage(body())
+        this.session.record('request', { type: 'Q', statement: sql })
+        return this.decideAndSend('Q', sql, frame.raw)
+      }
+      case 0x50: {
+        // P Parse: classify now, decide at Execute
+        const parse = parseParseMessage(body())
+        this.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
+        this.statements.set(parse.name, this.classify(parse.query))
+        this.toUpstream(frame.raw)
+        return undefined
+      }
+      case 0x42: {
+        // B Bind
+        const bind = parseBindMessage(body())
+        this.session.record('request', { type: 'B', bytes: frame.raw })
+        const op = this.statements.get(bind.statement)
+        if (op) this.portals.set(bind.portal, op)
+        else this.portals.delete(bind.portal)
+        this.toUpstream(frame.raw)
+        return undefined
+      }
+      case 0x45: {
+        // E Execute
+        const { portal } = parseExecuteMessage(body())
+        this.session.record('request', { type: 'E', portal })
+        const op = this.portals.get(portal)
+        // an unknown portal: the upstream answers the error itself
+        if (!op) {
+          this.toUpstream(frame.raw)
+          return undefined
+        }
+        return this.decideAndSend('E', op, frame.raw)
+      }
+      case 0x43: {
+        // C Close
+        const close = parseCloseMessage(body())
+        this.session.record('request', { type: 'C', bytes: frame.raw })
+        if (close.kind === 'S') this.statements.delete(close.name)
+        else this.portals.delete(close.name)
+        this.toUpstream(frame.raw)
+        return undefined
+      }
+      case 0x53: // S Sync
+        this.discardUntilSync = false
+        this.sentBatches++
+        this.session.record('request', { type: 'S' })
+        this.toUpstream(frame.raw)
+        return undefined
+      case 0x44: // D Describe
+      case 0x48: // H Flush
+      case 0x64: // d CopyData
+      case 0x63: // c CopyDone
+      case 0x66: // f CopyFail
+        this.session.record('request', { type: String.fromCharCode(code), bytes: frame.raw })
+        this.toUpstream(frame.raw)
+        return undefined
+      case 0x58: // X Terminate
+        this.session.record('request', { type: 'X' })
+        this.close()
+        return undefined
+      case 0x46: {
+        // F FunctionCall: the fast-path interface calls any function by OID, unseen by SQL
+        // classification; refuse it like a blocked statement
+        this.session.record('request', { type: 'F', bytes: frame.raw })
+        const marker = this.marker('blocked function call', '42501', 'function calls through the fast-path interface are not allowed')
+        this.sentBatches++
+        this.toUpstream(serializeQuery(marker))
+        return undefined
+      }
+      case 0x70: // p: no authentication exchange happens after startup
+      default:
+        throw new PortcullisError('PROTOCOL_ERROR', `invalid frontend message type '${String.fromCharCode(code)}'`)
+    }
+  }
+
+  private classify(sql: string): Operation {
+    try {
+      return this.classifier.classifySql(sql, { prepared: this.prepared })
+    } catch (err) {
+      // fail closed: an operation that could not be understood is blocked by policy
+      return {
+        protocol: 'postgres',
+        class: 'admin',
+        resources: [],
+        statement: '',
+        fingerprint: '',
+        statements: [],
+        facts: {},
+        error: `could not classify: ${(err as Error).message}`,
+      }
+    }
+  }
+
+  /** a statement that fails to parse upstream; its ErrorResponse is replaced by ours */
+  private marker(label: string, sqlstate: string, message: string, extra: Record<string, string> = {}): string {
+    const marker = `PORTCULLIS_REFUSED_${randomBytes(8).toString('hex')}`
+    void label
+    this.replacements.set(marker, { error: serializeErrorResponse('ERROR', sqlstate, message, extra), batch: this.sentBatches + 1 })
+    return marker
+  }
+
+  private async decideAndSend(kind: 'Q' | 'E', what: string | Operation, raw: Buffer): Promise<void> {
+    const start = performance.now()
+    const sql = typeof what === 'string' ? what : undefined
+    const op = typeof what === 'string' ? this.classify(what) : what
+    const batch = this.sentBatches + 1
+    const pending: PendingOp = { kind, op, decision: undefined, batch, start, rows: 0, bytes: 0, masked: 0, done: false }
+    // an empty query string runs nothing: Postgres answers EmptyQueryResponse
+    if (sql !== undefined && sql.trim() === '') {
+      this.sentBatches++
+      this.toUpstream(raw)
+      return
+    }
+    try {
+      this.session.assertAlive()
+    } catch (err) {
+      this.fatal(sqlstateOf(err), (err as Error).message)
+      return
+    }
+    let decision: Decision | undefined
+    let refusal: { sqlstate: string; message: string; detail?: string } | undefined
+    const controller = new AbortController()
+    this.pendingDecision = controller
+    try {
+      decision = await this.session.decide(op, {
+        signal: controller.signal,
+        onPending: request => {
+          this.toClient(
+            serializeNoticeResponse(`statement held for approval: request ${request.id}`, {
+              D: `rule ${request.rule} requires approval by ${request.approvers.join(', ') || 'an approver'}`,
+              H: `approve with: portcullis approvals approve ${request.id}`,
+            }),
+          )
+        },
+      })
+    } catch (err) {
+      refusal = {
+        sqlstate: sqlstateOf(err),
+        message: isPortcullisError(err, 'APPROVAL_WITHDRAWN') ? `canceling statement due to user request: ${err.message}` : (err as Error).message,
+      }
+      const id = isPortcullisError(err) ? err.details.approvalId : undefined
+      if (typeof id === 'string') refusal.detail = `approval request ${id}`
+    } finally {
+      if (this.pendingDecision === controller) this.pendingDecision = undefined
+    }
+    if (this.closed) return
+    pending.decision = decision
+    if (decision && decision.action !== 'allow') {
+      const rule = decision.rule ?? 'default'
+      refusal = {
+        sqlstate: '42501',
+        message: decision.approvalId
+          ? `blocked by rule ${rule}: ${decision.reason} (approval request ${decision.approvalId})`
+          : `blocked by rule ${rule}: ${decision.reason}`,
+        detail: decision.approvalId ? `approval request ${decision.approvalId}` : undefined,
+      }
+    }
+    if (refusal) {
+      pending.error = refusal.message
+      const marker = this.marker('refused', refusal.sqlstate, refusal.message, refusal.detail ? { D: refusal.detail } : {})
+      if (kind === 'Q') {
+        this.sentBatches++
+        this.toUpstream(serializeQuery(marker))
+      } else {
+        this.toUpstream(serializeParse('', marker))
+        this.discardUntilSync = true
+      }
+      this.ops.push(pending)
+      return
+    }
+    if (kind === 'Q') {
+      this.sentBatches++
+      this.rememberPrepared(op)
+    }
+    this.ops.push(pending)
+    this.toUpstream(raw)
+  }
+
+  /** SQL-level PREPARE / DEALLOCATE: EXECUTE takes its body's class later */
+  private rememberPrepared(op: Operation): void {
+    for (const st of op.statements) {
+      const name = st.facts?.prepare
+      if (typeof name === 'string') {
+        const cls = st.facts?.preparedClass
+        this.prepared.set(name, { ...op, class: (typeof cls === 'string' ? cls : st.class) as Operation['class'], statements: [st] })
+      }
+      const gone = st.facts?.deallocate
+      if (typeof gone === 'string') this.prepared.delete(gone)
+    }
+  }
+
+  // ---- upstream → client --------------------------------------------------------------------
+
+  private onUpstreamData(chunk: Buffer): void {
+    let frames: Frame[]
+    try {
+      frames = this.upstreamFramer.push(chunk)
+    } catch (err) {
+      this.fatal('08P01', `upstream: ${(err as Error).message}`)
+      return
+    }
+    if (this.upstreamBusy || this.upstreamQueue.length > 0) {
+      for (const f of frames) this.upstreamQueue.push(f)
+      this.drainUpstream()
+      return
+    }
+    // fast path: no lookup pending, handle in place
+    for (let i = 0; i < frames.length; i++) {
+      const wait = this.handleUpstreamFrame(frames[i])
+      if (wait) {
+        for (let j = i + 1; j < frames.length; j++) this.upstreamQueue.push(frames[j])
+        this.waitThenDrain(wait)
+        return
+      }
+    }
+  }
+
+  private drainUpstream(): void {
+    if (this.upstreamBusy) return
+    while (this.upstreamQueue.length > 0 && !this.closed) {
+      const wait = this.handleUpstreamFrame(this.upstreamQueue.shift()!)
+      if (wait) {
+        this.waitThenDrain(wait)
+        return
+      }
+    }
+  }
+
+  private waitThenDrain(wait: Promise<void>): void {
+    this.upstreamBusy = true
+    this.pause('upstream', 'lookup')
+    wait.then(
+      () => {
+        this.upstreamBusy = false
+        this.resume('upstream', 'lookup')
+        this.drainUpstream()
+      },
+      err => this.fatal('XX000', `masking: ${(err as Error).message}`),
+    )
+  }
+
+  private current(): PendingOp | undefined {
+    for (const p of this.ops) if (!p.done) return p
+    return undefined
+  }
+
+  private emit(buf: Buffer): void {
+    this.toClient(buf)
+    this.response.push(buf)
+    this.responseBytes += buf.length
+    if (this.responseBytes >= RESPONSE_RECORD_BYTES) this.flushResponse()
+  }
+
+  private flushResponse(): void {
+    if (this.response.length === 0) return
+    this.session.record('response', { bytes: Buffer.concat(this.response, this.responseBytes), rows: this.responseRows })
+    this.response = []
+    this.responseBytes = 0
+    this.responseRows = 0
+  }
+
+  /** returns a promise when the frame needs a catalog lookup first (it is then re-run) */
+  private handleUpstreamFrame(frame: Frame): Promise<void> | undefined {
+    const plan = this.session.masks
+    switch (frame.code) {
+      case 0x44: {
+        // D DataRow
+        const p = this.current()
+        let raw = frame.raw
+        if (this.rowMask) {
+          const r = maskDataRow(raw, this.rowMask, plan)
+          raw = r.raw
+          if (p) p.masked += r.masked
+        }
+        if (p) {
+          p.rows++
+          p.bytes += raw.length
+        }
+        this.responseRows++
+        this.emit(raw)
+        return undefined
+      }
+      case 0x54: {
+        // T RowDescription
+        this.rowMask = undefined
+        if (!plan.empty) {
+          const fields = parseRowDescription(new BufferReader(frame.raw, 5))
+          const missing = unresolvedTables(fields, this.catalog)
+          if (missing.length > 0) {
+            this.upstreamQueue.unshift(frame)
+            return this.catalog.resolve(missing, [])
+          }
+          this.rowMask = buildRowMask(fields, plan, this.catalog)
+        }
+        this.emit(frame.raw)
+        return undefined
+      }
+      case 0x43: // C CommandComplete
+      case 0x49: // I EmptyQueryResponse
+      case 0x73: {
+        // s PortalSuspended
+        this.rowMask = undefined
+        this.copyOut = undefined
+        const p = this.current()
+        if (p && frame.code === 0x43) {
+          const tag = new BufferReader(frame.raw, 5).cstring()
+          const n = commandTagRows(tag)
+          if (n !== undefined && !/^SELECT|^FETCH/.test(tag)) p.rows += n
+        }
+        if (p && p.kind === 'E') this.complete(p)
+        this.emit(frame.raw)
+        return undefined
+      }
+      case 0x45: {
+        // E ErrorResponse
+        this.rowMask = undefined
+        this.copyOut = undefined
+        const fields = parseNoticeFields(new BufferReader(frame.raw, 5))
+        const marker = /"(PORTCULLIS_REFUSED_[0-9a-f]{16})"/.exec(fields.M ?? '')
+        const replacement = marker ? this.replacements.get(marker[1]) : undefined
+        const p = this.current()
+        if (replacement) {
+          this.replacements.delete(marker![1])
+          if (p && p.kind === 'E') this.complete(p)
+          this.emit(replacement.error)
+          return undefined
+        }
+        if (p) {
+          p.error = fields.M
+          if (p.kind === 'E') this.complete(p)
+        }
+        this.emitNotice('E', frame.raw, fields)
+        return undefined
+      }
+      case 0x4e: // N NoticeResponse
+        this.emitNotice('N', frame.raw, parseNoticeFields(new BufferReader(frame.raw, 5)))
+        return undefined
+      case 0x48: {
+        // H CopyOutResponse: COPY … TO STDOUT rows are masked like DataRows
+        this.copyOut = undefined
+        if (!plan.empty && frame.raw[5] === 0) {
+          const p = this.current()
+          const methods = p ? this.copyColumns(p.op) : undefined
+          if (methods instanceof Promise) {
+            this.upstreamQueue.unshift(frame)
+            return methods.then(() => undefined)
+          }
+          this.copyOut = { methods }
+        }
+        this.emit(frame.raw)
+        return undefined
+      }
+      case 0x64: {
+        // d CopyData
+        let raw = frame.raw
+        const p = this.current()
+        if (this.copyOut) {
+          const r = maskCopyRow(raw.subarray(5), this.copyOut.methods, plan)
+          if (r.masked > 0) {
+            const out = Buffer.allocUnsafe(5 + r.data.length)
+            out[0] = 0x64
+            out.writeInt32BE(4 + r.data.length, 1)
+            r.data.copy(out, 5)
+            raw = out
+            if (p) p.masked += r.masked
+          }
+        }
+        if (p) p.bytes += raw.length
+        this.emit(raw)
+        return undefined
+      }
+      case 0x5a: {
+        // Z ReadyForQuery
+        this.rowMask = undefined
+        this.copyOut = undefined
+        this.txStatus = String.fromCharCode(frame.raw[5]) as TransactionStatus
+        this.receivedBatches++
+        for (const p of this.ops) if (p.batch <= this.receivedBatches && !p.done) this.complete(p, p.kind === 'E' && !p.error ? 'skipped after an earlier error in the batch' : undefined)
+        this.ops = this.ops.filter(p => !p.done)
+        for (const [m, r] of this.replacements) if (r.batch <= this.receivedBatches) this.replacements.delete(m)
+        this.emit(frame.raw)
+        this.flushResponse()
+        return undefined
+      }
+      default:
+        // ParseComplete, BindComplete, ParameterStatus, NotificationResponse, CopyIn… pass through
+        this.emit(frame.raw)
+        return undefined
+    }
+  }
+
+  private copyColumnCache = new Map<string, (MaskMethod | undefined)[] | undefined>()
+
+  /** column rules by position for `COPY table [(cols)] TO STDOUT`; undefined: detectors only */
+  private copyColumns(op: Operation): (MaskMethod | undefined)[] | undefined | Promise<unknown> {
+    const key = op.statement
+    if (this.copyColumnCache.has(key)) return this.copyColumnCache.get(key)
+    const m = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout/i.exec(op.statement)
+    if (!m) {
+      this.copyColumnCache.set(key, undefined)
+      return undefined
+    }
+    return this.catalog.relationColumns(m[1]).then(cols => {
+      const names = m[2] ? m[2].split(',').map(s => s.trim().replace(/^"|"$/g, '')) : cols.map(c => c.column)
+      const plan = this.session.masks
+      const byName = new Map(cols.map(c => [c.column, c]))
+      this.copyColumnCache.set(
+        key,
+        names.map(n => {
+          const c = byName.get(n)
+          return c ? plan.forColumn(c.schema, c.table, c.column) : plan.forColumn(undefined, undefined, n)
+        }),
+      )
+    })
+  }
+
+  private emitNotice(code: 'E' | 'N', raw: Buffer, fields: Record<string, string>): void {
+    const plan = this.session.masks
+    const n = plan.empty ? 0 : maskNoticeFields(fields, plan)
+    if (n > 0) {
+      const p = this.current()
+      if (p) p.masked += n
+      this.emit(serializeNoticeFields(code, fields))
+    } else this.emit(raw)
+  }
+
+  private complete(p: PendingOp, error?: string): void {
+    if (p.done) return
+    p.done = true
+    this.audit(p, p.error ?? error)
+  }
+
+  private audit(p: PendingOp, error?: string): void {
+    const d = p.decision
+    this.session.audit({
+      class: p.op.class,
+      resources: p.op.resources,
+      fingerprint: p.op.fingerprint,
+      statement: p.op.statement,
+      decision: d?.action ?? 'block',
+      rule: d?.rule ?? null,
+      approvalId: d?.approvalId,
+      rows: p.rows,
+      bytes: p.bytes,
+      masked: p.masked,
+      durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
+      error,
+    })
+  }
+}

@@ -1,0 +1,165 @@
+// The gateway's own connection to the upstream Postgres: TCP, TLS when the target asks for it,
+// StartupMessage with the target's user/database, and authentication with the gateway's
+// credential (SCRAM-SHA-256, md5 or cleartext). The client never sees any of it.
+import { connect as netConnect, type Socket } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import { readFileSync } from 'node:fs'
+import { once } from 'node:events'
+import type { TargetConfig } from '@portcullis/core/types'
+import { PortcullisError } from '@portcullis/core/errors'
+import { BufferReader } from './buffer-reader.ts'
+import { FrameReader } from './frame-reader.ts'
+import type { Frame } from './framer.ts'
+import { parseAuthentication, parseBackendKeyData, parseNoticeFields } from './backend.ts'
+import { serializePasswordMessage, serializeSASLInitialResponse, serializeSASLResponse, serializeSSLRequest, serializeStartupMessage } from './frontend.ts'
+import { md5Password, SCRAM_SHA_256, ScramClient } from './scram.ts'
+
+export interface UpstreamConnection {
+  socket: Socket | TLSSocket
+  processId: number
+  secretKey: number
+  /** ParameterStatus frames, raw, to pass to the client */
+  parameterStatus: Buffer[]
+  /** frames and bytes read past ReadyForQuery (normally none) */
+  frames: Frame[]
+  rest: Buffer | undefined
+}
+
+/** StartupMessage parameters a client may set; user/database/replication are the gateway's */
+const PASSED_PARAMETERS = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'extra_float_digits', 'IntervalStyle', 'search_path', 'standard_conforming_strings'])
+
+export function upstreamStartupParameters(target: TargetConfig, client: Record<string, string>): Record<string, string> {
+  const params: Record<string, string> = {}
+  for (const [k, v] of Object.entries(client)) if (PASSED_PARAMETERS.has(k)) params[k] = v
+  params.user = target.upstream.user ?? 'postgres'
+  params.database = target.upstream.database ?? params.user
+  return params
+}
+
+export async function openSocket(target: TargetConfig, timeoutMs: number): Promise<Socket | TLSSocket> {
+  const host = target.upstream.host ?? '127.0.0.1'
+  const port = target.upstream.port ?? 5432
+  const socket = netConnect({ host, port })
+  socket.setNoDelay(true)
+  const timer = setTimeout(() => socket.destroy(new PortcullisError('UPSTREAM_TIMEOUT', `upstream ${host}:${port} did not answer in ${timeoutMs} ms`)), timeoutMs)
+  try {
+    await once(socket, 'connect')
+    const tls = target.upstream.tls
+    if (!tls || tls.enabled === false) return socket
+    socket.write(serializeSSLRequest())
+    const [answer] = (await once(socket, 'data')) as [Buffer]
+    if (answer.length !== 1 || answer[0] !== 0x53 /* S */) {
+      throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream ${host}:${port} refused TLS`)
+    }
+    const secure = tlsConnect({
+      socket,
+      servername: tls.servername ?? (/^[\d.:]+$/.test(host) ? undefined : host),
+      rejectUnauthorized: tls.rejectUnauthorized ?? true,
+      ca: tls.ca ? readFileSync(tls.ca) : undefined,
+    })
+    await once(secure, 'secureConnect')
+    return secure
+  } catch (err) {
+    socket.destroy()
+    if (err instanceof PortcullisError) throw err
+    throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream ${host}:${port}: ${(err as Error).message}`)
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export async function connectUpstream(
+  target: TargetConfig,
+  password: string | undefined,
+  parameters: Record<string, string>,
+): Promise<UpstreamConnection> {
+  const timeoutMs = target.limits?.handshakeTimeoutMs ?? 10_000
+  const socket = await openSocket(target, timeoutMs)
+  const reader = new FrameReader(socket, Math.max(target.limits?.maxMessageBytes ?? 0, 1 << 20))
+  const timer = setTimeout(() => socket.destroy(new PortcullisError('UPSTREAM_TIMEOUT', 'upstream handshake timed out')), timeoutMs)
+  try {
+    socket.write(serializeStartupMessage(parameters))
+    let scram: ScramClient | undefined
+    const parameterStatus: Buffer[] = []
+    let processId = 0
+    let secretKey = 0
+    const needPassword = () => {
+      if (password === undefined) throw new PortcullisError('UPSTREAM_UNAVAILABLE', 'upstream asks for a password and the target has none')
+      return password
+    }
+    for (;;) {
+      const frame = await reader.next()
+      const body = new BufferReader(frame.raw, frame.bodyOffset)
+      switch (frame.code) {
+        case 0x52: {
+          // R
+          const auth = parseAuthentication(body)
+          switch (auth.type) {
+            case 0: // AuthenticationOk
+              break
+            case 3: // cleartext
+              socket.write(serializePasswordMessage(needPassword()))
+              break
+            case 5: // md5
+              socket.write(serializePasswordMessage(md5Password(parameters.user, needPassword(), auth.data.subarray(0, 4))))
+              break
+            case 10: {
+              // SASL: mechanisms list
+              const mechanisms = auth.data.toString('utf8').split('\0').filter(Boolean)
+              if (!mechanisms.includes(SCRAM_SHA_256)) throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream offers no supported SASL mechanism (${mechanisms.join(', ')})`)
+              scram = new ScramClient(needPassword())
+              socket.write(serializeSASLInitialResponse(SCRAM_SHA_256, scram.clientFirst()))
+              break
+            }
+            case 11: // SASLContinue
+              if (!scram) throw new PortcullisError('UPSTREAM_UNAVAILABLE', 'unexpected SASLContinue')
+              socket.write(serializeSASLResponse(scram.clientFinal(auth.data.toString('utf8'))))
+              break
+            case 12: // SASLFinal
+              if (!scram) throw new PortcullisError('UPSTREAM_UNAVAILABLE', 'unexpected SASLFinal')
+              scram.verifyServerFinal(auth.data.toString('utf8'))
+              break
+            default:
+              throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream asks for unsupported authentication type ${auth.type}`)
+          }
+          break
+        }
+        case 0x53: // S ParameterStatus
+          parameterStatus.push(frame.raw)
+          break
+        case 0x4b: {
+          // K BackendKeyData
+          const k = parseBackendKeyData(body)
+          processId = k.processId
+          secretKey = k.secretKey
+          break
+        }
+        case 0x4e: // N NoticeResponse during startup: nothing the client needs
+          break
+        case 0x45: {
+          // E ErrorResponse
+          const f = parseNoticeFields(body)
+          // the upstream's auth failure speaks of the gateway's credential: say so without detail
+          const msg = f.C === '28P01' || f.C === '28000' ? 'upstream rejected the gateway credential' : `upstream: ${f.M ?? 'error'}`
+          throw new PortcullisError('UPSTREAM_UNAVAILABLE', msg, { sqlstate: f.C })
+        }
+        case 0x5a: {
+          // Z ReadyForQuery
+          const { frames, rest } = reader.detach()
+          return { socket, processId, secretKey, parameterStatus, frames, rest }
+        }
+        case 0x76: // v NegotiateProtocolVersion: we asked for 3.0 only
+          break
+        default:
+          throw new PortcullisError('UPSTREAM_UNAVAILABLE', `unexpected upstream message '${String.fromCharCode(frame.code)}' during startup`)
+      }
+    }
+  } catch (err) {
+    reader.detach()
+    socket.destroy()
+    if (err instanceof PortcullisError) throw err
+    throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream: ${(err as Error).message}`)
+  } finally {
+    clearTimeout(timer)
+  }
+}
