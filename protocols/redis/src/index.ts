@@ -1,1 +1,5 @@
-export {}
+export { explainRedis } from './explain.ts'
+export { classifyCommand, classifyToOperation, toOperation, type ClassifyOptions } from './classify.ts'
+export { RequestFramer, type RedisRequest, type RequestLimits } from './request-framer.ts'
+export { ReplyFramer, type RedisReply } from './reply-framer.ts'
+export { splitCommandLine } from './split-args.ts'
