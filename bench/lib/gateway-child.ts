@@ -1,6 +1,6 @@
 // Runs Portcullis in its own process so that its CPU and memory are its own: the bench reads its
 // peak RSS from /proc and the load generators never share its event loop. Reads a spec (JSON) from
-// argv[2], prints one JSON line on stdout — {ready, targets, token} or {unavailable} or {error} —
+// argv[2], prints one marked JSON line (`@@bench {…}`) on stdout — {ready, targets, token} or {unavailable} or {error} —
 // and serves until SIGTERM.
 import { createWriteStream, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -19,7 +19,8 @@ const CODEC_EXPORT: Record<string, [string, string]> = {
 }
 
 function say(msg: Record<string, unknown>): void {
-  process.stdout.write(JSON.stringify(msg) + '\n')
+  // a marked line: the gateway's own log may share stdout
+  process.stdout.write('@@bench ' + JSON.stringify(msg) + '\n')
 }
 
 async function importOr(spec: string): Promise<Record<string, unknown> | undefined> {

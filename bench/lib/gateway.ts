@@ -38,10 +38,13 @@ export async function startGatewayChild(tmp: string, spec: GatewaySpec): Promise
   const lines = createInterface({ input: child.stdout! })
   const first = await new Promise<Record<string, unknown>>((resolve) => {
     const timer = setTimeout(() => resolve({ error: 'gateway did not start within 60 s' }), 60_000)
-    lines.once('line', l => {
+    const onLine = (l: string) => {
+      if (!l.startsWith('@@bench ')) return
+      lines.off('line', onLine)
       clearTimeout(timer)
-      try { resolve(JSON.parse(l)) } catch { resolve({ error: `unexpected output: ${l}` }) }
-    })
+      try { resolve(JSON.parse(l.slice(8))) } catch { resolve({ error: `unexpected output: ${l}` }) }
+    }
+    lines.on('line', onLine)
     child.once('close', code => { clearTimeout(timer); resolve({ error: `gateway exited (${code}): ${stderr.trim()}` }) })
   })
   // keep draining stdout so a chatty gateway never blocks on a full pipe

@@ -1,0 +1,74 @@
+// 1 KB JSON chat completions (1 KB request body, ~1 KB answer) at 50 connections: direct to the
+// stand-in upstream, through Portcullis (OpenAI profile; inspect: a field rule that does not match;
+// mask: the answer's user.email field and the email detector) and through nginx proxy_pass.
+import { field, type Context } from '../lib/context.ts'
+import { autocannon, type HttpLoadResult } from '../lib/autocannon.ts'
+import { MODES, type GatewayHandle, type GatewayMode } from '../lib/gateway.ts'
+import { startNginx, type Nginx } from '../lib/nginx.ts'
+import { freePort } from '../lib/proc.ts'
+import { startUpstream } from '../lib/upstream.ts'
+import type { Row, Scenario } from '../lib/types.ts'
+
+export const httpTarget = async (name: string, upstream: { host: string; port: number }) => ({
+  name,
+  protocol: 'http',
+  listen: `127.0.0.1:${await freePort()}`,
+  upstream: { url: `http://${upstream.host}:${upstream.port}` },
+  options: { profile: 'openai' },
+})
+
+export const httpMasking = (mode: GatewayMode, target: string) => mode === 'mask'
+  ? [{ id: 'bench-pii', when: { targets: [target] }, fields: ['user.email'], detectors: ['email'], method: 'redact' }]
+  : [{ id: 'bench-nohit', when: { targets: [target] }, fields: ['nomatch'], method: 'redact' }]
+
+// a 1 KB request: one user message padded to size
+const body = (() => {
+  const base = { model: 'gpt-4o-mini', max_tokens: 256, messages: [{ role: 'user', content: '' }] }
+  const pad = 1024 - JSON.stringify(base).length
+  base.messages[0].content = 'Summarise the quarterly report for the board. '.repeat(40).slice(0, pad)
+  return JSON.stringify(base)
+})()
+
+const scenario: Scenario = {
+  name: 'http JSON',
+  quick: true,
+  async run(base) {
+    const ctx = base as Context
+    const seconds = ctx.quick ? 2 : 10
+    const upstream = await startUpstream(10)
+    try {
+      const load = (path: 'direct' | 'portcullis' | 'reference', label: string, origin: string, token?: string) =>
+        ctx.attempt(path, 'POST /v1/chat/completions', () => ctx.repeat(() => autocannon({
+          url: `${origin}/v1/chat/completions`, method: 'POST', connections: 50, seconds, body, label,
+          headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        })))
+      const direct = await load('direct', 'direct', `http://${upstream.host}:${upstream.port}`)
+      const nginx = await ctx.attempt<Nginx>('reference', 'start nginx', () => startNginx(ctx.tmp, upstream))
+      const reference: HttpLoadResult | string = typeof nginx === 'string' ? nginx : await load('reference', 'nginx', `http://${nginx.host}:${nginx.port}`)
+      if (typeof nginx !== 'string') await nginx.stop()
+      const rows: Row[] = []
+      for (const mode of MODES) {
+        const gw = await ctx.attempt<GatewayHandle>('portcullis', `start gateway (${mode})`, async () => ctx.gateway(mode, {
+          targets: [await httpTarget('bench-http', upstream)],
+          masking: httpMasking(mode, 'bench-http'),
+        }))
+        let p: HttpLoadResult | string = typeof gw === 'string' ? gw : ''
+        if (typeof gw !== 'string') {
+          const t = gw.targets['bench-http']
+          p = await load('portcullis', `Portcullis (${mode})`, `http://${t.host}:${t.port}`, gw.token)
+          await gw.stop()
+        }
+        const common = { scenario: '1 KB JSON chat completion 50 connections', referenceName: 'nginx' }
+        rows.push({ ...common, metric: 'req/s', mode, higherIsBetter: true, direct: field(direct, 'rps'), portcullis: field(p, 'rps'), reference: field(reference, 'rps') })
+        if (mode === 'inspect') {
+          rows.push({ ...common, metric: 'p50 ms', mode, higherIsBetter: false, direct: field(direct, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(reference, 'p50Ms') })
+          rows.push({ ...common, metric: 'p99 ms', mode, higherIsBetter: false, direct: field(direct, 'p99Ms'), portcullis: field(p, 'p99Ms'), reference: field(reference, 'p99Ms') })
+        }
+      }
+      return rows
+    } finally {
+      await upstream.stop()
+    }
+  },
+}
+export default scenario
