@@ -1,0 +1,387 @@
+// The reverse proxy. The gateway hands over one raw Duplex per client connection; all connections of a
+// target run through one shared node:http Server (keep-alive, pipelining, chunked bodies and
+// Expect: 100-continue come from node:http), and each request goes: identity → classification →
+// decision → upstream (undici Pool, the gateway's own credential) → masking → client, recorded and
+// audited once.
+//
+// Identity: one token per connection. The first request's token is verified and its principal kept
+// for the connection (compared by digest, in constant time); a request with a different token gets
+// 401 and the connection closes — the client opens a new connection for another identity.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
+import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@portcullis/core'
+import { classifyHttp, findRoute, routeRules } from './classify.ts'
+import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
+import { maskJson } from './json-mask.ts'
+import { SseMasker } from './sse.ts'
+import { upstreamFor } from './upstream.ts'
+
+interface Conn {
+  session: Session
+  tokenDigest?: Buffer
+}
+
+const conns = new WeakMap<object, Conn>()
+const servers = new WeakMap<TargetConfig, Server>()
+
+export function serveHttp(client: Duplex, session: Session): Promise<void> {
+  const server = serverFor(session.target)
+  conns.set(client, { session })
+  return new Promise<void>(resolve => {
+    const onAbort = () => client.destroy()
+    client.once('close', () => {
+      session.signal.removeEventListener('abort', onAbort)
+      resolve()
+    })
+    if (session.signal.aborted) {
+      client.destroy()
+      return
+    }
+    session.signal.addEventListener('abort', onAbort, { once: true })
+    server.emit('connection', client)
+  })
+}
+
+function serverFor(target: TargetConfig): Server {
+  let server = servers.get(target)
+  if (server) return server
+  const maxHeaderSize = typeof target.options.maxHeaderBytes === 'number' ? target.options.maxHeaderBytes : 16 * 1024
+  server = createServer({ maxHeaderSize, requestTimeout: 0, keepAliveTimeout: target.limits.idleTimeoutMs || 5000 })
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, false))
+  // answering 100 Continue is ours: only once the caller is known and the body is wanted
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, true))
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy()
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+    socket.end(tooLarge ? rawError(431, 'Request Header Fields Too Large', 'headers_too_large', 'request headers are too large') : rawError(400, 'Bad Request', 'bad_request', 'malformed HTTP request'))
+  })
+  servers.set(target, server)
+  return server
+}
+
+// hop-by-hop headers (RFC 9110 §7.6.1) and those the gateway sets itself
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'expect'])
+const CREDENTIAL = new Set(['authorization', 'cookie', 'proxy-authorization', 'x-api-key', 'api-key'])
+
+function tokenHeader(target: TargetConfig): string {
+  return typeof target.options.tokenHeader === 'string' ? target.options.tokenHeader.toLowerCase() : 'authorization'
+}
+
+function tokenFrom(req: IncomingMessage, header: string): string | undefined {
+  const v = req.headers[header]
+  const s = Array.isArray(v) ? v[0] : v
+  if (!s) return undefined
+  const m = /^\s*Bearer\s+(\S+)\s*$/i.exec(s)
+  if (m) return m[1]
+  return header === 'authorization' ? undefined : s.trim() || undefined
+}
+
+async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
+  const { session } = conn
+  const token = tokenFrom(req, tokenHeader(session.target))
+  if (!token) throw httpError(401, 'unauthenticated', 'a bearer token is required')
+  const digest = createHash('sha256').update(token).digest()
+  if (conn.tokenDigest) {
+    if (!timingSafeEqual(conn.tokenDigest, digest)) throw httpError(401, 'unauthenticated', 'one token per connection: open a new connection for another token', { close: true })
+  } else {
+    await session.authenticate(token)
+    conn.tokenDigest = digest
+  }
+  session.assertAlive()
+}
+
+function isJsonType(ct: string | undefined): boolean {
+  return !!ct && /^application\/(?:[\w.+-]*\+)?json\b/i.test(ct)
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0)
+  if (declared > limit) throw httpError(413, 'payload_too_large', `request body is larger than ${limit} bytes`, { close: true })
+  const parts: Buffer[] = []
+  let n = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    n += chunk.length
+    if (n > limit) throw httpError(413, 'payload_too_large', `request body is larger than ${limit} bytes`, { close: true })
+    parts.push(chunk)
+  }
+  return Buffer.concat(parts, n)
+}
+
+/** headers as recorded: credentials never */
+function recordable(headers: IncomingHttpHeaders, token: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !CREDENTIAL.has(k) && k !== token && !k.includes('token') && !k.includes('secret')) out[k] = v
+  return out
+}
+
+const DECODABLE = ['gzip', 'deflate', 'br']
+
+function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting: boolean): Record<string, string | string[]> {
+  const drop = new Set(HOP)
+  drop.add(tokenHeader(target))
+  drop.add('authorization')
+  if (target.upstream.auth) drop.add(target.upstream.auth.header.toLowerCase())
+  const conn = req.headers.connection
+  if (typeof conn === 'string') for (const name of conn.split(',')) drop.add(name.trim().toLowerCase())
+  const out: Record<string, string | string[]> = {}
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !drop.has(k)) out[k] = v
+  if (inspecting && out['accept-encoding']) {
+    // only encodings the gateway can decode before it inspects the response
+    const accepted = String(out['accept-encoding'])
+      .split(',')
+      .map(s => s.trim())
+      .filter(s => DECODABLE.includes(s.split(';')[0].trim().toLowerCase()))
+    if (accepted.length) out['accept-encoding'] = accepted.join(', ')
+    else delete out['accept-encoding']
+  }
+  return out
+}
+
+function responseHeaders(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const drop = new Set(HOP)
+  const conn = headers.connection
+  if (typeof conn === 'string') for (const name of conn.split(',')) drop.add(name.trim().toLowerCase())
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !drop.has(k)) out[k] = v
+  return out
+}
+
+function decoder(encoding: string | undefined): Transform | undefined {
+  switch ((encoding ?? '').trim().toLowerCase()) {
+    case 'gzip':
+    case 'x-gzip':
+      return createGunzip()
+    case 'deflate':
+      return createInflate()
+    case 'br':
+      return createBrotliDecompress()
+    default:
+      return undefined
+  }
+}
+
+function counter(onBytes: (n: number) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      onBytes(chunk.length)
+      cb(null, chunk)
+    },
+  })
+}
+
+type Deferred = { deferred: string }
+
+/** decide, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
+function decide(session: Session, op: Operation, res: ServerResponse): Promise<Decision | Deferred> {
+  const defer = session.target.options.approvalMode === 'defer'
+  if (!defer) {
+    const ac = new AbortController()
+    // a client that goes away withdraws its pending approval
+    const onClose = () => ac.abort()
+    res.once('close', onClose)
+    return session.decide(op, { signal: ac.signal }).finally(() => res.off('close', onClose))
+  }
+  return new Promise((resolve, reject) => {
+    let deferred = false
+    session
+      .decide(op, {
+        onPending: request => {
+          deferred = true
+          resolve({ deferred: request.id })
+        },
+      })
+      .then(
+        d => deferred || resolve(d),
+        e => deferred || reject(e),
+      )
+  })
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
+  const conn = conns.get(req.socket)
+  if (!conn) {
+    res.destroy()
+    return
+  }
+  const { session } = conn
+  const target = session.target
+  const started = Date.now()
+  const method = (req.method ?? 'GET').toUpperCase()
+  const path = req.url ?? '/'
+  const event: Partial<AuditEvent> = { target: target.name, protocol: 'http', statement: `${method} ${path.split('?')[0]}` }
+  let requestBytes = 0
+  let responseBytes = 0
+  let masked = 0
+  const upstreamAbort = new AbortController()
+  res.once('close', () => {
+    if (!res.writableFinished) upstreamAbort.abort()
+  })
+  try {
+    await identify(conn, req)
+    const routes = routeRules(target.options.routes)
+    const { route } = findRoute({ method, path, profile: target.options.profile as string | undefined, routes })
+    const ct = req.headers['content-type']
+    const inspectBody = hasBody(req) && route?.body !== 'stream' && (route?.body === 'json' || isJsonType(ct))
+    let raw: Buffer | undefined
+    let parsed: unknown
+    if (inspectBody) {
+      if (expectsContinue) res.writeContinue()
+      raw = await readBody(req, target.limits.maxMessageBytes)
+      requestBytes = raw.length
+      if (raw.length > 0) {
+        try {
+          parsed = JSON.parse(raw.toString('utf8'))
+        } catch {
+          throw httpError(400, 'bad_request', 'request body is not valid JSON')
+        }
+      }
+    }
+    const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile: target.options.profile as string | undefined, routes })
+    Object.assign(event, { class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement })
+    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : { streamed: hasBody(req) }) })
+
+    const decision = await decide(session, op, res)
+    if ('deferred' in decision) {
+      event.decision = 'approve'
+      event.approvalId = decision.deferred
+      const body = JSON.stringify({ approval: { id: decision.deferred, status: 'pending' } })
+      res.writeHead(202, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+      return
+    }
+    Object.assign(event, { decision: decision.action, rule: decision.rule, approvalId: decision.approvalId })
+    if (decision.action !== 'allow') {
+      const details: Record<string, unknown> = { rule: decision.rule }
+      if (decision.approvalId) details.approvalId = decision.approvalId
+      throw httpError(403, 'policy_blocked', decision.reason || 'blocked by policy', { details })
+    }
+    const masks = decision.masks
+    const inspecting = !masks.empty
+
+    // request-side masking (e.g. emails in prompts before they reach the LLM)
+    let outBody: Buffer | Transform | undefined = raw
+    if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
+      const r = maskJson(parsed, masks)
+      if (r.count > 0) {
+        masked += r.count
+        outBody = Buffer.from(JSON.stringify(r.value))
+      }
+    }
+    if (!raw && hasBody(req)) {
+      if (expectsContinue) res.writeContinue()
+      outBody = counter(n => (requestBytes += n))
+      pipeline(req, outBody).catch(() => upstreamAbort.abort())
+    }
+
+    const headers = upstreamHeaders(req, target, inspecting)
+    if (Buffer.isBuffer(outBody)) {
+      headers['content-length'] = String(outBody.length)
+      delete headers['transfer-encoding']
+    }
+    const auth = target.upstream.auth
+    if (auth) headers[auth.header.toLowerCase()] = auth.value.replace('{secret}', await session.secret(auth.secret))
+
+    const up = upstreamFor(target)
+    const answer = await up.pool.request({
+      method: method as 'GET',
+      path: up.prefix + path,
+      headers,
+      body: outBody,
+      signal: upstreamAbort.signal,
+    })
+    const status = answer.statusCode
+    const outHeaders = responseHeaders(answer.headers)
+    const ctype = String(answer.headers['content-type'] ?? '')
+    const noBody = method === 'HEAD' || status === 204 || status === 304
+
+    const sse = /^text\/event-stream\b/i.test(ctype)
+    const json = isJsonType(ctype)
+    const text = /^text\//i.test(ctype)
+    if (!inspecting || noBody || (!sse && !json && !(text && masks.hasDetectors))) {
+      // pass-through: bytes as they came, backpressure end to end
+      session.record('response', { status, headers: outHeaders })
+      res.writeHead(status, outHeaders)
+      await pipeline(answer.body, counter(n => (responseBytes += n)), res)
+      return
+    }
+    const decode = decoder(answer.headers['content-encoding'] as string | undefined)
+    const ce = String(answer.headers['content-encoding'] ?? '').trim().toLowerCase()
+    if (ce && ce !== 'identity' && !decode) throw httpError(502, 'upstream_unreadable', `cannot inspect a ${ce}-encoded response`)
+    delete outHeaders['content-encoding']
+    delete outHeaders['content-length']
+
+    if (sse) {
+      const masker = new SseMasker(masks, {
+        maxEventBytes: target.limits.maxMessageBytes,
+        onBatch: (batch, n) => session.record('response', { status, batch, masked: n }),
+      })
+      session.record('response', { status, headers: outHeaders, streaming: true })
+      res.writeHead(status, outHeaders)
+      const stages = [answer.body, ...(decode ? [decode] : []), masker, counter(n => (responseBytes += n)), res] as const
+      try {
+        await pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream])
+      } finally {
+        masked += masker.masked
+      }
+      return
+    }
+
+    // JSON and text: decoded, bounded, inspected whole
+    const limit = target.limits.maxMessageBytes
+    const parts: Buffer[] = []
+    let n = 0
+    const source = decode ? answer.body.pipe(decode) : answer.body
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      n += chunk.length
+      if (n > limit) {
+        answer.body.destroy()
+        throw httpError(502, 'response_too_large', `the upstream response is larger than the inspection limit (${limit} bytes)`)
+      }
+      parts.push(chunk)
+    }
+    let body = Buffer.concat(parts, n)
+    const asText = body.toString('utf8')
+    let out: string = asText
+    let parsedResponse: unknown
+    let isJson = false
+    if (json) {
+      try {
+        parsedResponse = JSON.parse(asText)
+        isJson = true
+      } catch {
+        isJson = false
+      }
+    }
+    if (isJson) {
+      const r = maskJson(parsedResponse, masks)
+      masked += r.count
+      if (r.count > 0) out = JSON.stringify(r.value)
+    } else if (masks.hasDetectors) {
+      const r = masks.scan(asText)
+      masked += r.count
+      out = r.text
+    }
+    if (out !== asText) body = Buffer.from(out)
+    outHeaders['content-length'] = String(body.length)
+    session.record('response', { status, headers: outHeaders, body })
+    res.writeHead(status, outHeaders)
+    responseBytes = body.length
+    res.end(body)
+  } catch (err) {
+    const e: HttpError = toHttpError(err)
+    event.error = e.code
+    if (e.status === 403 && event.decision === undefined) event.decision = 'block'
+    if (!res.headersSent) session.record('error', { status: e.status, code: e.code, message: e.message })
+    sendError(res, e)
+  } finally {
+    session.audit({ ...event, bytes: requestBytes + responseBytes, masked, durationMs: Date.now() - started })
+  }
+}
