@@ -7,6 +7,7 @@ import { LineCounter, isMap, isSeq, parseDocument, type Document, type Node } fr
 import { PortcullisError } from '../errors.ts'
 import type { SecretRef, TargetConfig } from '../types.ts'
 import { parseDuration } from './duration.ts'
+import { checkMaskingRules } from '../masking/index.ts'
 import { configSchema } from './schema.ts'
 import type { Config, ConfigIssue, IssuerConfig, RuleConfig, SecretSource } from './types.ts'
 
@@ -255,14 +256,14 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     rules.push(rule)
   }
 
-  for (const [n, m] of (raw.masking ?? []).entries()) {
-    for (const [k, p] of (m.patterns ?? []).entries()) {
-      try {
-        new RE2(p.regex)
-      } catch (err) {
-        issue(['masking', n, 'patterns', k, 'regex'], `bad pattern: ${(err as Error).message}`)
-      }
-    }
+  // The masking engine knows its detectors and pattern limits; ask it rather than repeat them here.
+  for (const problem of checkMaskingRules(raw.masking ?? [])) {
+    const path = problem.path
+      .replace(/\[(\d+)\]/g, '.$1')
+      .split('.')
+      .filter(Boolean)
+      .map(s => (/^\d+$/.test(s) ? Number(s) : s))
+    issue(['masking', ...path], problem.message)
   }
 
   checkRef(raw.maskingKey, ['maskingKey'])

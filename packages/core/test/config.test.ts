@@ -1,0 +1,191 @@
+import t from 'tap'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ConfigError, loadConfig, parseConfig } from '../src/config/parse.ts'
+import { parseDuration } from '../src/config/duration.ts'
+import { tempDir } from './helpers.ts'
+
+// The example from DESIGN.md, verbatim.
+const DESIGN_EXAMPLE = `admin: { listen: 127.0.0.1:9090 }
+identity:
+  issuers:
+    - { issuer: https://idp.example.com/, audience: portcullis, jwks: https://idp.example.com/jwks.json, groupsClaim: groups }
+secrets:
+  pg: { env: PG_PASSWORD }                 # also: { file: PATH } (re-read on change), { exec: [cmd, args], ttl: 5m }
+recording: { dir: ./recordings, onFailure: block }
+audit: { destination: stdout }
+targets:
+  - { name: docs-db, protocol: postgres, listen: 127.0.0.1:15432,
+      upstream: { host: 127.0.0.1, port: 5432, database: app, user: app, password: { secret: pg } } }
+rules:
+  - { id: agents-read, when: { groups: [agents], class: [read] }, action: allow }
+  - { id: agents-write, when: { groups: [agents], class: [write, delete] }, action: approve, approvers: [dba] }
+  - { id: no-bulk, when: { class: [bulk-delete, schema-change, admin] }, action: block }
+masking:
+  - { id: pii, when: { targets: [docs-db] }, columns: ["customers.email"], detectors: [email, api-key], method: redact }
+`
+
+function issuesOf(t: Tap, text: string, file = 'docs.yaml') {
+  try {
+    parseConfig(text, file)
+  } catch (err) {
+    t.type(err, ConfigError)
+    return (err as ConfigError).issues
+  }
+  t.fail('expected a ConfigError')
+  return []
+}
+type Tap = { type(a: unknown, b: unknown): void; fail(m: string): void }
+
+t.test('the DESIGN.md example parses, with defaults filled in', async t => {
+  const c = parseConfig(DESIGN_EXAMPLE, 'design.yaml')
+  t.equal(c.file, 'design.yaml')
+  t.same(c.admin, { listen: '127.0.0.1:9090' })
+  t.same(c.identity.issuers[0], {
+    issuer: 'https://idp.example.com/',
+    audience: 'portcullis',
+    jwks: 'https://idp.example.com/jwks.json',
+    groupsClaim: 'groups',
+    algorithms: ['RS256', 'ES256', 'EdDSA'],
+    clockSkew: 30_000,
+  })
+  t.same(c.secrets.pg, { env: 'PG_PASSWORD' })
+  t.same(c.recording, { dir: './recordings', onFailure: 'block' })
+  t.same(c.approvals, { timeoutMs: 300_000 })
+  const target = c.targets[0]
+  t.same(target.limits, { maxConnections: 1000, maxMessageBytes: 64 * 1024 * 1024, idleTimeoutMs: 3_600_000, handshakeTimeoutMs: 10_000 })
+  t.same(target.upstream.password, { secret: 'pg' })
+  t.same(target.options, {})
+  t.same(c.rules.map(r => [r.id, r.action]), [['agents-read', 'allow'], ['agents-write', 'approve'], ['no-bulk', 'block']])
+  t.same(c.masking[0].columns, ['customers.email'])
+})
+
+t.test('durations accept 30s, 5m, 1h and milliseconds', async t => {
+  t.equal(parseDuration('30s'), 30_000)
+  t.equal(parseDuration('5m'), 300_000)
+  t.equal(parseDuration('1h'), 3_600_000)
+  t.equal(parseDuration('250ms'), 250)
+  t.equal(parseDuration(1500), 1500)
+  t.throws(() => parseDuration('soon'))
+  const c = parseConfig(`approvals: { timeout: 90s, webhook: { url: "http://127.0.0.1:1/hook", format: slack } }
+targets:
+  - { name: a, protocol: redis, listen: "127.0.0.1:1", upstream: { host: h, port: 1 }, limits: { idleTimeout: 5m, handshakeTimeout: 2500 } }
+rules:
+  - { id: w, when: {}, action: approve, approvers: [dba], window: 10m, timeout: 1h }`)
+  t.equal(c.approvals.timeoutMs, 90_000)
+  t.same(c.approvals.webhook, { url: 'http://127.0.0.1:1/hook', format: 'slack' })
+  t.equal(c.targets[0].limits.idleTimeoutMs, 300_000)
+  t.equal(c.targets[0].limits.handshakeTimeoutMs, 2500)
+  t.equal(c.rules[0].window, 600_000)
+  t.equal(c.rules[0].timeout, 3_600_000)
+})
+
+const BASE = `secrets:
+  pg: { env: PG }
+targets:
+  - name: docs-db
+    protocol: postgres
+    listen: 127.0.0.1:15432
+    upstream:
+      host: 127.0.0.1
+      port: 5432
+      password: { secret: pg }
+`
+
+t.test('a wrong type names file, line and key path', async t => {
+  const issues = issuesOf(t, BASE.replace('port: 5432', 'port: "5432"'))
+  t.same(issues, [{ file: 'docs.yaml', line: 9, path: 'targets.0.upstream.port', message: 'must be integer' }])
+})
+
+t.test('an unknown key is an error on its own line', async t => {
+  const issues = issuesOf(t, BASE.replace('    listen: 127.0.0.1:15432\n', '    listen: 127.0.0.1:15432\n    colour: red\n'))
+  t.same(issues, [{ file: 'docs.yaml', line: 7, path: 'targets.0.colour', message: 'unknown key' }])
+})
+
+t.test('a missing required key points at the object that lacks it', async t => {
+  const issues = issuesOf(t, BASE.replace('    protocol: postgres\n', ''))
+  t.same(issues, [{ file: 'docs.yaml', line: 4, path: 'targets.0.protocol', message: 'is required' }])
+})
+
+t.test('an inline secret is refused and says how to reference one', async t => {
+  const issues = issuesOf(t, BASE.replace('password: { secret: pg }', 'password: hunter2'))
+  t.equal(issues.length, 1)
+  t.match(issues[0], { line: 10, path: 'targets.0.upstream.password', message: /secrets are referenced, never inline/ })
+  t.notOk(JSON.stringify(issues).includes('hunter2'), 'the error does not repeat the secret')
+})
+
+t.test('a bad duration names the key and the accepted forms', async t => {
+  const issues = issuesOf(t, BASE + 'approvals:\n  timeout: soon\n')
+  t.same(issues, [{ file: 'docs.yaml', line: 12, path: 'approvals.timeout', message: 'must be a duration such as 30s, 5m, 1h or a number of milliseconds' }])
+})
+
+t.test('the error message lists each issue as file:line: key: message', async t => {
+  const text = BASE.replace('port: 5432', 'port: x').replace('protocol: postgres', 'protocol: mysql')
+  try {
+    parseConfig(text, 'docs.yaml')
+    t.fail('expected an error')
+  } catch (err) {
+    const e = err as ConfigError
+    t.equal(e.code, 'CONFIG_INVALID')
+    t.match(e.message, /^docs\.yaml:5: targets\.0\.protocol: must be one of postgres, redis, http$/m)
+    t.match(e.message, /^docs\.yaml:9: targets\.0\.upstream\.port: must be integer$/m)
+  }
+})
+
+t.test('references and rules are checked beyond their shape', async t => {
+  const issues = issuesOf(
+    t,
+    BASE.replace('{ secret: pg }', '{ secret: pgx }') +
+      `rules:
+  - { id: r1, when: { targets: [docs-dbb] }, action: allow }
+  - { id: r1, when: { statement: "(unclosed" }, action: block }
+  - { id: r3, when: {}, action: approve }
+masking:
+  - { id: m, detectors: [emial], method: redact }
+`,
+  )
+  const byPath = Object.fromEntries(issues.map(i => [i.path, i]))
+  t.match(byPath['targets.0.upstream.password.secret'], { line: 10, message: 'unknown secret "pgx" (define it under secrets)' })
+  t.match(byPath['rules.0.when.targets'], { line: 12, message: 'unknown target "docs-dbb"' })
+  t.match(byPath['rules.1.id'], { line: 13, message: /duplicate rule id/ })
+  t.match(byPath['rules.1.when.statement'], { line: 13, message: /bad pattern/ })
+  t.match(byPath['rules.2.approvers'], { line: 14, message: /needs approvers/ })
+  t.match(byPath['masking.0.detectors.0'], { line: 16 })
+})
+
+t.test('identity issuers: HS algorithms need a secret and alg none is refused', async t => {
+  const issues = issuesOf(
+    t,
+    `identity:
+  issuers:
+    - { issuer: a, audience: b, jwksFile: /k.json, algorithms: [HS256] }
+    - { issuer: c, audience: d, jwksFile: /k.json, algorithms: [none] }
+    - { issuer: e, audience: f }
+`,
+  )
+  t.same(
+    issues.map(i => [i.line, i.path]),
+    [
+      [3, 'identity.issuers.0.algorithms'],
+      [4, 'identity.issuers.1.algorithms'],
+      [5, 'identity.issuers.2'],
+    ],
+  )
+})
+
+t.test('YAML syntax errors carry a line too', async t => {
+  const issues = issuesOf(t, 'targets:\n  - { name: a\n  protocol: [\n')
+  t.ok(issues.length > 0)
+  t.ok(issues.every(i => i.file === 'docs.yaml' && i.line >= 2))
+})
+
+t.test('loadConfig reads a file and names it in errors', async t => {
+  const dir = await tempDir(t)
+  const good = join(dir, 'good.yaml')
+  const bad = join(dir, 'bad.yaml')
+  await writeFile(good, DESIGN_EXAMPLE)
+  await writeFile(bad, BASE.replace('port: 5432', 'port: -1'))
+  t.equal((await loadConfig(good)).file, good)
+  await t.rejects(loadConfig(bad), { issues: [{ file: bad, line: 9, path: 'targets.0.upstream.port' }] })
+  await t.rejects(loadConfig(join(dir, 'missing.yaml')), { code: 'CONFIG_INVALID' })
+})
