@@ -1,1 +1,6 @@
-export {}
+export { startGateway, type Gateway, type GatewayOptions } from './gateway.ts'
+export { startDemo, type Demo, type DemoOptions } from './demo.ts'
+export { startAdmin, type AdminServer, type AdminOptions } from './admin.ts'
+export { mintDevToken, devIssuerConfig, devIssuerDir, DEV_ISSUER, DEV_AUDIENCE } from './dev-tokens.ts'
+export { createLogger, silentLogger, type Logger } from './log.ts'
+export { parseHostPort } from './listen.ts'

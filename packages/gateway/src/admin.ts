@@ -1,0 +1,244 @@
+// The admin HTTP API: approvals, live sessions, revocations, health and metrics. Authenticated with
+// the same bearer tokens as the data path (core.authenticate); errors are JSON with stable codes:
+//   { "error": { "code": "unauthenticated" | "forbidden" | "not_found" | "bad_request" |
+//                        "method_not_allowed" | "conflict" | "payload_too_large" | "internal", "message" } }
+// Who may do what:
+//   GET /healthz                         anyone
+//   GET /metrics                         anyone when the admin listener is on loopback, else a valid
+//                                        token (admin.metricsAuth: true|false overrides)
+//   GET /api/approvals                   any valid token; lists the pending requests it may act on
+//                                        (its groups are approvers) or that it made
+//   POST /api/approvals/:id/approve|deny core decides: approver groups only, never one's own request
+//   GET/DELETE /api/sessions, POST /api/revocations
+//                                        members of admin.groups (default: [admins])
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { once } from 'node:events'
+import { isPortcullisError, type ApprovalRequest, type Core, type Principal } from '@portcullis/core'
+import { formatHostPort, isLoopback, parseHostPort } from './listen.ts'
+import type { Logger } from './log.ts'
+import { ADMIN_PAGE } from './admin-page.ts'
+
+export interface AdminOptions {
+  core: Core
+  listen: string
+  /** config.admin; `groups` and `metricsAuth` are read when present */
+  admin: { listen: string; groups?: string[]; metricsAuth?: boolean }
+  log: Logger
+}
+
+export interface AdminServer {
+  url: string
+  close(): Promise<void>
+}
+
+const MAX_BODY_BYTES = 64 * 1024
+const DEFAULT_ADMIN_GROUPS = ['admins']
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
+  const { core, log } = opts
+  const { host, port } = parseHostPort(opts.listen)
+  const metricsAuth = opts.admin.metricsAuth ?? !isLoopback(host)
+  const adminGroups = opts.admin.groups ?? DEFAULT_ADMIN_GROUPS
+
+  async function principalOf(req: IncomingMessage): Promise<Principal> {
+    const header = req.headers.authorization
+    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null
+    if (!m) throw new HttpError(401, 'unauthenticated', 'a bearer token is required')
+    try {
+      return await core.authenticate(m[1]!)
+    } catch (err) {
+      // The reason names what was wrong with the token (expired, issuer…), never the token itself.
+      throw new HttpError(401, 'unauthenticated', isPortcullisError(err) ? err.message : 'invalid token')
+    }
+  }
+
+  async function requireAdmin(req: IncomingMessage): Promise<Principal> {
+    const p = await principalOf(req)
+    if (!p.groups.some((g) => adminGroups.includes(g))) {
+      throw new HttpError(403, 'forbidden', `requires membership of ${adminGroups.join(' or ')}`)
+    }
+    return p
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin')
+    const path = url.pathname.replace(/\/+$/, '') || '/'
+    const method = req.method ?? 'GET'
+    const parts = path.split('/').filter(Boolean)
+
+    if (path === '/healthz') {
+      allow(method, ['GET', 'HEAD'])
+      return json(res, 200, { status: 'ok' })
+    }
+    if (path === '/metrics') {
+      allow(method, ['GET'])
+      if (metricsAuth) await principalOf(req)
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' })
+      return void res.end(core.metrics.render())
+    }
+    if (path === '/') {
+      allow(method, ['GET'])
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
+      return void res.end(ADMIN_PAGE)
+    }
+    if (parts[0] !== 'api') throw new HttpError(404, 'not_found', `no such endpoint: ${path}`)
+
+    // /api/approvals[/:id/(approve|deny)]
+    if (parts[1] === 'approvals') {
+      if (parts.length === 2) {
+        allow(method, ['GET'])
+        const p = await principalOf(req)
+        const isAdmin = p.groups.some((g) => adminGroups.includes(g))
+        const visible = core.approvals
+          .list()
+          .filter((a) => a.status === 'pending')
+          .filter((a) => isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g)))
+        return json(res, 200, { approvals: visible.map(publicApproval) })
+      }
+      if (parts.length === 4 && (parts[3] === 'approve' || parts[3] === 'deny')) {
+        allow(method, ['POST'])
+        const p = await principalOf(req)
+        const id = decodeURIComponent(parts[2]!)
+        const existing = core.approvals.get(id)
+        if (!existing) throw new HttpError(404, 'not_found', `no approval request ${id}`)
+        if (existing.status !== 'pending') throw new HttpError(409, 'conflict', `approval ${id} is already ${existing.status}`)
+        const body = parts[3] === 'deny' ? await readJson(req) : {}
+        const reason = typeof body.reason === 'string' ? body.reason : undefined
+        try {
+          const done = parts[3] === 'approve' ? core.approvals.approve(id, p) : core.approvals.deny(id, p, reason)
+          log.info({ approval: id, by: p.subject, status: done.status }, 'approval decided')
+          return json(res, 200, { approval: publicApproval(done) })
+        } catch (err) {
+          if (isPortcullisError(err)) {
+            const status = ['AUTH_FAILED', 'TOKEN_EXPIRED', 'REVOKED'].includes(err.code) ? 403 : 409
+            throw new HttpError(status, status === 403 ? 'forbidden' : 'conflict', err.message)
+          }
+          throw err
+        }
+      }
+    }
+
+    // /api/sessions[/:id]
+    if (parts[1] === 'sessions') {
+      if (parts.length === 2 && method === 'GET') {
+        await requireAdmin(req)
+        return json(res, 200, { sessions: core.sessions() })
+      }
+      if (parts.length === 2 && method === 'DELETE') {
+        const p = await requireAdmin(req)
+        const subject = url.searchParams.get('subject')
+        if (!subject) throw new HttpError(400, 'bad_request', 'DELETE /api/sessions needs ?subject=')
+        const killed = core.killSubject(subject)
+        log.info({ subject, killed, by: p.subject }, 'sessions killed')
+        return json(res, 200, { killed })
+      }
+      if (parts.length === 3) {
+        allow(method, ['DELETE'])
+        const p = await requireAdmin(req)
+        const id = decodeURIComponent(parts[2]!)
+        if (!core.kill(id, `killed by ${p.subject}`)) throw new HttpError(404, 'not_found', `no live session ${id}`)
+        log.info({ session: id, by: p.subject }, 'session killed')
+        return json(res, 200, { killed: 1 })
+      }
+      allow(method, ['GET', 'DELETE'])
+    }
+
+    if (parts[1] === 'revocations' && parts.length === 2) {
+      allow(method, ['POST'])
+      const p = await requireAdmin(req)
+      const body = await readJson(req)
+      const subject = typeof body.subject === 'string' && body.subject ? body.subject : undefined
+      const jti = typeof body.jti === 'string' && body.jti ? body.jti : undefined
+      if (!subject && !jti) throw new HttpError(400, 'bad_request', 'give "subject" or "jti"')
+      const entry = { ...(subject ? { subject } : {}), ...(jti ? { jti } : {}) }
+      core.revoke(entry)
+      log.info({ ...entry, by: p.subject }, 'revoked')
+      return json(res, 200, { revoked: entry })
+    }
+    throw new HttpError(404, 'not_found', `no such endpoint: ${path}`)
+  }
+
+  const server = createServer((req, res) => {
+    route(req, res).catch((err) => {
+      if (err instanceof HttpError) {
+        if (err.status === 405) res.setHeader('allow', err.message.replace(/^.*: /, ''))
+        return json(res, err.status, { error: { code: err.code, message: err.message } })
+      }
+      log.error({ err, path: req.url }, 'admin request failed')
+      json(res, 500, { error: { code: 'internal', message: 'internal error' } })
+    })
+  })
+  server.listen(port, host)
+  await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))])
+  const addr = server.address()
+  const actual = { host, port: addr && typeof addr === 'object' ? addr.port : port }
+  const url = `http://${formatHostPort(actual)}`
+  log.info({ url }, 'admin API listening')
+  return {
+    url,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
+  }
+}
+
+function allow(method: string, methods: string[]): void {
+  if (!methods.includes(method)) throw new HttpError(405, 'method_not_allowed', `allowed: ${methods.join(', ')}`)
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, 'payload_too_large', `body over ${MAX_BODY_BYTES} bytes`)
+    chunks.push(chunk)
+  }
+  if (size === 0) return {}
+  try {
+    const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+    if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>
+  } catch {
+    // fall through to the error below
+  }
+  throw new HttpError(400, 'bad_request', 'body must be a JSON object')
+}
+
+/** What approvers see: no token id, nothing the requester's token carried beyond who they are. */
+function publicApproval(a: ApprovalRequest) {
+  return {
+    id: a.id,
+    status: a.status,
+    subject: a.principal.subject,
+    groups: a.principal.groups,
+    target: a.target,
+    protocol: a.protocol,
+    class: a.class,
+    statement: a.statement,
+    fingerprint: a.fingerprint,
+    resources: a.resources,
+    rule: a.rule,
+    approvers: a.approvers,
+    created: new Date(a.created).toISOString(),
+    expires: new Date(a.expires).toISOString(),
+    ...(a.decidedBy ? { decidedBy: a.decidedBy } : {}),
+  }
+}

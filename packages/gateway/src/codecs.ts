@@ -1,0 +1,44 @@
+// Codecs are loaded lazily by protocol name so that a missing or broken codec package only affects
+// the targets that use it (and the CLI's `explain` for that protocol), never the whole process.
+import type { Protocol, ProtocolCodec } from '@portcullis/core'
+
+const PACKAGES: Record<Protocol, { pkg: string; name: string }> = {
+  postgres: { pkg: '@portcullis/postgres', name: 'postgresCodec' },
+  redis: { pkg: '@portcullis/redis', name: 'redisCodec' },
+  http: { pkg: '@portcullis/http', name: 'httpCodec' },
+}
+
+export const PROTOCOLS: readonly Protocol[] = ['postgres', 'redis', 'http']
+
+const cache = new Map<Protocol, Promise<ProtocolCodec>>()
+
+/** Imports a codec's package and returns its export; rejects with a message that names both. */
+export function loadCodec(protocol: Protocol): Promise<ProtocolCodec> {
+  let p = cache.get(protocol)
+  if (!p) {
+    p = importExport<ProtocolCodec>(protocol, PACKAGES[protocol].name).then((codec) => {
+      if (typeof codec.serve !== 'function' || typeof codec.sniff !== 'function') {
+        throw new Error(`${PACKAGES[protocol].pkg} exports ${PACKAGES[protocol].name} but it is not a codec`)
+      }
+      return codec
+    })
+    // A failed import is not cached: the package may land while a long-running process waits.
+    p.catch(() => cache.delete(protocol))
+    cache.set(protocol, p)
+  }
+  return p
+}
+
+/** One named export of a protocol package, or an error that says which one is missing. */
+export async function importExport<T>(protocol: Protocol, name: string): Promise<T> {
+  const { pkg } = PACKAGES[protocol]
+  let mod: Record<string, unknown>
+  try {
+    mod = (await import(pkg)) as Record<string, unknown>
+  } catch (err) {
+    throw new Error(`cannot load ${pkg}: ${(err as Error).message}`)
+  }
+  const value = mod[name]
+  if (value === undefined) throw new Error(`${pkg} does not export ${name} (not implemented yet)`)
+  return value as T
+}

@@ -1,0 +1,67 @@
+// `portcullis start [--config FILE]`: the gateway in the foreground. SIGHUP re-reads the config
+// (a bad file is logged and the running config kept); SIGTERM/SIGINT drain sessions up to the
+// shutdown deadline, seal recordings and exit 0. Without --config: the embedded demo.
+import { parseArgs } from 'node:util'
+import { ConfigError, loadConfig } from '@portcullis/core'
+import { startGateway } from '../gateway.ts'
+import { startDemo } from '../demo.ts'
+import { createLogger, type LogLevel } from '../log.ts'
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      'shutdown-deadline': { type: 'string', default: '10000' },
+    },
+  })
+  const log = createLogger(process.stderr, values['log-level'] as LogLevel)
+  const deadline = Number(values['shutdown-deadline'])
+  // A codec bug in an event handler must not take every other session down with it.
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'))
+  process.on('unhandledRejection', (err) => log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'unhandled rejection'))
+
+  let close: () => Promise<void>
+  let reload: () => Promise<unknown> = async () => {}
+  if (values.config) {
+    let config
+    try {
+      config = await loadConfig(values.config)
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        for (const i of err.issues) process.stderr.write(`${i.file}:${i.line}: ${i.path}: ${i.message}\n`)
+        return 1
+      }
+      throw err
+    }
+    const gateway = await startGateway(config, { configFile: values.config, log })
+    for (const [name, a] of Object.entries(gateway.targets)) log.info({ target: name, listen: `${a.host}:${a.port}` }, 'target ready')
+    close = () => gateway.close(deadline)
+    reload = () => gateway.reloadFromFile()
+  } else {
+    const demo = await startDemo({ log: true })
+    close = () => demo.close()
+    reload = () => demo.gateway.reloadFromFile()
+  }
+
+  process.on('SIGHUP', () => {
+    log.info({}, 'SIGHUP: reloading config')
+    reload().catch((err) => log.error({ err }, 'reload failed'))
+  })
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down')
+    close()
+      .then(() => process.exit(0))
+      .catch((err) => {
+        log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  return 0
+}

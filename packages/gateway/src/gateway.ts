@@ -1,0 +1,306 @@
+// The gateway process: one listener per target, a session per connection, limits, hot reload and
+// graceful shutdown. Protocol work belongs to the codecs; policy, identity and recording to core.
+import { createServer, type Server, type Socket } from 'node:net'
+import { createServer as createTlsServer } from 'node:tls'
+import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { once } from 'node:events'
+import { basename, dirname, resolve } from 'node:path'
+import { createCore, loadConfig, type Config, type Core, type ProtocolCodec, type Session, type TargetConfig } from '@portcullis/core'
+import { parseHostPort, type HostPort } from './listen.ts'
+import { loadCodec, PROTOCOLS } from './codecs.ts'
+import { sniffCodec } from './sniff.ts'
+import { startAdmin, type AdminServer } from './admin.ts'
+import { createLogger, type Logger } from './log.ts'
+
+export interface GatewayOptions {
+  /** where core writes audit events (default: config.audit.destination) */
+  auditStream?: NodeJS.WritableStream
+  /** the file the config came from: watched, and re-read on change */
+  configFile?: string
+  log?: Logger
+  /** codecs to use instead of the protocol packages (tests, embedding) */
+  codecs?: ProtocolCodec[]
+  /** debounce for config file changes, ms (default 200) */
+  watchDebounceMs?: number
+}
+
+export interface Gateway {
+  core: Core
+  /** actual listening address per target name (ephemeral ports resolved) */
+  targets: Record<string, HostPort>
+  admin?: { url: string }
+  /** applies a new config: core gets the new generation; listeners follow added/removed/moved targets */
+  reload(config: Config): Promise<void>
+  /** re-reads opts.configFile; a bad file is logged and the old config kept (returns false) */
+  reloadFromFile(): Promise<boolean>
+  /** stop accepting, let sessions finish until the deadline, abort the rest, seal recordings */
+  close(deadlineMs?: number): Promise<void>
+}
+
+interface Listener {
+  name: string
+  listen: string
+  /** options that need a new server when they change */
+  key: string
+  server: Server
+  address: HostPort
+  connections: Set<Socket>
+}
+
+interface LiveSession {
+  session: Session
+  socket: Socket
+}
+
+/** After a session's signal aborts (kill, revocation, shutdown) the codec gets this long to say so. */
+const ABORT_GRACE_MS = 1000
+/** A codec that doesn't settle after its socket closed still gets its session closed. */
+const CLOSE_GRACE_MS = 5000
+
+export async function startGateway(config: Config, opts: GatewayOptions = {}): Promise<Gateway> {
+  const log = opts.log ?? createLogger()
+  const core = await createCore(config, opts.auditStream ? { auditStream: opts.auditStream } : {})
+  const listeners = new Map<string, Listener>()
+  const live = new Map<string, LiveSession>()
+  const targets: Record<string, HostPort> = {}
+  let current = config
+  let closing = false
+  let admin: AdminServer | undefined
+
+  const codecFor = async (protocol: TargetConfig['protocol']): Promise<ProtocolCodec> => {
+    const given = opts.codecs?.find((c) => c.protocol === protocol)
+    return given ?? loadCodec(protocol)
+  }
+  const sniffing = (t: TargetConfig) => (t.protocol as string) === 'auto' || t.options.sniff === true
+  const allCodecs = async (): Promise<ProtocolCodec[]> => {
+    const found: ProtocolCodec[] = []
+    for (const p of PROTOCOLS) {
+      try {
+        found.push(await codecFor(p))
+      } catch (err) {
+        log.debug({ protocol: p, err }, 'codec unavailable for sniffing')
+      }
+    }
+    return found
+  }
+
+  async function handle(listener: Listener, socket: Socket): Promise<void> {
+    socket.on('error', (err) => log.debug({ target: listener.name, err }, 'client socket error'))
+    const target = current.targets.find((t) => t.name === listener.name)
+    if (!target || closing) return void socket.destroy()
+    const { limits } = target
+    if (listener.connections.size >= limits.maxConnections) {
+      // Closed before any byte is read: the codec isn't involved yet, so no protocol error to send.
+      log.warn({ target: target.name, limit: limits.maxConnections }, 'connection refused: maxConnections reached')
+      return void socket.destroy()
+    }
+    listener.connections.add(socket)
+    socket.once('close', () => listener.connections.delete(socket))
+    if (limits.idleTimeoutMs > 0) {
+      socket.setTimeout(limits.idleTimeoutMs, () => {
+        log.info({ target: target.name }, 'idle timeout')
+        socket.destroy()
+      })
+    }
+
+    const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
+    const session = core.openSession(target, remote)
+    live.set(session.id, { session, socket })
+    const handshake =
+      limits.handshakeTimeoutMs > 0
+        ? setTimeout(() => {
+            if (session.principal === undefined) {
+              log.info({ target: target.name, session: session.id }, 'handshake timeout')
+              socket.destroy()
+            }
+          }, limits.handshakeTimeoutMs)
+        : undefined
+    const onAbort = () => {
+      setTimeout(() => socket.destroy(), ABORT_GRACE_MS).unref()
+    }
+    session.signal.addEventListener('abort', onAbort, { once: true })
+
+    let settled = false
+    const finish = async () => {
+      if (handshake) clearTimeout(handshake)
+      session.signal.removeEventListener('abort', onAbort)
+      live.delete(session.id)
+      socket.destroy()
+      try {
+        await session.close()
+      } catch (err) {
+        log.error({ target: target.name, session: session.id, err }, 'session close failed')
+      }
+    }
+    socket.once('close', () => {
+      setTimeout(() => {
+        if (!settled) {
+          log.warn({ target: target.name, session: session.id }, 'codec did not finish after the client left')
+          void finish()
+        }
+      }, CLOSE_GRACE_MS).unref()
+    })
+
+    try {
+      let codec: ProtocolCodec | undefined
+      if (sniffing(target)) {
+        codec = await sniffCodec(socket, await allCodecs())
+        if (!codec) log.info({ target: target.name, session: session.id }, 'no codec recognised the first bytes')
+      } else {
+        codec = await codecFor(target.protocol)
+      }
+      if (codec) await codec.serve(socket, session)
+    } catch (err) {
+      log.error({ target: target.name, session: session.id, err }, 'session failed')
+    } finally {
+      if (!settled) {
+        settled = true
+        await finish()
+      }
+    }
+  }
+
+  function listenerKey(t: TargetConfig): string {
+    const tls = t.tls && t.protocol !== 'postgres' ? `${t.tls.cert}|${t.tls.key}` : ''
+    return `${t.listen}|${t.protocol}|${tls}`
+  }
+
+  async function openListener(t: TargetConfig): Promise<Listener> {
+    const { host, port } = parseHostPort(t.listen)
+    // Postgres negotiates TLS inside its protocol (SSLRequest), so its codec owns it; the other
+    // protocols speak TLS from the first byte, so the listener terminates it.
+    const tls = t.tls !== undefined && t.protocol !== 'postgres' && !sniffing(t)
+    const server =
+      tls && t.tls
+        ? createTlsServer({ cert: readFileSync(t.tls.cert), key: readFileSync(t.tls.key) })
+        : createServer()
+    const listener: Listener = {
+      name: t.name,
+      listen: t.listen,
+      key: listenerKey(t),
+      server,
+      address: { host, port },
+      connections: new Set(),
+    }
+    server.on(tls ? 'secureConnection' : 'connection', (s: Socket) => {
+      handle(listener, s).catch((err) => log.error({ target: t.name, err }, 'connection handler failed'))
+    })
+    server.on('error', (err) => log.error({ target: t.name, err }, 'listener error'))
+    server.listen(port, host)
+    await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))])
+    const addr = server.address()
+    if (addr && typeof addr === 'object') listener.address = { host, port: addr.port }
+    log.info({ target: t.name, protocol: t.protocol, listen: `${host}:${listener.address.port}` }, 'listening')
+    return listener
+  }
+
+  /** Stops accepting at once; the promise settles when its last connection has ended. */
+  function closeListener(l: Listener): Promise<void> {
+    return new Promise((resolve) => l.server.close(() => resolve()))
+  }
+
+  async function syncListeners(config: Config): Promise<void> {
+    const wanted = new Map(config.targets.map((t) => [t.name, t]))
+    for (const [name, l] of listeners) {
+      const t = wanted.get(name)
+      if (!t || listenerKey(t) !== l.key) {
+        listeners.delete(name)
+        delete targets[name]
+        // Live sessions on a removed listener keep running; only new connections stop.
+        void closeListener(l)
+        log.info({ target: name }, 'listener closed')
+      }
+    }
+    for (const t of config.targets) {
+      if (listeners.has(t.name)) continue
+      const l = await openListener(t)
+      listeners.set(t.name, l)
+      targets[t.name] = l.address
+    }
+  }
+
+  try {
+    await syncListeners(config)
+    if (config.admin) {
+      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log })
+    }
+  } catch (err) {
+    for (const l of listeners.values()) await closeListener(l)
+    await core.close()
+    throw err
+  }
+
+  let watcher: FSWatcher | undefined
+  let debounce: NodeJS.Timeout | undefined
+  const gateway: Gateway = {
+    core,
+    targets,
+    admin: admin ? { url: admin.url } : undefined,
+    async reload(next: Config) {
+      core.reload(next)
+      current = next
+      try {
+        await syncListeners(next)
+      } catch (err) {
+        log.error({ err }, 'reload: listeners not updated')
+      }
+      log.info({ targets: next.targets.map((t) => t.name) }, 'config reloaded')
+    },
+    async reloadFromFile() {
+      if (!opts.configFile) return false
+      let next: Config
+      try {
+        next = await loadConfig(opts.configFile)
+      } catch (err) {
+        const issues = (err as { issues?: unknown }).issues
+        log.error({ file: opts.configFile, issues, err }, 'config reload rejected; keeping the running config')
+        return false
+      }
+      await gateway.reload(next)
+      return true
+    },
+    async close(deadlineMs = 10_000) {
+      if (closing) return
+      closing = true
+      watcher?.close()
+      if (debounce) clearTimeout(debounce)
+      const stopped = Promise.all([...listeners.values()].map(closeListener))
+      const drained = waitUntil(() => live.size === 0, deadlineMs)
+      if (!(await drained)) {
+        log.warn({ sessions: live.size }, 'shutdown deadline passed; aborting sessions')
+        for (const id of [...live.keys()]) core.kill(id, 'gateway shutting down')
+        for (const { socket } of live.values()) setTimeout(() => socket.destroy(), 200).unref()
+        await waitUntil(() => live.size === 0, ABORT_GRACE_MS + CLOSE_GRACE_MS)
+      }
+      for (const l of listeners.values()) for (const s of l.connections) s.destroy()
+      await stopped
+      await admin?.close()
+      await core.close()
+    },
+  }
+
+  if (opts.configFile) {
+    try {
+      // Watch the directory: editors replace files by rename, which ends a watch on the file itself.
+      const file = resolve(opts.configFile)
+      watcher = watch(dirname(file), (_event, name) => {
+        if (name !== null && name !== basename(file)) return
+        if (debounce) clearTimeout(debounce)
+        debounce = setTimeout(() => void gateway.reloadFromFile(), opts.watchDebounceMs ?? 200)
+      })
+      watcher.on('error', (err) => log.warn({ err }, 'config watch failed; reload with SIGHUP'))
+    } catch (err) {
+      log.warn({ err }, 'config watch failed; reload with SIGHUP')
+    }
+  }
+  return gateway
+}
+
+async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() >= end) return false
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  return true
+}
