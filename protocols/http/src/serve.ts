@@ -22,7 +22,9 @@ import { upstreamFor } from './upstream.ts'
 
 interface Conn {
   session: Session
+  /** digest of the connection's token, set by its first request (pipelined ones wait on `verified`) */
   tokenDigest?: Buffer
+  verified?: Promise<unknown>
 }
 
 const conns = new WeakMap<object, Conn>()
@@ -85,12 +87,14 @@ async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   const token = tokenFrom(req, tokenHeader(session.target))
   if (!token) throw httpError(401, 'unauthenticated', 'a bearer token is required')
   const digest = createHash('sha256').update(token).digest()
-  if (conn.tokenDigest) {
-    if (!timingSafeEqual(conn.tokenDigest, digest)) throw httpError(401, 'unauthenticated', 'one token per connection: open a new connection for another token', { close: true })
-  } else {
-    await session.authenticate(token)
+  if (!conn.tokenDigest) {
     conn.tokenDigest = digest
+    conn.verified = session.authenticate(token)
+  } else if (!timingSafeEqual(conn.tokenDigest, digest)) {
+    throw httpError(401, 'unauthenticated', 'one token per connection: open a new connection for another token', { close: true })
   }
+  // a refused token refuses every request that presented it; the connection then closes
+  await conn.verified
   session.assertAlive()
 }
 
