@@ -11,11 +11,14 @@ export interface KeySource {
 
 const remoteSets = new Map<string, JWTVerifyGetKey>()
 
-export function remoteKeySource(url: string): KeySource {
-  let getKey = remoteSets.get(url)
+/** cooldownMs: after a fetch, unknown kids do not trigger another one for this long (rate limit) */
+export function remoteKeySource(url: string, opts: { cooldownMs?: number } = {}): KeySource {
+  const cooldownDuration = opts.cooldownMs ?? 30_000
+  const key = `${cooldownDuration} ${url}`
+  let getKey = remoteSets.get(key)
   if (!getKey) {
-    getKey = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: 600_000, timeoutDuration: 5_000 })
-    remoteSets.set(url, getKey)
+    getKey = createRemoteJWKSet(new URL(url), { cooldownDuration, cacheMaxAge: 600_000, timeoutDuration: 5_000 })
+    remoteSets.set(key, getKey)
   }
   return { getKey, refresh: async () => false }
 }

@@ -37,7 +37,7 @@ interface IssuerState {
 
 export function createIdentity(
   config: IdentityConfig,
-  opts: { secrets?: SecretStore; now?: () => number } = {},
+  opts: { secrets?: SecretStore; now?: () => number; jwksCooldownMs?: number } = {},
 ): Identity {
   const now = opts.now ?? Date.now
   const revocations = new Revocations(config.revocations)
@@ -54,7 +54,7 @@ export function createIdentity(
           keys = fileKeySource(ic.jwksFile, { now })
           fileSources.set(ic.jwksFile, keys)
         }
-      } else if (ic.jwks) keys = remoteKeySource(ic.jwks)
+      } else if (ic.jwks) keys = remoteKeySource(ic.jwks, { ...(opts.jwksCooldownMs !== undefined ? { cooldownMs: opts.jwksCooldownMs } : {}) })
       next.set(ic.issuer, { config: ic, keys })
     }
     issuers = next
