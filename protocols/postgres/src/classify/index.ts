@@ -182,8 +182,17 @@ function failed(sql: string, message: string): Operation {
   return buildOperation([{ class: 'admin', resources: [], statement: text }], textFingerprint(text), message)
 }
 
+// `at or near "<token>"`: the token is shown when it is a word, not when it is a value
+const NEAR = /at or near "((?:[^"]|"")*)"/
+const LITERAL_START = /^(?:[bBxXeEnN]?'|[uU]&'|\$|[0-9.])/
+
+/** The parser's message, minus the text of a literal it may quote (possible PII or a secret). */
 function parserMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
+  const message = err instanceof Error ? err.message : String(err)
+  const near = NEAR.exec(message)
+  if (!near || !LITERAL_START.test(near[1]!)) return message
+  const position = (err as { sqlDetails?: { cursorPosition?: number } }).sqlDetails?.cursorPosition
+  return message.replace(NEAR, position === undefined ? 'at or near a literal' : `at a literal at position ${position + 1}`)
 }
 
 function safeFingerprint(sql: string): string {
