@@ -1,0 +1,99 @@
+import t from 'tap'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { request } from 'undici'
+import { startHttpUpstream } from '@portcullis/fixtures/http-upstream'
+import { testCertificate } from '@portcullis/fixtures/tls'
+import { startGateway, type GatewayOptions } from './harness.ts'
+import { stubMasks } from './stub-masks.ts'
+
+const auth = { authorization: 'Bearer dev-token-alice' }
+
+async function setup(t: { teardown(fn: () => unknown): void }, opts: Partial<GatewayOptions> = {}, upOpts = {}) {
+  const upstream = await startHttpUpstream(upOpts)
+  const gw = await startGateway({ upstreamUrl: upstream.url, ...opts })
+  t.teardown(async () => {
+    await gw.stop()
+    await upstream.stop()
+  })
+  return { upstream, gw }
+}
+
+t.test('a slow upstream answers 504 upstream_timeout', async t => {
+  const { gw, upstream } = await setup(t, { options: { upstreamTimeout: 200 } })
+  upstream.options.delayMs = 1500
+  const res = await fetch(`${gw.url}/v1/models`, { headers: auth })
+  t.equal(res.status, 504)
+  t.equal(((await res.json()) as any).error.code, 'upstream_timeout')
+  t.equal(gw.audits[0].error, 'upstream_timeout')
+})
+
+t.test('an upstream that is down answers 502 upstream_unavailable', async t => {
+  const closed = createServer()
+  await new Promise<void>(r => closed.listen(0, '127.0.0.1', r))
+  const port = (closed.address() as AddressInfo).port
+  await new Promise<void>(r => closed.close(() => r()))
+  const gw = await startGateway({ upstreamUrl: `http://127.0.0.1:${port}` })
+  t.teardown(() => gw.stop())
+  const res = await fetch(`${gw.url}/v1/models`, { headers: auth })
+  t.equal(res.status, 502)
+  t.equal(((await res.json()) as any).error.code, 'upstream_unavailable')
+})
+
+t.test('an upstream reset mid-stream breaks the client stream; the gateway stays up', async t => {
+  const { gw, upstream } = await setup(t, { masks: () => stubMasks() })
+  upstream.options.resetAfterChunks = 2
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'a long answer please' }] }),
+  })
+  t.equal(res.status, 200, 'the stream had started')
+  await t.rejects(res.text(), 'the client sees a broken stream, not a clean end')
+  upstream.options.resetAfterChunks = undefined
+  const again = await fetch(`${gw.url}/v1/models`, { headers: auth })
+  t.equal(again.status, 200, 'the gateway still serves')
+})
+
+t.test('an unmasked body reset mid-stream is passed on as a broken stream too', async t => {
+  const { gw, upstream } = await setup(t, {}, { bigBodyBytes: 10 << 20, resetAfterChunks: 5 })
+  const res = await request(`${gw.url}/big`, { headers: auth })
+  t.equal(res.statusCode, 200)
+  await t.rejects(res.body.arrayBuffer())
+  t.equal(upstream.requests.length, 1)
+})
+
+t.test('a 200 MB response streams through with bounded memory', async t => {
+  const { gw } = await setup(t, { options: { profile: 'generic' } })
+  global.gc?.()
+  const before = process.memoryUsage().rss
+  let peak = before
+  let bytes = 0
+  const res = await request(`${gw.url}/big`, { headers: auth })
+  t.equal(res.statusCode, 200)
+  for await (const chunk of res.body) {
+    bytes += chunk.length
+    if ((bytes & 0xfffff) < chunk.length) peak = Math.max(peak, process.memoryUsage().rss)
+  }
+  peak = Math.max(peak, process.memoryUsage().rss)
+  t.equal(bytes, 200 * 1024 * 1024)
+  const growth = peak - before
+  t.ok(growth < 64 * 1024 * 1024, `rss grew ${Math.round(growth / 1048576)} MB for a 200 MB body`)
+  t.equal(gw.audits[0].bytes, 200 * 1024 * 1024, 'the response bytes are counted')
+})
+
+t.test('upstream TLS is verified: the right CA passes, an unknown certificate is refused', async t => {
+  const cert = testCertificate()
+  const upstream = await startHttpUpstream({ tls: { cert: cert.cert, key: cert.key } })
+  const good = await startGateway({ upstreamUrl: `https://localhost:${upstream.port}`, tls: { ca: cert.certFile } })
+  const bad = await startGateway({ upstreamUrl: `https://localhost:${upstream.port}` })
+  t.teardown(async () => {
+    await good.stop()
+    await bad.stop()
+    await upstream.stop()
+  })
+  t.equal((await fetch(`${good.url}/v1/models`, { headers: auth })).status, 200)
+  const refused = await fetch(`${bad.url}/v1/models`, { headers: auth })
+  t.equal(refused.status, 502)
+  t.equal(((await refused.json()) as any).error.code, 'upstream_unavailable')
+})
