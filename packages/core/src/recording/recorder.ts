@@ -1,0 +1,281 @@
+// The session recorder. record() is on the hot path: it encodes, chains and copies the frame into
+// the current batch buffer and returns; a flush (next setImmediate, or at once past FLUSH_BYTES)
+// writes everything queued with one writev. The backlog is bounded: past it, or when the sink
+// fails, `failed` is set and records are dropped (the session decides by onFailure); a recorder that
+// caught up again writes a gap record so the chain stays whole and the gap stays visible.
+import { createHash, createHmac, sign as cryptoSign, type KeyObject } from 'node:crypto'
+import { close as fsClose, fsync, mkdir, open, writev } from 'node:fs'
+import { join } from 'node:path'
+import { PortcullisError } from '../errors.ts'
+import type { Principal, Protocol, RecordType } from '../types.ts'
+import {
+  FORMAT_VERSION,
+  FRAME_HEADER,
+  GENESIS,
+  HASH_BYTES,
+  MAGIC,
+  type RecordingHeader,
+  type SealPayload,
+  TYPE_CODES,
+  packr,
+  sealMessage,
+} from './format.ts'
+
+export interface RecorderOptions {
+  dir: string
+  sessionId: string
+  target: string
+  protocol: Protocol
+  principal: Principal
+  sign?: { hmacKey?: Buffer; ed25519PrivateKey?: KeyObject }
+  /** kept for the session; the recorder behaves the same either way and reports through `failed` */
+  onFailure?: 'block' | 'allow'
+  /** bound on bytes queued but not yet written (default 8 MiB) */
+  maxBacklogBytes?: number
+}
+
+export interface Recorder {
+  readonly path: string
+  /** set while records are being dropped (sink error: for good; backlog over bound: until it drains) */
+  readonly failed: Error | undefined
+  /** bytes queued and not yet written */
+  readonly backlog: number
+  readonly onFailure: 'block' | 'allow'
+  record(type: RecordType, payload: Record<string, unknown>): void
+  /** seals, flushes, fsyncs and closes the file; idempotent; never rejects (see `failed`) */
+  close(reason?: string): Promise<void>
+}
+
+export const DEFAULT_MAX_BACKLOG = 8 * 1024 * 1024
+const CHUNK = 1024 * 1024
+const FLUSH_BYTES = 256 * 1024
+
+function isoDay(d: Date): string {
+  return d.toISOString().slice(0, 10)
+}
+
+class FileRecorder implements Recorder {
+  readonly path: string
+  readonly onFailure: 'block' | 'allow'
+  failed: Error | undefined
+  private readonly maxBacklog: number
+  private readonly signing: RecorderOptions['sign']
+  private fd: number | undefined
+  private sinkError: Error | undefined
+  private prev: Buffer = GENESIS
+  private index = 0
+  private dropped = 0
+  private overBound = false
+  private closing: Promise<void> | undefined
+  // batch: frames are appended to `chunk` at `pos`; [flushed, pos) is not yet handed to a write
+  private chunk = Buffer.allocUnsafe(CHUNK)
+  private pos = 0
+  private flushed = 0
+  private pending: Buffer[] = []
+  private pendingBytes = 0
+  private inFlight = 0
+  private writing = false
+  private scheduled = false
+  private drainWaiters: (() => void)[] = []
+
+  constructor(opts: RecorderOptions) {
+    const start = new Date()
+    this.path = join(opts.dir, isoDay(start), `${opts.sessionId}.pcr`)
+    this.onFailure = opts.onFailure ?? 'block'
+    this.maxBacklog = opts.maxBacklogBytes ?? DEFAULT_MAX_BACKLOG
+    this.signing = opts.sign
+    this.appendRaw(MAGIC)
+    const p = opts.principal
+    const header: RecordingHeader = {
+      magic: 'portcullis-recording',
+      version: FORMAT_VERSION,
+      sessionId: opts.sessionId,
+      target: opts.target,
+      protocol: opts.protocol,
+      // who, never how: no token, no token id
+      principal: { subject: p.subject, groups: [...p.groups], issuer: p.issuer, ...(p.expiresAt !== undefined ? { expiresAt: p.expiresAt } : {}) },
+      start: start.toISOString(),
+    }
+    this.append('session-start', header as unknown as Record<string, unknown>, start.getTime())
+    mkdir(join(opts.dir, isoDay(start)), { recursive: true, mode: 0o750 }, err => {
+      if (err) return this.sinkFailed(err)
+      // 'wx': never overwrite another session's recording
+      open(this.path, 'wx', 0o640, (err, fd) => {
+        if (err) return this.sinkFailed(err)
+        this.fd = fd
+        this.flush()
+      })
+    })
+  }
+
+  get backlog(): number {
+    return this.pendingBytes + this.inFlight + (this.pos - this.flushed)
+  }
+
+  record(type: RecordType, payload: Record<string, unknown>): void {
+    if (this.closing !== undefined) return
+    if (this.sinkError !== undefined) {
+      this.dropped++
+      return
+    }
+    if (this.backlog >= this.maxBacklog) {
+      this.dropped++
+      if (!this.overBound) {
+        this.overBound = true
+        this.failed = new PortcullisError('RECORDING_FAILED', `recording is behind: more than ${this.maxBacklog} bytes not yet written`)
+      }
+      return
+    }
+    this.append(type, payload, Date.now())
+  }
+
+  private append(type: RecordType, payload: Record<string, unknown>, time: number): void {
+    let body: Buffer
+    try {
+      body = packr.pack([this.index, time, payload])
+    } catch (err) {
+      // an unencodable payload must not throw into a codec: record that it happened instead
+      body = packr.pack([this.index, time, { unencodable: (err as Error).message }])
+    }
+    const len = 1 + body.length + HASH_BYTES
+    const size = FRAME_HEADER + len
+    if (this.pos + size > this.chunk.length) this.newChunk(size)
+    const buf = this.chunk
+    const at = this.pos
+    buf.writeUInt32BE(len, at)
+    buf.writeUInt32BE(~len >>> 0, at + 4)
+    buf[at + 8] = TYPE_CODES[type]
+    body.copy(buf, at + 9)
+    const hashAt = at + 9 + body.length
+    // chain: H(prev || header || type || body); the header is hashed too so a length can't be edited alone
+    const h = createHash('sha256').update(this.prev).update(buf.subarray(at, hashAt)).digest()
+    h.copy(buf, hashAt)
+    this.prev = h
+    this.pos = hashAt + HASH_BYTES
+    this.index++
+    this.schedule()
+  }
+
+  private appendRaw(bytes: Buffer): void {
+    bytes.copy(this.chunk, this.pos)
+    this.pos += bytes.length
+  }
+
+  /** hands the unflushed part of the current chunk to `pending` and starts a new chunk */
+  private newChunk(need: number): void {
+    this.takeBatch()
+    this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, need))
+    this.pos = 0
+    this.flushed = 0
+  }
+
+  private takeBatch(): void {
+    if (this.pos > this.flushed) {
+      this.pending.push(this.chunk.subarray(this.flushed, this.pos))
+      this.pendingBytes += this.pos - this.flushed
+      this.flushed = this.pos
+    }
+  }
+
+  private schedule(): void {
+    if (this.writing) return
+    if (this.pos - this.flushed + this.pendingBytes >= FLUSH_BYTES) return this.flush()
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(() => {
+        this.scheduled = false
+        this.flush()
+      })
+    }
+  }
+
+  private flush(): void {
+    if (this.writing || this.fd === undefined || this.sinkError !== undefined) return
+    this.takeBatch()
+    if (this.pending.length === 0) return this.drained()
+    const bufs = this.pending
+    this.pending = []
+    this.inFlight = this.pendingBytes
+    this.pendingBytes = 0
+    this.writing = true
+    this.writeAll(bufs)
+  }
+
+  private writeAll(bufs: Buffer[]): void {
+    writev(this.fd!, bufs, (err, written) => {
+      if (err) return this.sinkFailed(err)
+      this.inFlight -= written
+      if (this.inFlight > 0) {
+        // short write: drop what was written and go on with the rest
+        let skip = written
+        while (skip > 0 && bufs.length > 0) {
+          if (bufs[0].length <= skip) skip -= bufs.shift()!.length
+          else {
+            bufs[0] = bufs[0].subarray(skip)
+            skip = 0
+          }
+        }
+        return this.writeAll(bufs)
+      }
+      this.writing = false
+      if (this.overBound && this.backlog <= this.maxBacklog / 2) {
+        // caught up: say in the chain what was lost, then accept records again
+        this.overBound = false
+        this.failed = undefined
+        this.append('event', { event: 'recording-gap', dropped: this.dropped }, Date.now())
+      }
+      this.flush()
+    })
+  }
+
+  private drained(): void {
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (const w of waiters) w()
+  }
+
+  private sinkFailed(err: Error): void {
+    if (this.sinkError !== undefined) return
+    this.sinkError = err
+    this.failed = new PortcullisError('RECORDING_FAILED', `recording to ${this.path} failed: ${err.message}`)
+    this.writing = false
+    this.pending = []
+    this.pendingBytes = 0
+    this.inFlight = 0
+    this.flushed = this.pos
+    this.drained()
+  }
+
+  close(reason?: string): Promise<void> {
+    this.closing ??= this.seal(reason)
+    return this.closing
+  }
+
+  private async seal(reason: string | undefined): Promise<void> {
+    if (this.sinkError === undefined) {
+      const records = this.index
+      const seal: SealPayload = { records, lastHash: this.prev }
+      if (reason !== undefined) seal.reason = reason
+      if (this.dropped > 0) seal.dropped = this.dropped
+      if (this.failed !== undefined) seal.failed = this.failed.message
+      const msg = sealMessage(this.prev, records)
+      if (this.signing?.hmacKey) seal.hmac = createHmac('sha256', this.signing.hmacKey).update(msg).digest()
+      if (this.signing?.ed25519PrivateKey) seal.ed25519 = cryptoSign(null, msg, this.signing.ed25519PrivateKey)
+      this.append('seal', seal as unknown as Record<string, unknown>, Date.now())
+      // wait until the file is open and everything queued is written (or the sink fails)
+      await new Promise<void>(resolve => {
+        this.drainWaiters.push(resolve)
+        this.flush()
+      })
+    }
+    const fd = this.fd
+    this.fd = undefined
+    if (fd === undefined) return
+    await new Promise<void>(resolve => fsync(fd, () => fsClose(fd, () => resolve())))
+  }
+}
+
+/** Opens `<dir>/<yyyy-mm-dd>/<sessionId>.pcr` and writes the header record. Never throws for I/O: see `failed`. */
+export function openRecorder(opts: RecorderOptions): Recorder {
+  return new FileRecorder(opts)
+}

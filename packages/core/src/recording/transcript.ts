@@ -1,0 +1,121 @@
+// formatTranscript: a recording as a person reads it (portcullis replay). Payload shapes belong to
+// the codecs, so known fields are shown first and anything else follows as compact JSON.
+import type { RecordingHeader, SealPayload } from './format.ts'
+import { readRecording } from './reader.ts'
+import { verifyRecording } from './verify.ts'
+
+const MAX_ROWS = 50
+const MAX_TEXT = 2000
+
+function time(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 23)
+}
+
+function printable(b: Uint8Array): string {
+  const s = Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('utf8')
+  // control characters other than tab/newline, or invalid UTF-8, mean binary
+  return /[\u0000-\u0008\u000e-\u001f\ufffd]/.test(s) ? `<${b.byteLength} bytes: ${Buffer.from(b.subarray(0, 32)).toString('hex')}${b.byteLength > 32 ? '…' : ''}>` : s
+}
+
+/** JSON with Buffers shown as text (or hex when binary) */
+function json(v: unknown): string {
+  return JSON.stringify(v, function (this: unknown, key: string, value: unknown) {
+    const raw = (this as Record<string, unknown>)[key]
+    if (raw instanceof Uint8Array) return printable(raw)
+    if (typeof value === 'bigint') return value.toString()
+    return value
+  })
+}
+
+function clip(s: string): string {
+  return s.length > MAX_TEXT ? s.slice(0, MAX_TEXT) + `… (${s.length - MAX_TEXT} more characters)` : s
+}
+
+function text(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined
+  if (typeof v === 'string') return v
+  if (v instanceof Uint8Array) return printable(v)
+  if (Array.isArray(v)) return v.map(x => text(x) ?? String(x)).join(' ')
+  return json(v)
+}
+
+function rest(p: Record<string, unknown>, used: string[]): string {
+  const extra: Record<string, unknown> = {}
+  let any = false
+  for (const [k, v] of Object.entries(p)) {
+    if (!used.includes(k) && v !== undefined) {
+      extra[k] = v
+      any = true
+    }
+  }
+  return any ? ' ' + clip(json(extra)) : ''
+}
+
+const REQUEST_TEXT = ['statement', 'sql', 'query', 'command', 'text']
+
+function line(type: string, p: Record<string, unknown>): string[] {
+  switch (type) {
+    case 'request': {
+      const key = REQUEST_TEXT.find(k => p[k] !== undefined)
+      if (key !== undefined) return [clip(text(p[key])!) + rest(p, [key])]
+      if (p.method !== undefined || p.path !== undefined) return [`${p.method ?? ''} ${p.path ?? ''}`.trim() + rest(p, ['method', 'path'])]
+      return [clip(json(p))]
+    }
+    case 'decision': {
+      let s = String(p.action ?? p.decision ?? '?')
+      if (p.rule !== undefined && p.rule !== null) s += ` by rule ${p.rule}`
+      if (p.reason !== undefined) s += ` (${p.reason})`
+      if (p.approvalId !== undefined) s += ` approval ${p.approvalId}`
+      return [s + rest(p, ['action', 'decision', 'rule', 'reason', 'approvalId'])]
+    }
+    case 'response': {
+      const out: string[] = []
+      const rows = p.rows
+      if (Array.isArray(rows)) {
+        out.push(`${rows.length} row${rows.length === 1 ? '' : 's'}` + rest(p, ['rows']))
+        for (const row of rows.slice(0, MAX_ROWS)) out.push('  ' + clip(json(row)))
+        if (rows.length > MAX_ROWS) out.push(`  … ${rows.length - MAX_ROWS} more rows`)
+        return out
+      }
+      const key = ['text', 'body', 'reply', 'data'].find(k => p[k] !== undefined)
+      if (key !== undefined) return [clip(text(p[key])!) + rest(p, [key])]
+      return [clip(json(p))]
+    }
+    case 'error':
+      return [`${p.code !== undefined ? `${p.code}: ` : ''}${p.message ?? ''}` + rest(p, ['code', 'message'])]
+    default:
+      return [clip(json(p))]
+  }
+}
+
+/** A readable transcript: time, principal, statements, decisions, (masked) results, and integrity. */
+export async function formatTranscript(file: string): Promise<string> {
+  const out: string[] = []
+  let sealed = false
+  for await (const r of readRecording(file)) {
+    if (r.type === 'session-start' && r.index === 0) {
+      const h = r.payload as unknown as RecordingHeader
+      out.push(`recording  ${h.sessionId}`)
+      out.push(`target     ${h.target} (${h.protocol})`)
+      out.push(`principal  ${h.principal.subject}${h.principal.groups.length ? ` [${h.principal.groups.join(', ')}]` : ''} from ${h.principal.issuer}`)
+      out.push(`started    ${h.start}`)
+      out.push('')
+      continue
+    }
+    if (r.type === 'seal') {
+      const s = r.payload as unknown as SealPayload
+      sealed = true
+      out.push('')
+      out.push(`sealed     ${new Date(r.time).toISOString()} after ${s.records} records${s.reason ? ` (${s.reason})` : ''}`)
+      if (s.dropped) out.push(`dropped    ${s.dropped} records the recorder could not keep${s.failed ? `: ${s.failed}` : ''}`)
+      continue
+    }
+    const [first, ...more] = line(r.type, r.payload)
+    out.push(`${time(r.time)}  ${r.type.padEnd(13)} ${first}`)
+    for (const m of more) out.push(`${' '.repeat(14)}${' '.repeat(13)} ${m}`)
+  }
+  const v = await verifyRecording(file)
+  if (!sealed) out.push('')
+  out.push(`integrity  ${v.status}${v.problem ? `: ${v.problem.message} (record ${v.problem.record}, byte ${v.problem.offset})` : ''}`)
+  return out.join('\n') + '\n'
+}
