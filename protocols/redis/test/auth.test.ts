@@ -1,0 +1,74 @@
+import t from 'tap'
+import { RawClient, startGateway } from './harness.ts'
+
+t.test('commands before AUTH get NOAUTH; a token authenticates', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send('GET k\r\n')
+  t.equal(await c.lines(1), '-NOAUTH Authentication required.\r\n')
+  c.send('PING\r\n')
+  t.equal(await c.lines(1), '-NOAUTH Authentication required.\r\n')
+  c.send(`AUTH ${await gw.token()}\r\n`)
+  t.equal(await c.lines(1), '+OK\r\n')
+  c.send('SET k v\r\nGET k\r\nACL WHOAMI\r\n')
+  t.equal(await c.lines(4), '+OK\r\n$1\r\nv\r\n$7\r\ngateway\r\n', 'the upstream sees the gateway\'s own user')
+})
+
+t.test('a bad token is WRONGPASS without echoing it', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send('AUTH someone not-a-real-token-xyz\r\n')
+  const reply = await c.lines(1)
+  t.match(reply, /^-WRONGPASS /)
+  t.notMatch(reply, /not-a-real-token-xyz/)
+})
+
+t.test('PING before AUTH when the target allows it', async t => {
+  const gw = await startGateway(t, { options: '{ pingBeforeAuth: true }' })
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send('PING\r\n')
+  t.equal(await c.lines(1), '+PONG\r\n')
+})
+
+t.test('HELLO 3 AUTH user token speaks RESP3 end to end', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send('HELLO 3\r\n')
+  t.match(await c.lines(1), /^-NOAUTH HELLO must be called/)
+  c.send(`HELLO 3 AUTH agent ${await gw.token()} SETNAME worker-1\r\n`)
+  const hello = await c.read(s => s.includes('modules'))
+  t.match(hello, /^%7\r\n/)
+  t.match(hello, /\$5\r\nproto\r\n:3\r\n/)
+  c.send('HSET h a 1\r\nHGETALL h\r\nCLIENT GETNAME\r\n')
+  t.equal(await c.lines(7), ':1\r\n%1\r\n$1\r\na\r\n$1\r\n1\r\n$8\r\nworker-1\r\n')
+})
+
+t.test('an expired token must AUTH again', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token('agent-1', ['agents'], 1)}\r\nSET a 1\r\n`)
+  t.equal(await c.lines(2), '+OK\r\n+OK\r\n')
+  await new Promise(r => setTimeout(r, 1100))
+  c.send('GET a\r\n')
+  t.equal(await c.lines(1), '-ERR token expired; AUTH again\r\n')
+  c.send(`AUTH ${await gw.token('agent-1', ['agents'])}\r\nGET a\r\n`)
+  t.equal(await c.lines(3), '+OK\r\n$1\r\n1\r\n')
+})
+
+t.test('AUTH and HELLO credentials never reach the audit log', async t => {
+  const gw = await startGateway(t)
+  const token = await gw.token()
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`HELLO 2 AUTH agent ${token}\r\nAUTH ${token}\r\nSET x y\r\n`)
+  await c.read(s => s.endsWith('+OK\r\n+OK\r\n'))
+  const text = JSON.stringify(gw.audit())
+  t.notOk(text.includes(token))
+  t.notOk(text.includes('gw-secret-pw'))
+  t.match(gw.audit().find(e => e.statement === 'SET x ?'), { class: 'write', decision: 'allow', rule: 'agents-all' })
+})
