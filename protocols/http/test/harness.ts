@@ -25,6 +25,8 @@ export interface GatewayOptions {
   options?: Record<string, unknown>
   limits?: Partial<TargetConfig['limits']>
   tls?: TargetConfig['upstream']['tls']
+  /** how the upstream credential is sent (default Authorization: Bearer {secret}) */
+  auth?: { header: string; value: string }
   tokens?: Record<string, Principal>
   policy?: Policy
   masks?: () => MaskPlan
@@ -52,7 +54,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     name: 'llm',
     protocol: 'http',
     listen: '127.0.0.1:0',
-    upstream: { url: o.upstreamUrl, tls: o.tls, auth: { header: 'Authorization', value: 'Bearer {secret}', secret: { secret: 'openai' } } },
+    upstream: { url: o.upstreamUrl, tls: o.tls, auth: { header: 'Authorization', value: 'Bearer {secret}', ...o.auth, secret: { secret: 'openai' } } },
     limits: { maxConnections: 100, maxMessageBytes: 1 << 20, idleTimeoutMs: 5000, handshakeTimeoutMs: 5000, ...o.limits },
     options: { profile: 'openai', ...o.options },
   }
