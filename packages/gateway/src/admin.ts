@@ -32,6 +32,15 @@ export interface AdminServer {
 }
 
 const MAX_BODY_BYTES = 64 * 1024
+/** core's approval errors → HTTP status and our stable code */
+const APPROVAL_ERRORS: Partial<Record<string, [number, string]>> = {
+  APPROVAL_FORBIDDEN: [403, 'forbidden'],
+  AUTH_FAILED: [403, 'forbidden'],
+  TOKEN_EXPIRED: [403, 'forbidden'],
+  REVOKED: [403, 'forbidden'],
+  APPROVAL_NOT_FOUND: [404, 'not_found'],
+  APPROVAL_NOT_PENDING: [409, 'conflict'],
+}
 const DEFAULT_ADMIN_GROUPS = ['admins']
 
 class HttpError extends Error {
@@ -120,8 +129,8 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
           return json(res, 200, { approval: publicApproval(done) })
         } catch (err) {
           if (isPortcullisError(err)) {
-            const status = ['AUTH_FAILED', 'TOKEN_EXPIRED', 'REVOKED'].includes(err.code) ? 403 : 409
-            throw new HttpError(status, status === 403 ? 'forbidden' : 'conflict', err.message)
+            const [status, code] = APPROVAL_ERRORS[err.code] ?? [409, 'conflict']
+            throw new HttpError(status, code, err.message)
           }
           throw err
         }
