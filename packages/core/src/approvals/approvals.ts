@@ -157,7 +157,6 @@ export function createApprovals(
           const r = store.get(request.id)
           if (r?.status === 'pending') store.update({ ...r, status: 'expired' })
         }, req.timeoutMs)
-        timer.unref?.()
         const onAbort = () => {
           const r = store.get(request.id)
           if (r?.status === 'pending') store.update({ ...r, status: 'withdrawn' })
