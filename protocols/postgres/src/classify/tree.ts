@@ -86,7 +86,8 @@ export function forEachNode(value: unknown, visit: (type: string, body: Body) =>
   const n = nodeOf(value)
   if (n) {
     if (visit(n[0], n[1]) === false) return
-    forEachNode(n[1], visit)
+    // the body's fields, not the body again (a SelectStmt body would be visited twice)
+    for (const key in n[1]) forEachNode(n[1][key], visit)
     return
   }
   // a RangeVar in a field whose type the grammar fixes (`relation`, `rel`) comes without its wrapper
@@ -94,5 +95,19 @@ export function forEachNode(value: unknown, visit: (type: string, body: Body) =>
     visit('RangeVar', value as Body)
     return
   }
+  // so do the arms of a UNION / INTERSECT / EXCEPT (`larg`, `rarg`)
+  if (isSelectBody(value)) {
+    if (visit('SelectStmt', value as Body) === false) return
+  }
   for (const key in value as Node) forEachNode((value as Node)[key], visit)
+}
+
+/** A SelectStmt body without its wrapper: every one carries `op` and `limitOption`. */
+export function isSelectBody(value: unknown): boolean {
+  return typeof (value as Body).op === 'string' && typeof (value as Body).limitOption === 'string'
+}
+
+/** The SelectStmt body of a wrapped or inline SELECT. */
+export function selectBody(value: unknown): Body | undefined {
+  return bodyOf(value, 'SelectStmt') ?? (value !== null && typeof value === 'object' && isSelectBody(value) ? (value as Body) : undefined)
 }

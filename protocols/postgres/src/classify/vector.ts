@@ -6,7 +6,7 @@
 //   - `*` / `t.*` over a sub-select or CTE whose own output has one of the above.
 // `SELECT *` straight from a table is not an export by this rule (no catalog): mask vector columns or
 // name them in rules when that matters.
-import { bodyOf, constValue, lastName, names, nodeOf, forEachNode, type Body } from './tree.ts'
+import { bodyOf, constValue, lastName, names, nodeOf, forEachNode, selectBody, type Body } from './tree.ts'
 
 export const VECTOR_OPERATORS = new Set(['<->', '<=>', '<#>', '<+>'])
 const VECTOR_TYPES = new Set(['vector', 'halfvec', 'sparsevec'])
@@ -100,7 +100,7 @@ function collectCtes(scope: { ctes: Map<string, unknown>; parent: unknown } | un
 function returnsEmbeddings(select: unknown, ctes: Map<string, unknown>, depth: number): boolean {
   // bounded: a pathological chain of CTEs must not blow the stack
   if (depth > 16) return false
-  const b = bodyOf(select, 'SelectStmt')
+  const b = selectBody(select)
   if (!b) return false
   if (b.op && b.op !== 'SETOP_NONE') return returnsEmbeddings(b.larg, ctes, depth + 1) || returnsEmbeddings(b.rarg, ctes, depth + 1)
   let visible = ctes
@@ -128,13 +128,13 @@ function starSource(from: unknown, ctes: Map<string, unknown>, depth: number): b
   const [type, b] = n
   if (type === 'RangeSubselect') {
     // a LIMIT inside the sub-select bounds what it returns
-    const sub = bodyOf(b.subquery, 'SelectStmt')
+    const sub = selectBody(b.subquery)
     if (sub && limitOf(sub)) return false
     return returnsEmbeddings(b.subquery, ctes, depth + 1)
   }
   if (type === 'RangeVar' && !b.schemaname && ctes.has(b.relname)) {
     const body = ctes.get(b.relname)
-    const sub = bodyOf(body, 'SelectStmt')
+    const sub = selectBody(body)
     if (sub && limitOf(sub)) return false
     return returnsEmbeddings(body, ctes, depth + 1)
   }
