@@ -56,22 +56,24 @@ export function createSecretStore(
     if (!entry) {
       entry = { value, mtimeMs: st.mtimeMs, size: st.size, stale: false }
       files.set(path, entry)
-      try {
-        const e = entry
-        e.watcher = watch(path, { persistent: false }, () => {
-          e.stale = true
-        })
-        e.watcher.on('error', () => {
-          e.stale = true
-        })
-      } catch {
-        // no watcher: the mtime check still rotates it
-      }
     } else {
       entry.value = value
       entry.mtimeMs = st.mtimeMs
       entry.size = st.size
       entry.stale = false
+    }
+    // Re-watch after each read: a file replaced by rename (Kubernetes, editors) is a new inode.
+    entry.watcher?.close()
+    const e = entry
+    try {
+      e.watcher = watch(path, { persistent: false }, () => {
+        e.stale = true
+      })
+      e.watcher.on('error', () => {
+        e.stale = true
+      })
+    } catch {
+      e.watcher = undefined // no watcher: the mtime check still rotates it
     }
     return value
   }
