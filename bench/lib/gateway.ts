@@ -29,7 +29,9 @@ export async function startGatewayChild(tmp: string, spec: GatewaySpec): Promise
   const protocols = [...new Set(spec.targets.map(t => String(t.protocol)))]
   const specFile = join(dir, 'spec.json')
   writeFileSync(specFile, JSON.stringify({ dir, protocols, targets: spec.targets, masking: spec.masking }))
-  const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'gateway-child.ts'), specFile], {
+  // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (open in Chrome DevTools)
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, 'gateway-child.ts'), specFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NODE_ENV: 'production' },
   })
