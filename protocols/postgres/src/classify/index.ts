@@ -29,6 +29,8 @@ interface Compiled {
   op?: Operation
   parts: Part[]
   fingerprint: string
+  /** used since it last came round in the eviction order (second-chance LRU) */
+  recent: boolean
 }
 
 const DEFAULT_CACHE_ENTRIES = 4096
@@ -48,11 +50,16 @@ export function classifierCacheSize(): number {
   return cache.size
 }
 
+// Second-chance LRU: a hit only sets `recent` (moving a Map key on every hit costs microseconds);
+// eviction walks from the oldest insertion, giving recently used entries another round at the end.
 function trim(): void {
-  // Map iterates in insertion order: the first keys are the least recently used
-  for (const key of cache.keys()) {
+  for (const [key, entry] of cache) {
     if (cache.size <= cacheMax) break
     cache.delete(key)
+    if (entry.recent && cacheMax > 0) {
+      entry.recent = false
+      cache.set(key, entry)
+    }
   }
 }
 
@@ -64,9 +71,7 @@ function trim(): void {
 export function classifySql(sql: string, ctx?: ClassifyContext): Operation {
   let compiled = cache.get(sql)
   if (compiled !== undefined) {
-    // refresh its place in the LRU order
-    cache.delete(sql)
-    cache.set(sql, compiled)
+    compiled.recent = true
   } else {
     if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
     compiled = compile(sql)
@@ -98,12 +103,12 @@ export function withTopK(op: Operation, topK: number): Operation {
 }
 
 function compile(sql: string): Compiled {
-  if (sql.trim() === '') return { op: buildOperation([], textFingerprint(''), undefined), parts: [], fingerprint: '' }
+  if (sql.trim() === '') return { op: buildOperation([], textFingerprint(''), undefined), parts: [], fingerprint: '', recent: false }
   let stmts
   try {
     stmts = parseSql(sql).stmts
   } catch (err) {
-    return { op: failed(sql, parserMessage(err)), parts: [], fingerprint: '' }
+    return { op: failed(sql, parserMessage(err)), parts: [], fingerprint: '', recent: false }
   }
   const fp = safeFingerprint(sql)
   const parts: Part[] = []
@@ -115,7 +120,7 @@ function compile(sql: string): Compiled {
     if (analysis.execute) part.execute = analysis.execute
     parts.push(part)
   }
-  const compiled: Compiled = { parts, fingerprint: fp }
+  const compiled: Compiled = { parts, fingerprint: fp, recent: false }
   if (!parts.some(p => p.execute)) compiled.op = buildOperation(parts.map(p => p.info), fp)
   return compiled
 }
