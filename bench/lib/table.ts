@@ -1,8 +1,8 @@
 // Formats rows as the markdown table the issue asks for, and the machine facts above it.
-import { cpus, totalmem } from 'node:os'
+import { cpus, loadavg, totalmem } from 'node:os'
 import type { Row, Value } from './types.ts'
 
-export interface Machine { cores: number; cpu: string; node: string; platform: string; memoryGB: number }
+export interface Machine { cores: number; cpu: string; node: string; platform: string; memoryGB: number; loadAtEnd: number[] }
 
 export function machineFacts(): Machine {
   const c = cpus()
@@ -12,6 +12,8 @@ export function machineFacts(): Machine {
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     memoryGB: Math.round(totalmem() / 2 ** 30),
+    // other work on the machine skews every number: say how busy it was
+    loadAtEnd: loadavg().map(l => Math.round(l * 100) / 100),
   }
 }
 
@@ -39,7 +41,7 @@ export function markdown(rows: Row[], machine: Machine, opts: { quick: boolean; 
   const lines = [
     `# Portcullis benchmark${opts.quick ? ' (quick)' : ''}`,
     '',
-    `${machine.cores} cores · ${machine.cpu} · Node ${machine.node} · ${machine.platform} · ${machine.memoryGB} GB · ` +
+    `${machine.cores} cores · ${machine.cpu} · Node ${machine.node} · ${machine.platform} · ${machine.memoryGB} GB · load ${machine.loadAtEnd.join(' ')} · ` +
       `${opts.repeats === 1 ? 'one run' : `median of ${opts.repeats} runs`} per cell · ${opts.seconds.toFixed(0)} s in all`,
     '',
     '| scenario | direct | Portcullis | reference | Portcullis/direct | Portcullis/reference |',
