@@ -1,4 +1,7 @@
 import t from 'tap'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { readRecording, verifyRecording } from '../src/recording/index.ts'
 import { createCore } from '../src/core.ts'
 import { isPortcullisError, PortcullisError } from '../src/errors.ts'
 import type { ApprovalRequest } from '../src/types.ts'
@@ -158,4 +161,104 @@ t.test('audit lines carry session, principal, target and decision, and never the
   t.match(metrics, /portcullis_operations_total\{class="read",decision="allow"\} 1/)
   t.match(metrics, /portcullis_bytes_total\{direction="out"\} 120/)
   t.match(metrics, /portcullis_sessions 1/)
+})
+
+t.test('a session recording holds the decisions, verifies intact, and never holds the token', async t => {
+  const { core, issuer } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50020')
+  const token = await issuer.mint({ sub: 'agent-1', groups: ['agents'] })
+  await session.authenticate(token)
+  session.record('request', { sql: 'SELECT email FROM customers' })
+  await session.decide(op('read', 'SELECT email FROM customers', ['public.customers']))
+  await session.decide(op('schema-change', 'DROP TABLE customers', ['public.customers']))
+  const file = session.recorder!.path
+  await session.close('client left')
+  t.same(await verifyRecording(file).then(r => r.status), 'intact')
+  const entries = []
+  for await (const e of readRecording(file)) entries.push(e)
+  t.same(
+    entries.map(e => e.type),
+    ['session-start', 'event', 'request', 'decision', 'decision', 'session-end', 'seal'],
+  )
+  t.match(entries[0].payload, { sessionId: session.id, target: 'docs-db', principal: { subject: 'agent-1', groups: ['agents'] } })
+  t.match(entries[3].payload, { action: 'allow', rule: 'agents-read', statement: 'SELECT email FROM customers', class: 'read' })
+  t.match(entries[4].payload, { action: 'block', rule: 'no-bulk' })
+  t.match(entries[5].payload, { reason: 'client left' })
+  const bytes = await readFile(file)
+  t.equal(bytes.indexOf(token.split('.')[2]), -1, 'no token signature in the recording')
+  t.equal(bytes.indexOf(token.split('.')[1]), -1, 'no token payload in the recording')
+})
+
+t.test('when the recording cannot be written and onFailure is block, operations are refused', async t => {
+  for (const onFailure of ['block', 'allow'] as const) {
+    const s = await setup(t, RULES)
+    const notADir = join(s.dir, 'file')
+    await writeFile(notADir, 'x')
+    const config = { ...s.config, recording: { dir: join(notADir, 'recordings'), onFailure } }
+    const core = await createCore(config, { auditStream: auditSink().stream })
+    t.teardown(() => core.close())
+    const session = core.openSession(core.config.targets[0], '127.0.0.1:50021')
+    await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+    while (!session.recorder!.failed) await new Promise(r => setTimeout(r, 5))
+    if (onFailure === 'block') await t.rejects(session.decide(op('read', 'SELECT 1')), { code: 'RECORDING_FAILED' })
+    else t.equal((await session.decide(op('read', 'SELECT 1'))).action, 'allow')
+  }
+})
+
+t.test('the mask plan is compiled for the principal and target from the masking rules', async t => {
+  const s = await setup(
+    t,
+    RULES,
+    `masking:
+  - { id: pii, when: { targets: [docs-db], groups: [agents] }, columns: ["customers.email"], detectors: [email], method: redact }`,
+  )
+  const core = await createCore(s.config, { auditStream: auditSink().stream })
+  t.teardown(() => core.close())
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50022')
+  t.ok(session.masks.empty, 'nothing is masked before authentication')
+  await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  t.notOk(session.masks.empty)
+  t.equal(session.masks.forColumn('public', 'customers', 'email'), 'redact')
+  t.equal(session.masks.forColumn('public', 'customers', 'name'), undefined)
+  const d = await session.decide(op('read', 'SELECT email FROM customers'))
+  t.equal(d.masks, session.masks)
+  const cache = core.openSession(core.config.targets[1], '127.0.0.1:50023')
+  await cache.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  t.ok(cache.masks.empty, 'the rule names another target')
+})
+
+t.test('a reload applies to new operations of live sessions, which keep running', async t => {
+  const { core, issuer, config } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50024')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  t.equal((await session.decide(op('read', 'SELECT 1'))).action, 'allow')
+  core.reload({ ...config, rules: [{ id: 'lockdown', when: {}, action: 'block', reason: 'maintenance' }] })
+  t.notOk(session.signal.aborted)
+  t.match(await session.decide(op('read', 'SELECT 1')), { action: 'block', rule: 'lockdown', reason: 'maintenance' })
+  t.equal(core.config.rules[0].id, 'lockdown')
+  const p = await core.authenticate(await issuer.mint({ sub: 'agent-2', groups: ['agents'] }))
+  t.equal(core.decide(p, 'docs-db', op('read', 'SELECT 1')).rule, 'lockdown')
+})
+
+t.test('a reload that revokes a subject ends its live sessions', async t => {
+  const { core, issuer, config } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50025')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  core.reload({ ...config, identity: { ...config.identity, revocations: [{ subject: 'agent-1' }] } })
+  t.ok(isPortcullisError(session.signal.reason, 'REVOKED'))
+})
+
+t.test('close seals every open session and refuses new ones', async t => {
+  const { core, issuer } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50026')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const file = session.recorder!.path
+  await core.close()
+  t.equal((await verifyRecording(file)).status, 'intact')
+  t.same(core.sessions(), [])
+  t.throws(() => core.openSession(core.config.targets[0], 'x'), { code: 'SHUTDOWN' })
+  const m = core.metrics.render()
+  t.match(m, /portcullis_sessions 0/)
+  t.match(m, /# TYPE portcullis_operation_duration_seconds histogram/)
+  t.match(m, /portcullis_recorder_backlog 0/)
 })

@@ -1,32 +1,11 @@
-// The masking and recording engines live in masking/ and recording/. This file names the part of
-// their API the session uses, so the session compiles against the contract and not their internals.
+// The session's view of the masking and recording engines (masking/, recording/): one place that
+// decides when a plan is compiled and how a recorder is opened.
 import { compileMaskPlan, EMPTY_MASK_PLAN } from '../masking/index.ts'
-import * as recording from '../recording/index.ts'
-import type { MaskPlan, Principal, Protocol, RecordType } from '../types.ts'
+import { openRecorder as openFileRecorder, type Recorder, type RecorderOptions } from '../recording/index.ts'
+import type { MaskPlan } from '../types.ts'
 import type { MaskingRuleEntry } from '../config/types.ts'
 
-export interface SessionRecorder {
-  readonly path: string
-  readonly failed: Error | undefined
-  readonly backlog: number
-  record(type: RecordType, payload: Record<string, unknown>): void
-  close(reason?: string): Promise<void>
-}
-
-export interface RecorderOptions {
-  dir: string
-  sessionId: string
-  target: string
-  protocol: Protocol
-  principal: Principal
-  sign?: { hmacKey?: Buffer }
-}
-
-interface RecordingApi {
-  openRecorder(opts: RecorderOptions): SessionRecorder
-}
-
-const recordingApi = recording as unknown as Partial<RecordingApi>
+export type SessionRecorder = Recorder
 
 export function emptyMaskPlan(): MaskPlan {
   return EMPTY_MASK_PLAN
@@ -41,7 +20,6 @@ export function compileMasks(
   return compileMaskPlan(rules, ctx, { hashKey })
 }
 
-export function openRecorder(opts: RecorderOptions): SessionRecorder | undefined {
-  if (typeof recordingApi.openRecorder !== 'function') return undefined
-  return recordingApi.openRecorder(opts)
+export function openRecorder(opts: RecorderOptions): SessionRecorder {
+  return openFileRecorder(opts)
 }

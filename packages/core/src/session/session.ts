@@ -109,6 +109,7 @@ export class CoreSession implements Session {
           target: this.target.name,
           protocol: this.target.protocol,
           principal,
+          onFailure: config.recording.onFailure,
           ...(sign ? { sign: { hmacKey: sign } } : {}),
         })
       } catch (err) {
@@ -119,13 +120,8 @@ export class CoreSession implements Session {
         }
         this.#host.audit.log('recording unavailable, continuing (onFailure: allow)', { session: this.id })
       }
-      this.record('session-start', {
-        remote: this.remote,
-        subject: principal.subject,
-        groups: principal.groups,
-        issuer: principal.issuer,
-        ...(principal.expiresAt !== undefined ? { expiresAt: principal.expiresAt } : {}),
-      })
+      // the recording's header is its session-start record (principal, target, time); add where from
+      this.record('event', { event: 'authenticated', remote: this.remote })
     } else {
       this.record('event', { event: 're-authenticated', expiresAt: principal.expiresAt })
     }
