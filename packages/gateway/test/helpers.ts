@@ -181,3 +181,20 @@ export async function recordingsIn(dir: string): Promise<string[]> {
     return []
   }
 }
+
+const BIN = new URL('../bin/portcullis.mjs', import.meta.url).pathname
+
+/** Runs the real CLI as a subprocess. */
+export async function portcullis(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { spawn } = await import('node:child_process')
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  const [code] = (await once(child, 'close')) as [number]
+  return { code, stdout, stderr }
+}

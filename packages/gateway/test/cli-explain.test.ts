@@ -1,0 +1,44 @@
+import t from 'tap'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { portcullis, testEnv } from './helpers.ts'
+
+t.test('explain classifies SQL without an upstream and shows the deciding rule', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const file = join(env.dir, 'p.yaml')
+  await writeFile(file, env.yaml())
+  const res = await portcullis([
+    'explain', '--protocol', 'postgres', '--sql', "UPDATE customers SET email = 'x@y.z' WHERE id = 1",
+    '--config', file, '--target', 'lines', '--subject', 'ann', '--groups', 'agents',
+  ])
+  t.equal(res.code, 0, res.stderr)
+  const out = JSON.parse(res.stdout)
+  t.equal(out.class, 'write')
+  t.same(out.resources, ['customers'])
+  t.notMatch(out.statement, /x@y\.z/, 'literals are normalized away')
+  t.equal(out.statements.length, 1)
+  t.same(out.decision, { action: 'approve', rule: 'agents-write', reason: out.decision.reason })
+
+  const missing = await portcullis(['explain', '--protocol', 'postgres'])
+  t.equal(missing.code, 2)
+  t.match(missing.stderr, /needs --sql/)
+})
+
+t.test('explain classifies Redis commands and HTTP API requests', async (t) => {
+  const redis = await portcullis(['explain', '--protocol', 'redis', '--command', 'HGETALL customer:1'])
+  t.equal(redis.code, 0, redis.stderr)
+  t.match(JSON.parse(redis.stdout), { class: 'read', resources: ['customer:1'], statements: [{ class: 'read' }] })
+
+  const flush = await portcullis(['explain', '--protocol', 'redis', '--command', 'FLUSHALL'])
+  t.not(JSON.parse(flush.stdout).class, 'read', 'FLUSHALL is not a read')
+
+  const http = await portcullis([
+    'explain', '--protocol', 'http', '--request', 'POST /v1/chat/completions', '--profile', 'openai',
+    '--body', '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}',
+  ])
+  t.equal(http.code, 0, http.stderr)
+  const op = JSON.parse(http.stdout)
+  t.equal(op.statement, 'POST /v1/chat/completions')
+  t.equal(op.facts.model, 'gpt-4o')
+})

@@ -1,0 +1,77 @@
+import t from 'tap'
+import { copyFile, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { startGateway } from '../src/index.ts'
+import { silentLogger } from '../src/log.ts'
+import { lineClient, lineCodec, portcullis, recordingsIn, testEnv, waitFor } from './helpers.ts'
+
+t.test('verify and replay a recording made by a real session', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const gw = await startGateway(env.config({ admin: false }), {
+    log: silentLogger,
+    auditStream: new PassThrough().resume(),
+    codecs: [lineCodec()],
+  })
+  t.teardown(() => gw.close(100))
+  const c = await lineClient(gw.targets.lines!.port)
+  c.send(`AUTH ${await env.token('ann', ['agents'])}`)
+  t.equal(await c.next(), 'OK ann')
+  c.send('read SELECT name FROM customers')
+  t.equal(await c.next(), 'ALLOW read')
+  c.send('QUIT')
+  await c.closed
+  await waitFor(() => gw.core.sessions().length === 0, 'the session to be sealed')
+  const [file] = await recordingsIn(join(env.dir, 'recordings'))
+
+  const ok = await portcullis(['verify', file!])
+  t.equal(ok.code, 0, ok.stdout + ok.stderr)
+  t.match(ok.stdout, /: intact \(\d+ records/)
+
+  const replay = await portcullis(['replay', file!])
+  t.equal(replay.code, 0, replay.stderr)
+  t.match(replay.stdout, /ann/, 'the transcript names the principal')
+  t.match(replay.stdout, /SELECT name FROM customers/, 'and the statement')
+  t.notMatch(replay.stdout, /eyJ[\w-]+\.[\w-]+\./, 'and never the token')
+
+  // Flip one byte near the end of the body (inside a record, before the seal).
+  const tampered = join(env.dir, 'tampered.pcr')
+  await copyFile(file!, tampered)
+  const bytes = await readFile(tampered)
+  bytes[Math.floor(bytes.length / 2)]! ^= 0xff
+  await writeFile(tampered, bytes)
+  const bad = await portcullis(['verify', tampered])
+  t.equal(bad.code, 1)
+  t.match(bad.stdout, /tampered|truncated/)
+  t.match(bad.stdout, /record \d+/, 'says where')
+})
+
+t.test('approvals list and approve against a running gateway', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const gw = await startGateway(env.config(), { log: silentLogger, auditStream: new PassThrough().resume(), codecs: [lineCodec()] })
+  t.teardown(() => gw.close(100))
+  const c = await lineClient(gw.targets.lines!.port)
+  c.send(`AUTH ${await env.token('ann', ['agents'])}`)
+  t.equal(await c.next(), 'OK ann')
+  c.send('write UPDATE customers')
+  const id = (await c.next()).split(' ')[1]!
+
+  const approver = await env.token('bea', ['approvers'])
+  const envVars = { PORTCULLIS_ADMIN: gw.admin!.url, PORTCULLIS_TOKEN: approver }
+  const list = await portcullis(['approvals', 'list'], envVars)
+  t.equal(list.code, 0, list.stderr)
+  t.match(list.stdout, new RegExp(`^${id}  ann  lines  write`, 'm'))
+  t.match(list.stdout, /UPDATE customers/)
+
+  const approve = await portcullis(['approvals', 'approve', id, '--admin', gw.admin!.url, '--token', approver])
+  t.equal(approve.code, 0, approve.stderr)
+  t.equal(approve.stdout.trim(), `${id}: approved`)
+  t.equal(await c.next(), 'ALLOW agents-write')
+
+  const noToken = await portcullis(['approvals', 'list', '--admin', gw.admin!.url], { PORTCULLIS_TOKEN: '' })
+  t.equal(noToken.code, 2, 'a token must be given')
+  t.match(noToken.stderr, /token is required/)
+  c.socket.destroy()
+})
