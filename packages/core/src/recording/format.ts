@@ -1,5 +1,5 @@
 // The .pcr framing, shared by the writer and the readers. FORMAT.md is the prose version.
-import { Packr, Unpackr } from 'msgpackr'
+import { Packr, RESET_BUFFER_MODE, Unpackr } from 'msgpackr'
 import type { RecordType } from '../types.ts'
 
 /** 'PCR', format version 1, then bytes that any text-mode mangling (CRLF, 7-bit) would change */
@@ -31,6 +31,13 @@ export const TYPE_NAMES: readonly (RecordType | undefined)[] = (() => {
 
 /** Plain msgpack (no msgpackr record extension) so any msgpack reader can decode a body alone. */
 export const packr = new Packr({ useRecords: false })
+/**
+ * Encodes into the packer's own reused buffer: the result is valid until the next call, which is
+ * all the recorder needs (it copies the body into its batch at once) and saves an allocation per record.
+ */
+export function packTransient(value: unknown): Buffer {
+  return packr.pack(value, RESET_BUFFER_MODE)
+}
 /** copyBuffers: payload Buffers must outlive the read buffer they were decoded from */
 export const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, copyBuffers: true })
 

@@ -42,19 +42,24 @@ export class FrameSource {
     return this.fh.close()
   }
 
-  /** slides the unread tail to the front (growing the buffer for a big frame) and reads more */
+  /**
+   * Slides the unread tail to the front (growing the buffer for a big frame) and reads more. The 32
+   * bytes before the tail come along: they are the previous frame's hash, which the verifier hashes
+   * in one slice with the next frame.
+   */
   async fill(): Promise<void> {
     const rest = this.have - this.at
+    const keep = Math.min(this.at, HASH_BYTES)
     const len = rest >= FRAME_HEADER ? this.buf.readUInt32BE(this.at) : 0
-    const need = FRAME_HEADER + (len <= MAX_FRAME ? len : 0)
+    const need = keep + FRAME_HEADER + (len <= MAX_FRAME ? len : 0)
     if (need > this.buf.length) {
       const bigger = Buffer.allocUnsafe(need)
-      this.buf.copy(bigger, 0, this.at, this.have)
+      this.buf.copy(bigger, 0, this.at - keep, this.have)
       this.buf = bigger
-    } else if (this.at > 0) this.buf.copy(this.buf, 0, this.at, this.have)
-    this.base += this.at
-    this.have = rest
-    this.at = 0
+    } else if (this.at > keep) this.buf.copy(this.buf, 0, this.at - keep, this.have)
+    this.base += this.at - keep
+    this.have = rest + keep
+    this.at = keep
     while (!this.eof && this.have < this.buf.length) {
       const { bytesRead } = await this.fh.read(this.buf, this.have, this.buf.length - this.have, this.base + this.have)
       if (bytesRead === 0) this.eof = true

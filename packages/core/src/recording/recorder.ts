@@ -3,7 +3,7 @@
 // writes everything queued with one writev. The backlog is bounded: past it, or when the sink
 // fails, `failed` is set and records are dropped (the session decides by onFailure); a recorder that
 // caught up again writes a gap record so the chain stays whole and the gap stays visible.
-import { createHash, createHmac, sign as cryptoSign, type KeyObject } from 'node:crypto'
+import { createHmac, hash as oneShotHash, sign as cryptoSign, type KeyObject } from 'node:crypto'
 import { close as fsClose, fsync, mkdir, open, writev } from 'node:fs'
 import { join } from 'node:path'
 import { PortcullisError } from '../errors.ts'
@@ -17,7 +17,7 @@ import {
   type RecordingHeader,
   type SealPayload,
   TYPE_CODES,
-  packr,
+  packTransient,
   sealMessage,
 } from './format.ts'
 
@@ -67,10 +67,12 @@ class FileRecorder implements Recorder {
   private dropped = 0
   private overBound = false
   private closing: Promise<void> | undefined
-  // batch: frames are appended to `chunk` at `pos`; [flushed, pos) is not yet handed to a write
+  // batch: frames are appended to `chunk` at `pos`; [flushed, pos) is not yet handed to a write.
+  // A chunk starts with the chain hash so far (not written out): every frame is then preceded in
+  // memory by its predecessor's hash and the chain input is one contiguous slice, hashed one-shot.
   private chunk = Buffer.allocUnsafe(CHUNK)
-  private pos = 0
-  private flushed = 0
+  private pos = HASH_BYTES
+  private flushed = HASH_BYTES
   private pending: Buffer[] = []
   private pendingBytes = 0
   private inFlight = 0
@@ -80,6 +82,7 @@ class FileRecorder implements Recorder {
 
   constructor(opts: RecorderOptions) {
     const start = new Date()
+    GENESIS.copy(this.chunk, 0)
     this.path = join(opts.dir, isoDay(start), `${opts.sessionId}.pcr`)
     this.onFailure = opts.onFailure ?? 'block'
     this.maxBacklog = opts.maxBacklogBytes ?? DEFAULT_MAX_BACKLOG
@@ -132,10 +135,10 @@ class FileRecorder implements Recorder {
   private append(type: RecordType, payload: Record<string, unknown>, time: number): void {
     let body: Buffer
     try {
-      body = packr.pack([this.index, time, payload])
+      body = packTransient([this.index, time, payload])
     } catch (err) {
       // an unencodable payload must not throw into a codec: record that it happened instead
-      body = packr.pack([this.index, time, { unencodable: (err as Error).message }])
+      body = packTransient([this.index, time, { unencodable: (err as Error).message }])
     }
     const len = 1 + body.length + HASH_BYTES
     const size = FRAME_HEADER + len
@@ -147,8 +150,9 @@ class FileRecorder implements Recorder {
     buf[at + 8] = TYPE_CODES[type]
     body.copy(buf, at + 9)
     const hashAt = at + 9 + body.length
-    // chain: H(prev || header || type || body); the header is hashed too so a length can't be edited alone
-    const h = createHash('sha256').update(this.prev).update(buf.subarray(at, hashAt)).digest()
+    // chain: H(prev || header || type || body), prev being the 32 bytes just before `at`; the header
+    // is hashed too so a length can't be edited alone
+    const h = oneShotHash('sha256', buf.subarray(at - HASH_BYTES, hashAt), 'buffer')
     h.copy(buf, hashAt)
     this.prev = h
     this.pos = hashAt + HASH_BYTES
@@ -156,17 +160,19 @@ class FileRecorder implements Recorder {
     this.schedule()
   }
 
+  /** the magic: written out, but the genesis hash must stay right before the first frame */
   private appendRaw(bytes: Buffer): void {
-    bytes.copy(this.chunk, this.pos)
-    this.pos += bytes.length
+    this.pending.push(bytes)
+    this.pendingBytes += bytes.length
   }
 
   /** hands the unflushed part of the current chunk to `pending` and starts a new chunk */
   private newChunk(need: number): void {
     this.takeBatch()
-    this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, need))
-    this.pos = 0
-    this.flushed = 0
+    this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, HASH_BYTES + need))
+    this.prev.copy(this.chunk, 0)
+    this.pos = HASH_BYTES
+    this.flushed = HASH_BYTES
   }
 
   private takeBatch(): void {
@@ -218,7 +224,7 @@ class FileRecorder implements Recorder {
         return this.writeAll(bufs)
       }
       this.writing = false
-      if (this.overBound && this.backlog <= this.maxBacklog / 2) {
+      if (this.overBound && this.closing === undefined && this.backlog <= this.maxBacklog / 2) {
         // caught up: say in the chain what was lost, then accept records again
         this.overBound = false
         this.failed = undefined
