@@ -1,0 +1,147 @@
+import t from 'tap'
+import Redis from 'ioredis'
+import { RawClient, startGateway } from './harness.ts'
+
+const RULES = `
+  - { id: agents-rw, when: { groups: [agents], class: [read, write, delete] }, action: allow }
+  - { id: no-admin, when: { class: [admin, bulk-delete] }, action: block, reason: admin commands are off limits }
+  - { id: secrets-off, when: { resources: ["secret:*"] }, action: block }`
+
+t.test('a refused command in a pipeline is answered in its place', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token()}\r\n`)
+  await c.lines(1)
+  c.send('SET a 1\r\nCONFIG GET maxmemory\r\nGET a\r\nGET secret:x\r\nFLUSHALL\r\nINCR a\r\n')
+  t.equal(
+    await c.lines(7),
+    '+OK\r\n' +
+      '-NOPERM blocked by rule no-admin: admin commands are off limits\r\n' +
+      '$1\r\n1\r\n' +
+      '-NOPERM blocked by rule secrets-off: blocked by rule secrets-off\r\n' +
+      '-NOPERM blocked by rule no-admin: admin commands are off limits\r\n' +
+      ':2\r\n',
+  )
+  t.match(gw.audit().filter(e => e.statement === 'FLUSHALL'), [{ class: 'bulk-delete', decision: 'block', rule: 'no-admin' }])
+})
+
+t.test('ioredis pipelines keep their replies aligned around refusals', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const r = new Redis({ port: gw.port, password: await gw.token(), lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0 })
+  t.teardown(() => r.disconnect())
+  await r.connect()
+  const n = 200
+  const p = r.pipeline()
+  for (let i = 0; i < n; i++) {
+    p.set(`k${i}`, `v${i}`)
+    if (i % 10 === 0) p.config('GET', 'maxmemory')
+    p.get(`k${i}`)
+  }
+  const res = (await p.exec())!
+  let i = 0
+  for (const [err, value] of res) {
+    if (err) t.match(err.message, /NOPERM/)
+    else if (value !== 'OK') t.equal(value, `v${i++}`)
+  }
+  t.equal(i, n)
+  t.equal(res.filter(([e]) => e).length, n / 10)
+})
+
+t.test('MULTI with a refused command fails EXEC with EXECABORT and discards upstream', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const r = new Redis({ port: gw.port, password: await gw.token(), lazyConnect: true, enableReadyCheck: false })
+  t.teardown(() => r.disconnect())
+  await r.connect()
+  await t.rejects(r.multi().set('m', '1').flushall().set('n', '2').exec(), /EXECABORT Transaction discarded because of previous errors/)
+  t.equal(await r.exists('m', 'n'), 0, 'nothing of the transaction ran')
+  t.same(await r.multi().set('m', '1').incr('m').get('m').exec(), [[null, 'OK'], [null, 2], [null, '2']])
+})
+
+t.test('WATCH makes EXEC fail when the key changed', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const token = await gw.token()
+  const a = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  const b = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  t.teardown(() => { a.disconnect(); b.disconnect() })
+  await a.connect()
+  await b.connect()
+  await a.watch('w')
+  await b.set('w', 'changed')
+  t.equal(await a.multi().set('w', 'mine').exec(), null)
+  t.equal(await a.get('w'), 'changed')
+})
+
+t.test('pub/sub through the gateway, RESP2', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const token = await gw.token()
+  const sub = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  const pub = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  t.teardown(() => { sub.disconnect(); pub.disconnect() })
+  await sub.connect()
+  await pub.connect()
+  t.equal(await sub.subscribe('news', 'sport'), 2)
+  t.equal(await sub.psubscribe('n*'), 3)
+  const got: string[] = []
+  sub.on('message', (ch, msg) => got.push(`${ch}:${msg}`))
+  sub.on('pmessage', (pat, ch, msg) => got.push(`${pat}>${ch}:${msg}`))
+  t.equal(await pub.publish('news', 'hello'), 2)
+  t.equal(await pub.publish('sport', 'goal'), 1)
+  while (got.length < 3) await new Promise(r => setTimeout(r, 10))
+  t.same(got.sort(), ['n*>news:hello', 'news:hello', 'sport:goal'])
+  // ioredis resolves an argument-less UNSUBSCRIBE only once no subscription is left: name them
+  t.equal(await sub.unsubscribe('news', 'sport'), 1)
+  t.equal(await sub.punsubscribe('n*'), 0)
+  t.equal(await sub.ping(), 'PONG', 'after unsubscribing the connection is back to normal')
+})
+
+t.test('blocking commands wait for data', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const token = await gw.token()
+  const a = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  const b = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  t.teardown(() => { a.disconnect(); b.disconnect() })
+  await a.connect()
+  await b.connect()
+  const popped = a.blpop('queue', 5)
+  const read = b.xread('BLOCK', 5000, 'STREAMS', 'st', '$')
+  await new Promise(r => setTimeout(r, 100))
+  const c = new Redis({ port: gw.port, password: token, lazyConnect: true, enableReadyCheck: false })
+  t.teardown(() => c.disconnect())
+  await c.connect()
+  await c.rpush('queue', 'job-1')
+  await c.xadd('st', '*', 'f', 'v')
+  t.same(await popped, ['queue', 'job-1'])
+  const [[stream, entries]] = (await read) as [string, [string, string[]][]][]
+  t.equal(stream, 'st')
+  t.same(entries[0]![1], ['f', 'v'])
+  t.equal(await c.wait(0, 100), 0)
+  t.equal(await c.select(1), 'OK')
+  t.equal(await c.get('queue'), null, 'SELECT switched the database')
+})
+
+t.test('RESET keeps the gateway logged in upstream; QUIT closes', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token()}\r\nSELECT 2\r\nSET r 1\r\nRESET\r\nGET r\r\nACL WHOAMI\r\nQUIT\r\n`)
+  const out = await c.read(() => c.closed)
+  t.equal(out, '+OK\r\n+OK\r\n+OK\r\n+RESET\r\n$-1\r\n$7\r\ngateway\r\n+OK\r\n')
+  t.ok(c.closed)
+})
+
+t.test('binary values pass untouched', async t => {
+  const gw = await startGateway(t, { rules: RULES, masking: `  - { id: pii, detectors: [email], method: redact }` })
+  const r = new Redis({ port: gw.port, password: await gw.token(), lazyConnect: true, enableReadyCheck: false })
+  t.teardown(() => r.disconnect())
+  await r.connect()
+  const blob = Buffer.from(new Float32Array([0.1, -2.5, 1e-8, 42]).buffer)
+  const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+  await r.set('vec', blob)
+  await r.hset('doc:1', 'embedding', all, 'text', 'mail bob@example.com')
+  t.same(await r.getBuffer('vec'), blob)
+  t.same(await r.hgetBuffer('doc:1', 'embedding'), all)
+  const text = (await r.hget('doc:1', 'text'))!
+  t.match(text, /^mail \S/, 'the text around the hit stays')
+  t.notMatch(text, /bob@example\.com/, 'the detector hit is masked')
+})
