@@ -5,6 +5,7 @@ import {
   classifySql,
   explainSql,
   loadClassifier,
+  preparedStatements,
   setClassifierCacheSize,
 } from '../src/classify/index.ts'
 
@@ -259,6 +260,11 @@ t.test('server functions that act outside the data are admin wherever they appea
     { sql: "UPDATE notes SET body = 'x' WHERE id = (SELECT pg_terminate_backend(1))::int", class: 'admin' },
     { sql: "CREATE TABLE t (a text DEFAULT pg_read_file('/etc/passwd'))", class: 'admin' },
     { sql: "SELECT pg_sleep(0), pg_read_file('a'), dblink_connect('c')", class: 'admin', facts: { functions: 'pg_read_file,dblink_connect' } },
+    // a function named as a word, not called: CREATE OPERATOR … (PROCEDURE = …)
+    { sql: 'CREATE OPERATOR ### (PROCEDURE = pg_read_file, LEFTARG = text)', class: 'admin', facts: { functions: 'pg_read_file' } },
+    // attribute notation is a call too
+    { sql: "SELECT t.pg_read_file FROM (SELECT '/etc/passwd'::text) t", class: 'admin' },
+    { sql: "SELECT pg_notify('jobs', 'x')", class: 'write' },
   ])
 })
 
@@ -293,6 +299,36 @@ t.test('PREPARE records the body class; EXECUTE takes it from the session, unkno
   t.equal(classifySql('PREPARE p AS SELECT pg_read_file($1)').statements[0]!.facts?.preparedClass, 'admin')
   t.equal(classifySql('PREPARE p AS DELETE FROM customers').statements[0]!.facts?.preparedClass, 'bulk-delete')
   t.match(classifySql('PREPARE p AS TRUNCATE customers').error, /syntax error/, 'only plannable statements can be prepared')
+})
+
+t.test('PREPARE and EXECUTE in one text, EXPLAIN ANALYZE EXECUTE, CREATE TABLE AS EXECUTE', async t => {
+  const same = classifySql('PREPARE wipe AS DELETE FROM customers; EXECUTE wipe')
+  t.equal(same.class, 'bulk-delete', 'the EXECUTE sees the PREPARE before it')
+  t.equal(same.error, undefined)
+  const gone = classifySql('PREPARE wipe AS DELETE FROM customers; DEALLOCATE wipe; EXECUTE wipe')
+  t.match(gone.error, /prepared statement "wipe" does not exist/)
+  const prepared = new Map<string, Operation>([['wipe', classifySql('DELETE FROM customers')]])
+  t.match(classifySql('DEALLOCATE ALL; EXECUTE wipe', { prepared }).error, /does not exist/)
+
+  t.equal(classifySql('EXPLAIN ANALYZE EXECUTE wipe', { prepared }).class, 'bulk-delete')
+  t.equal(classifySql('EXPLAIN EXECUTE wipe', { prepared }).class, 'read')
+  t.match(classifySql('EXPLAIN ANALYZE EXECUTE nosuch', { prepared }).error, /does not exist/)
+  const ctas = classifySql('CREATE TABLE copy AS EXECUTE look', { prepared: new Map([['look', classifySql('SELECT * FROM customers')]]) })
+  t.equal(ctas.class, 'schema-change')
+  t.same(ctas.resources, ['copy', 'customers'])
+})
+
+t.test('preparedStatements gives the body operations a session keeps; a stored PREPARE resolves to its body', async t => {
+  const prep = classifySql('PREPARE purge(int) AS DELETE FROM customers WHERE id = $1; PREPARE look AS SELECT 1')
+  const found = preparedStatements(prep)
+  t.same([...found.keys()], ['purge', 'look'])
+  t.equal(found.get('purge')!.class, 'delete')
+  t.same(found.get('purge')!.resources, ['customers'])
+  t.equal(found.get('look')!.class, 'read')
+  t.equal(preparedStatements(classifySql('SELECT 1')).size, 0)
+  // a codec that stores the PREPARE operation itself still gets the body's class, never 'session'
+  const exec = classifySql('EXECUTE purge(1)', { prepared: new Map([['purge', prep]]) })
+  t.equal(exec.class, 'delete')
 })
 
 t.test('multi-statement strings: each statement classified, the strictest class wins, resources are the union', async t => {
@@ -379,6 +415,18 @@ t.test('SQL that does not parse is an error with the parser message, admin, and 
     { sql: 'DELETE customers', class: 'admin', error: /syntax error/ },
     { sql: 'SELECT 1; SELEC 2', class: 'admin', error: /syntax error/ },
   ])
+})
+
+t.test('a NUL byte, which would hide the rest of the text from the parser, is refused', async t => {
+  const op = classifySql('SELECT 1\0; DROP TABLE customers')
+  t.equal(op.class, 'admin')
+  t.equal(op.error, 'SQL text contains a NUL byte')
+})
+
+t.test('nesting too deep for the parser is an error, never a throw', async t => {
+  const op = classifySql('SELECT ' + '('.repeat(20000) + '1' + ')'.repeat(20000))
+  t.equal(op.class, 'admin')
+  t.ok(op.error, 'the parser gives up with an error')
 })
 
 t.test('empty text and text of only comments hold no statement', async t => {

@@ -30,6 +30,8 @@ export interface Analysis {
   exportLimit: number | undefined
   /** EXECUTE name: resolved against the session's prepared statements by the caller */
   execute?: { name: string; params: unknown[] }
+  /** PREPARE name AS body: the body's own analysis */
+  prepared?: { name: string; body: Analysis }
 }
 
 // Statements that act outside the data model: roles, privileges, code, server configuration, files.
@@ -94,6 +96,7 @@ class Analyzer {
   exported = false
   exportLimit: number | undefined
   execute: Analysis['execute']
+  prepared: Analysis['prepared']
 
   raise(c: OperationClass): void {
     this.cls = stricter(this.cls, c)
@@ -190,6 +193,16 @@ class Analyzer {
       case 'DeclareCursorStmt':
         this.raise('session')
         return
+      case 'DefineStmt':
+        // CREATE OPERATOR / AGGREGATE name their functions as words: `PROCEDURE = pg_read_file`
+        this.raise('schema-change')
+        forEachNode(b, (t, n) => {
+          if (t === 'String' && typeof n.sval === 'string' && functionClass(n.sval) === 'admin') {
+            this.raise('admin')
+            this.functions.add(n.sval.toLowerCase())
+          }
+        })
+        return
     }
     if (type.endsWith('Stmt')) {
       if (ADMIN_STATEMENTS.has(type)) this.raise('admin')
@@ -281,6 +294,8 @@ class Analyzer {
     const inner = analyzeInner(b.query, scope)
     for (const r of inner.resources) this.resources.add(r)
     for (const f of inner.functions) if (analyze) this.functions.add(f)
+    // EXPLAIN ANALYZE EXECUTE p runs p: resolved like EXECUTE
+    if (analyze && inner.execute) this.execute = inner.execute
     // EXPLAIN plans without running; EXPLAIN ANALYZE runs the statement (but returns only the plan)
     this.raise(analyze ? inner.cls : 'read')
     if (analyze && inner.facts.unbounded) this.facts.unbounded = true
@@ -294,6 +309,7 @@ class Analyzer {
     for (const r of body.resources) this.resources.add(r)
     this.facts.prepare = String(b.name ?? '')
     this.facts.preparedClass = body.class
+    this.prepared = { name: String(b.name ?? ''), body }
     return false
   }
 
@@ -308,6 +324,7 @@ class Analyzer {
       exportLimit: this.exportLimit,
     }
     if (this.execute) out.execute = this.execute
+    if (this.prepared) out.prepared = this.prepared
     return out
   }
 }

@@ -57,8 +57,8 @@ const ADMIN_FUNCTIONS = new Set([
   'query_to_xml_and_xmlschema',
 ])
 
-// Functions that change state although called from a SELECT.
-const WRITE_FUNCTIONS = new Set(['nextval', 'setval', 'lo_create', 'lo_creat', 'lo_unlink', 'lo_put', 'lo_from_bytea', 'lowrite'])
+// Functions that change state (or send data, like NOTIFY) although called from a SELECT.
+const WRITE_FUNCTIONS = new Set(['pg_notify', 'nextval', 'setval', 'lo_create', 'lo_creat', 'lo_unlink', 'lo_put', 'lo_from_bytea', 'lowrite'])
 
 /** 'admin' | 'write' | undefined for a function's bare name (lower-cased: quoting hides nothing). */
 export function functionClass(name: string): 'admin' | 'write' | undefined {

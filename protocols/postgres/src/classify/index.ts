@@ -22,7 +22,23 @@ export function loadClassifier(): Promise<void> {
 interface Part {
   info: StatementInfo
   execute?: { name: string; params: unknown[] }
+  /** PREPARE name AS body: the body's Operation */
+  prepare?: { name: string; body: Operation }
+  /** DEALLOCATE name ('*' for ALL) */
+  deallocate?: string
 }
+
+// PREPARE operations → the Operations of their bodies, by name (see preparedStatements)
+const bodies = new WeakMap<Operation, ReadonlyMap<string, Operation>>()
+
+/**
+ * The bodies of the `PREPARE name AS …` statements in an operation, name → Operation of the body:
+ * what the codec keeps in ClassifyContext.prepared once the server has accepted the PREPARE.
+ */
+export function preparedStatements(op: Operation): ReadonlyMap<string, Operation> {
+  return bodies.get(op) ?? EMPTY
+}
+const EMPTY: ReadonlyMap<string, Operation> = new Map()
 
 /** What the cache keeps for one text: the finished Operation, or the parts when it needs the session. */
 interface Compiled {
@@ -104,6 +120,8 @@ export function withTopK(op: Operation, topK: number): Operation {
 
 function compile(sql: string): Compiled {
   if (sql.trim() === '') return { op: buildOperation([], textFingerprint(''), undefined), parts: [], fingerprint: '', recent: false }
+  // the parser reads a C string: a NUL would hide everything after it from us, not from the server
+  if (sql.includes('\0')) return { op: failed(sql.replaceAll('\0', ' '), 'SQL text contains a NUL byte'), parts: [], fingerprint: '', recent: false }
   let stmts
   try {
     stmts = parseSql(sql).stmts
@@ -114,28 +132,61 @@ function compile(sql: string): Compiled {
   const parts: Part[] = []
   for (const raw of stmts) {
     const start = raw.stmt_location ?? 0
-    const text = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
-    const analysis = analyzeStatement(raw)
-    const part: Part = { info: deepFreeze(statementInfo(analysis, safeStatementText(text))) }
+    const text = safeStatementText(sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined))
+    let analysis
+    try {
+      analysis = analyzeStatement(raw)
+    } catch {
+      // a tree too deep to walk: nothing we cannot see through goes through
+      return { op: failed(sql, 'SQL statement too complex to classify'), parts: [], fingerprint: '', recent: false }
+    }
+    const part: Part = { info: deepFreeze(statementInfo(analysis, text)) }
     if (analysis.execute) part.execute = analysis.execute
+    if (analysis.prepared) {
+      const body = buildOperation([statementInfo(analysis.prepared.body, text)], fp)
+      part.prepare = { name: analysis.prepared.name, body }
+    }
+    if (typeof analysis.facts.deallocate === 'string') part.deallocate = analysis.facts.deallocate
     parts.push(part)
   }
   const compiled: Compiled = { parts, fingerprint: fp, recent: false }
-  if (!parts.some(p => p.execute)) compiled.op = buildOperation(parts.map(p => p.info), fp)
+  if (!parts.some(p => p.execute)) compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
   return compiled
+}
+
+function withBodies(op: Operation, parts: Part[]): Operation {
+  const prepares = parts.filter(p => p.prepare)
+  if (prepares.length > 0) bodies.set(op, new Map(prepares.map(p => [p.prepare!.name, p.prepare!.body])))
+  return op
 }
 
 /** EXECUTE name takes the class, resources and facts of the session's prepared body. */
 function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operation {
   const infos: StatementInfo[] = []
   let error: string | undefined
+  // PREPARE and DEALLOCATE earlier in the same text (`PREPARE p AS …; EXECUTE p`); null: deallocated
+  const local = new Map<string, Operation | null>()
+  let all = false
+  const lookup = (name: string): Operation | undefined => {
+    const here = local.get(name)
+    if (here !== undefined) return here ?? undefined
+    if (all) return undefined
+    const stored = ctx?.prepared?.get(name)
+    // the codec may have stored the PREPARE operation itself: take its body, never its own class
+    return stored && (bodies.get(stored)?.get(name) ?? (stored.statements.some(s => s.facts?.prepare !== undefined) ? undefined : stored))
+  }
   for (const part of compiled.parts) {
+    if (part.prepare) local.set(part.prepare.name, part.prepare.body)
+    if (part.deallocate === '*') {
+      local.clear()
+      all = true
+    } else if (part.deallocate !== undefined) local.set(part.deallocate, null)
     if (!part.execute) {
       infos.push(part.info)
       continue
     }
     const { name, params } = part.execute
-    const prepared = ctx?.prepared?.get(name)
+    const prepared = lookup(name)
     if (!prepared) {
       // fail closed: a body we never saw could be anything
       error ??= `prepared statement "${name}" does not exist`
@@ -145,7 +196,7 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
     infos.push(executedInfo(part.info, name, params, prepared))
     if (prepared.error !== undefined) error ??= prepared.error
   }
-  return buildOperation(infos, compiled.fingerprint, error)
+  return withBodies(buildOperation(infos, compiled.fingerprint, error), compiled.parts)
 }
 
 function executedInfo(own: StatementInfo, name: string, params: unknown[], prepared: Operation): StatementInfo {
@@ -156,7 +207,8 @@ function executedInfo(own: StatementInfo, name: string, params: unknown[], prepa
   facts.execute = name
   const info: StatementInfo = {
     class: stricter(own.class, prepared.class),
-    resources: [...prepared.resources],
+    // CREATE TABLE x AS EXECUTE p names x as well
+    resources: [...new Set([...own.resources, ...prepared.resources])],
     statement: own.statement,
     facts,
   }
