@@ -32,6 +32,11 @@ export async function cancelRequest(processId: number, secretKey: number): Promi
   const entry = keys.get(`${processId}:${secretKey}`)
   if (!entry) return
   if (entry.withdraw()) return
+  await cancelBackend(entry.target, entry.processId, entry.secretKey)
+}
+
+export async function cancelBackend(target: TargetConfig, processId: number, secretKey: number): Promise<void> {
+  const entry = { target, processId, secretKey }
   const socket = await openSocket(entry.target, entry.target.limits?.handshakeTimeoutMs ?? 10_000)
   await new Promise<void>(resolve => {
     socket.on('error', () => resolve())

@@ -6,7 +6,7 @@ import { sniffStartup } from './frontend.ts'
 import { AUTHENTICATION_OK, serializeBackendKeyData, serializeReadyForQuery } from './backend.ts'
 import { clientStartup, fatal, sqlstateOf } from './startup.ts'
 import { connectUpstream, upstreamStartupParameters } from './upstream.ts'
-import { issueCancelKey } from './cancel.ts'
+import { cancelBackend, issueCancelKey } from './cancel.ts'
 import { catalogFor } from './catalog.ts'
 import { PostgresProxy } from './proxy.ts'
 import { classifySql, loadClassifier } from './classify/index.ts'
@@ -41,6 +41,7 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
     upstream.socket.destroy()
     return
   }
+  const upstreamKey = { processId: upstream.processId, secretKey: upstream.secretKey }
   let withdraw: () => boolean = () => false
   const key = issueCancelKey({ target, processId: upstream.processId, secretKey: upstream.secretKey, withdraw: () => withdraw() })
   try {
@@ -61,6 +62,7 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
       clientAhead: { frames: started.frames, rest: started.rest },
       upstreamAhead: { frames: upstream.frames, rest: upstream.rest },
       registerWithdraw: fn => (withdraw = fn),
+      cancelUpstream: () => void cancelBackend(target, upstreamKey.processId, upstreamKey.secretKey).catch(() => undefined),
     })
     await proxy.done
   } finally {

@@ -68,6 +68,8 @@ export interface ProxyOptions {
   upstreamAhead: { frames: Frame[]; rest: Buffer | undefined }
   /** cancel requests for a statement waiting for approval land here */
   registerWithdraw(fn: () => boolean): void
+  /** sends a CancelRequest for this session's upstream backend */
+  cancelUpstream(): void
 }
 
 export class PostgresProxy {
@@ -78,6 +80,7 @@ export class PostgresProxy {
   private readonly catalog: Catalog
   private readonly clientFramer: Framer
   private readonly upstreamFramer: Framer
+  private readonly cancelUpstream: () => void
 
   // client → upstream
   private inbox: Frame[] = []
@@ -113,6 +116,7 @@ export class PostgresProxy {
     this.session = opts.session
     this.classifier = opts.classifier
     this.catalog = opts.catalog
+    this.cancelUpstream = opts.cancelUpstream
     const max = this.session.target.limits?.maxMessageBytes ?? 1 << 20
     this.clientFramer = new Framer(max)
     // the upstream is trusted more, but a runaway row must not exhaust memory either
@@ -174,6 +178,8 @@ export class PostgresProxy {
     if (this.closed) return
     this.closed = true
     this.pendingDecision?.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'client disconnected'))
+    // a backend busy with a statement notices a closed socket only when it next writes: stop it
+    if (this.ops.some(p => !p.done && !p.error)) this.cancelUpstream()
     // never leak the upstream connection
     this.upstream.removeAllListeners('data')
     if (!this.upstream.destroyed) this.upstream.end(TERMINATE)
