@@ -1,6 +1,6 @@
 // Ties config, identity, policy, approvals, secrets, audit and metrics into one object the gateway
 // holds. It has no sockets: codecs get Sessions from it.
-import { randomBytes } from 'node:crypto'
+import { createPrivateKey, randomBytes } from 'node:crypto'
 import { PortcullisError } from './errors.ts'
 import type { ApprovalRequest, Decision, Operation, Principal, Protocol, TargetConfig } from './types.ts'
 import type { Config, RevocationEntry } from './config/types.ts'
@@ -12,7 +12,7 @@ import { Metrics } from './metrics/metrics.ts'
 import { decide as policyDecide } from './policy/decide.ts'
 import { createSecretStore, type SecretStore } from './secrets/store.ts'
 import { compileMasks } from './session/engines.ts'
-import { CoreSession, type SessionHost } from './session/session.ts'
+import { CoreSession, type RecordingSign, type SessionHost } from './session/session.ts'
 
 export interface SessionInfo {
   id: string
@@ -60,6 +60,20 @@ async function keyFromSecret(secrets: SecretStore, ref: { secret: string } | und
   return Buffer.from(await secrets.get(ref), 'utf8')
 }
 
+async function signingKeys(secrets: SecretStore, sign: Config['recording']['sign']): Promise<RecordingSign | undefined> {
+  if (!sign) return undefined
+  const out: RecordingSign = {}
+  const hmacKey = await keyFromSecret(secrets, sign.hmacKey)
+  if (hmacKey) out.hmacKey = hmacKey
+  if (sign.ed25519Key) {
+    const key = createPrivateKey(await secrets.get(sign.ed25519Key))
+    if (key.asymmetricKeyType !== 'ed25519')
+      throw new PortcullisError('CONFIG_INVALID', `recording.sign.ed25519Key: secret "${sign.ed25519Key.secret}" is not an Ed25519 private key`)
+    out.ed25519PrivateKey = key
+  }
+  return out
+}
+
 export async function createCore(initial: Config, opts: CoreOptions = {}): Promise<Core> {
   const now = opts.now ?? Date.now
   let generation = { n: 1, config: initial }
@@ -72,11 +86,12 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     ...(opts.approvalStore ? { store: opts.approvalStore } : {}),
     ...(initial.approvals.webhook ? { webhook: initial.approvals.webhook } : {}),
     log: msg => audit.log(msg),
+    secret: ref => secrets.get(ref),
   })
   // Without a configured key, hashes are stable for this process only: equal values still match
   // within a session and across sessions, but not across restarts.
   let hashKey = (await keyFromSecret(secrets, initial.maskingKey)) ?? randomBytes(32)
-  let recordingKey = await keyFromSecret(secrets, initial.recording.sign?.hmacKey)
+  let recordingSign = await signingKeys(secrets, initial.recording.sign)
   const live = new Map<string, CoreSession>()
   metrics.backlog = () => {
     let n = 0
@@ -93,7 +108,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     audit,
     metrics,
     hashKey: () => hashKey,
-    recordingKey: () => recordingKey,
+    recordingSign: () => recordingSign,
     closed(session) {
       if (live.delete(session.id)) metrics.sessions = live.size
     },
@@ -196,9 +211,9 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
         )
       }
       if (JSON.stringify(previous.recording.sign) !== JSON.stringify(config.recording.sign)) {
-        keyFromSecret(secrets, config.recording.sign?.hmacKey).then(
+        signingKeys(secrets, config.recording.sign).then(
           k => {
-            recordingKey = k
+            recordingSign = k
           },
           err => audit.log('recording key unavailable after reload; keeping the previous key', { error: (err as Error).message }),
         )

@@ -2,6 +2,7 @@ import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createCore } from '../src/core.ts'
+import { parseConfig } from '../src/config/parse.ts'
 import type { ApprovalRequest, Principal } from '../src/types.ts'
 import { auditSink, op, setup } from './helpers.ts'
 
@@ -187,4 +188,36 @@ t.test('an unreachable webhook never holds up the decision', async t => {
   const { pending, decision } = held(session, UPDATE)
   core.approvals.approve((await pending).id, alice)
   t.equal((await decision).action, 'allow')
+})
+
+t.test('a webhook URL given as a secret reference is resolved when announcing', async t => {
+  let hits = 0
+  const server = createServer((req, res) => {
+    if (req.url === '/T000/B000/hidden') hits++
+    req.resume()
+    res.end('ok')
+  })
+  await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise(r => server.close(r)))
+  process.env.PORTCULLIS_TEST_HOOK = `http://127.0.0.1:${(server.address() as AddressInfo).port}/T000/B000/hidden`
+  t.teardown(() => delete process.env.PORTCULLIS_TEST_HOOK)
+  const s = await setup(t, RULES, 'approvals: { webhook: { url: { secret: hook }, format: slack } }'.replace('hook }', 'pg }'))
+  const config = parseConfig(
+    s.yaml.replace('secrets:\n', 'secrets:\n  hook: { env: PORTCULLIS_TEST_HOOK }\n').replace('{ secret: pg }, format', '{ secret: hook }, format'),
+    'hook.yaml',
+  )
+  t.same(config.approvals.webhook, { url: { secret: 'hook' }, format: 'slack' })
+  const audit = auditSink()
+  const core = await createCore(config, { auditStream: audit.stream })
+  t.teardown(() => core.close())
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:40010')
+  await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const alice = await core.authenticate(await s.issuer.mint({ sub: 'alice', groups: ['dba'] }))
+  const { pending, decision } = held(session, UPDATE)
+  const req = await pending
+  while (hits === 0) await new Promise(r => setTimeout(r, 10))
+  core.approvals.approve(req.id, alice)
+  await decision
+  t.equal(hits, 1)
+  t.notOk(audit.text().includes('hidden'), 'the URL is not logged')
 })

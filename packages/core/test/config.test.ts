@@ -190,3 +190,34 @@ t.test('loadConfig reads a file and names it in errors', async t => {
   t.match(err.issues, [{ file: bad, line: 9, path: 'targets.0.upstream.port' }])
   await t.rejects(loadConfig(join(dir, 'missing.yaml')), { code: 'CONFIG_INVALID' })
 })
+
+t.test('credentials around the edges are references too: webhook URL, signing keys', async t => {
+  const c = parseConfig(`admin: { listen: "127.0.0.1:9090", groups: [ops], metricsAuth: true }
+secrets:
+  slack: { env: SLACK_HOOK }
+  seal: { file: /run/secrets/seal }
+approvals: { webhook: { url: { secret: slack }, format: slack } }
+recording: { dir: /tmp/r, sign: { hmacKey: { secret: seal }, ed25519Key: { secret: seal } } }
+`)
+  t.same(c.approvals.webhook, { url: { secret: 'slack' }, format: 'slack' })
+  t.same(c.recording.sign, { hmacKey: { secret: 'seal' }, ed25519Key: { secret: 'seal' } })
+  t.same(c.admin, { listen: '127.0.0.1:9090', groups: ['ops'], metricsAuth: true })
+  const issues = issuesOf(t, `approvals: { webhook: { url: { secret: nope } } }\n`)
+  t.same(issues.map(i => [i.line, i.path]), [[1, 'approvals.webhook.url.secret']])
+})
+
+t.test('two targets cannot share a name or a listen address', async t => {
+  const issues = issuesOf(
+    t,
+    BASE +
+      `  - { name: docs-db, protocol: redis, listen: "127.0.0.1:15432", upstream: { host: h, port: 1 } }
+`,
+  )
+  t.same(
+    issues.map(i => [i.line, i.path]),
+    [
+      [11, 'targets.1.name'],
+      [11, 'targets.1.listen'],
+    ],
+  )
+})

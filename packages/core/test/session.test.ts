@@ -1,5 +1,7 @@
 import t from 'tap'
+import { generateKeyPairSync } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
+import { parseConfig } from '../src/config/parse.ts'
 import { join } from 'node:path'
 import { readRecording, verifyRecording } from '../src/recording/index.ts'
 import { createCore } from '../src/core.ts'
@@ -261,4 +263,32 @@ t.test('close seals every open session and refuses new ones', async t => {
   t.match(m, /portcullis_sessions 0/)
   t.match(m, /# TYPE portcullis_operation_duration_seconds histogram/)
   t.match(m, /portcullis_recorder_backlog 0/)
+})
+
+t.test('recordings are sealed with the configured HMAC and Ed25519 keys', async t => {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  process.env.PORTCULLIS_TEST_SEAL_HMAC = 'seal-hmac-key-for-tests'
+  process.env.PORTCULLIS_TEST_SEAL_ED = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string
+  t.teardown(() => {
+    delete process.env.PORTCULLIS_TEST_SEAL_HMAC
+    delete process.env.PORTCULLIS_TEST_SEAL_ED
+  })
+  const s = await setup(
+    t,
+    RULES,
+    `  - { id: spare, when: { subjects: [nobody] }, action: allow }
+`,
+  )
+  const text = s.yaml
+    .replace('secrets:\n', 'secrets:\n  hm: { env: PORTCULLIS_TEST_SEAL_HMAC }\n  ed: { env: PORTCULLIS_TEST_SEAL_ED }\n')
+    .replace('onFailure: block }', 'onFailure: block, sign: { hmacKey: { secret: hm }, ed25519Key: { secret: ed } } }')
+  const core = await createCore(parseConfig(text, 'signed.yaml'), { auditStream: auditSink().stream })
+  t.teardown(() => core.close())
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50030')
+  await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  await session.decide(op('read', 'SELECT 1'))
+  const file = session.recorder!.path
+  await session.close()
+  t.equal((await verifyRecording(file, { hmacKey: Buffer.from('seal-hmac-key-for-tests'), publicKey })).status, 'intact')
+  t.equal((await verifyRecording(file, { hmacKey: Buffer.from('another-key') })).status, 'tampered')
 })

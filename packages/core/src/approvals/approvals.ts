@@ -2,7 +2,7 @@
 // or the client goes away.
 import { randomBytes } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
-import type { ApprovalRequest, Operation, Principal, Protocol } from '../types.ts'
+import type { ApprovalRequest, Operation, Principal, Protocol, SecretRef } from '../types.ts'
 import { MemoryApprovalStore, type ApprovalGrant, type ApprovalStore } from './store.ts'
 import { announce, type WebhookConfig } from './webhook.ts'
 
@@ -49,11 +49,19 @@ export interface Approvals {
 }
 
 export function createApprovals(
-  opts: { store?: ApprovalStore; now?: () => number; webhook?: WebhookConfig; log?: (msg: string) => void } = {},
+  opts: {
+    store?: ApprovalStore
+    now?: () => number
+    webhook?: WebhookConfig
+    log?: (msg: string) => void
+    /** resolves a webhook URL given as a secret reference */
+    secret?: (ref: SecretRef) => Promise<string>
+  } = {},
 ): Approvals {
   const store = opts.store ?? new MemoryApprovalStore()
   const now = opts.now ?? Date.now
   const log = opts.log ?? (() => {})
+  const secret = opts.secret ?? (async (ref: SecretRef) => Promise.reject(new Error(`no secret store for ${ref.secret}`)))
   let webhook = opts.webhook
   const denyReasons = new Map<string, string | undefined>()
   const windows = new Map<string, number>()
@@ -168,7 +176,7 @@ export function createApprovals(
         } catch (err) {
           log(`onPending callback failed: ${(err as Error).message}`)
         }
-        if (webhook) void announce(request, webhook, log)
+        if (webhook) void announce(request, webhook, log, secret)
       })
     },
 

@@ -2,8 +2,10 @@
 // longer than its own timeout, and never blocks it.
 import type { ApprovalRequest } from '../types.ts'
 
+import type { SecretRef } from '../types.ts'
+
 export interface WebhookConfig {
-  url: string
+  url: string | SecretRef
   format: 'json' | 'slack'
 }
 
@@ -37,10 +39,13 @@ export async function announce(
   request: ApprovalRequest,
   hook: WebhookConfig,
   log: (msg: string) => void,
+  resolve: (ref: SecretRef) => Promise<string>,
   timeoutMs = 5000,
 ): Promise<void> {
   try {
-    const res = await fetch(hook.url, {
+    // the URL may carry a credential: it never appears in a log line
+    const url = typeof hook.url === 'string' ? hook.url : await resolve(hook.url)
+    const res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(webhookBody(request, hook.format)),

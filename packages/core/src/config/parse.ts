@@ -152,12 +152,12 @@ function schemaIssues(
 // ─── normalization: YAML shape → runtime shape, plus checks a schema can't express ───
 
 interface RawConfig {
-  admin?: { listen: string }
+  admin?: Config['admin']
   identity?: { issuers?: RawIssuer[]; revocations?: { subject?: string; jti?: string }[] }
   secrets?: Record<string, { env?: string; file?: string; exec?: string[]; ttl?: string | number }>
-  recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef } }
+  recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef } }
   audit?: { destination?: string }
-  approvals?: { timeout?: string | number; webhook?: { url: string; format?: 'json' | 'slack' } }
+  approvals?: { timeout?: string | number; webhook?: { url: string | SecretRef; format?: 'json' | 'slack' } }
   targets?: RawTarget[]
   rules?: (Omit<RuleConfig, 'window' | 'timeout' | 'when'> & { when?: RuleConfig['when']; window?: string | number; timeout?: string | number })[]
   masking?: Config['masking']
@@ -206,10 +206,13 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
 
   const targets: TargetConfig[] = []
   const seenTargets = new Set<string>()
+  const seenListen = new Map<string, string>()
   for (const [n, t] of (raw.targets ?? []).entries()) {
     const path = ['targets', n]
     if (seenTargets.has(t.name)) issue([...path, 'name'], `duplicate target name "${t.name}"`)
     seenTargets.add(t.name)
+    if (seenListen.has(t.listen)) issue([...path, 'listen'], `${t.listen} is already the listen address of target "${seenListen.get(t.listen)}"`)
+    seenListen.set(t.listen, t.name)
     if (t.protocol === 'http' && !t.upstream.url) issue([...path, 'upstream'], 'http targets need upstream.url')
     if (t.protocol !== 'http' && (!t.upstream.host || !t.upstream.port))
       issue([...path, 'upstream'], `${t.protocol} targets need upstream.host and upstream.port`)
@@ -268,6 +271,9 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
 
   checkRef(raw.maskingKey, ['maskingKey'])
   checkRef(raw.recording?.sign?.hmacKey, ['recording', 'sign', 'hmacKey'])
+  checkRef(raw.recording?.sign?.ed25519Key, ['recording', 'sign', 'ed25519Key'])
+  const hookUrl = raw.approvals?.webhook?.url
+  if (hookUrl !== undefined && typeof hookUrl !== 'string') checkRef(hookUrl, ['approvals', 'webhook', 'url'])
 
   const config: Config = {
     identity: { issuers, revocations: raw.identity?.revocations ?? [] },

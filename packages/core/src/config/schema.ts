@@ -122,7 +122,7 @@ export const configSchema = {
   },
   ...object(
     {
-      admin: object({ listen: hostPort }, ['listen']),
+      admin: object({ listen: hostPort, groups: strings, metricsAuth: { type: 'boolean' } }, ['listen']),
       identity: object({
         issuers: { type: 'array', items: issuer },
         revocations: {
@@ -134,12 +134,13 @@ export const configSchema = {
       recording: object({
         dir: { type: 'string' },
         onFailure: { enum: ['block', 'allow'] },
-        sign: object({ hmacKey: secretRef }),
+        sign: object({ hmacKey: secretRef, ed25519Key: secretRef }),
       }),
       audit: object({ destination: { type: 'string' } }),
       approvals: object({
         timeout: duration,
-        webhook: object({ url: { type: 'string', pattern: '^https?://' }, format: { enum: ['json', 'slack'] } }, ['url']),
+        // a Slack webhook URL is itself a credential: it may be a secret reference
+        webhook: object({ url: { anyOf: [{ type: 'string', pattern: '^https?://' }, secretRef] }, format: { enum: ['json', 'slack'] } }, ['url']),
       }),
       targets: { type: 'array', items: target },
       rules: { type: 'array', items: rule },

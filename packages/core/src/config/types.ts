@@ -78,17 +78,25 @@ export interface MaskingRuleEntry {
 export interface RecordingConfig {
   dir: string
   onFailure: 'block' | 'allow'
-  sign?: { hmacKey?: SecretRef }
+  /** seal signatures: HMAC-SHA256 key, and/or an Ed25519 private key (PEM) */
+  sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef }
 }
 
 export interface ApprovalsConfig {
   /** ms */
   timeoutMs: number
-  webhook?: { url: string; format: 'json' | 'slack' }
+  /** url may be a secret reference (Slack webhook URLs are credentials) */
+  webhook?: { url: string | SecretRef; format: 'json' | 'slack' }
 }
 
 export interface Config {
-  admin?: { listen: string }
+  admin?: {
+    listen: string
+    /** groups allowed to list/kill sessions and revoke (default decided by the admin API) */
+    groups?: string[]
+    /** require a token for /metrics (default: only when listening beyond loopback) */
+    metricsAuth?: boolean
+  }
   identity: IdentityConfig
   secrets: Record<string, SecretSource>
   recording: RecordingConfig

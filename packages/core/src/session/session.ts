@@ -1,5 +1,5 @@
 // One client connection as the core sees it: who is calling, what they may do, and the record of it.
-import { randomBytes } from 'node:crypto'
+import { randomBytes, type KeyObject } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
 import type {
   AuditEvent,
@@ -29,6 +29,11 @@ export function sessionId(): string {
   return id
 }
 
+export interface RecordingSign {
+  hmacKey?: Buffer
+  ed25519PrivateKey?: KeyObject
+}
+
 /** What a session needs from the core that opened it; `generation` changes on reload. */
 export interface SessionHost {
   generation(): { n: number; config: Config }
@@ -39,7 +44,7 @@ export interface SessionHost {
   audit: AuditLog
   metrics: Metrics
   hashKey(): Buffer
-  recordingKey(): Buffer | undefined
+  recordingSign(): RecordingSign | undefined
   closed(session: CoreSession): void
 }
 
@@ -102,7 +107,7 @@ export class CoreSession implements Session {
     if (first) {
       const { config } = this.#host.generation()
       try {
-        const sign = this.#host.recordingKey()
+        const sign = this.#host.recordingSign()
         this.#recorder = openRecorder({
           dir: config.recording.dir,
           sessionId: this.id,
@@ -110,7 +115,7 @@ export class CoreSession implements Session {
           protocol: this.target.protocol,
           principal,
           onFailure: config.recording.onFailure,
-          ...(sign ? { sign: { hmacKey: sign } } : {}),
+          ...(sign ? { sign } : {}),
         })
       } catch (err) {
         if (config.recording.onFailure === 'block') {
