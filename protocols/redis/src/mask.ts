@@ -28,7 +28,8 @@ class Masker {
       for (const item of node.items) this.replace(item, method)
       return
     }
-    if (node.changed || node.data === null || node.type === 0x5f || node.type === 0x2d || node.type === 0x21) return
+    // status replies (+OK of SET) and errors are not values
+    if (node.changed || node.data === null || node.type === 0x5f || node.type === 0x2b || node.type === 0x2d || node.type === 0x21) return
     const value = node.data !== undefined ? nodeText(node) ?? node.data : node.line
     setNodeValue(node, this.plan.apply(method, str(value)), this.resp)
     this.masked++
