@@ -4,7 +4,7 @@ import { startGateway, DEFAULT_RULES, type Gateway } from './harness.ts'
 
 const approver = { subject: 'dba-1', groups: ['dba'], issuer: 'test' }
 
-async function connect(t: Tap.Test, gw: Gateway, sub?: string, groups?: string[]): Promise<pg.Client> {
+async function connect(t: { teardown(fn: () => unknown): void }, gw: Gateway, sub?: string, groups?: string[]): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: await gw.url(sub, groups) })
   client.on('error', () => {})
   await client.connect()

@@ -2,7 +2,7 @@ import t from 'tap'
 import pg from 'pg'
 import { startGateway, type Gateway } from './harness.ts'
 
-async function connect(t: Tap.Test, gw: Gateway, opts: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+async function connect(t: { teardown(fn: () => unknown): void }, gw: Gateway, opts: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: await gw.url(), ...opts })
   client.on('error', () => {})
   await client.connect()
