@@ -329,6 +329,15 @@ t.test('preparedStatements gives the body operations a session keeps; a stored P
   // a codec that stores the PREPARE operation itself still gets the body's class, never 'session'
   const exec = classifySql('EXECUTE purge(1)', { prepared: new Map([['purge', prep]]) })
   t.equal(exec.class, 'delete')
+  // …and so does one that stores a copy around the PREPARE statement
+  const st = prep.statements[0]!
+  const copy: Operation = { ...prep, class: 'delete', statements: [st] }
+  const viaCopy = classifySql('EXECUTE purge(2)', { prepared: new Map([['purge', copy]]) })
+  t.equal(viaCopy.class, 'delete')
+  t.same(viaCopy.resources, ['customers'])
+  // DISCARD ALL drops every prepared statement
+  t.equal(classifySql('DISCARD ALL').facts.deallocate, '*')
+  t.match(classifySql('DISCARD ALL; EXECUTE purge(3)', { prepared: new Map([['purge', prep]]) }).error, /does not exist/)
 })
 
 t.test('multi-statement strings: each statement classified, the strictest class wins, resources are the union', async t => {

@@ -190,6 +190,11 @@ class Analyzer {
         this.facts.deallocate = b.isall ? '*' : String(b.name ?? '')
         this.raise('session')
         return
+      case 'DiscardStmt':
+        // DISCARD ALL deallocates every prepared statement too
+        if (b.target === 'DISCARD_ALL') this.facts.deallocate = '*'
+        this.raise('session')
+        return
       case 'DeclareCursorStmt':
         this.raise('session')
         return

@@ -28,8 +28,11 @@ interface Part {
   deallocate?: string
 }
 
-// PREPARE operations → the Operations of their bodies, by name (see preparedStatements)
+// PREPARE operations → the Operations of their bodies, by name (see preparedStatements); and the
+// PREPARE statement's own StatementInfo → its body, for a codec that keeps a copy of the operation
+// around that statement
 const bodies = new WeakMap<Operation, ReadonlyMap<string, Operation>>()
+const bodyOfStatement = new WeakMap<StatementInfo, Operation>()
 
 /**
  * The bodies of the `PREPARE name AS …` statements in an operation, name → Operation of the body:
@@ -145,6 +148,7 @@ function compile(sql: string): Compiled {
     if (analysis.prepared) {
       const body = buildOperation([statementInfo(analysis.prepared.body, text)], fp)
       part.prepare = { name: analysis.prepared.name, body }
+      bodyOfStatement.set(part.info, body)
     }
     if (typeof analysis.facts.deallocate === 'string') part.deallocate = analysis.facts.deallocate
     parts.push(part)
@@ -172,8 +176,7 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
     if (here !== undefined) return here ?? undefined
     if (all) return undefined
     const stored = ctx?.prepared?.get(name)
-    // the codec may have stored the PREPARE operation itself: take its body, never its own class
-    return stored && (bodies.get(stored)?.get(name) ?? (stored.statements.some(s => s.facts?.prepare !== undefined) ? undefined : stored))
+    return stored && storedBody(stored, name)
   }
   for (const part of compiled.parts) {
     if (part.prepare) local.set(part.prepare.name, part.prepare.body)
@@ -197,6 +200,25 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
     if (prepared.error !== undefined) error ??= prepared.error
   }
   return withBodies(buildOperation(infos, compiled.fingerprint, error), compiled.parts)
+}
+
+/**
+ * What the session stored under a name: the body's Operation (preparedStatements), or the PREPARE
+ * operation itself, or a copy around its PREPARE statement. The last two resolve to the body, never
+ * to the PREPARE's own class ('session').
+ */
+function storedBody(stored: Operation, name: string): Operation {
+  const direct = bodies.get(stored)?.get(name)
+  if (direct) return direct
+  for (const st of stored.statements) {
+    if (st.facts?.prepare !== name) continue
+    const body = bodyOfStatement.get(st)
+    if (body) return body
+    // a PREPARE we did not classify: its recorded body class, or the strictest when there is none
+    const cls = st.facts.preparedClass
+    return { ...stored, class: typeof cls === 'string' ? (cls as Operation['class']) : 'admin' }
+  }
+  return stored
 }
 
 function executedInfo(own: StatementInfo, name: string, params: unknown[], prepared: Operation): StatementInfo {
