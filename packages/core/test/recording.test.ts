@@ -311,3 +311,18 @@ t.test('a backlog over its bound sets failed, and a recorder that caught up reco
   t.equal(events[0].event, 'recording-gap')
   t.ok((events[0].dropped as number) > 0)
 })
+
+t.test('a recorder closed while over its bound still seals an intact file and counts what it dropped', async t => {
+  const dir = tempDir(t)
+  const rec = open(dir, { maxBacklogBytes: 32 * 1024 })
+  for (let i = 0; i < 100; i++) rec.record('response', { body: Buffer.alloc(2000, i) })
+  t.ok(rec.failed)
+  await rec.close('shutdown')
+  const v = await verifyRecording(rec.path)
+  t.equal(v.status, 'intact')
+  t.ok((v.seal?.dropped ?? 0) > 0, `${v.seal?.dropped} dropped`)
+  t.match(v.seal?.failed, /behind/)
+  const types = []
+  for await (const r of readRecording(rec.path)) types.push(r.type)
+  t.equal(types[types.length - 1], 'seal', 'nothing follows the seal')
+})

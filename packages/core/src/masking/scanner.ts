@@ -4,7 +4,7 @@
 // caller gets its own string back, no copy.
 import RE2 from 're2'
 import type { MaskMethod } from '../types.ts'
-import { type Detector, triggersOf } from './detectors.ts'
+import { type Detector, Trigger, findEmails, triggersOf } from './detectors.ts'
 import { maskValue } from './methods.ts'
 
 export interface DetectorEntry {
@@ -42,9 +42,14 @@ export class Scanner {
   private readonly wanted: number
   private readonly combined = new Map<number, Combined | null>()
   private readonly hashKey: Buffer
+  /** email runs outside the combined regex (see findEmails) */
+  private readonly email: DetectorEntry | undefined
+  private readonly regexEntries: readonly DetectorEntry[]
 
   constructor(entries: DetectorEntry[], patterns: PatternEntry[], hashKey: Buffer) {
     this.entries = entries
+    this.email = entries.find(e => e.detector.name === 'email')
+    this.regexEntries = entries.filter(e => e !== this.email)
     this.patterns = patterns
     this.hashKey = hashKey
     let wanted = 0
@@ -65,7 +70,7 @@ export class Scanner {
   private combinedFor(triggers: number): Combined | null {
     let c = this.combined.get(triggers)
     if (c === undefined) {
-      const entries = this.entries.filter(e => (e.detector.trigger & triggers) !== 0)
+      const entries = this.regexEntries.filter(e => (e.detector.trigger & triggers) !== 0)
       c =
         entries.length === 0
           ? null
@@ -124,6 +129,19 @@ export class Scanner {
         replacements.push(this.replace(entry.method, hit, entry.label, entry.detector.name))
       }
       if (spans !== undefined) sources++
+    }
+
+    const email = this.email
+    if (email !== undefined && (triggers & Trigger.At) !== 0) {
+      let found = false
+      findEmails(text, (start, end) => {
+        spans ??= []
+        replacements ??= []
+        spans.push(start, end, replacements.length)
+        replacements.push(this.replace(email.method, text.slice(start, end), email.label, 'email'))
+        found = true
+      })
+      if (found) sources++
     }
 
     for (const p of this.patterns) {
