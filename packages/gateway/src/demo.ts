@@ -66,7 +66,8 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
       await seedRedis(redis.port, password)
     }
 
-    const pick = async (preferred: number) => (opts.ephemeral ? 0 : (await portFree(preferred)) ? preferred : 0)
+    // Concrete ports even when ephemeral: the config refuses two targets on the same address, 127.0.0.1:0 included.
+    const pick = async (preferred: number) => (!opts.ephemeral && (await portFree(preferred)) ? preferred : freePort())
     const ports = { admin: await pick(9090), postgres: await pick(15432), redis: await pick(16379) }
     const issuer = await devIssuerConfig(issuerDir)
     const yaml = demoConfigYaml({ dir, issuer, pglite, redis, ports })
@@ -208,6 +209,17 @@ function onPath(cmd: string): boolean {
   } catch {
     return false
   }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
 }
 
 function portFree(port: number): Promise<boolean> {
