@@ -286,6 +286,8 @@ t.test('PREPARE records the body class; EXECUTE takes it from the session, unkno
   // the same text in another session resolves against that session's statements
   const other = classifySql('EXECUTE purge(7)', { prepared: new Map([['purge', classifySql('SELECT 1')]]) })
   t.equal(other.class, 'read')
+  t.not(other.fingerprint, exec.fingerprint, 'different bodies, different fingerprints')
+  t.equal(classifySql('EXECUTE purge(8)', { prepared }).fingerprint, exec.fingerprint, 'same body, same fingerprint')
 
   const unknown = classifySql('EXECUTE nosuch(1)', { prepared })
   t.equal(unknown.class, 'admin')

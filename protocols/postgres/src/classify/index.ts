@@ -135,7 +135,8 @@ function compile(sql: string): Compiled {
   const parts: Part[] = []
   for (const raw of stmts) {
     const start = raw.stmt_location ?? 0
-    const text = safeStatementText(sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined))
+    const original = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
+    const text = safeStatementText(original)
     let analysis
     try {
       analysis = analyzeStatement(raw)
@@ -146,7 +147,8 @@ function compile(sql: string): Compiled {
     const part: Part = { info: deepFreeze(statementInfo(analysis, text)) }
     if (analysis.execute) part.execute = analysis.execute
     if (analysis.prepared) {
-      const body = buildOperation([statementInfo(analysis.prepared.body, text)], fp)
+      // its own fingerprint: EXECUTEs of different bodies must not share one (approval windows)
+      const body = buildOperation([statementInfo(analysis.prepared.body, text)], safeFingerprint(original))
       part.prepare = { name: analysis.prepared.name, body }
       bodyOfStatement.set(part.info, body)
     }
@@ -171,6 +173,7 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
   // PREPARE and DEALLOCATE earlier in the same text (`PREPARE p AS …; EXECUTE p`); null: deallocated
   const local = new Map<string, Operation | null>()
   let all = false
+  const executed: string[] = []
   const lookup = (name: string): Operation | undefined => {
     const here = local.get(name)
     if (here !== undefined) return here ?? undefined
@@ -197,9 +200,12 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
       continue
     }
     infos.push(executedInfo(part.info, name, params, prepared))
+    executed.push(prepared.fingerprint)
     if (prepared.error !== undefined) error ??= prepared.error
   }
-  return withBodies(buildOperation(infos, compiled.fingerprint, error), compiled.parts)
+  // `EXECUTE p` is as many shapes as p has bodies: the fingerprint covers the bodies run
+  const fp = executed.length > 0 ? textFingerprint([compiled.fingerprint, ...executed].join('|')) : compiled.fingerprint
+  return withBodies(buildOperation(infos, fp, error), compiled.parts)
 }
 
 /**
