@@ -228,7 +228,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
           approvals.close()
           await Promise.all([...live.values()].map(s => s.close('shutdown')))
           secrets.close()
-          await audit.flush()
+          await audit.close()
         })()
       }
       return closing

@@ -8,6 +8,8 @@ export interface AuditLog {
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
+  /** flushes, and closes a file destination (never stdout, never a stream handed in) */
+  close(): Promise<void>
 }
 
 /** keys an audit line must never carry, whatever a caller passes in */
@@ -19,6 +21,7 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
     (opts.destination === 'stdout'
       ? pino.destination({ dest: 1, sync: false })
       : pino.destination({ dest: opts.destination, sync: false, mkdir: true }))
+  const ownsFile = !opts.stream && opts.destination !== 'stdout'
   const logger = pino(
     {
       base: null,
@@ -37,6 +40,10 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
       const clean: Record<string, unknown> = { time: new Date().toISOString(), log: message }
       for (const [k, v] of Object.entries(fields)) if (!FORBIDDEN.has(k)) clean[k] = v
       logger.warn(clean)
+    },
+    async close() {
+      await this.flush()
+      if (ownsFile) (stream as { end?: () => void }).end?.()
     },
     flush() {
       return new Promise(resolve => {

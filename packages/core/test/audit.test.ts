@@ -1,0 +1,54 @@
+import t from 'tap'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createAuditLog } from '../src/audit/audit.ts'
+import { auditSink, tempDir } from './helpers.ts'
+
+t.test('one JSON line per event, fields as given, without pino noise', async t => {
+  const sink = auditSink()
+  const audit = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  audit.write({ time: '2026-01-01T00:00:00.000Z', session: 'ses_a', target: 'docs-db', protocol: 'postgres', class: 'read', decision: 'allow', rule: 'r', rows: 2 })
+  audit.write({ time: '2026-01-01T00:00:01.000Z', session: 'ses_a', target: 'docs-db', protocol: 'postgres', error: 'boom' })
+  const lines = sink.lines()
+  t.equal(lines.length, 2)
+  t.same(lines[0], { level: 'info', time: '2026-01-01T00:00:00.000Z', session: 'ses_a', target: 'docs-db', protocol: 'postgres', class: 'read', decision: 'allow', rule: 'r', rows: 2 })
+  t.notOk('pid' in lines[0] || 'hostname' in lines[0])
+})
+
+t.test('credential-named fields are dropped whatever a caller passes', async t => {
+  const sink = auditSink()
+  const audit = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  audit.write({ time: 'x', session: 's', target: 't', protocol: 'redis', ...({ token: 'eyJ.secret', password: 'hunter2' } as object) })
+  audit.log('webhook failed', { secret: 'zzz', url: 'ok' })
+  t.notOk(sink.text().includes('eyJ.secret'))
+  t.notOk(sink.text().includes('hunter2'))
+  t.notOk(sink.text().includes('zzz'))
+  t.match(sink.lines()[1], { level: 'warn', log: 'webhook failed', url: 'ok' })
+})
+
+t.test('a file destination is created and written', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'logs', 'audit.jsonl')
+  const audit = createAuditLog({ destination: file })
+  audit.write({ time: 'x', session: 'ses_f', target: 't', protocol: 'http', decision: 'block' })
+  await audit.flush()
+  let text = ''
+  for (let i = 0; i < 100 && !text; i++) {
+    text = await readFile(file, 'utf8').catch(() => '')
+    if (!text) await new Promise(r => setTimeout(r, 10))
+  }
+  t.match(JSON.parse(text.trim()), { session: 'ses_f', decision: 'block' })
+})
+
+t.test('closing flushes and releases a file destination', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'audit.jsonl')
+  const audit = createAuditLog({ destination: file })
+  for (let i = 0; i < 100; i++) audit.write({ time: 'x', session: `ses_${i}`, target: 't', protocol: 'http' })
+  await new Promise(r => setTimeout(r, 20))
+  await audit.close()
+  await new Promise(r => setTimeout(r, 20))
+  const lines = (await readFile(file, 'utf8')).trim().split('\n')
+  t.equal(lines.length, 100)
+  t.match(JSON.parse(lines[99]), { session: 'ses_99' })
+})
