@@ -17,6 +17,7 @@ import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@po
 import { classifyHttp, findRoute, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { maskJson } from './json-mask.ts'
+import type { Route } from './profiles.ts'
 import { SseMasker } from './sse.ts'
 import { upstreamFor } from './upstream.ts'
 
@@ -28,6 +29,14 @@ interface Conn {
 }
 
 const conns = new WeakMap<object, Conn>()
+const targetRoutes = new WeakMap<TargetConfig, Route[]>()
+
+/** the target's route rules, compiled once per config generation */
+function routesOf(target: TargetConfig): Route[] {
+  let r = targetRoutes.get(target)
+  if (!r) targetRoutes.set(target, (r = routeRules(target.options.routes)))
+  return r
+}
 const servers = new WeakMap<TargetConfig, Server>()
 
 export function serveHttp(client: Duplex, session: Session): Promise<void> {
@@ -230,7 +239,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
   })
   try {
     await identify(conn, req)
-    const routes = routeRules(target.options.routes)
+    const routes = routesOf(target)
     const { route } = findRoute({ method, path, profile: target.options.profile as string | undefined, routes })
     const ct = req.headers['content-type']
     const inspectBody = hasBody(req) && route?.body !== 'stream' && (route?.body === 'json' || isJsonType(ct))

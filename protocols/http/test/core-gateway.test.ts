@@ -1,7 +1,10 @@
 import t from 'tap'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import OpenAI from 'openai'
+import { Client } from 'undici'
 import { startHttpUpstream } from '@portcullis/fixtures/http-upstream'
 import { startCoreGateway, CORE_UPSTREAM_KEY } from './core-harness.ts'
 
@@ -66,4 +69,50 @@ t.test('with the real core: a body fact rule blocks, and an approved delete pass
   gw.core.approvals.approve(request.id, { subject: 'op-1', groups: ['ops'], issuer: 'test' })
   t.equal((await held).status, 404, 'approved: it went to the upstream')
   t.equal(upstream.requests.length, 1)
+})
+
+t.test('with the real core: defer mode answers 202, and after approval the retry passes through the approval window', async t => {
+  const upstream = await startHttpUpstream()
+  t.teardown(() => upstream.stop())
+  const rules = `
+  - { id: agents-infer, when: { groups: [agents], class: [read] }, action: allow }
+  - { id: deletes, when: { groups: [agents], class: [delete] }, action: approve, approvers: [ops], window: 1m }`
+  const gw = await startCoreGateway(t, { upstreamUrl: upstream.url, rules, options: '{ profile: openai, approvalMode: defer }' })
+  const token = await gw.token()
+  // one keep-alive connection: the core withdraws a session's pending approvals when it closes
+  const client = new Client(gw.url)
+  t.teardown(() => client.close())
+  const del = () => client.request({ method: 'DELETE', path: '/v1/files/file-3', headers: { authorization: `Bearer ${token}` } })
+  const first = await del()
+  t.equal(first.statusCode, 202)
+  const body = (await first.body.json()) as any
+  t.equal(body.approval.status, 'pending')
+  t.equal(gw.core.approvals.get(body.approval.id)?.statement, 'DELETE /v1/files/file-3')
+  t.equal(upstream.requests.length, 0)
+  gw.core.approvals.approve(body.approval.id, { subject: 'op-1', groups: ['ops'], issuer: 'test' })
+  const retry = await del()
+  await retry.body.dump()
+  t.equal(retry.statusCode, 404, 'the approved retry reached the upstream')
+  t.equal(upstream.requests.length, 1)
+})
+
+t.test('with the real core: revoking the subject closes its open connection', async t => {
+  const upstream = await startHttpUpstream()
+  t.teardown(() => upstream.stop())
+  const gw = await startCoreGateway(t, { upstreamUrl: upstream.url, rules: RULES })
+  const token = await gw.token('agent-7')
+  const port = Number(new URL(gw.url).port)
+  const sock = connect(port, '127.0.0.1')
+  t.teardown(() => sock.destroy())
+  let got = ''
+  sock.on('data', d => (got += d))
+  sock.write(`GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`)
+  while (!got.includes('gpt-4o-mini')) await new Promise(r => setTimeout(r, 10))
+  t.match(got, /^HTTP\/1.1 200/)
+  const closed = once(sock, 'close')
+  gw.core.revoke({ subject: 'agent-7' })
+  await closed
+  t.pass('the gateway closed the connection')
+  const again = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(again.status, 401, 'the revoked token cannot come back on a new connection')
 })

@@ -123,3 +123,12 @@ t.test('a block decision answers 403 policy_blocked with the rule', async t => {
   t.equal(upstream.requests.length, 0)
   t.match(gw.audits[0], { decision: 'block', rule: 'no-big-models', error: 'policy_blocked' })
 })
+
+t.test('a configured token header carries the token; the client cannot smuggle its own Authorization upstream', async t => {
+  const { gw, upstream } = await setup(t, { options: { tokenHeader: 'X-Portcullis-Token' } })
+  const res = await fetch(`${gw.url}/v1/models`, { headers: { 'x-portcullis-token': 'dev-token-alice', authorization: 'Bearer sk-clients-own-key' } })
+  t.equal(res.status, 200)
+  t.equal(upstream.requests[0].headers.authorization, `Bearer ${UPSTREAM_KEY}`)
+  t.equal(upstream.requests[0].headers['x-portcullis-token'], undefined)
+  t.notOk(JSON.stringify(upstream.requests[0].headers).includes('clients-own-key'))
+})
