@@ -80,6 +80,7 @@ t.test('revoking a subject aborts its live session and refuses its tokens', asyn
   t.ok(isPortcullisError(session.signal.reason, 'REVOKED'))
   t.notOk(other.signal.aborted)
   await t.rejects(session.decide(op('read', 'SELECT 1')), { code: 'REVOKED' })
+  await t.rejects(session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] })), { code: 'REVOKED' }, 'no way back in on the same session')
   const fresh = core.openSession(core.config.targets[0], '127.0.0.1:50006')
   await t.rejects(fresh.authenticate(token), { code: 'AUTH_FAILED', details: { reason: 'revoked' } })
 })

@@ -90,6 +90,8 @@ export class CoreSession implements Session {
 
   async authenticate(token: string): Promise<Principal> {
     if (this.closed) throw new PortcullisError('SESSION_CLOSED', 'session closed')
+    // a killed or revoked session stays ended, whatever token comes next
+    if (this.#abort.signal.aborted) throw this.#abort.signal.reason as PortcullisError
     let principal: Principal
     try {
       principal = await this.#host.identity.verify(token)
