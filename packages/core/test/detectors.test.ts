@@ -84,3 +84,32 @@ t.test('non-ASCII text around hits keeps its characters and positions', async t 
   t.equal(plan.scan('Grüße 👋 an jürgen@müller.example.de — Nº42 ✓').text, 'Grüße 👋 an [REDACTED:email] — [REDACTED:n] ✓')
   t.equal(plan.scan('👋 anna@example.de Nº7 👋').text, '👋 [REDACTED:email] [REDACTED:n] 👋')
 })
+
+t.test('hostile text full of near-misses is scanned to the end', async t => {
+  const plan = compileMaskPlan(
+    [{ id: 'all', detectors: ['email', 'phone', 'ssn', 'card', 'iban', 'ip', 'jwt', 'pem-private-key', 'api-key'], method: 'redact' }],
+    ctx,
+    { hashKey },
+  )
+  const n = 20_000
+  const nearMisses = {
+    digits: '4'.repeat(n),
+    'dash runs': '1-'.repeat(n / 2),
+    'plus runs': '+1 '.repeat(n / 3),
+    'hex colons': 'abcd:'.repeat(n / 5),
+    'at signs': 'a@'.repeat(n / 2),
+    'dotted domains': 'a@b.'.repeat(n / 4),
+    'JWT prefixes': 'eyJa.'.repeat(n / 5),
+    'IBAN prefixes': 'DE89 '.repeat(n / 5),
+    'card groups': '4111 '.repeat(n / 5),
+    'key prefixes': 'sk-'.repeat(n / 3),
+  }
+  for (const [name, text] of Object.entries(nearMisses)) {
+    const r = plan.scan(text)
+    t.equal(r.count, 0, `${name}: nothing found`)
+    t.ok(Object.is(r.text, text))
+  }
+  // every BEGIN line is its own unterminated key; the END search stops at the next marker
+  const begins = '-----BEGIN PRIVATE KEY-----'.repeat(500)
+  t.equal(plan.scan(begins).count, 500)
+})

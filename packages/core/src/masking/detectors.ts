@@ -28,7 +28,9 @@ export interface Detector {
 const HEX = '[0-9A-Fa-f]'
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)'
 // PEM bodies are base64 lines plus optional RFC 1421 headers; '\\' admits JSON-escaped newlines.
-const PEM_BODY = '[A-Za-z0-9+/=\\s:,.\\\\-]'
+// A body never holds '-----', so the lazy search for the END line stops at the next marker: text full
+// of BEGIN lines costs linear time, not 8000 characters per BEGIN.
+const PEM_BODY = '(?:[A-Za-z0-9+/=\\s:,.\\\\]|-(?!----))'
 const PEM_LABEL = '(?:[A-Z0-9]+ )*PRIVATE KEY'
 /** bound on a terminated PEM block's body (an RSA-4096 PKCS#8 key is ~3.2 KB; encrypted ones a little more) */
 export const PEM_MAX_BODY = 8000
