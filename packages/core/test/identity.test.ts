@@ -204,3 +204,22 @@ t.test('a JWKS URL is cached, refetched for a new kid, and refetches are rate li
   keys = [old.jwk, fresh.jwk]
   t.equal(await reasonOf(rotating.verify(await mint(fresh))), 'accepted', 'a new kid triggers a refetch')
 })
+
+t.test('an unreachable or broken JWKS endpoint refuses tokens and says so', async t => {
+  const server = createServer((req, res) => res.end('not json'))
+  await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise(r => server.close(r)))
+  const broken = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`
+  const k = await es256Key('k')
+  for (const [url, reason] of [
+    ['http://127.0.0.1:1/jwks.json', 'AUTH_FAILED:jwks'],
+    [broken, 'AUTH_FAILED:invalid'],
+  ]) {
+    const identity = createIdentity({
+      issuers: [{ issuer: 'down', audience: 'portcullis', jwks: url, algorithms: ['ES256'], groupsClaim: 'groups', clockSkew: 0 }],
+      revocations: [],
+    })
+    const token = await new SignJWT({ sub: 'a', iss: 'down', aud: 'portcullis', exp: nowS() + 60 }).setProtectedHeader({ alg: 'ES256', kid: 'k' }).sign(k.privateKey)
+    t.equal(await reasonOf(identity.verify(token)), reason, url)
+  }
+})
