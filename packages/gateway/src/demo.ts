@@ -102,7 +102,8 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
       close() {
         closed ??= (async () => {
           await cleanup()
-          if (!opts.dir) await rm(dir, { recursive: true, force: true })
+          // Recordings and the audit log stay for `portcullis verify` / `replay`; the secrets go.
+          await rm(join(dir, 'secrets'), { recursive: true, force: true })
         })()
         return closed
       },

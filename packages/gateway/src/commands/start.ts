@@ -41,7 +41,10 @@ export async function run(argv: string[]): Promise<number> {
     reload = () => gateway.reloadFromFile()
   } else {
     const demo = await startDemo({ log: true })
-    close = () => demo.close()
+    close = async () => {
+      await demo.close()
+      process.stderr.write(`Recordings and audit log kept in ${demo.dir}\n`)
+    }
     reload = () => demo.gateway.reloadFromFile()
   }
 
