@@ -4,7 +4,7 @@
 //   pnpm exec tsx scripts/generate-commands.ts   (needs redis-server on PATH)
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import Redis from 'ioredis'
+import { Redis } from 'ioredis'
 import { startRedis } from '@portcullis/fixtures/redis'
 
 type Raw = unknown[]

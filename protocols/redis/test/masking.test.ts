@@ -1,5 +1,5 @@
 import t from 'tap'
-import Redis from 'ioredis'
+import { Redis } from 'ioredis'
 import { RawClient, startGateway } from './harness.ts'
 
 const MASKING = `
