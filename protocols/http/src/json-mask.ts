@@ -23,7 +23,8 @@ export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count
       }
     }
     if (typeof value === 'string') {
-      if (!plan.hasDetectors) return value
+      // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
+      if (!plan.hasDetectors || key === 'embedding') return value
       const r = plan.scan(value)
       count += r.count
       return r.text

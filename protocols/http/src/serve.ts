@@ -167,6 +167,12 @@ function responseHeaders(headers: IncomingHttpHeaders | Record<string, string | 
   return out
 }
 
+/** how much of a pass-through textual response is copied into the recording */
+function recordCap(target: TargetConfig): number {
+  const v = target.options.recordBodyBytes
+  return typeof v === 'number' && v >= 0 ? v : Math.min(1 << 20, target.limits.maxMessageBytes)
+}
+
 function decoder(encoding: string | undefined): Transform | undefined {
   switch ((encoding ?? '').trim().toLowerCase()) {
     case 'gzip':
@@ -181,10 +187,10 @@ function decoder(encoding: string | undefined): Transform | undefined {
   }
 }
 
-function counter(onBytes: (n: number) => void): Transform {
+function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      onBytes(chunk.length)
+      onBytes(chunk.length, chunk)
       cb(null, chunk)
     },
   })
@@ -319,10 +325,29 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const json = isJsonType(ctype)
     const text = /^text\//i.test(ctype)
     if (!inspecting || noBody || (!sse && !json && !(text && masks.hasDetectors))) {
-      // pass-through: bytes as they came, backpressure end to end
-      session.record('response', { status, headers: outHeaders })
+      // pass-through: bytes as they came, backpressure end to end. Textual bodies are also kept for
+      // the recording, up to a cap (as sent: still encoded when the upstream compressed them)
+      const cap = sse || json || text ? recordCap(target) : 0
+      const kept: Buffer[] = []
+      let keptBytes = 0
       res.writeHead(status, outHeaders)
-      await pipeline(answer.body, counter(n => (responseBytes += n)), res)
+      try {
+        await pipeline(
+          answer.body,
+          counter((n, chunk) => {
+            responseBytes += n
+            if (keptBytes < cap) {
+              const part = keptBytes + n > cap ? chunk.subarray(0, cap - keptBytes) : chunk
+              kept.push(part)
+              keptBytes += part.length
+            }
+          }),
+          res,
+        )
+      } finally {
+        const truncated = responseBytes > keptBytes
+        session.record('response', { status, headers: outHeaders, bytes: responseBytes, ...(cap > 0 ? { body: Buffer.concat(kept, keptBytes) } : {}), ...(truncated ? { truncated } : {}) })
+      }
       return
     }
     const decode = decoder(answer.headers['content-encoding'] as string | undefined)

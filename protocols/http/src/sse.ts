@@ -22,13 +22,15 @@ interface Slot {
   event: (text: string) => string
 }
 
-const BOUNDARY = /\r\n\r\n|\n\n|\r\r/
+const BOUNDARY = /\r\n\r\n|\n\n|\r\r/g
 
 export class SseMasker extends Transform {
   /** values replaced so far */
   masked = 0
   private readonly decoder = new StringDecoder('utf8')
   private pending = ''
+  /** where the next search for an event boundary starts: an event trickling in is not rescanned */
+  private searchFrom = 0
   private readonly slots = new Map<string, Slot>()
   private readonly limit: number
 
@@ -46,10 +48,15 @@ export class SseMasker extends Transform {
     let out = ''
     const before = this.masked
     for (;;) {
+      BOUNDARY.lastIndex = this.searchFrom
       const m = BOUNDARY.exec(this.pending)
-      if (!m) break
+      if (!m) {
+        this.searchFrom = Math.max(0, this.pending.length - 3)
+        break
+      }
       const raw = this.pending.slice(0, m.index)
       this.pending = this.pending.slice(m.index + m[0].length)
+      this.searchFrom = 0
       out += this.event(raw)
     }
     if (this.pending.length > this.opts.maxEventBytes) {

@@ -26,6 +26,9 @@ t.test('the OpenAI SDK gets a chat completion; the upstream sees the gateway key
   t.match(gw.audits[0], { class: 'read', decision: 'allow', statement: 'POST /v1/chat/completions', resources: ['gpt-4o-mini'] })
   t.notOk(JSON.stringify(gw.records).includes('dev-token-alice'), 'the token is never recorded')
   t.notOk(JSON.stringify(gw.records).includes(UPSTREAM_KEY), 'nor the upstream key')
+  const response = gw.records.find(r => r.type === 'response')
+  t.match(String(response?.payload.body), /echo: hello there/, 'the response body is recorded')
+  t.match(String(gw.records.find(r => r.type === 'request')?.payload.body), /hello there/, 'and the request body')
 })
 
 t.test('the OpenAI SDK streams a chat completion through the gateway', async t => {
