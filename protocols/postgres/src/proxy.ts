@@ -38,6 +38,8 @@ import { sqlstateOf } from './startup.ts'
 
 export interface Classifier {
   classifySql(sql: string, ctx?: { prepared?: Map<string, Operation> }): Operation
+  /** PREPARE name AS body → the body's Operation, by name */
+  preparedStatements(op: Operation): ReadonlyMap<string, Operation>
 }
 
 interface PendingOp {
@@ -250,7 +252,8 @@ export class PostgresProxy {
   private handleClientFrame(frame: Frame): Promise<void> | undefined {
     const body = () => new BufferReader(frame.raw, 5)
     const code = frame.code
-    if (this.discardUntilSync && code !== 0x53 /* S */ && code !== 0x58 /* X */) return undefined
+    // the upstream skips the same messages after the refusal's error; Flush is harmless to pass
+    if (this.discardUntilSync && code !== 0x53 /* S */ && code !== 0x58 /* X */ && code !== 0x48 /* H */) return undefined
     switch (code) {
       case 0x51: {
         // Q Query
@@ -435,14 +438,11 @@ export class PostgresProxy {
 
   /** SQL-level PREPARE / DEALLOCATE: EXECUTE takes its body's class later */
   private rememberPrepared(op: Operation): void {
+    for (const [name, body] of this.classifier.preparedStatements(op)) this.prepared.set(name, body)
     for (const st of op.statements) {
-      const name = st.facts?.prepare
-      if (typeof name === 'string') {
-        const cls = st.facts?.preparedClass
-        this.prepared.set(name, { ...op, class: (typeof cls === 'string' ? cls : st.class) as Operation['class'], statements: [st] })
-      }
       const gone = st.facts?.deallocate
-      if (typeof gone === 'string') this.prepared.delete(gone)
+      if (gone === '*') this.prepared.clear()
+      else if (typeof gone === 'string') this.prepared.delete(gone)
     }
   }
 

@@ -32,6 +32,8 @@ export interface Gateway {
   issuer: DevIssuer
   pg: RunningPostgres
   audit: Record<string, unknown>[]
+  /** the recording directory */
+  recordings: string
   sessions: Set<Socket>
   token(sub?: string, groups?: string[], ttlSeconds?: number): Promise<string>
   /** a connection string for pg / postgres.js / psql with a freshly minted token */
@@ -109,6 +111,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     issuer,
     pg,
     audit,
+    recordings,
     sessions,
     token: (sub = 'agent-1', groups = ['agents'], ttlSeconds) => issuer.mint({ sub, groups, ...(ttlSeconds ? { ttlSeconds } : {}) }),
     async url(sub, groups) {
