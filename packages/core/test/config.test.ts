@@ -185,7 +185,9 @@ t.test('loadConfig reads a file and names it in errors', async t => {
   const bad = join(dir, 'bad.yaml')
   await writeFile(good, DESIGN_EXAMPLE)
   await writeFile(bad, BASE.replace('port: 5432', 'port: -1'))
-  t.equal((await loadConfig(good)).file, good)
+  const loaded = await loadConfig(good)
+  t.equal(loaded.file, good)
+  t.equal(loaded.recording.dir, join(dir, 'recordings'), 'relative paths are relative to the config file')
   const err = (await loadConfig(bad).catch((e: unknown) => e)) as ConfigError
   t.match(err.issues, [{ file: bad, line: 9, path: 'targets.0.upstream.port' }])
   await t.rejects(loadConfig(join(dir, 'missing.yaml')), { code: 'CONFIG_INVALID' })

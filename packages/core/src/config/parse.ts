@@ -1,6 +1,7 @@
 // YAML text → validated, normalized Config. Every issue names file, line and key path, because the
 // person reading `check-config` output has the file open, not the schema.
 import { readFile } from 'node:fs/promises'
+import { dirname, isAbsolute, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import RE2 from 're2'
 import { LineCounter, isMap, isSeq, parseDocument, type Document, type Node } from 'yaml'
@@ -42,7 +43,25 @@ export async function loadConfig(file: string): Promise<Config> {
   } catch (err) {
     throw new ConfigError([{ file, line: 0, path: '', message: `cannot read: ${(err as Error).message}` }])
   }
-  return parseConfig(text, file)
+  return resolvePaths(parseConfig(text, file), dirname(resolve(file)))
+}
+
+/**
+ * Relative paths in a config file mean relative to that file, not to wherever the gateway was
+ * started from: `portcullis start --config deploy/portcullis.yaml` finds `./recordings` beside it.
+ */
+export function resolvePaths(config: Config, baseDir: string): Config {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
+  config.recording.dir = abs(config.recording.dir)
+  if (config.audit.destination !== 'stdout') config.audit.destination = abs(config.audit.destination)
+  for (const i of config.identity.issuers) if (i.jwksFile) i.jwksFile = abs(i.jwksFile)
+  for (const [name, s] of Object.entries(config.secrets)) if ('file' in s) config.secrets[name] = { file: abs(s.file) }
+  for (const t of config.targets) {
+    if (t.tls) t.tls = { cert: abs(t.tls.cert), key: abs(t.tls.key) }
+    const ca = t.upstream.tls?.ca
+    if (ca !== undefined && !ca.includes('-----BEGIN')) t.upstream.tls = { ...t.upstream.tls, ca: abs(ca) }
+  }
+  return config
 }
 
 export function parseConfig(text: string, file = '<config>'): Config {
