@@ -326,3 +326,49 @@ t.test('a recorder closed while over its bound still seals an intact file and co
   for await (const r of readRecording(rec.path)) types.push(r.type)
   t.equal(types[types.length - 1], 'seal', 'nothing follows the seal')
 })
+
+/** Postgres backend messages as the codec records them after masking */
+function pgResponse(columns: string[], rows: (string | null)[][], tag: string): Buffer {
+  const msg = (code: string, body: Buffer) => {
+    const head = Buffer.alloc(5)
+    head.write(code, 0, 'latin1')
+    head.writeUInt32BE(body.length + 4, 1)
+    return Buffer.concat([head, body])
+  }
+  const parts: Buffer[] = []
+  const count = Buffer.alloc(2)
+  count.writeUInt16BE(columns.length)
+  parts.push(msg('T', Buffer.concat([count, ...columns.map(c => Buffer.concat([Buffer.from(c + '\0'), Buffer.alloc(18)]))])))
+  for (const row of rows) {
+    const cells = row.map(v => {
+      if (v === null) return Buffer.from([0xff, 0xff, 0xff, 0xff])
+      const len = Buffer.alloc(4)
+      len.writeInt32BE(Buffer.byteLength(v))
+      return Buffer.concat([len, Buffer.from(v)])
+    })
+    parts.push(msg('D', Buffer.concat([count, ...cells])))
+  }
+  parts.push(msg('C', Buffer.from(tag + '\0')))
+  return Buffer.concat(parts)
+}
+
+t.test('the transcript decodes recorded Postgres and Redis replies into rows and values', async t => {
+  const dir = tempDir(t)
+  const pgRec = open(dir)
+  pgRec.record('request', { type: 'Q', statement: 'select id, email from customers' })
+  pgRec.record('response', { bytes: pgResponse(['id', 'email'], [['1', '[REDACTED]'], ['2', null]], 'SELECT 2'), rows: 2 })
+  await pgRec.close()
+  const pgText = await formatTranscript(pgRec.path)
+  t.match(pgText, /request +select id, email from customers \{"type":"Q"\}/)
+  t.match(pgText, /response +2 rows \(\d+ bytes\)\n +columns: id \| email\n +1 \| \[REDACTED\]\n +2 \| NULL\n +-> SELECT 2/)
+
+  const redisRec = openRecorder({ dir, sessionId: 'redis-1', target: 'cache', protocol: 'redis', principal })
+  redisRec.record('request', { command: ['HGETALL', 'user:1'] })
+  redisRec.record('response', { raw: Buffer.from('*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$3\r\nssn\r\n$10\r\n[REDACTED]\r\n') })
+  redisRec.record('response', { raw: Buffer.from('-NOPERM blocked by rule no-bulk\r\n') })
+  await redisRec.close()
+  const redisText = await formatTranscript(redisRec.path)
+  t.match(redisText, /request +HGETALL user:1/)
+  t.match(redisText, /\["name", "Ann", "ssn", "\[REDACTED\]"\]/)
+  t.match(redisText, /\(error\) NOPERM blocked by rule no-bulk/)
+})

@@ -3,6 +3,7 @@
 import type { RecordingHeader, SealPayload } from './format.ts'
 import { readRecording } from './reader.ts'
 import { verifyRecording } from './verify.ts'
+import { describePostgresBackend, describeResp, printableOrHex } from './wire.ts'
 
 const MAX_ROWS = 50
 const MAX_TEXT = 2000
@@ -11,17 +12,11 @@ function time(ms: number): string {
   return new Date(ms).toISOString().slice(11, 23)
 }
 
-function printable(b: Uint8Array): string {
-  const s = Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('utf8')
-  // control characters other than tab/newline, or invalid UTF-8, mean binary
-  return /[\u0000-\u0008\u000e-\u001f\ufffd]/.test(s) ? `<${b.byteLength} bytes: ${Buffer.from(b.subarray(0, 32)).toString('hex')}${b.byteLength > 32 ? '…' : ''}>` : s
-}
-
 /** JSON with Buffers shown as text (or hex when binary) */
 function json(v: unknown): string {
   return JSON.stringify(v, function (this: unknown, key: string, value: unknown) {
     const raw = (this as Record<string, unknown>)[key]
-    if (raw instanceof Uint8Array) return printable(raw)
+    if (raw instanceof Uint8Array) return printableOrHex(raw)
     if (typeof value === 'bigint') return value.toString()
     return value
   })
@@ -34,7 +29,7 @@ function clip(s: string): string {
 function text(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined
   if (typeof v === 'string') return v
-  if (v instanceof Uint8Array) return printable(v)
+  if (v instanceof Uint8Array) return printableOrHex(v)
   if (Array.isArray(v)) return v.map(x => text(x) ?? String(x)).join(' ')
   return json(v)
 }
@@ -53,7 +48,7 @@ function rest(p: Record<string, unknown>, used: string[]): string {
 
 const REQUEST_TEXT = ['statement', 'sql', 'query', 'command', 'text']
 
-function line(type: string, p: Record<string, unknown>): string[] {
+function line(type: string, p: Record<string, unknown>, protocol: string): string[] {
   switch (type) {
     case 'request': {
       const key = REQUEST_TEXT.find(k => p[k] !== undefined)
@@ -69,17 +64,24 @@ function line(type: string, p: Record<string, unknown>): string[] {
       return [s + rest(p, ['action', 'decision', 'rule', 'reason', 'approvalId'])]
     }
     case 'response': {
-      const out: string[] = []
+      const head = p.status !== undefined ? `${p.status} ` : ''
       const rows = p.rows
       if (Array.isArray(rows)) {
-        out.push(`${rows.length} row${rows.length === 1 ? '' : 's'}` + rest(p, ['rows']))
+        const out = [`${head}${rows.length} row${rows.length === 1 ? '' : 's'}` + rest(p, ['rows', 'status'])]
         for (const row of rows.slice(0, MAX_ROWS)) out.push('  ' + clip(json(row)))
         if (rows.length > MAX_ROWS) out.push(`  … ${rows.length - MAX_ROWS} more rows`)
         return out
       }
-      const key = ['text', 'body', 'reply', 'data'].find(k => p[k] !== undefined)
-      if (key !== undefined) return [clip(text(p[key])!) + rest(p, [key])]
-      return [clip(json(p))]
+      // wire bytes as sent to the client (after masking): decode what a reader wants to see
+      const wire = [p.bytes, p.raw].find(v => v instanceof Uint8Array) as Uint8Array | undefined
+      if (wire !== undefined && (protocol === 'postgres' || protocol === 'redis')) {
+        const lines = protocol === 'postgres' ? describePostgresBackend(wire) : describeResp(wire)
+        const summary = `${head}${typeof rows === 'number' ? `${rows} row${rows === 1 ? '' : 's'} ` : ''}(${wire.byteLength} bytes)`
+        return [summary + rest(p, ['bytes', 'raw', 'rows', 'status']), ...lines.map(l => '  ' + clip(l))]
+      }
+      const key = ['text', 'body', 'batch', 'reply', 'data'].find(k => p[k] !== undefined)
+      if (key !== undefined) return [head + clip(text(p[key])!) + rest(p, [key, 'status'])]
+      return [head + clip(json(p))]
     }
     case 'error':
       return [`${p.code !== undefined ? `${p.code}: ` : ''}${p.message ?? ''}` + rest(p, ['code', 'message'])]
@@ -92,9 +94,11 @@ function line(type: string, p: Record<string, unknown>): string[] {
 export async function formatTranscript(file: string): Promise<string> {
   const out: string[] = []
   let sealed = false
+  let protocol = ''
   for await (const r of readRecording(file)) {
     if (r.type === 'session-start' && r.index === 0) {
       const h = r.payload as unknown as RecordingHeader
+      protocol = h.protocol
       out.push(`recording  ${h.sessionId}`)
       out.push(`target     ${h.target} (${h.protocol})`)
       out.push(`principal  ${h.principal.subject}${h.principal.groups.length ? ` [${h.principal.groups.join(', ')}]` : ''} from ${h.principal.issuer}`)
@@ -110,7 +114,7 @@ export async function formatTranscript(file: string): Promise<string> {
       if (s.dropped) out.push(`dropped    ${s.dropped} records the recorder could not keep${s.failed ? `: ${s.failed}` : ''}`)
       continue
     }
-    const [first, ...more] = line(r.type, r.payload)
+    const [first, ...more] = line(r.type, r.payload, protocol)
     out.push(`${time(r.time)}  ${r.type.padEnd(13)} ${first}`)
     for (const m of more) out.push(`${' '.repeat(14)}${' '.repeat(13)} ${m}`)
   }
