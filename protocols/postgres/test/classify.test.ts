@@ -228,6 +228,9 @@ t.test('EXPLAIN plans without running (read); EXPLAIN ANALYZE runs (the inner cl
     { sql: 'EXPLAIN ANALYZE DROP TABLE customers', class: 'admin', error: /syntax error/ },
     { sql: "EXPLAIN ANALYZE SELECT pg_read_file('/etc/passwd')", class: 'admin', facts: { functions: 'pg_read_file' } },
     { sql: 'EXPLAIN ANALYZE SELECT * FROM customers', class: 'read' },
+    { sql: 'EXPLAIN ANALYSE DELETE FROM customers', class: 'bulk-delete' },
+    { sql: 'EXPLAIN (ANALYSE 1, BUFFERS) DELETE FROM customers WHERE id = 1', class: 'delete' },
+    { sql: 'EXPLAIN (ANALYZE 0) DELETE FROM customers', class: 'read' },
   ])
 })
 
@@ -259,6 +262,13 @@ t.test('server functions that act outside the data are admin wherever they appea
     { sql: "INSERT INTO notes (body) VALUES (pg_read_file('/etc/passwd'))", class: 'admin' },
     { sql: "UPDATE notes SET body = 'x' WHERE id = (SELECT pg_terminate_backend(1))::int", class: 'admin' },
     { sql: "CREATE TABLE t (a text DEFAULT pg_read_file('/etc/passwd'))", class: 'admin' },
+    { sql: "CREATE TABLE t (a text GENERATED ALWAYS AS (pg_read_file('/etc/passwd')) STORED)", class: 'admin' },
+    { sql: "ALTER TABLE notes ALTER COLUMN body SET DEFAULT pg_read_file('/etc/passwd')", class: 'admin' },
+    { sql: "SELECT * FROM customers c, LATERAL (SELECT pg_ls_dir('.') AS f) l", class: 'admin' },
+    { sql: "SELECT CASE WHEN id > 0 THEN pg_read_file('/etc/passwd') END FROM customers", class: 'admin' },
+    { sql: "SELECT id FROM customers ORDER BY pg_read_file('/etc/passwd')", class: 'admin' },
+    { sql: "SELECT id FROM customers GROUP BY id HAVING count(*) > length(pg_read_file('/x'))", class: 'admin' },
+    { sql: "SELECT * FROM ROWS FROM (pg_ls_dir('.')) AS f", class: 'admin' },
     { sql: "SELECT pg_sleep(0), pg_read_file('a'), dblink_connect('c')", class: 'admin', facts: { functions: 'pg_read_file,dblink_connect' } },
     // a function named as a word, not called: CREATE OPERATOR … (PROCEDURE = …)
     { sql: 'CREATE OPERATOR ### (PROCEDURE = pg_read_file, LEFTARG = text)', class: 'admin', facts: { functions: 'pg_read_file' } },
@@ -369,6 +379,7 @@ t.test('comments and quoting hide nothing and add nothing', async t => {
     { sql: 'SELECT * FROM "Public"."Customers"', class: 'read', resources: ['Public.Customers'] },
     { sql: 'DELETE FROM "select" WHERE "where" = 1', class: 'delete', resources: ['select'] },
     { sql: 'SELECT "DROP TABLE x; --" FROM t', class: 'read', resources: ['t'], statements: 1 },
+    { sql: 'SELECT 1 FROM "a--b", "c/*d"', class: 'read', resources: ['a--b', 'c/*d'], statements: 1 },
     { sql: "SELECT 'x'';DROP TABLE t;--' AS s", class: 'read', statements: 1 },
     { sql: "SELECT E'\\';DROP TABLE t;--'", class: 'read', statements: 1 },
     // standard_conforming_strings: a backslash does not escape the quote

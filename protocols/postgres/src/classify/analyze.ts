@@ -293,7 +293,7 @@ class Analyzer {
       const d = nodeOf(o)?.[1]
       if (!d || d.defname !== 'analyze') return false
       if (d.arg === undefined) return true
-      const v = str(d.arg) ?? constValue(d.arg)
+      const v = constValue(d.arg)
       return !(v === false || v === 0 || (typeof v === 'string' && ['false', 'off', 'no', '0', 'f', 'n'].includes(v.toLowerCase())))
     })
     const inner = analyzeInner(b.query, scope)

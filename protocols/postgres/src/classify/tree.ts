@@ -48,6 +48,16 @@ export function lastName(list: unknown): string | undefined {
 export type ConstValue = number | string | boolean | null
 
 export function constValue(value: unknown): ConstValue | undefined {
+  // option arguments come as bare value nodes; zero and false are written as empty bodies
+  const n = nodeOf(value)
+  if (n) {
+    switch (n[0]) {
+      case 'Integer': return (n[1].ival as number | undefined) ?? 0
+      case 'Float': return Number(n[1].fval ?? 0)
+      case 'Boolean': return n[1].boolval === true
+      case 'String': return (n[1].sval as string | undefined) ?? ''
+    }
+  }
   const c = bodyOf(value, 'A_Const')
   if (c) {
     if (c.isnull) return null
