@@ -259,3 +259,25 @@ t.test('shutdown lets sessions finish, then aborts the rest at the deadline and 
   const result = await verifyRecording(file!)
   t.equal(result.status, 'intact', 'the recording was sealed')
 })
+
+t.test('a non-Postgres target with tls terminates TLS at the listener', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const { testCertificate } = await import('@portcullis/fixtures/tls')
+  const cert = testCertificate()
+  await writeFile(join(env.dir, 'cert.pem'), cert.cert)
+  await writeFile(join(env.dir, 'key.pem'), cert.key)
+  const targets = `
+  - { name: lines, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1 },
+      tls: { cert: ${JSON.stringify(join(env.dir, 'cert.pem'))}, key: ${JSON.stringify(join(env.dir, 'key.pem'))} } }`
+  const gw = await startGateway(env.config({ admin: false, targets }), { ...quiet, codecs: [lineCodec()] })
+  t.teardown(() => gw.close(100))
+  const { connect: tlsConnect } = await import('node:tls')
+  const s = tlsConnect({ host: '127.0.0.1', port: gw.targets.lines!.port, servername: 'localhost', ca: cert.cert })
+  await once(s, 'secureConnect')
+  t.ok(s.authorized, 'the client verified the gateway certificate')
+  s.write(`AUTH ${await env.token('ann', ['agents'])}\n`)
+  const [reply] = await once(s, 'data')
+  t.equal(String(reply), 'OK ann\n')
+  s.destroy()
+})
