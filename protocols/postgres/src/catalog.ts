@@ -38,6 +38,11 @@ export class Catalog {
     private password: () => Promise<string | undefined>,
   ) {}
 
+  /** the newest session's secret lookup: an older session may be closed when we reconnect */
+  usePassword(password: () => Promise<string | undefined>): void {
+    this.password = password
+  }
+
   /** cached: undefined until resolve() has seen the relation */
   column(tableOid: number, attributeNumber: number): ColumnIdentity | undefined {
     return this.relations.get(tableOid)?.columns.get(attributeNumber)
@@ -192,7 +197,10 @@ const catalogs = new Map<string, { target: TargetConfig; catalog: Catalog }>()
 /** one catalog per target (a new target config object — a reload — starts a fresh cache) */
 export function catalogFor(target: TargetConfig, password: () => Promise<string | undefined>): Catalog {
   const hit = catalogs.get(target.name)
-  if (hit && hit.target === target) return hit.catalog
+  if (hit && hit.target === target) {
+    hit.catalog.usePassword(password)
+    return hit.catalog
+  }
   hit?.catalog.close()
   const catalog = new Catalog(target, password)
   catalogs.set(target.name, { target, catalog })
