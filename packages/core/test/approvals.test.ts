@@ -2,6 +2,7 @@ import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createCore } from '../src/core.ts'
+import { MemoryApprovalStore } from '../src/approvals/store.ts'
 import { parseConfig } from '../src/config/parse.ts'
 import type { ApprovalRequest, Principal } from '../src/types.ts'
 import { auditSink, op, setup } from './helpers.ts'
@@ -220,4 +221,37 @@ t.test('a webhook URL given as a secret reference is resolved when announcing', 
   await decision
   t.equal(hits, 1)
   t.notOk(audit.text().includes('hidden'), 'the URL is not logged')
+})
+
+t.test('the in-memory store keeps pending requests and drops the oldest decided ones past its bound', async t => {
+  const store = new MemoryApprovalStore({ max: 3 })
+  const base: ApprovalRequest = {
+    id: 'apr_0',
+    principal: { subject: 's', groups: [], issuer: 'i' },
+    target: 't',
+    protocol: 'postgres',
+    class: 'write',
+    statement: 'UPDATE',
+    fingerprint: 'f',
+    resources: [],
+    rule: 'r',
+    approvers: ['dba'],
+    facts: {},
+    created: 0,
+    expires: 1,
+    status: 'pending',
+  }
+  store.put({ ...base, id: 'apr_1' })
+  store.put({ ...base, id: 'apr_2', status: 'denied' })
+  store.put({ ...base, id: 'apr_3', status: 'approved' })
+  store.put({ ...base, id: 'apr_4' })
+  t.same(store.list().map(r => r.id), ['apr_1', 'apr_3', 'apr_4'])
+  const copy = store.get('apr_1')!
+  copy.status = 'approved'
+  t.equal(store.get('apr_1')!.status, 'pending', 'callers get copies')
+
+  store.grant({ subject: 's', target: 't', fingerprint: 'f', until: 100, approvalId: 'apr_3' })
+  t.equal(store.findGrant('s', 't', 'f', 99)?.approvalId, 'apr_3')
+  t.equal(store.findGrant('s', 't', 'f', 100), undefined, 'a window ends at its end')
+  t.equal(store.findGrant('s', 't', 'g', 50), undefined)
 })

@@ -28,6 +28,7 @@ export class MemoryApprovalStore implements ApprovalStore {
   #watchers = new Map<string, Set<(r: ApprovalRequest) => void>>()
   #grants = new Map<string, ApprovalGrant>()
   readonly #max: number
+  #lastNow = 0
 
   constructor(opts: { max?: number } = {}) {
     this.#max = opts.max ?? 10_000
@@ -64,9 +65,14 @@ export class MemoryApprovalStore implements ApprovalStore {
 
   grant(grant: ApprovalGrant): void {
     this.#grants.set(grantKey(grant.subject, grant.target, grant.fingerprint), { ...grant })
+    if (this.#grants.size > this.#max) {
+      // expired grants are otherwise dropped only when looked up again
+      for (const [key, g] of this.#grants) if (g.until <= this.#lastNow) this.#grants.delete(key)
+    }
   }
 
   findGrant(subject: string, target: string, fingerprint: string, now: number): ApprovalGrant | undefined {
+    this.#lastNow = now
     const key = grantKey(subject, target, fingerprint)
     const g = this.#grants.get(key)
     if (!g) return undefined
