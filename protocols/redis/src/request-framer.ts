@@ -39,15 +39,27 @@ export class RequestFramer {
     return this.q.length
   }
 
-  /** appends bytes and returns every complete request; throws RespProtocolError on bad input */
-  push(chunk: Buffer): RedisRequest[] {
+  /** set once input was malformed: why. Nothing is framed after it */
+  error: string | undefined
+
+  /**
+   * appends bytes and returns every complete request. Bad input throws RespProtocolError, unless
+   * `onError` is given: then the requests framed before it are returned and `error` says why.
+   */
+  push(chunk: Buffer, onError: 'throw' | 'stop' = 'throw'): RedisRequest[] {
+    if (this.error !== undefined) return []
     this.q.append(chunk)
     const out: RedisRequest[] = []
-    for (;;) {
-      if (this.q.length === 0) break
-      const req = this.q.buf[this.q.start] === 0x2a /* '*' */ || this.pending ? this.array() : this.inline()
-      if (req === undefined) break
-      if (req !== null) out.push(req)
+    try {
+      for (;;) {
+        if (this.q.length === 0) break
+        const req = this.q.buf[this.q.start] === 0x2a /* '*' */ || this.pending ? this.array() : this.inline()
+        if (req === undefined) break
+        if (req !== null) out.push(req)
+      }
+    } catch (err) {
+      if (onError === 'throw' || !(err instanceof RespProtocolError)) throw err
+      this.error = err.message
     }
     return out
   }

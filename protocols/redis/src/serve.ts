@@ -8,7 +8,6 @@ import { connect as tlsConnect } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import { isPortcullisError, type Decision, type MaskPlan, type Operation, type Session } from '@portcullis/core'
-import { RespProtocolError } from './byte-queue.ts'
 import { classifyCommand, toOperation, type ClassifyOptions } from './classify.ts'
 import { maskExecReply, maskReply, type MaskContext } from './mask.ts'
 import { ReplyFramer, type RedisReply } from './reply-framer.ts'
@@ -60,7 +59,7 @@ class RedisConnection {
   private readonly framer: RequestFramer
   private readonly replies: ReplyFramer
   private readonly slots: Slot[] = []
-  private readonly inbox: RedisRequest[] = []
+  private readonly inbox: (RedisRequest & { protocolError?: string })[] = []
   private processing = false
   private upstream: Duplex | undefined
   private upstreamReady: Promise<void> | undefined
@@ -108,17 +107,12 @@ class RedisConnection {
 
   private onClientData(chunk: Buffer): void {
     if (this.closed || this.readingStopped) return
-    let reqs: RedisRequest[]
-    try {
-      reqs = this.framer.push(chunk)
-    } catch (err) {
-      if (!(err instanceof RespProtocolError)) throw err
+    const reqs: (RedisRequest & { protocolError?: string })[] = this.framer.push(chunk, 'stop')
+    if (this.framer.error !== undefined) {
       // answer what came before in order, then the error, then close
       this.readingStopped = true
       this.client.pause()
-      this.inbox.push({ args: [], raw: Buffer.alloc(0), inline: true, protocolError: err.message } as RedisRequest & { protocolError: string })
-      void this.pump()
-      return
+      reqs.push({ args: [], raw: Buffer.alloc(0), inline: true, protocolError: this.framer.error })
     }
     if (reqs.length === 0) return
     for (const r of reqs) this.inbox.push(r)
