@@ -95,6 +95,13 @@ t.test('one flipped byte anywhere is tampered and names the record', async t => 
     t.equal(v.problem?.offset, fr[5][0])
     t.equal(v.records, 5, 'records before it verified')
   }
+  // replay still reads a tampered file, and says where it broke
+  const damaged = Buffer.from(bytes)
+  damaged.fill(0xc1, fr[5][0] + 9, fr[5][0] + 12) // 0xc1 is never valid msgpack
+  writeFileSync(file, damaged)
+  const text = await formatTranscript(file)
+  t.match(text, /undecodable/)
+  t.match(text, /integrity  tampered: record 5 does not match the hash chain/)
   // the header record and the seal are covered too
   for (const idx of [0, 10]) {
     const copy = Buffer.from(bytes)

@@ -1,8 +1,8 @@
 // Built-in detectors. Each is a JS RegExp source without capturing groups, so that one combined
 // alternation `(a)|(b)|…` finds every kind in one pass and the group number names the kind.
 // Built-ins use V8's irregexp rather than re2: they are ours, written to be linear from a fixed start
-// (anchored by a lookbehind and a literal or class prefix), and irregexp was faster on short values
-// (see FORMAT.md next to the recorder for numbers; re2 also lacks the lookbehind the boundaries need).
+// (anchored by a lookbehind and a literal or class prefix), irregexp was faster on the short values
+// that dominate (README.md has the numbers), and re2 lacks the lookaround the boundaries need.
 import { isIPv6 } from 'node:net'
 import { ibanValid, luhnValid } from './checks.ts'
 

@@ -130,16 +130,27 @@ export function decodeFrame(buf: Buffer, start: number, end: number, type: numbe
 
 /**
  * Every complete record in file order, header and seal included. A crashed writer's partial last
- * record ends the iteration quietly: what was flushed stays readable. Reading is not verifying (use
- * verifyRecording); a file that is not a recording at all throws.
+ * record ends the iteration quietly: what was flushed stays readable; a body that does not decode
+ * comes as `{ undecodable: reason }`. Reading is not verifying (use verifyRecording); a file that is
+ * not a recording at all throws.
  */
 export async function* readRecording(file: string): AsyncGenerator<RecordEntry> {
   const src = await FrameSource.open(file)
   try {
+    let position = 0
     for (;;) {
       const r = src.next()
-      if (r === FRAME) yield decodeFrame(src.buf, src.start, src.end, src.type)
-      else if (r === NEED_MORE) await src.fill()
+      if (r === FRAME) {
+        let entry: RecordEntry
+        try {
+          entry = decodeFrame(src.buf, src.start, src.end, src.type)
+        } catch (err) {
+          // a damaged body: say so in place and go on, so a transcript of a tampered file still reads
+          entry = { index: position, type: TYPE_NAMES[src.type]!, time: 0, payload: { undecodable: (err as Error).message } }
+        }
+        position++
+        yield entry
+      } else if (r === NEED_MORE) await src.fill()
       else {
         if (src.result.kind === 'malformed' && src.result.offset === 0) throw new Error(`${file}: ${src.result.message}`)
         return

@@ -96,7 +96,7 @@ export async function formatTranscript(file: string): Promise<string> {
   let sealed = false
   let protocol = ''
   for await (const r of readRecording(file)) {
-    if (r.type === 'session-start' && r.index === 0) {
+    if (r.type === 'session-start' && r.index === 0 && r.payload.undecodable === undefined) {
       const h = r.payload as unknown as RecordingHeader
       protocol = h.protocol
       out.push(`recording  ${h.sessionId}`)
@@ -106,7 +106,7 @@ export async function formatTranscript(file: string): Promise<string> {
       out.push('')
       continue
     }
-    if (r.type === 'seal') {
+    if (r.type === 'seal' && r.payload.undecodable === undefined) {
       const s = r.payload as unknown as SealPayload
       sealed = true
       out.push('')
