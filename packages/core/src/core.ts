@@ -197,8 +197,9 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
 
     reload(config) {
       const previous = generation.config
-      secrets.update(config.secrets)
+      // identity first: it is the one step that can refuse a config, before anything has changed
       identity.update(config.identity)
+      secrets.update(config.secrets)
       approvals.setWebhook(config.approvals.webhook)
       generation = { n: generation.n + 1, config }
       abortRevoked()

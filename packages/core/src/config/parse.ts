@@ -209,6 +209,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     const algorithms = i.algorithms ?? DEFAULT_ALGORITHMS
     const path = ['identity', 'issuers', n]
     if (!i.jwks && !i.jwksFile && !i.secret) issue(path, 'needs jwks (URL), jwksFile or secret')
+    if (i.jwks !== undefined && !URL.canParse(i.jwks)) issue([...path, 'jwks'], 'is not a valid URL')
     if (algorithms.some(a => a === 'none')) issue([...path, 'algorithms'], 'alg none is never accepted')
     if (algorithms.some(a => a.startsWith('HS')) && !i.secret)
       issue([...path, 'algorithms'], 'HS* algorithms need a shared secret (secret: { secret: NAME })')

@@ -99,8 +99,9 @@ export function createIdentity(
   return {
     revocations,
     update(next) {
-      revocations.setConfigured(next.revocations)
+      // build first: a bad issuer leaves the current ones (and revocations) as they were
       build(next)
+      revocations.setConfigured(next.revocations)
     },
     async verify(token) {
       if (typeof token !== 'string' || token.length === 0) throw refuse('missing', 'no token presented')
