@@ -35,6 +35,15 @@ t.test('real clients through the gateway', async t => {
     t.match(blocked.stderr, /blocked by rule/)
   })
 
+  t.test('a psql session fed on stdin goes on after a refused statement', async t => {
+    const out = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
+      const child = execFileCb('psql', ['-XAt'], { env: libpqEnv }, (err, stdout, stderr) => (err ? reject(err) : resolve({ stdout, stderr })))
+      child.stdin!.end("select 'first';\ndelete from notes;\nselect 'second';\n\\q\n")
+    })
+    t.equal(out.stdout.trim(), 'first\nsecond')
+    t.match(out.stderr, /ERROR:\s+blocked by rule no-danger/)
+  })
+
   t.test('pgbench -S in simple, extended and prepared modes', async t => {
     await execFile('pgbench', ['-i', '-s', '1', '-q', gw.pg.url])
     for (const mode of ['simple', 'extended', 'prepared']) {
