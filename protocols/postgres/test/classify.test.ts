@@ -412,6 +412,12 @@ t.test('the statement text keeps no literal and no comment, so PII never reaches
   t.equal(classifySql('SELECT * FROM t WHERE id = 1').fingerprint, classifySql('select * from t where id = 2').fingerprint, 'one shape, one fingerprint')
 })
 
+t.test('whitespace between tokens folds to one space; inside quoted names it stays', async t => {
+  t.equal(classifySql('SELECT  a,\n\tb   FROM t  ').statement, 'SELECT a, b FROM t')
+  t.equal(classifySql('SELECT  "two  spaces"\nFROM t').statement, 'SELECT "two  spaces" FROM t')
+  t.equal(classifySql('SELECT a FROM t -- note\n  WHERE b = 1').statement, 'SELECT a FROM t WHERE b = $1')
+})
+
 t.test('statements are split on byte offsets: non-ASCII text before a statement does not shift it', async t => {
   const op = classifySql("SELECT 'ü€𝄞' AS s; DELETE FROM \"tä\" WHERE id = 1")
   t.same(op.statements.map(s => s.statement), ['SELECT $1 AS s', 'DELETE FROM "tä" WHERE id = $1'])

@@ -4,7 +4,7 @@
 import type { FactValue, OperationClass, VectorFacts } from '@portcullis/core/types'
 import { stricter } from './classes.ts'
 import { functionClass } from './functions.ts'
-import { constValue, forEachNode, lastName, names, nodeOf, str, type Body } from './tree.ts'
+import { constValue, forEachNode, lastName, names, nodeOf, type Body } from './tree.ts'
 import { isWhereUnbounded } from './where.ts'
 import { embeddingTargets, limitOf, vectorSearchesOf, type Limit, type VectorSearch } from './vector.ts'
 

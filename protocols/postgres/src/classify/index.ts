@@ -1,5 +1,5 @@
 // SQL classification for the Postgres codec and `portcullis explain`: text → Operation, through the
-// real Postgres grammar (libpg_query). Parses cost ~70 µs; a hit in the text cache costs a Map lookup.
+// real Postgres grammar (libpg_query). A miss parses (WASM); a hit in the text cache is a Map lookup.
 import type { FactValue, Operation, StatementInfo } from '@portcullis/core/types'
 import { analyzeStatement } from './analyze.ts'
 import { stricter } from './classes.ts'

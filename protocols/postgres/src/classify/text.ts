@@ -42,8 +42,13 @@ function maxParam(tokens: Token[]): number {
  * them (identifiers, keywords); every literal becomes $n.
  */
 export function statementText(sql: string): string {
-  return redact(normalize(sql), false)
+  const normalized = normalize(sql)
+  // no quote, no comment, no dollar quote left: only whitespace to fold, no scan needed
+  if (!MAY_HOLD_TEXT.test(normalized)) return normalized.replace(/[ \t\n\r\f\v]+/g, ' ').replace(/^ | $/g, '')
+  return redact(normalized, false)
 }
+
+const MAY_HOLD_TEXT = /['"]|--|\/\*|\$[^0-9]/
 
 /**
  * Rebuilds text from its tokens: comments dropped, any whitespace between tokens becomes one space,
