@@ -293,3 +293,19 @@ t.test('recordings are sealed with the configured HMAC and Ed25519 keys', async 
   t.equal((await verifyRecording(file, { hmacKey: Buffer.from('seal-hmac-key-for-tests'), publicKey })).status, 'intact')
   t.equal((await verifyRecording(file, { hmacKey: Buffer.from('another-key') })).status, 'tampered')
 })
+
+t.test('a reload that cannot be applied leaves the running config untouched', async t => {
+  const { core, issuer, config } = await coreFor(t)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50031')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const bad = {
+    ...config,
+    identity: { issuers: [{ ...config.identity.issuers[0], jwksFile: undefined, jwks: 'http://' }], revocations: [{ subject: 'agent-1' }] },
+    rules: [],
+  }
+  t.throws(() => core.reload(bad))
+  t.equal(core.config, config)
+  t.notOk(session.signal.aborted, 'the revocation in the refused config did not apply')
+  t.equal((await session.decide(op('read', 'SELECT 1'))).action, 'allow')
+  t.equal((await core.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))).subject, 'agent-1')
+})
