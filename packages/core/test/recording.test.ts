@@ -203,9 +203,13 @@ t.test('a writer killed mid-stream leaves every flushed record readable and veri
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
-  const file = await new Promise<string>(resolve => child.stdout.once('data', d => resolve(String(d).trim())))
+  const exited = new Promise(resolve => child.once('exit', resolve))
+  const file = await new Promise<string>((resolve, reject) => {
+    child.stdout.once('data', d => resolve(String(d).trim()))
+    void exited.then(() => reject(new Error('the writer exited before it started')))
+  })
   // let it write a good amount, then kill it without warning
-  await new Promise<void>(resolve => {
+  await new Promise<void>((resolve, reject) => {
     const poll = setInterval(() => {
       let size = 0
       try {
@@ -216,9 +220,13 @@ t.test('a writer killed mid-stream leaves every flushed record readable and veri
         resolve()
       }
     }, 20)
+    void exited.then(() => {
+      clearInterval(poll)
+      reject(new Error('the writer exited on its own'))
+    })
   })
   child.kill('SIGKILL')
-  await new Promise(resolve => child.once('exit', resolve))
+  await exited
   const v = await verifyRecording(file)
   t.ok(v.status === 'unsealed' || v.status === 'truncated', `status ${v.status}`)
   t.ok(v.records > 1000, `${v.records} records verified`)
