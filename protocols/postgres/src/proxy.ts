@@ -14,6 +14,7 @@ import { PortcullisError, isPortcullisError } from '@portcullis/core/errors'
 import { BufferReader } from './buffer-reader.ts'
 import { Framer, type Frame } from './framer.ts'
 import {
+  type BindMessage,
   parseBindMessage,
   parseCloseMessage,
   parseExecuteMessage,
@@ -40,6 +41,8 @@ export interface Classifier {
   classifySql(sql: string, ctx?: { prepared?: Map<string, Operation> }): Operation
   /** PREPARE name AS body → the body's Operation, by name */
   preparedStatements(op: Operation): ReadonlyMap<string, Operation>
+  /** the operation with a LIMIT $n resolved to the bound value */
+  withTopK(op: Operation, topK: number): Operation
 }
 
 interface PendingOp {
@@ -274,7 +277,7 @@ export class PostgresProxy {
         const bind = parseBindMessage(body())
         this.session.record('request', { type: 'B', bytes: frame.raw })
         const op = this.statements.get(bind.statement)
-        if (op) this.portals.set(bind.portal, op)
+        if (op) this.portals.set(bind.portal, this.boundTopK(op, bind))
         else this.portals.delete(bind.portal)
         this.toUpstream(frame.raw)
         return undefined
@@ -331,6 +334,22 @@ export class PostgresProxy {
       default:
         throw new PortcullisError('PROTOCOL_ERROR', `invalid frontend message type '${String.fromCharCode(code)}'`)
     }
+  }
+
+  /** `ORDER BY embedding <-> $1 LIMIT $2`: the top-k is only known at Bind */
+  private boundTopK(op: Operation, bind: BindMessage): Operation {
+    const n = op.facts.topKParam
+    if (typeof n !== 'number') return op
+    const v = bind.params[n - 1]
+    // LIMIT NULL is no limit: the top-k stays unknown (unbounded)
+    if (!v) return op
+    const format = bind.paramFormats.length === 1 ? bind.paramFormats[0] : (bind.paramFormats[n - 1] ?? 0)
+    let k: number | undefined
+    if (format === 0) k = Number(v.toString('utf8').trim())
+    else if (v.length === 8) k = Number(v.readBigInt64BE())
+    else if (v.length === 4) k = v.readInt32BE()
+    else if (v.length === 2) k = v.readInt16BE()
+    return k !== undefined && Number.isFinite(k) ? this.classifier.withTopK(op, k) : op
   }
 
   private classify(sql: string): Operation {

@@ -36,6 +36,15 @@ t.test('pgvector through the gateway (PGlite)', async t => {
     t.match(e.message, /top-k-cap/)
   })
 
+  t.test('a top-k bound as a parameter is checked at Bind', async t => {
+    const q = 'select id from documents order by embedding <-> (select embedding from documents where id = 1) limit $1'
+    const e = await c.query({ text: q, values: [50] }).catch(e => e)
+    t.equal(e.code, '42501')
+    t.match(e.message, /top-k-cap/)
+    const ok = await c.query({ text: q, values: [2] })
+    t.equal(ok.rows.length, 2)
+  })
+
   t.test('an unbounded embedding export is refused', async t => {
     const e = await c.query('select id, embedding from documents').catch(e => e)
     t.equal(e.code, '42501')
