@@ -21,6 +21,8 @@ export interface SessionInfo {
   remote: string
   subject?: string
   groups?: string[]
+  /** ms since epoch, from the token */
+  expiresAt?: number
   started: number
 }
 
@@ -156,6 +158,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
         if (s.principal) {
           info.subject = s.principal.subject
           info.groups = s.principal.groups
+          if (s.principal.expiresAt !== undefined) info.expiresAt = s.principal.expiresAt
         }
         return info
       })

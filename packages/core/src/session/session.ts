@@ -226,6 +226,7 @@ export class CoreSession implements Session {
       statement: op.statement,
       class: op.class,
       fingerprint: op.fingerprint,
+      resources: op.resources,
     })
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
