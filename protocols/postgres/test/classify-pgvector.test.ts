@@ -111,6 +111,8 @@ t.test('selecting embedding columns without a LIMIT is an embedding export', asy
   const copy = classifySql('COPY (SELECT id, embedding FROM documents) TO STDOUT')
   t.equal(copy.facts.embeddingExport, true, 'COPY TO STDOUT of embeddings')
   t.equal(copy.facts.copy, 'to-stdout')
+  const copySearch = classifySql(`COPY (SELECT id FROM documents ORDER BY embedding <-> ${Q} LIMIT 3) TO STDOUT`)
+  t.same(copySearch.statements[0]!.vector, { search: true, operator: '<->', topK: 3 }, 'one search, counted once')
 })
 
 t.test('a LIMIT, a distance, an aggregate or no embedding column is not an export', async t => {

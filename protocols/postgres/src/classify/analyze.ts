@@ -26,8 +26,6 @@ export interface Analysis {
   functions: string[]
   searches: VectorSearch[]
   export: boolean
-  /** a LIMIT bound at the statement's output (for export facts) */
-  exportLimit: number | undefined
   /** EXECUTE name: resolved against the session's prepared statements by the caller */
   execute?: { name: string; params: unknown[] }
   /** PREPARE name AS body: the body's own analysis */
@@ -94,7 +92,6 @@ class Analyzer {
   readonly functions = new Set<string>()
   readonly searches: VectorSearch[] = []
   exported = false
-  exportLimit: number | undefined
   execute: Analysis['execute']
   prepared: Analysis['prepared']
 
@@ -279,13 +276,9 @@ class Analyzer {
     } else {
       this.raise('read')
       this.facts.copy = 'to-stdout'
-      if (b.query && embeddingTargets(b.query, scope)) {
-        this.exported = true
-        this.exportLimit = undefined
-      }
+      if (b.query && embeddingTargets(b.query, scope)) this.exported = true
     }
-    if (b.relation) this.rangeVar(b.relation, scope)
-    if (b.query) this.walk(b.query, scope, undefined)
+    // the walk goes on into the relation, the query and a COPY FROM … WHERE
   }
 
   explain(b: Body, scope: Scope | undefined): false {
@@ -326,7 +319,6 @@ class Analyzer {
       functions: [...this.functions],
       searches: this.searches,
       export: this.exported,
-      exportLimit: this.exportLimit,
     }
     if (this.execute) out.execute = this.execute
     if (this.prepared) out.prepared = this.prepared
