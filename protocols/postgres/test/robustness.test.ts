@@ -15,13 +15,18 @@ class RawClient {
   private frames: { code: string; raw: Buffer }[] = []
   private waiters: (() => void)[] = []
   closed = false
+  dataRows = 0
   readonly connected: Promise<unknown>
 
   constructor(gw: Gateway) {
     this.socket = connect({ host: gw.host, port: gw.port })
     this.connected = once(this.socket, 'connect')
     this.socket.on('data', chunk => {
-      for (const f of this.framer.push(chunk)) this.frames.push({ code: String.fromCharCode(f.code), raw: f.raw })
+      for (const f of this.framer.push(chunk)) {
+        // rows are only counted: a large result must not pile up in the test either
+        if (f.code === 0x44) this.dataRows++
+        else this.frames.push({ code: String.fromCharCode(f.code), raw: f.raw })
+      }
       this.wake()
     })
     this.socket.on('close', () => {
@@ -136,6 +141,23 @@ t.test('robustness', async t => {
     await new Promise(r => setTimeout(r, 200))
     c.socket.destroy()
     t.ok(await eventually(async () => (await upstreamBackends(direct, 'vanish-test')) === 0))
+  })
+
+  t.test('a client that stops reading holds the upstream back (backpressure) and gets every row later', async t => {
+    const c = new RawClient(gw)
+    await c.login(await gw.token(), 'backpressure-test')
+    c.socket.pause()
+    c.socket.write(serializeQuery("select repeat('x', 1000) from generate_series(1, 60000)"))
+    const blocked = await eventually(async () => {
+      const r = await direct.query("select wait_event from pg_stat_activity where application_name = 'backpressure-test'")
+      return r.rows[0]?.wait_event === 'ClientWrite'
+    })
+    t.ok(blocked, 'the upstream backend waits to write: the gateway stopped reading from it')
+    c.socket.resume()
+    const done = await c.until('Z')
+    t.ok(done)
+    t.equal(c.dataRows, 60000)
+    c.socket.destroy()
   })
 
   t.test('cancel reaches the running statement through the gateway key', async t => {
