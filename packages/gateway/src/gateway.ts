@@ -135,6 +135,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     socket.once('close', () => {
       setTimeout(() => {
         if (!settled) {
+          settled = true
           log.warn({ target: target.name, session: session.id }, 'codec did not finish after the client left')
           void finish()
         }
@@ -238,6 +239,9 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     admin: admin ? { url: admin.url } : undefined,
     async reload(next: Config) {
       core.reload(next)
+      if (next.admin?.listen !== current.admin?.listen) {
+        log.warn({ admin: next.admin?.listen ?? null }, 'admin listener changes take effect after a restart')
+      }
       current = next
       try {
         await syncListeners(next)
