@@ -33,6 +33,8 @@ export interface GatewayOptions {
   redis?: RedisOptions
   /** extra YAML for the upstream map, e.g. tls */
   upstream?: string
+  /** an upstream started elsewhere (a container), without a password */
+  external?: { host: string; port: number }
 }
 
 export const ALLOW_ALL = `
@@ -40,7 +42,9 @@ export const ALLOW_ALL = `
 
 export async function startGateway(t: { teardown(fn: () => unknown): void }, o: GatewayOptions = {}): Promise<Gateway> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-redis-gw-'))
-  const redis = await startRedis({ aclUser: { name: 'gateway', password: 'gw-secret-pw' }, password: 'default-pw-unused', ...o.redis })
+  const redis: RedisServer = o.external
+    ? { ...o.external, hasSearch: false, tls: false, stop: async () => {} }
+    : await startRedis({ aclUser: { name: 'gateway', password: 'gw-secret-pw' }, password: 'default-pw-unused', ...o.redis })
   const issuer = await createDevIssuer({ dir })
   const secretFile = join(dir, 'redis-password')
   await writeFile(secretFile, redis.password ?? '', { mode: 0o600 })
@@ -56,7 +60,7 @@ targets:
   - name: cache
     protocol: redis
     listen: 127.0.0.1:0
-    upstream: { host: 127.0.0.1, port: ${redis.port}, user: ${redis.user ?? 'default'}, password: { secret: redis } ${o.upstream ? ', ' + o.upstream : ''} }
+    upstream: { host: ${redis.host}, port: ${redis.port}${redis.password ? `, user: ${redis.user ?? 'default'}, password: { secret: redis }` : ''}${o.upstream ? ', ' + o.upstream : ''} }
     options: ${o.options ?? '{}'}
     ${o.limits ? `limits: ${o.limits}` : ''}
 rules:
