@@ -54,6 +54,9 @@ export function serveHttp(client: Duplex, session: Session): Promise<void> {
     }
     session.signal.addEventListener('abort', onAbort, { once: true })
     server.emit('connection', client)
+    // A listener that sniffed the first bytes pushed them back and left the socket paused; node:http
+    // would wait for fresh bytes forever. Flowing again delivers the pushed-back bytes first.
+    if (client.readableLength > 0 || client.isPaused()) client.resume()
   })
 }
 

@@ -3,6 +3,7 @@
 // interface (the core's createCore is not in the tree yet): tokens map to principals, a policy
 // function decides, and a MaskPlan stub masks. Records and audit events are kept for assertions.
 import { createServer, type Server, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import { randomUUID } from 'node:crypto'
 import type { ApprovalRequest, Decision, DecideOptions, MaskPlan, Operation, Principal, Session, TargetConfig, AuditEvent } from '@portcullis/core'
@@ -41,6 +42,8 @@ export interface Gateway {
   audits: Array<Partial<AuditEvent>>
   approvals: Approvals
   sessions: number
+  /** serves one already-accepted connection with a fresh session (what the gateway's listener does) */
+  serve(socket: Duplex): Promise<void>
   stop(): Promise<void>
 }
 
@@ -71,7 +74,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const tokens = o.tokens ?? TOKENS
   const policy: Policy = o.policy ?? (() => ({ action: 'allow', rule: 'allow-all' }))
   const sockets = new Set<Socket>()
-  const gw: Gateway = { url: '', port: 0, records, audits, approvals, sessions: 0, stop: async () => {} }
+  const gw: Gateway = { url: '', port: 0, records, audits, approvals, sessions: 0, serve: async () => {}, stop: async () => {} }
 
   const openSession = (remote: string): Session => {
     let principal: Principal | undefined
@@ -141,12 +144,19 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     return session
   }
 
+  gw.serve = async (socket: Duplex) => {
+    gw.sessions++
+    const session = openSession('test')
+    try {
+      await httpCodec.serve(socket, session)
+    } finally {
+      await session.close()
+    }
+  }
   const server: Server = createServer(socket => {
     sockets.add(socket)
     socket.on('close', () => sockets.delete(socket))
-    gw.sessions++
-    const session = openSession(`${socket.remoteAddress}:${socket.remotePort}`)
-    httpCodec.serve(socket, session).finally(() => session.close())
+    void gw.serve(socket)
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
