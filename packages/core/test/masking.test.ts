@@ -194,6 +194,11 @@ t.test('field rules: dotted paths with * segments and bare last-segment names', 
   t.equal(plan.forField('result.points.4.payload.ssn'), 'hash')
   t.equal(plan.forField('result.points.4.payload.ssn'), 'hash', 'cached answer is the same')
   t.equal(plan.forField('emails'), undefined)
+  const deep = planFor([{ id: 'any-depth', fields: ['result.**.token'], method: 'redact' }])
+  t.equal(deep.forField('result.token'), 'redact', '** may be empty')
+  t.equal(deep.forField('result.points.3.payload.token'), 'redact')
+  t.equal(deep.forField('other.token'), undefined)
+  t.equal(deep.forField('result.points.3.payload.token.id'), undefined)
 })
 
 t.test('key rules: globs on Redis keys', async t => {

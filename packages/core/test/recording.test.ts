@@ -387,3 +387,18 @@ t.test('the transcript decodes recorded Postgres and Redis replies into rows and
   t.match(redisText, /\["name", "Ann", "ssn", "\[REDACTED\]"\]/)
   t.match(redisText, /\(error\) NOPERM blocked by rule no-bulk/)
 })
+
+t.test('an unknown record type and an unencodable payload are kept as events, never a broken file', async t => {
+  const dir = tempDir(t)
+  const rec = open(dir)
+  rec.record('audit-note' as never, { text: 'hello' })
+  rec.record('event', { fn: () => 1, n: 10n ** 30n } as never)
+  await rec.close()
+  t.equal((await verifyRecording(rec.path)).status, 'intact')
+  const all = []
+  for await (const r of readRecording(rec.path)) all.push(r)
+  t.equal(all[1].type, 'event')
+  t.same(all[1].payload, { event: 'unknown-record-type', recordType: 'audit-note', payload: { text: 'hello' } })
+  t.equal(all[2].type, 'event')
+  t.match(all[2].payload.unencodable, /too large/, 'says why the payload could not be kept')
+})

@@ -83,9 +83,22 @@ export class ColumnRules {
   }
 }
 
+/** '*' is one segment, '**' any number of segments (none included) */
+function segmentsMatch(rule: string[], i: number, path: string[], j: number): boolean {
+  for (; i < rule.length; i++, j++) {
+    if (rule[i] === '**') {
+      for (let k = j; k <= path.length; k++) if (segmentsMatch(rule, i + 1, path, k)) return true
+      return false
+    }
+    if (j >= path.length || (rule[i] !== '*' && rule[i] !== path[j])) return false
+  }
+  return j === path.length
+}
+
 /**
- * Field rules: dotted paths ('data.*.email', '*' is one segment) or a bare name that matches the last
- * segment anywhere ('email'). Case-insensitive. Results are cached per path: JSON shapes repeat.
+ * Field rules: dotted paths ('data.*.email': '*' is one segment, '**' any number) or a bare name that
+ * matches the last segment anywhere ('email'). Case-insensitive. Results are cached per path: JSON
+ * shapes repeat.
  */
 export class FieldRules {
   private readonly bare = new Map<string, MaskMethod>()
@@ -107,12 +120,7 @@ export class FieldRules {
     if (hit !== undefined) return hit ?? undefined
     const segs = path.toLowerCase().split('.')
     let m = this.bare.get(segs[segs.length - 1])
-    for (const r of this.paths) {
-      if (r.segs.length !== segs.length) continue
-      let ok = true
-      for (let i = 0; i < segs.length && ok; i++) ok = r.segs[i] === '*' || r.segs[i] === segs[i]
-      if (ok) m = stricter(m, r.method)
-    }
+    for (const r of this.paths) if (segmentsMatch(r.segs, 0, segs, 0)) m = stricter(m, r.method)
     if (this.cache.size >= 10_000) this.cache.clear()
     this.cache.set(path, m ?? null)
     return m

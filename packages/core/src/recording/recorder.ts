@@ -140,6 +140,11 @@ class FileRecorder implements Recorder {
       // an unencodable payload must not throw into a codec: record that it happened instead
       body = packTransient([this.index, time, { unencodable: (err as Error).message }])
     }
+    const code = TYPE_CODES[type]
+    if (code === undefined) {
+      // a type this format has no code for: keep it, as an event, rather than write an unreadable frame
+      return this.append('event', { event: 'unknown-record-type', recordType: String(type), payload }, time)
+    }
     const len = 1 + body.length + HASH_BYTES
     const size = FRAME_HEADER + len
     if (this.pos + size > this.chunk.length) this.newChunk(size)
@@ -147,7 +152,7 @@ class FileRecorder implements Recorder {
     const at = this.pos
     buf.writeUInt32BE(len, at)
     buf.writeUInt32BE(~len >>> 0, at + 4)
-    buf[at + 8] = TYPE_CODES[type]
+    buf[at + 8] = code
     body.copy(buf, at + 9)
     const hashAt = at + 9 + body.length
     // chain: H(prev || header || type || body), prev being the 32 bytes just before `at`; the header
