@@ -81,6 +81,22 @@ const ADMIN_SETTINGS = new Set([
   'local_preload_libraries', 'allow_system_table_mods', 'ignore_system_indexes',
 ])
 
+/**
+ * SET / RESET. standard_conforming_strings off makes the server read `'a\''` as a backslash-escaped
+ * quote where our parser (as Postgres by default) sees an escaped '' — text we call one string the
+ * server would run as code. Turning it off is admin; on, DEFAULT or RESET are plain session settings.
+ */
+function settingClass(b: Body): OperationClass {
+  const name = String(b.name ?? '').toLowerCase()
+  if (ADMIN_SETTINGS.has(name)) return 'admin'
+  if (name === 'standard_conforming_strings' && b.kind === 'VAR_SET_VALUE') {
+    const v = constValue(b.args?.[0])
+    const on = v === true || v === 1 || (typeof v === 'string' && ['on', 'true', 'yes', '1', 't', 'y'].includes(v.toLowerCase()))
+    return on && (b.args?.length ?? 0) === 1 ? 'session' : 'admin'
+  }
+  return 'session'
+}
+
 function relationName(rv: Body): string {
   return [rv.catalogname, rv.schemaname, rv.relname].filter(Boolean).join('.')
 }
@@ -157,7 +173,7 @@ class Analyzer {
       case 'ExplainStmt':
         return this.explain(b, scope)
       case 'VariableSetStmt':
-        this.raise(b.name && ADMIN_SETTINGS.has(String(b.name).toLowerCase()) ? 'admin' : 'session')
+        this.raise(settingClass(b))
         return
       case 'NotifyStmt':
       case 'LockStmt':
