@@ -19,7 +19,8 @@ export async function autocannon(o: {
   body?: string
   label: string
 }): Promise<HttpLoadResult> {
-  const args = [CLI, '-j', '-n', '-c', String(o.connections), '-d', String(o.seconds), '-m', o.method ?? 'GET']
+  // a generous per-request timeout: a slow answer is a slow number, only a lost one is a failure
+  const args = [CLI, '-j', '-n', '-t', '30', '-c', String(o.connections), '-d', String(o.seconds), '-m', o.method ?? 'GET']
   for (const [k, v] of Object.entries(o.headers ?? {})) args.push('-H', `${k}=${v}`)
   if (o.body) args.push('-b', o.body)
   args.push(o.url)

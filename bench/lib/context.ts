@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startGatewayChild, type GatewayHandle, type GatewayMode } from './gateway.ts'
+import { GatewayProcess, type GatewayHandle, type GatewayMode } from './gateway.ts'
 import { startPostgres, type PostgresServer } from './postgres.ts'
 import { startRedis, type RedisServer } from './redis.ts'
 import { medianOf } from './stats.ts'
@@ -20,6 +20,7 @@ export class Context implements BenchContext {
   private pg?: Promise<PostgresServer>
   private rd?: Promise<RedisServer>
   private scenario = ''
+  private readonly gateways = new Map<GatewayMode, GatewayProcess>()
 
   constructor(opts: { quick: boolean; repeats: number }) {
     this.quick = opts.quick
@@ -31,8 +32,26 @@ export class Context implements BenchContext {
   postgres(): Promise<PostgresServer> { return (this.pg ??= startPostgres()) }
   redis(): Promise<RedisServer> { return (this.rd ??= startRedis(this.tmp)) }
 
-  gateway(_mode: GatewayMode, spec: GatewaySpec): Promise<GatewayHandle> {
-    return startGatewayChild(this.tmp, spec)
+  /**
+   * Portcullis configured with the scenario's targets. One process per mode serves the whole run
+   * (reconfigured by reload); `fresh` starts a process of its own, for a clean peak RSS.
+   */
+  async gateway(mode: GatewayMode, spec: GatewaySpec, opts: { fresh?: boolean } = {}): Promise<GatewayHandle> {
+    if (opts.fresh) return (await GatewayProcess.start(this.tmp, spec, true)).handle
+    const running = this.gateways.get(mode)
+    if (running?.alive) {
+      try {
+        return await running.configure(spec)
+      } catch (err) {
+        if (err instanceof Unavailable) throw err
+        // a reload that failed says nothing about the data path: measure on a new process instead
+        this.log(`reload of the ${mode} gateway failed (${(err as Error).message.split('\n')[0]}); starting a new one`)
+        await running.stop()
+      }
+    }
+    const { process: p, handle } = await GatewayProcess.start(this.tmp, spec, false)
+    this.gateways.set(mode, p)
+    return handle
   }
 
   log(line: string): void { process.stderr.write(`[bench] ${line}\n`) }
@@ -61,7 +80,7 @@ export class Context implements BenchContext {
   }
 
   async close(): Promise<void> {
-    const stops: Promise<unknown>[] = []
+    const stops: Promise<unknown>[] = [...this.gateways.values()].map(g => g.stop())
     if (this.pg) stops.push(this.pg.then(s => s.stop(), () => {}))
     if (this.rd) stops.push(this.rd.then(s => s.stop(), () => {}))
     await Promise.all(stops)

@@ -1,21 +1,16 @@
 // Runs Portcullis in its own process so that its CPU and memory are its own: the bench reads its
 // peak RSS from /proc and the load generators never share its event loop. Reads a spec (JSON) from
 // argv[2], prints one marked JSON line (`@@bench {…}`) on stdout — {ready, targets, token} or {unavailable} or {error} —
-// and serves until SIGTERM.
+// and serves until SIGTERM. Each further line on stdin ({targets, masking}) reloads the config and
+// answers with another marked line.
 import { createWriteStream, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 
 interface ChildSpec {
   dir: string
-  protocols: string[]
   targets: Record<string, unknown>[]
   masking: Record<string, unknown>[]
-}
-
-const CODEC_EXPORT: Record<string, [string, string]> = {
-  postgres: ['@portcullis/postgres', 'postgresCodec'],
-  redis: ['@portcullis/redis', 'redisCodec'],
-  http: ['@portcullis/http', 'httpCodec'],
 }
 
 function say(msg: Record<string, unknown>): void {
@@ -39,36 +34,48 @@ async function main(): Promise<void> {
   if (typeof core?.parseConfig !== 'function' || typeof core?.createDevIssuer !== 'function') {
     return say({ unavailable: 'core config/identity not available yet' })
   }
-  for (const p of spec.protocols) {
-    const [pkg, name] = CODEC_EXPORT[p]
-    const mod = await importOr(pkg)
-    if (!mod || mod[name] === undefined) return say({ unavailable: `${p} codec not available yet` })
-  }
-
   const issuer = await (core.createDevIssuer as (o: { dir: string }) => Promise<{
     mint(o: { sub: string; groups: string[] }): Promise<string>
     issuerConfig(): Record<string, unknown>
   }>)({ dir: spec.dir })
-  const raw = {
-    identity: { issuers: [issuer.issuerConfig()] },
-    recording: { dir: join(spec.dir, 'recordings'), onFailure: 'block' },
-    audit: { destination: join(spec.dir, 'audit.log') },
-    targets: spec.targets,
-    rules: [
-      // the bench principal may do everything a workload does; anything else is blocked by default
-      { id: 'bench-data', when: { groups: ['bench'], class: ['session', 'read', 'write', 'delete'] }, action: 'allow' },
-    ],
-    masking: spec.masking,
+  const configOf = (targets: Record<string, unknown>[], masking: Record<string, unknown>[]) => {
+    const raw = {
+      identity: { issuers: [issuer.issuerConfig()] },
+      recording: { dir: join(spec.dir, 'recordings'), onFailure: 'block' },
+      audit: { destination: join(spec.dir, 'audit.log') },
+      targets,
+      rules: [
+        // the bench principal may do what a workload does; anything else is blocked by default
+        { id: 'bench-data', when: { groups: ['bench'], class: ['session', 'read', 'write', 'delete'] }, action: 'allow' },
+      ],
+      masking,
+    }
+    // JSON is YAML: the config goes through the same parser as a user's file
+    return (core.parseConfig as (text: string, file: string) => unknown)(JSON.stringify(raw), 'bench.yaml')
   }
-  // JSON is YAML: the config goes through the same parser as a user's file
-  const config = (core.parseConfig as (text: string, file: string) => unknown)(JSON.stringify(raw), 'bench.yaml')
   const auditStream = createWriteStream(join(spec.dir, 'audit.log'))
   const gateway = (await (gw.startGateway as (c: unknown, o: unknown) => Promise<{
     targets: Record<string, { host: string; port: number }>
+    reload(c: unknown): Promise<void>
     close(): Promise<void>
-  }>)(config, { auditStream }))
-  const token = await issuer.mint({ sub: 'bench', groups: ['bench'] })
-  say({ ready: true, targets: gateway.targets, token })
+  }>)(configOf(spec.targets, spec.masking), { auditStream }))
+  const ready = async (names: string[]) => {
+    const targets: Record<string, { host: string; port: number }> = {}
+    for (const n of names) {
+      if (!gateway.targets[n]) throw new Error(`target ${n} is not listening`)
+      targets[n] = { host: gateway.targets[n].host, port: gateway.targets[n].port }
+    }
+    say({ ready: true, targets, token: await issuer.mint({ sub: 'bench', groups: ['bench'] }) })
+  }
+  await ready(spec.targets.map(t => String(t.name)))
+
+  // one gateway serves a whole run: each scenario sends its targets and masking rules as a reload
+  createInterface({ input: process.stdin }).on('line', line => {
+    const next = JSON.parse(line) as { targets: Record<string, unknown>[]; masking: Record<string, unknown>[] }
+    gateway.reload(configOf(next.targets, next.masking))
+      .then(() => ready(next.targets.map(t => String(t.name))))
+      .catch(err => say({ error: (err as Error).stack ?? String(err) }))
+  })
 
   let closing = false
   const stop = async () => {

@@ -1,7 +1,9 @@
-// Starts Portcullis (lib/gateway-child.ts) in a child process per scenario and mode.
-import { spawn } from 'node:child_process'
+// Portcullis runs in a child process (lib/gateway-child.ts), one per mode for the whole run: each
+// scenario reconfigures it (a config reload: its targets, its masking rules) instead of paying for
+// a process start. A scenario that measures memory asks for a fresh process of its own.
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
-import { createInterface } from 'node:readline'
+import { createInterface, type Interface } from 'node:readline'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { peakRssMB } from './proc.ts'
@@ -19,58 +21,112 @@ export interface GatewayHandle {
   pid: number
   /** the gateway process's peak resident set so far, MB */
   peakRssMB(): number | undefined
+  /** a fresh process stops; a shared one stays for the next scenario */
   stop(): Promise<void>
 }
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-export async function startGatewayChild(tmp: string, spec: GatewaySpec): Promise<GatewayHandle> {
-  const dir = mkdtempSync(join(tmp, 'gw-'))
-  const protocols = [...new Set(spec.targets.map(t => String(t.protocol)))]
-  const specFile = join(dir, 'spec.json')
-  writeFileSync(specFile, JSON.stringify({ dir, protocols, targets: spec.targets, masking: spec.masking }))
-  // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (open in Chrome DevTools)
-  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, 'gateway-child.ts'), specFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_ENV: 'production' },
-  })
-  let stderr = ''
-  child.stderr!.on('data', d => { stderr = (stderr + d).slice(-4000) })
-  const lines = createInterface({ input: child.stdout! })
-  const first = await new Promise<Record<string, unknown>>((resolve) => {
-    const timer = setTimeout(() => resolve({ error: 'gateway did not start within 60 s' }), 60_000)
-    const onLine = (l: string) => {
+const CODEC_EXPORT: Record<string, [string, string]> = {
+  postgres: ['@portcullis/postgres', 'postgresCodec'],
+  redis: ['@portcullis/redis', 'redisCodec'],
+  http: ['@portcullis/http', 'httpCodec'],
+}
+
+/** a protocol whose codec has not landed yet is 'n/a', not a failure */
+async function assertCodecs(spec: GatewaySpec): Promise<void> {
+  for (const p of new Set(spec.targets.map(t => String(t.protocol)))) {
+    const [pkg, name] = CODEC_EXPORT[p] ?? []
+    const mod = pkg ? ((await import(pkg).catch(() => undefined)) as Record<string, unknown> | undefined) : undefined
+    if (!mod || mod[name] === undefined) throw new Unavailable(`${p} codec not available yet`)
+  }
+}
+
+type Reply = { ready?: boolean; targets?: GatewayHandle['targets']; token?: string; unavailable?: string; error?: string }
+
+export class GatewayProcess {
+  private readonly child: ChildProcess
+  private readonly lines: Interface
+  private readonly dir: string
+  private stderr = ''
+  private waiting: ((r: Reply) => void) | undefined
+  private exited = false
+
+  private constructor(tmp: string, spec: GatewaySpec) {
+    this.dir = mkdtempSync(join(tmp, 'gw-'))
+    const specFile = join(this.dir, 'spec.json')
+    writeFileSync(specFile, JSON.stringify({ dir: this.dir, targets: spec.targets, masking: spec.masking }))
+    // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (Chrome DevTools opens it)
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+    this.child = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, 'gateway-child.ts'), specFile], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_ENV: 'production' },
+    })
+    this.child.stderr!.on('data', d => { this.stderr = (this.stderr + d).slice(-4000) })
+    // every line is read, so a chatty gateway never blocks on a full pipe; only marked ones matter
+    this.lines = createInterface({ input: this.child.stdout! })
+    this.lines.on('line', l => {
       if (!l.startsWith('@@bench ')) return
-      lines.off('line', onLine)
-      clearTimeout(timer)
-      try { resolve(JSON.parse(l.slice(8))) } catch { resolve({ error: `unexpected output: ${l}` }) }
+      let msg: Reply
+      try { msg = JSON.parse(l.slice(8)) } catch { msg = { error: `unexpected output: ${l}` } }
+      const w = this.waiting
+      this.waiting = undefined
+      w?.(msg)
+    })
+    this.child.once('close', code => {
+      this.exited = true
+      const w = this.waiting
+      this.waiting = undefined
+      w?.({ error: `gateway exited (${code}): ${this.stderr.trim()}` })
+    })
+  }
+
+  get pid(): number { return this.child.pid! }
+  get alive(): boolean { return !this.exited }
+
+  private reply(timeoutMs = 60_000): Promise<Reply> {
+    return new Promise(resolve => {
+      const timer = setTimeout(() => { this.waiting = undefined; resolve({ error: `gateway did not answer within ${timeoutMs / 1000} s` }) }, timeoutMs)
+      this.waiting = r => { clearTimeout(timer); resolve(r) }
+    })
+  }
+
+  private handle(r: Reply, fresh: boolean): GatewayHandle {
+    if (r.unavailable) throw new Unavailable(r.unavailable)
+    if (!r.ready) throw new Error(`gateway: ${r.error}`)
+    return {
+      targets: r.targets!,
+      token: r.token!,
+      pid: this.pid,
+      peakRssMB: () => peakRssMB(this.pid),
+      stop: fresh ? () => this.stop() : async () => {},
     }
-    lines.on('line', onLine)
-    child.once('close', code => { clearTimeout(timer); resolve({ error: `gateway exited (${code}): ${stderr.trim()}` }) })
-  })
-  // keep draining stdout so a chatty gateway never blocks on a full pipe
-  lines.on('line', () => {})
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const closed = new Promise<void>(r => child.once('close', () => r()))
-      child.kill('SIGTERM')
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000)
+  }
+
+  static async start(tmp: string, spec: GatewaySpec, fresh: boolean): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
+    await assertCodecs(spec)
+    const p = new GatewayProcess(tmp, spec)
+    const r = await p.reply()
+    if (!r.ready) await p.stop()
+    return { process: p, handle: p.handle(r, fresh) }
+  }
+
+  /** applies another scenario's targets and masking rules to the running gateway */
+  async configure(spec: GatewaySpec): Promise<GatewayHandle> {
+    await assertCodecs(spec)
+    const answer = this.reply()
+    this.child.stdin!.write(JSON.stringify({ targets: spec.targets, masking: spec.masking }) + '\n')
+    return this.handle(await answer, false)
+  }
+
+  async stop(): Promise<void> {
+    if (!this.exited) {
+      const closed = new Promise<void>(r => this.child.once('close', () => r()))
+      this.child.kill('SIGTERM')
+      const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
       await closed
       clearTimeout(t)
     }
-    rmSync(dir, { recursive: true, force: true })
-  }
-  if (!first.ready) {
-    await stop()
-    if (first.unavailable) throw new Unavailable(String(first.unavailable))
-    throw new Error(`gateway failed to start: ${String(first.error)}`)
-  }
-  return {
-    targets: first.targets as GatewayHandle['targets'],
-    token: String(first.token),
-    pid: child.pid!,
-    peakRssMB: () => peakRssMB(child.pid),
-    stop,
+    rmSync(this.dir, { recursive: true, force: true })
   }
 }

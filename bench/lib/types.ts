@@ -32,8 +32,8 @@ export interface BenchContext {
   /** shared servers, started on first use and stopped at the end */
   postgres(): Promise<PostgresServer>
   redis(): Promise<RedisServer>
-  /** starts Portcullis in a child process with the given targets; the scenario closes it */
-  gateway(mode: GatewayMode, spec: GatewaySpec): Promise<GatewayHandle>
+  /** Portcullis in a child process serving the given targets (shared per mode unless fresh); the scenario calls stop() */
+  gateway(mode: GatewayMode, spec: GatewaySpec, opts?: { fresh?: boolean }): Promise<GatewayHandle>
   log(line: string): void
 }
 

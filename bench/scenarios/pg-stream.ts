@@ -39,7 +39,7 @@ const scenario: Scenario = {
       const gw = await ctx.attempt<GatewayHandle>('portcullis', `start gateway (${mode})`, async () => ctx.gateway(mode, {
         targets: [await pgTarget('bench-pg', pg)],
         masking: [{ id: `bench-${mode}`, when: { targets: ['bench-pg'] }, columns: [mode === 'mask' ? 'bench_rows.email' : 'bench_secrets.secret'], method: 'redact' }],
-      }))
+      }, { fresh: true }))
       let p: StreamResult | string = typeof gw === 'string' ? gw : ''
       let rss: number | string = typeof gw === 'string' ? gw : 'n/a (no /proc)'
       if (typeof gw !== 'string') {

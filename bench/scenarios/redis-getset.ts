@@ -26,7 +26,7 @@ const scenario: Scenario = {
   async run(base) {
     const ctx = base as Context
     const redis = await ctx.redis()
-    const requests = (p: number) => (ctx.quick ? 20_000 : 200_000) * (p > 1 ? 5 : 1)
+    const requests = (p: number) => (ctx.quick ? 5_000 : 200_000) * (p > 1 ? 8 : 1)
     const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string) => {
       const out = new Map<number, Res | string>()
       for (const pipeline of PIPELINES) {

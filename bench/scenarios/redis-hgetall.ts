@@ -16,7 +16,7 @@ const scenario: Scenario = {
     const ctx = base as Context
     const redis = await ctx.redis()
     await redis.cli('HSET', 'user:1', 'name', 'Alice Smith', 'email', 'alice.smith@example.com', 'plan', 'pro', 'note', 'renews in March')
-    const requests = ctx.quick ? 20_000 : 200_000
+    const requests = ctx.quick ? 10_000 : 200_000
     const measure = (path: 'direct' | 'portcullis' | 'reference', label: string, conn: { host: string; port: number; password?: string }) =>
       ctx.attempt(path, 'HGETALL', () => ctx.repeat(async () => {
         const r = await redisBenchmark({ ...conn, clients: 50, requests, pipeline: 1, command: COMMAND, label })
