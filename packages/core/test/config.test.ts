@@ -223,3 +223,23 @@ t.test('two targets cannot share a name or a listen address', async t => {
     ],
   )
 })
+
+t.test('a value that fits none of its allowed shapes gets one sentence, not every branch', async t => {
+  const issues = issuesOf(
+    t,
+    `secrets:
+  a: { env: A, file: /x }
+  b: { vault: x }
+rules:
+  - id: r
+    when:
+      facts: { topK: { gt: "x" } }
+    action: allow
+`,
+  )
+  t.same(issues, [
+    { file: 'docs.yaml', line: 2, path: 'secrets.a', message: 'must be one of { env: VAR }, { file: PATH } or { exec: [cmd, args…], ttl: 5m }' },
+    { file: 'docs.yaml', line: 3, path: 'secrets.b', message: 'must be one of { env: VAR }, { file: PATH } or { exec: [cmd, args…], ttl: 5m }' },
+    { file: 'docs.yaml', line: 7, path: 'rules.0.when.facts.topK', message: 'must be a value (text, number, true/false) or a comparison { gt, gte, lt, lte, eq } with numbers' },
+  ])
+})

@@ -15,6 +15,7 @@ import type { Config, ConfigIssue, IssuerConfig, RuleConfig, SecretSource } from
 export class ConfigError extends PortcullisError {
   readonly issues: ConfigIssue[]
   constructor(issues: ConfigIssue[]) {
+    issues = [...issues].sort((a, b) => a.line - b.line)
     super('CONFIG_INVALID', issues.map(formatIssue).join('\n'), { issues: issues.length })
     this.name = 'ConfigError'
     this.issues = issues
@@ -25,7 +26,7 @@ export function formatIssue(i: ConfigIssue): string {
   return `${i.file}:${i.line}: ${i.path || '(top)'}: ${i.message}`
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, allowUnionTypes: true })
+const ajv = new Ajv({ allErrors: true, strict: false, allowUnionTypes: true, verbose: true })
 const validate = ajv.compile(configSchema)
 
 export const DEFAULT_ALGORITHMS = ['RS256', 'ES256', 'EdDSA']
@@ -128,22 +129,30 @@ function schemaIssues(
   file: string,
   locate: (path: (string | number)[], key?: string) => number,
 ): ConfigIssue[] {
+  // An anyOf that failed reports every branch's complaint; where the schema gives one sentence for
+  // it (x-message), say that once and drop the branch noise under that key.
+  const covered = new Map<string, string>()
+  for (const e of errors) {
+    const msg = (e.parentSchema as Record<string, unknown> | undefined)?.['x-message']
+    if (e.keyword === 'anyOf' && typeof msg === 'string') covered.set(e.instancePath, msg)
+  }
+  const isCovered = (pointer: string) => {
+    for (const c of covered.keys()) if (pointer === c || pointer.startsWith(c + '/')) return c
+    return undefined
+  }
   const out = new Map<string, ConfigIssue>()
   for (const e of errors) {
-    const path = pointerToPath(e.instancePath)
+    let pointer = e.instancePath
+    const cover = isCovered(pointer)
+    let path = pointerToPath(cover ?? pointer)
     let where = path
     let key: string | undefined
     let message: string
-    const value = valueAt(raw, path)
-    if (e.schemaPath.includes('/secretRef/') || e.schemaPath.startsWith('#/definitions/secretRef')) {
-      message =
-        typeof value === 'string'
-          ? 'secrets are referenced, never inline: write { secret: NAME } and define NAME under secrets'
-          : 'must be a secret reference { secret: NAME }'
-    } else if (e.schemaPath.includes('/duration/')) {
-      message = 'must be a duration such as 30s, 5m, 1h or a number of milliseconds'
-    } else if (e.schemaPath.includes('/secretSource/')) {
-      message = 'must be one of { env: VAR }, { file: PATH } or { exec: [cmd, args…], ttl: 5m }'
+    const parent = e.parentSchema as Record<string, unknown> | undefined
+    if (cover !== undefined) {
+      message = covered.get(cover)!
+    } else if (parent?.['x-secret-ref'] === true && typeof valueAt(raw, path) === 'string') {
+      message = 'secrets are referenced, never inline: write { secret: NAME } and define NAME under secrets'
     } else if (e.keyword === 'additionalProperties') {
       key = String(e.params.additionalProperty)
       where = [...path, key]
@@ -153,16 +162,11 @@ function schemaIssues(
       message = 'is required'
     } else if (e.keyword === 'enum') {
       message = `must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`
-    } else if (e.keyword === 'anyOf') {
-      message = e.message ?? 'is not valid'
     } else {
       message = e.message ?? 'is not valid'
     }
     const id = where.join('.')
-    const existing = out.get(id)
-    // anyOf adds a generic line after the specific ones; keep the first (most specific) per key.
-    if (existing && (e.keyword === 'anyOf' || existing.message === message)) continue
-    if (existing && !e.schemaPath.includes('/definitions/')) continue
+    if (out.has(id)) continue
     out.set(id, { file, line: locate(key ? path : where, key), path: id, message })
   }
   return [...out.values()]

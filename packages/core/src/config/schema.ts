@@ -11,7 +11,9 @@ function object(properties: Record<string, unknown>, required: string[] = []) {
   return { type: 'object', properties, required, additionalProperties: false }
 }
 
+// `x-message` replaces ajv's per-branch noise for an anyOf with one sentence a person can act on.
 const factCondition = {
+  'x-message': 'must be a value (text, number, true/false) or a comparison { gt, gte, lt, lte, eq } with numbers',
   anyOf: [
     { type: ['string', 'number', 'boolean'] },
     object({
@@ -107,6 +109,7 @@ const issuer = object(
 )
 
 const secretSource = {
+  'x-message': 'must be one of { env: VAR }, { file: PATH } or { exec: [cmd, args…], ttl: 5m }',
   anyOf: [
     object({ env: { type: 'string', minLength: 1 } }, ['env']),
     object({ file: { type: 'string', minLength: 1 } }, ['file']),
@@ -116,8 +119,11 @@ const secretSource = {
 
 export const configSchema = {
   definitions: {
-    duration: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: '^\\d+(\\.\\d+)?(ms|s|m|h|d)$' }] },
-    secretRef: object({ secret: { type: 'string', minLength: 1 } }, ['secret']),
+    duration: {
+      'x-message': 'must be a duration such as 30s, 5m, 1h or a number of milliseconds',
+      anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: '^\\d+(\\.\\d+)?(ms|s|m|h|d)$' }],
+    },
+    secretRef: { ...object({ secret: { type: 'string', minLength: 1 } }, ['secret']), 'x-secret-ref': true },
     secretSource,
   },
   ...object(
@@ -140,7 +146,7 @@ export const configSchema = {
       approvals: object({
         timeout: duration,
         // a Slack webhook URL is itself a credential: it may be a secret reference
-        webhook: object({ url: { anyOf: [{ type: 'string', pattern: '^https?://' }, secretRef] }, format: { enum: ['json', 'slack'] } }, ['url']),
+        webhook: object({ url: { 'x-message': 'must be an http(s) URL or a secret reference { secret: NAME }', anyOf: [{ type: 'string', pattern: '^https?://' }, secretRef] }, format: { enum: ['json', 'slack'] } }, ['url']),
       }),
       targets: { type: 'array', items: target },
       rules: { type: 'array', items: rule },
