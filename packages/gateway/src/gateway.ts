@@ -104,7 +104,14 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     }
 
     const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
-    const session = core.openSession(target, remote)
+    let session: Session
+    try {
+      session = core.openSession(target, remote)
+    } catch (err) {
+      // core refuses new sessions while it shuts down
+      log.info({ target: target.name, err }, 'connection refused: no session')
+      return void socket.destroy()
+    }
     live.set(session.id, { session, socket })
     const handshake =
       limits.handshakeTimeoutMs > 0
