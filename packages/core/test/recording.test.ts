@@ -402,3 +402,18 @@ t.test('an unknown record type and an unencodable payload are kept as events, ne
   t.equal(all[2].type, 'event')
   t.match(all[2].payload.unencodable, /too large/, 'says why the payload could not be kept')
 })
+
+t.test('a single record larger than the buffer bound leaves a marker in its place', async t => {
+  const dir = tempDir(t)
+  const rec = open(dir, { maxBacklogBytes: 64 * 1024 })
+  rec.record('response', { body: Buffer.alloc(100 * 1024, 1) })
+  rec.record('response', { text: 'small' })
+  await rec.close()
+  t.equal(rec.failed, undefined, 'the recorder is not failed by it')
+  t.equal((await verifyRecording(rec.path)).status, 'intact')
+  const all = []
+  for await (const r of readRecording(rec.path)) all.push(r)
+  t.same(all[1].payload, { event: 'record-too-large', recordType: 'response', bytes: all[1].payload.bytes })
+  t.ok((all[1].payload.bytes as number) > 100 * 1024)
+  t.same(all[2].payload, { text: 'small' })
+})

@@ -30,7 +30,7 @@ export interface RecorderOptions {
   sign?: { hmacKey?: Buffer; ed25519PrivateKey?: KeyObject }
   /** kept for the session; the recorder behaves the same either way and reports through `failed` */
   onFailure?: 'block' | 'allow'
-  /** bound on bytes queued but not yet written (default 8 MiB) */
+  /** bound on bytes queued but not yet written (default 8 MiB); a single larger record is replaced by a 'record-too-large' event */
   maxBacklogBytes?: number
 }
 
@@ -147,6 +147,10 @@ class FileRecorder implements Recorder {
     }
     const len = 1 + body.length + HASH_BYTES
     const size = FRAME_HEADER + len
+    if (size > this.maxBacklog) {
+      // one record larger than the whole buffer bound: keep its place in the chain, not its bytes
+      return this.append('event', { event: 'record-too-large', recordType: type, bytes: body.length }, time)
+    }
     if (this.pos + size > this.chunk.length) this.newChunk(size)
     const buf = this.chunk
     const at = this.pos
