@@ -172,6 +172,9 @@ t.test('admin: roles, privileges, functions, opaque code, maintenance and server
     // with it off the server reads backslashes in '…' differently from our parser
     { sql: 'SET standard_conforming_strings = off', class: 'admin' },
     { sql: "SET standard_conforming_strings TO 'off'", class: 'admin' },
+    // multi-byte characters in these encodings can end in a quote byte
+    { sql: "SET client_encoding = 'SJIS'", class: 'admin' },
+    { sql: "SET NAMES 'big5'", class: 'admin' },
     { sql: 'ALTER TABLE customers OWNER TO bot', class: 'admin' },
     { sql: 'ALTER TABLE customers DISABLE ROW LEVEL SECURITY', class: 'admin' },
     { sql: 'CREATE POLICY p ON customers USING (true)', class: 'admin' },
@@ -199,6 +202,8 @@ t.test('session statements: SET, SHOW, RESET, transactions, LISTEN, DISCARD, cur
     { sql: 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', class: 'session' },
     { sql: 'SET standard_conforming_strings = on', class: 'session' },
     { sql: 'RESET standard_conforming_strings', class: 'session' },
+    { sql: "SET client_encoding = 'UTF8'", class: 'session' },
+    { sql: "SET NAMES 'LATIN1'", class: 'session' },
     { sql: 'SHOW search_path', class: 'session' },
     { sql: 'RESET search_path', class: 'session' },
     { sql: 'RESET ALL', class: 'session' },

@@ -94,8 +94,19 @@ function settingClass(b: Body): OperationClass {
     const on = v === true || v === 1 || (typeof v === 'string' && ['on', 'true', 'yes', '1', 't', 'y'].includes(v.toLowerCase()))
     return on && (b.args?.length ?? 0) === 1 ? 'session' : 'admin'
   }
+  // client encodings whose multi-byte characters may end in an ASCII quote or backslash byte: the
+  // server decodes them before parsing, a gateway reading the text as UTF-8 would not
+  if (name === 'client_encoding' && b.kind === 'VAR_SET_VALUE') {
+    const v = String(constValue(b.args?.[0]) ?? '').toLowerCase().replace(/[^a-z0-9]/g, '')
+    if (UNSAFE_CLIENT_ENCODINGS.has(v)) return 'admin'
+  }
   return 'session'
 }
+
+const UNSAFE_CLIENT_ENCODINGS = new Set([
+  'sjis', 'shiftjis', 'mskanji', 'win932', 'windows932', 'big5', 'win950', 'windows950', 'gbk', 'win936',
+  'windows936', 'cp936', 'gb18030', 'uhc', 'win949', 'windows949', 'cp949', 'johab',
+])
 
 function relationName(rv: Body): string {
   return [rv.catalogname, rv.schemaname, rv.relname].filter(Boolean).join('.')
