@@ -35,7 +35,7 @@ function secureContext(target: TargetConfig): SecureContext {
 }
 
 function isLoopback(remote: string): boolean {
-  return /^(127\.|::1$|\[::1\]|::ffff:127\.|localhost)/.test(remote)
+  return /^(127\.|::1(:|$)|\[::1\]|::ffff:127\.|localhost)/.test(remote)
 }
 
 /** ends the connection with a FATAL ErrorResponse */

@@ -7,6 +7,7 @@ import { serializeStartupMessage, serializePasswordMessage, serializeQuery } fro
 import { Framer } from '../src/framer.ts'
 import { BufferReader } from '../src/buffer-reader.ts'
 import { parseNoticeFields } from '../src/backend.ts'
+import { BufferWriter } from '../src/buffer-writer.ts'
 
 /** a hand-driven client: speaks the protocol only as far as a test needs */
 class RawClient {
@@ -132,6 +133,21 @@ t.test('robustness', async t => {
     const got = await c.until('E')
     t.match(errorFields(got!.at(-1)!.raw), { S: 'FATAL', C: '08P01', M: /invalid frontend message type 'z'/ })
     t.ok(await eventually(async () => (await upstreamBackends(direct, 'garbage-test')) === 0))
+  })
+
+  t.test('a fast-path FunctionCall is refused and the session goes on', async t => {
+    const c = new RawClient(gw)
+    await c.login(await gw.token(), 'fastpath-test')
+    // FunctionCall pg_backend_pid(): oid 2026, no argument formats, no arguments, text result
+    c.socket.write(new BufferWriter().int32(2026).int16(0).int16(0).int16(0).message('F'))
+    const got = await c.until('Z')
+    const err = got!.find(f => f.code === 'E')
+    t.match(errorFields(err!.raw), { S: 'ERROR', C: '42501', M: /fast-path/ })
+    t.notOk(got!.some(f => f.code === 'V'), 'no FunctionCallResponse')
+    c.socket.write(serializeQuery('select 1'))
+    const next = await c.until('Z')
+    t.ok(next!.some(f => f.code === 'C'), 'the next query runs')
+    c.socket.destroy()
   })
 
   t.test('a client that disconnects mid-statement leaves no upstream backend', async t => {
