@@ -238,24 +238,32 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     throw err
   }
 
+  async function applyReload(next: Config): Promise<void> {
+    core.reload(next)
+    if (next.admin?.listen !== current.admin?.listen) {
+      log.warn({ admin: next.admin?.listen ?? null }, 'admin listener changes take effect after a restart')
+    }
+    current = next
+    try {
+      await syncListeners(next)
+    } catch (err) {
+      log.error({ err }, 'reload: listeners not updated')
+    }
+    log.info({ targets: next.targets.map((t) => t.name) }, 'config reloaded')
+  }
+
+  let reloading: Promise<void> = Promise.resolve()
   let watcher: FSWatcher | undefined
   let debounce: NodeJS.Timeout | undefined
   const gateway: Gateway = {
     core,
     targets,
     admin: admin ? { url: admin.url } : undefined,
-    async reload(next: Config) {
-      core.reload(next)
-      if (next.admin?.listen !== current.admin?.listen) {
-        log.warn({ admin: next.admin?.listen ?? null }, 'admin listener changes take effect after a restart')
-      }
-      current = next
-      try {
-        await syncListeners(next)
-      } catch (err) {
-        log.error({ err }, 'reload: listeners not updated')
-      }
-      log.info({ targets: next.targets.map((t) => t.name) }, 'config reloaded')
+    reload(next: Config) {
+      // Serialized: a file change and a SIGHUP arriving together must not open a listener twice.
+      const run = reloading.then(() => applyReload(next))
+      reloading = run.catch(() => {})
+      return run
     },
     async reloadFromFile() {
       if (!opts.configFile) return false
