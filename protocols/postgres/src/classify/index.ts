@@ -56,7 +56,11 @@ const DEFAULT_CACHE_ENTRIES = 4096
 // texts longer than this are classified every time: the cache's memory stays bounded
 const MAX_CACHED_TEXT = 16 * 1024
 
+// and all cached texts together: entries × MAX_CACHED_TEXT would be too much memory
+const MAX_CACHED_CHARS = 4 * 1024 * 1024
+
 let cacheMax = DEFAULT_CACHE_ENTRIES
+let cacheChars = 0
 const cache = new Map<string, Compiled>()
 
 /** Sets the cache bound (entries); trims at once. */
@@ -73,12 +77,12 @@ export function classifierCacheSize(): number {
 // eviction walks from the oldest insertion, giving recently used entries another round at the end.
 function trim(): void {
   for (const [key, entry] of cache) {
-    if (cache.size <= cacheMax) break
+    if (cache.size <= cacheMax && cacheChars <= MAX_CACHED_CHARS) break
     cache.delete(key)
     if (entry.recent && cacheMax > 0) {
       entry.recent = false
       cache.set(key, entry)
-    }
+    } else cacheChars -= key.length
   }
 }
 
@@ -96,7 +100,8 @@ export function classifySql(sql: string, ctx?: ClassifyContext): Operation {
     compiled = compile(sql)
     if (sql.length <= MAX_CACHED_TEXT && cacheMax > 0) {
       cache.set(sql, compiled)
-      if (cache.size > cacheMax) trim()
+      cacheChars += sql.length
+      if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS) trim()
     }
   }
   return compiled.op ?? resolve(compiled, ctx)
