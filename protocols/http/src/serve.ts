@@ -268,7 +268,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     }
     const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile: target.options.profile as string | undefined, routes })
     Object.assign(event, { class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement })
-    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : { streamed: hasBody(req) }) })
+    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : hasBody(req) ? { streamed: true } : {}) })
 
     const decision = await decide(session, op, res)
     if ('deferred' in decision) {
@@ -362,7 +362,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     if (sse) {
       const masker = new SseMasker(masks, {
         maxEventBytes: target.limits.maxMessageBytes,
-        onBatch: (batch, n) => session.record('response', { status, batch, masked: n }),
+        onBatch: (batch, n) => session.record('response', { status, batch, ...(n > 0 ? { masked: n } : {}) }),
       })
       session.record('response', { status, headers: outHeaders, streaming: true })
       res.writeHead(status, outHeaders)

@@ -96,6 +96,16 @@ t.test('a gzipped upstream response is decoded before it is masked', async t => 
   t.equal(r.choices[0].message.content, 'token [REDACTED]')
 })
 
+t.test('brotli and deflate upstream responses are decoded before they are masked', async t => {
+  for (const encoding of ['br', 'deflate'] as const) {
+    const { client, upstream } = await setup(t, { masks: () => stubMasks() }, { encoding, reply: `${encoding}: ann@example.com` })
+    const r = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }, { headers: { 'accept-encoding': 'br, deflate, zstd' } })
+    t.match(String(upstream.requests[0].headers['accept-encoding']), encoding, 'the upstream was allowed to compress')
+    t.notMatch(String(upstream.requests[0].headers['accept-encoding']), 'zstd', 'but only with what the gateway can decode')
+    t.equal(r.choices[0].message.content, `${encoding}: [REDACTED]`)
+  }
+})
+
 t.test('a wrong token is refused with 401 and never reaches the upstream', async t => {
   const { gw, upstream } = await setup(t)
   const bad = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'not-a-token', maxRetries: 0 })
