@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SignJWT, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
 import { createDevIssuer } from '../src/identity/dev-issuer.ts'
@@ -222,4 +222,21 @@ t.test('an unreachable or broken JWKS endpoint refuses tokens and says so', asyn
     const token = await new SignJWT({ sub: 'a', iss: 'down', aud: 'portcullis', exp: nowS() + 60 }).setProtectedHeader({ alg: 'ES256', kid: 'k' }).sign(k.privateKey)
     t.equal(await reasonOf(identity.verify(token)), reason, url)
   }
+})
+
+t.test('the dev issuer publishes only public key material and mints verifiable ES256 tokens', async t => {
+  const dir = await tempDir(t)
+  const issuer = await createDevIssuer({ dir, issuer: 'https://dev.test/', audience: 'aud-x' })
+  const jwks = JSON.parse(await readFile(issuer.jwksFile, 'utf8')) as { keys: JWK[] }
+  t.equal(jwks.keys.length, 1)
+  t.notOk('d' in jwks.keys[0], 'no private part in the JWKS file')
+  t.equal(jwks.keys[0].kid, issuer.privateJwk.kid)
+  t.same(issuer.issuerConfig(), { issuer: 'https://dev.test/', audience: 'aud-x', jwksFile: join(dir, 'jwks.json'), algorithms: ['ES256'], groupsClaim: 'groups', clockSkew: 30_000 })
+  const token = await issuer.mint({ sub: 'demo', groups: ['agents'], ttlSeconds: 60, extra: { tenant: 't1' } })
+  const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as Record<string, unknown>
+  t.match(claims, { sub: 'demo', groups: ['agents'], tenant: 't1', iss: 'https://dev.test/', aud: 'aud-x' })
+  t.equal((claims.exp as number) - (claims.iat as number), 60)
+  t.match(claims.jti, /^[0-9a-f]{16}$/)
+  const identity = createIdentity({ issuers: [issuer.issuerConfig()], revocations: [] })
+  t.same((await identity.verify(token)).groups, ['agents'])
 })
