@@ -56,6 +56,10 @@ export class Catalog {
     return this.relations.has(tableOid)
   }
 
+  forget(tableOid: number): void {
+    this.relations.delete(tableOid)
+  }
+
   hasType(oid: number): boolean {
     return this.typeNames.has(oid)
   }

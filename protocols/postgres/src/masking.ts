@@ -34,7 +34,15 @@ export function columnMethod(plan: MaskPlan, catalog: Catalog, f: FieldDescripti
 /** tables a RowDescription needs resolved before its rows can be masked */
 export function unresolvedTables(fields: FieldDescription[], catalog: Catalog): number[] {
   const out: number[] = []
-  for (const f of fields) if (f.tableOid !== 0 && !catalog.has(f.tableOid)) out.push(f.tableOid)
+  for (const f of fields) {
+    if (f.tableOid === 0) continue
+    if (!catalog.has(f.tableOid)) out.push(f.tableOid)
+    // a column added since the relation was cached: look the relation up again
+    else if (f.attributeNumber > 0 && !catalog.column(f.tableOid, f.attributeNumber)) {
+      catalog.forget(f.tableOid)
+      out.push(f.tableOid)
+    }
+  }
   return out
 }
 

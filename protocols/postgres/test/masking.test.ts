@@ -14,6 +14,7 @@ t.test('masking', async t => {
   const gw = await startGateway({
     masking: [
       { id: 'pii', when: { targets: ['db'] }, columns: ['customers.email', 'customers.score'], method: 'redact' },
+      { id: 'ids', when: { targets: ['db'] }, columns: ['customers.ssn'], method: 'null' },
       { id: 'free-text', when: { targets: ['db'] }, detectors: ['email'], method: 'redact' },
     ],
   })
@@ -75,6 +76,14 @@ t.test('masking', async t => {
     }
     t.equal(err?.code, '23505')
     t.equal(err?.detail, 'Key (email)=([REDACTED]) already exists.')
+  })
+
+  t.test('a column added after the catalog cached its table is still masked', async t => {
+    const c = await connect(t, gw)
+    await c.query('select id, name from customers')
+    await setup.query(`alter table customers add column ssn text default '123-45-6789'`)
+    const gw2rows = await c.query('select ssn from customers where id = 1')
+    t.same(gw2rows.rows, [{ ssn: null }])
   })
 
   t.test('masked values are counted in the audit event', async t => {
