@@ -72,6 +72,8 @@ t.test('LIMIT $n: no top-k yet, facts.topKParam names the parameter, withTopK bi
   t.equal(bound.statements[0]!.vector!.topK, 25)
   t.equal(op.facts.topK, undefined, 'the cached operation is untouched')
   t.ok(Object.isFrozen(bound))
+  t.equal(withTopK(op, Number.NaN).facts.topK, undefined, 'not a number: still unbounded')
+  t.equal(withTopK(op, -1).facts.topK, undefined)
 })
 
 t.test('EXECUTE of a prepared search takes its top-k from the argument', async t => {

@@ -115,15 +115,17 @@ export async function explainSql(sql: string): Promise<Operation> {
 
 /**
  * The operation with a LIMIT $n bound at Bind: statements whose top-k was that parameter get `topK`.
- * The codec calls it with the parameter's integer value when `op.facts.topKParam` is set.
+ * The codec calls it when `op.facts.topKParam` is set, with that parameter's value as an integer
+ * (a NULL parameter means no limit: leave the operation as it is). Anything but a finite number ≥ 0
+ * leaves it unbounded.
  */
 export function withTopK(op: Operation, topK: number): Operation {
+  if (!Number.isFinite(topK) || topK < 0 || op.facts.topKParam === undefined) return op
   const statements = op.statements.map(s => {
     if (s.facts?.topKParam === undefined || !s.vector?.search || s.vector.topK !== undefined) return s
     return { ...s, vector: { ...s.vector, topK }, facts: { ...s.facts, topK } }
   })
-  const rebuilt = buildOperation(statements, op.fingerprint, op.error)
-  return rebuilt
+  return buildOperation(statements, op.fingerprint, op.error)
 }
 
 function compile(sql: string): Compiled {
