@@ -53,7 +53,7 @@ export function fingerprintOf(statement: string): string {
 /** one command → one statement */
 export function classifyCommand(args: Arg[], opts: ClassifyOptions = {}): StatementInfo {
   const base = text(args[0]).toLowerCase()
-  if (base.startsWith('ft.')) return classifySearch(args)
+  if (base.startsWith('ft.')) return classifySearch(args, opts.table)
   if (/^v(add|rem|sim|emb|getattr|setattr|card|dim|info|links|randmember)$/.test(base)) return classifyVectorSet(args)
 
   const res = resolveCommand(opts.table ?? BUILTIN_COMMANDS, args)
@@ -117,7 +117,7 @@ const FT_NO_INDEX = new Set(['FT._LIST', 'FT.DICTADD', 'FT.DICTDEL', 'FT.DICTDUM
 const KNN = /=>\s*\[\s*KNN\s+(\$?[\w]+)\s+@[\w]+\s+\$[\w]+/i
 const VECTOR_RANGE = /\[\s*VECTOR_RANGE\b/i
 
-function classifySearch(args: Arg[]): StatementInfo {
+function classifySearch(args: Arg[], table: CommandTable | undefined): StatementInfo {
   const name = upper(args[0])
   const facts: Record<string, string | number | boolean> = { command: name }
   let cls: OperationClass
@@ -137,7 +137,11 @@ function classifySearch(args: Arg[]): StatementInfo {
   else if (name === 'FT.CONFIG') cls = upper(args[1]) === 'SET' ? 'admin' : 'read'
   else if (FT_WRITE.has(name)) cls = 'write'
   else if (FT_READ.has(name)) cls = 'read'
-  else {
+  else if (table?.has(name.toLowerCase())) {
+    // a module command we have no rule for: its own flags, as the upstream reports them
+    const flags = table.get(name.toLowerCase())!.flags
+    cls = flags.includes('admin') ? 'admin' : flags.includes('write') ? 'write' : flags.includes('readonly') ? 'read' : 'admin'
+  } else {
     return { class: 'admin', resources, statement: statementOf(name, shownArgs), facts: { command: name, unknownCommand: true } }
   }
   if (name === 'FT.SEARCH' || name === 'FT.AGGREGATE' || name === 'FT.PROFILE') {

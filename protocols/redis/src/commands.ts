@@ -90,7 +90,10 @@ export function keyPositions(meta: CommandMeta, args: readonly (Buffer | string)
   return [...out].sort((a, b) => a - b)
 }
 
-/** turns a COMMAND / COMMAND INFO reply (decoded) into table entries, for upstream overlays */
+/**
+ * The upstream's own COMMAND reply as a table of what the built-in one lacks (module commands, newer
+ * commands), so that they are classified by their real flags and key positions.
+ */
 export function tableFromCommandReply(infos: unknown[]): CommandTable {
   const table: CommandTable = new Map()
   for (const info of infos) {

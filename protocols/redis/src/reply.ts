@@ -128,3 +128,12 @@ export function setNodeValue(node: RespNode, value: string | null, resp: number)
   }
   node.changed = true
 }
+
+/** plain values of a decoded reply: strings for text, numbers for integers, arrays for aggregates */
+export function plainValue(node: RespNode): unknown {
+  if (node.items !== undefined) return node.items === null ? null : node.items.map(plainValue)
+  if (node.data !== undefined) return node.data === null ? null : node.data.toString('utf8')
+  if (node.type === 0x3a) return Number(node.line!.toString('latin1'))
+  if (node.type === 0x5f) return null
+  return node.line!.toString('utf8')
+}

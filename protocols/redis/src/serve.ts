@@ -11,6 +11,8 @@ import { isPortcullisError, type Decision, type MaskPlan, type Operation, type S
 import { classifyCommand, toOperation, type ClassifyOptions } from './classify.ts'
 import { maskExecReply, maskReply, type MaskContext } from './mask.ts'
 import { ReplyFramer, type RedisReply } from './reply-framer.ts'
+import { decodeReply, plainValue } from './reply.ts'
+import { tableFromCommandReply, type CommandTable } from './commands.ts'
 import { RequestFramer, type RedisRequest } from './request-framer.ts'
 import { encodeCommand, errorReply, NOAUTH, OK } from './resp.ts'
 
@@ -47,6 +49,9 @@ const RESP2_PUSH = new Set(['message', 'pmessage', 'smessage', 'subscribe', 'psu
 const UNSUBSCRIBE_KINDS = new Set(['unsubscribe', 'punsubscribe', 'sunsubscribe'])
 
 const HIGH_WATER = 1024
+
+// per target: what the upstream's COMMAND says about commands the built-in table lacks
+const upstreamTables = new Map<string, CommandTable>()
 
 export async function serveRedis(client: Duplex, session: Session): Promise<void> {
   const conn = new RedisConnection(client, session)
@@ -378,9 +383,9 @@ class RedisConnection {
       sock.once(up.tls?.enabled ? 'secureConnect' : 'connect', ready)
       sock.once('error', ready)
     })
-    if (this.closed || !auth) return
+    if (this.closed) return
     // the gateway's own login: its reply is checked, never shown to the client
-    await new Promise<void>(resolve => {
+    if (auth) await new Promise<void>(resolve => {
       this.slots.push({
         expect: 1,
         drop: true,
@@ -390,6 +395,39 @@ class RedisConnection {
         },
       })
       sock.write(auth)
+      this.aborter.signal.addEventListener('abort', () => resolve(), { once: true })
+    })
+    await this.loadCommandTable(sock)
+  }
+
+  /** once per target, unless options.commandInfo is 'builtin': the upstream's COMMAND metadata */
+  private async loadCommandTable(sock: Duplex): Promise<void> {
+    const target = this.session.target
+    const cacheKey = `${target.name} ${target.upstream.host}:${target.upstream.port}`
+    const cached = upstreamTables.get(cacheKey)
+    if (cached || target.options.commandInfo === 'builtin' || this.closed) {
+      if (cached) this.classify.table = cached
+      return
+    }
+    await new Promise<void>(resolve => {
+      this.slots.push({
+        expect: 1,
+        drop: true,
+        onReply: r => {
+          // an ACL that forbids COMMAND leaves the built-in table in charge
+          if (r.type === 0x2a) {
+            try {
+              const table = tableFromCommandReply(plainValue(decodeReply(r.raw)) as unknown[])
+              upstreamTables.set(cacheKey, table)
+              this.classify.table = table
+            } catch {
+              // a reply we cannot read changes nothing
+            }
+          }
+          resolve()
+        },
+      })
+      sock.write(encodeCommand(['COMMAND']))
       this.aborter.signal.addEventListener('abort', () => resolve(), { once: true })
     })
   }

@@ -69,3 +69,23 @@ t.test('an unknown command is refused unless a rule names it', async t => {
   const out = await c.lines(3)
   t.match(out, /^\+OK\r\n-NOPERM blocked: no rule allows this \(default deny\)\r\n-ERR unknown command 'FOO.PING'/)
 })
+
+t.test("module commands without a rule of ours are classified by the upstream's COMMAND metadata", async t => {
+  const gw = await startGateway(t, { rules: RULES, redis: { search: true } })
+  if (!gw.redis.hasSearch) {
+    t.comment('RediSearch is not installed: no module command to look up')
+    t.equal(gw.redis.hasSearch, false)
+    return
+  }
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token()}\r\nFT.CREATE idx SCHEMA t TEXT\r\nFT.SAFEADD idx d1 1.0 FIELDS t hello\r\nFT.DEBUG nosuch\r\n`)
+  const out = await c.lines(4)
+  // FT.CREATE has no rule here; FT.SAFEADD (a write) and FT.DEBUG (read-only) reach the upstream
+  t.match(out, /^\+OK\r\n-NOPERM blocked: no rule allows this \(default deny\)\r\n-Unknown index name\r\n-ERR wrong number of arguments for 'FT.DEBUG' command\r\n$/)
+  t.match(gw.audit().filter(e => String(e.statement).startsWith('FT.')), [
+    { class: 'schema-change', decision: 'block' },
+    { class: 'write', decision: 'allow', resources: ['idx'] },
+    { class: 'read' },
+  ])
+})
