@@ -215,7 +215,7 @@ t.test('a writer killed mid-stream leaves every flushed record readable and veri
       try {
         size = statSync(file).size
       } catch {}
-      if (size > 512 * 1024) {
+      if (size > 256 * 1024) {
         clearInterval(poll)
         resolve()
       }
@@ -229,7 +229,7 @@ t.test('a writer killed mid-stream leaves every flushed record readable and veri
   await exited
   const v = await verifyRecording(file)
   t.ok(v.status === 'unsealed' || v.status === 'truncated', `status ${v.status}`)
-  t.ok(v.records > 1000, `${v.records} records verified`)
+  t.ok(v.records > 500, `${v.records} records verified`)
   t.equal(v.header?.sessionId, 'crash')
   const indexes: number[] = []
   for await (const r of readRecording(file)) indexes.push(r.index)
