@@ -2,6 +2,7 @@ import t from 'tap'
 import { copyFile, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
+import { parseConfig } from '@portcullis/core'
 import { startGateway } from '../src/index.ts'
 import { silentLogger } from '../src/log.ts'
 import { lineClient, lineCodec, portcullis, recordingsIn, testEnv, waitFor } from './helpers.ts'
@@ -9,7 +10,14 @@ import { lineClient, lineCodec, portcullis, recordingsIn, testEnv, waitFor } fro
 t.test('verify and replay a recording made by a real session', async (t) => {
   const env = await testEnv()
   t.teardown(env.cleanup)
-  const gw = await startGateway(env.config({ admin: false }), {
+  // Recordings signed with an HMAC key from a file secret; verify reads the same file.
+  const keyFile = join(env.dir, 'recording.key')
+  await writeFile(keyFile, 'a-long-random-recording-key\n')
+  const yaml = env
+    .yaml({ admin: false })
+    .replace(/recording: \{ (dir: [^,]+), onFailure: block \}/, `secrets: { rk: { file: ${JSON.stringify(keyFile)} } }\nrecording: { $1, onFailure: block, sign: { hmacKey: { secret: rk } } }`)
+  t.match(yaml, /sign: \{ hmacKey/)
+  const gw = await startGateway(parseConfig(yaml, join(env.dir, 'p.yaml')), {
     log: silentLogger,
     auditStream: new PassThrough().resume(),
     codecs: [lineCodec()],
@@ -25,9 +33,14 @@ t.test('verify and replay a recording made by a real session', async (t) => {
   await waitFor(() => gw.core.sessions().length === 0, 'the session to be sealed')
   const [file] = await recordingsIn(join(env.dir, 'recordings'))
 
-  const ok = await portcullis(['verify', file!])
+  const ok = await portcullis(['verify', file!, '--hmac-key-file', keyFile])
   t.equal(ok.code, 0, ok.stdout + ok.stderr)
-  t.match(ok.stdout, /: intact \(\d+ records/)
+  t.match(ok.stdout, /: intact \(\d+ records, signature valid\)/)
+  const wrongKey = join(env.dir, 'wrong.key')
+  await writeFile(wrongKey, 'not-the-key')
+  const forged = await portcullis(['verify', file!, '--hmac-key-file', wrongKey])
+  t.equal(forged.code, 1, 'a seal that does not match the key fails')
+  t.match(forged.stdout, /signature invalid/)
 
   const replay = await portcullis(['replay', file!])
   t.equal(replay.code, 0, replay.stderr)

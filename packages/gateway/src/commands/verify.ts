@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util'
 import { readFile } from 'node:fs/promises'
+import { createPublicKey } from 'node:crypto'
 import { verifyRecording } from '@portcullis/core'
 import { UsageError } from '../args.ts'
 
@@ -7,13 +8,19 @@ export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { 'hmac-key-file': { type: 'string' } },
+    options: { 'hmac-key-file': { type: 'string' }, 'public-key-file': { type: 'string' } },
   })
   const file = positionals[0]
-  if (!file || positionals.length > 1) throw new UsageError('usage: portcullis verify FILE [--hmac-key-file F]')
+  if (!file || positionals.length > 1) {
+    throw new UsageError('usage: portcullis verify FILE [--hmac-key-file F] [--public-key-file PEM]')
+  }
+  const opts: Parameters<typeof verifyRecording>[1] = {}
   const keyFile = values['hmac-key-file']
-  const hmacKey = keyFile ? await readFile(keyFile) : undefined
-  const r = await verifyRecording(file, hmacKey ? { hmacKey } : {})
+  // Read like a `file:` secret (one trailing newline dropped), so the same file serves both.
+  if (keyFile) opts.hmacKey = Buffer.from((await readFile(keyFile, 'utf8')).replace(/\r?\n$/, ''), 'utf8')
+  const pubFile = values['public-key-file']
+  if (pubFile) opts.publicKey = createPublicKey(await readFile(pubFile))
+  const r = await verifyRecording(file, opts)
   const sig = r.signature && r.signature !== 'absent' ? `, signature ${r.signature}` : ''
   if (r.status === 'intact' && r.signature !== 'invalid') {
     process.stdout.write(`${file}: intact (${r.records} records${sig})\n`)
