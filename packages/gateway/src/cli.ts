@@ -11,7 +11,8 @@ const USAGE = `usage: portcullis <command> [options]
   explain --protocol http --request 'METHOD /path' [--body JSON] [--profile NAME]
           [--config FILE --target NAME --subject S --groups a,b]   adds the policy decision
   token [--sub S] [--groups a,b] [--ttl 1h]   mint a dev token (demos and tests only)
-  verify FILE [--hmac-key-file F]    check a recording's hash chain and seal
+  verify FILE [--hmac-key-file F] [--public-key-file PEM]
+                                     check a recording's hash chain and seal
   replay FILE                        print a recording as a readable transcript
   approvals list | approve ID | deny ID [--reason R] [--admin URL] [--token T]
 `
