@@ -78,6 +78,13 @@ t.test('masking', async t => {
     t.equal(err?.detail, 'Key (email)=([REDACTED]) already exists.')
   })
 
+  t.test('a failing row echoed in an error detail is hidden', async t => {
+    const c = await connect(t, gw)
+    const err = await c.query("insert into customers (id, email, name) values (null, 'eve@example.com', 'Eve')").catch(e => e)
+    t.equal(err.code, '23502')
+    t.equal(err.detail, 'Failing row contains (masked)')
+  })
+
   t.test('a column added after the catalog cached its table is still masked', async t => {
     const c = await connect(t, gw)
     await c.query('select id, name from customers')
