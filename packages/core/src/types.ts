@@ -111,6 +111,8 @@ export interface ApprovalRequest {
   expires: number
   status: 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn'
   decidedBy?: string
+  /** ms: when set, approving also lets the same statement by the same subject through for this long */
+  window?: number
 }
 
 export interface DecideOptions {

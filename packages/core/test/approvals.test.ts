@@ -118,7 +118,9 @@ t.test('nobody approves their own request, and only approver groups may decide',
 t.test('a rule with a window lets the same statement by the same subject through without asking again', async t => {
   const { core, session, alice, issuer } = await world(t)
   const first = held(session, DELETE)
-  core.approvals.approve((await first.pending).id, alice)
+  const firstReq = await first.pending
+  t.equal(firstReq.window, 600_000, 'the request says what approving it grants')
+  core.approvals.approve(firstReq.id, alice)
   const d1 = await first.decision
   t.equal(d1.action, 'allow')
   let asked = false

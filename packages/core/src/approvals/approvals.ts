@@ -64,7 +64,6 @@ export function createApprovals(
   const secret = opts.secret ?? (async (ref: SecretRef) => Promise.reject(new Error(`no secret store for ${ref.secret}`)))
   let webhook = opts.webhook
   const denyReasons = new Map<string, string | undefined>()
-  const windows = new Map<string, number>()
   const closers = new Set<() => void>()
 
   function pending(id: string): ApprovalRequest {
@@ -101,7 +100,7 @@ export function createApprovals(
       const r = pending(id)
       mayDecide(r, by)
       const done: ApprovalRequest = { ...r, status: 'approved', decidedBy: by.subject }
-      const window = windows.get(id)
+      const window = r.window
       if (window !== undefined)
         store.grant({ subject: r.principal.subject, target: r.target, fingerprint: r.fingerprint, until: now() + window, approvalId: id })
       store.update(done)
@@ -135,6 +134,7 @@ export function createApprovals(
         created,
         expires: created + req.timeoutMs,
         status: 'pending',
+        ...(req.window !== undefined ? { window: req.window } : {}),
       }
       return new Promise<HoldOutcome>((resolve, reject) => {
         if (req.signal?.aborted) {
@@ -142,13 +142,11 @@ export function createApprovals(
           return
         }
         store.put(request)
-        if (req.window !== undefined) windows.set(request.id, req.window)
         const finish = () => {
           clearTimeout(timer)
           unwatch()
           req.signal?.removeEventListener('abort', onAbort)
           closers.delete(onAbort)
-          windows.delete(request.id)
         }
         const unwatch = store.watch(request.id, r => {
           if (r.status === 'pending') return
