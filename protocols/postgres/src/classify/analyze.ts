@@ -146,15 +146,6 @@ class Analyzer {
         }
         return
       }
-      case 'ColumnRef': {
-        // attribute notation calls a function too: (row).pg_read_file
-        const name = lastName(b.fields)
-        if (name !== undefined && functionClass(name) === 'admin') {
-          this.raise('admin')
-          this.functions.add(name.toLowerCase())
-        }
-        return
-      }
       case 'SelectStmt':
         return this.select(b, scope, limit)
       case 'InsertStmt':
