@@ -113,3 +113,9 @@ t.test('hostile text full of near-misses is scanned to the end', async t => {
   const begins = '-----BEGIN PRIVATE KEY-----'.repeat(500)
   t.equal(plan.scan(begins).count, 500)
 })
+
+t.test('a run a checksum rejects as a card can still be a phone number at the same spot', async t => {
+  const plan = compileMaskPlan([{ id: 'a', detectors: ['card', 'phone'], method: 'redact' }], ctx, { hashKey })
+  t.notOk(luhnValid('55512345671234'), 'the digits are not a card')
+  t.equal(plan.scan('call 555-123-4567 1234 now').text, 'call [REDACTED:phone] 1234 now')
+})

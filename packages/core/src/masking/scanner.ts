@@ -99,14 +99,14 @@ export class Scanner {
       while ((m = re.exec(text)) !== null) {
         let g = 1
         while (m[g] === undefined) g++
-        let entry = c.entries[g - 1]
+        let entry: DetectorEntry | undefined = c.entries[g - 1]
         let hit = m[0]
         const start = m.index
         if (entry.detector.validate !== undefined && !entry.detector.validate(hit)) {
           // a checksum said no: a later kind may still match here (a Luhn-invalid run is not a card
           // but could be something else); otherwise move on by one character
-          entry = undefined as unknown as DetectorEntry
-          for (let j = g; j < c.entries.length; j++) {
+          entry = undefined
+          for (let j = g; j < c.entries.length && entry === undefined; j++) {
             const s = c.sticky[j]
             s.lastIndex = start
             const sm = s.exec(text)
@@ -114,14 +114,10 @@ export class Scanner {
             if (sm !== null && (d.validate === undefined || d.validate(sm[0]))) {
               entry = c.entries[j]
               hit = sm[0]
-              break
             }
           }
-          if (entry === undefined) {
-            re.lastIndex = start + 1
-            continue
-          }
-          re.lastIndex = start + hit.length
+          re.lastIndex = entry === undefined ? start + 1 : start + hit.length
+          if (entry === undefined) continue
         }
         spans ??= []
         replacements ??= []
