@@ -38,7 +38,7 @@ export function routeRules(value: unknown): Route[] {
 /** the route a request takes: a route rule, the profile's route, or none (generic by method) */
 export function findRoute(req: Pick<HttpRequestShape, 'method' | 'path' | 'profile' | 'routes'>): { route?: Route; params: Record<string, string>; profile: ProfileName } {
   const profile = profileOf(req.profile)
-  const path = pathOnly(req.path)
+  const path = canonicalPath(req.path) ?? pathOnly(req.path)
   const method = req.method.toUpperCase()
   const hit = (req.routes && matchRoute(req.routes, method, path)) || matchRoute(ROUTES[profile], method, path)
   return hit ? { ...hit, profile } : { params: {}, profile }
@@ -49,11 +49,37 @@ export function pathOnly(path: string): string {
   return q === -1 ? path : path.slice(0, q)
 }
 
+/**
+ * The path as the upstream will understand it: each segment percent-decoded. Classification runs on
+ * this, so `/points/%64elete` is the delete it is. Paths that servers may read differently (dot
+ * segments, empty segments, an encoded '/' or a backslash, bad escapes, not origin-form) are refused:
+ * returns undefined.
+ */
+export function canonicalPath(raw: string): string | undefined {
+  const path = pathOnly(raw)
+  if (!path.startsWith('/')) return undefined
+  const parts = path.slice(1).split('/')
+  const out: string[] = []
+  for (let i = 0; i < parts.length; i++) {
+    let seg: string
+    try {
+      seg = decodeURIComponent(parts[i])
+    } catch {
+      return undefined
+    }
+    if (seg === '' && i < parts.length - 1) return undefined
+    if (seg === '.' || seg === '..' || seg.includes('/') || seg.includes('\\')) return undefined
+    out.push(seg)
+  }
+  return '/' + out.join('/')
+}
+
 const rank = (c: OperationClass) => CLASSES.indexOf(c)
 
 export function classifyHttp(req: HttpRequestShape): Operation {
   const method = req.method.toUpperCase()
-  const path = pathOnly(req.path)
+  const decoded = canonicalPath(req.path)
+  const path = decoded ?? pathOnly(req.path)
   const { route, params, profile } = findRoute(req)
   let cls: OperationClass = route ? route.class : genericClass(method)
   const resources: string[] = []
@@ -76,7 +102,7 @@ export function classifyHttp(req: HttpRequestShape): Operation {
   }
   const h = createHash('sha256').update(`http\0${cls}\0${statement}\0${canonical(facts)}`)
   if (req.rawBody && req.rawBody.length > 0) h.update('\0').update(req.rawBody)
-  return {
+  const op: Operation = {
     protocol: 'http',
     class: cls,
     resources,
@@ -85,6 +111,8 @@ export function classifyHttp(req: HttpRequestShape): Operation {
     statements: [info],
     facts,
   }
+  if (decoded === undefined) op.error = 'request path is ambiguous (dot or empty segments, encoded slash, bad escape)'
+  return op
 }
 
 function canonical(facts: Record<string, FactValue>): string {

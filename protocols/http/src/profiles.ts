@@ -250,16 +250,9 @@ export function matchRoute(routes: readonly Route[], method: string, path: strin
     if (!c.methods.has(method) && !(method === 'HEAD' && c.methods.has('GET'))) continue
     const m = c.re.exec(path)
     if (!m) continue
+    // segments arrive percent-decoded (canonicalPath)
     const params: Record<string, string> = {}
-    c.names.forEach((n, i) => {
-      let v = m[i + 1]
-      try {
-        v = decodeURIComponent(v)
-      } catch {
-        // keep the raw segment: a malformed escape still names something
-      }
-      params[n] = v
-    })
+    c.names.forEach((n, i) => (params[n] = m[i + 1]))
     return { route: c.route, params }
   }
   return undefined

@@ -267,6 +267,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       }
     }
     const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile: target.options.profile as string | undefined, routes })
+    if (op.error) throw httpError(400, 'bad_request', op.error)
     Object.assign(event, { class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement })
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : hasBody(req) ? { streamed: true } : {}) })
 

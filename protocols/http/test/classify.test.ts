@@ -82,3 +82,13 @@ t.test('the fingerprint covers the body: the same request twice matches, a diffe
   t.equal(a.fingerprint, b.fingerprint)
   t.not(a.fingerprint, c.fingerprint)
 })
+
+t.test('paths are classified as the upstream decodes them; ambiguous paths are refused', async t => {
+  const op = explainHttp({ method: 'POST', path: '/collections/docs/points/%64elete?wait=true', profile: 'qdrant', body: { filter: {} } })
+  t.equal(op.class, 'bulk-delete', 'a percent-encoded letter does not hide a delete')
+  t.equal(op.statement, 'POST /collections/docs/points/delete')
+  t.same(explainHttp({ method: 'GET', path: '/collections/my%20docs', profile: 'qdrant' }).resources, ['my docs'])
+  for (const path of ['/v1/models/../files/x', '/v1/./models', '//collections/docs', '/collections/a%2Fb', '/v1/%zz', 'http://evil/v1/models'])
+    t.ok(explainHttp({ method: 'DELETE', path, profile: 'openai' }).error, `${path} is refused`)
+  t.notOk(explainHttp({ method: 'GET', path: '/v1/models/', profile: 'openai' }).error, 'a trailing slash is fine')
+})

@@ -105,6 +105,14 @@ t.test('a body that is not JSON gets 400 bad_request', async t => {
   t.equal(((await res.json()) as any).error.code, 'bad_request')
 })
 
+t.test('a path with dot segments gets 400 and never reaches the upstream', async t => {
+  const { gw, upstream } = await setup(t)
+  const out = await raw(gw.port, 'DELETE /v1/models/../files/file-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-token-alice\r\n\r\n', s => s.includes('}'))
+  t.match(out, /^HTTP\/1.1 400/)
+  t.match(out, /"code":"bad_request"/)
+  t.equal(upstream.requests.length, 0)
+})
+
 t.test('oversized headers get 431 and malformed requests 400', async t => {
   const { gw } = await setup(t)
   const big = await raw(gw.port, `GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(32 * 1024)}\r\n\r\n`)
