@@ -445,6 +445,9 @@ t.test('SQL that does not parse is an error with the parser message, admin, and 
   t.match(bad.fingerprint, /^[0-9a-f]{16}$/)
   t.ok(Object.isFrozen(bad))
 
+  const quoted = classifySql('SELEC * FROM customers WHERE email = "ann@example.com" AND id = 42')
+  t.equal(quoted.statement, 'SELEC * FROM customers WHERE email = $1 AND id = $2', 'a value in double quotes is hidden too')
+
   const unterminated = classifySql("SELECT 'ann@example.com")
   t.equal(unterminated.class, 'admin')
   t.equal(unterminated.error, 'unterminated quoted string at a literal at position 8')

@@ -52,10 +52,11 @@ const MAY_HOLD_TEXT = /['"]|--|\/\*|\$[^0-9]/
 
 /**
  * Rebuilds text from its tokens: comments dropped, any whitespace between tokens becomes one space,
- * string literals become $n, and numbers too when `numbers` (text that did not parse, so normalize
- * could not run: any number there may be a value).
+ * string literals become $n; so do numbers and quoted names when `unparsed` (text that did not
+ * parse, so normalize could not run: any number there may be a value, and a "quoted" word a value
+ * typed in the wrong quotes).
  */
-export function redact(text: string, numbers: boolean): string {
+export function redact(text: string, unparsed: boolean): string {
   const tokens = scan(text)
   let next = maxParam(tokens)
   const bytes = NON_ASCII.test(text) ? Buffer.from(text, 'utf8') : undefined
@@ -65,7 +66,7 @@ export function redact(text: string, numbers: boolean): string {
     if (isComment(t)) continue
     if (out.length > 0 && t.start > prevEnd) out += ' '
     prevEnd = t.end
-    if (isStringLiteral(t) || (numbers && (t.name === 'ICONST' || t.name === 'FCONST'))) {
+    if (isStringLiteral(t) || (unparsed && (t.name === 'ICONST' || t.name === 'FCONST' || t.text.startsWith('"') || t.name === 'UIDENT'))) {
       out += '$' + ++next
       continue
     }
