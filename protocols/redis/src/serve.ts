@@ -49,6 +49,7 @@ const RESP2_PUSH = new Set(['message', 'pmessage', 'smessage', 'subscribe', 'psu
 const UNSUBSCRIBE_KINDS = new Set(['unsubscribe', 'punsubscribe', 'sunsubscribe'])
 
 const HIGH_WATER = 1024
+const UNSUPPORTED = new Set(['MONITOR', 'SYNC', 'PSYNC'])
 
 // per target: what the upstream's COMMAND says about commands the built-in table lacks
 const upstreamTables = new Map<string, CommandTable>()
@@ -69,6 +70,8 @@ class RedisConnection {
   private upstream: Duplex | undefined
   private upstreamReady: Promise<void> | undefined
   private closed = false
+  private ending = false
+  private upstreamBlocked = false
   private readingStopped = false
   private resp = 2
   private subscribed = false
@@ -90,7 +93,11 @@ class RedisConnection {
       scripts: o.scripts === 'write' ? 'write' : 'admin',
     }
     client.on('data', (chunk: Buffer) => this.onClientData(chunk))
-    client.on('end', () => this.close())
+    // a client that half-closes after its last command still gets every reply
+    client.on('end', () => {
+      this.ending = true
+      this.maybeFinish()
+    })
     client.on('close', () => this.close())
     client.on('error', () => this.close())
     client.on('drain', () => this.upstream?.resume())
@@ -132,13 +139,18 @@ class RedisConnection {
       while (this.inbox.length > 0 && !this.closed) {
         const req = this.inbox.shift()!
         await this.handle(req)
-        if (this.inbox.length + this.slots.length < HIGH_WATER / 2 && !this.readingStopped) this.client.resume()
+        if (this.inbox.length + this.slots.length < HIGH_WATER / 2 && !this.readingStopped && !this.upstreamBlocked) this.client.resume()
       }
     } catch (err) {
       this.fail(errorReply('ERR', `internal error: ${(err as Error).message}`))
     } finally {
       this.processing = false
     }
+    this.maybeFinish()
+  }
+
+  private maybeFinish(): void {
+    if (this.ending && !this.processing && this.inbox.length === 0 && this.slots.length === 0) this.close()
   }
 
   private localReply(buf: Buffer, after?: () => void, audit?: AuditDraft): void {
@@ -176,9 +188,11 @@ class RedisConnection {
       return
     }
     s.record('request', { command: name, raw: req.raw })
-    if (name === 'CLIENT' && req.args[1]?.toString('latin1').toUpperCase() === 'REPLY') {
-      // replies switched off would break the reply order every pipeline relies on
-      this.localReply(errorReply('ERR', 'CLIENT REPLY is not supported through the gateway'))
+    const unsupported = name === 'CLIENT' && req.args[1]?.toString('latin1').toUpperCase() === 'REPLY' ? 'CLIENT REPLY' : UNSUPPORTED.has(name) ? name : undefined
+    if (unsupported) {
+      // they change how many replies a command gets (none, or an endless stream): the reply order
+      // every pipeline relies on would be lost
+      this.localReply(errorReply('ERR', `${unsupported} is not supported through the gateway`))
       return
     }
 
@@ -258,7 +272,10 @@ class RedisConnection {
       if (this.resp === 2) this.subscribed = true
     }
     this.slots.push(slot)
-    if (!this.upstream!.write(raw)) this.client.pause()
+    if (!this.upstream!.write(raw)) {
+      this.upstreamBlocked = true
+      this.client.pause()
+    }
     if (name === 'RESET') {
       // RESET drops the upstream's authentication too: log the gateway back in, silently
       const auth = await this.upstreamAuth()
@@ -372,7 +389,10 @@ class RedisConnection {
       : netConnect({ host, port })
     this.upstream = sock
     sock.on('data', (chunk: Buffer) => this.onUpstreamData(chunk))
-    sock.on('drain', () => this.client.resume())
+    sock.on('drain', () => {
+      this.upstreamBlocked = false
+      if (!this.readingStopped) this.client.resume()
+    })
     sock.on('error', () => this.fail(errorReply('ERR', 'upstream connection lost')))
     sock.on('close', () => this.fail(errorReply('ERR', 'upstream connection closed')))
     await new Promise<void>(resolve => {
@@ -520,6 +540,7 @@ class RedisConnection {
       if (head.audit) this.audit(head.audit)
       head.after?.()
     }
+    if (this.ending) this.maybeFinish()
   }
 
   private audit(d: AuditDraft): void {

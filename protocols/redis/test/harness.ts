@@ -74,7 +74,8 @@ ${o.masking ? `masking:\n${o.masking}` : ''}
   const core = await createCore(config, { auditStream })
   const target = config.targets[0]!
   const sockets = new Set<Socket>()
-  const server: Server = createServer(sock => {
+  // allowHalfOpen: a client that half-closes after its last command still reads the replies
+  const server: Server = createServer({ allowHalfOpen: true }, sock => {
     sockets.add(sock)
     sock.on('close', () => sockets.delete(sock))
     const session = core.openSession(target, `${sock.remoteAddress}:${sock.remotePort}`)

@@ -145,3 +145,38 @@ t.test('binary values pass untouched', async t => {
   t.match(text, /^mail \S/, 'the text around the hit stays')
   t.notMatch(text, /bob@example\.com/, 'the detector hit is masked')
 })
+
+t.test('pub/sub in RESP3: pushes interleave with ordinary replies on one connection', async t => {
+  const gw = await startGateway(t, { rules: RULES })
+  const token = await gw.token()
+  const sub = await RawClient.connect(gw.port)
+  const pub = await RawClient.connect(gw.port)
+  t.teardown(() => { sub.close(); pub.close() })
+  sub.send(`HELLO 3 AUTH a ${token}\r\n`)
+  await sub.read(s => s.includes('modules'))
+  pub.send(`AUTH ${token}\r\n`)
+  await pub.lines(1)
+  sub.send('SUBSCRIBE ch\r\nSSUBSCRIBE sh\r\nSET after 1\r\n')
+  t.equal(await sub.lines(9), '>3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n>3\r\n$10\r\nssubscribe\r\n$2\r\nsh\r\n:1\r\n+OK\r\n')
+  pub.send('PUBLISH ch hello\r\nSPUBLISH sh world\r\n')
+  t.equal(await pub.lines(2), ':1\r\n:1\r\n')
+  t.equal(await sub.lines(14), '>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n>3\r\n$8\r\nsmessage\r\n$2\r\nsh\r\n$5\r\nworld\r\n')
+  sub.send('GET after\r\n')
+  t.equal(await sub.lines(2), '$1\r\n1\r\n')
+})
+
+t.test('commands that would break reply order are refused in place', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token()}\r\nMONITOR\r\nCLIENT REPLY OFF\r\nPING\r\n`)
+  t.equal(await c.lines(4), '+OK\r\n-ERR MONITOR is not supported through the gateway\r\n-ERR CLIENT REPLY is not supported through the gateway\r\n+PONG\r\n')
+})
+
+t.test('a client that half-closes after its last command gets every reply', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  c.send(`AUTH ${await gw.token()}\r\nSET hc 1\r\nBLPOP nothing 0.2\r\nGET hc\r\n`)
+  c.sock.end()
+  t.equal(await c.read(() => c.closed), '+OK\r\n+OK\r\n*-1\r\n$1\r\n1\r\n')
+})
