@@ -273,12 +273,15 @@ export class PostgresProxy {
         return undefined
       }
       case 0x42: {
-        // B Bind
-        const bind = parseBindMessage(body())
+        // B Bind: only the names, unless a LIMIT $n needs its value
+        const r = body()
+        const portal = r.cstring()
+        const statement = r.cstring()
         this.session.record('request', { type: 'B', bytes: frame.raw })
-        const op = this.statements.get(bind.statement)
-        if (op) this.portals.set(bind.portal, this.boundTopK(op, bind))
-        else this.portals.delete(bind.portal)
+        const op = this.statements.get(statement)
+        if (!op) this.portals.delete(portal)
+        else if (typeof op.facts.topKParam !== 'number') this.portals.set(portal, op)
+        else this.portals.set(portal, this.boundTopK(op, parseBindMessage(body())))
         this.toUpstream(frame.raw)
         return undefined
       }
