@@ -1,6 +1,6 @@
 // The four masking methods. `kind` is what was found (a detector name, a user pattern name) or
 // undefined for a whole column/field/key value.
-import { createHmac } from 'node:crypto'
+import { createHmac, type KeyObject } from 'node:crypto'
 import type { MaskMethod } from '../types.ts'
 
 /** Strictest first: when several rules cover one value, the earliest method here wins. */
@@ -12,8 +12,11 @@ export function stricter(a: MaskMethod | undefined, b: MaskMethod): MaskMethod {
 
 export const MASK_METHODS: readonly MaskMethod[] = ['redact', 'partial', 'hash', 'null']
 
-/** 'hash:' + first 16 hex of HMAC-SHA256(key, value): stable per key, so equal values stay equal. */
-export function hashValue(key: Buffer, value: string): string {
+/**
+ * 'hash:' + first 16 hex of HMAC-SHA256(key, value): stable per key, so equal values stay equal.
+ * Plans pass a KeyObject made once (createSecretKey), sparing a key import per value.
+ */
+export function hashValue(key: Buffer | KeyObject, value: string): string {
   return 'hash:' + createHmac('sha256', key).update(value).digest('hex').slice(0, 16)
 }
 
@@ -52,7 +55,7 @@ export function partialValue(value: string, kind?: string): string {
  * values get '[REDACTED]'. 'null' on a whole value is null; inside text there is no null, so a hit
  * is redacted instead (fail closed, and the reader sees why).
  */
-export function maskValue(method: MaskMethod, value: string, hashKey: Buffer, kind?: string): string | null {
+export function maskValue(method: MaskMethod, value: string, hashKey: Buffer | KeyObject, kind?: string): string | null {
   switch (method) {
     case 'redact':
       return kind === undefined ? '[REDACTED]' : `[REDACTED:${kind}]`

@@ -1,6 +1,6 @@
 // compileMaskPlan: from config rules and one principal on one target to the MaskPlan the codecs use.
 // Everything is decided here, once per session; the plan's methods are lookups.
-import { randomBytes } from 'node:crypto'
+import { createSecretKey, type KeyObject, randomBytes } from 'node:crypto'
 import RE2 from 're2'
 import { PortcullisError } from '../errors.ts'
 import type { MaskMethod, MaskPlan } from '../types.ts'
@@ -115,7 +115,7 @@ class CompiledMaskPlan implements MaskPlan {
     private readonly fields: FieldRules,
     private readonly keys: KeyRules,
     private readonly scanner: Scanner,
-    private readonly hashKey: Buffer,
+    private readonly hashKey: KeyObject,
   ) {
     this.hasDetectors = !scanner.empty
     this.empty = columns.size === 0 && fields.size === 0 && keys.size === 0 && scanner.empty
@@ -195,12 +195,13 @@ export function compileMaskPlan(rules: MaskingRuleConfig[], ctx: MaskContext, op
   for (const [detector, { label, method }] of [...detectors].sort((a, b) => order(a[0]) - order(b[0]))) {
     entries.push({ detector, label, method })
   }
-  return new CompiledMaskPlan(columns, fields, keys, new Scanner(entries, patterns, opts.hashKey), opts.hashKey)
+  const key = createSecretKey(opts.hashKey)
+  return new CompiledMaskPlan(columns, fields, keys, new Scanner(entries, patterns, key), key)
 }
 
 const order = (d: Detector): number => BUILTIN.indexOf(d)
 
 /** The plan that masks nothing (before authentication, or when no rule applies). */
 export const EMPTY_MASK_PLAN: MaskPlan = Object.freeze(
-  new CompiledMaskPlan(new ColumnRules(), new FieldRules(), new KeyRules(), new Scanner([], [], randomBytes(32)), randomBytes(32)),
+  new CompiledMaskPlan(new ColumnRules(), new FieldRules(), new KeyRules(), new Scanner([], [], createSecretKey(randomBytes(32))), createSecretKey(randomBytes(32))),
 )

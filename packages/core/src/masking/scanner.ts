@@ -2,6 +2,7 @@
 // combined alternation, compiled lazily per set of satisfied pre-checks (text without '@' never runs
 // the email branch); user patterns are re2 (linear time) and run after it. Nothing matched → the
 // caller gets its own string back, no copy.
+import type { KeyObject } from 'node:crypto'
 import RE2 from 're2'
 import type { MaskMethod } from '../types.ts'
 import { type Detector, Trigger, findEmails, triggersOf } from './detectors.ts'
@@ -41,12 +42,12 @@ export class Scanner {
   readonly maxMatchLength: number
   private readonly wanted: number
   private readonly combined = new Map<number, Combined | null>()
-  private readonly hashKey: Buffer
+  private readonly hashKey: KeyObject
   /** email runs outside the combined regex (see findEmails) */
   private readonly email: DetectorEntry | undefined
   private readonly regexEntries: readonly DetectorEntry[]
 
-  constructor(entries: DetectorEntry[], patterns: PatternEntry[], hashKey: Buffer) {
+  constructor(entries: DetectorEntry[], patterns: PatternEntry[], hashKey: KeyObject) {
     this.entries = entries
     this.email = entries.find(e => e.detector.name === 'email')
     this.regexEntries = entries.filter(e => e !== this.email)
