@@ -126,7 +126,8 @@ const qdrant: Route[] = [
   { method: 'POST', path: '/collections/:collection/points/batch', operation: 'points.batch', class: 'write', body: 'json', resources: ['collection'], extract: b => qdrantBatch(b) },
   {
     method: 'POST', path: '/collections/:collection/points/delete', operation: 'points.delete', class: 'delete', body: 'json', resources: ['collection'],
-    extract: (b): RouteFacts => (Array.isArray(b?.points) ? { facts: { points: b.points.length } } : { class: 'bulk-delete', facts: { filter: true } }),
+    // anything but a plain list of ids (a filter, both, an unknown shape) is the strict reading
+    extract: (b): RouteFacts => (Array.isArray(b?.points) && b?.filter === undefined ? { facts: { points: b.points.length } } : { class: 'bulk-delete', facts: { filter: true } }),
   },
   { method: ['POST', 'PUT'], path: '/collections/:collection/points/payload*', operation: 'points.payload', class: 'write', body: 'json', resources: ['collection'] },
   { method: ['POST', 'PUT'], path: '/collections/:collection/points/vectors*', operation: 'points.vectors', class: 'write', body: 'json', resources: ['collection'] },

@@ -79,6 +79,8 @@ function serverFor(target: TargetConfig): Server {
 
 // hop-by-hop headers (RFC 9110 §7.6.1) and those the gateway sets itself
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'expect'])
+// a server that honours these would run another method than the one classified
+const METHOD_OVERRIDE = ['x-http-method-override', 'x-http-method', 'x-method-override']
 const CREDENTIAL = new Set(['authorization', 'cookie', 'proxy-authorization', 'x-api-key', 'api-key'])
 
 function tokenHeader(target: TargetConfig): string {
@@ -144,6 +146,7 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
   const drop = new Set(HOP)
   drop.add(tokenHeader(target))
   drop.add('authorization')
+  for (const h of METHOD_OVERRIDE) drop.add(h)
   if (target.upstream.auth) drop.add(target.upstream.auth.header.toLowerCase())
   const conn = req.headers.connection
   if (typeof conn === 'string') for (const name of conn.split(',')) drop.add(name.trim().toLowerCase())

@@ -36,6 +36,7 @@ t.test('qdrant: collections are schema, upsert writes, delete by ids or filter, 
   t.same(up.resources, ['docs'])
   t.equal(q('POST', '/collections/docs/points/delete', { points: [1, 2] }).class, 'delete')
   t.equal(q('POST', '/collections/docs/points/delete', { filter: { must: [] } }).class, 'bulk-delete')
+  t.equal(q('POST', '/collections/docs/points/delete', { points: [1], filter: { must: [] } }).class, 'bulk-delete', 'ids plus a filter is read strictly')
   const s = q('POST', '/collections/docs/points/search', { vector: [1], limit: 5 })
   t.equal(s.class, 'read')
   t.match(s.facts, { vectorSearch: true, topK: 5 })

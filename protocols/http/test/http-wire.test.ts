@@ -140,3 +140,11 @@ t.test('a configured token header carries the token; the client cannot smuggle i
   t.equal(upstream.requests[0].headers['x-portcullis-token'], undefined)
   t.notOk(JSON.stringify(upstream.requests[0].headers).includes('clients-own-key'))
 })
+
+t.test('method override headers never reach the upstream', async t => {
+  const { gw, upstream } = await setup(t)
+  const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: 'Bearer dev-token-alice', 'x-http-method-override': 'DELETE', 'x-method-override': 'DELETE' } })
+  t.equal(res.status, 200)
+  t.equal(upstream.requests[0].headers['x-http-method-override'], undefined)
+  t.equal(upstream.requests[0].headers['x-method-override'], undefined)
+})
