@@ -64,6 +64,7 @@ t.test('each kind of bad token is refused with its own reason', async t => {
   t.equal(await reasonOf(identity.verify(`${b64({ alg: 'NONE' })}.${p}.`)), 'AUTH_FAILED:alg-none')
   t.equal(await reasonOf(identity.verify('not.a.jwt')), 'AUTH_FAILED:malformed')
   t.equal(await reasonOf(identity.verify('')), 'AUTH_FAILED:missing')
+  t.equal(await reasonOf(identity.verify(`${h}.${'A'.repeat(20_000)}.x`)), 'AUTH_FAILED:malformed')
 
   // alg confusion: an HS256 token whose "secret" is the issuer's public key
   const publicJwk: JWK = { ...issuer.privateJwk }

@@ -14,6 +14,8 @@ export interface Identity {
   update(config: IdentityConfig): void
 }
 
+export const MAX_TOKEN_LENGTH = 16 * 1024
+
 function refuse(reason: string, why: string): PortcullisError {
   return new PortcullisError('AUTH_FAILED', why, { reason })
 }
@@ -105,6 +107,8 @@ export function createIdentity(
     },
     async verify(token) {
       if (typeof token !== 'string' || token.length === 0) throw refuse('missing', 'no token presented')
+      // real tokens are a few KB; anything far larger is not worth decoding
+      if (token.length > MAX_TOKEN_LENGTH) throw refuse('malformed', `token longer than ${MAX_TOKEN_LENGTH} characters`)
       let header
       let claims
       try {
