@@ -6,7 +6,6 @@
 //   client: <class> <statement>\n   server: ALLOW <rule>\n | BLOCK <rule> <reason>\n | PENDING <id>\n (then ALLOW/BLOCK)
 import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
-import { createInterface } from 'node:readline'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -24,7 +23,9 @@ export function lineCodec(protocol: Protocol = 'redis', prefix = ''): ProtocolCo
       return n === want.length ? true : undefined
     },
     async serve(client: Duplex, session: Session) {
-      const rl = createInterface({ input: client, crlfDelay: Infinity })
+      // Plain 'data' listeners (no readline, which resumes the stream itself): a codec written this
+      // way proves the gateway hands over a stream that flows once the codec listens.
+      const rl = dataLines(client)
       const write = (line: string) => {
         if (client.writable) client.write(line + '\n')
       }
@@ -64,6 +65,39 @@ export function lineCodec(protocol: Protocol = 'redis', prefix = ''): ProtocolCo
       }
       client.end()
     },
+  }
+}
+
+async function* dataLines(client: Duplex): AsyncGenerator<string> {
+  const queue: string[] = []
+  let wake: (() => void) | undefined
+  let ended = false
+  let buf = ''
+  client.on('data', (d: Buffer) => {
+    buf += d.toString('utf8')
+    let i
+    while ((i = buf.indexOf('\n')) >= 0) {
+      queue.push(buf.slice(0, i).replace(/\r$/, ''))
+      buf = buf.slice(i + 1)
+    }
+    wake?.()
+  })
+  const stop = () => {
+    ended = true
+    wake?.()
+  }
+  client.on('end', stop)
+  client.on('close', stop)
+  client.on('error', stop)
+  for (;;) {
+    const line = queue.shift()
+    if (line !== undefined) {
+      yield line
+      continue
+    }
+    if (ended) return
+    await new Promise<void>((r) => (wake = r))
+    wake = undefined
   }
 }
 
