@@ -20,8 +20,10 @@ export function readSse(o: { host: string; port: number; token?: string; label: 
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(o.token ? { authorization: `Bearer ${o.token}` } : {}) },
     }, res => {
       if (res.statusCode !== 200) {
-        res.resume()
-        return reject(new ScenarioError(`SSE via ${o.label}: HTTP ${res.statusCode}`))
+        let text = ''
+        res.setEncoding('utf8').on('data', (d: string) => { text = (text + d).slice(0, 300) })
+        res.on('end', () => reject(new ScenarioError(`SSE via ${o.label}: HTTP ${res.statusCode} ${text}`)))
+        return
       }
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => {

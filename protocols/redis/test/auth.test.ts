@@ -72,3 +72,15 @@ t.test('AUTH and HELLO credentials never reach the audit log', async t => {
   t.notOk(text.includes('gw-secret-pw'))
   t.match(gw.audit().find(e => e.statement === 'SET x ?'), { class: 'write', decision: 'allow', rule: 'agents-all' })
 })
+
+t.test('a session killed by an admin ends with an error and a close', async t => {
+  const gw = await startGateway(t)
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token()}\r\nPING\r\n`)
+  t.equal(await c.lines(2), '+OK\r\n+PONG\r\n')
+  const [session] = gw.core.sessions()
+  t.ok(gw.core.kill(session!.id, 'killed by admin'))
+  t.match(await c.read(() => c.closed), /^-ERR session ended: /)
+  t.ok(c.closed)
+})
