@@ -417,3 +417,11 @@ t.test('a single record larger than the buffer bound leaves a marker in its plac
   t.ok((all[1].payload.bytes as number) > 100 * 1024)
   t.same(all[2].payload, { text: 'small' })
 })
+
+t.test('a session id cannot place the file outside its day directory', async t => {
+  const dir = tempDir(t)
+  const rec = openRecorder({ dir, sessionId: '../../etc/evil', target: 'docs-db', protocol: 'postgres', principal })
+  await rec.close()
+  t.match(rec.path, new RegExp(`^${dir}/\\d{4}-\\d{2}-\\d{2}/[^/]+\\.pcr$`))
+  t.equal((await verifyRecording(rec.path)).header?.sessionId, '../../etc/evil', 'the header keeps the id as given')
+})

@@ -83,7 +83,9 @@ class FileRecorder implements Recorder {
   constructor(opts: RecorderOptions) {
     const start = new Date()
     GENESIS.copy(this.chunk, 0)
-    this.path = join(opts.dir, isoDay(start), `${opts.sessionId}.pcr`)
+    // the session id names the file: nothing in it may climb out of the day directory
+    const name = opts.sessionId.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '_') || '_'
+    this.path = join(opts.dir, isoDay(start), `${name}.pcr`)
     this.onFailure = opts.onFailure ?? 'block'
     this.maxBacklog = opts.maxBacklogBytes ?? DEFAULT_MAX_BACKLOG
     this.signing = opts.sign
