@@ -243,3 +243,24 @@ rules:
     { file: 'docs.yaml', line: 7, path: 'rules.0.when.facts.topK', message: 'must be a value (text, number, true/false) or a comparison { gt, gte, lt, lte, eq } with numbers' },
   ])
 })
+
+t.test('an http target names the header that carries its upstream credential', async t => {
+  const c = parseConfig(`secrets:
+  openai: { env: OPENAI_API_KEY }
+targets:
+  - { name: llm, protocol: http, listen: "127.0.0.1:18080", upstream: { url: "https://api.openai.com", auth: { header: authorization, secret: { secret: openai } } } }
+  - { name: vec, protocol: http, listen: "127.0.0.1:18081", upstream: { url: "https://x.pinecone.io", auth: { header: Api-Key, secret: { secret: openai } } } }
+  - { name: az, protocol: http, listen: "127.0.0.1:18082", upstream: { url: "https://az", auth: { header: authorization, value: "Token {secret}", secret: { secret: openai } } } }
+`)
+  t.same(c.targets.map(x => x.upstream.auth?.value), ['Bearer {secret}', '{secret}', 'Token {secret}'])
+  const issues = issuesOf(t, `secrets:
+  k: { env: K }
+targets:
+  - { name: llm, protocol: http, listen: "127.0.0.1:1", upstream: { url: "http://u", auth: { header: x, value: "static", secret: { secret: k } } } }
+  - { name: pg, protocol: postgres, listen: "127.0.0.1:2", upstream: { url: "http://u" } }
+`)
+  t.same(issues.map(i => [i.line, i.path, i.message]), [
+    [4, 'targets.0.upstream.auth.value', 'must contain {secret} where the credential goes'],
+    [5, 'targets.1.upstream', 'postgres targets need upstream.host and upstream.port'],
+  ])
+})

@@ -240,8 +240,14 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     if (t.protocol === 'http' && !t.upstream.url) issue([...path, 'upstream'], 'http targets need upstream.url')
     if (t.protocol !== 'http' && (!t.upstream.host || !t.upstream.port))
       issue([...path, 'upstream'], `${t.protocol} targets need upstream.host and upstream.port`)
-    if (t.upstream.auth && !t.upstream.auth.value.includes('{secret}'))
-      issue([...path, 'upstream', 'auth', 'value'], 'must contain {secret} where the credential goes')
+    const auth = t.upstream.auth as (Omit<NonNullable<TargetConfig['upstream']['auth']>, 'value'> & { value?: string }) | undefined
+    if (auth) {
+      // an Authorization header means a bearer token unless said otherwise; other headers (x-api-key,
+      // api-key) carry the bare key
+      if (auth.value === undefined) auth.value = auth.header.toLowerCase() === 'authorization' ? 'Bearer {secret}' : '{secret}'
+      else if (!auth.value.includes('{secret}'))
+        issue([...path, 'upstream', 'auth', 'value'], 'must contain {secret} where the credential goes')
+    }
     checkRef(t.upstream.password, [...path, 'upstream', 'password'])
     checkRef(t.upstream.auth?.secret, [...path, 'upstream', 'auth', 'secret'])
     const l = t.limits ?? {}
