@@ -447,6 +447,8 @@ t.test('SQL that does not parse is an error with the parser message, admin, and 
 
   const quoted = classifySql('SELEC * FROM customers WHERE email = "ann@example.com" AND id = 42')
   t.equal(quoted.statement, 'SELEC * FROM customers WHERE email = $1 AND id = $2', 'a value in double quotes is hidden too')
+  const near = classifySql('SELECT * FROM customers WHERE email = "ann" "ann@example.com"')
+  t.equal(near.error, 'syntax error at a literal at position 45')
 
   const unterminated = classifySql("SELECT 'ann@example.com")
   t.equal(unterminated.class, 'admin')

@@ -274,9 +274,10 @@ function failed(sql: string, message: string): Operation {
   return buildOperation([{ class: 'admin', resources: [], statement: text }], textFingerprint(text), message)
 }
 
-// `at or near "<token>"`: the token is shown when it is a word, not when it is a value
-const NEAR = /at or near "((?:[^"]|"")*)"/
-const LITERAL_START = /^(?:[bBxXeEnN]?'|[uU]&'|\$|[0-9.])/
+// `at or near "<token>"`: the token is shown when it is a word, not when it is a value or quoted
+// (the token is not escaped: a quoted name shows as ""name"", so take everything to the last quote)
+const NEAR = /at or near "(.*)"/s
+const LITERAL_START = /^(?:[bBxXeEnN]?'|[uU]&['"]|\$|"|[0-9.])/
 
 /** The parser's message, minus the text of a literal it may quote (possible PII or a secret). */
 function parserMessage(err: unknown): string {
