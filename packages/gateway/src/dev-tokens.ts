@@ -9,8 +9,10 @@ import { createDevIssuer } from '@portcullis/core'
 
 export const DEV_ISSUER = 'https://portcullis.dev.local/'
 export const DEV_AUDIENCE = 'portcullis'
-/** Old public keys fall off the end; tokens are short-lived, so only recent keys matter. */
-const MAX_KEYS = 64
+/** Keys whose tokens have expired are dropped; beyond this many, the oldest go too. */
+const MAX_KEYS = 256
+/** Each public key carries the expiry of the one token it signed (a private JWK member). */
+const EXP_MEMBER = 'x-portcullis-exp'
 
 export function devIssuerDir(): string {
   return process.env.PORTCULLIS_DEV_ISSUER_DIR || join(homedir(), '.portcullis', 'dev-issuer')
@@ -50,20 +52,25 @@ export async function mintDevToken(req: MintRequest): Promise<{ token: string; e
     const issuer = await createDevIssuer({ dir: scratch, issuer: DEV_ISSUER, audience: DEV_AUDIENCE })
     const ttlSeconds = req.ttlSeconds ?? 3600
     const token = await issuer.mint({ sub: req.sub, groups: req.groups ?? [], ttlSeconds })
-    const fresh = JSON.parse(await readFile(issuer.jwksFile, 'utf8')) as { keys: object[] }
+    const expiresAt = Date.now() + ttlSeconds * 1000
+    const fresh = JSON.parse(await readFile(issuer.jwksFile, 'utf8')) as { keys: Array<Record<string, unknown>> }
+    for (const k of fresh.keys) k[EXP_MEMBER] = Math.ceil(expiresAt / 1000)
     await withLock(join(dir, 'jwks.lock'), async () => {
-      let keys: object[] = []
+      let keys: Array<Record<string, unknown>> = []
       try {
-        keys = (JSON.parse(await readFile(jwksFile, 'utf8')) as { keys: object[] }).keys ?? []
+        keys = (JSON.parse(await readFile(jwksFile, 'utf8')) as { keys: Array<Record<string, unknown>> }).keys ?? []
       } catch {
         // a missing or corrupt set is replaced
       }
-      const next = { keys: [...fresh.keys, ...keys].slice(0, MAX_KEYS) }
+      // A minute past expiry: verifiers allow some clock skew, so a key may matter a little longer.
+      const cutoff = Date.now() / 1000 - 60
+      const live = keys.filter((k) => typeof k[EXP_MEMBER] !== 'number' || (k[EXP_MEMBER] as number) > cutoff)
+      const next = { keys: [...fresh.keys, ...live].slice(0, MAX_KEYS) }
       const tmp = `${jwksFile}.${process.pid}.tmp`
       await writeFile(tmp, JSON.stringify(next, null, 1))
       await rename(tmp, jwksFile)
     })
-    return { token, expiresAt: Date.now() + ttlSeconds * 1000, jwksFile }
+    return { token, expiresAt, jwksFile }
   } finally {
     await rm(scratch, { recursive: true, force: true })
   }

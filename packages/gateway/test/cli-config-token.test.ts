@@ -45,3 +45,22 @@ t.test('token mints a dev token that the gateway accepts, and says it is for dem
   t.ok(p.expiresAt! - Date.now() <= 10 * 60_000 + 1000, 'ttl applied')
 
 })
+
+t.test('dev keys of long-expired tokens leave the key set; live ones stay', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const { mintDevToken } = await import('../src/dev-tokens.ts')
+  const { readFile, writeFile: write } = await import('node:fs/promises')
+  const first = await mintDevToken({ sub: 'a', ttlSeconds: 600, dir: env.issuerDir })
+  const jwks = () => readFile(first.jwksFile, 'utf8').then((s) => JSON.parse(s) as { keys: Array<Record<string, unknown>> })
+  // Age the first key as if its token had expired an hour ago.
+  const set = await jwks()
+  t.ok((set.keys[0]!['x-portcullis-exp'] as number) * 1000 >= first.expiresAt - 1000, 'each key carries its token expiry')
+  set.keys[0]!['x-portcullis-exp'] = Math.floor(Date.now() / 1000) - 3600
+  await write(first.jwksFile, JSON.stringify(set))
+  const second = await mintDevToken({ sub: 'b', ttlSeconds: 600, dir: env.issuerDir })
+  t.equal((await jwks()).keys.length, 1, 'the expired token’s key was pruned')
+  const core = await createCore(env.config(), { auditStream: new PassThrough().resume() })
+  t.teardown(() => core.close())
+  t.equal((await core.authenticate(second.token)).subject, 'b', 'the key member we add does not upset verification')
+})
