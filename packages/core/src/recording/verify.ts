@@ -29,7 +29,6 @@ export interface VerifyOptions {
 
 export async function verifyRecording(file: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const src = await FrameSource.open(file)
-  let prev = GENESIS
   let records = 0
   let header: RecordingHeader | undefined
   let seal: SealPayload | undefined
@@ -55,13 +54,14 @@ export async function verifyRecording(file: string, opts: VerifyOptions = {}): P
         return result('tampered', { record: records, offset, message: `record ${records} follows the seal` })
       }
       const hashAt = end - HASH_BYTES
-      // past the first frame, the 32 bytes before `start` are the previous frame's stored hash, which
-      // equalled the computed one: hash the contiguous slice in one shot
+      // Past the first frame, the 32 bytes before `start` are the previous frame's stored hash (the
+      // frame source keeps them across reads), which matched the computed one: hash the contiguous
+      // slice in one shot. A latin1 string compared in place allocates nothing per record.
       const h =
-        records > 0 && start >= HASH_BYTES
-          ? oneShotHash('sha256', buf.subarray(start - HASH_BYTES, hashAt), 'buffer')
-          : createHash('sha256').update(prev).update(buf.subarray(start, hashAt)).digest()
-      if (!h.equals(buf.subarray(hashAt, end))) {
+        records === 0
+          ? createHash('sha256').update(GENESIS).update(buf.subarray(start, hashAt)).digest('binary')
+          : oneShotHash('sha256', buf.subarray(start - HASH_BYTES, hashAt), 'binary')
+      if (!sameBytes(h, buf, hashAt)) {
         return result('tampered', {
           record: records,
           offset,
@@ -87,12 +87,12 @@ export async function verifyRecording(file: string, opts: VerifyOptions = {}): P
           sealTime = entry.time
           sealRecord = records
           sealOffset = offset
+          const prev = buf.subarray(start - HASH_BYTES, start)
           if (seal.records !== records || !Buffer.isBuffer(seal.lastHash) || !seal.lastHash.equals(prev)) {
             return result('tampered', { record: records, offset, message: 'the seal does not match the records before it' })
           }
         }
       }
-      prev = h
       records++
     }
     const end = src.result
@@ -140,3 +140,8 @@ export async function verifyRecording(file: string, opts: VerifyOptions = {}): P
   }
 }
 
+
+function sameBytes(latin1: string, buf: Buffer, at: number): boolean {
+  for (let i = 0; i < HASH_BYTES; i++) if (latin1.charCodeAt(i) !== buf[at + i]) return false
+  return true
+}
