@@ -39,7 +39,7 @@ t.test('an http target: the token is swapped for the upstream key, PII in replie
     body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] }),
   })
   const text = await res.text()
-  t.equal(res.status, 200, text)
+  t.equal(res.status, 200, 'the chat completion goes through')
   t.notMatch(text, /ada@example\.com/, 'the email in the reply is masked')
   t.equal(upstream.requests.length, 1)
   t.equal(upstream.requests[0]!.headers.authorization, 'Bearer sk-upstream-secret', 'upstream got the gateway credential')
