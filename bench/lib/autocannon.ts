@@ -10,7 +10,7 @@ export type HttpLoadResult = { rps: number; p50Ms: number; p99Ms: number; mbps: 
 const here = dirname(fileURLToPath(import.meta.url))
 const CLI = join(here, '..', 'node_modules', 'autocannon', 'autocannon.js')
 
-export async function autocannon(o: {
+export interface HttpLoadOptions {
   url: string
   connections: number
   seconds: number
@@ -18,7 +18,19 @@ export async function autocannon(o: {
   headers?: Record<string, string>
   body?: string
   label: string
-}): Promise<HttpLoadResult> {
+}
+
+export async function autocannon(o: HttpLoadOptions): Promise<HttpLoadResult> {
+  // a run in which no answer came back in time, and none failed, is too short for this path: run
+  // it again, longer; only errors, timeouts, non-2xx answers or nothing at all after that fail it
+  for (let seconds = o.seconds; ; seconds *= 2) {
+    const r = await autocannonOnce({ ...o, seconds })
+    if (r !== 'no-requests') return r
+    if (seconds >= o.seconds * 8) throw new ScenarioError(`autocannon via ${o.label}: no answer completed in ${seconds} s`)
+  }
+}
+
+async function autocannonOnce(o: HttpLoadOptions): Promise<HttpLoadResult | 'no-requests'> {
   // a generous per-request timeout: a slow answer is a slow number, only a lost one is a failure
   const args = [CLI, '-j', '-n', '-t', '30', '-c', String(o.connections), '-d', String(o.seconds), '-m', o.method ?? 'GET']
   for (const [k, v] of Object.entries(o.headers ?? {})) args.push('-H', `${k}=${v}`)
@@ -32,7 +44,8 @@ export async function autocannon(o: {
     throw new ScenarioError(`autocannon via ${o.label}: exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(-300)}`)
   }
   const bad = (res.errors ?? 0) + (res.timeouts ?? 0) + (res.non2xx ?? 0)
-  if (bad > 0 || !res.requests?.total) {
+  if (bad === 0 && !res.requests?.total) return 'no-requests'
+  if (bad > 0) {
     throw new ScenarioError(`autocannon via ${o.label}: ${res.errors} errors, ${res.timeouts} timeouts, ${res.non2xx} non-2xx of ${res.requests?.total ?? 0} requests`)
   }
   return {
