@@ -272,7 +272,7 @@ class RedisConnection {
       if (this.resp === 2) this.subscribed = true
     }
     this.slots.push(slot)
-    if (!this.upstream!.write(raw)) {
+    if (!this.toUpstream(raw)) {
       this.upstreamBlocked = true
       this.client.pause()
     }
@@ -281,7 +281,7 @@ class RedisConnection {
       const auth = await this.upstreamAuth()
       if (auth) {
         this.slots.push({ expect: 1, drop: true })
-        this.upstream!.write(auth)
+        this.toUpstream(auth)
       }
     }
     this.flush()
@@ -349,7 +349,7 @@ class RedisConnection {
     const upstreamArgs = version === undefined ? ['HELLO'] : ['HELLO', String(version), ...(setname !== undefined ? ['SETNAME', setname] : [])]
     if (version !== undefined) this.resp = version
     this.slots.push({ expect: 1 })
-    this.upstream!.write(encodeCommand(upstreamArgs))
+    this.toUpstream(encodeCommand(upstreamArgs))
   }
 
   // ---- upstream ----------------------------------------------------------------------------------
@@ -559,9 +559,35 @@ class RedisConnection {
     })
   }
 
+  // Writes are corked until the current burst of work is done (a nextTick runs once the promise
+  // queue is drained): a pipeline of N commands becomes one write each way instead of N.
+  private clientCorked = false
+  private upstreamCorked = false
+
   private write(buf: Buffer): void {
     if (this.closed) return
+    if (!this.clientCorked) {
+      this.clientCorked = true
+      this.client.cork()
+      process.nextTick(() => {
+        this.clientCorked = false
+        this.client.uncork()
+      })
+    }
     if (!this.client.write(buf)) this.upstream?.pause()
+  }
+
+  private toUpstream(buf: Buffer): boolean {
+    const up = this.upstream!
+    if (!this.upstreamCorked) {
+      this.upstreamCorked = true
+      up.cork()
+      process.nextTick(() => {
+        this.upstreamCorked = false
+        up.uncork()
+      })
+    }
+    return up.write(buf)
   }
 
   /** writes a last error and ends the connection */
