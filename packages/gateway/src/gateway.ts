@@ -253,6 +253,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   }
 
   let reloading: Promise<void> = Promise.resolve()
+  let closed: Promise<void> | undefined
   let watcher: FSWatcher | undefined
   let debounce: NodeJS.Timeout | undefined
   const gateway: Gateway = {
@@ -278,24 +279,28 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
       await gateway.reload(next)
       return true
     },
-    async close(deadlineMs = 10_000) {
-      if (closing) return
-      closing = true
-      watcher?.close()
-      if (debounce) clearTimeout(debounce)
-      const stopped = Promise.all([...listeners.values()].map(closeListener))
-      const drained = waitUntil(() => live.size === 0, deadlineMs)
-      if (!(await drained)) {
-        log.warn({ sessions: live.size }, 'shutdown deadline passed; aborting sessions')
-        for (const id of [...live.keys()]) core.kill(id, 'gateway shutting down')
-        for (const { socket } of live.values()) setTimeout(() => socket.destroy(), 200).unref()
-        await waitUntil(() => live.size === 0, ABORT_GRACE_MS + CLOSE_GRACE_MS)
-      }
-      for (const l of listeners.values()) for (const s of l.connections) s.destroy()
-      await stopped
-      await admin?.close()
-      await core.close()
+    close(deadlineMs = 10_000) {
+      // A second call (SIGTERM after SIGINT, a test teardown) waits for the same shutdown.
+      closed ??= shutdown(deadlineMs)
+      return closed
     },
+  }
+
+  async function shutdown(deadlineMs: number): Promise<void> {
+    closing = true
+    watcher?.close()
+    if (debounce) clearTimeout(debounce)
+    const stopped = Promise.all([...listeners.values()].map(closeListener))
+    const drained = waitUntil(() => live.size === 0, deadlineMs)
+    if (!(await drained)) {
+      log.warn({ sessions: live.size }, 'shutdown deadline passed; aborting sessions')
+      for (const id of [...live.keys()]) core.kill(id, 'gateway shutting down')
+      await waitUntil(() => live.size === 0, ABORT_GRACE_MS + CLOSE_GRACE_MS)
+    }
+    for (const l of listeners.values()) for (const s of l.connections) s.destroy()
+    await stopped
+    await admin?.close()
+    await core.close()
   }
 
   if (opts.configFile) {
