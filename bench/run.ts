@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Context } from './lib/context.ts'
 import { machineFacts, markdown } from './lib/table.ts'
-import type { Row, Scenario } from './lib/types.ts'
+import { Unavailable, type Row, type Scenario } from './lib/types.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const { values } = parseArgs({
@@ -53,6 +53,11 @@ try {
     try {
       rows.push(...(await s.run(ctx)))
     } catch (err) {
+      if (err instanceof Unavailable) {
+        const na = `n/a (${err.message})`
+        rows.push({ scenario: s.name, metric: 'all', higherIsBetter: true, direct: na, portcullis: na, reference: na })
+        continue
+      }
       // a scenario that throws outside its measurements is a bench bug: show it, fail the run
       const msg = (err as Error).stack ?? String(err)
       scenarioErrors.push(`${s.name}: ${msg}`)

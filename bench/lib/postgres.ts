@@ -1,12 +1,21 @@
 // The bench's own Postgres 15 server and its reference proxy, pgbouncer (session pooling). Both
 // refuse to run as root, so they run as the `postgres` user in directories that user owns.
-import { mkdtempSync, writeFileSync, chmodSync, chownSync, rmSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, chmodSync, chownSync, rmSync, readdirSync, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { asPostgres, daemon, freePort, isRoot, run, waitForPort, which, type Daemon } from './proc.ts'
 import { Unavailable } from './types.ts'
 
-const PG_BIN = '/usr/lib/postgresql/15/bin'
+/** the newest installed server's binaries (Debian keeps them out of PATH) */
+const PG_BIN = (() => {
+  try {
+    const versions = readdirSync('/usr/lib/postgresql').filter(v => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`))
+    versions.sort((a, b) => Number(b) - Number(a))
+    return versions.length ? `/usr/lib/postgresql/${versions[0]}/bin` : '/usr/lib/postgresql/15/bin'
+  } catch {
+    return '/usr/lib/postgresql/15/bin'
+  }
+})()
 
 export interface PostgresServer {
   host: string
@@ -29,14 +38,10 @@ function ownedTempDir(prefix: string): string {
   return dir
 }
 
-function bin(name: string): string {
-  const p = which(name) ?? `${PG_BIN}/${name}`
-  return p
-}
 
 export async function startPostgres(): Promise<PostgresServer> {
   const initdb = `${PG_BIN}/initdb`
-  if (!which('initdb') && !which('psql')) throw new Unavailable('postgres not installed')
+  if (!existsSync(initdb) || !which('psql')) throw new Unavailable('postgres server binaries or psql not installed')
   const dir = ownedTempDir('bench-pg-')
   const data = join(dir, 'data')
   const [c, a] = asPostgres(initdb, ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])

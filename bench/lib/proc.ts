@@ -3,6 +3,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { createServer, connect } from 'node:net'
 import { existsSync, readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Unavailable } from './types.ts'
 
 export function which(cmd: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin', '/usr/lib/postgresql/15/bin'])) {
@@ -10,6 +11,13 @@ export function which(cmd: string): string | undefined {
     if (dir && existsSync(p)) return p
   }
   return undefined
+}
+
+/** a tool the scenario cannot run without: missing, the scenario reads 'n/a (… not installed)' */
+export function requireTool(cmd: string): string {
+  const p = which(cmd)
+  if (!p) throw new Unavailable(`${cmd} not installed`)
+  return p
 }
 
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0

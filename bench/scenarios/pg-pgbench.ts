@@ -5,7 +5,7 @@ import type { Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { pgbench, type PgbenchResult } from '../lib/pgbench.ts'
 import { startPgbouncer, type Pgbouncer } from '../lib/postgres.ts'
-import { freePort } from '../lib/proc.ts'
+import { freePort, requireTool } from '../lib/proc.ts'
 import type { Row, Scenario } from '../lib/types.ts'
 
 const CLIENTS = [1, 8, 32]
@@ -23,6 +23,7 @@ const scenario: Scenario = {
   quick: true,
   async run(base) {
     const ctx = base as Context
+    requireTool('pgbench')
     const pg = await ctx.postgres()
     const seconds = ctx.quick ? 2 : 10
     const init = await ctx.attempt('direct', 'pgbench -i', async () => {

@@ -7,7 +7,7 @@ import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { pgbench, type PgbenchResult } from '../lib/pgbench.ts'
 import { startPgbouncer, type Pgbouncer } from '../lib/postgres.ts'
-import { freePort } from '../lib/proc.ts'
+import { freePort, requireTool } from '../lib/proc.ts'
 import type { Row, Scenario } from '../lib/types.ts'
 
 const ITEMS = 2000
@@ -18,6 +18,7 @@ const scenario: Scenario = {
   quick: true,
   async run(base) {
     const ctx = base as Context
+    requireTool('pgbench')
     const mod = (await import('@portcullis/fixtures/pglite').catch(() => undefined)) as Record<string, any> | undefined
     if (typeof mod?.startPglite !== 'function') {
       const na = 'n/a (PGlite fixture not available yet)'

@@ -3,7 +3,7 @@
 // Redis has no password on every path: twemproxy cannot pass a client's AUTH through.
 import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
-import { freePort } from '../lib/proc.ts'
+import { freePort, requireTool } from '../lib/proc.ts'
 import { redisBenchmark, type RedisBenchResult } from '../lib/redis-benchmark.ts'
 import { startNutcracker, type Nutcracker } from '../lib/redis.ts'
 import type { Row, Scenario } from '../lib/types.ts'
@@ -25,6 +25,7 @@ const scenario: Scenario = {
   quick: true,
   async run(base) {
     const ctx = base as Context
+    requireTool('redis-benchmark')
     const redis = await ctx.redis()
     const requests = (p: number) => (ctx.quick ? 5_000 : 200_000) * (p > 1 ? 8 : 1)
     const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string) => {

@@ -4,6 +4,7 @@ import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { redisBenchmark, type RedisBenchResult } from '../lib/redis-benchmark.ts'
 import { startNutcracker, type Nutcracker } from '../lib/redis.ts'
+import { requireTool } from '../lib/proc.ts'
 import type { Row, Scenario } from '../lib/types.ts'
 import { redisTarget } from './redis-getset.ts'
 
@@ -14,6 +15,8 @@ const scenario: Scenario = {
   quick: true,
   async run(base) {
     const ctx = base as Context
+    requireTool('redis-benchmark')
+    requireTool('redis-cli')
     const redis = await ctx.redis()
     await redis.cli('HSET', 'user:1', 'name', 'Alice Smith', 'email', 'alice.smith@example.com', 'plan', 'pro', 'note', 'renews in March')
     const requests = ctx.quick ? 10_000 : 200_000
