@@ -281,3 +281,20 @@ t.test('a non-Postgres target with tls terminates TLS at the listener', async (t
   t.equal(String(reply), 'OK ann\n')
   s.destroy()
 })
+
+t.test('during shutdown a live session keeps working until it ends on its own', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const gw = await startGateway(env.config({ admin: false }), { ...quiet, codecs: [lineCodec()] })
+  const c = await lineClient(gw.targets.lines!.port)
+  c.send(`AUTH ${await env.token('ann', ['agents'])}`)
+  t.equal(await c.next(), 'OK ann')
+  let done = false
+  const closing = gw.close(30_000).then(() => (done = true))
+  c.send('read SELECT customers')
+  t.equal(await c.next(), 'ALLOW read', 'still served while draining')
+  t.notOk(done, 'shutdown waits for the session')
+  c.send('QUIT')
+  await closing
+  t.equal(gw.core.sessions().length, 0)
+})
