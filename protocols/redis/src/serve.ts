@@ -107,6 +107,14 @@ class RedisConnection {
       }, limits.handshakeTimeoutMs)
       this.handshakeTimer.unref()
     }
+    if (limits.idleTimeoutMs > 0) {
+      // like Redis's own `timeout`: a client waiting on a reply (BLPOP) or subscribed is not idle
+      const socket = client as Duplex & { setTimeout?: (ms: number) => void }
+      socket.setTimeout?.(limits.idleTimeoutMs)
+      client.on('timeout', () => {
+        if (this.slots.length === 0 && this.inbox.length === 0 && !this.processing && !this.subscribed) this.fail(errorReply('ERR', 'idle timeout'))
+      })
+    }
     const onAbort = (): void => {
       const reason = session.signal.reason
       this.fail(errorReply('ERR', `session ended: ${isPortcullisError(reason) ? reason.message : 'closed'}`))

@@ -84,3 +84,16 @@ t.test('a session killed by an admin ends with an error and a close', async t =>
   t.match(await c.read(() => c.closed), /^-ERR session ended: /)
   t.ok(c.closed)
 })
+
+t.test('an idle client is closed after the idle timeout; a blocked one is not idle', async t => {
+  const gw = await startGateway(t, { limits: '{ idleTimeout: 400ms }' })
+  const token = await gw.token()
+  const idle = await RawClient.connect(gw.port)
+  const blocked = await RawClient.connect(gw.port)
+  t.teardown(() => { idle.close(); blocked.close() })
+  idle.send(`AUTH ${token}\r\n`)
+  blocked.send(`AUTH ${token}\r\nBLPOP q 1.2\r\n`)
+  t.equal(await idle.lines(1), '+OK\r\n')
+  t.equal(await idle.read(() => idle.closed), '-ERR idle timeout\r\n')
+  t.equal(await blocked.lines(2), '+OK\r\n*-1\r\n', 'BLPOP outlived the idle timeout')
+})
