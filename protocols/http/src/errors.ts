@@ -41,6 +41,8 @@ export function toHttpError(err: unknown): HttpError {
   const code = (err as { code?: string } | null)?.code
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT')
     return { status: 504, code: 'upstream_timeout', message: 'the upstream did not answer in time' }
+  if (typeof code === 'string' && code.startsWith('Z_'))
+    return { status: 502, code: 'upstream_unreadable', message: 'the upstream response could not be decoded' }
   if (typeof code === 'string' && (code.startsWith('UND_ERR') || code.startsWith('E') || code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED/.test(code)))
     return { status: 502, code: 'upstream_unavailable', message: `the upstream could not be reached (${code})` }
   return { status: 500, code: 'internal_error', message: 'internal error' }

@@ -383,6 +383,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const limit = target.limits.maxMessageBytes
     const parts: Buffer[] = []
     let n = 0
+    // pipe() does not carry an upstream error on: destroy the decoder with it, or the read would hang
+    if (decode) answer.body.once('error', err => decode.destroy(err))
     const source = decode ? answer.body.pipe(decode) : answer.body
     for await (const chunk of source as AsyncIterable<Buffer>) {
       n += chunk.length

@@ -41,6 +41,7 @@ t.test('an approval that times out answers 403 with the request id', async t => 
   t.equal(body.error.rule, 'deletes-need-approval')
   t.equal(body.error.approvalId, gw.approvals.pending[0].id)
   t.equal(upstream.requests.length, 0)
+  await gw.settled(1)
   t.equal(gw.audits[0].approvalId, gw.approvals.pending[0].id)
 })
 

@@ -32,7 +32,10 @@ t.test('with the real core: a verified dev token, the secret injected upstream, 
   const plain = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'mail ann@example.com' }] })
   t.match(plain.choices[0].message.content, /^echo: mail \[REDACTED[^\]]*\]$/)
 
-  const ops = gw.audit().filter(a => a.statement === 'POST /v1/chat/completions')
+  const chats = () => gw.audit().filter(a => a.statement === 'POST /v1/chat/completions')
+  // a request's audit line is written as it completes, just after the client has the last byte
+  while (chats().length < 2) await new Promise(r => setTimeout(r, 10))
+  const ops = chats()
   t.equal(ops.length, 2, 'one audit line per request')
   t.match(ops[0], { class: 'read', decision: 'allow', rule: 'agents-infer' })
 

@@ -42,6 +42,8 @@ export interface Gateway {
   audits: Array<Partial<AuditEvent>>
   approvals: Approvals
   sessions: number
+  /** resolves once `n` requests have completed (a request's audit event is the last thing it writes) */
+  settled(n: number): Promise<void>
   /** serves one already-accepted connection with a fresh session (what the gateway's listener does) */
   serve(socket: Duplex): Promise<void>
   stop(): Promise<void>
@@ -74,7 +76,17 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const tokens = o.tokens ?? TOKENS
   const policy: Policy = o.policy ?? (() => ({ action: 'allow', rule: 'allow-all' }))
   const sockets = new Set<Socket>()
-  const gw: Gateway = { url: '', port: 0, records, audits, approvals, sessions: 0, serve: async () => {}, stop: async () => {} }
+  const settledWaiters: Array<{ n: number; resolve: () => void }> = []
+  const gw: Gateway = {
+    url: '', port: 0, records, audits, approvals, sessions: 0,
+    settled: n =>
+      new Promise<void>(resolve => {
+        if (audits.length >= n) resolve()
+        else settledWaiters.push({ n, resolve })
+      }),
+    serve: async () => {},
+    stop: async () => {},
+  }
 
   const openSession = (remote: string): Session => {
     let principal: Principal | undefined
@@ -136,6 +148,10 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       },
       audit(event) {
         audits.push(event)
+        for (const w of settledWaiters.filter(w => audits.length >= w.n)) {
+          settledWaiters.splice(settledWaiters.indexOf(w), 1)
+          w.resolve()
+        }
       },
       async close() {
         ac.abort(new PortcullisError('SESSION_CLOSED', 'closed'))

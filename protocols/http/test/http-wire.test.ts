@@ -66,6 +66,7 @@ t.test('pipelined requests on one keep-alive connection are answered in order', 
   const order = [...out.matchAll(/echo: (\w+)/g)].map(m => m[1])
   t.same(order, ['one', 'two', 'three'])
   t.equal(gw.sessions, 1, 'one connection, one session')
+  await gw.settled(3)
   t.equal(gw.audits.length, 3)
 })
 
@@ -129,6 +130,7 @@ t.test('a block decision answers 403 policy_blocked with the rule', async t => {
   t.equal(res.status, 403)
   t.same(((await res.json()) as any).error, { code: 'policy_blocked', message: 'model not allowed', rule: 'no-big-models' })
   t.equal(upstream.requests.length, 0)
+  await gw.settled(1)
   t.match(gw.audits[0], { decision: 'block', rule: 'no-big-models', error: 'policy_blocked' })
 })
 

@@ -22,6 +22,7 @@ t.test('the OpenAI SDK gets a chat completion; the upstream sees the gateway key
   t.equal(upstream.requests.length, 1)
   t.equal(upstream.requests[0].headers.authorization, `Bearer ${UPSTREAM_KEY}`)
   t.notOk(JSON.stringify(upstream.requests[0].headers).includes('dev-token-alice'), 'the client token never goes upstream')
+  await gw.settled(1)
   t.equal(gw.audits.length, 1, 'one audit event per request')
   t.match(gw.audits[0], { class: 'read', decision: 'allow', statement: 'POST /v1/chat/completions', resources: ['gpt-4o-mini'] })
   t.notOk(JSON.stringify(gw.records).includes('dev-token-alice'), 'the token is never recorded')
@@ -50,6 +51,7 @@ t.test('a secret split over several streamed deltas never reaches the SDK', asyn
   let text = ''
   for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
   t.equal(text, 'your key: [REDACTED] keep it safe')
+  await gw.settled(1)
   t.equal(gw.audits[0].masked, 1)
   const recorded = gw.records.filter(r => r.type === 'response' && typeof r.payload.batch === 'string').map(r => r.payload.batch).join('')
   t.ok(recorded.includes('[REDACTED]'), 'the stream is recorded after masking, event batch by batch')
@@ -63,6 +65,7 @@ t.test('embeddings (base64, as the SDK asks) and models pass through', async t =
   t.equal(e.data[0].embedding.length, 8)
   const models = await client.models.list()
   t.ok(models.data.some(m => m.id === 'gpt-4o-mini'))
+  await gw.settled(2)
   t.match(gw.audits.map(a => a.statement), ['POST /v1/embeddings', 'GET /v1/models'])
 })
 
@@ -72,6 +75,7 @@ t.test('a file upload streams through as multipart and is classified write', asy
   const file = await client.files.create({ file: await toFile(content, 'train.jsonl'), purpose: 'fine-tune' })
   t.equal(file.filename, 'train.jsonl')
   t.ok(upstream.requests[0].bodyBytes > content.length, 'the upload is not held to the inspection limit')
+  await gw.settled(1)
   t.equal(gw.audits[0].class, 'write')
   t.ok((gw.audits[0].bytes ?? 0) > content.length, 'streamed bytes are counted')
 })

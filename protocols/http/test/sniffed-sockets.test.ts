@@ -45,6 +45,7 @@ t.test('a socket whose first bytes were read and pushed back is served whole, pi
   let got = ''
   s.on('data', d => (got += d))
   while ((got.match(/HTTP\/1.1 200/g) ?? []).length < 2) await new Promise(r => setTimeout(r, 10))
+  await gw.settled(2)
   t.equal(gw.audits.length, 2, 'both pipelined requests answered')
   s.destroy()
 })

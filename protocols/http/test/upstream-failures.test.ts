@@ -1,5 +1,7 @@
 import t from 'tap'
 import { createServer } from 'node:net'
+import { createServer as createHttpServer } from 'node:http'
+import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { startHttpUpstream } from '@portcullis/fixtures/http-upstream'
@@ -25,6 +27,7 @@ t.test('a slow upstream answers 504 upstream_timeout', async t => {
   const res = await fetch(`${gw.url}/v1/models`, { headers: auth })
   t.equal(res.status, 504)
   t.equal(((await res.json()) as any).error.code, 'upstream_timeout')
+  await gw.settled(1)
   t.equal(gw.audits[0].error, 'upstream_timeout')
 })
 
@@ -79,6 +82,7 @@ t.test('a 200 MB response streams through with bounded memory', async t => {
   t.equal(bytes, 200 * 1024 * 1024)
   const growth = peak - before
   t.ok(growth < 96 * 1024 * 1024, `rss grew ${Math.round(growth / 1048576)} MB for a 200 MB body`)
+  await gw.settled(1)
   t.equal(gw.audits[0].bytes, 200 * 1024 * 1024, 'the response bytes are counted')
 })
 
@@ -96,4 +100,32 @@ t.test('upstream TLS is verified: the right CA passes, an unknown certificate is
   const refused = await fetch(`${bad.url}/v1/models`, { headers: auth })
   t.equal(refused.status, 502)
   t.equal(((await refused.json()) as any).error.code, 'upstream_unavailable')
+})
+
+t.test('with masking on, a broken compressed body or a JSON body cut short answers 502, never a hang', async t => {
+  // a deliberately broken upstream (stands in for an LLM API, like the fixture): bad gzip, or a reset
+  const broken = createHttpServer((req, res) => {
+    if (req.url === '/v1/models') {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+      res.end('this is not gzip')
+    } else {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': 1000 })
+      res.write('{"data": [')
+      setTimeout(() => res.socket?.destroy(), 20)
+    }
+  })
+  broken.listen(0, '127.0.0.1')
+  await once(broken, 'listening')
+  const gw = await startGateway({ upstreamUrl: `http://127.0.0.1:${(broken.address() as AddressInfo).port}`, masks: () => stubMasks() })
+  t.teardown(async () => {
+    await gw.stop()
+    broken.closeAllConnections()
+    broken.close()
+  })
+  const bad = await fetch(`${gw.url}/v1/models`, { headers: auth })
+  t.equal(bad.status, 502)
+  t.equal(((await bad.json()) as any).error.code, 'upstream_unreadable')
+  const cut = await fetch(`${gw.url}/v1/files`, { headers: auth })
+  t.equal(cut.status, 502)
+  t.equal(((await cut.json()) as any).error.code, 'upstream_unavailable')
 })

@@ -55,6 +55,7 @@ t.test('the Qdrant client searches and upserts through the gateway; schema chang
   t.equal(bulk?.status, 403)
   const del = await q.delete('docs', { points: [2], wait: true })
   t.equal(del.status, 'completed', 'a delete by ids is allowed')
+  await gw.settled(5)
   t.match(
     gw.audits.map(a => [a.class, a.decision]),
     [['write', 'allow'], ['read', 'allow'], ['schema-change', 'block'], ['bulk-delete', 'block'], ['delete', 'allow']],
@@ -81,5 +82,6 @@ t.test('pinecone query, upsert and delete: topK and deleteAll are seen by the po
   t.equal((await call('/query', { vector: embed('a'), topK: 500 })).status, 403, 'a top-k over the rule is blocked')
   t.equal((await call('/vectors/delete', { deleteAll: true })).status, 403, 'deleteAll is a bulk delete')
   t.equal((await call('/vectors/delete', { ids: ['a'] })).status, 200)
+  await gw.settled(5)
   t.match(gw.audits.map(a => a.class), ['write', 'read', 'read', 'bulk-delete', 'delete'])
 })
