@@ -88,3 +88,13 @@ t.test('garbage from a client that never authenticates does not reach the upstre
   t.equal(await upstreamClients(gw), 0, 'no upstream connection before AUTH')
   c.close()
 })
+
+t.test('an upstream that is down ends the session with an error instead of hanging', async t => {
+  const gw = await startGateway(t)
+  await gw.redis.stop()
+  const c = await RawClient.connect(gw.port)
+  t.teardown(() => c.close())
+  c.send(`AUTH ${await gw.token()}\r\nGET a\r\n`)
+  t.equal(await c.read(() => c.closed), '-ERR upstream connection lost\r\n')
+  t.ok(c.closed)
+})
