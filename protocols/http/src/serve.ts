@@ -370,9 +370,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       })
       session.record('response', { status, headers: outHeaders, streaming: true })
       res.writeHead(status, outHeaders)
-      const stages = [answer.body, ...(decode ? [decode] : []), masker, counter(n => (responseBytes += n)), res] as const
+      const count = counter(n => (responseBytes += n))
       try {
-        await pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream])
+        if (decode) await pipeline(answer.body, decode, masker, count, res)
+        else await pipeline(answer.body, masker, count, res)
       } finally {
         masked += masker.masked
       }
