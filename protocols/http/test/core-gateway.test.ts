@@ -119,3 +119,19 @@ t.test('with the real core: revoking the subject closes its open connection', as
   const again = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } })
   t.equal(again.status, 401, 'the revoked token cannot come back on a new connection')
 })
+
+t.test('with the real core: a client that gives up on a held request withdraws its approval request', async t => {
+  const upstream = await startHttpUpstream()
+  t.teardown(() => upstream.stop())
+  const gw = await startCoreGateway(t, { upstreamUrl: upstream.url, rules: RULES })
+  const token = await gw.token()
+  const ac = new AbortController()
+  const held = fetch(`${gw.url}/v1/files/file-5`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` }, signal: ac.signal }).catch(err => err)
+  while (gw.core.approvals.list().length === 0) await new Promise(r => setTimeout(r, 10))
+  const id = gw.core.approvals.list()[0].id
+  ac.abort()
+  t.type(await held, Error, 'the client gave up')
+  while (gw.core.approvals.get(id)?.status === 'pending') await new Promise(r => setTimeout(r, 10))
+  t.equal(gw.core.approvals.get(id)?.status, 'withdrawn')
+  t.equal(upstream.requests.length, 0)
+})
