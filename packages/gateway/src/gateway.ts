@@ -72,17 +72,19 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     return given ?? loadCodec(protocol)
   }
   const sniffing = (t: TargetConfig) => (t.protocol as string) === 'auto' || t.options.sniff === true
-  const allCodecs = async (): Promise<ProtocolCodec[]> => {
-    const found: ProtocolCodec[] = []
-    for (const p of PROTOCOLS) {
-      try {
-        found.push(await codecFor(p))
-      } catch (err) {
-        log.debug({ protocol: p, err }, 'codec unavailable for sniffing')
+  let sniffable: Promise<ProtocolCodec[]> | undefined
+  const allCodecs = (): Promise<ProtocolCodec[]> =>
+    (sniffable ??= (async () => {
+      const found: ProtocolCodec[] = []
+      for (const p of PROTOCOLS) {
+        try {
+          found.push(await codecFor(p))
+        } catch (err) {
+          log.warn({ protocol: p, err }, 'codec unavailable for sniffing')
+        }
       }
-    }
-    return found
-  }
+      return found
+    })())
 
   async function handle(listener: Listener, socket: Socket): Promise<void> {
     socket.on('error', (err) => log.debug({ target: listener.name, err }, 'client socket error'))
@@ -175,6 +177,14 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
 
   async function openListener(t: TargetConfig): Promise<Listener> {
     const { host, port } = parseHostPort(t.listen)
+    // Load the codec before accepting: a first client must not spend its handshake timeout waiting
+    // for a package (and its parser) to load, and a missing codec is a start-up error, not a
+    // failure on every connection.
+    if (sniffing(t)) {
+      if ((await allCodecs()).length === 0) throw new Error(`target ${t.name}: no protocol codec could be loaded`)
+    } else {
+      await codecFor(t.protocol)
+    }
     // Postgres negotiates TLS inside its protocol (SSLRequest), so its codec owns it; the other
     // protocols speak TLS from the first byte, so the listener terminates it.
     const tls = t.tls !== undefined && t.protocol !== 'postgres' && !sniffing(t)
@@ -219,12 +229,20 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
         log.info({ target: name }, 'listener closed')
       }
     }
+    const failures: Error[] = []
     for (const t of config.targets) {
       if (listeners.has(t.name)) continue
-      const l = await openListener(t)
-      listeners.set(t.name, l)
-      targets[t.name] = l.address
+      try {
+        const l = await openListener(t)
+        listeners.set(t.name, l)
+        targets[t.name] = l.address
+      } catch (err) {
+        // One target that cannot listen (port taken, codec missing) doesn't keep the others down.
+        log.error({ target: t.name, err }, 'target not listening')
+        failures.push(err as Error)
+      }
     }
+    if (failures.length > 0) throw failures[0]
   }
 
   try {

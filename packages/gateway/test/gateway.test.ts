@@ -298,3 +298,26 @@ t.test('during shutdown a live session keeps working until it ends on its own', 
   await closing
   t.equal(gw.core.sessions().length, 0)
 })
+
+t.test('a target whose port is taken fails start-up with the reason; on reload the others still open', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const blocker = (await import('node:net')).createServer().listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  t.teardown(() => blocker.close())
+  const taken = (blocker.address() as { port: number }).port
+  const targets = `
+  - { name: taken, protocol: redis, listen: 127.0.0.1:${taken}, upstream: { host: 127.0.0.1, port: 1 } }`
+  await t.rejects(
+    startGateway(env.config({ admin: false, targets }), { ...quiet, codecs: [lineCodec()] }),
+    { code: 'EADDRINUSE' },
+  )
+
+  const gw = await startGateway(env.config({ admin: false }), { ...quiet, codecs: [lineCodec()] })
+  t.teardown(() => gw.close(100))
+  const both = `
+  - { name: taken, protocol: redis, listen: 127.0.0.1:${taken}, upstream: { host: 127.0.0.1, port: 1 } }
+  - { name: fresh, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1 } }`
+  await gw.reload(env.config({ admin: false, targets: both }))
+  t.same(Object.keys(gw.targets), ['fresh'], 'the target that could open did')
+})
