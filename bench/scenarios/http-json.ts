@@ -4,6 +4,7 @@
 import { field, type Context } from '../lib/context.ts'
 import { autocannon, type HttpLoadResult } from '../lib/autocannon.ts'
 import { MODES, type GatewayHandle, type GatewayMode } from '../lib/gateway.ts'
+import { httpLatency, type LatencyResult } from '../lib/http-latency.ts'
 import { startNginx, type Nginx } from '../lib/nginx.ts'
 import { freePort } from '../lib/proc.ts'
 import { startUpstream } from '../lib/upstream.ts'
@@ -42,9 +43,17 @@ const scenario: Scenario = {
           url: `${origin}/v1/chat/completions`, method: 'POST', connections: 50, seconds, body, label,
           headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
         })))
+      // one connection, one request at a time: the latency a proxy adds to each round trip
+      const single = (path: 'direct' | 'portcullis' | 'reference', label: string, origin: string, token?: string) =>
+        ctx.attempt(path, 'POST /v1/chat/completions, 1 connection', () => ctx.repeat(() => httpLatency({
+          url: `${origin}/v1/chat/completions`, body, label, requests: ctx.quick ? 300 : 3000,
+          headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        })))
       const direct = await load('direct', 'direct', `http://${upstream.host}:${upstream.port}`)
+      const direct1 = await single('direct', 'direct', `http://${upstream.host}:${upstream.port}`)
       const nginx = await ctx.attempt<Nginx>('reference', 'start nginx', () => startNginx(ctx.tmp, upstream))
       const reference: HttpLoadResult | string = typeof nginx === 'string' ? nginx : await load('reference', 'nginx', `http://${nginx.host}:${nginx.port}`)
+      const reference1: LatencyResult | string = typeof nginx === 'string' ? nginx : await single('reference', 'nginx', `http://${nginx.host}:${nginx.port}`)
       if (typeof nginx !== 'string') await nginx.stop()
       const rows: Row[] = []
       for (const mode of MODES) {
@@ -53,9 +62,11 @@ const scenario: Scenario = {
           masking: httpMasking(mode, 'bench-http'),
         }))
         let p: HttpLoadResult | string = typeof gw === 'string' ? gw : ''
+        let p1: LatencyResult | string = typeof gw === 'string' ? gw : ''
         if (typeof gw !== 'string') {
           const t = gw.targets['bench-http']
           p = await load('portcullis', `Portcullis (${mode})`, `http://${t.host}:${t.port}`, gw.token)
+          if (mode === 'inspect') p1 = await single('portcullis', `Portcullis (${mode})`, `http://${t.host}:${t.port}`, gw.token)
           await gw.stop()
         }
         const common = { scenario: '1 KB JSON chat completion 50 connections', referenceName: 'nginx' }
@@ -63,6 +74,7 @@ const scenario: Scenario = {
         if (mode === 'inspect') {
           rows.push({ ...common, metric: 'p50 ms', mode, higherIsBetter: false, direct: field(direct, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(reference, 'p50Ms') })
           rows.push({ ...common, metric: 'p99 ms', mode, higherIsBetter: false, direct: field(direct, 'p99Ms'), portcullis: field(p, 'p99Ms'), reference: field(reference, 'p99Ms') })
+          rows.push({ scenario: '1 KB JSON chat completion 1 connection', referenceName: 'nginx', metric: 'p50 ms', mode, higherIsBetter: false, direct: field(direct1, 'p50Ms'), portcullis: field(p1, 'p50Ms'), reference: field(reference1, 'p50Ms') })
         }
       }
       return rows

@@ -47,17 +47,29 @@ const scenario: Scenario = {
       return out
     }
 
+    // one client, one command at a time: the latency a proxy adds to each round trip
+    const single = (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string) => typeof conn === 'string'
+      ? Promise.resolve(conn)
+      : ctx.attempt(path, 'GET 1 client', () => ctx.repeat(async () => {
+        const r = await redisBenchmark({ ...conn, clients: 1, requests: ctx.quick ? 2_000 : 20_000, pipeline: 1, tests: ['get'], label })
+        return r.GET
+      }))
     const direct = await measure('direct', 'direct', redis)
+    const direct1 = await single('direct', 'direct', redis)
     const twem = await ctx.attempt<Nutcracker>('reference', 'start nutcracker', () => startNutcracker(ctx.tmp, redis))
     const reference = await measure('reference', 'nutcracker', typeof twem === 'string' ? twem : twem)
+    const reference1 = await single('reference', 'nutcracker', twem)
     if (typeof twem !== 'string') await twem.stop()
     const through: Record<string, Map<number, Res | string>> = {}
+    let through1: RedisBenchResult | string = ''
     for (const mode of MODES) {
       const gw = await ctx.attempt<GatewayHandle>('portcullis', `start gateway (${mode})`, async () => ctx.gateway(mode, {
         targets: [await redisTarget('bench-redis', redis)],
         masking: [{ id: `bench-${mode}`, when: { targets: ['bench-redis'] }, keys: [mode === 'mask' ? 'key:*' : 'nomatch:*'], method: 'redact' }],
       }))
-      through[mode] = await measure('portcullis', `Portcullis (${mode})`, typeof gw === 'string' ? gw : { ...gw.targets['bench-redis'], password: gw.token })
+      const conn = typeof gw === 'string' ? gw : { ...gw.targets['bench-redis'], password: gw.token }
+      through[mode] = await measure('portcullis', `Portcullis (${mode})`, conn)
+      if (mode === 'inspect') through1 = await single('portcullis', 'Portcullis (inspect)', conn)
       if (typeof gw !== 'string') await gw.stop()
     }
 
@@ -75,6 +87,7 @@ const scenario: Scenario = {
         rows.push({ scenario: scenarioName, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms') })
       }
     }
+    rows.push({ scenario: 'redis-benchmark GET 1 client', metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(direct1, 'p50Ms'), portcullis: field(through1, 'p50Ms'), reference: field(reference1, 'p50Ms') })
     rows[0].note = 'redis runs without a password on every path (twemproxy cannot pass AUTH through); Portcullis still checks a token per connection'
     return rows
   },
