@@ -48,8 +48,9 @@ export function toHttpError(err: unknown): HttpError {
   return { status: 500, code: 'internal_error', message: 'internal error' }
 }
 
-export function httpError(status: number, code: string, message: string, extra: Partial<HttpError> = {}): HttpError {
-  return { status, code, message, ...extra, [ERR]: true } as HttpError
+/** an Error (so streams can carry it) that answers as `status` with `code` */
+export function httpError(status: number, code: string, message: string, extra: Partial<HttpError> = {}): Error & HttpError {
+  return Object.assign(new Error(message), { status, code, ...extra, [ERR]: true })
 }
 
 const ERR = Symbol('HttpError')

@@ -302,9 +302,19 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       }
     }
     if (!raw && hasBody(req)) {
+      // streamed uploads are not held to maxMessageBytes (nothing buffers them) but may have a cap
+      const cap = typeof target.options.maxUploadBytes === 'number' ? target.options.maxUploadBytes : Infinity
+      const tooLarge = httpError(413, 'payload_too_large', `upload is larger than ${cap} bytes`, { close: true })
+      if (Number(req.headers['content-length'] ?? 0) > cap) throw tooLarge
       if (expectsContinue) res.writeContinue()
-      outBody = counter(n => (requestBytes += n))
-      pipeline(req, outBody).catch(() => upstreamAbort.abort())
+      outBody = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          requestBytes += chunk.length
+          if (requestBytes > cap) cb(tooLarge)
+          else cb(null, chunk)
+        },
+      })
+      pipeline(req, outBody).catch(err => upstreamAbort.abort(err))
     }
 
     const headers = upstreamHeaders(req, target, inspecting)
@@ -423,7 +433,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     res.writeHead(status, outHeaders)
     responseBytes = body.length
     res.end(body)
-  } catch (err) {
+  } catch (caught) {
+    // an upload that broke its cap aborts the upstream request: answer with why it was aborted
+    const err = upstreamAbort.signal.aborted && upstreamAbort.signal.reason !== undefined && !res.headersSent ? upstreamAbort.signal.reason : caught
     const e: HttpError = toHttpError(err)
     event.error = e.code
     if (e.status === 403 && event.decision === undefined) event.decision = 'block'
