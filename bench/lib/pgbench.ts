@@ -1,4 +1,4 @@
-// Runs pgbench and reads what it prints: TPS and average latency from its summary, p99 from the
+// Runs pgbench and reads what it prints: TPS and average latency from its summary, p50/p99 from the
 // per-transaction log (-l), failures from its exit status and "failed transactions" line.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -6,7 +6,7 @@ import { run } from './proc.ts'
 import { percentile } from './stats.ts'
 import { ScenarioError } from './types.ts'
 
-export type PgbenchResult = { tps: number; avgMs: number; p99Ms: number; transactions: number }
+export type PgbenchResult = { tps: number; avgMs: number; p50Ms: number; p99Ms: number; transactions: number }
 
 export interface PgbenchOptions {
   host: string
@@ -58,14 +58,15 @@ async function pgbenchOnce(o: PgbenchOptions): Promise<PgbenchResult | 'no-trans
     const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out) ?? /tps = ([\d.]+)/.exec(out)
     const avg = /latency average = ([\d.]+) ms/.exec(out)
     if (!tps || !avg) throw new ScenarioError(`pgbench via ${o.label}: no summary in output: ${tail(out)}`)
-    return { tps: Number(tps[1]), avgMs: Number(avg[1]), p99Ms: p99FromLogs(logDir), transactions: Number(txs?.[1] ?? 0) }
+    const lat = latenciesFromLogs(logDir)
+    return { tps: Number(tps[1]), avgMs: Number(avg[1]), p50Ms: percentile(lat, 50) / 1000, p99Ms: percentile(lat, 99) / 1000, transactions: Number(txs?.[1] ?? 0) }
   } finally {
     rmSync(logDir, { recursive: true, force: true })
   }
 }
 
 /** per-transaction log lines: client_id transaction_no latency_us script_no epoch epoch_us */
-function p99FromLogs(dir: string): number {
+function latenciesFromLogs(dir: string): number[] {
   const lat: number[] = []
   for (const f of readdirSync(dir)) {
     for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) {
@@ -76,7 +77,7 @@ function p99FromLogs(dir: string): number {
       lat.push(Number(line.slice(j + 1, k)))
     }
   }
-  return percentile(lat, 99) / 1000
+  return lat
 }
 
 function tail(s: string): string {
