@@ -90,11 +90,13 @@ t.test('an idle session is dropped after the idle timeout', async (t) => {
   const env = await testEnv()
   t.teardown(env.cleanup)
   const targets = `
-  - { name: lines, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1 }, limits: { idleTimeout: 300ms } }`
+  - { name: lines, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1 }, limits: { idleTimeout: 1500ms } }`
   const gw = await startGateway(env.config({ admin: false, targets }), { ...quiet, codecs: [lineCodec()] })
   t.teardown(() => gw.close(100))
+  // mint before connecting: on a loaded machine minting alone can outlast a short idle timeout
+  const token = await env.token('ann', ['agents'])
   const c = await lineClient(gw.targets.lines!.port)
-  c.send(`AUTH ${await env.token('ann', ['agents'])}`)
+  c.send(`AUTH ${token}`)
   t.equal(await c.next(), 'OK ann')
   await c.closed
   t.pass('the authenticated but silent client was disconnected')
