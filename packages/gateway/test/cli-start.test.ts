@@ -20,7 +20,7 @@ t.test('start --config serves, reloads on SIGHUP, keeps the old config on a bad 
   child.stderr.setEncoding('utf8').on('data', (d: string) => (log += d))
   const exited = once(child, 'exit')
 
-  await waitFor(() => /admin API listening/.test(log), 'the admin API', 45_000)
+  await waitFor(() => /admin API listening/.test(log), 'the admin API', 90_000)
   const url = JSON.parse(log.split('\n').find((l) => l.includes('admin API listening'))!).url as string
   const health = await fetch(`${url}/healthz`)
   t.equal(health.status, 200)
