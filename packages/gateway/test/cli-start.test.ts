@@ -28,14 +28,14 @@ t.test('start --config serves, reloads on SIGHUP, keeps the old config on a bad 
 
   await writeFile(file, env.yaml().replace('rules:', 'rules:\n  - { id: broken, action: maybe }'))
   child.kill('SIGHUP')
-  await waitFor(() => /config reload rejected/.test(log), 'the bad file to be rejected')
+  await waitFor(() => /config reload rejected/.test(log), 'the bad file to be rejected', 30_000)
   t.match(log, /"path":"rules\.0\.action"/, 'the log names the key')
   t.equal((await fetch(`${url}/healthz`)).status, 200, 'still serving on the old config')
 
   const reloadsBefore = log.split('config reloaded').length
   await writeFile(file, env.yaml())
   child.kill('SIGHUP')
-  await waitFor(() => log.split('config reloaded').length > reloadsBefore, 'the good file to load')
+  await waitFor(() => log.split('config reloaded').length > reloadsBefore, 'the good file to load', 30_000)
 
   child.kill('SIGTERM')
   const [code] = (await exited) as [number]
