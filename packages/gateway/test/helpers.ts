@@ -197,7 +197,7 @@ rules:${extra.rules ?? DEFAULT_RULES}
   }
 }
 
-export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
