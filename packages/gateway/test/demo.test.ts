@@ -50,7 +50,7 @@ t.test('the embedded demo: PGlite behind the gateway, masked PII, approvals, pas
   const update = agent.query("UPDATE customers SET phone = '+1-000' WHERE id = 1")
   let pending: Array<{ id: string }> = []
   const headers = { authorization: `Bearer ${demo.tokens.approver}` }
-  for (let i = 0; i < 200 && pending.length === 0; i++) {
+  for (const end = Date.now() + 30_000; Date.now() < end && pending.length === 0; ) {
     const res = await fetch(`${demo.gateway.admin!.url}/api/approvals`, { headers })
     pending = ((await res.json()) as { approvals: Array<{ id: string }> }).approvals
     if (pending.length === 0) await new Promise((r) => setTimeout(r, 50))
