@@ -224,6 +224,14 @@ t.test('two targets cannot share a name or a listen address', async t => {
   )
 })
 
+t.test('targets may all listen on port 0: each gets its own ephemeral port', async t => {
+  const c = parseConfig(`targets:
+  - { name: a, protocol: redis, listen: "127.0.0.1:0", upstream: { host: h, port: 1 } }
+  - { name: b, protocol: redis, listen: "127.0.0.1:0", upstream: { host: h, port: 2 } }
+`)
+  t.same(c.targets.map(x => x.listen), ['127.0.0.1:0', '127.0.0.1:0'])
+})
+
 t.test('a value that fits none of its allowed shapes gets one sentence, not every branch', async t => {
   const issues = issuesOf(
     t,

@@ -235,7 +235,9 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     const path = ['targets', n]
     if (seenTargets.has(t.name)) issue([...path, 'name'], `duplicate target name "${t.name}"`)
     seenTargets.add(t.name)
-    if (seenListen.has(t.listen)) issue([...path, 'listen'], `${t.listen} is already the listen address of target "${seenListen.get(t.listen)}"`)
+    // port 0 asks the OS for a fresh port each time, so two targets on ':0' never collide
+    const ephemeral = t.listen.endsWith(':0')
+    if (!ephemeral && seenListen.has(t.listen)) issue([...path, 'listen'], `${t.listen} is already the listen address of target "${seenListen.get(t.listen)}"`)
     seenListen.set(t.listen, t.name)
     if (t.protocol === 'http' && !t.upstream.url) issue([...path, 'upstream'], 'http targets need upstream.url')
     if (t.protocol !== 'http' && (!t.upstream.host || !t.upstream.port))
