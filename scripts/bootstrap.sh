@@ -16,10 +16,14 @@ if [ "$1" = "--test" ]; then
   command -v psql >/dev/null 2>&1 || need_apt="$need_apt postgresql-15 postgresql-client-15"
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt="$need_apt postgresql-15"
   command -v pgbench >/dev/null 2>&1 || need_apt="$need_apt postgresql-contrib"
-  python3 -c 'import psycopg2, redis' >/dev/null 2>&1 || need_apt="$need_apt python3-psycopg2 python3-redis"
+  /usr/bin/python3 -c 'import psycopg2, redis' >/dev/null 2>&1 || need_apt="$need_apt python3-psycopg2 python3-redis"
   [ -e /usr/share/java/postgresql.jar ] || need_apt="$need_apt libpostgresql-jdbc-java"
   command -v javac >/dev/null 2>&1 || need_apt="$need_apt default-jdk-headless"
   command -v curl >/dev/null 2>&1 || need_apt="$need_apt curl"
+  # reference proxies for `pnpm bench` (CI runs the quick set after the tests)
+  command -v pgbouncer >/dev/null 2>&1 || need_apt="$need_apt pgbouncer"
+  command -v nutcracker >/dev/null 2>&1 || need_apt="$need_apt nutcracker"
+  command -v nginx >/dev/null 2>&1 || need_apt="$need_apt nginx-light"
   command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"
 fi
 if [ -n "$need_apt" ]; then
