@@ -1,5 +1,6 @@
 // The parsed, normalized configuration. Durations are milliseconds here; YAML may say `30s`.
-import type { Action, MaskMethod, OperationClass, SecretRef, TargetConfig } from '../types.ts'
+import type { Action, OperationClass, SecretRef, TargetConfig } from '../types.ts'
+import type { MaskingRuleConfig } from '../masking/plan.ts'
 
 export interface IssuerConfig {
   issuer: string
@@ -63,17 +64,8 @@ export interface RuleConfig {
   reason?: string
 }
 
-/** Same shape as the masking engine's MaskingRuleConfig (compiled by masking/). */
-export interface MaskingRuleEntry {
-  id: string
-  when?: { targets?: string[]; groups?: string[]; subjects?: string[] }
-  columns?: string[]
-  fields?: string[]
-  keys?: string[]
-  detectors?: string[]
-  patterns?: { name: string; regex: string }[]
-  method: MaskMethod
-}
+/** A masking rule as written in the config: the masking engine's own rule type. */
+export type MaskingRuleEntry = MaskingRuleConfig
 
 export interface RecordingConfig {
   dir: string
