@@ -50,6 +50,22 @@ export const DEFAULT_MAX_BACKLOG = 8 * 1024 * 1024
 const CHUNK = 1024 * 1024
 const FLUSH_BYTES = 256 * 1024
 
+// Written chunks come back here for the next recorder chunk, shared by all recorders. A fresh 1 MiB
+// buffer costs a page fault per 4 KiB on first touch (the kernel zeroes each page), several times
+// the copy and the hash together; a reused one is already mapped. Bounded: at most POOL_CHUNKS MiB
+// stay held after a burst.
+const POOL_CHUNKS = 16
+const chunkPool: Buffer[] = []
+
+function takeChunk(size: number): Buffer {
+  if (size <= CHUNK) return chunkPool.pop() ?? Buffer.allocUnsafe(CHUNK)
+  return Buffer.allocUnsafe(size)
+}
+
+function giveChunk(chunk: Buffer): void {
+  if (chunk.length === CHUNK && chunkPool.length < POOL_CHUNKS) chunkPool.push(chunk)
+}
+
 function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10)
 }
@@ -71,11 +87,16 @@ class FileRecorder implements Recorder {
   // batch: frames are appended to `chunk` at `pos`; [flushed, pos) is not yet handed to a write.
   // A chunk starts with the chain hash so far (not written out): every frame is then preceded in
   // memory by its predecessor's hash and the chain input is one contiguous slice, hashed one-shot.
-  private chunk = Buffer.allocUnsafe(CHUNK)
+  private chunk = takeChunk(CHUNK)
   private pos = HASH_BYTES
   private flushed = HASH_BYTES
   private pending: Buffer[] = []
   private pendingBytes = 0
+  // bytes ever handed to `pending` and ever written: a retired chunk is free again once `written`
+  // reaches what had been handed when it was retired (writes go out in order)
+  private handed = 0
+  private written = 0
+  private retired: { chunk: Buffer; until: number }[] = []
   private inFlight = 0
   private writing = false
   private scheduled = false
@@ -176,14 +197,16 @@ class FileRecorder implements Recorder {
   private appendRaw(bytes: Buffer): void {
     this.pending.push(bytes)
     this.pendingBytes += bytes.length
+    this.handed += bytes.length
   }
 
   /** hands the unflushed part of the current chunk to `pending` and starts a new chunk */
   private newChunk(need: number): void {
     this.takeBatch()
     const old = this.chunk
-    this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, HASH_BYTES + need))
+    this.chunk = takeChunk(HASH_BYTES + need)
     old.copy(this.chunk, 0, this.prevAt, this.prevAt + HASH_BYTES)
+    if (this.sinkError === undefined) this.retired.push({ chunk: old, until: this.handed })
     this.prevAt = 0
     this.pos = HASH_BYTES
     this.flushed = HASH_BYTES
@@ -193,6 +216,7 @@ class FileRecorder implements Recorder {
     if (this.pos > this.flushed) {
       this.pending.push(this.chunk.subarray(this.flushed, this.pos))
       this.pendingBytes += this.pos - this.flushed
+      this.handed += this.pos - this.flushed
       this.flushed = this.pos
     }
   }
@@ -225,6 +249,8 @@ class FileRecorder implements Recorder {
     writev(this.fd!, bufs, (err, written) => {
       if (err) return this.sinkFailed(err)
       this.inFlight -= written
+      this.written += written
+      while (this.retired.length > 0 && this.retired[0].until <= this.written) giveChunk(this.retired.shift()!.chunk)
       if (this.inFlight > 0) {
         // short write: drop what was written and go on with the rest
         let skip = written
@@ -263,6 +289,8 @@ class FileRecorder implements Recorder {
     this.pendingBytes = 0
     this.inFlight = 0
     this.flushed = this.pos
+    // a write may still be reading them: leave them to the garbage collector
+    this.retired = []
     this.drained()
   }
 
@@ -288,6 +316,13 @@ class FileRecorder implements Recorder {
         this.drainWaiters.push(resolve)
         this.flush()
       })
+      if (this.sinkError === undefined && this.written === this.handed) {
+        // everything is on disk: the chunks can serve another recorder
+        for (const r of this.retired) giveChunk(r.chunk)
+        this.retired = []
+        giveChunk(this.chunk)
+        this.chunk = Buffer.alloc(0)
+      }
     }
     const fd = this.fd
     this.fd = undefined
