@@ -87,6 +87,8 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     })())
 
   async function handle(listener: Listener, socket: Socket): Promise<void> {
+    // request/response protocols: Nagle would hold a small reply until the client's delayed ACK
+    socket.setNoDelay(true)
     socket.on('error', (err) => log.debug({ target: listener.name, err }, 'client socket error'))
     const target = current.targets.find((t) => t.name === listener.name)
     if (!target || closing) return void socket.destroy()
