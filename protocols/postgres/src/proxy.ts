@@ -59,7 +59,8 @@ interface PendingOp {
   done: boolean
 }
 
-const RESPONSE_RECORD_BYTES = 1 << 20
+/** a batch of client-bound bytes is written (and recorded) once it reaches this size */
+const OUT_FLUSH_BYTES = 256 * 1024
 const QUEUE_HIGH_WATER = 256
 
 export interface ProxyOptions {
@@ -96,6 +97,7 @@ export class PostgresProxy {
   private discardUntilSync = false
   private pendingDecision: AbortController | undefined
   private sentBatches = 0
+  private readonly toUpstreamOut = new Outbox()
 
   // upstream → client
   private ops: PendingOp[] = []
@@ -105,8 +107,8 @@ export class PostgresProxy {
   private copyOut: { methods: (MaskMethod | undefined)[] | undefined } | undefined
   private upstreamQueue: Frame[] = []
   private upstreamBusy = false
-  private response: Buffer[] = []
-  private responseBytes = 0
+  private readonly toClientOut = new Outbox()
+  /** DataRows in toClientOut, for the response record */
   private responseRows = 0
   txStatus: TransactionStatus = 'I'
 
@@ -167,8 +169,15 @@ export class PostgresProxy {
     ;(which === 'client' ? this.client : this.upstream).resume()
   }
 
+  /** queued: one socket write per client read batch (flushUpstream), not one per message */
   private toUpstream(buf: Buffer): void {
     if (this.closed) return
+    this.toUpstreamOut.add(buf)
+  }
+
+  private flushUpstream(): void {
+    const buf = this.toUpstreamOut.take()
+    if (buf === undefined || this.closed) return
     if (!this.upstream.write(buf)) this.pause('client', 'upstream-drain')
   }
 
@@ -181,6 +190,9 @@ export class PostgresProxy {
 
   private close(keepClient = false): void {
     if (this.closed) return
+    // what was already decided and passed goes out first (a Terminate ends a pipelined batch)
+    this.flushUpstream()
+    this.flushResponse()
     this.closed = true
     this.pendingDecision?.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'client disconnected'))
     // a backend busy with a statement notices a closed socket only when it next writes: stop it
@@ -190,7 +202,6 @@ export class PostgresProxy {
     if (!this.upstream.destroyed) this.upstream.end(TERMINATE)
     this.upstream.destroy()
     if (!keepClient) this.client.destroy()
-    this.flushResponse()
     for (const p of this.ops) if (!p.done) this.audit(p, p.error ?? 'connection closed')
     this.ops = []
     this.finish()
@@ -210,6 +221,7 @@ export class PostgresProxy {
   /** ends the session with a FATAL ErrorResponse that says why */
   fatal(sqlstate: string, message: string): void {
     if (this.closed) return
+    this.flushResponse()
     this.session.record('error', { message, sqlstate })
     const client = this.client
     client.removeAllListeners('data')
@@ -241,8 +253,13 @@ export class PostgresProxy {
       while (this.inbox.length > 0 && !this.closed) {
         const frame = this.inbox.shift()!
         const waited = this.handleClientFrame(frame)
-        if (waited) await waited
+        if (waited) {
+          // what came before the statement is not held by its decision
+          this.flushUpstream()
+          await waited
+        }
       }
+      this.flushUpstream()
       this.resume('client', 'queue')
     } catch (err) {
       this.fatal(sqlstateOf(err), isPortcullisError(err) ? err.message : `internal error: ${(err as Error).message}`)
@@ -488,10 +505,12 @@ export class PostgresProxy {
       const wait = this.handleUpstreamFrame(frames[i])
       if (wait) {
         for (let j = i + 1; j < frames.length; j++) this.upstreamQueue.push(frames[j])
+        this.flushResponse()
         this.waitThenDrain(wait)
         return
       }
     }
+    this.flushResponse()
   }
 
   private drainUpstream(): void {
@@ -499,10 +518,12 @@ export class PostgresProxy {
     while (this.upstreamQueue.length > 0 && !this.closed) {
       const wait = this.handleUpstreamFrame(this.upstreamQueue.shift()!)
       if (wait) {
+        this.flushResponse()
         this.waitThenDrain(wait)
         return
       }
     }
+    this.flushResponse()
   }
 
   private waitThenDrain(wait: Promise<void>): void {
@@ -523,18 +544,21 @@ export class PostgresProxy {
     return undefined
   }
 
+  /** queued for the client; written and recorded together at the end of the upstream read batch */
   private emit(buf: Buffer): void {
-    this.toClient(buf)
-    this.response.push(buf)
-    this.responseBytes += buf.length
-    if (this.responseBytes >= RESPONSE_RECORD_BYTES) this.flushResponse()
+    this.toClientOut.add(buf)
+    if (this.toClientOut.bytes >= OUT_FLUSH_BYTES) this.flushResponse()
   }
 
+  /**
+   * One socket write and one bounded 'response' record per batch: the record holds exactly the
+   * bytes the client was sent (after masking), whole messages only.
+   */
   private flushResponse(): void {
-    if (this.response.length === 0) return
-    this.session.record('response', { bytes: Buffer.concat(this.response, this.responseBytes), rows: this.responseRows })
-    this.response = []
-    this.responseBytes = 0
+    const buf = this.toClientOut.take()
+    if (buf === undefined) return
+    this.toClient(buf)
+    this.session.record('response', { bytes: buf, rows: this.responseRows })
     this.responseRows = 0
   }
 
@@ -725,5 +749,49 @@ export class PostgresProxy {
       durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
       error,
     })
+  }
+}
+
+/**
+ * Messages queued for one socket write. Untouched messages are subarrays of the chunk they were
+ * read in, usually back to back: those are joined as a view of that chunk (no copy); only a batch
+ * that mixes chunks or rewritten messages is copied into one Buffer.
+ */
+class Outbox {
+  private parts: Buffer[] = []
+  /** the contiguous run being extended: [start, end) of `run`'s ArrayBuffer */
+  private run: Buffer | undefined
+  private runStart = 0
+  private runEnd = 0
+  bytes = 0
+
+  add(buf: Buffer): void {
+    if (buf.length === 0) return
+    this.bytes += buf.length
+    const run = this.run
+    if (run !== undefined && run.buffer === buf.buffer && buf.byteOffset === this.runEnd) {
+      this.runEnd += buf.length
+      return
+    }
+    if (run !== undefined) this.parts.push(this.runView())
+    this.run = buf
+    this.runStart = buf.byteOffset
+    this.runEnd = buf.byteOffset + buf.length
+  }
+
+  private runView(): Buffer {
+    const run = this.run!
+    return run.byteOffset === this.runStart && run.length === this.runEnd - this.runStart ? run : Buffer.from(run.buffer, this.runStart, this.runEnd - this.runStart)
+  }
+
+  /** everything queued as one Buffer, and empties the box; undefined when empty */
+  take(): Buffer | undefined {
+    if (this.run === undefined) return undefined
+    const last = this.runView()
+    const out = this.parts.length === 0 ? last : Buffer.concat([...this.parts, last], this.bytes)
+    this.parts = []
+    this.run = undefined
+    this.bytes = 0
+    return out
   }
 }
