@@ -1,5 +1,10 @@
-// One JSON line per operation, through pino (fast, async when writing to a file). The line is the
-// AuditEvent itself: no pid/hostname noise, and nothing that could hold a credential.
+// One JSON line per operation. The line is the AuditEvent itself, after a "level" field: no
+// pid/hostname noise, and nothing that could hold a credential. The line is built here with one
+// JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
+// The file (or stdout) sink is pino's SonicBoom, async; lines written in one turn of the event loop
+// go to it as one string on the next (setImmediate): handed over line by line, SonicBoom
+// re-measures its whole pending batch (Buffer.byteLength of a growing concatenation) per line,
+// which cost more than the line itself.
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
@@ -15,37 +20,73 @@ export interface AuditLog {
 /** keys an audit line must never carry, whatever a caller passes in */
 const FORBIDDEN = new Set(['token', 'password', 'secret', 'authorization', 'credential'])
 
+/** `{"level":"<level>",…fields}\n`; undefined values and forbidden keys left out */
+function line(level: string, fields: Record<string, unknown>, first?: Record<string, unknown>): string {
+  const clean: Record<string, unknown> = first ?? {}
+  for (const k in fields) {
+    const v = fields[k]
+    if (v !== undefined && !FORBIDDEN.has(k) && Object.hasOwn(fields, k)) clean[k] = v
+  }
+  let json: string
+  try {
+    json = JSON.stringify(clean)
+  } catch {
+    // a cycle or a BigInt in an operational field: keep the line, with those values as text
+    const seen = new WeakSet<object>()
+    json = JSON.stringify(clean, (_k, v: unknown) => {
+      if (typeof v === 'bigint') return String(v)
+      if (v !== null && typeof v === 'object') {
+        if (seen.has(v)) return '[Circular]'
+        seen.add(v)
+      }
+      return v
+    })
+  }
+  return json.length > 2 ? `{"level":"${level}",${json.slice(1)}\n` : `{"level":"${level}"}\n`
+}
+
 export function createAuditLog(opts: { destination: string; stream?: NodeJS.WritableStream }): AuditLog {
-  const stream =
+  const stream: { write(chunk: string): unknown } =
     opts.stream ??
     (opts.destination === 'stdout'
       ? pino.destination({ dest: 1, sync: false })
       : pino.destination({ dest: opts.destination, sync: false, mkdir: true }))
   const ownsFile = !opts.stream && opts.destination !== 'stdout'
-  const logger = pino(
-    {
-      base: null,
-      timestamp: false,
-      formatters: { level: (label: string) => ({ level: label }) },
-    },
-    stream as pino.DestinationStream,
-  )
+  // a stream handed in gets each line at once (its owner may read it straight after)
+  const batching = !opts.stream
+  let batch = ''
+  let scheduled = false
+  const handOver = () => {
+    scheduled = false
+    if (batch === '') return
+    const text = batch
+    batch = ''
+    stream.write(text)
+  }
+  const put = (text: string) => {
+    if (!batching) {
+      stream.write(text)
+      return
+    }
+    batch += text
+    if (!scheduled) {
+      scheduled = true
+      setImmediate(handOver)
+    }
+  }
   return {
     write(event) {
-      const clean: Record<string, unknown> = {}
-      for (const [k, v] of Object.entries(event)) if (v !== undefined && !FORBIDDEN.has(k)) clean[k] = v
-      logger.info(clean)
+      put(line('info', event as unknown as Record<string, unknown>))
     },
     log(message, fields = {}) {
-      const clean: Record<string, unknown> = { time: new Date().toISOString(), log: message }
-      for (const [k, v] of Object.entries(fields)) if (!FORBIDDEN.has(k)) clean[k] = v
-      logger.warn(clean)
+      put(line('warn', fields, { time: new Date().toISOString(), log: message }))
     },
     async close() {
       await this.flush()
       if (ownsFile) (stream as { end?: () => void }).end?.()
     },
     flush() {
+      handOver()
       return new Promise(resolve => {
         const s = stream as { flush?: (cb?: (err?: Error) => void) => void; flushSync?: () => void }
         if (typeof s.flush === 'function' && stream !== opts.stream) {
