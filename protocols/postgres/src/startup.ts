@@ -13,6 +13,7 @@ import type { Frame } from './framer.ts'
 import { parsePasswordMessage, parseStartupPacket } from './frontend.ts'
 import { serializeAuthenticationCleartextPassword, serializeErrorResponse, serializeNegotiateProtocolVersion } from './backend.ts'
 import { cancelRequest } from './cancel.ts'
+import { unsafeStartupParameter } from './upstream.ts'
 
 export interface ClientStartup {
   client: Duplex
@@ -128,6 +129,10 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
           if (packet.minor > 0) {
             const unknown = Object.keys(packet.parameters).filter(k => k.startsWith('_pq_.'))
             client.write(serializeNegotiateProtocolVersion(0, unknown))
+          }
+          for (const [name, value] of Object.entries(packet.parameters)) {
+            const why = unsafeStartupParameter(name, value)
+            if (why) throw new PortcullisError('PROTOCOL_ERROR', why)
           }
           const requireTls = target.options?.requireTls === true || (target.tls !== undefined && !isLoopback(session.remote))
           if (requireTls && !tls) throw new PortcullisError('AUTH_FAILED', 'this target requires TLS (sslmode=require)')

@@ -28,6 +28,24 @@ export interface UpstreamConnection {
 /** StartupMessage parameters a client may set; user/database/replication are the gateway's */
 const PASSED_PARAMETERS = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'extra_float_digits', 'IntervalStyle', 'search_path', 'standard_conforming_strings'])
 
+/**
+ * Settings under which the server would read SQL text differently from our parser, so that a
+ * statement could hide inside what the classifier sees as a literal: backslash escapes in plain
+ * strings, and client-only multibyte encodings whose second byte may be a backslash or a quote.
+ */
+const UNSAFE_CLIENT_ENCODINGS = new Set(['sjis', 'shiftjis', 'big5', 'gbk', 'uhc', 'gb18030', 'johab', 'shiftjis2004', 'mskanji', 'win932', 'win936', 'win949', 'win950', 'cp932', 'cp936', 'cp949', 'cp950', 'tcvn', 'tcvn5712', 'vscii', 'windows932', 'windows936', 'windows949', 'windows950'])
+
+/** why a client's startup parameter cannot be honoured, or undefined when it can */
+export function unsafeStartupParameter(name: string, value: string): string | undefined {
+  if (name === 'standard_conforming_strings' && value.trim().toLowerCase() !== 'on') {
+    return 'standard_conforming_strings must stay on through Portcullis (the gateway parses every statement as the server does)'
+  }
+  if (name === 'client_encoding' && UNSAFE_CLIENT_ENCODINGS.has(value.trim().toLowerCase().replace(/[-_]/g, ''))) {
+    return `client_encoding ${value} is not accepted through Portcullis (its multibyte characters can hide quotes from a SQL parser)`
+  }
+  return undefined
+}
+
 export function upstreamStartupParameters(target: TargetConfig, client: Record<string, string>): Record<string, string> {
   const params: Record<string, string> = {}
   for (const [k, v] of Object.entries(client)) if (PASSED_PARAMETERS.has(k)) params[k] = v
@@ -124,9 +142,14 @@ export async function connectUpstream(
           }
           break
         }
-        case 0x53: // S ParameterStatus
+        case 0x53: {
+          // S ParameterStatus: a server configured to read SQL unlike our parser is refused, fail closed
+          const name = body.cstring()
+          const why = unsafeStartupParameter(name, body.cstring())
+          if (why) throw new PortcullisError('UPSTREAM_UNAVAILABLE', `the upstream server's setting is unsafe: ${why}`)
           parameterStatus.push(frame.raw)
           break
+        }
         case 0x4b: {
           // K BackendKeyData
           const k = parseBackendKeyData(body)
