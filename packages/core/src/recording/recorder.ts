@@ -1,5 +1,5 @@
 // The session recorder. record() is on the hot path: it encodes, chains and copies the frame into
-// the current batch buffer and returns; a flush (next setImmediate, or at once past FLUSH_BYTES)
+// the current batch buffer and returns; a flush (FLUSH_DELAY_MS later, or at once past FLUSH_BYTES)
 // writes everything queued with one writev. The backlog is bounded: past it, or when the sink
 // fails, `failed` is set and records are dropped (the session decides by onFailure); a recorder that
 // caught up again writes a gap record so the chain stays whole and the gap stays visible.
@@ -49,6 +49,7 @@ export interface Recorder {
 export const DEFAULT_MAX_BACKLOG = 8 * 1024 * 1024
 const CHUNK = 1024 * 1024
 const FLUSH_BYTES = 256 * 1024
+const FLUSH_DELAY_MS = 50
 
 // Written chunks come back here for the next recorder chunk, shared by all recorders. A fresh 1 MiB
 // buffer costs a page fault per 4 KiB on first touch (the kernel zeroes each page), several times
@@ -225,11 +226,13 @@ class FileRecorder implements Recorder {
     if (this.writing) return
     if (this.pos - this.flushed + this.pendingBytes >= FLUSH_BYTES) return this.flush()
     if (!this.scheduled) {
+      // a small batch waits a little for more: a session doing one command per round trip would
+      // otherwise cost a write (a thread-pool round trip) per command
       this.scheduled = true
-      setImmediate(() => {
+      setTimeout(() => {
         this.scheduled = false
         this.flush()
-      })
+      }, FLUSH_DELAY_MS)
     }
   }
 
