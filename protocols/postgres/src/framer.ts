@@ -1,6 +1,6 @@
 // Cuts a byte stream into whole Postgres messages. A message that arrived whole in one chunk is
 // handed out as a subarray of that chunk (no copy); only messages split across chunks are joined,
-// once, when their last byte has arrived. The startup phase has no code byte (length first), and is
+// once, when their last byte has arrived (only that message is copied, not the chunk it ends in). The startup phase has no code byte (length first), and is
 // bounded much lower than the rest: nothing has been authenticated yet.
 import { PortcullisError } from '@portcullis/core/errors'
 
@@ -50,13 +50,39 @@ export class Framer {
       this.chunks.push(chunk)
       this.size += chunk.length
     }
+    if (this.needed === 0 && !this.startup && this.chunks.length > 1 && this.size >= 5) {
+      // the header itself was split: read the length from its five bytes alone
+      const head = Buffer.allocUnsafe(5)
+      let got = 0
+      for (const c of this.chunks) {
+        got += c.copy(head, got, 0, Math.min(c.length, 5 - got))
+        if (got === 5) break
+      }
+      this.needed = this.checkLength(head.readInt32BE(1))
+    }
     // a split message: wait for all of it before joining
     if (this.needed > 0 && this.size < this.needed) return []
-    let buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size)
+    const frames: Frame[] = []
+    let buf: Buffer
+    if (this.chunks.length === 1) buf = this.chunks[0]
+    else if (this.needed > 0 && !this.startup) {
+      // copy only the split message; the bytes after it stay a view of the chunk they came in
+      const msg = Buffer.allocUnsafe(this.needed)
+      const tail: Buffer[] = []
+      let got = 0
+      for (const c of this.chunks) {
+        if (got < this.needed) {
+          const n = c.copy(msg, got, 0, Math.min(c.length, this.needed - got))
+          got += n
+          if (n < c.length) tail.push(c.subarray(n))
+        } else tail.push(c)
+      }
+      frames.push({ code: msg[0], raw: msg, bodyOffset: 5 })
+      buf = tail.length === 0 ? Buffer.alloc(0) : tail.length === 1 ? tail[0] : Buffer.concat(tail)
+    } else buf = Buffer.concat(this.chunks, this.size)
     this.chunks = []
     this.size = 0
     this.needed = 0
-    const frames: Frame[] = []
     let off = 0
     for (;;) {
       const header = this.startup ? 4 : 5

@@ -1,8 +1,8 @@
 // Result masking on the wire. A RowDescription becomes a RowMask (one entry per column, resolved
 // through the catalog); DataRows of a result with no masked column pass as their original bytes.
 import type { MaskMethod, MaskPlan } from '@portcullis/core/types'
-import { BufferReader } from './buffer-reader.ts'
-import { parseDataRow, serializeDataRow, type FieldDescription, type NoticeFields } from './backend.ts'
+import { PortcullisError } from '@portcullis/core/errors'
+import type { FieldDescription, NoticeFields } from './backend.ts'
 import type { Catalog } from './catalog.ts'
 
 /** types whose text and binary forms are both the UTF-8 text itself (jsonb binary: a version byte first) */
@@ -56,6 +56,19 @@ export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog
   return { methods, scan, textLike, binary: fields.map(f => f.format === 1), jsonb: fields.map(f => f.typeOid === JSONB) }
 }
 
+/** the last replacement's bytes: a column rule gives most rows the same text ('[REDACTED]') */
+let lastText = ''
+let lastBytes = Buffer.alloc(0)
+
+function textBytes(prefix: Buffer | undefined, text: string): Buffer {
+  if (prefix) return Buffer.concat([prefix, Buffer.from(text)])
+  if (text !== lastText) {
+    lastText = text
+    lastBytes = Buffer.from(text)
+  }
+  return lastBytes
+}
+
 function maskValue(mask: RowMask, plan: MaskPlan, i: number, value: Buffer): { value: Buffer | null; changed: boolean } {
   const method = mask.methods[i]
   if (method !== undefined) {
@@ -64,30 +77,67 @@ function maskValue(mask: RowMask, plan: MaskPlan, i: number, value: Buffer): { v
     const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
     const out = plan.apply(method, value.toString('utf8', prefix))
     if (out === null) return { value: null, changed: true }
-    return { value: prefix ? Buffer.concat([value.subarray(0, 1), Buffer.from(out)]) : Buffer.from(out), changed: true }
+    return { value: textBytes(prefix ? value.subarray(0, 1) : undefined, out), changed: true }
   }
   if (mask.scan[i]) {
     const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
     const r = plan.scan(value.toString('utf8', prefix))
-    if (r.count > 0) return { value: prefix ? Buffer.concat([value.subarray(0, 1), Buffer.from(r.text)]) : Buffer.from(r.text), changed: true }
+    if (r.count > 0) return { value: textBytes(prefix ? value.subarray(0, 1) : undefined, r.text), changed: true }
   }
   return { value, changed: false }
 }
 
-/** rewrites one DataRow; returns the original bytes when nothing changed */
+/**
+ * Rewrites one DataRow; returns the original bytes when nothing changed. Only the columns a rule
+ * or a detector looks at are decoded; the others are copied as bytes into the new row.
+ */
 export function maskDataRow(raw: Buffer, mask: RowMask, plan: MaskPlan): { raw: Buffer; masked: number } {
-  const values = parseDataRow(new BufferReader(raw, 5))
+  const n = raw.readInt16BE(5)
+  let replaced: (Buffer | null | undefined)[] | undefined
   let masked = 0
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]
-    if (v === null) continue
-    const r = maskValue(mask, plan, i, v)
-    if (r.changed) {
-      values[i] = r.value
-      masked++
+  let size = raw.length
+  let off = 7
+  for (let i = 0; i < n; i++) {
+    const len = raw.readInt32BE(off)
+    off += 4
+    if (len < 0) continue
+    if (off + len > raw.length) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow value runs past the message')
+    if (mask.methods[i] !== undefined || mask.scan[i]) {
+      const r = maskValue(mask, plan, i, raw.subarray(off, off + len))
+      if (r.changed) {
+        replaced ??= new Array<Buffer | null | undefined>(n)
+        replaced[i] = r.value
+        size += (r.value === null ? 0 : r.value.length) - len
+        masked++
+      }
     }
+    off += len
   }
-  return masked === 0 ? { raw, masked } : { raw: serializeDataRow(values), masked }
+  if (replaced === undefined) return { raw, masked }
+  const out = Buffer.allocUnsafe(size)
+  raw.copy(out, 0, 0, 7)
+  out.writeInt32BE(size - 1, 1)
+  let from = 7
+  let to = 7
+  for (let i = 0; i < n; i++) {
+    const len = raw.readInt32BE(from)
+    const v = replaced[i]
+    if (v === undefined) {
+      // unchanged: length and bytes as they came
+      const whole = 4 + (len < 0 ? 0 : len)
+      raw.copy(out, to, from, from + whole)
+      to += whole
+    } else if (v === null) {
+      out.writeInt32BE(-1, to)
+      to += 4
+    } else {
+      out.writeInt32BE(v.length, to)
+      v.copy(out, to + 4)
+      to += 4 + v.length
+    }
+    from += 4 + (len < 0 ? 0 : len)
+  }
+  return { raw: out, masked }
 }
 
 /**

@@ -62,6 +62,8 @@ interface PendingOp {
 /** a batch of client-bound bytes is written (and recorded) once it reaches this size */
 const OUT_FLUSH_BYTES = 256 * 1024
 const QUEUE_HIGH_WATER = 256
+/** bytes queued on the client socket before the upstream is paused */
+const CLIENT_BACKLOG_BYTES = 1024 * 1024
 
 export interface ProxyOptions {
   client: Duplex
@@ -183,7 +185,9 @@ export class PostgresProxy {
 
   private toClient(buf: Buffer): void {
     if (this.closed) return
-    if (!this.client.write(buf)) this.pause('upstream', 'client-drain')
+    // the socket's 16 KiB high-water mark is below one read batch: pausing at every write stalls a
+    // big result on a pause/resume round trip per batch, so stop reading only past a bounded backlog
+    if (!this.client.write(buf) && this.client.writableLength >= CLIENT_BACKLOG_BYTES) this.pause('upstream', 'client-drain')
   }
 
   // ---- teardown -----------------------------------------------------------------------------
