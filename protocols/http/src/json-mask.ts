@@ -3,20 +3,38 @@
 // may also name the path without indexes ('data.email') or the bare key ('email').
 import type { MaskMethod, MaskPlan } from '@portcullis/core'
 
+// Responses of one API have the same shape request after request: the rule a path resolves to is
+// kept per plan (a plan lives for one principal and config generation), bounded because array
+// indexes make paths unbounded. null: no rule for that path. Only paths whose keys hold no '.' are
+// kept: there the dotted path alone tells the segments, hence the index-free path and the key.
+const MAX_CACHED_PATHS = 4096
+const ruleCache = new WeakMap<MaskPlan, Map<string, MaskMethod | null>>()
+
+function isIndex(key: string): boolean {
+  const c = key.charCodeAt(0)
+  return c >= 48 && c <= 57 && /^\d+$/.test(key)
+}
+
 export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count: number } {
   let count = 0
-  const fieldRule = (path: string[], key: string): MaskMethod | undefined => {
-    const full = path.join('.')
+  let cache = ruleCache.get(plan)
+  if (!cache) ruleCache.set(plan, (cache = new Map()))
+  const rules = cache
+  const fieldRule = (full: string, named: string, key: string, plain: boolean): MaskMethod | undefined => {
+    const hit = plain ? rules.get(full) : undefined
+    if (hit !== undefined) return hit ?? undefined
     let m = plan.forField(full)
-    if (m) return m
-    const named = path.filter(p => !/^\d+$/.test(p)).join('.')
-    if (named !== full) m = plan.forField(named)
+    if (!m && named !== full) m = plan.forField(named)
     if (!m && named !== key) m = plan.forField(key)
+    if (plain && rules.size < MAX_CACHED_PATHS) rules.set(full, m ?? null)
     return m
   }
-  const visit = (value: unknown, path: string[], key: string): unknown => {
-    if (path.length > 0 && key !== '' && !/^\d+$/.test(key)) {
-      const method = fieldRule(path, key)
+  const detectors = plan.hasDetectors
+  // full: the dotted path with indexes; named: the same without index segments (namedDepth of them);
+  // plain: no key on the path holds a '.'
+  const visit = (value: unknown, depth: number, full: string, named: string, namedDepth: number, key: string, index: boolean, plain: boolean): unknown => {
+    if (depth > 0 && key !== '' && !index) {
+      const method = fieldRule(full, named, key, plain)
       if (method && value !== null && value !== undefined) {
         count++
         return plan.apply(method, typeof value === 'string' ? value : JSON.stringify(value))
@@ -24,23 +42,31 @@ export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count
     }
     if (typeof value === 'string') {
       // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
-      if (!plan.hasDetectors || key === 'embedding') return value
+      if (!detectors || key === 'embedding') return value
       const r = plan.scan(value)
       count += r.count
       return r.text
     }
+    if (value === null || typeof value !== 'object') return value
+    const prefix = depth === 0 ? '' : full + '.'
     if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) value[i] = visit(value[i], [...path, String(i)], String(i))
+      for (let i = 0; i < value.length; i++) {
+        const k = String(i)
+        const v = visit(value[i], depth + 1, prefix + k, named, namedDepth, k, true, plain)
+        if (v !== value[i]) value[i] = v
+      }
       return value
     }
-    if (value && typeof value === 'object') {
-      const obj = value as Record<string, unknown>
-      for (const k of Object.keys(obj)) obj[k] = visit(obj[k], [...path, k], k)
-      return obj
+    const obj = value as Record<string, unknown>
+    for (const k of Object.keys(obj)) {
+      const idx = isIndex(k)
+      const childNamed = idx ? named : namedDepth === 0 ? k : named + '.' + k
+      const v = visit(obj[k], depth + 1, prefix + k, childNamed, idx ? namedDepth : namedDepth + 1, k, idx, plain && !k.includes('.'))
+      if (v !== obj[k]) obj[k] = v
     }
-    return value
+    return obj
   }
-  const value = visit(root, [], '')
+  const value = visit(root, 0, '', '', 0, '', false, true)
   return { value, count }
 }
 

@@ -9,7 +9,7 @@
 // 401 and the connection closes — the client opens a new connection for another identity.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
+import type { Duplex, Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
@@ -120,17 +120,46 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/**
+ * The whole of a readable, at most `limit` bytes: past it the source is destroyed and `tooLarge()`
+ * rejects. Events rather than an async iterator: no iterator and promise per chunk on the hot path.
+ */
+function collect(source: Readable, limit: number, tooLarge: () => Error): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const parts: Buffer[] = []
+    let n = 0
+    const done = (err: Error | undefined, body?: Buffer) => {
+      source.off('data', onData)
+      source.off('end', onEnd)
+      source.off('error', done)
+      source.off('close', onClose)
+      if (err) reject(err)
+      else resolve(body!)
+    }
+    const onData = (chunk: Buffer) => {
+      n += chunk.length
+      if (n > limit) {
+        source.destroy()
+        return done(tooLarge())
+      }
+      parts.push(chunk)
+    }
+    const onEnd = () => done(undefined, parts.length === 1 ? parts[0] : Buffer.concat(parts, n))
+    // closed before its end: the peer went away mid-body
+    const onClose = () => done(Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+    if (source.destroyed) return onClose()
+    source.on('data', onData)
+    source.once('end', onEnd)
+    source.once('error', done)
+    source.once('close', onClose)
+  })
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? 0)
-  if (declared > limit) throw httpError(413, 'payload_too_large', `request body is larger than ${limit} bytes`, { close: true })
-  const parts: Buffer[] = []
-  let n = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    n += chunk.length
-    if (n > limit) throw httpError(413, 'payload_too_large', `request body is larger than ${limit} bytes`, { close: true })
-    parts.push(chunk)
-  }
-  return Buffer.concat(parts, n)
+  const tooLarge = () => httpError(413, 'payload_too_large', `request body is larger than ${limit} bytes`, { close: true })
+  if (declared > limit) return Promise.reject(tooLarge())
+  return collect(req, limit, tooLarge)
 }
 
 /** headers as recorded: credentials never */
@@ -142,16 +171,37 @@ function recordable(headers: IncomingHttpHeaders, token: string): Record<string,
 
 const DECODABLE = ['gzip', 'deflate', 'br']
 
-function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting: boolean): Record<string, string | string[]> {
-  const drop = new Set(HOP)
+/** headers never forwarded upstream for this target: hop-by-hop, the caller's credentials, overrides */
+const upstreamDrops = new WeakMap<TargetConfig, Set<string>>()
+function upstreamDrop(target: TargetConfig): Set<string> {
+  let drop = upstreamDrops.get(target)
+  if (drop) return drop
+  drop = new Set(HOP)
   drop.add(tokenHeader(target))
   drop.add('authorization')
   for (const h of METHOD_OVERRIDE) drop.add(h)
   if (target.upstream.auth) drop.add(target.upstream.auth.header.toLowerCase())
-  const conn = req.headers.connection
-  if (typeof conn === 'string') for (const name of conn.split(',')) drop.add(name.trim().toLowerCase())
+  upstreamDrops.set(target, drop)
+  return drop
+}
+
+/** the header names a Connection header lists (hop-by-hop for this message only) */
+function connectionListed(conn: string | string[] | undefined): Set<string> | undefined {
+  if (typeof conn !== 'string') return undefined
+  const out = new Set<string>()
+  for (const name of conn.split(',')) out.add(name.trim().toLowerCase())
+  return out
+}
+
+function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting: boolean): Record<string, string | string[]> {
+  const drop = upstreamDrop(target)
+  const listed = connectionListed(req.headers.connection)
   const out: Record<string, string | string[]> = {}
-  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !drop.has(k)) out[k] = v
+  const h = req.headers
+  for (const k in h) {
+    const v = h[k]
+    if (v !== undefined && !drop.has(k) && !listed?.has(k)) out[k] = v
+  }
   if (inspecting && out['accept-encoding']) {
     // only encodings the gateway can decode before it inspects the response
     const accepted = String(out['accept-encoding'])
@@ -166,10 +216,11 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
 
 function responseHeaders(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
-  const drop = new Set(HOP)
-  const conn = headers.connection
-  if (typeof conn === 'string') for (const name of conn.split(',')) drop.add(name.trim().toLowerCase())
-  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !drop.has(k)) out[k] = v
+  const listed = connectionListed(headers.connection)
+  for (const k in headers) {
+    const v = headers[k]
+    if (v !== undefined && !HOP.has(k) && !listed?.has(k)) out[k] = v
+  }
   return out
 }
 
@@ -205,15 +256,9 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 type Deferred = { deferred: string }
 
 /** decide, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, res: ServerResponse): Promise<Decision | Deferred> {
-  const defer = session.target.options.approvalMode === 'defer'
-  if (!defer) {
-    const ac = new AbortController()
-    // a client that goes away withdraws its pending approval
-    const onClose = () => ac.abort()
-    res.once('close', onClose)
-    return session.decide(op, { signal: ac.signal }).finally(() => res.off('close', onClose))
-  }
+function decide(session: Session, op: Operation, signal: AbortSignal): Promise<Decision | Deferred> {
+  // a client that goes away (the signal) withdraws its pending approval
+  if (session.target.options.approvalMode !== 'defer') return session.decide(op, { signal })
   return new Promise((resolve, reject) => {
     let deferred = false
     session
@@ -274,7 +319,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     Object.assign(event, { class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement })
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : hasBody(req) ? { streamed: true } : {}) })
 
-    const decision = await decide(session, op, res)
+    const decision = await decide(session, op, upstreamAbort.signal)
     if ('deferred' in decision) {
       event.decision = 'approve'
       event.approvalId = decision.deferred
@@ -392,20 +437,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
 
     // JSON and text: decoded, bounded, inspected whole
     const limit = target.limits.maxMessageBytes
-    const parts: Buffer[] = []
-    let n = 0
     // pipe() does not carry an upstream error on: destroy the decoder with it, or the read would hang
     if (decode) answer.body.once('error', err => decode.destroy(err))
     const source = decode ? answer.body.pipe(decode) : answer.body
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      n += chunk.length
-      if (n > limit) {
-        answer.body.destroy()
-        throw httpError(502, 'response_too_large', `the upstream response is larger than the inspection limit (${limit} bytes)`)
-      }
-      parts.push(chunk)
-    }
-    let body = Buffer.concat(parts, n)
+    let body = await collect(source, limit, () => {
+      answer.body.destroy()
+      return httpError(502, 'response_too_large', `the upstream response is larger than the inspection limit (${limit} bytes)`)
+    })
     const asText = body.toString('utf8')
     let out: string = asText
     let parsedResponse: unknown
