@@ -60,17 +60,26 @@ export function redact(text: string, unparsed: boolean): string {
   const tokens = scan(text)
   let next = maxParam(tokens)
   const bytes = NON_ASCII.test(text) ? Buffer.from(text, 'utf8') : undefined
-  let out = ''
+  // pieces joined once: `out +=` per token leaves a tree of cons strings (tens of bytes per token)
+  // that the cached Operation would keep for as long as it is cached
+  const out: string[] = []
+  let length = 0
   let prevEnd = 0
   for (const t of tokens) {
     if (isComment(t)) continue
-    if (out.length > 0 && t.start > prevEnd) out += ' '
-    prevEnd = t.end
-    if (isStringLiteral(t) || (unparsed && (t.name === 'ICONST' || t.name === 'FCONST' || t.text.startsWith('"') || t.name === 'UIDENT'))) {
-      out += '$' + ++next
-      continue
+    if (length > 0 && t.start > prevEnd) {
+      out.push(' ')
+      length++
     }
-    out += bytes ? bytes.subarray(t.start, t.end).toString('utf8') : text.slice(t.start, t.end)
+    prevEnd = t.end
+    const piece =
+      isStringLiteral(t) || (unparsed && (t.name === 'ICONST' || t.name === 'FCONST' || t.text.startsWith('"') || t.name === 'UIDENT'))
+        ? '$' + ++next
+        : bytes
+          ? bytes.subarray(t.start, t.end).toString('utf8')
+          : text.slice(t.start, t.end)
+    out.push(piece)
+    length += piece.length
   }
-  return out
+  return out.join('')
 }
