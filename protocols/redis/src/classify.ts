@@ -1,7 +1,7 @@
 // From one command to what the policy sees: class, resources (keys, index names), a normalized
 // statement with values left out, and facts. Based on Redis's own metadata (flags, ACL categories,
 // key-specs) with our classes on top; RediSearch FT.* and Redis 8 vector sets by name.
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { Operation, OperationClass, StatementInfo, VectorFacts } from '@portcullis/core'
 import { BUILTIN_COMMANDS, keyPositions, resolveCommand, type CommandTable } from './commands.ts'
 
@@ -47,7 +47,8 @@ function statementOf(name: string, shownArgs: string[]): string {
 }
 
 export function fingerprintOf(statement: string): string {
-  return createHash('sha256').update(statement.trim().replace(/\s+/g, ' ')).digest('hex').slice(0, 16)
+  // one-shot: no Hash object per command
+  return hash('sha256', statement.trim().replace(/\s+/g, ' '), 'hex').slice(0, 16)
 }
 
 /** one command → one statement */
