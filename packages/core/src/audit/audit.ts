@@ -20,13 +20,22 @@ export interface AuditLog {
 /** keys an audit line must never carry, whatever a caller passes in */
 const FORBIDDEN = new Set(['token', 'password', 'secret', 'authorization', 'credential'])
 
+function hasForbidden(fields: Record<string, unknown>): boolean {
+  for (const k in fields) if (FORBIDDEN.has(k)) return true
+  return false
+}
+
 /** `{"level":"<level>",…fields}\n`; undefined values and forbidden keys left out */
 function line(level: string, fields: Record<string, unknown>, first?: Record<string, unknown>): string {
-  const clean: Record<string, unknown> = first ?? {}
-  for (const k in fields) {
-    const v = fields[k]
-    if (v !== undefined && !FORBIDDEN.has(k) && Object.hasOwn(fields, k)) clean[k] = v
+  let clean = first ?? fields
+  if (first !== undefined || hasForbidden(fields)) {
+    clean = first ?? {}
+    for (const k in fields) {
+      const v = fields[k]
+      if (v !== undefined && !FORBIDDEN.has(k) && Object.hasOwn(fields, k)) clean[k] = v
+    }
   }
+  // (JSON.stringify leaves undefined values out by itself)
   let json: string
   try {
     json = JSON.stringify(clean)

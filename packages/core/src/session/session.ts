@@ -22,6 +22,17 @@ import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 
+// lines written in the same millisecond share one ISO string
+let lastMs = NaN
+let lastIso = ''
+function isoTime(ms: number): string {
+  if (ms !== lastMs) {
+    lastIso = new Date(ms).toISOString()
+    lastMs = ms
+  }
+  return lastIso
+}
+
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
 export function sessionId(): string {
   let id = 'ses_'
@@ -279,13 +290,20 @@ export class CoreSession implements Session {
 
   #write(event: Partial<AuditEvent>) {
     const p = this.#principal
+    if (p !== this.#auditPrincipalOf) {
+      this.#auditPrincipalOf = p
+      this.#auditPrincipal = p ? { sub: p.subject, groups: p.groups } : undefined
+    }
     this.#host.audit.write({
-      time: new Date(this.#host.now()).toISOString(),
+      time: isoTime(this.#host.now()),
       session: this.id,
-      ...(p ? { principal: { sub: p.subject, groups: p.groups } } : {}),
+      ...(this.#auditPrincipal ? { principal: this.#auditPrincipal } : {}),
       target: this.target.name,
       protocol: this.target.protocol,
       ...event,
     })
   }
+  // the audit line's principal, made once per principal rather than once per line
+  #auditPrincipalOf: Principal | undefined
+  #auditPrincipal: AuditEvent['principal']
 }
