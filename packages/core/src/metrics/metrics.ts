@@ -16,9 +16,14 @@ export class Metrics {
   backlog: () => number = () => 0
 
   operation(cls: string, decision: string): void {
-    const key = `class="${escapeLabel(cls)}",decision="${escapeLabel(decision)}"`
+    // the label text is built once per (class, decision), not escaped again per operation
+    let byDecision = this.#labels.get(cls)
+    if (byDecision === undefined) this.#labels.set(cls, (byDecision = new Map()))
+    let key = byDecision.get(decision)
+    if (key === undefined) byDecision.set(decision, (key = `class="${escapeLabel(cls)}",decision="${escapeLabel(decision)}"`))
     this.#operations.set(key, (this.#operations.get(key) ?? 0) + 1)
   }
+  readonly #labels = new Map<string, Map<string, string>>()
 
   bytes(direction: 'in' | 'out', n: number): void {
     if (!(n > 0)) return
