@@ -3,7 +3,7 @@
 // every request takes a slot in a queue, answered either by the upstream (in order, as Redis answers)
 // or locally (a refusal, AUTH), so a refused command is answered in its place and pipelines stay
 // aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
-import { connect as netConnect } from 'node:net'
+import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
@@ -386,7 +386,7 @@ class RedisConnection {
       return
     }
     if (this.closed) return
-    const sock: Duplex = up.tls?.enabled
+    const sock: Socket = up.tls?.enabled
       ? tlsConnect({
           host,
           port,
@@ -396,6 +396,8 @@ class RedisConnection {
         })
       : netConnect({ host, port })
     this.upstream = sock
+    // each burst is one corked write already: Nagle would only hold it back for an ACK
+    sock.setNoDelay(true)
     sock.on('data', (chunk: Buffer) => this.onUpstreamData(chunk))
     sock.on('drain', () => {
       this.upstreamBlocked = false
