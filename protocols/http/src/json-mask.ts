@@ -15,59 +15,68 @@ function isIndex(key: string): boolean {
   return c >= 48 && c <= 57 && /^\d+$/.test(key)
 }
 
+/** one walk's state: module-level functions over it, no closures per call */
+interface Walk {
+  plan: MaskPlan
+  rules: Map<string, MaskMethod | null>
+  detectors: boolean
+  count: number
+}
+
 export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count: number } {
-  let count = 0
-  let cache = ruleCache.get(plan)
-  if (!cache) ruleCache.set(plan, (cache = new Map()))
-  const rules = cache
-  const fieldRule = (full: string, named: string, key: string, plain: boolean): MaskMethod | undefined => {
-    const hit = plain ? rules.get(full) : undefined
-    if (hit !== undefined) return hit ?? undefined
-    let m = plan.forField(full)
-    if (!m && named !== full) m = plan.forField(named)
-    if (!m && named !== key) m = plan.forField(key)
-    if (plain && rules.size < MAX_CACHED_PATHS) rules.set(full, m ?? null)
-    return m
+  let rules = ruleCache.get(plan)
+  if (!rules) ruleCache.set(plan, (rules = new Map()))
+  const w: Walk = { plan, rules, detectors: plan.hasDetectors, count: 0 }
+  const value = visit(w, root, 0, '', '', 0, '', false, true)
+  return { value, count: w.count }
+}
+
+function fieldRule(w: Walk, full: string, named: string, key: string, plain: boolean): MaskMethod | undefined {
+  const hit = plain ? w.rules.get(full) : undefined
+  if (hit !== undefined) return hit ?? undefined
+  const { plan } = w
+  let m = plan.forField(full)
+  if (!m && named !== full) m = plan.forField(named)
+  if (!m && named !== key) m = plan.forField(key)
+  if (plain && w.rules.size < MAX_CACHED_PATHS) w.rules.set(full, m ?? null)
+  return m
+}
+
+// full: the dotted path with indexes; named: the same without index segments (namedDepth of them);
+// plain: no key on the path holds a '.'
+function visit(w: Walk, value: unknown, depth: number, full: string, named: string, namedDepth: number, key: string, index: boolean, plain: boolean): unknown {
+  if (depth > 0 && key !== '' && !index) {
+    const method = fieldRule(w, full, named, key, plain)
+    if (method && value !== null && value !== undefined) {
+      w.count++
+      return w.plan.apply(method, typeof value === 'string' ? value : JSON.stringify(value))
+    }
   }
-  const detectors = plan.hasDetectors
-  // full: the dotted path with indexes; named: the same without index segments (namedDepth of them);
-  // plain: no key on the path holds a '.'
-  const visit = (value: unknown, depth: number, full: string, named: string, namedDepth: number, key: string, index: boolean, plain: boolean): unknown => {
-    if (depth > 0 && key !== '' && !index) {
-      const method = fieldRule(full, named, key, plain)
-      if (method && value !== null && value !== undefined) {
-        count++
-        return plan.apply(method, typeof value === 'string' ? value : JSON.stringify(value))
-      }
-    }
-    if (typeof value === 'string') {
-      // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
-      if (!detectors || key === 'embedding') return value
-      const r = plan.scan(value)
-      count += r.count
-      return r.text
-    }
-    if (value === null || typeof value !== 'object') return value
-    const prefix = depth === 0 ? '' : full + '.'
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) {
-        const k = String(i)
-        const v = visit(value[i], depth + 1, prefix + k, named, namedDepth, k, true, plain)
-        if (v !== value[i]) value[i] = v
-      }
-      return value
-    }
-    const obj = value as Record<string, unknown>
-    for (const k of Object.keys(obj)) {
-      const idx = isIndex(k)
-      const childNamed = idx ? named : namedDepth === 0 ? k : named + '.' + k
-      const v = visit(obj[k], depth + 1, prefix + k, childNamed, idx ? namedDepth : namedDepth + 1, k, idx, plain && !k.includes('.'))
-      if (v !== obj[k]) obj[k] = v
-    }
-    return obj
+  if (typeof value === 'string') {
+    // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
+    if (!w.detectors || key === 'embedding') return value
+    const r = w.plan.scan(value)
+    w.count += r.count
+    return r.text
   }
-  const value = visit(root, 0, '', '', 0, '', false, true)
-  return { value, count }
+  if (value === null || typeof value !== 'object') return value
+  const prefix = depth === 0 ? '' : full + '.'
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const k = String(i)
+      const v = visit(w, value[i], depth + 1, prefix + k, named, namedDepth, k, true, plain)
+      if (v !== value[i]) value[i] = v
+    }
+    return value
+  }
+  const obj = value as Record<string, unknown>
+  for (const k of Object.keys(obj)) {
+    const idx = isIndex(k)
+    const childNamed = idx ? named : namedDepth === 0 ? k : named + '.' + k
+    const v = visit(w, obj[k], depth + 1, prefix + k, childNamed, idx ? namedDepth : namedDepth + 1, k, idx, plain && !k.includes('.'))
+    if (v !== obj[k]) obj[k] = v
+  }
+  return obj
 }
 
 /** masks a JSON text; fails closed (throws) when it is not JSON */

@@ -18,8 +18,8 @@ export interface SseMaskerOptions {
 
 interface Slot {
   hold: string
-  /** builds a delta event carrying `text`, shaped like the slot's last event */
-  event: (text: string) => string
+  /** the slot's last delta: builds a delta event carrying held text, shaped like it */
+  last: Found
 }
 
 const BOUNDARY = /\r\n\r\n|\n\n|\r\r/g
@@ -105,15 +105,14 @@ export class SseMasker extends Transform {
       this.masked += r.count
       return r.count === 0 ? raw + '\n\n' : serialize(other, r.text)
     }
-    const found = this.plan.hasDetectors ? deltaSlots(obj) : []
-    const keys = new Set(found.map(f => f.key))
+    const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
     // text held for a slot this event does not continue goes out first, as its own delta event
-    let prefix = this.flushSlots(k => !keys.has(k))
+    const prefix = this.slots.size === 0 ? '' : this.flushSlots(k => !found.some(f => f.key === k))
     for (const f of found) {
       let slot = this.slots.get(f.key)
-      if (!slot) this.slots.set(f.key, (slot = { hold: '', event: f.event }))
-      slot.event = f.event
-      const r = holdBack(slot.hold, f.get(), this.limit, this.plan)
+      if (!slot) this.slots.set(f.key, (slot = { hold: '', last: f }))
+      slot.last = f
+      const r = holdBack(slot.hold, f.original, this.limit, this.plan)
       slot.hold = r.hold
       this.masked += r.count
       f.set('')
@@ -134,7 +133,7 @@ export class SseMasker extends Transform {
       if (slot.hold === '') continue
       const r = this.plan.scan(slot.hold)
       this.masked += r.count
-      out += slot.event(r.text)
+      out += slot.last.event(r.text)
     }
     return out
   }
@@ -147,50 +146,80 @@ function serialize(other: string[], data: string): string {
   return s + '\n'
 }
 
+/** one streamed text field of an event: where it sits, and how to send held text shaped like it */
 interface Found {
-  key: string
-  original: string
-  get(): string
+  readonly key: string
+  readonly original: string
   set(v: string): void
-  event: (text: string) => string
+  event(text: string): string
   emit?: string
 }
 
+const NONE: readonly Found[] = []
+
+/** chat completions `choices[i].delta.content`, completions `choices[i].text` */
+class ChoiceDelta implements Found {
+  emit?: string
+  constructor(
+    readonly key: string,
+    readonly original: string,
+    private readonly o: Record<string, any>,
+    private readonly c: Record<string, any>,
+    private readonly holder: Record<string, any>,
+    private readonly field: 'text' | 'content',
+  ) {}
+
+  set(v: string): void {
+    this.holder[this.field] = v
+  }
+
+  event(text: string): string {
+    const c = this.c
+    const choice = this.field === 'text' ? { ...c, text, finish_reason: null } : { ...c, delta: { content: text }, finish_reason: null }
+    return `data: ${JSON.stringify({ ...this.o, choices: [choice] })}\n\n`
+  }
+}
+
+/** Responses API `*.delta` events */
+class TypedDelta implements Found {
+  emit?: string
+  constructor(
+    readonly key: string,
+    readonly original: string,
+    private readonly o: Record<string, any>,
+  ) {}
+
+  set(v: string): void {
+    this.o.delta = v
+  }
+
+  event(text: string): string {
+    return `event: ${this.o.type}\ndata: ${JSON.stringify({ ...this.o, delta: text })}\n\n`
+  }
+}
+
 /** the streamed text fields of one event */
-function deltaSlots(obj: unknown): Found[] {
-  if (!obj || typeof obj !== 'object') return []
+function deltaSlots(obj: unknown): readonly Found[] {
+  if (!obj || typeof obj !== 'object') return NONE
   const o = obj as Record<string, any>
-  const out: Found[] = []
   if (Array.isArray(o.choices)) {
-    o.choices.forEach((c: any, i: number) => {
-      if (!c || typeof c !== 'object') return
+    const out: Found[] = []
+    const choices = o.choices as any[]
+    for (let i = 0; i < choices.length; i++) {
+      const c = choices[i]
+      if (!c || typeof c !== 'object') continue
       const index = typeof c.index === 'number' ? c.index : i
       const holder = c.delta && typeof c.delta === 'object' && typeof c.delta.content === 'string' ? c.delta : typeof c.text === 'string' ? c : undefined
-      if (!holder) return
+      if (!holder) continue
       const field = holder === c ? 'text' : 'content'
-      const original: string = holder[field]
-      out.push({
-        key: `choice:${index}`,
-        original,
-        get: () => original,
-        set: v => (holder[field] = v),
-        event: text => {
-          const choice = field === 'text' ? { ...c, text, finish_reason: null } : { ...c, delta: { content: text }, finish_reason: null }
-          return `data: ${JSON.stringify({ ...o, choices: [choice] })}\n\n`
-        },
-      })
-    })
-  } else if (typeof o.type === 'string' && o.type.endsWith('.delta') && typeof o.delta === 'string') {
-    const original: string = o.delta
-    out.push({
-      key: `${o.type}:${o.item_id ?? ''}:${o.output_index ?? ''}:${o.content_index ?? ''}`,
-      original,
-      get: () => original,
-      set: v => (o.delta = v),
-      event: text => `event: ${o.type}\ndata: ${JSON.stringify({ ...o, delta: text })}\n\n`,
-    })
+      out.push(new ChoiceDelta(`choice:${index}`, holder[field] as string, o, c, holder, field))
+    }
+    return out
   }
-  return out
+  if (typeof o.type === 'string' && o.type.endsWith('.delta') && typeof o.delta === 'string') {
+    return [new TypedDelta(`${o.type}:${o.item_id ?? ''}:${o.output_index ?? ''}:${o.content_index ?? ''}`, o.delta, o)]
+  }
+  return NONE
 }
 
 /**
