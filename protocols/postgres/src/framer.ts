@@ -13,6 +13,8 @@ export interface Frame {
   raw: Buffer
   /** offset of the body inside raw (5, or 4 for startup messages) */
   bodyOffset: number
+  /** set on a run of `coalesce` messages: raw holds this many of them back to back */
+  count?: number
 }
 
 export class Framer {
@@ -22,12 +24,15 @@ export class Framer {
   private needed = 0
   /** true while the next message has no code byte; a startup frame ends a push() */
   startup: boolean
+  /** a message code handed out as runs (one Frame with `count`) rather than a Frame each */
+  private readonly coalesce: number
 
   constructor(
     private readonly maxMessageBytes: number,
-    opts: { startup?: boolean } = {},
+    opts: { startup?: boolean; coalesce?: number } = {},
   ) {
     this.startup = opts.startup ?? false
+    this.coalesce = opts.coalesce ?? -1
   }
 
   get buffered(): number {
@@ -84,6 +89,9 @@ export class Framer {
     this.size = 0
     this.needed = 0
     let off = 0
+    // a big result is thousands of DataRows per chunk: one Frame per run of them, not per row
+    let runStart = 0
+    let runCount = 0
     for (;;) {
       const header = this.startup ? 4 : 5
       if (buf.length - off < header) break
@@ -92,7 +100,18 @@ export class Framer {
         this.needed = total
         break
       }
-      frames.push({ code: this.startup ? 0 : buf[off], raw: buf.subarray(off, off + total), bodyOffset: header })
+      const code = this.startup ? 0 : buf[off]
+      if (code === this.coalesce) {
+        if (runCount === 0) runStart = off
+        runCount++
+        off += total
+        continue
+      }
+      if (runCount > 0) {
+        frames.push({ code: this.coalesce, raw: buf.subarray(runStart, off), bodyOffset: 5, count: runCount })
+        runCount = 0
+      }
+      frames.push({ code, raw: buf.subarray(off, off + total), bodyOffset: header })
       off += total
       if (this.startup) {
         // the caller decides what follows (TLS bytes after SSLRequest, a second startup packet)
@@ -100,6 +119,7 @@ export class Framer {
         break
       }
     }
+    if (runCount > 0) frames.push({ code: this.coalesce, raw: buf.subarray(runStart, off), bodyOffset: 5, count: runCount })
     if (off < buf.length) {
       const rest = buf.subarray(off)
       this.chunks.push(rest)

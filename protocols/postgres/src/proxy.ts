@@ -129,7 +129,7 @@ export class PostgresProxy {
     const max = this.session.target.limits?.maxMessageBytes ?? 1 << 20
     this.clientFramer = new Framer(max)
     // the upstream is trusted more, but a runaway row must not exhaust memory either
-    this.upstreamFramer = new Framer(Math.max(max, 1 << 30))
+    this.upstreamFramer = new Framer(Math.max(max, 1 << 30), { coalesce: 0x44 /* D */ })
     this.done = new Promise(resolve => (this.finish = resolve))
     opts.registerWithdraw(() => {
       if (!this.pendingDecision) return false
@@ -571,20 +571,32 @@ export class PostgresProxy {
     const plan = this.session.masks
     switch (frame.code) {
       case 0x44: {
-        // D DataRow
+        // D DataRow, or a run of them (Frame.count)
         const p = this.current()
-        let raw = frame.raw
-        if (this.rowMask) {
-          const r = maskDataRow(raw, this.rowMask, plan)
-          raw = r.raw
-          if (p) p.masked += r.masked
+        const n = frame.count ?? 1
+        if (!this.rowMask) {
+          // nothing to mask: the run passes as the bytes it came in
+          if (p) {
+            p.rows += n
+            p.bytes += frame.raw.length
+          }
+          this.responseRows += n
+          this.emit(frame.raw)
+          return undefined
         }
-        if (p) {
-          p.rows++
-          p.bytes += raw.length
+        const all = frame.raw
+        for (let off = 0; off < all.length; ) {
+          const end = off + 1 + all.readInt32BE(off + 1)
+          const r = maskDataRow(n === 1 ? all : all.subarray(off, end), this.rowMask, plan)
+          if (p) {
+            p.masked += r.masked
+            p.rows++
+            p.bytes += r.raw.length
+          }
+          this.responseRows++
+          this.emit(r.raw)
+          off = end
         }
-        this.responseRows++
-        this.emit(raw)
         return undefined
       }
       case 0x54: {
