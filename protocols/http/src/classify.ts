@@ -56,6 +56,19 @@ export function pathOnly(path: string): string {
  * returns undefined.
  */
 export function canonicalPath(raw: string): string | undefined {
+  // a client calls the same few paths again and again, and each request asks up to three times
+  const known = canonicalPaths.get(raw)
+  if (known !== undefined) return known ?? undefined
+  const path = decodePath(raw)
+  if (canonicalPaths.size >= MAX_CANONICAL_PATHS) canonicalPaths.clear()
+  canonicalPaths.set(raw, path ?? null)
+  return path
+}
+
+const MAX_CANONICAL_PATHS = 1024
+const canonicalPaths = new Map<string, string | null>()
+
+function decodePath(raw: string): string | undefined {
   const path = pathOnly(raw)
   if (!path.startsWith('/')) return undefined
   const parts = path.slice(1).split('/')

@@ -25,6 +25,8 @@ interface Conn {
   session: Session
   /** digest of the connection's token, set by its first request (pipelined ones wait on `verified`) */
   tokenDigest?: Buffer
+  /** the header value that carried that token: the same value again is the same token, unhashed */
+  tokenValue?: string
   verified?: Promise<unknown>
 }
 
@@ -98,11 +100,22 @@ function tokenFrom(req: IncomingMessage, header: string): string | undefined {
 
 async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   const { session } = conn
-  const token = tokenFrom(req, tokenHeader(session.target))
+  const header = tokenHeader(session.target)
+  const value = req.headers[header]
+  // Keep-alive clients send the header of the connection's first request again and again: that is
+  // the token already verified, no digest needed. The value compared against is the one this same
+  // connection presented, so the comparison's timing tells the client nothing it did not send.
+  if (conn.tokenValue !== undefined && value === conn.tokenValue) {
+    await conn.verified
+    session.assertAlive()
+    return
+  }
+  const token = tokenFrom(req, header)
   if (!token) throw httpError(401, 'unauthenticated', 'a bearer token is required')
   const digest = createHash('sha256').update(token).digest()
   if (!conn.tokenDigest) {
     conn.tokenDigest = digest
+    if (typeof value === 'string') conn.tokenValue = value
     conn.verified = session.authenticate(token)
   } else if (!timingSafeEqual(conn.tokenDigest, digest)) {
     throw httpError(401, 'unauthenticated', 'one token per connection: open a new connection for another token', { close: true })
@@ -125,34 +138,62 @@ function hasBody(req: IncomingMessage): boolean {
  * rejects. Events rather than an async iterator: no iterator and promise per chunk on the hot path.
  */
 function collect(source: Readable, limit: number, tooLarge: () => Error): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    const parts: Buffer[] = []
-    let n = 0
-    const done = (err: Error | undefined, body?: Buffer) => {
-      source.off('data', onData)
-      source.off('end', onEnd)
-      source.off('error', done)
-      source.off('close', onClose)
-      if (err) reject(err)
-      else resolve(body!)
+  return new Promise<Buffer>((resolve, reject) => new Collector(source, limit, tooLarge, resolve, reject))
+}
+
+/** listeners of one collect(): methods bound once, not closures per call */
+class Collector {
+  private readonly parts: Buffer[] = []
+  private n = 0
+  private readonly data = this.onData.bind(this)
+  private readonly end = this.onEnd.bind(this)
+  private readonly error = this.done.bind(this)
+  private readonly close = this.onClose.bind(this)
+
+  constructor(
+    private readonly source: Readable,
+    private readonly limit: number,
+    private readonly tooLarge: () => Error,
+    private readonly resolve: (b: Buffer) => void,
+    private readonly reject: (e: Error) => void,
+  ) {
+    if (source.destroyed) {
+      this.onClose()
+      return
     }
-    const onData = (chunk: Buffer) => {
-      n += chunk.length
-      if (n > limit) {
-        source.destroy()
-        return done(tooLarge())
-      }
-      parts.push(chunk)
+    source.on('data', this.data)
+    source.once('end', this.end)
+    source.once('error', this.error)
+    source.once('close', this.close)
+  }
+
+  private done(err: Error | undefined, body?: Buffer): void {
+    const s = this.source
+    s.off('data', this.data)
+    s.off('end', this.end)
+    s.off('error', this.error)
+    s.off('close', this.close)
+    if (err) this.reject(err)
+    else this.resolve(body!)
+  }
+
+  private onData(chunk: Buffer): void {
+    this.n += chunk.length
+    if (this.n > this.limit) {
+      this.source.destroy()
+      return this.done(this.tooLarge())
     }
-    const onEnd = () => done(undefined, parts.length === 1 ? parts[0] : Buffer.concat(parts, n))
-    // closed before its end: the peer went away mid-body
-    const onClose = () => done(Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
-    if (source.destroyed) return onClose()
-    source.on('data', onData)
-    source.once('end', onEnd)
-    source.once('error', done)
-    source.once('close', onClose)
-  })
+    this.parts.push(chunk)
+  }
+
+  private onEnd(): void {
+    this.done(undefined, this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.n))
+  }
+
+  /** closed before its end: the peer went away mid-body */
+  private onClose(): void {
+    this.done(Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+  }
 }
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
