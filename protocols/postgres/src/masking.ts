@@ -69,22 +69,31 @@ function textBytes(prefix: Buffer | undefined, text: string): Buffer {
   return lastBytes
 }
 
-function maskValue(mask: RowMask, plan: MaskPlan, i: number, value: Buffer): { value: Buffer | null; changed: boolean } {
+/** the masked bytes of the value raw[start, end): null for SQL NULL, undefined when unchanged */
+function maskValue(mask: RowMask, plan: MaskPlan, i: number, raw: Buffer, start: number, end: number): Buffer | null | undefined {
   const method = mask.methods[i]
+  const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
   if (method !== undefined) {
     // a non-text value (number, vector, bytea…) cannot hold a replacement string: it becomes NULL
-    if (!mask.textLike[i]) return { value: null, changed: true }
-    const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
-    const out = plan.apply(method, value.toString('utf8', prefix))
-    if (out === null) return { value: null, changed: true }
-    return { value: textBytes(prefix ? value.subarray(0, 1) : undefined, out), changed: true }
+    if (!mask.textLike[i]) return null
+    const out = plan.apply(method, raw.toString('utf8', start + prefix, end))
+    if (out === null) return null
+    return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, out)
   }
   if (mask.scan[i]) {
-    const prefix = mask.binary[i] && mask.jsonb[i] ? 1 : 0
-    const r = plan.scan(value.toString('utf8', prefix))
-    if (r.count > 0) return { value: textBytes(prefix ? value.subarray(0, 1) : undefined, r.text), changed: true }
+    const r = plan.scan(raw.toString('utf8', start + prefix, end))
+    if (r.count > 0) return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, r.text)
   }
-  return { value, changed: false }
+  return undefined
+}
+
+/** Buffer#copy costs a native call and a view: a short value is cheaper byte by byte */
+function copyBytes(src: Uint8Array, from: number, to: number, dst: Uint8Array, at: number): void {
+  if (to - from > 48) {
+    dst.set(src.subarray(from, to), at)
+    return
+  }
+  for (let k = from; k < to; k++) dst[at++] = src[k]
 }
 
 /**
@@ -103,11 +112,11 @@ export function maskDataRow(raw: Buffer, mask: RowMask, plan: MaskPlan): { raw: 
     if (len < 0) continue
     if (off + len > raw.length) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow value runs past the message')
     if (mask.methods[i] !== undefined || mask.scan[i]) {
-      const r = maskValue(mask, plan, i, raw.subarray(off, off + len))
-      if (r.changed) {
+      const v = maskValue(mask, plan, i, raw, off, off + len)
+      if (v !== undefined) {
         replaced ??= new Array<Buffer | null | undefined>(n)
-        replaced[i] = r.value
-        size += (r.value === null ? 0 : r.value.length) - len
+        replaced[i] = v
+        size += (v === null ? 0 : v.length) - len
         masked++
       }
     }
@@ -115,28 +124,32 @@ export function maskDataRow(raw: Buffer, mask: RowMask, plan: MaskPlan): { raw: 
   }
   if (replaced === undefined) return { raw, masked }
   const out = Buffer.allocUnsafe(size)
-  raw.copy(out, 0, 0, 7)
+  copyBytes(raw, 0, 7, out, 0)
   out.writeInt32BE(size - 1, 1)
   let from = 7
   let to = 7
+  // unchanged columns between two replaced ones are copied as one piece
+  let keep = from
   for (let i = 0; i < n; i++) {
     const len = raw.readInt32BE(from)
+    const next = from + 4 + (len < 0 ? 0 : len)
     const v = replaced[i]
-    if (v === undefined) {
-      // unchanged: length and bytes as they came
-      const whole = 4 + (len < 0 ? 0 : len)
-      raw.copy(out, to, from, from + whole)
-      to += whole
-    } else if (v === null) {
-      out.writeInt32BE(-1, to)
-      to += 4
-    } else {
-      out.writeInt32BE(v.length, to)
-      v.copy(out, to + 4)
-      to += 4 + v.length
+    if (v !== undefined) {
+      copyBytes(raw, keep, from, out, to)
+      to += from - keep
+      if (v === null) {
+        out.writeInt32BE(-1, to)
+        to += 4
+      } else {
+        out.writeInt32BE(v.length, to)
+        copyBytes(v, 0, v.length, out, to + 4)
+        to += 4 + v.length
+      }
+      keep = next
     }
-    from += 4 + (len < 0 ? 0 : len)
+    from = next
   }
+  copyBytes(raw, keep, from, out, to)
   return { raw: out, masked }
 }
 
