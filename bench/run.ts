@@ -22,13 +22,14 @@ const { values } = parseArgs({
 const quick = values.quick ?? false
 const repeats = Number(values.repeats ?? (quick ? 1 : 3))
 
-async function loadScenarios(): Promise<Scenario[]> {
+async function loadScenarios(): Promise<(Scenario & { file: string })[]> {
   const dir = join(here, 'scenarios')
   const files = readdirSync(dir).filter(f => f.endsWith('.ts')).sort()
-  const out: Scenario[] = []
+  const out: (Scenario & { file: string })[] = []
   for (const f of files) {
     const mod = (await import(pathToFileURL(join(dir, f)).href)) as { default?: Scenario }
-    if (mod.default) out.push(mod.default)
+    // `--only` matches the scenario's name or its file name (`--only http-json`)
+    if (mod.default) out.push({ ...mod.default, file: f.replace(/\.ts$/, '') })
   }
   return out
 }
@@ -44,7 +45,7 @@ process.once('SIGTERM', onSignal)
 
 try {
   const all = await loadScenarios()
-  const chosen = all.filter(s => (!quick || s.quick) && (!values.only?.length || values.only.some(o => s.name.includes(o))))
+  const chosen = all.filter(s => (!quick || s.quick) && (!values.only?.length || values.only.some(o => s.name.includes(o) || s.file.includes(o))))
   for (const s of chosen) {
     if (interrupted) break
     ctx.enter(s.name)
