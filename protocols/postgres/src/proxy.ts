@@ -107,6 +107,8 @@ export class PostgresProxy {
   private replacements = new Map<string, { error: Buffer; batch: number }>()
   private rowMask: RowMask | undefined
   private copyOut: { methods: (MaskMethod | undefined)[] | undefined } | undefined
+  /** a binary COPY TO under a mask plan: its rows are dropped and its CommandComplete becomes an error */
+  private copyOutRefused = false
   private upstreamQueue: Frame[] = []
   private upstreamBusy = false
   private readonly toClientOut = new Outbox()
@@ -626,6 +628,14 @@ export class PostgresProxy {
           const n = commandTagRows(tag)
           if (n !== undefined && !/^SELECT|^FETCH/.test(tag)) p.rows += n
         }
+        if (this.copyOutRefused) {
+          this.copyOutRefused = false
+          const message = 'COPY in binary format cannot be masked: use COPY … TO STDOUT in text or CSV format'
+          if (p) p.error = message
+          if (p && p.kind === 'E') this.complete(p)
+          this.emit(serializeErrorResponse('ERROR', '42501', message))
+          return undefined
+        }
         if (p && p.kind === 'E') this.complete(p)
         this.emit(frame.raw)
         return undefined
@@ -657,20 +667,30 @@ export class PostgresProxy {
       case 0x48: {
         // H CopyOutResponse: COPY … TO STDOUT rows are masked like DataRows
         this.copyOut = undefined
-        if (!plan.empty && frame.raw[5] === 0) {
+        if (!plan.empty) {
           const p = this.current()
           const methods = p ? this.copyColumns(p.op) : undefined
           if (methods instanceof Promise) {
             this.upstreamQueue.unshift(frame)
             return methods.then(() => undefined)
           }
-          this.copyOut = { methods }
+          if (frame.raw[5] === 0) this.copyOut = { methods }
+          else if (plan.hasDetectors || methods === undefined || methods.some(m => m !== undefined)) {
+            // binary COPY rows cannot be masked: drop them and answer an error in their place
+            this.copyOutRefused = true
+            return undefined
+          }
         }
         this.emit(frame.raw)
         return undefined
       }
+      case 0x63: // c CopyDone
+        if (this.copyOutRefused) return undefined
+        this.emit(frame.raw)
+        return undefined
       case 0x64: {
         // d CopyData
+        if (this.copyOutRefused) return undefined
         let raw = frame.raw
         const p = this.current()
         if (this.copyOut) {

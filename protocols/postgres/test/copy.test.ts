@@ -57,6 +57,13 @@ t.test('COPY', async t => {
     t.match(Buffer.concat(cols).toString().split('\n')[0], 'likes tea\t[REDACTED]', 'a column list is followed')
   })
 
+  t.test('COPY TO STDOUT in binary format is refused when a mask applies (its values cannot be rewritten)', async t => {
+    const sink = new Writable({ write(_chunk, _enc, cb) { cb() } })
+    await t.rejects(pipeline(c.query(copyTo('copy people to stdout (format binary)')), sink), /binary format cannot be masked/)
+    const r = await c.query('select count(*)::int as n from people')
+    t.equal(r.rows[0].n, 3, 'the session stays usable')
+  })
+
   t.test('COPY to a server file is refused (admin)', async t => {
     const e = await c.query("copy people to '/tmp/people.txt'").catch(e => e)
     t.equal(e.code, '42501')
