@@ -39,6 +39,6 @@ export async function importExport<T>(protocol: Protocol, name: string): Promise
     throw new Error(`cannot load ${pkg}: ${(err as Error).message}`)
   }
   const value = mod[name]
-  if (value === undefined) throw new Error(`${pkg} does not export ${name} (not implemented yet)`)
+  if (value === undefined) throw new Error(`${pkg} does not export ${name}: is the package installed and current?`)
   return value as T
 }
