@@ -8,7 +8,7 @@ import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { pgbench, type PgbenchResult } from '../lib/pgbench.ts'
 import { startPgbouncer, type Pgbouncer } from '../lib/postgres.ts'
 import { freePort, requireTool } from '../lib/proc.ts'
-import type { Row, Scenario } from '../lib/types.ts'
+import { Unavailable, type Row, type Scenario } from '../lib/types.ts'
 
 const ITEMS = 2000
 const CLIENTS = 4
@@ -39,7 +39,16 @@ const scenario: Scenario = {
       ].join('\n'))
       const seconds = ctx.quick ? 2 : 10
       const run = (path: 'direct' | 'portcullis' | 'reference', label: string, conn: { host: string; port: number; user: string; password?: string }) =>
-        ctx.attempt(path, 'top-k', () => ctx.repeat(() => pgbench({ ...conn, database: lite.database, clients: CLIENTS, seconds, mode: 'extended', script, tmp: ctx.tmp, label })))
+        ctx.attempt(path, 'top-k', () => ctx.repeat(() => pgbench({ ...conn, database: lite.database, clients: CLIENTS, seconds, mode: 'extended', script, tmp: ctx.tmp, label }).catch(err => {
+          // PGlite serves every connection from one backend: the gateway's own catalog lookup (a
+          // mask rule resolving the items table) can land between another client's Bind and
+          // Execute and drop its unnamed portal. Real Postgres gives each connection its own
+          // backend, so this is the fixture's limit, reported as such rather than as a timing.
+          if (path === 'portcullis' && /portal "" does not exist/.test(String((err as Error).message))) {
+            throw new Unavailable('PGlite shares one backend across connections; the catalog lookup broke a concurrent pipeline')
+          }
+          throw err
+        })))
 
       const direct = await run('direct', 'direct', { host: lite.host, port: lite.port, user: lite.user, password: lite.password })
       const bouncer = await ctx.attempt<Pgbouncer>('reference', 'start pgbouncer', () => startPgbouncer({ host: lite.host, port: lite.port }, lite.database))
