@@ -22,6 +22,16 @@ function randomText(len: number): string {
   return s
 }
 
+t.test('the email finder never starts a match inside the previous one (found by the random test)', async t => {
+  const text = "b%@:_.% \u00fc@-.aaba%Z\u00fc@x.ba. @ a.:.\u00fc\u00fcZ9%.@-\nZ@Z_.%-x@- ax-\n:xa\n99Z.b\nbx+ %ZZa\nbb+\n% +\u00fc@b\u00fc:9x@..+b@.\n% %"
+  const re = new RegExp(BUILTIN.find(d => d.name === 'email')!.source, 'g')
+  const fromRegex = [...text.matchAll(re)].map(m => [m.index!, m.index! + m[0].length])
+  const fromFinder: number[][] = []
+  findEmails(text, (s, e) => fromFinder.push([s, e]))
+  t.same(fromFinder, fromRegex)
+  t.equal(fromFinder.length, 1)
+})
+
 t.test('the @-anchored email finder finds exactly what the email regex finds', async t => {
   const re = new RegExp(BUILTIN.find(d => d.name === 'email')!.source, 'g')
   let compared = 0

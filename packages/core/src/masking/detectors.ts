@@ -186,15 +186,18 @@ const EMAIL_DOMAIN = /(?:[A-Za-z0-9\u0080-\uffff-]{1,63}\.){1,8}[A-Za-z]{2,24}(?
  */
 export function findEmails(text: string, hit: (start: number, end: number) => void): void {
   let at = text.indexOf('@')
+  // like a global regex, a match never starts inside the previous one
+  let floor = 0
   while (at !== -1) {
     let s = at
-    while (s > 0 && at - s < 64 && isLocalChar(text.charCodeAt(s - 1))) s--
+    while (s > floor && at - s < 64 && isLocalChar(text.charCodeAt(s - 1))) s--
     if (s < at && (s === 0 || !isLocalChar(text.charCodeAt(s - 1)))) {
       EMAIL_DOMAIN.lastIndex = at + 1
       const m = EMAIL_DOMAIN.exec(text)
       if (m !== null) {
         const end = at + 1 + m[0].length
         hit(s, end)
+        floor = end
         at = text.indexOf('@', end)
         continue
       }
