@@ -13,7 +13,7 @@
 //                                        members of admin.groups (default: [admins])
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
-import { isPortcullisError, type ApprovalRequest, type Core, type Principal } from '@portcullis/core'
+import { approvalSummary, isPortcullisError, type Core, type Principal } from '@portcullis/core'
 import { formatHostPort, isLoopback, parseHostPort } from './listen.ts'
 import type { Logger } from './log.ts'
 import { ADMIN_PAGE } from './admin-page.ts'
@@ -112,7 +112,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
           .list()
           .filter((a) => a.status === 'pending')
           .filter((a) => isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g)))
-        return json(res, 200, { approvals: visible.map(publicApproval) })
+        return json(res, 200, { approvals: visible.map(approvalSummary) })
       }
       if (parts.length === 4 && (parts[3] === 'approve' || parts[3] === 'deny')) {
         allow(method, ['POST'])
@@ -126,7 +126,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
         try {
           const done = parts[3] === 'approve' ? core.approvals.approve(id, p) : core.approvals.deny(id, p, reason)
           log.info({ approval: id, by: p.subject, status: done.status }, 'approval decided')
-          return json(res, 200, { approval: publicApproval(done) })
+          return json(res, 200, { approval: approvalSummary(done) })
         } catch (err) {
           if (isPortcullisError(err)) {
             const [status, code] = APPROVAL_ERRORS[err.code] ?? [409, 'conflict']
@@ -231,23 +231,3 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   throw new HttpError(400, 'bad_request', 'body must be a JSON object')
 }
 
-/** What approvers see: no token id, nothing the requester's token carried beyond who they are. */
-function publicApproval(a: ApprovalRequest) {
-  return {
-    id: a.id,
-    status: a.status,
-    subject: a.principal.subject,
-    groups: a.principal.groups,
-    target: a.target,
-    protocol: a.protocol,
-    class: a.class,
-    statement: a.statement,
-    fingerprint: a.fingerprint,
-    resources: a.resources,
-    rule: a.rule,
-    approvers: a.approvers,
-    created: new Date(a.created).toISOString(),
-    expires: new Date(a.expires).toISOString(),
-    ...(a.decidedBy ? { decidedBy: a.decidedBy } : {}),
-  }
-}

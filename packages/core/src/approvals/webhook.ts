@@ -1,30 +1,38 @@
 // Announces a new approval request. Best effort: a slow or failing webhook never holds the operation
 // longer than its own timeout, and never blocks it.
-import type { ApprovalRequest } from '../types.ts'
-
-import type { SecretRef } from '../types.ts'
+import type { ApprovalRequest, SecretRef } from '../types.ts'
 
 export interface WebhookConfig {
   url: string | SecretRef
   format: 'json' | 'slack'
 }
 
-export function webhookBody(request: ApprovalRequest, format: 'json' | 'slack'): unknown {
-  const summary = {
+/**
+ * What approvers see of a request, in the webhook and the admin API alike: who, what and where —
+ * no token id, nothing the requester's token carried beyond who they are.
+ */
+export function approvalSummary(request: ApprovalRequest) {
+  return {
     id: request.id,
+    status: request.status,
     subject: request.principal.subject,
     groups: request.principal.groups,
     target: request.target,
     protocol: request.protocol,
     class: request.class,
     statement: request.statement,
+    fingerprint: request.fingerprint,
     resources: request.resources,
     rule: request.rule,
     approvers: request.approvers,
     created: new Date(request.created).toISOString(),
     expires: new Date(request.expires).toISOString(),
+    ...(request.decidedBy ? { decidedBy: request.decidedBy } : {}),
   }
-  if (format === 'json') return { type: 'approval.requested', request: summary }
+}
+
+export function webhookBody(request: ApprovalRequest, format: 'json' | 'slack'): unknown {
+  if (format === 'json') return { type: 'approval.requested', request: approvalSummary(request) }
   const statement = request.statement.length > 500 ? request.statement.slice(0, 500) + '…' : request.statement
   return {
     text:
