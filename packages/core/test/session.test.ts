@@ -130,6 +130,29 @@ t.test('a write waits for approval by a dba and then goes through', async t => {
   t.equal(core.approvals.get(d.approvalId!)?.decidedBy, 'alice')
 })
 
+t.test('decideNow answers at once what needs no wait, and leaves an approval to decide()', async t => {
+  const RULES_WINDOW = RULES.replace('approvers: [dba] }', 'approvers: [dba], window: 60s }')
+  const { core, issuer } = await coreFor(t, RULES_WINDOW)
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50012')
+  t.throws(() => session.decideNow(op('read', 'SELECT 1')), { code: 'AUTH_FAILED' })
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  t.match(session.decideNow(op('read', 'SELECT * FROM customers', ['public.customers'])), { action: 'allow', rule: 'agents-read' })
+  t.match(session.decideNow(op('admin', 'ALTER SYSTEM SET fsync = off')), { action: 'block', rule: 'no-bulk' })
+  const write = op('write', 'UPDATE customers SET name = $1 WHERE id = $2', ['public.customers'])
+  t.equal(session.decideNow(write), undefined, 'an approval is never answered without a wait')
+  t.equal(core.approvals.list().length, 0, 'and decideNow asks for none')
+  const dba = await core.authenticate(await issuer.mint({ sub: 'alice', groups: ['dba'] }))
+  const approved = await session.decide(write, { onPending: r => setImmediate(() => core.approvals.approve(r.id, dba)) })
+  t.equal(approved.action, 'allow')
+  // the window granted by that approval now answers the same statement at once
+  t.match(session.decideNow(write), { action: 'allow', approvalId: approved.approvalId })
+  const file = session.recorder!.path
+  await session.close()
+  const decisions = []
+  for await (const e of readRecording(file)) if (e.type === 'decision') decisions.push((e.payload as { action: string }).action)
+  t.same(decisions, ['allow', 'block', 'allow', 'allow'], 'each answer is recorded like a decide()')
+})
+
 t.test('audit lines carry session, principal, target and decision, and never the token or password', async t => {
   process.env.PORTCULLIS_TEST_PG_PASSWORD = 'hunter2-secret'
   t.teardown(() => delete process.env.PORTCULLIS_TEST_PG_PASSWORD)

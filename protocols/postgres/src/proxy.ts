@@ -59,6 +59,23 @@ interface PendingOp {
   done: boolean
 }
 
+/** why a statement is not sent: the ErrorResponse the client gets in its place */
+interface Refusal {
+  sqlstate: string
+  message: string
+  detail?: string | undefined
+}
+
+function refusalOf(err: unknown): Refusal {
+  const refusal: Refusal = {
+    sqlstate: sqlstateOf(err),
+    message: isPortcullisError(err, 'APPROVAL_WITHDRAWN') ? `canceling statement due to user request: ${err.message}` : (err as Error).message,
+  }
+  const id = isPortcullisError(err) ? err.details.approvalId : undefined
+  if (typeof id === 'string') refusal.detail = `approval request ${id}`
+  return refusal
+}
+
 /** a batch of client-bound bytes is written (and recorded) once it reaches this size */
 const OUT_FLUSH_BYTES = 256 * 1024
 const QUEUE_HIGH_WATER = 256
@@ -404,7 +421,8 @@ export class PostgresProxy {
     return marker
   }
 
-  private async decideAndSend(kind: 'Q' | 'E', what: string | Operation, raw: Buffer): Promise<void> {
+  /** returns a promise only when the statement waits for an approval */
+  private decideAndSend(kind: 'Q' | 'E', what: string | Operation, raw: Buffer): Promise<void> | undefined {
     const start = performance.now()
     const sql = typeof what === 'string' ? what : undefined
     const op = typeof what === 'string' ? this.classify(what) : what
@@ -414,20 +432,35 @@ export class PostgresProxy {
     if (sql !== undefined && sql.trim() === '') {
       this.sentBatches++
       this.toUpstream(raw)
-      return
+      return undefined
     }
     try {
       this.session.assertAlive()
     } catch (err) {
       this.fatal(sqlstateOf(err), (err as Error).message)
-      return
+      return undefined
     }
     let decision: Decision | undefined
-    let refusal: { sqlstate: string; message: string; detail?: string } | undefined
+    try {
+      decision = this.session.decideNow(op)
+    } catch (err) {
+      this.send(pending, raw, undefined, refusalOf(err))
+      return undefined
+    }
+    if (decision) {
+      this.send(pending, raw, decision)
+      return undefined
+    }
+    return this.waitForApproval(pending, raw)
+  }
+
+  private async waitForApproval(pending: PendingOp, raw: Buffer): Promise<void> {
+    let decision: Decision | undefined
+    let refusal: Refusal | undefined
     const controller = new AbortController()
     this.pendingDecision = controller
     try {
-      decision = await this.session.decide(op, {
+      decision = await this.session.decide(pending.op, {
         signal: controller.signal,
         onPending: request => {
           this.toClient(
@@ -439,16 +472,17 @@ export class PostgresProxy {
         },
       })
     } catch (err) {
-      refusal = {
-        sqlstate: sqlstateOf(err),
-        message: isPortcullisError(err, 'APPROVAL_WITHDRAWN') ? `canceling statement due to user request: ${err.message}` : (err as Error).message,
-      }
-      const id = isPortcullisError(err) ? err.details.approvalId : undefined
-      if (typeof id === 'string') refusal.detail = `approval request ${id}`
+      refusal = refusalOf(err)
     } finally {
       if (this.pendingDecision === controller) this.pendingDecision = undefined
     }
     if (this.closed) return
+    this.send(pending, raw, decision, refusal)
+  }
+
+  /** the statement goes upstream, or in its place a marker whose error becomes the refusal */
+  private send(pending: PendingOp, raw: Buffer, decision: Decision | undefined, refusal?: Refusal): void {
+    const kind = pending.kind
     pending.decision = decision
     if (decision && decision.action !== 'allow') {
       const rule = decision.rule ?? 'default'
@@ -475,7 +509,7 @@ export class PostgresProxy {
     }
     if (kind === 'Q') {
       this.sentBatches++
-      this.rememberPrepared(op)
+      this.rememberPrepared(pending.op)
     }
     this.ops.push(pending)
     this.toUpstream(raw)

@@ -179,56 +179,74 @@ export class CoreSession implements Session {
     return this.#masks.plan
   }
 
+  /**
+   * The decision when it needs no wait (allow, block, or approve with a window already granted),
+   * recorded and counted like decide()'s; undefined when an approval must be asked for. Codecs call
+   * it first so that the common case costs no promise and holds nothing back from the same batch.
+   */
+  decideNow(op: Operation): Decision | undefined {
+    const { config, masks, pd, started } = this.#policy(op)
+    if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
+    const grant = this.#host.approvals.findGrant(this.#principal!.subject, this.target.name, op.fingerprint)
+    if (!grant) return undefined
+    const decision: Decision = { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }
+    return this.#decided(op, decision, config, started)
+  }
+
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
+    const now = this.decideNow(op)
+    if (now) return now
+    const { config, masks, pd, started } = this.#policy(op)
+    const principal = this.#principal!
+    let decision: Decision
+    const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
+    try {
+      const outcome = await this.#host.approvals.hold({
+        principal,
+        target: this.target.name,
+        protocol: this.target.protocol,
+        op,
+        rule: pd.rule!,
+        approvers: pd.approvers ?? [],
+        timeoutMs: pd.timeoutMs ?? config.approvals.timeoutMs,
+        ...(pd.window !== undefined ? { window: pd.window } : {}),
+        signal,
+        ...(opts.onPending ? { onPending: opts.onPending } : {}),
+      })
+      const id = outcome.request.id
+      if (outcome.status === 'approved')
+        decision = { action: 'allow', rule: pd.rule, reason: `approved by ${outcome.request.decidedBy}`, masks, approvalId: id }
+      else if (outcome.status === 'denied')
+        decision = {
+          action: 'block',
+          rule: pd.rule,
+          reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
+          masks,
+          approvalId: id,
+        }
+      else decision = { action: 'block', rule: pd.rule, reason: `approval ${id} timed out`, masks, approvalId: id }
+    } catch (err) {
+      this.record('decision', { action: 'block', rule: pd.rule, reason: 'approval withdrawn', statement: op.statement, class: op.class })
+      this.#host.metrics.operation(op.class, 'withdrawn')
+      throw err
+    }
+    // the wait may have outlived the token or the session
+    this.assertAlive()
+    return this.#decided(op, decision, config, started)
+  }
+
+  /** what the rules say of op, before any approval; throws where the session may not go on */
+  #policy(op: Operation) {
     const principal = this.#principal
     if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
     this.assertAlive()
     const { config } = this.#host.generation()
     this.#assertRecording(config)
     const started = this.#host.now()
-    const masks = this.masks
-    const pd = policyDecide(config.rules, principal, this.target.name, op)
-    let decision: Decision = { action: pd.action, rule: pd.rule, reason: pd.reason, masks }
-    if (pd.action === 'approve') {
-      const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
-      if (grant) {
-        decision = { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }
-      } else {
-        const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
-        try {
-          const outcome = await this.#host.approvals.hold({
-            principal,
-            target: this.target.name,
-            protocol: this.target.protocol,
-            op,
-            rule: pd.rule!,
-            approvers: pd.approvers ?? [],
-            timeoutMs: pd.timeoutMs ?? config.approvals.timeoutMs,
-            ...(pd.window !== undefined ? { window: pd.window } : {}),
-            signal,
-            ...(opts.onPending ? { onPending: opts.onPending } : {}),
-          })
-          const id = outcome.request.id
-          if (outcome.status === 'approved')
-            decision = { action: 'allow', rule: pd.rule, reason: `approved by ${outcome.request.decidedBy}`, masks, approvalId: id }
-          else if (outcome.status === 'denied')
-            decision = {
-              action: 'block',
-              rule: pd.rule,
-              reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
-              masks,
-              approvalId: id,
-            }
-          else decision = { action: 'block', rule: pd.rule, reason: `approval ${id} timed out`, masks, approvalId: id }
-        } catch (err) {
-          this.record('decision', { action: 'block', rule: pd.rule, reason: 'approval withdrawn', statement: op.statement, class: op.class })
-          this.#host.metrics.operation(op.class, 'withdrawn')
-          throw err
-        }
-        // the wait may have outlived the token or the session
-        this.assertAlive()
-      }
-    }
+    return { config, masks: this.masks, pd: policyDecide(config.rules, principal, this.target.name, op), started }
+  }
+
+  #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
     this.record('decision', {
       action: decision.action,
       rule: decision.rule,
