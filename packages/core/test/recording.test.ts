@@ -388,6 +388,59 @@ t.test('the transcript decodes recorded Postgres and Redis replies into rows and
   t.match(redisText, /\(error\) NOPERM blocked by rule no-bulk/)
 })
 
+t.test('every kind of value a codec records reads back as written, across buffer ends', async t => {
+  const dir = tempDir(t)
+  const rec = open(dir)
+  const values: Record<string, unknown>[] = [
+    { s: '', ascii: 'GET foo', exactly31: 'x'.repeat(31), exactly32: 'y'.repeat(32), long: 'z'.repeat(70000) },
+    { utf8: 'grüße 日本 🙂', shortUtf8: 'é', mixed: 'a'.repeat(40) + 'ü' },
+    { ints: [0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1] },
+    { floats: [1.5, -0.25, 1e300, Number.MAX_SAFE_INTEGER + 2], nan: Number.NaN, inf: -Infinity },
+    { none: null, undef: undefined, yes: true, no: false, empty: {}, list: [], nested: { a: [{ b: [[1], { c: 'd' }] }] } },
+    { bins: [Buffer.alloc(0), Buffer.alloc(255, 1), Buffer.alloc(256, 2), Buffer.alloc(65536, 3)], u8: new Uint8Array([1, 2, 3]) },
+    Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i])),
+    { when: new Date(0), map: new Map([['a', 1]]) },
+  ]
+  // enough records of a few KB that some land across the end of a batch buffer
+  const filler = randomBytes(3000)
+  for (let i = 0; i < 800; i++) {
+    rec.record('response', { i, raw: filler })
+    if (i % 100 === 0) for (const v of values) rec.record('event', v)
+  }
+  await rec.close()
+  t.equal((await verifyRecording(rec.path)).status, 'intact')
+  const all = []
+  for await (const r of readRecording(rec.path)) all.push(r)
+  t.same(all.map(r => r.index), all.map((_, i) => i), 'indexes run on without a gap')
+  const events = all.filter(r => r.type === 'event')
+  t.equal(events.length, 8 * values.length)
+  for (let i = 0; i < events.length; i++) {
+    const want = values[i % values.length]
+    const got = events[i].payload
+    if (i % values.length === 7) {
+      t.equal((got.when as Date).getTime(), 0, 'a Date goes through msgpackr and comes back a Date')
+      t.same(got.map, { a: 1 })
+      continue
+    }
+    if (i % values.length === 3) {
+      t.same(got.floats, want.floats)
+      t.ok(Number.isNaN(got.nan))
+      t.equal(got.inf, -Infinity)
+      continue
+    }
+    if (i % values.length === 4) t.ok('undef' in got && got.undef === undefined, 'an undefined value keeps its key')
+    if (i % values.length === 5) {
+      t.same((got.bins as Buffer[]).map(b => [b.length, b[0]]), [[0, undefined], [255, 1], [256, 2], [65536, 3]])
+      t.same([...(got.u8 as Uint8Array)], [1, 2, 3])
+      continue
+    }
+    t.same(got, want)
+  }
+  const responses = all.filter(r => r.type === 'response')
+  t.equal(responses.length, 800)
+  t.ok(responses.every((r, i) => r.payload.i === i && (r.payload.raw as Buffer).equals(filler)))
+})
+
 t.test('an unknown record type and an unencodable payload are kept as events, never a broken file', async t => {
   const dir = tempDir(t)
   const rec = open(dir)

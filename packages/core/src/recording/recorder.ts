@@ -20,6 +20,7 @@ import {
   packTransient,
   sealMessage,
 } from './format.ts'
+import { encodeBody } from './encode.ts'
 
 export interface RecorderOptions {
   dir: string
@@ -158,6 +159,26 @@ class FileRecorder implements Recorder {
   }
 
   private append(type: RecordType, payload: Record<string, unknown>, time: number): void {
+    const code = TYPE_CODES[type]
+    if (code === undefined) {
+      // a type this format has no code for: keep it, as an event, rather than write an unreadable frame
+      return this.append('event', { event: 'unknown-record-type', recordType: String(type), payload }, time)
+    }
+    // the body is encoded in place, right after its frame header in the batch buffer; a body that
+    // does not fit in what is left of the buffer, or that holds what only msgpackr encodes, goes
+    // through msgpackr and is copied in
+    const at = this.pos
+    const bodyAt = at + FRAME_HEADER + 1
+    const end = encodeBody(this.chunk, bodyAt, this.chunk.length - HASH_BYTES, this.index, time, payload)
+    if (end < 0) return this.appendPacked(type, code, payload, time)
+    const bodyLength = end - bodyAt
+    if (FRAME_HEADER + 1 + bodyLength + HASH_BYTES > this.maxBacklog) {
+      return this.append('event', { event: 'record-too-large', recordType: type, bytes: bodyLength }, time)
+    }
+    this.chain(at, code, bodyLength)
+  }
+
+  private appendPacked(type: RecordType, code: number, payload: Record<string, unknown>, time: number): void {
     let body: Buffer
     try {
       body = packTransient([this.index, time, payload])
@@ -165,25 +186,24 @@ class FileRecorder implements Recorder {
       // an unencodable payload must not throw into a codec: record that it happened instead
       body = packTransient([this.index, time, { unencodable: (err as Error).message }])
     }
-    const code = TYPE_CODES[type]
-    if (code === undefined) {
-      // a type this format has no code for: keep it, as an event, rather than write an unreadable frame
-      return this.append('event', { event: 'unknown-record-type', recordType: String(type), payload }, time)
-    }
-    const len = 1 + body.length + HASH_BYTES
-    const size = FRAME_HEADER + len
+    const size = FRAME_HEADER + 1 + body.length + HASH_BYTES
     if (size > this.maxBacklog) {
       // one record larger than the whole buffer bound: keep its place in the chain, not its bytes
       return this.append('event', { event: 'record-too-large', recordType: type, bytes: body.length }, time)
     }
     if (this.pos + size > this.chunk.length) this.newChunk(size)
+    body.copy(this.chunk, this.pos + FRAME_HEADER + 1)
+    this.chain(this.pos, code, body.length)
+  }
+
+  /** frame header and chain hash around a body already in place at `at` + 9 */
+  private chain(at: number, code: number, bodyLength: number): void {
     const buf = this.chunk
-    const at = this.pos
+    const len = 1 + bodyLength + HASH_BYTES
     buf.writeUInt32BE(len, at)
     buf.writeUInt32BE(~len >>> 0, at + 4)
     buf[at + 8] = code
-    body.copy(buf, at + 9)
-    const hashAt = at + 9 + body.length
+    const hashAt = at + FRAME_HEADER + 1 + bodyLength
     // chain: H(prev || header || type || body), prev being the 32 bytes just before `at`; the header
     // is hashed too so a length can't be edited alone
     // (a binary (latin1) string result and a write are cheaper than a Buffer result: no allocation per record)
@@ -273,7 +293,11 @@ class FileRecorder implements Recorder {
         this.failed = undefined
         this.append('event', { event: 'recording-gap', dropped: this.dropped }, Date.now())
       }
-      this.flush()
+      // what queued up behind this write waits for its own window unless it is already a full
+      // batch: under steady load a write per event-loop turn would cost a thread-pool round trip
+      // (tens of µs here) for a few small records each time
+      if (this.closing !== undefined) this.flush()
+      else if (this.pos > this.flushed || this.pendingBytes > 0) this.schedule()
     })
   }
 
