@@ -1,7 +1,8 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createAuditLog } from '../src/audit/audit.ts'
+import { createWriteStream } from 'node:fs'
+import { auditHead, createAuditLog } from '../src/audit/audit.ts'
 import { auditSink, tempDir } from './helpers.ts'
 
 t.test('one JSON line per event, fields as given, without pino noise', async t => {
@@ -51,4 +52,39 @@ t.test('closing flushes and releases a file destination', async t => {
   const lines = (await readFile(file, 'utf8')).trim().split('\n')
   t.equal(lines.length, 100)
   t.match(JSON.parse(lines[99]), { session: 'ses_99' })
+})
+
+t.test('a session line spliced from its head reads as the whole event would', async t => {
+  const sink = auditSink()
+  const audit = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  const fields = { session: 'ses_h', principal: { sub: 'alice', groups: ['agents'] }, target: 'cache', protocol: 'redis' as const }
+  const head = auditHead(fields)
+  const time = '2026-01-01T00:00:00.000Z'
+  const event = { class: 'read' as const, statement: 'GET "a"\n', resources: ['key:a'], decision: 'allow' as const, rule: null, bytes: 3, durationMs: undefined }
+  audit.writeSession(head, time, event)
+  audit.write({ time, ...fields, ...event })
+  audit.writeSession(head, time, {})
+  // a field the head already has is overridden, as a spread would; a credential-named one is dropped
+  audit.writeSession(head, time, { target: 'other', ...({ password: 'hunter2' } as object) })
+  const text = sink.text().split('\n')
+  t.equal(text[0], text[1], 'byte for byte the line write() makes')
+  const lines = sink.lines()
+  t.same(lines[0], { level: 'info', time, ...fields, class: 'read', statement: 'GET "a"\n', resources: ['key:a'], decision: 'allow', rule: null, bytes: 3 })
+  t.same(lines[2], { level: 'info', time, ...fields })
+  t.equal(lines[3].target, 'other')
+  t.notOk(sink.text().includes('hunter2'))
+})
+
+t.test('a file stream handed in gets lines in batches, all there after a flush', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'audit.jsonl')
+  const stream = createWriteStream(file)
+  const audit = createAuditLog({ destination: file, stream })
+  const head = auditHead({ session: 'ses_b', target: 't', protocol: 'http' })
+  for (let i = 0; i < 1000; i++) audit.writeSession(head, 'x', { bytes: i })
+  await audit.flush()
+  await new Promise<void>(resolve => stream.end(resolve))
+  const lines = (await readFile(file, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { bytes: number })
+  t.equal(lines.length, 1000)
+  t.same(lines.map(l => l.bytes), Array.from({ length: 1000 }, (_, i) => i))
 })

@@ -1,15 +1,36 @@
 // One JSON line per operation. The line is the AuditEvent itself, after a "level" field: no
 // pid/hostname noise, and nothing that could hold a credential. The line is built here with one
 // JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
-// The file (or stdout) sink is pino's SonicBoom, async; lines written in one turn of the event loop
-// go to it as one string on the next (setImmediate): handed over line by line, SonicBoom
-// re-measures its whole pending batch (Buffer.byteLength of a growing concatenation) per line,
-// which cost more than the line itself.
+// The file (or stdout) sink is pino's SonicBoom, async; lines are gathered into one string and
+// handed over at most WINDOW_MS later (at once past BATCH_CHARS): handed over line by line, SonicBoom
+// re-measures its whole pending batch (Buffer.byteLength of a growing concatenation) per line, and
+// handed over per event-loop turn, each turn under load costs a write syscall on the thread pool.
+// A session's own fields (id, principal, target, protocol) are serialized once per session
+// (auditHead) and spliced into each of its lines.
+import { WriteStream } from 'node:fs'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
+/** how long a line may wait to be handed to the sink (a crash loses at most this window) */
+const WINDOW_MS = 50
+const BATCH_CHARS = 64 * 1024
+
+/** the fields every line of one session carries, as JSON text made once: see auditHead() */
+export interface AuditHead {
+  readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol'>
+  /** `"session":…,"principal":…,"target":…,"protocol":…` */
+  readonly json: string
+}
+
+export function auditHead(fields: AuditHead['fields']): AuditHead {
+  const json = JSON.stringify(fields)
+  return { fields, json: json.slice(1, -1) }
+}
+
 export interface AuditLog {
   write(event: AuditEvent): void
+  /** the line write({ time, ...head.fields, ...event }) writes, without building that object */
+  writeSession(head: AuditHead, time: string, event: Partial<AuditEvent>): void
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
@@ -23,6 +44,14 @@ const FORBIDDEN = new Set(['token', 'password', 'secret', 'authorization', 'cred
 function hasForbidden(fields: Record<string, unknown>): boolean {
   for (const k in fields) if (FORBIDDEN.has(k)) return true
   return false
+}
+
+/** forbidden keys, and the keys a session's head already wrote (an event that sets one overrides it) */
+const NOT_AFTER_HEAD = new Set([...FORBIDDEN, 'time', 'session', 'principal', 'target', 'protocol'])
+
+function splicable(event: Record<string, unknown>): boolean {
+  for (const k in event) if (NOT_AFTER_HEAD.has(k)) return false
+  return true
 }
 
 /** `{"level":"<level>",…fields}\n`; undefined values and forbidden keys left out */
@@ -61,12 +90,16 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
       ? pino.destination({ dest: 1, sync: false })
       : pino.destination({ dest: opts.destination, sync: false, mkdir: true }))
   const ownsFile = !opts.stream && opts.destination !== 'stdout'
-  // a stream handed in gets each line at once (its owner may read it straight after)
-  const batching = !opts.stream
+  // a stream handed in gets each line at once (its owner may read it straight after), unless it is
+  // a file stream
+  const batching = !opts.stream || opts.stream instanceof WriteStream
   let batch = ''
-  let scheduled = false
+  let timer: NodeJS.Timeout | undefined
   const handOver = () => {
-    scheduled = false
+    if (timer !== undefined) {
+      clearTimeout(timer)
+      timer = undefined
+    }
     if (batch === '') return
     const text = batch
     batch = ''
@@ -78,14 +111,29 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
       return
     }
     batch += text
-    if (!scheduled) {
-      scheduled = true
-      setImmediate(handOver)
-    }
+    if (batch.length >= BATCH_CHARS) handOver()
+    else if (timer === undefined) timer = setTimeout(handOver, WINDOW_MS)
   }
   return {
     write(event) {
       put(line('info', event as unknown as Record<string, unknown>))
+    },
+    writeSession(head, time, event) {
+      const fields = event as Record<string, unknown>
+      let json: string | undefined
+      if (splicable(fields)) {
+        try {
+          json = JSON.stringify(fields)
+        } catch {
+          // a value JSON cannot hold: the general path says what it makes of it
+        }
+      }
+      if (json === undefined) {
+        put(line('info', { time, ...head.fields, ...fields }))
+        return
+      }
+      // (an ISO time needs no escaping)
+      put(json.length > 2 ? `{"level":"info","time":"${time}",${head.json},${json.slice(1)}\n` : `{"level":"info","time":"${time}",${head.json}}\n`)
     },
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))

@@ -15,7 +15,7 @@ import type {
 } from '../types.ts'
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
-import type { AuditLog } from '../audit/audit.ts'
+import { auditHead, type AuditHead, type AuditLog } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
@@ -308,20 +308,19 @@ export class CoreSession implements Session {
 
   #write(event: Partial<AuditEvent>) {
     const p = this.#principal
-    if (p !== this.#auditPrincipalOf) {
-      this.#auditPrincipalOf = p
-      this.#auditPrincipal = p ? { sub: p.subject, groups: p.groups } : undefined
+    let head = this.#auditHead
+    if (head === undefined || p !== this.#auditHeadOf) {
+      this.#auditHeadOf = p
+      head = this.#auditHead = auditHead({
+        session: this.id,
+        ...(p ? { principal: { sub: p.subject, groups: p.groups } } : {}),
+        target: this.target.name,
+        protocol: this.target.protocol,
+      })
     }
-    this.#host.audit.write({
-      time: isoTime(this.#host.now()),
-      session: this.id,
-      ...(this.#auditPrincipal ? { principal: this.#auditPrincipal } : {}),
-      target: this.target.name,
-      protocol: this.target.protocol,
-      ...event,
-    })
+    this.#host.audit.writeSession(head, isoTime(this.#host.now()), event)
   }
-  // the audit line's principal, made once per principal rather than once per line
-  #auditPrincipalOf: Principal | undefined
-  #auditPrincipal: AuditEvent['principal']
+  // the session's own audit fields, serialized once per principal rather than once per line
+  #auditHeadOf: Principal | undefined
+  #auditHead: AuditHead | undefined
 }
