@@ -14,8 +14,9 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@portcullis/core'
-import { classifyHttp, findRoute, routeRules } from './classify.ts'
+import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
+import { collectSink, readableSink, UpstreamCall, type Headers, type Sink } from './forward.ts'
 import { maskJson } from './json-mask.ts'
 import type { Route } from './profiles.ts'
 import { SseMasker } from './sse.ts'
@@ -28,6 +29,8 @@ interface Conn {
   /** the header value that carried that token: the same value again is the same token, unhashed */
   tokenValue?: string
   verified?: Promise<unknown>
+  /** `verified` has resolved: the token was accepted */
+  accepted?: boolean
 }
 
 const conns = new WeakMap<object, Conn>()
@@ -98,6 +101,17 @@ function tokenFrom(req: IncomingMessage, header: string): string | undefined {
   return header === 'authorization' ? undefined : s.trim() || undefined
 }
 
+/**
+ * The connection's own, already accepted token again (the keep-alive case): no digest, no promise.
+ * Expiry and revocation are still checked, on every request. The value compared against is the one
+ * this same connection presented, so the comparison's timing tells the client nothing it did not send.
+ */
+function knownToken(conn: Conn, req: IncomingMessage): boolean {
+  if (conn.accepted !== true || conn.tokenValue === undefined || req.headers[tokenHeader(conn.session.target)] !== conn.tokenValue) return false
+  conn.session.assertAlive()
+  return true
+}
+
 async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   const { session } = conn
   const header = tokenHeader(session.target)
@@ -107,6 +121,7 @@ async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   // connection presented, so the comparison's timing tells the client nothing it did not send.
   if (conn.tokenValue !== undefined && value === conn.tokenValue) {
     await conn.verified
+    conn.accepted = true
     session.assertAlive()
     return
   }
@@ -122,6 +137,7 @@ async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   }
   // a refused token refuses every request that presented it; the connection then closes
   await conn.verified
+  conn.accepted = true
   session.assertAlive()
 }
 
@@ -255,7 +271,7 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
   return out
 }
 
-function responseHeaders(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+function responseHeaders(headers: Headers): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const listed = connectionListed(headers.connection)
   for (const k in headers) {
@@ -296,10 +312,14 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 
 type Deferred = { deferred: string }
 
-/** decide, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, signal: AbortSignal): Promise<Decision | Deferred> {
-  // a client that goes away (the signal) withdraws its pending approval
-  if (session.target.options.approvalMode !== 'defer') return session.decide(op, { signal })
+/** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
+function decide(session: Session, op: Operation, up: Upstreamed): Promise<Decision | Deferred> {
+  // a client that goes away withdraws its pending approval
+  if (session.target.options.approvalMode !== 'defer') {
+    const controller = (up.controller = new AbortController())
+    if (up.reason) controller.abort(up.reason)
+    return session.decide(op, { signal: controller.signal })
+  }
   return new Promise((resolve, reject) => {
     let deferred = false
     session
@@ -316,6 +336,62 @@ function decide(session: Session, op: Operation, signal: AbortSignal): Promise<D
   })
 }
 
+/** one request's upstream side: the call, once it exists, and an abort that may come first */
+class Upstreamed {
+  call: UpstreamCall | undefined
+  /** why the request was cut short (client gone, upload over its cap) */
+  reason: Error | undefined
+  /** the approval wait, when there is one: the client going away withdraws it */
+  controller: AbortController | undefined
+
+  abort(reason: Error): void {
+    if (this.reason) return
+    this.reason = reason
+    this.call?.abort(reason)
+    this.controller?.abort(reason)
+  }
+}
+
+const CLIENT_GONE = () => Object.assign(new Error('the client went away'), { code: 'UND_ERR_ABORTED' })
+
+/** pass-through: upstream bytes to the client as they come, backpressure end to end */
+class ResponseSink implements Sink {
+  bytes = 0
+  readonly kept: Buffer[] = []
+  keptBytes = 0
+  private readonly onDrain = () => this.call.resume()
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly call: UpstreamCall,
+    private readonly cap: number,
+    private readonly settle: (err?: Error) => void,
+  ) {}
+
+  data(chunk: Buffer): boolean {
+    const n = chunk.length
+    this.bytes += n
+    if (this.keptBytes < this.cap) {
+      const part = this.keptBytes + n > this.cap ? chunk.subarray(0, this.cap - this.keptBytes) : chunk
+      this.kept.push(part)
+      this.keptBytes += part.length
+    }
+    // node:http corks the socket until the next tick: the head and the chunks of one read go in one write
+    if (this.res.write(chunk)) return true
+    this.res.once('drain', this.onDrain)
+    return false
+  }
+
+  end(): void {
+    this.res.end()
+    this.settle()
+  }
+
+  error(err: Error): void {
+    this.settle(err)
+  }
+}
+
 async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
   const conn = conns.get(req.socket)
   if (!conn) {
@@ -327,20 +403,21 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
   const started = Date.now()
   const method = (req.method ?? 'GET').toUpperCase()
   const path = req.url ?? '/'
-  const event: Partial<AuditEvent> = { target: target.name, protocol: 'http', statement: `${method} ${path.split('?')[0]}` }
+  const event: Partial<AuditEvent> = { target: target.name, protocol: 'http', statement: `${method} ${pathOnly(path)}` }
   let requestBytes = 0
   let responseBytes = 0
   let masked = 0
-  const upstreamAbort = new AbortController()
+  const up = new Upstreamed()
   res.once('close', () => {
-    if (!res.writableFinished) upstreamAbort.abort()
+    if (!res.writableFinished) up.abort(CLIENT_GONE())
   })
   try {
-    await identify(conn, req)
+    if (!knownToken(conn, req)) await identify(conn, req)
     const routes = routesOf(target)
     const { route } = findRoute({ method, path, profile: target.options.profile as string | undefined, routes })
     const ct = req.headers['content-type']
-    const inspectBody = hasBody(req) && route?.body !== 'stream' && (route?.body === 'json' || isJsonType(ct))
+    const withBody = hasBody(req)
+    const inspectBody = withBody && route?.body !== 'stream' && (route?.body === 'json' || isJsonType(ct))
     let raw: Buffer | undefined
     let parsed: unknown
     if (inspectBody) {
@@ -357,10 +434,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     }
     const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile: target.options.profile as string | undefined, routes })
     if (op.error) throw httpError(400, 'bad_request', op.error)
-    Object.assign(event, { class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement })
-    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : hasBody(req) ? { streamed: true } : {}) })
+    event.class = op.class
+    event.resources = op.resources
+    event.fingerprint = op.fingerprint
+    event.statement = op.statement
+    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
-    const decision = await decide(session, op, upstreamAbort.signal)
+    const decision = session.decideNow(op) ?? (await decide(session, op, up))
     if ('deferred' in decision) {
       event.decision = 'approve'
       event.approvalId = decision.deferred
@@ -369,7 +449,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       res.end(body)
       return
     }
-    Object.assign(event, { decision: decision.action, rule: decision.rule, approvalId: decision.approvalId })
+    event.decision = decision.action
+    event.rule = decision.rule
+    if (decision.approvalId !== undefined) event.approvalId = decision.approvalId
     if (decision.action !== 'allow') {
       const details: Record<string, unknown> = { rule: decision.rule }
       if (decision.approvalId) details.approvalId = decision.approvalId
@@ -387,7 +469,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
         outBody = Buffer.from(JSON.stringify(r.value))
       }
     }
-    if (!raw && hasBody(req)) {
+    if (!raw && withBody) {
       // streamed uploads are not held to maxMessageBytes (nothing buffers them) but may have a cap
       const cap = typeof target.options.maxUploadBytes === 'number' ? target.options.maxUploadBytes : Infinity
       const tooLarge = httpError(413, 'payload_too_large', `upload is larger than ${cap} bytes`, { close: true })
@@ -400,7 +482,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
           else cb(null, chunk)
         },
       })
-      pipeline(req, outBody).catch(err => upstreamAbort.abort(err))
+      pipeline(req, outBody).catch(err => up.abort(err))
     }
 
     const headers = upstreamHeaders(req, target, inspecting)
@@ -410,16 +492,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     }
     const auth = target.upstream.auth
     if (auth) headers[auth.header.toLowerCase()] = auth.value.replace('{secret}', await session.secret(auth.secret))
+    if (up.reason) throw up.reason
 
-    const up = upstreamFor(target)
-    const answer = await up.pool.request({
-      method: method as 'GET',
-      path: up.prefix + path,
-      headers,
-      body: outBody,
-      signal: upstreamAbort.signal,
-    })
-    const status = answer.statusCode
+    const upstream = upstreamFor(target)
+    const call = (up.call = new UpstreamCall())
+    upstream.pool.dispatch({ method: method as 'GET', path: upstream.prefix + path, headers, body: outBody }, call)
+    const answer = await call.head
+    const status = answer.status
     const outHeaders = responseHeaders(answer.headers)
     const ctype = String(answer.headers['content-type'] ?? '')
     const noBody = method === 'HEAD' || status === 204 || status === 304
@@ -428,38 +507,37 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const json = isJsonType(ctype)
     const text = /^text\//i.test(ctype)
     if (!inspecting || noBody || (!sse && !json && !(text && masks.hasDetectors))) {
-      // pass-through: bytes as they came, backpressure end to end. Textual bodies are also kept for
-      // the recording, up to a cap (as sent: still encoded when the upstream compressed them)
+      // pass-through: bytes as they came. Textual bodies are also kept for the recording, up to a cap
+      // (as sent: still encoded when the upstream compressed them)
       const cap = sse || json || text ? recordCap(target) : 0
-      const kept: Buffer[] = []
-      let keptBytes = 0
       res.writeHead(status, outHeaders)
+      let sink: ResponseSink | undefined
       try {
-        await pipeline(
-          answer.body,
-          counter((n, chunk) => {
-            responseBytes += n
-            if (keptBytes < cap) {
-              const part = keptBytes + n > cap ? chunk.subarray(0, cap - keptBytes) : chunk
-              kept.push(part)
-              keptBytes += part.length
-            }
-          }),
-          res,
-        )
+        await new Promise<void>((resolve, reject) => {
+          sink = new ResponseSink(res, call, cap, err => (err ? reject(err) : resolve()))
+          call.attach(sink)
+        })
       } finally {
-        const truncated = responseBytes > keptBytes
-        session.record('response', { status, headers: outHeaders, bytes: responseBytes, ...(cap > 0 ? { body: Buffer.concat(kept, keptBytes) } : {}), ...(truncated ? { truncated } : {}) })
+        const s = sink!
+        responseBytes = s.bytes
+        const truncated = s.bytes > s.keptBytes
+        const body = cap > 0 ? (s.kept.length === 1 ? s.kept[0] : Buffer.concat(s.kept, s.keptBytes)) : undefined
+        session.record('response', { status, headers: outHeaders, bytes: s.bytes, ...(body ? { body } : {}), ...(truncated ? { truncated } : {}) })
       }
       return
     }
     const decode = decoder(answer.headers['content-encoding'] as string | undefined)
     const ce = String(answer.headers['content-encoding'] ?? '').trim().toLowerCase()
-    if (ce && ce !== 'identity' && !decode) throw httpError(502, 'upstream_unreadable', `cannot inspect a ${ce}-encoded response`)
+    if (ce && ce !== 'identity' && !decode) {
+      call.abort(httpError(502, 'upstream_unreadable', `cannot inspect a ${ce}-encoded response`))
+      throw httpError(502, 'upstream_unreadable', `cannot inspect a ${ce}-encoded response`)
+    }
     delete outHeaders['content-encoding']
     delete outHeaders['content-length']
 
     if (sse) {
+      const { body: source, sink } = readableSink(call)
+      call.attach(sink)
       const masker = new SseMasker(masks, {
         maxEventBytes: target.limits.maxMessageBytes,
         onBatch: (batch, n) => session.record('response', { status, batch, ...(n > 0 ? { masked: n } : {}) }),
@@ -468,8 +546,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       res.writeHead(status, outHeaders)
       const count = counter(n => (responseBytes += n))
       try {
-        if (decode) await pipeline(answer.body, decode, masker, count, res)
-        else await pipeline(answer.body, masker, count, res)
+        if (decode) await pipeline(source, decode, masker, count, res)
+        else await pipeline(source, masker, count, res)
       } finally {
         masked += masker.masked
       }
@@ -478,13 +556,22 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
 
     // JSON and text: decoded, bounded, inspected whole
     const limit = target.limits.maxMessageBytes
-    // pipe() does not carry an upstream error on: destroy the decoder with it, or the read would hang
-    if (decode) answer.body.once('error', err => decode.destroy(err))
-    const source = decode ? answer.body.pipe(decode) : answer.body
-    let body = await collect(source, limit, () => {
-      answer.body.destroy()
-      return httpError(502, 'response_too_large', `the upstream response is larger than the inspection limit (${limit} bytes)`)
-    })
+    const tooLarge = () => httpError(502, 'response_too_large', `the upstream response is larger than the inspection limit (${limit} bytes)`)
+    let body: Buffer
+    if (decode) {
+      const { body: source, sink } = readableSink(call)
+      call.attach(sink)
+      // pipe() does not carry an upstream error on: destroy the decoder with it, or the read would hang
+      source.once('error', err => decode.destroy(err))
+      body = await collect(source.pipe(decode), limit, () => {
+        source.destroy()
+        return tooLarge()
+      })
+    } else {
+      const c = collectSink(call, limit, tooLarge)
+      call.attach(c.sink)
+      body = await c.body
+    }
     const asText = body.toString('utf8')
     let out: string = asText
     let parsedResponse: unknown
@@ -514,13 +601,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     res.end(body)
   } catch (caught) {
     // an upload that broke its cap aborts the upstream request: answer with why it was aborted
-    const err = upstreamAbort.signal.aborted && upstreamAbort.signal.reason !== undefined && !res.headersSent ? upstreamAbort.signal.reason : caught
+    const err = up.reason !== undefined && !res.headersSent ? up.reason : caught
     const e: HttpError = toHttpError(err)
     event.error = e.code
     if (e.status === 403 && event.decision === undefined) event.decision = 'block'
     if (!res.headersSent) session.record('error', { status: e.status, code: e.code, message: e.message })
     sendError(res, e)
   } finally {
-    session.audit({ ...event, bytes: requestBytes + responseBytes, masked, durationMs: Date.now() - started })
+    event.bytes = requestBytes + responseBytes
+    event.masked = masked
+    event.durationMs = Date.now() - started
+    session.audit(event)
   }
 }

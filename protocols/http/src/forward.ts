@@ -1,0 +1,173 @@
+// One request to the upstream through undici's dispatch(): no Readable, no promise per chunk. The
+// head resolves `head`; the body goes to a sink chosen then (the client's response, a collector, or
+// a Readable for the paths that transform it). Chunks that arrive before the sink is attached (the
+// head and the first body bytes often come in one read) wait in a short queue.
+import { Readable } from 'node:stream'
+import type { Dispatcher } from 'undici'
+
+export type Headers = Record<string, string | string[]>
+
+export interface Head {
+  status: number
+  /** lower-case names; repeated headers as arrays */
+  headers: Headers
+}
+
+/** where a response body goes */
+export interface Sink {
+  /** false: the upstream pauses until the call's resume() */
+  data(chunk: Buffer): boolean
+  end(): void
+  error(err: Error): void
+}
+
+export class UpstreamCall implements Dispatcher.DispatchHandlers {
+  readonly head: Promise<Head>
+  private resolveHead!: (h: Head) => void
+  private rejectHead!: (e: Error) => void
+  private headed = false
+  private abortFn: ((err?: Error) => void) | undefined
+  private abortReason: Error | undefined
+  private resumeFn: (() => void) | undefined
+  private sink: Sink | undefined
+  private queue: Buffer[] | undefined
+  private ended = false
+  private failure: Error | undefined
+  /** set once the upstream call has ended, one way or the other */
+  done = false
+
+  constructor() {
+    this.head = new Promise<Head>((resolve, reject) => {
+      this.resolveHead = resolve
+      this.rejectHead = reject
+    })
+  }
+
+  /** stops the upstream request (before or after it was sent); its error becomes `reason` */
+  abort(reason: Error): void {
+    if (this.done) return
+    if (this.abortFn) this.abortFn(reason)
+    else this.abortReason ??= reason
+  }
+
+  resume(): void {
+    this.resumeFn?.()
+  }
+
+  /** the body's destination, once the head has been looked at */
+  attach(sink: Sink): void {
+    this.sink = sink
+    const q = this.queue
+    this.queue = undefined
+    // a full destination asks for resume() itself once it drains
+    if (q) for (const c of q) sink.data(c)
+    if (this.failure) sink.error(this.failure)
+    else if (this.ended) sink.end()
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.abortReason) abort(this.abortReason)
+    else this.abortFn = abort
+  }
+
+  onHeaders(status: number, raw: Buffer[] | string[] | null, resume: () => void): boolean {
+    // 1xx: informational, the answer is still to come
+    if (status < 200) return true
+    this.resumeFn = resume
+    this.headed = true
+    this.resolveHead({ status, headers: parseHeaders(raw) })
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.sink) return this.sink.data(chunk)
+    ;(this.queue ??= []).push(chunk)
+    return true
+  }
+
+  onComplete(): void {
+    this.done = true
+    if (this.sink) this.sink.end()
+    else this.ended = true
+  }
+
+  onError(err: Error): void {
+    this.done = true
+    if (!this.headed) {
+      this.headed = true
+      this.rejectHead(err)
+      return
+    }
+    if (this.sink) this.sink.error(err)
+    else this.failure = err
+  }
+}
+
+/** undici's raw header list → lower-case names, utf8 values, repeats as arrays (as undici's request() does) */
+export function parseHeaders(raw: Buffer[] | string[] | null): Headers {
+  const out: Headers = {}
+  if (!raw) return out
+  for (let i = 0; i < raw.length; i += 2) {
+    const key = raw[i].toString('latin1').toLowerCase()
+    const val = raw[i + 1].toString('utf8')
+    const had = out[key]
+    if (had === undefined) out[key] = val
+    else if (typeof had === 'string') out[key] = [had, val]
+    else had.push(val)
+  }
+  return out
+}
+
+/** a sink that is a Readable, for the paths that pipe the body through transforms */
+export function readableSink(call: UpstreamCall): { body: Readable; sink: Sink } {
+  const body = new Readable({
+    read() {
+      call.resume()
+    },
+    destroy(err, cb) {
+      if (!call.done) call.abort(err ?? Object.assign(new Error('response body destroyed'), { code: 'UND_ERR_ABORTED' }))
+      cb(err)
+    },
+  })
+  const sink: Sink = {
+    data: chunk => body.push(chunk),
+    end: () => body.push(null),
+    error: err => body.destroy(err),
+  }
+  return { body, sink }
+}
+
+/** the whole body, at most `limit` bytes; past it the call is aborted and `tooLarge()` rejects */
+export function collectSink(call: UpstreamCall, limit: number, tooLarge: () => Error): { body: Promise<Buffer>; sink: Sink } {
+  let resolve!: (b: Buffer) => void
+  let reject!: (e: Error) => void
+  const body = new Promise<Buffer>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  const parts: Buffer[] = []
+  let n = 0
+  let over = false
+  const sink: Sink = {
+    data(chunk) {
+      if (over) return true
+      n += chunk.length
+      if (n > limit) {
+        over = true
+        const e = tooLarge()
+        call.abort(e)
+        reject(e)
+        return true
+      }
+      parts.push(chunk)
+      return true
+    },
+    end() {
+      if (!over) resolve(parts.length === 1 ? parts[0] : Buffer.concat(parts, n))
+    },
+    error(err) {
+      if (!over) reject(err)
+    },
+  }
+  return { body, sink }
+}
