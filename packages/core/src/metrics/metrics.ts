@@ -7,7 +7,7 @@ function escapeLabel(v: string) {
 
 export class Metrics {
   sessions = 0
-  readonly #operations = new Map<string, number>()
+  readonly #operations = new Map<string, { n: number }>()
   readonly #bytes = new Map<string, number>()
   readonly #buckets = new Array<number>(DURATION_BUCKETS.length).fill(0)
   #durationSum = 0
@@ -16,14 +16,20 @@ export class Metrics {
   backlog: () => number = () => 0
 
   operation(cls: string, decision: string): void {
-    // the label text is built once per (class, decision), not escaped again per operation
-    let byDecision = this.#labels.get(cls)
-    if (byDecision === undefined) this.#labels.set(cls, (byDecision = new Map()))
-    let key = byDecision.get(decision)
-    if (key === undefined) byDecision.set(decision, (key = `class="${escapeLabel(cls)}",decision="${escapeLabel(decision)}"`))
-    this.#operations.set(key, (this.#operations.get(key) ?? 0) + 1)
+    // one counter object per (class, decision), found by two lookups of short strings: no label
+    // text built or hashed per operation
+    let byDecision = this.#counters.get(cls)
+    if (byDecision === undefined) this.#counters.set(cls, (byDecision = new Map()))
+    let counter = byDecision.get(decision)
+    if (counter === undefined) {
+      const key = `class="${escapeLabel(cls)}",decision="${escapeLabel(decision)}"`
+      counter = this.#operations.get(key)
+      if (counter === undefined) this.#operations.set(key, (counter = { n: 0 }))
+      byDecision.set(decision, counter)
+    }
+    counter.n++
   }
-  readonly #labels = new Map<string, Map<string, string>>()
+  readonly #counters = new Map<string, Map<string, { n: number }>>()
 
   bytes(direction: 'in' | 'out', n: number): void {
     if (!(n > 0)) return
@@ -43,7 +49,7 @@ export class Metrics {
     lines.push(`portcullis_sessions ${this.sessions}`)
     lines.push('# HELP portcullis_operations_total Operations decided, by class and decision.')
     lines.push('# TYPE portcullis_operations_total counter')
-    for (const [labels, n] of this.#operations) lines.push(`portcullis_operations_total{${labels}} ${n}`)
+    for (const [labels, c] of this.#operations) lines.push(`portcullis_operations_total{${labels}} ${c.n}`)
     lines.push('# HELP portcullis_bytes_total Bytes through the gateway, by direction.')
     lines.push('# TYPE portcullis_bytes_total counter')
     for (const [dir, n] of this.#bytes) lines.push(`portcullis_bytes_total{direction="${dir}"} ${n}`)

@@ -185,9 +185,17 @@ export class CoreSession implements Session {
    * it first so that the common case costs no promise and holds nothing back from the same batch.
    */
   decideNow(op: Operation): Decision | undefined {
-    const { config, masks, pd, started } = this.#policy(op)
+    // (#policy's steps inline: no result object per operation)
+    const principal = this.#principal
+    if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
+    this.assertAlive()
+    const { config } = this.#host.generation()
+    this.#assertRecording(config)
+    const started = this.#host.now()
+    const masks = this.masks
+    const pd = policyDecide(config.rules, principal, this.target.name, op)
     if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
-    const grant = this.#host.approvals.findGrant(this.#principal!.subject, this.target.name, op.fingerprint)
+    const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
     if (!grant) return undefined
     const decision: Decision = { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }
     return this.#decided(op, decision, config, started)
@@ -247,16 +255,13 @@ export class CoreSession implements Session {
   }
 
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
-    this.record('decision', {
-      action: decision.action,
-      rule: decision.rule,
-      reason: decision.reason,
-      ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
-      statement: op.statement,
-      class: op.class,
-      fingerprint: op.fingerprint,
-      resources: op.resources,
-    })
+    // one object literal per shape, not a spread per operation
+    this.record(
+      'decision',
+      decision.approvalId
+        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources },
+    )
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
