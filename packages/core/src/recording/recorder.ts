@@ -4,7 +4,7 @@
 // fails, `failed` is set and records are dropped (the session decides by onFailure); a recorder that
 // caught up again writes a gap record so the chain stays whole and the gap stays visible.
 import { createHmac, hash as oneShotHash, sign as cryptoSign, type KeyObject } from 'node:crypto'
-import { close as fsClose, fsync, mkdir, open, writev } from 'node:fs'
+import { close as fsClose, fdatasync, fsync, mkdir, open, writev } from 'node:fs'
 import { join } from 'node:path'
 import { PortcullisError } from '../errors.ts'
 import type { Principal, Protocol, RecordType } from '../types.ts'
@@ -51,21 +51,46 @@ export const DEFAULT_MAX_BACKLOG = 8 * 1024 * 1024
 const CHUNK = 1024 * 1024
 const FLUSH_BYTES = 256 * 1024
 const FLUSH_DELAY_MS = 50
+// a busy recorder asks the disk for what it wrote every SYNC_BYTES (in the background): the disk
+// works while records come in, the fsync at close finds little left to do, and a power cut loses
+// less of a long recording
+const SYNC_BYTES = 8 * 1024 * 1024
 
 // Written chunks come back here for the next recorder chunk, shared by all recorders. A fresh 1 MiB
-// buffer costs a page fault per 4 KiB on first touch (the kernel zeroes each page), several times
-// the copy and the hash together; a reused one is already mapped. Bounded: at most POOL_CHUNKS MiB
-// stay held after a burst.
-const POOL_CHUNKS = 16
+// buffer costs a page fault per 4 KiB on first touch (the kernel zeroes each page; on a VM that
+// never touched the page, far more), several times the copy and the hash together; a reused one is
+// already mapped. The pool keeps what was in flight at once, up to POOL_CHUNKS MiB (a burst that
+// outruns the writer by up to that much reuses the memory of the previous one), and gives all but
+// POOL_IDLE_KEEP back after POOL_IDLE_MS without a take.
+const POOL_CHUNKS = 32
+const POOL_IDLE_KEEP = 4
+const POOL_IDLE_MS = 10_000
 const chunkPool: Buffer[] = []
+let poolTaken = false
+let poolTimer: NodeJS.Timeout | undefined
 
 function takeChunk(size: number): Buffer {
+  poolTaken = true
   if (size <= CHUNK) return chunkPool.pop() ?? Buffer.allocUnsafe(CHUNK)
   return Buffer.allocUnsafe(size)
 }
 
 function giveChunk(chunk: Buffer): void {
-  if (chunk.length === CHUNK && chunkPool.length < POOL_CHUNKS) chunkPool.push(chunk)
+  if (chunk.length !== CHUNK || chunkPool.length >= POOL_CHUNKS) return
+  chunkPool.push(chunk)
+  if (chunkPool.length > POOL_IDLE_KEEP && poolTimer === undefined) {
+    poolTaken = false
+    poolTimer = setInterval(() => {
+      if (poolTaken) {
+        poolTaken = false
+        return
+      }
+      chunkPool.length = Math.min(chunkPool.length, POOL_IDLE_KEEP)
+      clearInterval(poolTimer)
+      poolTimer = undefined
+    }, POOL_IDLE_MS)
+    poolTimer.unref()
+  }
 }
 
 function isoDay(d: Date): string {
@@ -103,6 +128,9 @@ class FileRecorder implements Recorder {
   private writing = false
   private scheduled = false
   private drainWaiters: (() => void)[] = []
+  private unsynced = 0
+  /** a background fdatasync in flight: close waits for it before its own fsync and close */
+  private syncing: Promise<void> | undefined
 
   constructor(opts: RecorderOptions) {
     const start = new Date()
@@ -273,6 +301,8 @@ class FileRecorder implements Recorder {
       if (err) return this.sinkFailed(err)
       this.inFlight -= written
       this.written += written
+      this.unsynced += written
+      if (this.unsynced >= SYNC_BYTES && this.syncing === undefined && this.closing === undefined) this.syncInBackground()
       while (this.retired.length > 0 && this.retired[0].until <= this.written) giveChunk(this.retired.shift()!.chunk)
       if (this.inFlight > 0) {
         // short write: drop what was written and go on with the rest
@@ -299,6 +329,18 @@ class FileRecorder implements Recorder {
       if (this.closing !== undefined) this.flush()
       else if (this.pos > this.flushed || this.pendingBytes > 0) this.schedule()
     })
+  }
+
+  private syncInBackground(): void {
+    this.unsynced = 0
+    const fd = this.fd!
+    this.syncing = new Promise<void>(resolve =>
+      fdatasync(fd, () => {
+        // an error here shows again in close's fsync or the next write; nothing to act on now
+        this.syncing = undefined
+        resolve()
+      }),
+    )
   }
 
   private drained(): void {
@@ -354,6 +396,7 @@ class FileRecorder implements Recorder {
     const fd = this.fd
     this.fd = undefined
     if (fd === undefined) return
+    await this.syncing
     await new Promise<void>(resolve => fsync(fd, () => fsClose(fd, () => resolve())))
   }
 }
