@@ -104,6 +104,59 @@ async function recorder(ctx: Context): Promise<{ write: number; verify: number }
   }
 }
 
+// What a codec spends in the core per operation, in the shape the redis codec calls it (a GET):
+// session.record('request'), decideNow (policy, its decision record, metrics), record('response')
+// and session.audit, 50 operations per event-loop turn like a pipelined burst. Time in the calls
+// (their writes to disk happen later, batched, off the event loop).
+async function perOperation(ctx: Context): Promise<{ record: number; decide: number; audit: number; all: number }> {
+  const core = (await import('@portcullis/core').catch(() => undefined)) as Record<string, any> | undefined
+  if (typeof core?.createCore !== 'function' || typeof core?.createDevIssuer !== 'function') throw new Unavailable('core sessions not available yet')
+  const dir = mkdtempSync(join(ctx.tmp, 'ops-'))
+  const issuer = await core.createDevIssuer({ dir })
+  const config = core.parseConfig(JSON.stringify({
+    identity: { issuers: [issuer.issuerConfig()] },
+    recording: { dir: join(dir, 'recordings'), onFailure: 'block' },
+    audit: { destination: join(dir, 'audit.log') },
+    targets: [{ name: 'cache', protocol: 'redis', listen: '127.0.0.1:0', upstream: { host: '127.0.0.1', port: 6379 } }],
+    rules: [{ id: 'bench-data', when: { groups: ['bench'], class: ['session', 'read', 'write', 'delete'] }, action: 'allow' }],
+  }), 'bench.yaml')
+  const c = await core.createCore(config)
+  try {
+    const s = c.openSession(config.targets[0], '127.0.0.1:1')
+    await s.authenticate(await issuer.mint({ sub: 'bench', groups: ['bench'] }))
+    const op = { protocol: 'redis', class: 'read', resources: ['key:foo'], statement: 'GET foo', fingerprint: core.fingerprint('GET foo'), statements: [{ class: 'read', resources: ['key:foo'], statement: 'GET foo' }], facts: { command: 'get' } }
+    const req = Buffer.from('*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n')
+    const res = Buffer.from('$3\r\nbar\r\n')
+    const n = ctx.quick ? 20000 : 100000
+    const time = async (fn: () => void) => {
+      let busy = 0
+      for (let i = 0; i < n; i += 50) {
+        const t = now()
+        for (let j = 0; j < 50; j++) fn()
+        busy += now() - t
+        await tick()
+      }
+      return (busy * 1000) / n
+    }
+    const audit = () => s.audit({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement, decision: 'allow', rule: 'bench-data', bytes: 9, masked: 0, durationMs: 0 })
+    await time(() => s.record('request', { command: 'GET', raw: req })) // warm-up
+    const record = await time(() => s.record('request', { command: 'GET', raw: req }))
+    const decide = await time(() => s.decideNow(op))
+    const auditUs = await time(audit)
+    const all = await time(() => {
+      s.record('request', { command: 'GET', raw: req })
+      s.decideNow(op)
+      s.record('response', { raw: res })
+      audit()
+    })
+    await s.close()
+    return { record, decide, audit: auditUs, all }
+  } finally {
+    await c.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 const scenario: Scenario = {
   name: 'internals',
   quick: true,
@@ -115,6 +168,7 @@ const scenario: Scenario = {
     const c = await ctx.attempt('portcullis', 'classification', () => ctx.repeat(() => classification(ctx)))
     const d = await ctx.attempt('portcullis', 'detector scan', () => ctx.repeat(() => detectors(ctx)))
     const r = await ctx.attempt('portcullis', 'recorder', () => ctx.repeat(() => recorder(ctx)))
+    const o = await ctx.attempt('portcullis', 'per-operation core calls', () => ctx.repeat(() => perOperation(ctx)))
     const pick = <T extends object>(v: T | string, k: keyof T): Value => (typeof v === 'string' ? v : (v[k] as number))
     return [
       row('SQL classification', 'µs/statement, cold parse', pick(c, 'coldUs'), false),
@@ -123,6 +177,10 @@ const scenario: Scenario = {
       row('detector scan (all detectors)', 'MB/s, PII every 1 KB', pick(d, 'pii'), true),
       row('recorder, 4 KB records, hash chain, fsync on close', 'MB/s', pick(r, 'write'), true),
       row('verify recording', 'MB/s', pick(r, 'verify'), true),
+      row('core per operation (redis GET shape)', 'µs, session.record of a small request', pick(o, 'record'), false),
+      row('core per operation (redis GET shape)', 'µs, session.decideNow (policy, decision record, metrics)', pick(o, 'decide'), false),
+      row('core per operation (redis GET shape)', 'µs, session.audit (one JSON line)', pick(o, 'audit'), false),
+      row('core per operation (redis GET shape)', 'µs, all four calls of one GET', pick(o, 'all'), false),
     ]
   },
 }
