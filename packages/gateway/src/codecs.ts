@@ -1,11 +1,13 @@
 // Codecs are loaded lazily by protocol name so that a missing or broken codec package only affects
 // the targets that use it (and the CLI's `explain` for that protocol), never the whole process.
+// Each import is written out (not built from the name) so that the build (scripts/build.mjs) splits
+// every codec into a chunk of its own: a config without a postgres target never loads libpg_query.
 import type { Protocol, ProtocolCodec } from '@portcullis/core'
 
-const PACKAGES: Record<Protocol, { pkg: string; name: string }> = {
-  postgres: { pkg: '@portcullis/postgres', name: 'postgresCodec' },
-  redis: { pkg: '@portcullis/redis', name: 'redisCodec' },
-  http: { pkg: '@portcullis/http', name: 'httpCodec' },
+const PACKAGES: Record<Protocol, { pkg: string; name: string; load: () => Promise<unknown> }> = {
+  postgres: { pkg: '@portcullis/postgres', name: 'postgresCodec', load: () => import('@portcullis/postgres') },
+  redis: { pkg: '@portcullis/redis', name: 'redisCodec', load: () => import('@portcullis/redis') },
+  http: { pkg: '@portcullis/http', name: 'httpCodec', load: () => import('@portcullis/http') },
 }
 
 export const PROTOCOLS: readonly Protocol[] = ['postgres', 'redis', 'http']
@@ -31,10 +33,10 @@ export function loadCodec(protocol: Protocol): Promise<ProtocolCodec> {
 
 /** One named export of a protocol package, or an error that says which one is missing. */
 export async function importExport<T>(protocol: Protocol, name: string): Promise<T> {
-  const { pkg } = PACKAGES[protocol]
+  const { pkg, load } = PACKAGES[protocol]
   let mod: Record<string, unknown>
   try {
-    mod = (await import(pkg)) as Record<string, unknown>
+    mod = (await load()) as Record<string, unknown>
   } catch (err) {
     throw new Error(`cannot load ${pkg}: ${(err as Error).message}`)
   }
