@@ -1,5 +1,24 @@
 #!/usr/bin/env node
-// The CLI runs the TypeScript sources through tsx's loader: one artifact for dev, tests and the image.
-import { register } from 'tsx/esm/api'
-register()
-await import('../src/cli.ts')
+// `portcullis`: runs the build in dist/ (scripts/build.mjs; plain Node, about half the memory) when
+// it is current, else the TypeScript sources through tsx's loader, as development and tests do.
+// Output older than any file it was built from never runs (built.mjs). PORTCULLIS_RUN=source
+// always takes the sources; PORTCULLIS_RUN=build refuses to start without a current build.
+import { pathToFileURL } from 'node:url'
+import { builtEntry } from './built.mjs'
+
+const want = process.env.PORTCULLIS_RUN ?? 'auto'
+if (want !== 'auto' && want !== 'build' && want !== 'source') {
+  process.stderr.write(`portcullis: PORTCULLIS_RUN must be auto, build or source, not ${JSON.stringify(want)}\n`)
+  process.exit(2)
+}
+const built = want === 'source' ? { stale: 'PORTCULLIS_RUN=source' } : builtEntry('portcullis.mjs')
+if (built.file) {
+  await import(pathToFileURL(built.file).href)
+} else if (want === 'build') {
+  process.stderr.write(`portcullis: PORTCULLIS_RUN=build but the build cannot run: ${built.stale} (node scripts/build.mjs makes it)\n`)
+  process.exit(2)
+} else {
+  const { register } = await import('tsx/esm/api')
+  register()
+  await import('../src/cli.ts')
+}
