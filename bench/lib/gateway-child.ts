@@ -3,7 +3,12 @@
 // argv[2], prints one marked JSON line (`@@bench {…}`) on stdout — {ready, targets, token} or {unavailable} or {error} —
 // and serves until SIGTERM. Each further line on stdin ({targets, masking}) reloads the config and
 // answers with another marked line.
-import { createWriteStream, readFileSync } from 'node:fs'
+//
+// Like `portcullis start`, it runs from the build (dist/bench-gateway-child.mjs, scripts/build.mjs)
+// when that is current, else from these sources through tsx (lib/gateway.ts picks). The audit log is
+// the config's `audit.destination` file, written the way a user's is (batched lines), not a stream
+// of the bench's own.
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 
@@ -18,9 +23,10 @@ function say(msg: Record<string, unknown>): void {
   process.stdout.write('@@bench ' + JSON.stringify(msg) + '\n')
 }
 
-async function importOr(spec: string): Promise<Record<string, unknown> | undefined> {
+/** the import written out (not a name passed in) so that the build bundles the package */
+async function importOr(load: () => Promise<unknown>): Promise<Record<string, unknown> | undefined> {
   try {
-    return (await import(spec)) as Record<string, unknown>
+    return (await load()) as Record<string, unknown>
   } catch {
     return undefined
   }
@@ -28,8 +34,8 @@ async function importOr(spec: string): Promise<Record<string, unknown> | undefin
 
 async function main(): Promise<void> {
   const spec = JSON.parse(readFileSync(process.argv[2], 'utf8')) as ChildSpec
-  const gw = await importOr('@portcullis/gateway')
-  const core = await importOr('@portcullis/core')
+  const gw = await importOr(() => import('@portcullis/gateway'))
+  const core = await importOr(() => import('@portcullis/core'))
   if (typeof gw?.startGateway !== 'function') return say({ unavailable: 'gateway not available yet' })
   if (typeof core?.parseConfig !== 'function' || typeof core?.createDevIssuer !== 'function') {
     return say({ unavailable: 'core config/identity not available yet' })
@@ -53,12 +59,11 @@ async function main(): Promise<void> {
     // JSON is YAML: the config goes through the same parser as a user's file
     return (core.parseConfig as (text: string, file: string) => unknown)(JSON.stringify(raw), 'bench.yaml')
   }
-  const auditStream = createWriteStream(join(spec.dir, 'audit.log'))
-  const gateway = (await (gw.startGateway as (c: unknown, o: unknown) => Promise<{
+  const gateway = (await (gw.startGateway as (c: unknown) => Promise<{
     targets: Record<string, { host: string; port: number }>
     reload(c: unknown): Promise<void>
     close(): Promise<void>
-  }>)(configOf(spec.targets, spec.masking), { auditStream }))
+  }>)(configOf(spec.targets, spec.masking)))
   const ready = async (names: string[]) => {
     const targets: Record<string, { host: string; port: number }> = {}
     for (const n of names) {
@@ -81,8 +86,8 @@ async function main(): Promise<void> {
   const stop = async () => {
     if (closing) return
     closing = true
+    // closing core flushes the audit file and seals the recordings
     await gateway.close().catch(() => {})
-    auditStream.end()
     process.exit(0)
   }
   process.on('SIGTERM', stop)

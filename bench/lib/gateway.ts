@@ -1,11 +1,15 @@
 // Portcullis runs in a child process (lib/gateway-child.ts), one per mode for the whole run: each
 // scenario reconfigures it (a config reload: its targets, its masking rules) instead of paying for
 // a process start. A scenario that measures memory asks for a fresh process of its own.
+// The child runs from the build (dist/, `node scripts/build.mjs`, which `pnpm bench` runs first) as
+// `portcullis start` does, so the bench measures the process users run; without a current build it
+// runs the sources through tsx and says so once. PORTCULLIS_RUN=source|build forces either.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { createInterface, type Interface } from 'node:readline'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { builtEntry, type BuiltEntry } from '../../packages/gateway/bin/built.mjs'
 import { peakRssMB } from './proc.ts'
 import { Unavailable } from './types.ts'
 import type { GatewaySpec } from './types.ts'
@@ -19,6 +23,8 @@ export interface GatewayHandle {
   /** a dev token for subject `bench`, group `bench` */
   token: string
   pid: number
+  /** what the gateway process runs: the build (plain Node) or the sources through tsx */
+  runtime: GatewayRuntime
   /** the gateway process's peak resident set so far, MB */
   peakRssMB(): number | undefined
   /** a fresh process stops; a shared one stays for the next scenario */
@@ -26,6 +32,23 @@ export interface GatewayHandle {
 }
 
 const here = dirname(fileURLToPath(import.meta.url))
+
+export type GatewayRuntime = 'build' | 'tsx'
+
+let toldStale = false
+
+/** node's arguments for the child: the built child when current, else the source through tsx */
+function childCommand(): { runtime: GatewayRuntime; args: string[] } {
+  const want = process.env.PORTCULLIS_RUN ?? 'auto'
+  const built: BuiltEntry = want === 'source' ? { stale: 'PORTCULLIS_RUN=source' } : builtEntry('bench-gateway-child.mjs')
+  if (built.file) return { runtime: 'build', args: [built.file] }
+  if (want === 'build') throw new Error(`PORTCULLIS_RUN=build but the build cannot run: ${built.stale} (node scripts/build.mjs makes it)`)
+  if (!toldStale && want !== 'source') {
+    toldStale = true
+    process.stderr.write(`[bench] the gateway runs from its sources through tsx (${built.stale}): node scripts/build.mjs builds what users run\n`)
+  }
+  return { runtime: 'tsx', args: ['--import', 'tsx', join(here, 'gateway-child.ts')] }
+}
 
 const CODEC_EXPORT: Record<string, [string, string]> = {
   postgres: ['@portcullis/postgres', 'postgresCodec'],
@@ -51,14 +74,17 @@ export class GatewayProcess {
   private stderr = ''
   private waiting: ((r: Reply) => void) | undefined
   private exited = false
+  readonly runtime: GatewayRuntime
 
   private constructor(tmp: string, spec: GatewaySpec) {
+    const command = childCommand()
+    this.runtime = command.runtime
     this.dir = mkdtempSync(join(tmp, 'gw-'))
     const specFile = join(this.dir, 'spec.json')
     writeFileSync(specFile, JSON.stringify({ dir: this.dir, targets: spec.targets, masking: spec.masking }))
     // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (Chrome DevTools opens it)
     const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
-    this.child = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, 'gateway-child.ts'), specFile], {
+    this.child = spawn(process.execPath, [...prof, ...command.args, specFile], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NODE_ENV: 'production' },
     })
@@ -98,6 +124,7 @@ export class GatewayProcess {
       targets: r.targets!,
       token: r.token!,
       pid: this.pid,
+      runtime: this.runtime,
       peakRssMB: () => peakRssMB(this.pid),
       stop: fresh ? () => this.stop() : async () => {},
     }
