@@ -203,27 +203,30 @@ function object(o: Record<string, unknown>, depth: number): void {
   const proto = Object.getPrototypeOf(o)
   // a Date, a Map, a class instance: msgpackr has its own ways with those
   if (proto !== Object.prototype && proto !== null) throw bail
-  // the size goes first: count the own enumerable keys, as msgpackr's for-in does
+  // one pass: a fixmap header on the guess of fewer than 16 keys (what codecs record), the entries,
+  // then the count; a larger map moves its entries up to make room for a longer header
+  room(1)
+  const headAt = pos++
   let n = 0
-  for (const k in o) if (Object.hasOwn(o, k)) n++
-  room(5)
-  if (n < 16) buf[pos++] = 0x80 | n
-  else if (n < 0x10000) {
-    buf[pos++] = 0xde
-    buf.writeUInt16BE(n, pos)
-    pos += 2
-  } else {
-    buf[pos++] = 0xdf
-    buf.writeUInt32BE(n, pos)
-    pos += 4
-  }
-  let written = 0
   for (const k in o) {
     if (!Object.hasOwn(o, k)) continue
     string(k)
     value(o[k], depth + 1)
-    written++
+    n++
   }
-  // a getter that added or removed keys on the way: the size written up front would be wrong
-  if (written !== n) throw bail
+  if (n < 16) {
+    buf[headAt] = 0x80 | n
+    return
+  }
+  const wide = n < 0x10000 ? 2 : 4
+  room(wide)
+  buf.copyWithin(headAt + 1 + wide, headAt + 1, pos)
+  pos += wide
+  if (wide === 2) {
+    buf[headAt] = 0xde
+    buf.writeUInt16BE(n, headAt + 1)
+  } else {
+    buf[headAt] = 0xdf
+    buf.writeUInt32BE(n, headAt + 1)
+  }
 }
