@@ -1,7 +1,7 @@
 // One HTTP request → one Operation. The route (from the target's profile, or a route rule in the
 // target's options) says the profile operation and class; the JSON body, when the route reads one,
 // adds facts (model, maxTokens, stream, tools, topK…) and may make the class stricter.
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { CLASSES, type FactValue, type Operation, type OperationClass, type StatementInfo } from '@portcullis/core'
 import { genericClass, matchRoute, PROFILES, ROUTES, type ProfileName, type Route } from './profiles.ts'
 
@@ -16,6 +16,14 @@ export interface HttpRequestShape {
   profile?: string
   /** route rules from target.options.routes, checked before the profile's table */
   routes?: readonly Route[]
+  /** findRoute()'s answer for this same request, when the caller already has it */
+  found?: FoundRoute
+}
+
+export interface FoundRoute {
+  route?: Route
+  params: Readonly<Record<string, string>>
+  profile: ProfileName
 }
 
 export function profileOf(name: unknown): ProfileName {
@@ -35,14 +43,32 @@ export function routeRules(value: unknown): Route[] {
   return out
 }
 
-/** the route a request takes: a route rule, the profile's route, or none (generic by method) */
-export function findRoute(req: Pick<HttpRequestShape, 'method' | 'path' | 'profile' | 'routes'>): { route?: Route; params: Record<string, string>; profile: ProfileName } {
+/**
+ * The route a request takes: a route rule, the profile's route, or none (generic by method). The
+ * answer is shared between requests to the same path (a client calls the same few paths again and
+ * again): treat it as read-only.
+ */
+export function findRoute(req: Pick<HttpRequestShape, 'method' | 'path' | 'profile' | 'routes'>): FoundRoute {
   const profile = profileOf(req.profile)
   const path = canonicalPath(req.path) ?? pathOnly(req.path)
   const method = req.method.toUpperCase()
+  const table = req.routes ?? NO_ROUTES
+  let byPath = foundRoutes.get(table)
+  if (!byPath) foundRoutes.set(table, (byPath = new Map()))
+  const key = `${profile} ${method} ${path}`
+  const known = byPath.get(key)
+  if (known) return known
   const hit = (req.routes && matchRoute(req.routes, method, path)) || matchRoute(ROUTES[profile], method, path)
-  return hit ? { ...hit, profile } : { params: {}, profile }
+  const found: FoundRoute = hit ? { route: hit.route, params: Object.freeze(hit.params), profile } : { params: NO_PARAMS, profile }
+  if (byPath.size >= MAX_CANONICAL_PATHS) byPath.clear()
+  byPath.set(key, found)
+  return found
 }
+
+const NO_ROUTES: readonly Route[] = []
+const NO_PARAMS: Readonly<Record<string, string>> = Object.freeze({})
+// per route table (target.options.routes lives as long as its config generation)
+const foundRoutes = new WeakMap<readonly Route[], Map<string, FoundRoute>>()
 
 export function pathOnly(path: string): string {
   const q = path.indexOf('?')
@@ -93,7 +119,7 @@ export function classifyHttp(req: HttpRequestShape): Operation {
   const method = req.method.toUpperCase()
   const decoded = canonicalPath(req.path)
   const path = decoded ?? pathOnly(req.path)
-  const { route, params, profile } = findRoute(req)
+  const { route, params, profile } = req.found ?? findRoute(req)
   let cls: OperationClass = route ? route.class : genericClass(method)
   const resources: string[] = []
   for (const name of route?.resources ?? []) if (params[name] !== undefined) resources.push(params[name])
@@ -113,14 +139,16 @@ export function classifyHttp(req: HttpRequestShape): Operation {
     if (typeof facts.topK === 'number') info.vector.topK = facts.topK
     if (facts.embeddingExport === true) info.vector.export = true
   }
-  const h = createHash('sha256').update(`http\0${cls}\0${statement}\0${canonical(facts)}`)
-  if (req.rawBody && req.rawBody.length > 0) h.update('\0').update(req.rawBody)
+  // one-shot hash: no Hash object per request
+  const head = `http\0${cls}\0${statement}\0${canonical(facts)}`
+  const raw = req.rawBody
+  const fingerprint = hash('sha256', raw && raw.length > 0 ? Buffer.concat([Buffer.from(head + '\0'), raw]) : head, 'hex').slice(0, 32)
   const op: Operation = {
     protocol: 'http',
     class: cls,
     resources,
     statement,
-    fingerprint: h.digest('hex').slice(0, 32),
+    fingerprint,
     statements: [info],
     facts,
   }

@@ -3,12 +3,32 @@
 // may also name the path without indexes ('data.email') or the bare key ('email').
 import type { MaskMethod, MaskPlan } from '@portcullis/core'
 
-// Responses of one API have the same shape request after request: the rule a path resolves to is
-// kept per plan (a plan lives for one principal and config generation), bounded because array
-// indexes make paths unbounded. null: no rule for that path. Only paths whose keys hold no '.' are
-// kept: there the dotted path alone tells the segments, hence the index-free path and the key.
+// Responses of one API have the same shape request after request (and the events of one stream,
+// event after event): the rule each path resolves to is kept per plan (a plan lives for one
+// principal and config generation) in a tree of path segments, so a known path costs one Map lookup
+// per segment and no path string. Bounded, because array indexes make paths unbounded: past the
+// bound, new paths are worked out on each visit and not kept.
 const MAX_CACHED_PATHS = 4096
-const ruleCache = new WeakMap<MaskPlan, Map<string, MaskMethod | null>>()
+
+interface PathNode {
+  /** dotted path with indexes ('data.0.email') */
+  readonly full: string
+  /** the same without index segments ('data.email'), and how many segments that has */
+  readonly named: string
+  readonly namedDepth: number
+  /** the last segment */
+  readonly key: string
+  /** the field rule for this path; undefined for the root and index segments */
+  readonly method: MaskMethod | undefined
+  kids: Map<string, PathNode> | undefined
+}
+
+interface PathTree {
+  root: PathNode
+  size: number
+}
+
+const trees = new WeakMap<MaskPlan, PathTree>()
 
 function isIndex(key: string): boolean {
   const c = key.charCodeAt(0)
@@ -18,62 +38,71 @@ function isIndex(key: string): boolean {
 /** one walk's state: module-level functions over it, no closures per call */
 interface Walk {
   plan: MaskPlan
-  rules: Map<string, MaskMethod | null>
+  tree: PathTree
   detectors: boolean
   count: number
 }
 
 export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count: number } {
-  let rules = ruleCache.get(plan)
-  if (!rules) ruleCache.set(plan, (rules = new Map()))
-  const w: Walk = { plan, rules, detectors: plan.hasDetectors, count: 0 }
-  const value = visit(w, root, 0, '', '', 0, '', false, true)
+  let tree = trees.get(plan)
+  if (!tree) trees.set(plan, (tree = { root: { full: '', named: '', namedDepth: 0, key: '', method: undefined, kids: undefined }, size: 0 }))
+  const w: Walk = { plan, tree, detectors: plan.hasDetectors, count: 0 }
+  const value = visit(w, root, tree.root)
   return { value, count: w.count }
 }
 
-function fieldRule(w: Walk, full: string, named: string, key: string, plain: boolean): MaskMethod | undefined {
-  const hit = plain ? w.rules.get(full) : undefined
-  if (hit !== undefined) return hit ?? undefined
-  const { plan } = w
+/** the rule for a path: by the full path, then without indexes, then by the bare key */
+function fieldRule(plan: MaskPlan, full: string, named: string, key: string): MaskMethod | undefined {
   let m = plan.forField(full)
   if (!m && named !== full) m = plan.forField(named)
   if (!m && named !== key) m = plan.forField(key)
-  if (plain && w.rules.size < MAX_CACHED_PATHS) w.rules.set(full, m ?? null)
   return m
 }
 
-// full: the dotted path with indexes; named: the same without index segments (namedDepth of them);
-// plain: no key on the path holds a '.'
-function visit(w: Walk, value: unknown, depth: number, full: string, named: string, namedDepth: number, key: string, index: boolean, plain: boolean): unknown {
-  if (depth > 0 && key !== '' && !index) {
-    const method = fieldRule(w, full, named, key, plain)
-    if (method && value !== null && value !== undefined) {
-      w.count++
-      return w.plan.apply(method, typeof value === 'string' ? value : JSON.stringify(value))
-    }
+function childOf(w: Walk, parent: PathNode, k: string, index: boolean): PathNode {
+  const known = parent.kids?.get(k)
+  if (known) return known
+  const full = parent === w.tree.root ? k : parent.full + '.' + k
+  const named = index ? parent.named : parent.namedDepth === 0 ? k : parent.named + '.' + k
+  const node: PathNode = {
+    full,
+    named,
+    namedDepth: index ? parent.namedDepth : parent.namedDepth + 1,
+    key: k,
+    method: index || k === '' ? undefined : fieldRule(w.plan, full, named, k),
+    kids: undefined,
+  }
+  if (w.tree.size < MAX_CACHED_PATHS) {
+    w.tree.size++
+    ;(parent.kids ??= new Map()).set(k, node)
+  }
+  return node
+}
+
+function visit(w: Walk, value: unknown, node: PathNode): unknown {
+  const method = node.method
+  if (method && value !== null && value !== undefined) {
+    w.count++
+    return w.plan.apply(method, typeof value === 'string' ? value : JSON.stringify(value))
   }
   if (typeof value === 'string') {
     // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
-    if (!w.detectors || key === 'embedding') return value
+    if (!w.detectors || node.key === 'embedding') return value
     const r = w.plan.scan(value)
     w.count += r.count
     return r.text
   }
   if (value === null || typeof value !== 'object') return value
-  const prefix = depth === 0 ? '' : full + '.'
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const k = String(i)
-      const v = visit(w, value[i], depth + 1, prefix + k, named, namedDepth, k, true, plain)
+      const v = visit(w, value[i], childOf(w, node, String(i), true))
       if (v !== value[i]) value[i] = v
     }
     return value
   }
   const obj = value as Record<string, unknown>
   for (const k of Object.keys(obj)) {
-    const idx = isIndex(k)
-    const childNamed = idx ? named : namedDepth === 0 ? k : named + '.' + k
-    const v = visit(w, obj[k], depth + 1, prefix + k, childNamed, idx ? namedDepth : namedDepth + 1, k, idx, plain && !k.includes('.'))
+    const v = visit(w, obj[k], childOf(w, node, k, isIndex(k)))
     if (v !== obj[k]) obj[k] = v
   }
   return obj

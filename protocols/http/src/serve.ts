@@ -414,7 +414,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
   try {
     if (!knownToken(conn, req)) await identify(conn, req)
     const routes = routesOf(target)
-    const { route } = findRoute({ method, path, profile: target.options.profile as string | undefined, routes })
+    const profile = target.options.profile as string | undefined
+    const found = findRoute({ method, path, profile, routes })
+    const route = found.route
     const ct = req.headers['content-type']
     const withBody = hasBody(req)
     const inspectBody = withBody && route?.body !== 'stream' && (route?.body === 'json' || isJsonType(ct))
@@ -432,7 +434,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
         }
       }
     }
-    const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile: target.options.profile as string | undefined, routes })
+    const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile, routes, found })
     if (op.error) throw httpError(400, 'bad_request', op.error)
     event.class = op.class
     event.resources = op.resources

@@ -44,21 +44,8 @@ export class SseMasker extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.pending += this.decoder.write(chunk)
-    let out = ''
     const before = this.masked
-    for (;;) {
-      BOUNDARY.lastIndex = this.searchFrom
-      const m = BOUNDARY.exec(this.pending)
-      if (!m) {
-        this.searchFrom = Math.max(0, this.pending.length - 3)
-        break
-      }
-      const raw = this.pending.slice(0, m.index)
-      this.pending = this.pending.slice(m.index + m[0].length)
-      this.searchFrom = 0
-      out += this.event(raw)
-    }
+    const out = this.feed(chunk)
     if (this.pending.length > this.opts.maxEventBytes) {
       cb(new Error('server-sent event larger than the inspection limit'))
       return
@@ -71,11 +58,39 @@ export class SseMasker extends Transform {
     this.pending += this.decoder.end()
     const before = this.masked
     let out = ''
-    if (this.pending.trim() !== '') out += this.event(this.pending)
+    const rest = this.pending
+    if (rest.trim() !== '') out += this.event(rest) ?? rest + '\n\n'
     this.pending = ''
     out += this.flushSlots(() => true)
     this.send(out, before)
     cb()
+  }
+
+  /**
+   * Decodes a chunk and masks the events it completes: the text to send ('' when none is complete).
+   * Events that pass as they came (terminated by a plain blank line) go out as one slice of the
+   * input, not rebuilt one by one.
+   */
+  private feed(chunk: Buffer): string {
+    const text = this.pending + this.decoder.write(chunk)
+    let out = ''
+    // [copyFrom, at): a run of events passed unchanged, not yet added to `out`
+    let copyFrom = 0
+    let at = 0
+    BOUNDARY.lastIndex = this.searchFrom
+    for (let m = BOUNDARY.exec(text); m; m = BOUNDARY.exec(text)) {
+      const end = m.index + m[0].length
+      const r = this.event(text.slice(at, m.index))
+      if (r !== undefined || m[0] !== '\n\n') {
+        out += text.slice(copyFrom, at) + (r ?? text.slice(at, m.index) + '\n\n')
+        copyFrom = end
+      }
+      at = end
+    }
+    if (copyFrom < at) out += text.slice(copyFrom, at)
+    this.pending = at === 0 ? text : text.slice(at)
+    this.searchFrom = Math.max(0, this.pending.length - 3)
+    return out
   }
 
   private send(out: string, before: number): void {
@@ -84,26 +99,41 @@ export class SseMasker extends Transform {
     this.push(out)
   }
 
-  /** one event (without its terminating blank line) → the text to send, terminator included */
-  private event(raw: string): string {
-    const lines = raw.split(/\r\n|\n|\r/)
-    const data: string[] = []
-    const other: string[] = []
-    for (const line of lines) {
-      if (line.startsWith('data:')) data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5))
-      else other.push(line)
+  /**
+   * One event (without its terminating blank line) → the text to send, terminator included; undefined
+   * when the event goes out as it came (`raw` and a blank line).
+   */
+  private event(raw: string): string | undefined {
+    let text: string
+    let other: readonly string[]
+    if (raw.startsWith('data:') && raw.indexOf('\n') === -1 && raw.indexOf('\r') === -1) {
+      // the usual event: one data line, nothing else
+      text = raw.charCodeAt(5) === 32 ? raw.slice(6) : raw.slice(5)
+      other = NO_LINES
+    } else {
+      const lines = raw.split(/\r\n|\n|\r/)
+      const data: string[] = []
+      const rest: string[] = []
+      for (const line of lines) {
+        if (line.startsWith('data:')) data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5))
+        else rest.push(line)
+      }
+      if (data.length === 0) return undefined
+      text = data.join('\n')
+      other = rest
     }
-    if (data.length === 0) return raw + '\n\n'
-    const text = data.join('\n')
-    if (text === '[DONE]') return this.flushSlots(() => true) + raw + '\n\n'
+    if (text === '[DONE]') {
+      const held = this.flushSlots(() => true)
+      return held === '' ? undefined : held + raw + '\n\n'
+    }
     let obj: unknown
     try {
       obj = JSON.parse(text)
     } catch {
-      if (!this.plan.hasDetectors) return raw + '\n\n'
+      if (!this.plan.hasDetectors) return undefined
       const r = this.plan.scan(text)
       this.masked += r.count
-      return r.count === 0 ? raw + '\n\n' : serialize(other, r.text)
+      return r.count === 0 ? undefined : serialize(other, r.text)
     }
     const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
     // text held for a slot this event does not continue goes out first, as its own delta event
@@ -121,7 +151,7 @@ export class SseMasker extends Transform {
     const r = maskJson(obj, this.plan)
     this.masked += r.count
     for (const f of found) f.set(f.emit ?? '')
-    if (r.count === 0 && found.every(f => f.emit === f.original)) return prefix + raw + '\n\n'
+    if (r.count === 0 && found.every(f => f.emit === f.original)) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, JSON.stringify(r.value))
   }
 
@@ -139,7 +169,9 @@ export class SseMasker extends Transform {
   }
 }
 
-function serialize(other: string[], data: string): string {
+function serialize(other: readonly string[], data: string): string {
+  // a JSON text has no raw newline: one data line
+  if (other.length === 0 && data.indexOf('\n') === -1) return 'data: ' + data + '\n\n'
   let s = ''
   for (const line of other) if (line !== '') s += line + '\n'
   for (const line of data.split('\n')) s += 'data: ' + line + '\n'
@@ -156,6 +188,7 @@ interface Found {
 }
 
 const NONE: readonly Found[] = []
+const NO_LINES: readonly string[] = []
 
 /** chat completions `choices[i].delta.content`, completions `choices[i].text` */
 class ChoiceDelta implements Found {
