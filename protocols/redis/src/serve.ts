@@ -7,7 +7,7 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
-import { isPortcullisError, type Decision, type MaskPlan, type Operation, type Session } from '@portcullis/core'
+import { isPortcullisError, type AuditEvent, type Decision, type MaskPlan, type Operation, type Session } from '@portcullis/core'
 import { classifyCommand, toOperation, type ClassifyOptions } from './classify.ts'
 import { maskExecReply, maskReply, type MaskContext } from './mask.ts'
 import { ReplyFramer, type RedisReply } from './reply-framer.ts'
@@ -29,19 +29,18 @@ interface Slot {
   /** EXEC: the queued commands' contexts */
   exec?: MaskContext[]
   masks?: MaskPlan
-  audit?: AuditDraft
   /** runs after the slot's reply is written */
   after?: () => void
-}
-
-interface AuditDraft {
-  op: Operation
+  /** an operation's slot is audited when its reply is written */
+  op?: Operation
   decision?: Decision
   started: number
   bytes: number
   masked: number
   error?: string
 }
+
+type Req = RedisRequest & { protocolError?: string; name?: string }
 
 const PUBSUB_SUBSCRIBE = new Set(['SUBSCRIBE', 'PSUBSCRIBE', 'SSUBSCRIBE', 'UNSUBSCRIBE', 'PUNSUBSCRIBE', 'SUNSUBSCRIBE'])
 // first element of a RESP2 array that is a pub/sub push while the connection is subscribed
@@ -50,13 +49,102 @@ const UNSUBSCRIBE_KINDS = new Set(['unsubscribe', 'punsubscribe', 'sunsubscribe'
 
 const HIGH_WATER = 1024
 const UNSUPPORTED = new Set(['MONITOR', 'SYNC', 'PSYNC'])
+const PONG = Buffer.from('+PONG\r\n')
+const EMPTY = Buffer.alloc(0)
 
 // per target: what the upstream's COMMAND says about commands the built-in table lacks
 const upstreamTables = new Map<string, CommandTable>()
 
+// Classified operations by request frame, per target and command table: a client repeating a
+// command (GET of a hot key, a pipeline of the same command) is classified and fingerprinted once.
+// Only small frames; cleared when full rather than kept in LRU order (a hit costs a string and a lookup).
+const OP_CACHE_MAX = 4096
+const OP_CACHE_FRAME = 256
+const opCaches = new WeakMap<object, { table: CommandTable | undefined; ops: Map<string, Operation> }>()
+
 export async function serveRedis(client: Duplex, session: Session): Promise<void> {
   const conn = new RedisConnection(client, session)
   return conn.done
+}
+
+/** the upper-case command name of a frame; the last name is kept as bytes so a repeat costs no string */
+class CommandNames {
+  private bytes: Buffer = EMPTY
+  private name = ''
+
+  of(a: Buffer): string {
+    const b = this.bytes
+    if (a.length === b.length && a.length > 0) {
+      let i = 0
+      for (; i < a.length; i++) {
+        let c = a[i]!
+        if (c >= 0x61 && c <= 0x7a) c -= 0x20
+        if (c !== b[i]) break
+      }
+      if (i === a.length) return this.name
+    }
+    const name = a.toString('latin1').toUpperCase()
+    // only plain ASCII names are kept: their upper-case bytes are the name's bytes
+    if (a.length <= 32 && /^[A-Z0-9._|-]+$/.test(name)) {
+      this.bytes = Buffer.from(name, 'latin1')
+      this.name = name
+    }
+    return name
+  }
+}
+
+/** AUTH or HELLO (either may carry a token): never recorded as bytes */
+function carriesToken(a: Buffer | undefined): boolean {
+  if (a === undefined) return false
+  if (a.length === 4) return (a[0]! | 0x20) === 0x61 && (a[1]! | 0x20) === 0x75 && (a[2]! | 0x20) === 0x74 && (a[3]! | 0x20) === 0x68
+  if (a.length === 5) return a.toString('latin1').toUpperCase() === 'HELLO'
+  return false
+}
+
+/**
+ * Byte pieces gathered into one buffer, for one write or one record: pieces that lie next to each
+ * other in memory (frames of one read, in order) are joined into one view without a copy.
+ */
+class Pieces {
+  private done: Buffer[] = []
+  // the current run of adjacent pieces: its first piece and where it ends
+  private run: Buffer | undefined
+  private runEnd = 0
+
+  get empty(): boolean {
+    return this.run === undefined
+  }
+
+  add(b: Buffer): void {
+    if (b.length === 0) return
+    const r = this.run
+    if (r !== undefined) {
+      if (this.runEnd === b.byteOffset && r.buffer === b.buffer) {
+        this.runEnd += b.length
+        return
+      }
+      this.done.push(this.view(r))
+    }
+    this.run = b
+    this.runEnd = b.byteOffset + b.length
+  }
+
+  private view(r: Buffer): Buffer {
+    const len = this.runEnd - r.byteOffset
+    return len === r.length ? r : Buffer.from(r.buffer, r.byteOffset, len)
+  }
+
+  take(): Buffer {
+    const r = this.run
+    if (r === undefined) return EMPTY
+    this.run = undefined
+    const v = this.view(r)
+    if (this.done.length === 0) return v
+    const parts = this.done
+    parts.push(v)
+    this.done = []
+    return Buffer.concat(parts)
+  }
 }
 
 class RedisConnection {
@@ -65,14 +153,21 @@ class RedisConnection {
   private readonly framer: RequestFramer
   private readonly replies: ReplyFramer
   private readonly slots: Slot[] = []
-  private readonly inbox: (RedisRequest & { protocolError?: string })[] = []
+  // framed requests not yet handled: [inHead, length); recorded up to recordedTo
+  private inbox: Req[] = []
+  private inHead = 0
+  private recordedTo = 0
+  // a command waits for something (an approval, the upstream connection): later ones queue behind it
   private processing = false
   private upstream: Duplex | undefined
   private upstreamReady: Promise<void> | undefined
+  // the gateway's own AUTH, kept to log back in after RESET without a wait
+  private upstreamAuthCommand: Buffer | undefined
   private closed = false
   private ending = false
   private upstreamBlocked = false
   private readingStopped = false
+  private readingPaused = false
   private resp = 2
   private subscribed = false
   private inMulti = false
@@ -80,6 +175,10 @@ class RedisConnection {
   private multiQueue: MaskContext[] = []
   private readonly aborter = new AbortController()
   private readonly classify: ClassifyOptions
+  private readonly names = new CommandNames()
+  private readonly responses = new Pieces()
+  // one clock reading per batch of work: the start and end of each operation's audit duration
+  private now = Date.now()
   private handshakeTimer: NodeJS.Timeout | undefined
 
   constructor(private readonly client: Duplex, private readonly session: Session) {
@@ -112,7 +211,7 @@ class RedisConnection {
       const socket = client as Duplex & { setTimeout?: (ms: number) => void }
       socket.setTimeout?.(limits.idleTimeoutMs)
       client.on('timeout', () => {
-        if (this.slots.length === 0 && this.inbox.length === 0 && !this.processing && !this.subscribed) this.fail(errorReply('ERR', 'idle timeout'))
+        if (this.slots.length === 0 && this.inHead === this.inbox.length && !this.processing && !this.subscribed) this.fail(errorReply('ERR', 'idle timeout'))
       })
     }
     const onAbort = (): void => {
@@ -127,54 +226,138 @@ class RedisConnection {
 
   private onClientData(chunk: Buffer): void {
     if (this.closed || this.readingStopped) return
-    const reqs: (RedisRequest & { protocolError?: string })[] = this.framer.push(chunk, 'stop')
+    const reqs: Req[] = this.framer.push(chunk, 'stop')
     if (this.framer.error !== undefined) {
       // answer what came before in order, then the error, then close
       this.readingStopped = true
       this.client.pause()
-      reqs.push({ args: [], raw: Buffer.alloc(0), inline: true, protocolError: this.framer.error })
+      reqs.push({ args: [], raw: EMPTY, inline: true, protocolError: this.framer.error })
     }
     if (reqs.length === 0) return
-    for (const r of reqs) this.inbox.push(r)
-    if (this.inbox.length + this.slots.length > HIGH_WATER) this.client.pause()
-    void this.pump()
+    if (this.inHead === this.inbox.length) {
+      this.inbox = reqs
+      this.inHead = 0
+      this.recordedTo = 0
+    } else for (const r of reqs) this.inbox.push(r)
+    if (this.inbox.length - this.inHead + this.slots.length > HIGH_WATER) this.pauseReading()
+    this.pump()
   }
 
-  private async pump(): Promise<void> {
+  /**
+   * Handles queued requests in one synchronous loop: a pipeline read in one chunk is decided,
+   * forwarded and answered without a promise per command, and leaves as one write each way. Only a
+   * command that must wait (an approval, AUTH, the first connection upstream) suspends the loop.
+   */
+  private pump(): void {
     if (this.processing) return
-    this.processing = true
-    try {
-      while (this.inbox.length > 0 && !this.closed) {
-        const req = this.inbox.shift()!
-        await this.handle(req)
-        if (this.inbox.length + this.slots.length < HIGH_WATER / 2 && !this.readingStopped && !this.upstreamBlocked) this.client.resume()
+    this.now = Date.now()
+    while (this.inHead < this.inbox.length && !this.closed) {
+      const req = this.inbox[this.inHead++]!
+      let wait: Promise<void> | void
+      try {
+        wait = this.handle(req)
+      } catch (err) {
+        this.fail(errorReply('ERR', `internal error: ${(err as Error).message}`))
+        return
       }
-    } catch (err) {
-      this.fail(errorReply('ERR', `internal error: ${(err as Error).message}`))
-    } finally {
-      this.processing = false
+      if (wait !== undefined) {
+        this.processing = true
+        this.flush()
+        wait.then(
+          () => {
+            this.processing = false
+            this.pump()
+          },
+          (err: unknown) => {
+            this.processing = false
+            this.fail(errorReply('ERR', `internal error: ${(err as Error).message}`))
+          },
+        )
+        return
+      }
     }
+    if (this.inHead === this.inbox.length) {
+      this.inbox = []
+      this.inHead = this.recordedTo = 0
+    }
+    this.flush()
+    this.maybeResume()
     this.maybeFinish()
   }
 
+  private pauseReading(): void {
+    this.readingPaused = true
+    this.client.pause()
+  }
+
+  private maybeResume(): void {
+    if (this.readingPaused && !this.readingStopped && !this.upstreamBlocked && this.inbox.length - this.inHead + this.slots.length < HIGH_WATER / 2) {
+      this.readingPaused = false
+      this.client.resume()
+    }
+  }
+
   private maybeFinish(): void {
-    if (this.ending && !this.processing && this.inbox.length === 0 && this.slots.length === 0) this.close()
+    if (this.ending && !this.processing && this.inHead === this.inbox.length && this.slots.length === 0) this.close()
   }
 
-  private localReply(buf: Buffer, after?: () => void, audit?: AuditDraft): void {
-    const slot: Slot = { local: buf, expect: 0 }
+  private localReply(buf: Buffer, after?: () => void): void {
+    const slot: Slot = { local: buf, expect: 0, started: 0, bytes: 0, masked: 0 }
     if (after) slot.after = after
-    if (audit) slot.audit = audit
     this.slots.push(slot)
-    this.flush()
   }
 
-  private async handle(req: RedisRequest & { protocolError?: string }): Promise<void> {
+  /**
+   * One 'request' record for the requests queued from the current one on: their frames exactly as
+   * sent (AUTH and HELLO left out: they may carry a token), usually one view of the bytes read.
+   */
+  private recordRequests(): void {
+    const from = this.inHead - 1
+    if (this.recordedTo > from) return
+    const inbox = this.inbox
+    const raw = new Pieces()
+    let commands = ''
+    let n = 0
+    for (let i = from; i < inbox.length; i++) {
+      const r = inbox[i]!
+      if (r.protocolError !== undefined || carriesToken(r.args[0])) continue
+      raw.add(r.raw)
+      const name = (r.name ??= this.names.of(r.args[0]!))
+      if (n < 8) commands = n === 0 ? name : `${commands}; ${name}`
+      n++
+    }
+    this.recordedTo = inbox.length
+    if (n === 0) return
+    if (n > 8) commands += `; … (${n} commands)`
+    this.session.record('request', { command: commands, raw: raw.take() })
+  }
+
+  /** the operation a request is, from the cache when this frame was seen before */
+  private operationOf(req: Req): Operation {
+    const raw = req.raw
+    if (raw.length > OP_CACHE_FRAME) return toOperation([classifyCommand(req.args, this.classify)])
+    let cache = opCaches.get(this.session.target)
+    if (cache === undefined || cache.table !== this.classify.table) {
+      cache = { table: this.classify.table, ops: new Map() }
+      opCaches.set(this.session.target, cache)
+    }
+    const key = raw.toString('latin1')
+    let op = cache.ops.get(key)
+    if (op === undefined) {
+      op = toOperation([classifyCommand(req.args, this.classify)])
+      if (cache.ops.size >= OP_CACHE_MAX) cache.ops.clear()
+      cache.ops.set(key, op)
+    }
+    return op
+  }
+
+  /** handles one request; a promise when it must wait (the loop then waits for it) */
+  private handle(req: Req): Promise<void> | void {
     if (req.protocolError !== undefined) {
       this.localReply(errorReply('ERR', `Protocol error: ${req.protocolError}`), () => this.close())
       return
     }
-    const name = req.args[0]!.toString('latin1').toUpperCase()
+    const name = (req.name ??= this.names.of(req.args[0]!))
     const s = this.session
 
     if (name === 'AUTH') return this.auth(req)
@@ -184,7 +367,7 @@ class RedisConnection {
       return
     }
     if (!s.principal) {
-      if (name === 'PING' && s.target.options.pingBeforeAuth === true) this.localReply(Buffer.from('+PONG\r\n'))
+      if (name === 'PING' && s.target.options.pingBeforeAuth === true) this.localReply(PONG)
       else this.localReply(NOAUTH)
       return
     }
@@ -195,7 +378,7 @@ class RedisConnection {
       else this.fail(errorReply('ERR', `session ended: ${(err as Error).message}`))
       return
     }
-    s.record('request', { command: name, raw: req.raw })
+    this.recordRequests()
     const unsupported = name === 'CLIENT' && req.args[1]?.toString('latin1').toUpperCase() === 'REPLY' ? 'CLIENT REPLY' : UNSUPPORTED.has(name) ? name : undefined
     if (unsupported) {
       // they change how many replies a command gets (none, or an endless stream): the reply order
@@ -204,50 +387,80 @@ class RedisConnection {
       return
     }
 
-    const st = classifyCommand(req.args, this.classify)
-    const op = toOperation([st])
-    const draft: AuditDraft = { op, started: Date.now(), bytes: 0, masked: 0 }
-    let decision: Decision
+    const op = this.operationOf(req)
+    const slot: Slot = { expect: 1, op, started: this.now, bytes: 0, masked: 0 }
+    let decision: Decision | undefined
     if (op.class === 'session') {
       // connection bookkeeping (PING, SELECT, MULTI, WATCH, CLIENT SETNAME…) needs no rule
       decision = { action: 'allow', rule: null, reason: 'session command', masks: s.masks }
     } else {
       try {
-        decision = await s.decide(op, { signal: this.aborter.signal })
+        decision = s.decideNow(op)
       } catch (err) {
-        if (this.closed) return
-        draft.error = (err as Error).message
-        if (isPortcullisError(err, 'TOKEN_EXPIRED')) this.refuse(errorReply('ERR', 'token expired; AUTH again'), draft)
-        else if (isPortcullisError(err, 'RECORDING_FAILED')) this.refuse(errorReply('ERR', (err as Error).message), draft)
-        else this.fail(errorReply('ERR', `session ended: ${(err as Error).message}`))
+        this.decideFailed(err, slot)
         return
       }
-      if (this.closed) return
+      // an approval to wait for: this command and those after it wait
+      if (decision === undefined) return this.decideLater(req, name, slot)
     }
-    draft.decision = decision
+    return this.decided(req, name, slot, decision)
+  }
+
+  private async decideLater(req: Req, name: string, slot: Slot): Promise<void> {
+    let decision: Decision
+    try {
+      decision = await this.session.decide(slot.op!, { signal: this.aborter.signal })
+    } catch (err) {
+      if (!this.closed) this.decideFailed(err, slot)
+      return
+    }
+    if (this.closed) return
+    this.now = Date.now()
+    return this.decided(req, name, slot, decision)
+  }
+
+  private decideFailed(err: unknown, slot: Slot): void {
+    slot.error = (err as Error).message
+    if (isPortcullisError(err, 'TOKEN_EXPIRED')) this.refuse(errorReply('ERR', 'token expired; AUTH again'), slot)
+    else if (isPortcullisError(err, 'RECORDING_FAILED')) this.refuse(errorReply('ERR', (err as Error).message), slot)
+    else this.fail(errorReply('ERR', `session ended: ${(err as Error).message}`))
+  }
+
+  private decided(req: Req, name: string, slot: Slot, decision: Decision): Promise<void> | void {
+    slot.decision = decision
     if (decision.action !== 'allow') {
       const reply = decision.approvalId
         ? errorReply('ERR', `approval ${decision.approvalId} ${decision.reason.replace(/^approval \S+ /, '')}`)
         : errorReply('NOPERM', decision.rule ? `blocked by rule ${decision.rule}: ${decision.reason}` : `blocked: ${decision.reason}`)
-      draft.error = decision.reason
-      this.refuse(reply, draft)
+      slot.error = decision.reason
+      this.refuse(reply, slot)
       return
     }
-    await this.forward(req, name, draft, decision.masks)
+    slot.masks = decision.masks
+    if (this.upstream === undefined) return this.forwardWhenConnected(req, name, slot)
+    this.forward(req, name, slot)
   }
 
-  private refuse(reply: Buffer, draft: AuditDraft): void {
+  private refuse(reply: Buffer, slot: Slot): void {
     // a refused command inside MULTI is a queuing error: EXEC must then fail as Redis fails it
     if (this.inMulti) this.multiAborted = true
-    this.localReply(reply, undefined, draft)
+    slot.expect = 0
+    slot.local = reply
+    this.slots.push(slot)
   }
 
-  private async forward(req: RedisRequest, name: string, draft: AuditDraft, masks: MaskPlan): Promise<void> {
+  private async forwardWhenConnected(req: Req, name: string, slot: Slot): Promise<void> {
     await this.ensureUpstream()
-    if (this.closed) return
-    const slot: Slot = { expect: 1, audit: draft, masks }
+    if (!this.closed) this.forward(req, name, slot)
+  }
+
+  private forward(req: Req, name: string, slot: Slot): void {
     let raw = req.raw
-    const ctx: MaskContext = { name: draft.op.statements[0]?.facts?.command === undefined ? name : String(draft.op.statements[0]!.facts!.command).split(' ')[0]!, args: req.args }
+    let ctx: MaskContext | undefined
+    if (!slot.masks!.empty) {
+      const command = slot.op!.statements[0]?.facts?.command
+      ctx = { name: command === undefined ? name : String(command).split(' ')[0]!, args: req.args }
+    }
     if (req.inline) raw = encodeCommand(req.args) // the upstream may not take inline input as we split it
     switch (name) {
       case 'MULTI':
@@ -271,8 +484,8 @@ class RedisConnection {
         this.resp = 2
         break
       default:
-        if (this.inMulti) this.multiQueue.push(ctx)
-        else slot.mask = ctx
+        if (this.inMulti) this.multiQueue.push(ctx ?? { name, args: req.args })
+        else if (ctx) slot.mask = ctx
     }
     if (PUBSUB_SUBSCRIBE.has(name) && !this.inMulti && (req.args.length > 1 || name.endsWith('UNSUBSCRIBE'))) {
       // confirmations arrive as pushes, one per channel: they take no slot
@@ -280,19 +493,12 @@ class RedisConnection {
       if (this.resp === 2) this.subscribed = true
     }
     this.slots.push(slot)
-    if (!this.toUpstream(raw)) {
-      this.upstreamBlocked = true
-      this.client.pause()
-    }
-    if (name === 'RESET') {
+    this.toUpstream(raw)
+    if (name === 'RESET' && this.upstreamAuthCommand) {
       // RESET drops the upstream's authentication too: log the gateway back in, silently
-      const auth = await this.upstreamAuth()
-      if (auth) {
-        this.slots.push({ expect: 1, drop: true })
-        this.toUpstream(auth)
-      }
+      this.slots.push({ expect: 1, drop: true, started: 0, bytes: 0, masked: 0 })
+      this.toUpstream(this.upstreamAuthCommand)
     }
-    this.flush()
   }
 
   private endMulti(): void {
@@ -314,7 +520,7 @@ class RedisConnection {
     return undefined
   }
 
-  private async auth(req: RedisRequest): Promise<void> {
+  private async auth(req: Req): Promise<void> {
     // never recorded: it carries the token
     if (req.args.length < 2 || req.args.length > 3) {
       this.localReply(errorReply('ERR', "wrong number of arguments for 'auth' command"))
@@ -326,7 +532,7 @@ class RedisConnection {
     if (!this.closed) this.localReply(OK)
   }
 
-  private async hello(req: RedisRequest): Promise<void> {
+  private async hello(req: Req): Promise<void> {
     const args = req.args.map(a => a.toString('utf8'))
     let version: number | undefined
     let token: string | undefined
@@ -356,7 +562,7 @@ class RedisConnection {
     // the client's protocol version goes upstream so that RESP3 works end to end; its AUTH does not
     const upstreamArgs = version === undefined ? ['HELLO'] : ['HELLO', String(version), ...(setname !== undefined ? ['SETNAME', setname] : [])]
     if (version !== undefined) this.resp = version
-    this.slots.push({ expect: 1 })
+    this.slots.push({ expect: 1, started: 0, bytes: 0, masked: 0 })
     this.toUpstream(encodeCommand(upstreamArgs))
   }
 
@@ -386,6 +592,7 @@ class RedisConnection {
       return
     }
     if (this.closed) return
+    this.upstreamAuthCommand = auth
     const sock: Socket = up.tls?.enabled
       ? tlsConnect({
           host,
@@ -401,7 +608,7 @@ class RedisConnection {
     sock.on('data', (chunk: Buffer) => this.onUpstreamData(chunk))
     sock.on('drain', () => {
       this.upstreamBlocked = false
-      if (!this.readingStopped) this.client.resume()
+      this.maybeResume()
     })
     sock.on('error', () => this.fail(errorReply('ERR', 'upstream connection lost')))
     sock.on('close', () => this.fail(errorReply('ERR', 'upstream connection closed')))
@@ -419,6 +626,9 @@ class RedisConnection {
       this.slots.push({
         expect: 1,
         drop: true,
+        started: 0,
+        bytes: 0,
+        masked: 0,
         onReply: r => {
           if (r.type !== 0x2b) this.fail(errorReply('ERR', 'upstream refused the gateway credential'))
           resolve()
@@ -443,6 +653,9 @@ class RedisConnection {
       this.slots.push({
         expect: 1,
         drop: true,
+        started: 0,
+        bytes: 0,
+        masked: 0,
         onReply: r => {
           // an ACL that forbids COMMAND leaves the built-in table in charge
           if (r.type === 0x2a) {
@@ -471,8 +684,19 @@ class RedisConnection {
       this.fail(errorReply('ERR', `upstream protocol error: ${(err as Error).message}`))
       return
     }
-    for (const r of replies) this.onReply(r)
+    this.now = Date.now()
+    for (const r of replies) {
+      this.onReply(r)
+      if (this.closed) return
+    }
+    this.recordResponses()
     this.flush()
+    this.maybeResume()
+  }
+
+  /** one 'response' record per upstream read: the replies as written to the client (after masking) */
+  private recordResponses(): void {
+    if (!this.responses.empty) this.session.record('response', { raw: this.responses.take() })
   }
 
   private isPush(r: RedisReply): boolean {
@@ -495,17 +719,31 @@ class RedisConnection {
       const masks = this.session.masks
       let out = r.raw
       if (!masks.empty && masks.hasDetectors) out = maskReply(r.raw, r.type, { name: 'MESSAGE', args: [] }, masks, this.resp).raw
+      // replies before it leave before it, in the recording as on the wire
+      this.recordResponses()
+      this.flush()
       this.session.record('response', { push: true, raw: out })
       this.write(out)
       return
     }
-    // pending local replies ahead of the first upstream slot are written by flush(); find the head upstream slot
-    this.flush()
-    const slot = this.slots[0]
-    if (!slot || slot.expect === 0) {
+    // the head upstream slot: local replies ahead of it wait in the queue and keep their place
+    const slots = this.slots
+    let slot: Slot | undefined
+    for (let i = 0; i < slots.length; i++) {
+      if (slots[i]!.expect > 0) {
+        slot = slots[i]
+        break
+      }
+    }
+    if (slot === undefined) {
       this.fail(errorReply('ERR', 'upstream sent a reply nobody asked for'))
       return
     }
+    this.deliver(slot, r)
+  }
+
+  /** an upstream reply for its slot: masked, counted and recorded; written when the slot is at the head */
+  private deliver(slot: Slot, r: RedisReply): void {
     slot.expect--
     slot.onReply?.(r)
     if (slot.drop) return
@@ -513,96 +751,105 @@ class RedisConnection {
     if (slot.replace) {
       out = slot.replace
       slot.replace = undefined
-    } else if (slot.masks && !slot.masks.empty && (slot.mask || slot.exec)) {
+    } else if (slot.mask !== undefined || slot.exec !== undefined) {
       try {
         const res = slot.exec
-          ? maskExecReply(r.raw, r.type, slot.exec, slot.masks, this.resp)
-          : maskReply(r.raw, r.type, slot.mask!, slot.masks, this.resp)
+          ? maskExecReply(r.raw, r.type, slot.exec, slot.masks!, this.resp)
+          : maskReply(r.raw, r.type, slot.mask!, slot.masks!, this.resp)
         out = res.raw
-        if (slot.audit) slot.audit.masked += res.masked
+        slot.masked += res.masked
       } catch {
         // a reply we cannot decode is not shown unmasked
         out = errorReply('ERR', 'reply could not be masked')
       }
     }
-    if (slot.audit) slot.audit.bytes += out.length
+    slot.bytes += out.length
     slot.local = slot.local ? Buffer.concat([slot.local, out]) : out
-    this.session.record('response', { raw: out })
+    this.responses.add(out)
   }
 
   /** writes finished slots from the head, in order */
   private flush(): void {
-    while (this.slots.length > 0) {
-      const head = this.slots[0]!
+    const slots = this.slots
+    while (slots.length > 0) {
+      const head = slots[0]!
       if (head.expect > 0) {
         // replies of a multi-reply slot go out as they come
         if (head.local) {
           this.write(head.local)
           head.local = undefined
         }
-        return
+        break
       }
-      this.slots.shift()
+      slots.shift()
       if (head.local && !head.drop) {
         this.write(head.local)
-        if (head.audit && head.audit.bytes === 0) head.audit.bytes = head.local.length
+        if (head.bytes === 0) head.bytes = head.local.length
       }
-      if (head.audit) this.audit(head.audit)
+      if (head.op !== undefined) this.audit(head)
       head.after?.()
     }
     if (this.ending) this.maybeFinish()
   }
 
-  private audit(d: AuditDraft): void {
-    const { op, decision } = d
+  private audit(slot: Slot): void {
+    const op = slot.op!
+    const d = slot.decision
+    // one object of one shape per operation; undefined fields are left out of the line
     this.session.audit({
       class: op.class,
       resources: op.resources,
       fingerprint: op.fingerprint,
       statement: op.statement,
-      ...(decision ? { decision: decision.action, rule: decision.rule } : {}),
-      ...(decision?.approvalId ? { approvalId: decision.approvalId } : {}),
-      bytes: d.bytes,
-      masked: d.masked,
-      durationMs: Date.now() - d.started,
-      ...(d.error ? { error: d.error } : {}),
-    })
+      decision: d?.action,
+      rule: d?.rule,
+      approvalId: d?.approvalId,
+      bytes: slot.bytes,
+      masked: slot.masked,
+      durationMs: this.now - slot.started,
+      error: slot.error,
+    } as Partial<AuditEvent>)
   }
 
-  // Writes are corked until the current burst of work is done (a nextTick runs once the promise
-  // queue is drained): a pipeline of N commands becomes one write each way instead of N.
-  private clientCorked = false
-  private upstreamCorked = false
+  // Writes wait until the current burst of work is done (a nextTick runs once the handler that
+  // queued them returns): a pipeline of N commands becomes one write each way instead of N, and
+  // frames that lie next to each other in the bytes read leave as one view of them, not copied.
+  private readonly toClient = new Pieces()
+  private readonly toServer = new Pieces()
+  private writeScheduled = false
 
   private write(buf: Buffer): void {
     if (this.closed) return
-    if (!this.clientCorked) {
-      this.clientCorked = true
-      this.client.cork()
-      process.nextTick(() => {
-        this.clientCorked = false
-        this.client.uncork()
-      })
-    }
-    if (!this.client.write(buf)) this.upstream?.pause()
+    this.toClient.add(buf)
+    this.scheduleWrites()
   }
 
-  private toUpstream(buf: Buffer): boolean {
-    const up = this.upstream!
-    if (!this.upstreamCorked) {
-      this.upstreamCorked = true
-      up.cork()
-      process.nextTick(() => {
-        this.upstreamCorked = false
-        up.uncork()
-      })
+  private toUpstream(buf: Buffer): void {
+    this.toServer.add(buf)
+    this.scheduleWrites()
+  }
+
+  private scheduleWrites(): void {
+    if (this.writeScheduled) return
+    this.writeScheduled = true
+    process.nextTick(this.writeOut)
+  }
+
+  private readonly writeOut = (): void => {
+    this.writeScheduled = false
+    if (this.closed) return
+    if (!this.toServer.empty && this.upstream !== undefined && !this.upstream.write(this.toServer.take())) {
+      this.upstreamBlocked = true
+      this.pauseReading()
     }
-    return up.write(buf)
+    if (!this.toClient.empty && !this.client.write(this.toClient.take())) this.upstream?.pause()
   }
 
   /** writes a last error and ends the connection */
   private fail(reply: Buffer): void {
     if (this.closed) return
+    // the replies already due go first
+    if (!this.toClient.empty) this.client.write(this.toClient.take())
     this.client.write(reply)
     this.close()
   }
@@ -613,6 +860,7 @@ class RedisConnection {
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer)
     this.aborter.abort()
     this.upstream?.destroy()
+    if (!this.toClient.empty) this.client.write(this.toClient.take())
     this.client.end()
     // give the last bytes a moment to leave, then make sure the socket is gone
     setTimeout(() => this.client.destroy(), 100).unref()
