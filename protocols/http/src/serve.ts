@@ -392,6 +392,50 @@ class ResponseSink implements Sink {
   }
 }
 
+/** masked server-sent events: each upstream chunk through the masker, its output to the client */
+class SseSink implements Sink {
+  bytes = 0
+  private readonly onDrain = () => this.call.resume()
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly call: UpstreamCall,
+    private readonly masker: SseMasker,
+    private readonly settle: (err?: Error) => void,
+  ) {}
+
+  data(chunk: Buffer): boolean {
+    let out: string
+    try {
+      out = this.masker.maskChunk(chunk)
+    } catch (err) {
+      this.call.abort(err as Error)
+      this.settle(err as Error)
+      return true
+    }
+    return out === '' || this.send(out)
+  }
+
+  private send(out: string): boolean {
+    const buf = Buffer.from(out, 'utf8')
+    this.bytes += buf.length
+    if (this.res.write(buf)) return true
+    this.res.once('drain', this.onDrain)
+    return false
+  }
+
+  end(): void {
+    const out = this.masker.maskEnd()
+    if (out !== '') this.send(out)
+    this.res.end()
+    this.settle()
+  }
+
+  error(err: Error): void {
+    this.settle(err)
+  }
+}
+
 async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
   const conn = conns.get(req.socket)
   if (!conn) {
@@ -538,18 +582,30 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     delete outHeaders['content-length']
 
     if (sse) {
-      const { body: source, sink } = readableSink(call)
-      call.attach(sink)
       const masker = new SseMasker(masks, {
         maxEventBytes: target.limits.maxMessageBytes,
         onBatch: (batch, n) => session.record('response', { status, batch, ...(n > 0 ? { masked: n } : {}) }),
       })
       session.record('response', { status, headers: outHeaders, streaming: true })
       res.writeHead(status, outHeaders)
-      const count = counter(n => (responseBytes += n))
       try {
-        if (decode) await pipeline(source, decode, masker, count, res)
-        else await pipeline(source, masker, count, res)
+        if (decode) {
+          const { body: source, sink } = readableSink(call)
+          call.attach(sink)
+          const count = counter(n => (responseBytes += n))
+          await pipeline(source, decode, masker, count, res)
+        } else {
+          // the masker fed from the upstream's chunks directly: what each chunk makes safe goes out at once
+          let sink: SseSink | undefined
+          try {
+            await new Promise<void>((resolve, reject) => {
+              sink = new SseSink(res, call, masker, err => (err ? reject(err) : resolve()))
+              call.attach(sink)
+            })
+          } finally {
+            responseBytes = sink!.bytes
+          }
+        }
       } finally {
         masked += masker.masked
       }

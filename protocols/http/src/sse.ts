@@ -44,17 +44,37 @@ export class SseMasker extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    const before = this.masked
-    const out = this.feed(chunk)
-    if (this.pending.length > this.opts.maxEventBytes) {
-      cb(new Error('server-sent event larger than the inspection limit'))
+    let out: string
+    try {
+      out = this.maskChunk(chunk)
+    } catch (err) {
+      cb(err as Error)
       return
     }
-    this.send(out, before)
+    if (out !== '') this.push(out)
     cb()
   }
 
   override _flush(cb: TransformCallback): void {
+    const out = this.maskEnd()
+    if (out !== '') this.push(out)
+    cb()
+  }
+
+  /**
+   * The stream without a Transform around it: a chunk in, the masked text that may go out now
+   * (recorded through onBatch). Throws when an event grows past the inspection limit.
+   */
+  maskChunk(chunk: Buffer): string {
+    const before = this.masked
+    const out = this.feed(chunk)
+    if (this.pending.length > this.opts.maxEventBytes) throw new Error('server-sent event larger than the inspection limit')
+    if (out !== '') this.opts.onBatch?.(out, this.masked - before)
+    return out
+  }
+
+  /** the end of the stream: what is left, held text included */
+  maskEnd(): string {
     this.pending += this.decoder.end()
     const before = this.masked
     let out = ''
@@ -62,8 +82,8 @@ export class SseMasker extends Transform {
     if (rest.trim() !== '') out += this.event(rest) ?? rest + '\n\n'
     this.pending = ''
     out += this.flushSlots(() => true)
-    this.send(out, before)
-    cb()
+    if (out !== '') this.opts.onBatch?.(out, this.masked - before)
+    return out
   }
 
   /**
@@ -91,12 +111,6 @@ export class SseMasker extends Transform {
     this.pending = at === 0 ? text : text.slice(at)
     this.searchFrom = Math.max(0, this.pending.length - 3)
     return out
-  }
-
-  private send(out: string, before: number): void {
-    if (out === '') return
-    this.opts.onBatch?.(out, this.masked - before)
-    this.push(out)
   }
 
   /**
