@@ -93,6 +93,19 @@ function giveChunk(chunk: Buffer): void {
   }
 }
 
+// One window for all recorders: the writes of every session that had records in it are handed to
+// the thread pool together, so their wake-ups and completions share event-loop turns (spread over
+// 50 timers, each write paid for its own) and one timer is armed per window, not one per session.
+let dueRecorders: FileRecorder[] = []
+let flushTimer: NodeJS.Timeout | undefined
+
+function flushDue(): void {
+  flushTimer = undefined
+  const due = dueRecorders
+  dueRecorders = []
+  for (const r of due) r.windowEnded()
+}
+
 function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10)
 }
@@ -277,11 +290,15 @@ class FileRecorder implements Recorder {
       // a small batch waits a little for more: a session doing one command per round trip would
       // otherwise cost a write (a thread-pool round trip) per command
       this.scheduled = true
-      setTimeout(() => {
-        this.scheduled = false
-        this.flush()
-      }, FLUSH_DELAY_MS)
+      dueRecorders.push(this)
+      flushTimer ??= setTimeout(flushDue, FLUSH_DELAY_MS)
     }
+  }
+
+  /** the shared window ended: write what this recorder has queued */
+  windowEnded(): void {
+    this.scheduled = false
+    this.flush()
   }
 
   private flush(): void {
