@@ -32,6 +32,8 @@ export class Catalog {
   private idle: NodeJS.Timeout | undefined
   private readonly relations = new Map<number, RelationInfo>()
   private readonly typeNames = new Map<number, string>()
+  /** changes whenever a relation is learnt or forgotten: what was built from the cache is stale */
+  generation = 0
 
   constructor(
     private readonly target: TargetConfig,
@@ -57,7 +59,7 @@ export class Catalog {
   }
 
   forget(tableOid: number): void {
-    this.relations.delete(tableOid)
+    if (this.relations.delete(tableOid)) this.generation++
   }
 
   hasType(oid: number): boolean {
@@ -94,6 +96,7 @@ export class Catalog {
       list.push({ schema: schema!, table: table!, column: column! })
       baseByView.set(Number(view), list)
     }
+    this.generation++
     for (const o of tables) this.relations.set(o, { columns: new Map() })
     for (const [oid, attnum, schema, table, column] of cols) {
       const base = baseByView.get(Number(oid)) ?? []

@@ -4,6 +4,7 @@ import type { MaskMethod, MaskPlan } from '@portcullis/core/types'
 import { PortcullisError } from '@portcullis/core/errors'
 import type { FieldDescription, NoticeFields } from './backend.ts'
 import type { Catalog } from './catalog.ts'
+import type { Outbox } from './outbox.ts'
 
 /** types whose text and binary forms are both the UTF-8 text itself (jsonb binary: a version byte first) */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 18, 114, 142, 705, 3802])
@@ -96,25 +97,31 @@ function copyBytes(src: Uint8Array, from: number, to: number, dst: Uint8Array, a
   for (let k = from; k < to; k++) dst[at++] = src[k]
 }
 
+/** replacements of the row being masked, by column (reused: one row is masked at a time) */
+const replaced: (Buffer | null | undefined)[] = []
+
 /**
- * Rewrites one DataRow; returns the original bytes when nothing changed. Only the columns a rule
- * or a detector looks at are decoded; the others are copied as bytes into the new row.
+ * Masks the DataRow all[start, end) into `out` and returns how many values it masked. A row with
+ * nothing to change is queued as the bytes it came in; a changed row is built in place in out's
+ * batch buffer (no Buffer per row). Only the columns a rule or a detector looks at are decoded; the
+ * others are copied as bytes.
  */
-export function maskDataRow(raw: Buffer, mask: RowMask, plan: MaskPlan): { raw: Buffer; masked: number } {
-  const n = raw.readInt16BE(5)
-  let replaced: (Buffer | null | undefined)[] | undefined
+export function maskDataRowTo(all: Buffer, start: number, end: number, mask: RowMask, plan: MaskPlan, out: Outbox): number {
+  if (end - start < 7) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow is shorter than its fields')
+  const n = all.readInt16BE(start + 5)
   let masked = 0
-  let size = raw.length
-  let off = 7
+  let size = end - start
+  let off = start + 7
   for (let i = 0; i < n; i++) {
-    const len = raw.readInt32BE(off)
+    replaced[i] = undefined
+    if (off + 4 > end) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow value runs past the message')
+    const len = all.readInt32BE(off)
     off += 4
     if (len < 0) continue
-    if (off + len > raw.length) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow value runs past the message')
+    if (off + len > end) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow value runs past the message')
     if (mask.methods[i] !== undefined || mask.scan[i]) {
-      const v = maskValue(mask, plan, i, raw, off, off + len)
+      const v = maskValue(mask, plan, i, all, off, off + len)
       if (v !== undefined) {
-        replaced ??= new Array<Buffer | null | undefined>(n)
         replaced[i] = v
         size += (v === null ? 0 : v.length) - len
         masked++
@@ -122,35 +129,41 @@ export function maskDataRow(raw: Buffer, mask: RowMask, plan: MaskPlan): { raw: 
     }
     off += len
   }
-  if (replaced === undefined) return { raw, masked }
-  const out = Buffer.allocUnsafe(size)
-  copyBytes(raw, 0, 7, out, 0)
-  out.writeInt32BE(size - 1, 1)
-  let from = 7
-  let to = 7
+  if (masked === 0) {
+    out.addRange(all, start, end)
+    return 0
+  }
+  const buf = out.reserve(size)
+  const base = out.pos
+  copyBytes(all, start, start + 7, buf, base)
+  buf.writeInt32BE(size - 1, base + 1)
+  let from = start + 7
+  let to = base + 7
   // unchanged columns between two replaced ones are copied as one piece
   let keep = from
   for (let i = 0; i < n; i++) {
-    const len = raw.readInt32BE(from)
+    const len = all.readInt32BE(from)
     const next = from + 4 + (len < 0 ? 0 : len)
     const v = replaced[i]
     if (v !== undefined) {
-      copyBytes(raw, keep, from, out, to)
+      copyBytes(all, keep, from, buf, to)
       to += from - keep
       if (v === null) {
-        out.writeInt32BE(-1, to)
+        buf.writeInt32BE(-1, to)
         to += 4
       } else {
-        out.writeInt32BE(v.length, to)
-        copyBytes(v, 0, v.length, out, to + 4)
+        buf.writeInt32BE(v.length, to)
+        copyBytes(v, 0, v.length, buf, to + 4)
         to += 4 + v.length
       }
+      replaced[i] = undefined
       keep = next
     }
     from = next
   }
-  copyBytes(raw, keep, from, out, to)
-  return { raw: out, masked }
+  copyBytes(all, keep, from, buf, to)
+  out.commit(size)
+  return masked
 }
 
 /**

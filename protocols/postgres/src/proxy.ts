@@ -9,7 +9,7 @@
 // ROLLBACK — and responses stay in order without the gateway re-sequencing them.
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
-import type { Decision, MaskMethod, Operation, Session } from '@portcullis/core/types'
+import type { Decision, MaskMethod, MaskPlan, Operation, Session } from '@portcullis/core/types'
 import { PortcullisError, isPortcullisError } from '@portcullis/core/errors'
 import { BufferReader } from './buffer-reader.ts'
 import { Framer, type Frame } from './framer.ts'
@@ -17,7 +17,6 @@ import {
   type BindMessage,
   parseBindMessage,
   parseCloseMessage,
-  parseExecuteMessage,
   parseParseMessage,
   parseQueryMessage,
   serializeParse,
@@ -33,7 +32,8 @@ import {
   serializeNoticeResponse,
   type TransactionStatus,
 } from './backend.ts'
-import { buildRowMask, maskCopyRow, maskDataRow, maskNoticeFields, unresolvedTables, type RowMask } from './masking.ts'
+import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, type RowMask } from './masking.ts'
+import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
 
@@ -74,6 +74,11 @@ function refusalOf(err: unknown): Refusal {
   const id = isPortcullisError(err) ? err.details.approvalId : undefined
   if (typeof id === 'string') refusal.detail = `approval request ${id}`
   return refusal
+}
+
+/** CommandComplete 'SELECT n' or 'FETCH n' */
+function isSelectOrFetchTag(raw: Buffer): boolean {
+  return (raw[5] === 0x53 && raw[6] === 0x45 && raw[7] === 0x4c && raw[8] === 0x45 && raw[9] === 0x43 && raw[10] === 0x54) || (raw[5] === 0x46 && raw[6] === 0x45 && raw[7] === 0x54 && raw[8] === 0x43 && raw[9] === 0x48)
 }
 
 /** a batch of client-bound bytes is written (and recorded) once it reaches this size */
@@ -117,12 +122,18 @@ export class PostgresProxy {
   private pendingDecision: AbortController | undefined
   private sentBatches = 0
   private readonly toUpstreamOut = new Outbox()
+  /** client messages not yet recorded (see recordRequests) */
+  private readonly requestRun = new Outbox()
+  private requestTypes = ''
+  /** frames at the head of the inbox already recorded, ahead of a decision */
+  private recordedAhead = 0
 
   // upstream → client
   private ops: PendingOp[] = []
   private receivedBatches = 0
   private replacements = new Map<string, { error: Buffer; batch: number }>()
   private rowMask: RowMask | undefined
+  private lastRowDescription: { raw: Buffer; plan: MaskPlan; generation: number; mask: RowMask | undefined } | undefined
   private copyOut: { methods: (MaskMethod | undefined)[] | undefined } | undefined
   /** a binary COPY TO under a mask plan: its rows are dropped and its CommandComplete becomes an error */
   private copyOutRefused = false
@@ -197,9 +208,11 @@ export class PostgresProxy {
   }
 
   private flushUpstream(): void {
-    const buf = this.toUpstreamOut.take()
+    const out = this.toUpstreamOut
+    const buf = out.take()
     if (buf === undefined || this.closed) return
     if (!this.upstream.write(buf)) this.pause('client', 'upstream-drain')
+    out.release(this.upstream.writableLength === 0)
   }
 
   private toClient(buf: Buffer): void {
@@ -213,6 +226,7 @@ export class PostgresProxy {
 
   private close(keepClient = false): void {
     if (this.closed) return
+    this.recordRequests()
     // what was already decided and passed goes out first (a Terminate ends a pipelined batch)
     this.flushUpstream()
     this.flushResponse()
@@ -244,6 +258,7 @@ export class PostgresProxy {
   /** ends the session with a FATAL ErrorResponse that says why */
   fatal(sqlstate: string, message: string): void {
     if (this.closed) return
+    this.recordRequests()
     this.flushResponse()
     this.session.record('error', { message, sqlstate })
     const client = this.client
@@ -282,6 +297,7 @@ export class PostgresProxy {
           await waited
         }
       }
+      this.recordRequests()
       this.flushUpstream()
       this.resume('client', 'queue')
     } catch (err) {
@@ -293,20 +309,24 @@ export class PostgresProxy {
 
   /** returns a promise only when the frame waits for a decision */
   private handleClientFrame(frame: Frame): Promise<void> | undefined {
-    const body = () => new BufferReader(frame.raw, 5)
     const code = frame.code
     // the upstream skips the same messages after the refusal's error; Flush is harmless to pass
-    if (this.discardUntilSync && code !== 0x53 /* S */ && code !== 0x58 /* X */ && code !== 0x48 /* H */) return undefined
+    if (this.discardUntilSync && code !== 0x53 /* S */ && code !== 0x58 /* X */ && code !== 0x48 /* H */) {
+      this.noteRequest(frame)
+      return undefined
+    }
     switch (code) {
       case 0x51: {
         // Q Query
-        const sql = parseQueryMessage(body())
+        const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
+        this.recordRequests()
         this.session.record('request', { type: 'Q', statement: sql })
         return this.decideAndSend('Q', sql, frame.raw)
       }
       case 0x50: {
         // P Parse: classify now, decide at Execute
-        const parse = parseParseMessage(body())
+        const parse = parseParseMessage(new BufferReader(frame.raw, 5))
+        this.recordRequests()
         this.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
         this.statements.set(parse.name, this.classify(parse.query))
         this.toUpstream(frame.raw)
@@ -314,22 +334,21 @@ export class PostgresProxy {
       }
       case 0x42: {
         // B Bind: only the names, unless a LIMIT $n needs its value
-        const r = body()
+        this.noteRequest(frame)
+        const r = new BufferReader(frame.raw, 5)
         const portal = r.cstring()
         const statement = r.cstring()
-        this.session.record('request', { type: 'B', bytes: frame.raw })
         const op = this.statements.get(statement)
         if (!op) this.portals.delete(portal)
         else if (typeof op.facts.topKParam !== 'number') this.portals.set(portal, op)
-        else this.portals.set(portal, this.boundTopK(op, parseBindMessage(body())))
+        else this.portals.set(portal, this.boundTopK(op, parseBindMessage(new BufferReader(frame.raw, 5))))
         this.toUpstream(frame.raw)
         return undefined
       }
       case 0x45: {
         // E Execute
-        const { portal } = parseExecuteMessage(body())
-        this.session.record('request', { type: 'E', portal })
-        const op = this.portals.get(portal)
+        this.noteRequest(frame)
+        const op = this.portals.get(new BufferReader(frame.raw, 5).cstring())
         // an unknown portal: the upstream answers the error itself
         if (!op) {
           this.toUpstream(frame.raw)
@@ -339,17 +358,17 @@ export class PostgresProxy {
       }
       case 0x43: {
         // C Close
-        const close = parseCloseMessage(body())
-        this.session.record('request', { type: 'C', bytes: frame.raw })
+        this.noteRequest(frame)
+        const close = parseCloseMessage(new BufferReader(frame.raw, 5))
         if (close.kind === 'S') this.statements.delete(close.name)
         else this.portals.delete(close.name)
         this.toUpstream(frame.raw)
         return undefined
       }
       case 0x53: // S Sync
+        this.noteRequest(frame)
         this.discardUntilSync = false
         this.sentBatches++
-        this.session.record('request', { type: 'S' })
         this.toUpstream(frame.raw)
         return undefined
       case 0x44: // D Describe
@@ -357,17 +376,17 @@ export class PostgresProxy {
       case 0x64: // d CopyData
       case 0x63: // c CopyDone
       case 0x66: // f CopyFail
-        this.session.record('request', { type: String.fromCharCode(code), bytes: frame.raw })
+        this.noteRequest(frame)
         this.toUpstream(frame.raw)
         return undefined
       case 0x58: // X Terminate
-        this.session.record('request', { type: 'X' })
+        this.noteRequest(frame)
         this.close()
         return undefined
       case 0x46: {
         // F FunctionCall: the fast-path interface calls any function by OID, unseen by SQL
         // classification; refuse it like a blocked statement
-        this.session.record('request', { type: 'F', bytes: frame.raw })
+        this.noteRequest(frame)
         const marker = this.marker('blocked function call', '42501', 'function calls through the fast-path interface are not allowed')
         this.sentBatches++
         this.toUpstream(serializeQuery(marker))
@@ -377,6 +396,51 @@ export class PostgresProxy {
       default:
         throw new PortcullisError('PROTOCOL_ERROR', `invalid frontend message type '${String.fromCharCode(code)}'`)
     }
+  }
+
+  // ---- request records ----------------------------------------------------------------------
+  //
+  // Query and Parse are recorded one each, with their statement text. Every other message joins a
+  // run recorded as one 'request' whose `bytes` are the messages exactly as the client sent them
+  // and whose `type` lists their codes in order ('BES': Bind, Execute, Sync): one record per
+  // round trip rather than one per message. A run is recorded before anything that must follow it
+  // in the recording (a Query or Parse record, a decision) and at the end of each read batch.
+
+  /** the message joins the run of request bytes not yet recorded */
+  private noteRequest(frame: Frame): void {
+    if (this.recordedAhead > 0) {
+      this.recordedAhead--
+      return
+    }
+    this.requestTypes += String.fromCharCode(frame.code)
+    this.requestRun.add(frame.raw)
+  }
+
+  /**
+   * Records the run. `upToSync`: a statement is about to be decided; the messages after it up to
+   * its Sync, already read, join its record, so that the decision follows the whole request.
+   */
+  private recordRequests(upToSync = false): void {
+    if (upToSync && this.recordedAhead === 0) {
+      const inbox = this.inbox
+      let i = 0
+      while (i < inbox.length) {
+        const f = inbox[i]
+        if (f.code === 0x51 /* Q */ || f.code === 0x50 /* P */) break
+        this.requestTypes += String.fromCharCode(f.code)
+        this.requestRun.add(f.raw)
+        i++
+        if (f.code === 0x53 /* S */) break
+      }
+      this.recordedAhead = i
+    }
+    if (this.requestTypes === '') return
+    const out = this.requestRun
+    const bytes = out.take()!
+    this.session.record('request', { type: this.requestTypes, bytes })
+    this.requestTypes = ''
+    // the recorder has copied them
+    out.release(true)
   }
 
   /** `ORDER BY embedding <-> $1 LIMIT $2`: the top-k is only known at Bind */
@@ -440,6 +504,8 @@ export class PostgresProxy {
       this.fatal(sqlstateOf(err), (err as Error).message)
       return undefined
     }
+    // the request is in the recording before its decision
+    this.recordRequests(kind === 'E')
     let decision: Decision | undefined
     try {
       decision = this.session.decideNow(op)
@@ -595,11 +661,14 @@ export class PostgresProxy {
    * bytes the client was sent (after masking), whole messages only.
    */
   private flushResponse(): void {
-    const buf = this.toClientOut.take()
+    const out = this.toClientOut
+    const buf = out.take()
     if (buf === undefined) return
     this.toClient(buf)
+    // the recorder copies the bytes; the socket is done with them once nothing waits to be written
     this.session.record('response', { bytes: buf, rows: this.responseRows })
     this.responseRows = 0
+    out.release(this.closed || this.client.writableLength === 0)
   }
 
   /** returns a promise when the frame needs a catalog lookup first (it is then re-run) */
@@ -620,18 +689,25 @@ export class PostgresProxy {
           this.emit(frame.raw)
           return undefined
         }
+        // each row is masked into the batch buffer: no Buffer per row
         const all = frame.raw
+        const out = this.toClientOut
+        const mask = this.rowMask
+        let masked = 0
+        let bytes = 0
         for (let off = 0; off < all.length; ) {
           const end = off + 1 + all.readInt32BE(off + 1)
-          const r = maskDataRow(n === 1 ? all : all.subarray(off, end), this.rowMask, plan)
-          if (p) {
-            p.masked += r.masked
-            p.rows++
-            p.bytes += r.raw.length
-          }
+          const before = out.bytes
+          masked += maskDataRowTo(all, off, end, mask, plan, out)
+          bytes += out.bytes - before
           this.responseRows++
-          this.emit(r.raw)
           off = end
+          if (out.bytes >= OUT_FLUSH_BYTES) this.flushResponse()
+        }
+        if (p) {
+          p.masked += masked
+          p.rows += n
+          p.bytes += bytes
         }
         return undefined
       }
@@ -639,13 +715,21 @@ export class PostgresProxy {
         // T RowDescription
         this.rowMask = undefined
         if (!plan.empty) {
-          const fields = parseRowDescription(new BufferReader(frame.raw, 5))
-          const missing = unresolvedTables(fields, this.catalog)
-          if (missing.length > 0) {
-            this.upstreamQueue.unshift(frame)
-            return this.catalog.resolve(missing, [])
+          // a prepared statement run again describes the same columns: its mask is built once
+          const last = this.lastRowDescription
+          if (last !== undefined && last.plan === plan && last.generation === this.catalog.generation && last.raw.equals(frame.raw)) {
+            this.rowMask = last.mask
+          } else {
+            const fields = parseRowDescription(new BufferReader(frame.raw, 5))
+            const missing = unresolvedTables(fields, this.catalog)
+            if (missing.length > 0) {
+              this.upstreamQueue.unshift(frame)
+              return this.catalog.resolve(missing, [])
+            }
+            this.rowMask = buildRowMask(fields, plan, this.catalog)
+            // a copy: a view would keep the whole read chunk alive
+            this.lastRowDescription = { raw: Buffer.from(frame.raw), plan, generation: this.catalog.generation, mask: this.rowMask }
           }
-          this.rowMask = buildRowMask(fields, plan, this.catalog)
         }
         this.emit(frame.raw)
         return undefined
@@ -657,7 +741,8 @@ export class PostgresProxy {
         this.rowMask = undefined
         this.copyOut = undefined
         const p = this.current()
-        if (p && frame.code === 0x43) {
+        // SELECT and FETCH rows were counted as DataRows: their tag needs no decoding
+        if (p && frame.code === 0x43 && !isSelectOrFetchTag(frame.raw)) {
           const tag = new BufferReader(frame.raw, 5).cstring()
           const n = commandTagRows(tag)
           if (n !== undefined && !/^SELECT|^FETCH/.test(tag)) p.rows += n
@@ -748,9 +833,14 @@ export class PostgresProxy {
         this.copyOut = undefined
         this.txStatus = String.fromCharCode(frame.raw[5]) as TransactionStatus
         this.receivedBatches++
-        for (const p of this.ops) if (p.batch <= this.receivedBatches && !p.done) this.complete(p, p.kind === 'E' && !p.error ? 'skipped after an earlier error in the batch' : undefined)
-        this.ops = this.ops.filter(p => !p.done)
-        for (const [m, r] of this.replacements) if (r.batch <= this.receivedBatches) this.replacements.delete(m)
+        let open = 0
+        for (const p of this.ops) {
+          if (p.batch <= this.receivedBatches && !p.done) this.complete(p, p.kind === 'E' && !p.error ? 'skipped after an earlier error in the batch' : undefined)
+          if (!p.done) open++
+        }
+        if (open === 0) this.ops.length = 0
+        else if (open < this.ops.length) this.ops = this.ops.filter(p => !p.done)
+        if (this.replacements.size > 0) for (const [m, r] of this.replacements) if (r.batch <= this.receivedBatches) this.replacements.delete(m)
         this.emit(frame.raw)
         this.flushResponse()
         return undefined
@@ -819,49 +909,5 @@ export class PostgresProxy {
       durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
       error,
     })
-  }
-}
-
-/**
- * Messages queued for one socket write. Untouched messages are subarrays of the chunk they were
- * read in, usually back to back: those are joined as a view of that chunk (no copy); only a batch
- * that mixes chunks or rewritten messages is copied into one Buffer.
- */
-class Outbox {
-  private parts: Buffer[] = []
-  /** the contiguous run being extended: [start, end) of `run`'s ArrayBuffer */
-  private run: Buffer | undefined
-  private runStart = 0
-  private runEnd = 0
-  bytes = 0
-
-  add(buf: Buffer): void {
-    if (buf.length === 0) return
-    this.bytes += buf.length
-    const run = this.run
-    if (run !== undefined && run.buffer === buf.buffer && buf.byteOffset === this.runEnd) {
-      this.runEnd += buf.length
-      return
-    }
-    if (run !== undefined) this.parts.push(this.runView())
-    this.run = buf
-    this.runStart = buf.byteOffset
-    this.runEnd = buf.byteOffset + buf.length
-  }
-
-  private runView(): Buffer {
-    const run = this.run!
-    return run.byteOffset === this.runStart && run.length === this.runEnd - this.runStart ? run : Buffer.from(run.buffer, this.runStart, this.runEnd - this.runStart)
-  }
-
-  /** everything queued as one Buffer, and empties the box; undefined when empty */
-  take(): Buffer | undefined {
-    if (this.run === undefined) return undefined
-    const last = this.runView()
-    const out = this.parts.length === 0 ? last : Buffer.concat([...this.parts, last], this.bytes)
-    this.parts = []
-    this.run = undefined
-    this.bytes = 0
-    return out
   }
 }

@@ -9,9 +9,34 @@ let loading: Promise<void> | undefined
 export function loadParser(): Promise<void> {
   if (loaded) return Promise.resolve()
   loading ??= loadModule().then(() => {
+    warmUp()
     loaded = true
   })
   return loading
+}
+
+// The module's functions are compiled on their first call: the first fingerprint costs ~1 s of
+// CPU, the first parse ~0.2 s. Paid here, while the first client is still connecting, rather than
+// by its first statement (the other clients' statements wait behind it).
+const WARM_UP = [
+  'SELECT a, b FROM s.t WHERE c = $1 AND d IN (1, 2) ORDER BY a LIMIT 10',
+  "INSERT INTO t (a, b) VALUES ($1, 'x') RETURNING a",
+  'UPDATE t SET a = a + 1 WHERE b = 2',
+  'DELETE FROM t WHERE a = 1',
+  'BEGIN; COMMIT',
+]
+
+function warmUp(): void {
+  for (const sql of WARM_UP) {
+    try {
+      parseSync(sql)
+      fingerprintSync(sql)
+      normalizeSync(sql)
+      scanSync(sql)
+    } catch {
+      // a warm-up only: the statement's own call will say what is wrong
+    }
+  }
 }
 
 export function parserLoaded(): boolean {
