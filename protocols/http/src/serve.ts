@@ -222,7 +222,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 /** headers as recorded: credentials never */
 function recordable(headers: IncomingHttpHeaders, token: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
-  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !CREDENTIAL.has(k) && k !== token && !k.includes('token') && !k.includes('secret')) out[k] = v
+  for (const k in headers) {
+    const v = headers[k]
+    if (v !== undefined && !CREDENTIAL.has(k) && k !== token && !k.includes('token') && !k.includes('secret')) out[k] = v
+  }
   return out
 }
 
@@ -245,10 +248,31 @@ function upstreamDrop(target: TargetConfig): Set<string> {
 /** the header names a Connection header lists (hop-by-hop for this message only) */
 function connectionListed(conn: string | string[] | undefined): Set<string> | undefined {
   if (typeof conn !== 'string') return undefined
-  const out = new Set<string>()
+  // peers send the same value ('keep-alive') message after message: shared, read-only
+  let out = listedCache.get(conn)
+  if (out) return out
+  out = new Set<string>()
   for (const name of conn.split(',')) out.add(name.trim().toLowerCase())
+  if (listedCache.size >= 256) listedCache.clear()
+  listedCache.set(conn, out)
   return out
 }
+const listedCache = new Map<string, Set<string>>()
+
+/** the encodings of an Accept-Encoding value the gateway can decode before it inspects ('' for none) */
+function decodableEncodings(value: string): string {
+  let out = acceptedCache.get(value)
+  if (out !== undefined) return out
+  out = value
+    .split(',')
+    .map(s => s.trim())
+    .filter(s => DECODABLE.includes(s.split(';')[0].trim().toLowerCase()))
+    .join(', ')
+  if (acceptedCache.size >= 256) acceptedCache.clear()
+  acceptedCache.set(value, out)
+  return out
+}
+const acceptedCache = new Map<string, string>()
 
 function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting: boolean): Record<string, string | string[]> {
   const drop = upstreamDrop(target)
@@ -261,11 +285,8 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
   }
   if (inspecting && out['accept-encoding']) {
     // only encodings the gateway can decode before it inspects the response
-    const accepted = String(out['accept-encoding'])
-      .split(',')
-      .map(s => s.trim())
-      .filter(s => DECODABLE.includes(s.split(';')[0].trim().toLowerCase()))
-    if (accepted.length) out['accept-encoding'] = accepted.join(', ')
+    const accepted = decodableEncodings(String(out['accept-encoding']))
+    if (accepted !== '') out['accept-encoding'] = accepted
     else delete out['accept-encoding']
   }
   return out
