@@ -441,6 +441,23 @@ t.test('every kind of value a codec records reads back as written, across buffer
   t.ok(responses.every((r, i) => r.payload.i === i && (r.payload.raw as Buffer).equals(filler)))
 })
 
+t.test('many sessions recording at once each get their own whole, ordered file', async t => {
+  const dir = tempDir(t)
+  const recs = Array.from({ length: 20 }, () => open(dir))
+  // small records over several write windows, interleaved across sessions
+  for (let round = 0; round < 6; round++) {
+    for (let i = 0; i < recs.length; i++) for (let j = 0; j < 5; j++) recs[i].record('request', { session: i, round, j })
+    await new Promise(r => setTimeout(r, 30))
+  }
+  await Promise.all(recs.map(r => r.close('done')))
+  for (let i = 0; i < recs.length; i++) {
+    t.equal((await verifyRecording(recs[i].path)).status, 'intact')
+    const got: unknown[] = []
+    for await (const r of readRecording(recs[i].path)) if (r.type === 'request') got.push(r.payload)
+    t.same(got, Array.from({ length: 30 }, (_, k) => ({ session: i, round: Math.floor(k / 5), j: k % 5 })))
+  }
+})
+
 t.test('an unknown record type and an unencodable payload are kept as events, never a broken file', async t => {
   const dir = tempDir(t)
   const rec = open(dir)

@@ -21,6 +21,7 @@ import {
   sealMessage,
 } from './format.ts'
 import { encodeBody } from './encode.ts'
+import { type SmallWrite, writeSmall, writerAvailable } from './writer.ts'
 
 export interface RecorderOptions {
   dir: string
@@ -99,11 +100,18 @@ function giveChunk(chunk: Buffer): void {
 let dueRecorders: FileRecorder[] = []
 let flushTimer: NodeJS.Timeout | undefined
 
+// a window's batch up to this size is copied and goes to the writer thread with the others (see
+// writer.ts); a larger one is written from its batch buffers through fs.writev
+const SMALL_WRITE = 64 * 1024
+
 function flushDue(): void {
   flushTimer = undefined
   const due = dueRecorders
   dueRecorders = []
-  for (const r of due) r.windowEnded()
+  const small: SmallWrite[] = []
+  const viaWriter = writerAvailable()
+  for (const r of due) r.windowEnded(viaWriter ? small : undefined)
+  if (small.length > 0) writeSmall(small)
 }
 
 function isoDay(d: Date): string {
@@ -295,10 +303,24 @@ class FileRecorder implements Recorder {
     }
   }
 
-  /** the shared window ended: write what this recorder has queued */
-  windowEnded(): void {
+  /** the shared window ended: write what this recorder has queued (a small batch as a job in `small`) */
+  windowEnded(small: SmallWrite[] | undefined): void {
     this.scheduled = false
-    this.flush()
+    if (small === undefined || this.closing !== undefined || this.writing || this.fd === undefined || this.sinkError !== undefined) return this.flush()
+    this.takeBatch()
+    if (this.pending.length === 0 || this.pendingBytes > SMALL_WRITE) return this.flush()
+    const n = this.pendingBytes
+    const data = new Uint8Array(n)
+    let at = 0
+    for (const b of this.pending) {
+      data.set(b, at)
+      at += b.length
+    }
+    this.pending = []
+    this.inFlight = n
+    this.pendingBytes = 0
+    this.writing = true
+    small.push({ fd: this.fd, data, done: (err, written) => this.wrote([], err, written) })
   }
 
   private flush(): void {
@@ -314,38 +336,41 @@ class FileRecorder implements Recorder {
   }
 
   private writeAll(bufs: Buffer[]): void {
-    writev(this.fd!, bufs, (err, written) => {
-      if (err) return this.sinkFailed(err)
-      this.inFlight -= written
-      this.written += written
-      this.unsynced += written
-      if (this.unsynced >= SYNC_BYTES && this.syncing === undefined && this.closing === undefined) this.syncInBackground()
-      while (this.retired.length > 0 && this.retired[0].until <= this.written) giveChunk(this.retired.shift()!.chunk)
-      if (this.inFlight > 0) {
-        // short write: drop what was written and go on with the rest
-        let skip = written
-        while (skip > 0 && bufs.length > 0) {
-          if (bufs[0].length <= skip) skip -= bufs.shift()!.length
-          else {
-            bufs[0] = bufs[0].subarray(skip)
-            skip = 0
-          }
+    writev(this.fd!, bufs, (err, written) => this.wrote(bufs, err ?? undefined, written))
+  }
+
+  private wrote(bufs: Buffer[], err: Error | undefined, written: number): void {
+    if (err) return this.sinkFailed(err)
+    this.inFlight -= written
+    this.written += written
+    this.unsynced += written
+    if (this.unsynced >= SYNC_BYTES && this.syncing === undefined && this.closing === undefined) this.syncInBackground()
+    while (this.retired.length > 0 && this.retired[0].until <= this.written) giveChunk(this.retired.shift()!.chunk)
+    if (this.inFlight > 0) {
+      if (bufs.length === 0) return this.sinkFailed(new Error(`short write: ${written} bytes`))
+      // short write: drop what was written and go on with the rest
+      let skip = written
+      while (skip > 0 && bufs.length > 0) {
+        if (bufs[0].length <= skip) skip -= bufs.shift()!.length
+        else {
+          bufs[0] = bufs[0].subarray(skip)
+          skip = 0
         }
-        return this.writeAll(bufs)
       }
-      this.writing = false
-      if (this.overBound && this.closing === undefined && this.backlog <= this.maxBacklog / 2) {
-        // caught up: say in the chain what was lost, then accept records again
-        this.overBound = false
-        this.failed = undefined
-        this.append('event', { event: 'recording-gap', dropped: this.dropped }, Date.now())
-      }
-      // what queued up behind this write waits for its own window unless it is already a full
-      // batch: under steady load a write per event-loop turn would cost a thread-pool round trip
-      // (tens of µs here) for a few small records each time
-      if (this.closing !== undefined) this.flush()
-      else if (this.pos > this.flushed || this.pendingBytes > 0) this.schedule()
-    })
+      return this.writeAll(bufs)
+    }
+    this.writing = false
+    if (this.overBound && this.closing === undefined && this.backlog <= this.maxBacklog / 2) {
+      // caught up: say in the chain what was lost, then accept records again
+      this.overBound = false
+      this.failed = undefined
+      this.append('event', { event: 'recording-gap', dropped: this.dropped }, Date.now())
+    }
+    // what queued up behind this write waits for its own window unless it is already a full
+    // batch: under steady load a write per event-loop turn would cost a thread-pool round trip
+    // (tens of µs here) for a few small records each time
+    if (this.closing !== undefined) this.flush()
+    else if (this.pos > this.flushed || this.pendingBytes > 0) this.schedule()
   }
 
   private syncInBackground(): void {
