@@ -21,7 +21,15 @@ interface PathNode {
   /** the field rule for this path; undefined for the root and index segments */
   readonly method: MaskMethod | undefined
   kids: Map<string, PathNode> | undefined
+  /** the last short string scanned at this path and what the detectors made of it: ids, models and
+   * object types repeat at the same path event after event */
+  seen: string | undefined
+  seenText: string
+  seenCount: number
 }
+
+/** strings up to this long are remembered per path (see PathNode.seen) */
+const MAX_SEEN = 64
 
 interface PathTree {
   root: PathNode
@@ -45,7 +53,7 @@ interface Walk {
 
 export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count: number } {
   let tree = trees.get(plan)
-  if (!tree) trees.set(plan, (tree = { root: { full: '', named: '', namedDepth: 0, key: '', method: undefined, kids: undefined }, size: 0 }))
+  if (!tree) trees.set(plan, (tree = { root: { full: '', named: '', namedDepth: 0, key: '', method: undefined, kids: undefined, seen: undefined, seenText: '', seenCount: 0 }, size: 0 }))
   const w: Walk = { plan, tree, detectors: plan.hasDetectors, count: 0 }
   const value = visit(w, root, tree.root)
   return { value, count: w.count }
@@ -71,6 +79,9 @@ function childOf(w: Walk, parent: PathNode, k: string, index: boolean): PathNode
     key: k,
     method: index || k === '' ? undefined : fieldRule(w.plan, full, named, k),
     kids: undefined,
+    seen: undefined,
+    seenText: '',
+    seenCount: 0,
   }
   if (w.tree.size < MAX_CACHED_PATHS) {
     w.tree.size++
@@ -88,8 +99,17 @@ function visit(w: Walk, value: unknown, node: PathNode): unknown {
   if (typeof value === 'string') {
     // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
     if (!w.detectors || node.key === 'embedding') return value
+    if (node.seen === value) {
+      w.count += node.seenCount
+      return node.seenText
+    }
     const r = w.plan.scan(value)
     w.count += r.count
+    if (value.length <= MAX_SEEN) {
+      node.seen = value
+      node.seenText = r.text
+      node.seenCount = r.count
+    }
     return r.text
   }
   if (value === null || typeof value !== 'object') return value
