@@ -674,10 +674,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     }
     if (out !== asText) body = Buffer.from(out)
     outHeaders['content-length'] = String(body.length)
-    session.record('response', { status, headers: outHeaders, body })
     res.writeHead(status, outHeaders)
     responseBytes = body.length
     res.end(body)
+    // recorded once the answer is on its way: encoding and hashing it need not delay the client
+    session.record('response', { status, headers: outHeaders, body })
   } catch (caught) {
     // an upload that broke its cap aborts the upstream request: answer with why it was aborted
     const err = up.reason !== undefined && !res.headersSent ? up.reason : caught
