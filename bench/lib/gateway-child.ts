@@ -11,6 +11,10 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { applyV8Flags } from '../../packages/gateway/bin/v8-flags.mjs'
+
+// the V8 settings `portcullis` applies, before any WebAssembly is compiled
+applyV8Flags()
 
 interface ChildSpec {
   dir: string

@@ -5,6 +5,9 @@
 // always takes the sources; PORTCULLIS_RUN=build refuses to start without a current build.
 import { pathToFileURL } from 'node:url'
 import { builtEntry } from './built.mjs'
+import { applyV8Flags } from './v8-flags.mjs'
+
+applyV8Flags()
 
 const want = process.env.PORTCULLIS_RUN ?? 'auto'
 if (want !== 'auto' && want !== 'build' && want !== 'source') {
