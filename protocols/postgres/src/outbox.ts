@@ -15,9 +15,13 @@ export class Outbox {
   private runEnd = 0
   /** bytes copied so far: [0, pos) of `buf` */
   private buf: Buffer | undefined
-  /** the buffer of the batch last taken, until release() */
+  /** the buffer of the batch last taken, until release() or lendToWrite() */
   private lent: Buffer | undefined
+  /** buffers of batches a socket still writes, oldest first */
+  private readonly writing: Buffer[] = []
   private spare: Buffer | undefined
+  /** the size of recent batches: a new buffer is made this big, not grown per message */
+  private hint = MIN_BYTES
   pos = 0
   bytes = 0
 
@@ -80,7 +84,7 @@ export class Outbox {
     if (out === undefined) {
       const spare = this.spare
       this.spare = undefined
-      out = spare !== undefined && spare.length >= need ? spare : Buffer.allocUnsafeSlow(Math.max(MIN_BYTES, need, spare === undefined ? 0 : spare.length * 2))
+      out = spare !== undefined && spare.length >= need ? spare : Buffer.allocUnsafeSlow(Math.max(this.hint, need, spare === undefined ? 0 : spare.length * 2))
       this.buf = out
     } else if (need > out.length) {
       const grown = Buffer.allocUnsafeSlow(Math.max(out.length * 2, need))
@@ -105,6 +109,7 @@ export class Outbox {
     }
     if (this.run !== undefined) this.copyRun()
     const out = this.buf!.subarray(0, this.pos)
+    if (this.pos > this.hint) this.hint = Math.min(this.pos + (this.pos >> 2), KEEP_BYTES)
     this.lent = this.buf
     this.buf = undefined
     this.pos = 0
@@ -119,5 +124,23 @@ export class Outbox {
     const lent = this.lent
     this.lent = undefined
     if (reusable && lent !== undefined && lent.length <= KEEP_BYTES) this.spare = lent
+  }
+
+  /**
+   * After take(), for a socket write: the callback to pass to write() when the batch was built in
+   * the box's buffer (which comes back when the socket has written it), else undefined. A socket
+   * behind its reader holds several batches: each buffer returns in write order.
+   */
+  lendToWrite(): (() => void) | undefined {
+    const lent = this.lent
+    if (lent === undefined) return undefined
+    this.lent = undefined
+    this.writing.push(lent)
+    return this.written
+  }
+
+  private readonly written = (): void => {
+    const buf = this.writing.shift()
+    if (buf !== undefined && buf.length <= KEEP_BYTES) this.spare = buf
   }
 }

@@ -215,11 +215,11 @@ export class PostgresProxy {
     out.release(this.upstream.writableLength === 0)
   }
 
-  private toClient(buf: Buffer): void {
+  private toClient(buf: Buffer, written?: () => void): void {
     if (this.closed) return
     // the socket's 16 KiB high-water mark is below one read batch: pausing at every write stalls a
     // big result on a pause/resume round trip per batch, so stop reading only past a bounded backlog
-    if (!this.client.write(buf) && this.client.writableLength >= CLIENT_BACKLOG_BYTES) this.pause('upstream', 'client-drain')
+    if (!this.client.write(buf, written) && this.client.writableLength >= CLIENT_BACKLOG_BYTES) this.pause('upstream', 'client-drain')
   }
 
   // ---- teardown -----------------------------------------------------------------------------
@@ -664,11 +664,10 @@ export class PostgresProxy {
     const out = this.toClientOut
     const buf = out.take()
     if (buf === undefined) return
-    this.toClient(buf)
-    // the recorder copies the bytes; the socket is done with them once nothing waits to be written
+    // a batch built in the box's buffer comes back to it once written (the recorder copies it)
+    this.toClient(buf, out.lendToWrite())
     this.session.record('response', { bytes: buf, rows: this.responseRows })
     this.responseRows = 0
-    out.release(this.closed || this.client.writableLength === 0)
   }
 
   /** returns a promise when the frame needs a catalog lookup first (it is then re-run) */
