@@ -21,7 +21,7 @@ import {
   sealMessage,
 } from './format.ts'
 import { encodeBody } from './encode.ts'
-import { type SmallWrite, writeSmall, writerAvailable } from './writer.ts'
+import { type WriteJob, forgetFile, postWrites, writerAvailable, writerOnline } from './writer.ts'
 
 export interface RecorderOptions {
   dir: string
@@ -70,10 +70,15 @@ const chunkPool: Buffer[] = []
 let poolTaken = false
 let poolTimer: NodeJS.Timeout | undefined
 
+/** shared memory, so that the writer thread writes straight from it (writer.ts) */
+function sharedBuffer(size: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(size))
+}
+
 function takeChunk(size: number): Buffer {
   poolTaken = true
-  if (size <= CHUNK) return chunkPool.pop() ?? Buffer.allocUnsafe(CHUNK)
-  return Buffer.allocUnsafe(size)
+  if (size <= CHUNK) return chunkPool.pop() ?? sharedBuffer(CHUNK)
+  return sharedBuffer(size)
 }
 
 function giveChunk(chunk: Buffer): void {
@@ -94,25 +99,23 @@ function giveChunk(chunk: Buffer): void {
   }
 }
 
-// One window for all recorders: the writes of every session that had records in it are handed to
-// the thread pool together, so their wake-ups and completions share event-loop turns (spread over
-// 50 timers, each write paid for its own) and one timer is armed per window, not one per session.
+// One window for all recorders: the batches of every session that had records in it go to the
+// writer thread in one message (writer.ts), and one timer is armed per window, not one per session.
 let dueRecorders: FileRecorder[] = []
+let nextFile = 1
 let flushTimer: NodeJS.Timeout | undefined
-
-// a window's batch up to this size is copied and goes to the writer thread with the others (see
-// writer.ts); a larger one is written from its batch buffers through fs.writev
-const SMALL_WRITE = 64 * 1024
 
 function flushDue(): void {
   flushTimer = undefined
   const due = dueRecorders
   dueRecorders = []
-  const small: SmallWrite[] = []
-  const viaWriter = writerAvailable()
-  for (const r of due) r.windowEnded(viaWriter ? small : undefined)
-  if (small.length > 0) writeSmall(small)
+  const jobs: WriteJob[] = []
+  for (const r of due) r.windowEnded(jobs)
+  if (jobs.length > 0) postWrites(jobs)
 }
+
+// the writer thread boots in the background as soon as recordings may be made (writer.ts)
+writerAvailable()
 
 function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10)
@@ -152,6 +155,13 @@ class FileRecorder implements Recorder {
   private unsynced = 0
   /** a background fdatasync in flight: close waits for it before its own fsync and close */
   private syncing: Promise<void> | undefined
+  /** [0]: jobs of this recorder the writer thread has written (see writer.ts) */
+  private readonly progress = new Int32Array(new SharedArrayBuffer(4))
+  private jobsPosted = 0
+  private jobsDone = 0
+  /** writes go to the writer thread, which opened the file (else fs.writev once `fd` is known) */
+  private viaWriter = false
+  private readonly file = nextFile++
 
   constructor(opts: RecorderOptions) {
     const start = new Date()
@@ -175,7 +185,26 @@ class FileRecorder implements Recorder {
       start: start.toISOString(),
     }
     this.append('session-start', header as unknown as Record<string, unknown>, start.getTime())
-    mkdir(join(opts.dir, isoDay(start)), { recursive: true, mode: 0o750 }, err => {
+    const dir = join(opts.dir, isoDay(start))
+    if (writerOnline()) {
+      // the writer thread opens the file ahead of its first write: records can be handed over at
+      // once, without waiting for an event-loop turn to learn the descriptor
+      this.viaWriter = true
+      postWrites([
+        {
+          file: this.file,
+          open: { dir, path: this.path },
+          parts: [],
+          progress: this.progress,
+          done: (err, fd) => {
+            if (err) return this.sinkFailed(err)
+            this.fd = fd
+          },
+        },
+      ])
+      return
+    }
+    mkdir(dir, { recursive: true, mode: 0o750 }, err => {
       if (err) return this.sinkFailed(err)
       // 'wx': never overwrite another session's recording
       open(this.path, 'wx', 0o640, (err, fd) => {
@@ -272,6 +301,8 @@ class FileRecorder implements Recorder {
 
   /** hands the unflushed part of the current chunk to `pending` and starts a new chunk */
   private newChunk(need: number): void {
+    // chunks whose bytes are written go back to the pool before this one takes from it
+    this.poll()
     this.takeBatch()
     const old = this.chunk
     this.chunk = takeChunk(HASH_BYTES + need)
@@ -292,7 +323,11 @@ class FileRecorder implements Recorder {
   }
 
   private schedule(): void {
-    if (this.writing) return
+    if (this.writing) {
+      // a write the thread finished completes here, at the next record (it schedules again)
+      this.poll()
+      return
+    }
     if (this.pos - this.flushed + this.pendingBytes >= FLUSH_BYTES) return this.flush()
     if (!this.scheduled) {
       // a small batch waits a little for more: a session doing one command per round trip would
@@ -303,28 +338,27 @@ class FileRecorder implements Recorder {
     }
   }
 
-  /** the shared window ended: write what this recorder has queued (a small batch as a job in `small`) */
-  windowEnded(small: SmallWrite[] | undefined): void {
+  /** the shared window ended: its write joins `jobs` (or goes through fs.writev without a writer thread) */
+  windowEnded(jobs: WriteJob[]): void {
     this.scheduled = false
-    if (small === undefined || this.closing !== undefined || this.writing || this.fd === undefined || this.sinkError !== undefined) return this.flush()
-    this.takeBatch()
-    if (this.pending.length === 0 || this.pendingBytes > SMALL_WRITE) return this.flush()
-    const n = this.pendingBytes
-    const data = new Uint8Array(n)
-    let at = 0
-    for (const b of this.pending) {
-      data.set(b, at)
-      at += b.length
-    }
-    this.pending = []
-    this.inFlight = n
-    this.pendingBytes = 0
-    this.writing = true
-    small.push({ fd: this.fd, data, done: (err, written) => this.wrote([], err, written) })
+    this.flush(jobs)
   }
 
-  private flush(): void {
-    if (this.writing || this.fd === undefined || this.sinkError !== undefined) return
+  /** a write the writer thread finished shows in `progress` before its answer arrives */
+  private poll(): void {
+    if (this.writing && this.jobsDone < this.jobsPosted && Atomics.load(this.progress, 0) === this.jobsPosted) this.jobWritten(this.jobsPosted)
+  }
+
+  private jobWritten(job: number): void {
+    if (job <= this.jobsDone || this.sinkError !== undefined) return
+    this.jobsDone = job
+    this.wrote([], undefined, this.inFlight)
+  }
+
+  /** hands everything queued to one write; `jobs`: join that list instead of posting at once */
+  private flush(jobs?: WriteJob[]): void {
+    this.poll()
+    if (this.writing || (!this.viaWriter && this.fd === undefined) || this.sinkError !== undefined) return
     this.takeBatch()
     if (this.pending.length === 0) return this.drained()
     const bufs = this.pending
@@ -332,7 +366,17 @@ class FileRecorder implements Recorder {
     this.inFlight = this.pendingBytes
     this.pendingBytes = 0
     this.writing = true
-    this.writeAll(bufs)
+    if (!this.viaWriter) return this.writeAll(bufs)
+    const job = ++this.jobsPosted
+    const parts: Uint8Array[] = bufs.map(b => (b.buffer instanceof SharedArrayBuffer ? b : new Uint8Array(b)))
+    const write: WriteJob = {
+      file: this.file,
+      parts,
+      progress: this.progress,
+      done: err => (err ? this.sinkFailed(err) : this.jobWritten(job)),
+    }
+    if (jobs) jobs.push(write)
+    else postWrites([write])
   }
 
   private writeAll(bufs: Buffer[]): void {
@@ -344,7 +388,7 @@ class FileRecorder implements Recorder {
     this.inFlight -= written
     this.written += written
     this.unsynced += written
-    if (this.unsynced >= SYNC_BYTES && this.syncing === undefined && this.closing === undefined) this.syncInBackground()
+    if (this.unsynced >= SYNC_BYTES && this.syncing === undefined && this.closing === undefined && this.fd !== undefined) this.syncInBackground()
     while (this.retired.length > 0 && this.retired[0].until <= this.written) giveChunk(this.retired.shift()!.chunk)
     if (this.inFlight > 0) {
       if (bufs.length === 0) return this.sinkFailed(new Error(`short write: ${written} bytes`))
@@ -437,6 +481,7 @@ class FileRecorder implements Recorder {
     }
     const fd = this.fd
     this.fd = undefined
+    if (this.viaWriter) forgetFile(this.file)
     if (fd === undefined) return
     await this.syncing
     await new Promise<void>(resolve => fsync(fd, () => fsClose(fd, () => resolve())))
