@@ -6,6 +6,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { formatTranscript, isPortcullisError, openRecorder, readRecording, verifyRecording, type Recorder, type RecorderOptions } from '../src/index.ts'
+import { writerOnline } from '../src/recording/writer.ts'
+
+/** recorders opened after this write through the writer thread */
+async function writerRunning(): Promise<void> {
+  while (!writerOnline()) await new Promise(r => setTimeout(r, 10))
+}
 
 const principal = { subject: 'alice', groups: ['agents', 'rag'], issuer: 'https://idp.example.com/', tokenId: 'jti-must-not-be-recorded' }
 
@@ -197,9 +203,17 @@ const tick = () => {
 tick()
 `
 
-t.test('a writer killed mid-stream leaves every flushed record readable and verifiable', async t => {
+// the same, once the recording writer thread runs (recorders opened from then on write through it)
+const THREAD_WRITER = `
+import { writerOnline } from ${JSON.stringify(fileURLToPath(new URL('../src/recording/writer.ts', import.meta.url)))}
+await import(${JSON.stringify(fileURLToPath(new URL('../src/index.ts', import.meta.url)))})
+while (!writerOnline()) await new Promise(r => setTimeout(r, 10))
+${WRITER.split('\n').slice(1).join('\n')}`
+
+for (const [how, code] of [['', WRITER], [' (through the writer thread)', THREAD_WRITER]] as const)
+t.test(`a writer killed mid-stream leaves every flushed record readable and verifiable${how}`, async t => {
   const dir = tempDir(t)
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', WRITER, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
@@ -303,6 +317,13 @@ t.test('a sink that cannot be written sets failed and never throws into the call
   await rec.close()
   t.ok(isPortcullisError(rec.failed, 'RECORDING_FAILED'))
   t.doesNotThrow(() => rec.record('request', { statement: 'after close' }))
+  // the same when the writer thread opens the file
+  await writerRunning()
+  const viaThread = open(blocker)
+  viaThread.record('request', { statement: 'SELECT 1' })
+  await viaThread.close()
+  t.ok(isPortcullisError(viaThread.failed, 'RECORDING_FAILED'))
+  t.match(viaThread.failed?.message, /ENOTDIR|not a directory|EEXIST/)
 })
 
 t.test('a backlog over its bound sets failed, and a recorder that caught up records the gap', async t => {
@@ -443,6 +464,7 @@ t.test('every kind of value a codec records reads back as written, across buffer
 
 t.test('many sessions recording at once each get their own whole, ordered file', async t => {
   const dir = tempDir(t)
+  await writerRunning()
   const recs = Array.from({ length: 20 }, () => open(dir))
   // small records over several write windows, interleaved across sessions
   for (let round = 0; round < 6; round++) {
