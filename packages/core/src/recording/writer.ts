@@ -84,8 +84,10 @@ function failAll(err: Error): void {
 
 function start(): Worker | undefined {
   try {
-    // execArgv: []: none of this process's loader or input-type flags (the script is plain CommonJS)
-    const w = new Worker(SOURCE, { eval: true, execArgv: [], name: 'portcullis-recording-writer' })
+    // execArgv: []: none of this process's loader or input-type flags (the script is plain CommonJS);
+    // trackUnmanagedFds: false: the files it opens are the recorders' (closed by them, on the main
+    // thread), not the thread's to track or close
+    const w = new Worker(SOURCE, { eval: true, execArgv: [], trackUnmanagedFds: false, name: 'portcullis-recording-writer' })
     w.on('message', (answers: Answer[]) => {
       for (const a of answers) {
         const job = waiting.get(a.id)
