@@ -225,6 +225,8 @@ class FileRecorder implements Recorder {
       this.dropped++
       return
     }
+    // a write the thread finished frees its bytes here, even for a producer that never yields
+    if (this.writing) this.poll()
     if (this.backlog >= this.maxBacklog) {
       this.dropped++
       if (!this.overBound) {
