@@ -3,9 +3,6 @@
 // every request takes a slot in a queue, answered either by the upstream (in order, as Redis answers)
 // or locally (a refusal, AUTH), so a refused command is answered in its place and pipelines stay
 // aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
-import { connect as netConnect, type Socket } from 'node:net'
-import { connect as tlsConnect } from 'node:tls'
-import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import { isPortcullisError, type AuditEvent, type Decision, type MaskPlan, type Operation, type Session } from '@portcullis/core'
 import { classifyCommand, toOperation, type ClassifyOptions } from './classify.ts'
@@ -15,6 +12,8 @@ import { decodeReply, plainValue } from './reply.ts'
 import { tableFromCommandReply, type CommandTable } from './commands.ts'
 import { RequestFramer, type RedisRequest } from './request-framer.ts'
 import { encodeCommand, errorReply, NOAUTH, OK } from './resp.ts'
+import { Pieces } from './pieces.ts'
+import { connectUpstream, laneFor, laneSafe, upstreamAuthCommand, type Lane, type LaneUser } from './lane.ts'
 
 interface Slot {
   /** local reply, ready to write when the slot reaches the head */
@@ -101,53 +100,7 @@ function carriesToken(a: Buffer | undefined): boolean {
   return false
 }
 
-/**
- * Byte pieces gathered into one buffer, for one write or one record: pieces that lie next to each
- * other in memory (frames of one read, in order) are joined into one view without a copy.
- */
-class Pieces {
-  private done: Buffer[] = []
-  // the current run of adjacent pieces: its first piece and where it ends
-  private run: Buffer | undefined
-  private runEnd = 0
-
-  get empty(): boolean {
-    return this.run === undefined
-  }
-
-  add(b: Buffer): void {
-    if (b.length === 0) return
-    const r = this.run
-    if (r !== undefined) {
-      if (this.runEnd === b.byteOffset && r.buffer === b.buffer) {
-        this.runEnd += b.length
-        return
-      }
-      this.done.push(this.view(r))
-    }
-    this.run = b
-    this.runEnd = b.byteOffset + b.length
-  }
-
-  private view(r: Buffer): Buffer {
-    const len = this.runEnd - r.byteOffset
-    return len === r.length ? r : Buffer.from(r.buffer, r.byteOffset, len)
-  }
-
-  take(): Buffer {
-    const r = this.run
-    if (r === undefined) return EMPTY
-    this.run = undefined
-    const v = this.view(r)
-    if (this.done.length === 0) return v
-    const parts = this.done
-    parts.push(v)
-    this.done = []
-    return Buffer.concat(parts)
-  }
-}
-
-class RedisConnection {
+class RedisConnection implements LaneUser {
   readonly done: Promise<void>
   private resolveDone!: () => void
   private readonly framer: RequestFramer
@@ -161,6 +114,13 @@ class RedisConnection {
   private processing = false
   private upstream: Duplex | undefined
   private upstreamReady: Promise<void> | undefined
+  // multiplexing (target.options.multiplex, on unless false): the session's stateless commands
+  // share its target's lane until a command that binds connection state moves it to its own
+  private onLane: boolean
+  private lane: Lane | undefined
+  private laneInFlight = 0
+  private laneIdle: (() => void) | undefined
+  private clientBlocked = false
   // the gateway's own AUTH, kept to log back in after RESET without a wait
   private upstreamAuthCommand: Buffer | undefined
   private closed = false
@@ -191,6 +151,7 @@ class RedisConnection {
       bulkDeleteKeys: typeof o.bulkDeleteKeys === 'number' ? o.bulkDeleteKeys : 100,
       scripts: o.scripts === 'write' ? 'write' : 'admin',
     }
+    this.onLane = o.multiplex !== false
     client.on('data', (chunk: Buffer) => this.onClientData(chunk))
     // a client that half-closes after its last command still gets every reply
     client.on('end', () => {
@@ -199,7 +160,11 @@ class RedisConnection {
     })
     client.on('close', () => this.close())
     client.on('error', () => this.close())
-    client.on('drain', () => this.upstream?.resume())
+    client.on('drain', () => {
+      this.clientBlocked = false
+      this.upstream?.resume()
+      this.maybeResume()
+    })
     if (limits.handshakeTimeoutMs > 0) {
       this.handshakeTimer = setTimeout(() => {
         if (!session.principal) this.fail(errorReply('ERR', 'authentication timeout'))
@@ -291,7 +256,7 @@ class RedisConnection {
   }
 
   private maybeResume(): void {
-    if (this.readingPaused && !this.readingStopped && !this.upstreamBlocked && this.inbox.length - this.inHead + this.slots.length < HIGH_WATER / 2) {
+    if (this.readingPaused && !this.readingStopped && !this.upstreamBlocked && !this.clientBlocked && this.inbox.length - this.inHead + this.slots.length < HIGH_WATER / 2) {
       this.readingPaused = false
       this.client.resume()
     }
@@ -437,8 +402,101 @@ class RedisConnection {
       return
     }
     slot.masks = decision.masks
-    if (this.upstream === undefined) return this.forwardWhenConnected(req, name, slot)
+    if (this.onLane) {
+      if (name === 'CLIENT' && req.args.length === 4 && req.args[1]!.length === 7 && req.args[1]!.toString('latin1').toUpperCase() === 'SETINFO') {
+        // what a client library says of itself on connecting (ioredis, redis-py, node-redis): shown
+        // only by CLIENT LIST upstream, where a lane stands for many clients anyway. Taken here, in
+        // its place, so that those clients can share a lane
+        slot.expect = 0
+        slot.local = OK
+        this.slots.push(slot)
+        return
+      }
+      if (!laneSafe(name, req.args, this.classify.table)) return this.leaveLane(req, name, slot)
+      if (this.lane === undefined || !this.lane.isReady || this.lane.broken) return this.forwardWhenConnected(req, name, slot)
+    } else if (this.upstream === undefined) return this.forwardWhenConnected(req, name, slot)
     this.forward(req, name, slot)
+  }
+
+  /**
+   * Moves the session from its lane to a connection of its own, for good: once the replies of what
+   * it sent on the lane are in, so that its commands still run upstream in the order it sent them.
+   */
+  private async leaveLane(req: Req, name: string, slot: Slot): Promise<void> {
+    await this.leave()
+    await this.ensureUpstream()
+    if (!this.closed) this.forward(req, name, slot)
+  }
+
+  private async leave(): Promise<void> {
+    this.onLane = false
+    if (this.laneInFlight > 0) await new Promise<void>(resolve => (this.laneIdle = resolve))
+    this.lane?.detach()
+    this.lane = undefined
+  }
+
+  // ---- the lane's calls (LaneUser) ---------------------------------------------------------------
+
+  laneReply(slot: object, reply: RedisReply): void {
+    if (this.closed) return
+    this.laneInFlight--
+    this.deliver(slot as Slot, reply)
+    if (this.laneInFlight === 0) this.laneSettled()
+  }
+
+  laneLost(slot: object): void {
+    if (this.closed) return
+    this.laneInFlight--
+    // only the commands in flight on the lane fail; the session goes on (a new lane next time)
+    const s = slot as Slot
+    const lost = errorReply('ERR', 'upstream connection lost')
+    s.expect = 0
+    s.local = lost
+    s.error = 'upstream connection lost'
+    if (this.laneInFlight === 0) this.laneSettled()
+  }
+
+  private laneSettled(): void {
+    const idle = this.laneIdle
+    this.laneIdle = undefined
+    idle?.()
+  }
+
+  laneReadDone(): void {
+    if (this.closed) return
+    this.now = Date.now()
+    this.recordResponses()
+    this.flush()
+    this.maybeResume()
+  }
+
+  laneDrained(): void {
+    this.upstreamBlocked = false
+    this.maybeResume()
+  }
+
+  private async ensureLane(): Promise<void> {
+    if (this.lane === undefined || this.lane.broken) {
+      this.lane?.detach()
+      this.lane = laneFor(this.session, upstreamTables)
+      this.lane.attach()
+    }
+    const lane = this.lane
+    try {
+      await lane.ready
+    } catch (err) {
+      const why = (err as Error).message
+      this.fail(errorReply('ERR', why === 'upstream refused the gateway credential' ? why : 'upstream connection lost'))
+      return
+    }
+    if (this.closed) return
+    if (lane.broken) {
+      this.fail(errorReply('ERR', 'upstream connection lost'))
+      return
+    }
+    const t = this.session.target
+    const table = upstreamTables.get(`${t.name} ${t.upstream.host}:${t.upstream.port}`)
+    if (table) this.classify.table = table
   }
 
   private refuse(reply: Buffer, slot: Slot): void {
@@ -493,7 +551,16 @@ class RedisConnection {
       if (this.resp === 2) this.subscribed = true
     }
     this.slots.push(slot)
-    this.toUpstream(raw)
+    if (this.onLane) {
+      const lane = this.lane!
+      this.laneInFlight++
+      lane.send(this, slot, raw)
+      if (lane.blocked) {
+        this.upstreamBlocked = true
+        this.pauseReading()
+        lane.waitDrain(this)
+      }
+    } else this.toUpstream(raw)
     if (name === 'RESET' && this.upstreamAuthCommand) {
       // RESET drops the upstream's authentication too: log the gateway back in, silently
       this.slots.push({ expect: 1, drop: true, started: 0, bytes: 0, masked: 0 })
@@ -557,6 +624,8 @@ class RedisConnection {
       return this.localReply(errorReply('NOAUTH', 'HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time'))
     }
     this.session.record('request', { command: 'HELLO', ...(version !== undefined ? { protover: version } : {}) })
+    // HELLO changes the connection (protocol, name): the session's own, not a lane
+    if (this.onLane) await this.leave()
     await this.ensureUpstream()
     if (this.closed) return
     // the client's protocol version goes upstream so that RESP3 works end to end; its AUTH does not
@@ -568,43 +637,24 @@ class RedisConnection {
 
   // ---- upstream ----------------------------------------------------------------------------------
 
-  private async upstreamAuth(): Promise<Buffer | undefined> {
-    const up = this.session.target.upstream
-    if (!up.password) return undefined
-    const password = await this.session.secret(up.password)
-    return encodeCommand(up.user ? ['AUTH', up.user, password] : ['AUTH', password])
-  }
-
   private ensureUpstream(): Promise<void> {
+    if (this.onLane) return this.ensureLane()
     this.upstreamReady ??= this.connectUpstream()
     return this.upstreamReady
   }
 
   private async connectUpstream(): Promise<void> {
-    const up = this.session.target.upstream
-    const host = up.host ?? '127.0.0.1'
-    const port = up.port ?? 6379
     let auth: Buffer | undefined
     try {
-      auth = await this.upstreamAuth()
+      auth = await upstreamAuthCommand(this.session)
     } catch {
       this.fail(errorReply('ERR', 'upstream credential unavailable'))
       return
     }
     if (this.closed) return
     this.upstreamAuthCommand = auth
-    const sock: Socket = up.tls?.enabled
-      ? tlsConnect({
-          host,
-          port,
-          servername: up.tls.servername ?? host,
-          rejectUnauthorized: up.tls.rejectUnauthorized ?? true,
-          ...(up.tls.ca ? { ca: readFileSync(up.tls.ca) } : {}),
-        })
-      : netConnect({ host, port })
+    const { sock, ready: readyEvent } = connectUpstream(this.session.target)
     this.upstream = sock
-    // each burst is one corked write already: Nagle would only hold it back for an ACK
-    sock.setNoDelay(true)
     sock.on('data', (chunk: Buffer) => this.onUpstreamData(chunk))
     sock.on('drain', () => {
       this.upstreamBlocked = false
@@ -617,7 +667,7 @@ class RedisConnection {
         sock.off('error', ready)
         resolve()
       }
-      sock.once(up.tls?.enabled ? 'secureConnect' : 'connect', ready)
+      sock.once(readyEvent, ready)
       sock.once('error', ready)
     })
     if (this.closed) return
@@ -842,7 +892,12 @@ class RedisConnection {
       this.upstreamBlocked = true
       this.pauseReading()
     }
-    if (!this.toClient.empty && !this.client.write(this.toClient.take())) this.upstream?.pause()
+    if (!this.toClient.empty && !this.client.write(this.toClient.take())) {
+      // a lane is not paused for one slow client: that client stops sending instead
+      this.clientBlocked = true
+      this.upstream?.pause()
+      this.pauseReading()
+    }
   }
 
   /** writes a last error and ends the connection */
@@ -860,6 +915,8 @@ class RedisConnection {
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer)
     this.aborter.abort()
     this.upstream?.destroy()
+    this.lane?.detach()
+    this.lane = undefined
     if (!this.toClient.empty) this.client.write(this.toClient.take())
     this.client.end()
     // give the last bytes a moment to leave, then make sure the socket is gone

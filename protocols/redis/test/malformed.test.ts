@@ -61,7 +61,8 @@ t.test('replies before a protocol error still come, in order', async t => {
 })
 
 t.test('a client that disconnects mid-command or mid-approval leaves nothing upstream', async t => {
-  const gw = await startGateway(t, { rules: `
+  // one upstream connection per client here, to count them (a shared lane: multiplex.test.ts)
+  const gw = await startGateway(t, { options: '{ multiplex: false }', rules: `
   - { id: rw, when: { class: [read, write] }, action: allow }
   - { id: del, when: { class: [delete] }, action: approve, approvers: [ops] }` })
   const token = await gw.token()
