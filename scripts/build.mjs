@@ -26,8 +26,11 @@ const ENTRIES = Object.fromEntries(Object.entries({
 }).filter(([, src]) => existsSync(join(ROOT, src))))
 const WORKSPACE_DIRS = ['packages', 'protocols']
 const WORKSPACE_SINGLE = ['fixtures', 'bench']
-/** unused chunks of earlier builds stay this long: a process started from one may still load them */
-const KEEP_OLD_CHUNKS_MS = 3600_000
+/**
+ * Chunks no longer in the build stay this long after they were written: a gateway started from an
+ * earlier build loads a codec's chunk only when a target first needs it (a reload may add one).
+ */
+const KEEP_OLD_CHUNKS_MS = 7 * 24 * 3600_000
 
 const args = new Set(process.argv.slice(2))
 const entryFiles = Object.keys(ENTRIES).map(n => `${n}.mjs`)
