@@ -18,6 +18,16 @@ export interface RowMask {
   textLike: boolean[]
   binary: boolean[]
   jsonb: boolean[]
+  /** per column: the replacement when the method ignores the value ('redact', 'null'): no decoding */
+  fixed: (Buffer | null | undefined)[]
+}
+
+/** what `method` makes of any value, when that does not depend on the value; else undefined */
+function fixedReplacement(plan: MaskPlan, method: MaskMethod | undefined): Buffer | null | undefined {
+  if (method !== 'redact' && method !== 'null') return undefined
+  const a = plan.apply(method, '')
+  if (a !== plan.apply(method, 'a@b.example')) return undefined
+  return a === null ? null : Buffer.from(a)
 }
 
 export function columnMethod(plan: MaskPlan, catalog: Catalog, f: FieldDescription): MaskMethod | undefined {
@@ -54,7 +64,14 @@ export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog
   const textLike = fields.map(f => TEXT_LIKE.has(f.typeOid))
   const scan = fields.map((f, i) => plan.hasDetectors && methods[i] === undefined && textLike[i])
   if (!methods.some(m => m !== undefined) && !scan.some(Boolean)) return undefined
-  return { methods, scan, textLike, binary: fields.map(f => f.format === 1), jsonb: fields.map(f => f.typeOid === JSONB) }
+  return {
+    methods,
+    scan,
+    textLike,
+    binary: fields.map(f => f.format === 1),
+    jsonb: fields.map(f => f.typeOid === JSONB),
+    fixed: methods.map(m => fixedReplacement(plan, m)),
+  }
 }
 
 /** the last replacement's bytes: a column rule gives most rows the same text ('[REDACTED]') */
@@ -77,6 +94,8 @@ function maskValue(mask: RowMask, plan: MaskPlan, i: number, raw: Buffer, start:
   if (method !== undefined) {
     // a non-text value (number, vector, bytea…) cannot hold a replacement string: it becomes NULL
     if (!mask.textLike[i]) return null
+    const fixed = mask.fixed[i]
+    if (fixed !== undefined && prefix === 0) return fixed
     const out = plan.apply(method, raw.toString('utf8', start + prefix, end))
     if (out === null) return null
     return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, out)
@@ -88,9 +107,9 @@ function maskValue(mask: RowMask, plan: MaskPlan, i: number, raw: Buffer, start:
   return undefined
 }
 
-/** Buffer#copy costs a native call and a view: a short value is cheaper byte by byte */
+/** Buffer#copy and TypedArray#set cost a native call and a view: a short run is cheaper byte by byte */
 function copyBytes(src: Uint8Array, from: number, to: number, dst: Uint8Array, at: number): void {
-  if (to - from > 48) {
+  if (to - from > 160) {
     dst.set(src.subarray(from, to), at)
     return
   }
