@@ -65,7 +65,8 @@ t.test('the bin runs the build: its explain answers as the sources do', async (t
   ]) {
     const built = await portcullis(args, { ...env, PORTCULLIS_RUN: 'build' })
     const source = await portcullis(args, { ...env, PORTCULLIS_RUN: 'source' })
-    t.equal(built.code, 0, `${args[2]} from the build: ${built.stderr}`)
+    if (built.code !== 0) t.comment(built.stderr)
+    t.equal(built.code, 0, `${args[2]}: the build answers`)
     t.equal(built.stdout, source.stdout, `${args[2]}: the same answer from the build and from the sources`)
     t.match(built.stdout, /"class": "read"/)
   }
@@ -101,10 +102,11 @@ t.test('a source changed since the build: the sources run, and PORTCULLIS_RUN=bu
 t.test('a chunk of the build gone: the sources run, and PORTCULLIS_RUN=build says which', async (t) => {
   const { dist, env, manifest } = await buildInto(t)
   const chunk = (await manifest()).entries['portcullis.mjs'].outputs.find((o) => o.startsWith('chunks/') && o.endsWith('.mjs'))!
+  await replaceOutput(dist, 'portcullis.mjs', "process.stdout.write('ran the build\\n')\n")
   await unlink(join(dist, chunk))
-  const auto = await portcullis(['explain', '--protocol', 'redis', '--command', 'GET k'], env)
+  const auto = await portcullis(['--help'], env)
   t.equal(auto.code, 0, auto.stderr)
-  t.match(auto.stdout, /"statement": "GET k"/)
+  t.match(auto.stdout, /^usage: portcullis <command>/, 'the sources ran (usage), not the incomplete build')
   const strict = await portcullis(['--help'], { ...env, PORTCULLIS_RUN: 'build' })
   t.equal(strict.code, 2)
   t.match(strict.stderr, `${chunk} changed or is gone`)
@@ -132,7 +134,8 @@ t.test('start --config from the build proxies Redis and exits 0 on SIGTERM', asy
   const exited = once(child, 'exit')
   await waitFor(() => /"target":"cache".*"listen":"127\.0\.0\.1:\d+".*target ready/.test(log) || child.exitCode !== null, 'the target', 60_000)
   const listen = /"target":"cache","listen":"127\.0\.0\.1:(\d+)"/.exec(log)
-  t.ok(listen, `the target listens: ${log}`)
+  if (!listen) t.comment(log)
+  t.ok(listen, 'the target listens')
 
   const token = await env.token('agent', ['agents'])
   const replies = await resp(Number(listen![1]), [['AUTH', token], ['PING'], ['GET', 'missing']])
