@@ -193,7 +193,7 @@ t.test('a file that is not a recording is reported, not trusted', async t => {
 const WRITER = `
 import { openRecorder } from ${JSON.stringify(fileURLToPath(new URL('../src/index.ts', import.meta.url)))}
 const rec = openRecorder({ dir: process.argv[1], sessionId: 'crash', target: 'docs-db', protocol: 'postgres',
-  principal: { subject: 'alice', groups: ['agents'], issuer: 'https://idp.example.com/' } })
+  principal: { subject: 'alice', groups: ['agents'], issuer: 'https://idp.example.com/' }, writerThread: process.argv[2] !== 'writev' })
 console.log(rec.path)
 let i = 0
 const tick = () => {
@@ -210,10 +210,10 @@ await import(${JSON.stringify(fileURLToPath(new URL('../src/index.ts', import.me
 while (!writerOnline()) await new Promise(r => setTimeout(r, 10))
 ${WRITER.split('\n').slice(1).join('\n')}`
 
-for (const [how, code] of [['', WRITER], [' (through the writer thread)', THREAD_WRITER]] as const)
+for (const [how, code, mode] of [[' (writing with writev)', WRITER, 'writev'], ['', WRITER, 'thread'], [' (once the writer thread runs)', THREAD_WRITER, 'thread']] as const)
 t.test(`a writer killed mid-stream leaves every flushed record readable and verifiable${how}`, async t => {
   const dir = tempDir(t)
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, dir, mode], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
@@ -312,7 +312,7 @@ t.test('a sink that cannot be written sets failed and never throws into the call
   const dir = tempDir(t)
   const blocker = join(dir, 'not-a-dir')
   writeFileSync(blocker, '')
-  const rec = open(blocker)
+  const rec = open(blocker, { writerThread: false })
   rec.record('request', { statement: 'SELECT 1' })
   await rec.close()
   t.ok(isPortcullisError(rec.failed, 'RECORDING_FAILED'))

@@ -21,7 +21,7 @@ import {
   sealMessage,
 } from './format.ts'
 import { encodeBody } from './encode.ts'
-import { type WriteJob, forgetFile, postWrites, writerAvailable, writerOnline } from './writer.ts'
+import { type WriteJob, forgetFile, postWrites, writerAvailable } from './writer.ts'
 
 export interface RecorderOptions {
   dir: string
@@ -34,6 +34,8 @@ export interface RecorderOptions {
   onFailure?: 'block' | 'allow'
   /** bound on bytes queued but not yet written (default 8 MiB); a single larger record is replaced by a 'record-too-large' event */
   maxBacklogBytes?: number
+  /** false: open and write the file from this thread with fs.writev, not through the writer thread (writer.ts) */
+  writerThread?: boolean
 }
 
 export interface Recorder {
@@ -186,9 +188,10 @@ class FileRecorder implements Recorder {
     }
     this.append('session-start', header as unknown as Record<string, unknown>, start.getTime())
     const dir = join(opts.dir, isoDay(start))
-    if (writerOnline()) {
+    if (opts.writerThread !== false && writerAvailable()) {
       // the writer thread opens the file ahead of its first write: records can be handed over at
-      // once, without waiting for an event-loop turn to learn the descriptor
+      // once, without waiting for an event-loop turn to learn the descriptor (a thread still
+      // booting, tens of ms after the module loaded, takes them when it runs)
       this.viaWriter = true
       postWrites([
         {
