@@ -185,7 +185,6 @@ export class CoreSession implements Session {
    * it first so that the common case costs no promise and holds nothing back from the same batch.
    */
   decideNow(op: Operation): Decision | undefined {
-    // (#policy's steps inline: no result object per operation)
     const principal = this.#principal
     if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
     this.assertAlive()
@@ -204,8 +203,12 @@ export class CoreSession implements Session {
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
     const now = this.decideNow(op)
     if (now) return now
-    const { config, masks, pd, started } = this.#policy(op)
+    // decideNow has checked the principal, the session and the recording: what the rules say, again
     const principal = this.#principal!
+    const { config } = this.#host.generation()
+    const started = this.#host.now()
+    const masks = this.masks
+    const pd = policyDecide(config.rules, principal, this.target.name, op)
     let decision: Decision
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
     try {
@@ -241,17 +244,6 @@ export class CoreSession implements Session {
     // the wait may have outlived the token or the session
     this.assertAlive()
     return this.#decided(op, decision, config, started)
-  }
-
-  /** what the rules say of op, before any approval; throws where the session may not go on */
-  #policy(op: Operation) {
-    const principal = this.#principal
-    if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
-    this.assertAlive()
-    const { config } = this.#host.generation()
-    this.#assertRecording(config)
-    const started = this.#host.now()
-    return { config, masks: this.masks, pd: policyDecide(config.rules, principal, this.target.name, op), started }
   }
 
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
