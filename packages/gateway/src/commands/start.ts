@@ -4,7 +4,6 @@
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from '@portcullis/core'
 import { startGateway } from '../gateway.ts'
-import { startDemo } from '../demo.ts'
 import { createLogger, type LogLevel } from '../log.ts'
 
 export async function run(argv: string[]): Promise<number> {
@@ -40,6 +39,8 @@ export async function run(argv: string[]): Promise<number> {
     close = () => gateway.close(deadline)
     reload = () => gateway.reloadFromFile()
   } else {
+    // loaded only here: the demo brings PGlite, which a configured gateway never needs
+    const { startDemo } = await import('../demo.ts')
     const demo = await startDemo({ log: true })
     close = async () => {
       await demo.close()
