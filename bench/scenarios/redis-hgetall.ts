@@ -19,7 +19,7 @@ const scenario: Scenario = {
     requireTool('redis-cli')
     const redis = await ctx.redis()
     await redis.cli('HSET', 'user:1', 'name', 'Alice Smith', 'email', 'alice.smith@example.com', 'plan', 'pro', 'note', 'renews in March')
-    const requests = ctx.quick ? 10_000 : 200_000
+    const requests = ctx.quick ? 40_000 : 200_000
     const measure = (path: 'direct' | 'portcullis' | 'reference', label: string, conn: { host: string; port: number; password?: string }) =>
       ctx.attempt(path, 'HGETALL', () => ctx.repeat(async () => {
         const r = await redisBenchmark({ ...conn, clients: 50, requests, pipeline: 1, command: COMMAND, label })
