@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startRedis } from '@portcullis/fixtures/redis'
-import { testEnv, waitFor } from './helpers.ts'
+import { portcullis as runCli, testEnv, waitFor } from './helpers.ts'
 
 const ROOT = new URL('../../../', import.meta.url).pathname
 const BUILD = join(ROOT, 'scripts/build.mjs')
@@ -21,18 +21,8 @@ interface Manifest {
   outputs: Record<string, [number, number]>
 }
 
-/** the real CLI as a subprocess; PORTCULLIS_RUN only when given (unset means the default) */
-async function portcullis(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  const base = { ...process.env }
-  delete base.PORTCULLIS_RUN
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  const [code] = (await once(child, 'close')) as [number]
-  return { code, stdout, stderr }
-}
+/** the real CLI as a subprocess; PORTCULLIS_RUN only when given (unset means the default: spawn drops an undefined variable) */
+const portcullis = (args: string[], env: Record<string, string>) => runCli(args, { PORTCULLIS_RUN: undefined, ...env })
 
 /** a real build of the current sources into a temp dir; the env that points the bin at it */
 async function buildInto(t: Test): Promise<{ dist: string; env: Record<string, string>; manifest(): Promise<Manifest> }> {

@@ -221,7 +221,7 @@ const BIN = new URL('../bin/portcullis.mjs', import.meta.url).pathname
 /** Runs the real CLI as a subprocess. */
 export async function portcullis(
   args: string[],
-  env: Record<string, string> = {},
+  env: Record<string, string | undefined> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const { spawn } = await import('node:child_process')
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })

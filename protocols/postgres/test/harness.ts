@@ -9,6 +9,7 @@ import { once } from 'node:events'
 import { createCore, createDevIssuer, parseConfig, type Core, type DevIssuer } from '@portcullis/core'
 import { startPostgres, type RunningPostgres, type StartPostgresOptions } from '@portcullis/fixtures/postgres'
 import { testCertificate } from '@portcullis/fixtures/tls'
+import pg from 'pg'
 import { postgresCodec } from '../src/index.ts'
 
 export interface GatewayOptions {
@@ -127,4 +128,13 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     },
   }
   return gw
+}
+
+/** a node-postgres client through the gateway, ended when the test ends */
+export async function connectClient(t: { teardown(fn: () => unknown): void }, gw: Gateway, opts: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: await gw.url(), ...opts })
+  client.on('error', () => {})
+  await client.connect()
+  t.teardown(() => client.end().catch(() => {}))
+  return client
 }

@@ -1,14 +1,8 @@
 import t from 'tap'
 import pg from 'pg'
-import { startGateway, type Gateway } from './harness.ts'
+import { connectClient, startGateway, type Gateway } from './harness.ts'
 
-async function connect(t: { teardown(fn: () => unknown): void }, gw: Gateway, opts: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: await gw.url(), ...opts })
-  client.on('error', () => {})
-  await client.connect()
-  t.teardown(() => client.end().catch(() => {}))
-  return client
-}
+const connect = connectClient
 
 t.test('masking', async t => {
   const gw = await startGateway({

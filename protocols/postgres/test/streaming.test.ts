@@ -3,15 +3,9 @@ import pg from 'pg'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { readRecording } from '@portcullis/core'
-import { startGateway, type Gateway } from './harness.ts'
+import { connectClient, startGateway, type Gateway } from './harness.ts'
 
-async function connect(t: { teardown(fn: () => unknown): void }, gw: Gateway, opts: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: await gw.url(), ...opts })
-  client.on('error', () => {})
-  await client.connect()
-  t.teardown(() => client.end().catch(() => {}))
-  return client
-}
+const connect = connectClient
 
 const ROWS = 20_000
 
