@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { createInterface, type Interface } from 'node:readline'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { builtEntry, type BuiltEntry } from '../../packages/gateway/bin/built.mjs'
+import { runtimeFor } from '../../packages/gateway/bin/built.mjs'
 import { peakRssMB } from './proc.ts'
 import { Unavailable } from './types.ts'
 import type { GatewaySpec } from './types.ts'
@@ -39,11 +39,10 @@ let toldStale = false
 
 /** node's arguments for the child: the built child when current, else the source through tsx */
 function childCommand(): { runtime: GatewayRuntime; args: string[] } {
-  const want = process.env.PORTCULLIS_RUN ?? 'auto'
-  const built: BuiltEntry = want === 'source' ? { stale: 'PORTCULLIS_RUN=source' } : builtEntry('bench-gateway-child.mjs')
+  const built = runtimeFor('bench-gateway-child.mjs')
   if (built.file) return { runtime: 'build', args: [built.file] }
-  if (want === 'build') throw new Error(`PORTCULLIS_RUN=build but the build cannot run: ${built.stale} (node scripts/build.mjs makes it)`)
-  if (!toldStale && want !== 'source') {
+  if (built.refuse) throw new Error(built.refuse)
+  if (!toldStale && process.env.PORTCULLIS_RUN !== 'source') {
     toldStale = true
     process.stderr.write(`[bench] the gateway runs from its sources through tsx (${built.stale}): node scripts/build.mjs builds what users run\n`)
   }

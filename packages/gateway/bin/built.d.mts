@@ -6,3 +6,4 @@ export declare const MANIFEST_VERSION: number
 export declare function stamp(file: string): [number, number] | undefined
 export type BuiltEntry = { file: string; stale?: undefined } | { stale: string; file?: undefined }
 export declare function builtEntry(entry: string): BuiltEntry
+export declare function runtimeFor(entry: string, want?: string): BuiltEntry & { refuse?: string }

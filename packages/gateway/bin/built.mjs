@@ -54,3 +54,14 @@ export function builtEntry(entry) {
   if (output) return { stale: `the build's ${output} changed or is gone` }
   return { file: join(DIST, entry) }
 }
+
+/**
+ * What PORTCULLIS_RUN (auto, build, source) makes of one entry: `{ file }` to run the build,
+ * `{ stale }` to run the sources, `{ stale, refuse }` when the build was required and cannot run.
+ */
+export function runtimeFor(entry, want = process.env.PORTCULLIS_RUN ?? 'auto') {
+  if (want === 'source') return { stale: 'PORTCULLIS_RUN=source' }
+  const built = builtEntry(entry)
+  if (built.file || want !== 'build') return built
+  return { ...built, refuse: `PORTCULLIS_RUN=build but the build cannot run: ${built.stale} (node scripts/build.mjs makes it)` }
+}

@@ -4,7 +4,7 @@
 // Output older than any file it was built from never runs (built.mjs). PORTCULLIS_RUN=source
 // always takes the sources; PORTCULLIS_RUN=build refuses to start without a current build.
 import { pathToFileURL } from 'node:url'
-import { builtEntry } from './built.mjs'
+import { runtimeFor } from './built.mjs'
 import { applyV8Flags } from './v8-flags.mjs'
 
 applyV8Flags()
@@ -14,11 +14,11 @@ if (want !== 'auto' && want !== 'build' && want !== 'source') {
   process.stderr.write(`portcullis: PORTCULLIS_RUN must be auto, build or source, not ${JSON.stringify(want)}\n`)
   process.exit(2)
 }
-const built = want === 'source' ? { stale: 'PORTCULLIS_RUN=source' } : builtEntry('portcullis.mjs')
+const built = runtimeFor('portcullis.mjs', want)
 if (built.file) {
   await import(pathToFileURL(built.file).href)
-} else if (want === 'build') {
-  process.stderr.write(`portcullis: PORTCULLIS_RUN=build but the build cannot run: ${built.stale} (node scripts/build.mjs makes it)\n`)
+} else if (built.refuse) {
+  process.stderr.write(`portcullis: ${built.refuse}\n`)
   process.exit(2)
 } else {
   const { register } = await import('tsx/esm/api')
