@@ -3,7 +3,7 @@
 // a Readable for the paths that transform it). Chunks that arrive before the sink is attached (the
 // head and the first body bytes often come in one read) wait in a short queue.
 import { Readable } from 'node:stream'
-import type { Dispatcher } from 'undici'
+import { util, type Dispatcher } from 'undici'
 
 export type Headers = Record<string, string | string[]>
 
@@ -75,7 +75,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandlers {
     if (status < 200) return true
     this.resumeFn = resume
     this.headed = true
-    this.resolveHead({ status, headers: parseHeaders(raw) })
+    // lower-case names, utf8 values, repeats as arrays: what undici's request() gives
+    this.resolveHead({ status, headers: raw ? (util.parseHeaders(raw) as Headers) : {} })
     return true
   }
 
@@ -101,21 +102,6 @@ export class UpstreamCall implements Dispatcher.DispatchHandlers {
     if (this.sink) this.sink.error(err)
     else this.failure = err
   }
-}
-
-/** undici's raw header list → lower-case names, utf8 values, repeats as arrays (as undici's request() does) */
-export function parseHeaders(raw: Buffer[] | string[] | null): Headers {
-  const out: Headers = {}
-  if (!raw) return out
-  for (let i = 0; i < raw.length; i += 2) {
-    const key = raw[i].toString('latin1').toLowerCase()
-    const val = raw[i + 1].toString('utf8')
-    const had = out[key]
-    if (had === undefined) out[key] = val
-    else if (typeof had === 'string') out[key] = [had, val]
-    else had.push(val)
-  }
-  return out
 }
 
 /** a sink that is a Readable, for the paths that pipe the body through transforms */
