@@ -742,9 +742,8 @@ export class PostgresProxy {
         const p = this.current()
         // SELECT and FETCH rows were counted as DataRows: their tag needs no decoding
         if (p && frame.code === 0x43 && !isSelectOrFetchTag(frame.raw)) {
-          const tag = new BufferReader(frame.raw, 5).cstring()
-          const n = commandTagRows(tag)
-          if (n !== undefined && !/^SELECT|^FETCH/.test(tag)) p.rows += n
+          const n = commandTagRows(new BufferReader(frame.raw, 5).cstring())
+          if (n !== undefined) p.rows += n
         }
         if (this.copyOutRefused) {
           this.copyOutRefused = false
