@@ -61,6 +61,7 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
       catalog: catalogFor(target, () => upstreamPassword(session)),
       clientAhead: { frames: started.frames, rest: started.rest },
       upstreamAhead: { frames: upstream.frames, rest: upstream.rest },
+      serverSettings: upstream.settings,
       registerWithdraw: fn => (withdraw = fn),
       cancelUpstream: () => void cancelBackend(target, upstreamKey.processId, upstreamKey.secretKey).catch(() => undefined),
     })

@@ -36,6 +36,7 @@ import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedT
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
+import type { ServerSettings } from './settings.ts'
 
 export interface Classifier {
   classifySql(sql: string, ctx?: { prepared?: Map<string, Operation> }): Operation
@@ -100,6 +101,8 @@ export interface ProxyOptions {
   registerWithdraw(fn: () => boolean): void
   /** sends a CancelRequest for this session's upstream backend */
   cancelUpstream(): void
+  /** the upstream's reported settings since startup, watched on every ParameterStatus */
+  serverSettings: ServerSettings
 }
 
 export class PostgresProxy {
@@ -111,6 +114,7 @@ export class PostgresProxy {
   private readonly clientFramer: Framer
   private readonly upstreamFramer: Framer
   private readonly cancelUpstream: () => void
+  private readonly serverSettings: ServerSettings
 
   // client → upstream
   private inbox: Frame[] = []
@@ -156,6 +160,7 @@ export class PostgresProxy {
     this.classifier = opts.classifier
     this.catalog = opts.catalog
     this.cancelUpstream = opts.cancelUpstream
+    this.serverSettings = opts.serverSettings
     const max = this.session.target.limits?.maxMessageBytes ?? 1 << 20
     this.clientFramer = new Framer(max)
     // the upstream is trusted more, but a runaway row must not exhaust memory either
@@ -606,8 +611,8 @@ export class PostgresProxy {
       this.drainUpstream()
       return
     }
-    // fast path: no lookup pending, handle in place
-    for (let i = 0; i < frames.length; i++) {
+    // fast path: no lookup pending, handle in place (until a frame ends the session)
+    for (let i = 0; i < frames.length && !this.closed; i++) {
       const wait = this.handleUpstreamFrame(frames[i])
       if (wait) {
         for (let j = i + 1; j < frames.length; j++) this.upstreamQueue.push(frames[j])
@@ -843,8 +848,18 @@ export class PostgresProxy {
         this.flushResponse()
         return undefined
       }
+      case 0x53: {
+        // S ParameterStatus: a server that now reads SQL unlike the gateway's parser, or runs the
+        // session as another role, ends the session, whatever statement did it (even one the
+        // classifier could not see, like a function whose body calls set_config)
+        const body = new BufferReader(frame.raw, 5)
+        const why = this.serverSettings.report(body.cstring(), body.cstring())
+        if (why) this.fatal('42501', why)
+        else this.emit(frame.raw)
+        return undefined
+      }
       default:
-        // ParseComplete, BindComplete, ParameterStatus, NotificationResponse, CopyIn… pass through
+        // ParseComplete, BindComplete, NotificationResponse, CopyIn… pass through
         this.emit(frame.raw)
         return undefined
     }

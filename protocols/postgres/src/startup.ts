@@ -13,7 +13,7 @@ import type { Frame } from './framer.ts'
 import { parsePasswordMessage, parseStartupPacket } from './frontend.ts'
 import { serializeAuthenticationCleartextPassword, serializeErrorResponse, serializeNegotiateProtocolVersion } from './backend.ts'
 import { cancelRequest } from './cancel.ts'
-import { unsafeStartupParameter } from './upstream.ts'
+import { vetStartupParameters } from './settings.ts'
 
 export interface ClientStartup {
   client: Duplex
@@ -126,14 +126,12 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
           await cancelRequest(packet.processId, packet.secretKey).catch(() => undefined)
           return undefined
         case 'startup': {
-          if (packet.minor > 0) {
-            const unknown = Object.keys(packet.parameters).filter(k => k.startsWith('_pq_.'))
-            client.write(serializeNegotiateProtocolVersion(0, unknown))
-          }
-          for (const [name, value] of Object.entries(packet.parameters)) {
-            const why = unsafeStartupParameter(name, value)
-            if (why) throw new PortcullisError('PROTOCOL_ERROR', why)
-          }
+          // protocol options are not passed upstream: like Postgres, say so whenever there are any
+          const unknown = Object.keys(packet.parameters).filter(k => k.startsWith('_pq_.'))
+          if (packet.minor > 0 || unknown.length > 0) client.write(serializeNegotiateProtocolVersion(0, unknown))
+          // every setting is vetted like a SQL SET of it before the client is asked for its token
+          const vetted = vetStartupParameters(packet.parameters)
+          if ('refused' in vetted) throw new PortcullisError('POLICY_BLOCKED', vetted.refused)
           const requireTls = target.options?.requireTls === true || (target.tls !== undefined && !isLoopback(session.remote))
           if (requireTls && !tls) throw new PortcullisError('AUTH_FAILED', 'this target requires TLS (sslmode=require)')
           client.write(serializeAuthenticationCleartextPassword())

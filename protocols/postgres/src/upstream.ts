@@ -13,6 +13,7 @@ import type { Frame } from './framer.ts'
 import { parseAuthentication, parseBackendKeyData, parseNoticeFields } from './backend.ts'
 import { serializePasswordMessage, serializeSASLInitialResponse, serializeSASLResponse, serializeSSLRequest, serializeStartupMessage } from './frontend.ts'
 import { md5Password, SCRAM_SHA_256, ScramClient } from './scram.ts'
+import { ServerSettings, vetStartupParameters } from './settings.ts'
 
 export interface UpstreamConnection {
   socket: Socket | TLSSocket
@@ -20,35 +21,22 @@ export interface UpstreamConnection {
   secretKey: number
   /** ParameterStatus frames, raw, to pass to the client */
   parameterStatus: Buffer[]
+  /** the server's reported settings, watched for the rest of the session (proxy.ts) */
+  settings: ServerSettings
   /** frames and bytes read past ReadyForQuery (normally none) */
   frames: Frame[]
   rest: Buffer | undefined
 }
 
-/** StartupMessage parameters a client may set; user/database/replication are the gateway's */
-const PASSED_PARAMETERS = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'extra_float_digits', 'IntervalStyle', 'search_path', 'standard_conforming_strings'])
-
 /**
- * Settings under which the server would read SQL text differently from our parser, so that a
- * statement could hide inside what the classifier sees as a literal: backslash escapes in plain
- * strings, and client-only multibyte encodings whose second byte may be a backslash or a quote.
+ * The StartupMessage the gateway sends: every parameter the client sent, vetted like a SQL SET of
+ * it (settings.ts), with the target's user and database.
  */
-const UNSAFE_CLIENT_ENCODINGS = new Set(['sjis', 'shiftjis', 'big5', 'gbk', 'uhc', 'gb18030', 'johab', 'shiftjis2004', 'mskanji', 'win932', 'win936', 'win949', 'win950', 'cp932', 'cp936', 'cp949', 'cp950', 'tcvn', 'tcvn5712', 'vscii', 'windows932', 'windows936', 'windows949', 'windows950'])
-
-/** why a client's startup parameter cannot be honoured, or undefined when it can */
-export function unsafeStartupParameter(name: string, value: string): string | undefined {
-  if (name === 'standard_conforming_strings' && value.trim().toLowerCase() !== 'on') {
-    return 'standard_conforming_strings must stay on through Portcullis (the gateway parses every statement as the server does)'
-  }
-  if (name === 'client_encoding' && UNSAFE_CLIENT_ENCODINGS.has(value.trim().toLowerCase().replace(/[-_]/g, ''))) {
-    return `client_encoding ${value} is not accepted through Portcullis (its multibyte characters can hide quotes from a SQL parser)`
-  }
-  return undefined
-}
-
 export function upstreamStartupParameters(target: TargetConfig, client: Record<string, string>): Record<string, string> {
-  const params: Record<string, string> = {}
-  for (const [k, v] of Object.entries(client)) if (PASSED_PARAMETERS.has(k)) params[k] = v
+  const vetted = vetStartupParameters(client)
+  // the client's startup already refused these (clientStartup); never send an unvetted one
+  if ('refused' in vetted) throw new PortcullisError('POLICY_BLOCKED', vetted.refused)
+  const params = vetted.parameters
   params.user = target.upstream.user ?? 'postgres'
   params.database = target.upstream.database ?? params.user
   return params
@@ -99,6 +87,7 @@ export async function connectUpstream(
     socket.write(serializeStartupMessage(parameters))
     let scram: ScramClient | undefined
     const parameterStatus: Buffer[] = []
+    const settings = new ServerSettings()
     let processId = 0
     let secretKey = 0
     const needPassword = () => {
@@ -144,8 +133,8 @@ export async function connectUpstream(
         }
         case 0x53: {
           // S ParameterStatus: a server configured to read SQL unlike our parser is refused, fail closed
-          const name = body.cstring()
-          const why = unsafeStartupParameter(name, body.cstring())
+          // (a role or database default, ALTER SYSTEM); the identity reported here is the baseline
+          const why = settings.report(body.cstring(), body.cstring())
           if (why) throw new PortcullisError('UPSTREAM_UNAVAILABLE', `the upstream server's setting is unsafe: ${why}`)
           parameterStatus.push(frame.raw)
           break
@@ -169,7 +158,8 @@ export async function connectUpstream(
         case 0x5a: {
           // Z ReadyForQuery
           const { frames, rest } = reader.detach()
-          return { socket, processId, secretKey, parameterStatus, frames, rest }
+          settings.started()
+          return { socket, processId, secretKey, parameterStatus, settings, frames, rest }
         }
         case 0x76: // v NegotiateProtocolVersion: we asked for 3.0 only
           break

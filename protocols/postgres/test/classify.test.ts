@@ -182,6 +182,104 @@ t.test('admin: roles, privileges, functions, opaque code, maintenance and server
   ])
 })
 
+t.test('every way SQL changes how the server reads SQL or who it runs as is admin', async t => {
+  check(t, [
+    // client-only encodings, by any of Postgres's names for them, through SET, SET NAMES, set_config
+    { sql: "SET client_encoding = 'SHIFT_JIS_2004'", class: 'admin' },
+    { sql: "SET client_encoding = 'shiftjis2004'", class: 'admin' },
+    { sql: "SET client_encoding TO 'Shift-JIS'", class: 'admin' },
+    { sql: "SET SESSION client_encoding = 'mskanji'", class: 'admin' },
+    { sql: "SET LOCAL client_encoding = 'WIN932'", class: 'admin' },
+    { sql: "SET NAMES 'GB18030'", class: 'admin' },
+    { sql: 'SET client_encoding = gbk', class: 'admin' },
+    { sql: "SET client_encoding = 'UHC'", class: 'admin' },
+    { sql: "SET client_encoding = 'johab'", class: 'admin' },
+    { sql: "SET client_encoding = 'windows-950'", class: 'admin' },
+    { sql: `SET "Client_Encoding" = 'sjis'`, class: 'admin' },
+    // a name Postgres does not know is an error there: not a reason to pass it here
+    { sql: "SET client_encoding = 'no-such-encoding'", class: 'admin' },
+    { sql: "SELECT set_config('client_encoding', 'SJIS', false)", class: 'admin', facts: { functions: 'set_config' } },
+    { sql: "SELECT pg_catalog.set_config('client_encoding', 'big5', true)", class: 'admin' },
+    // backslash escapes in plain strings, by any spelling Postgres accepts
+    { sql: 'SET standard_conforming_strings = of', class: 'admin' },
+    { sql: 'SET standard_conforming_strings = 0', class: 'admin' },
+    { sql: 'SET standard_conforming_strings = false', class: 'admin' },
+    { sql: `SET "Standard_Conforming_Strings" = off`, class: 'admin' },
+    { sql: 'SET LOCAL standard_conforming_strings = no', class: 'admin' },
+    { sql: "SELECT set_config('standard_conforming_strings', 'off', false)", class: 'admin' },
+    { sql: "SELECT set_config('STANDARD_CONFORMING_STRINGS'::text, 'off', false)", class: 'admin' },
+    // identity
+    { sql: "SELECT set_config('role', 'postgres', false)", class: 'admin' },
+    { sql: "SELECT set_config('session_authorization', 'postgres', false)", class: 'admin' },
+    { sql: 'SET ROLE NONE', class: 'admin' },
+    { sql: 'SET SESSION AUTHORIZATION DEFAULT', class: 'admin' },
+    { sql: 'RESET SESSION AUTHORIZATION', class: 'admin' },
+    // a name or value the classifier cannot read could be any of the above: fail closed
+    { sql: "SELECT set_config(current_setting('x.name'), 'off', false)", class: 'admin' },
+    { sql: "SELECT set_config('standard_' || 'conforming_strings', 'off', false)", class: 'admin' },
+    { sql: "SELECT set_config(name, 'off', false) FROM pg_settings", class: 'admin' },
+    { sql: "SELECT set_config('client_encoding', lower('SJIS'), false)", class: 'admin' },
+    { sql: "SELECT set_config(setting_name => 'role', new_value => 'postgres', is_local => false)", class: 'admin' },
+    { sql: "SELECT * FROM customers WHERE set_config('role', 'postgres', true) IS NOT NULL", class: 'admin' },
+    // writes to pg_settings are set_config; writes to any catalog change roles and their defaults
+    { sql: "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", class: 'admin' },
+    { sql: "UPDATE pg_catalog.pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'", class: 'admin' },
+    { sql: "UPDATE PG_SETTINGS SET setting = 'postgres' WHERE name = 'role'", class: 'admin' },
+    { sql: "WITH s AS (UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings' RETURNING 1) SELECT * FROM s", class: 'admin' },
+    { sql: "INSERT INTO pg_settings (name, setting) VALUES ('role', 'postgres')", class: 'admin' },
+    { sql: "DELETE FROM pg_catalog.pg_settings WHERE name = 'role'", class: 'admin' },
+    { sql: 'UPDATE pg_authid SET rolsuper = true WHERE rolname = current_user', class: 'admin' },
+    { sql: "INSERT INTO pg_catalog.pg_db_role_setting VALUES (0, 10, '{client_encoding=SJIS}')", class: 'admin' },
+    { sql: "MERGE INTO pg_settings s USING (VALUES ('role')) v(n) ON s.name = v.n WHEN MATCHED THEN UPDATE SET setting = 'x'", class: 'admin' },
+    // defaults for later sessions, and the server's own configuration
+    { sql: "ALTER ROLE agent SET client_encoding = 'SJIS'", class: 'admin' },
+    { sql: 'ALTER ROLE ALL SET standard_conforming_strings = off', class: 'admin' },
+    { sql: "ALTER DATABASE app SET client_encoding = 'big5'", class: 'admin' },
+    { sql: 'ALTER ROLE agent IN DATABASE app SET role = postgres', class: 'admin' },
+    { sql: 'ALTER SYSTEM SET standard_conforming_strings = off', class: 'admin' },
+    { sql: 'ALTER FUNCTION f() SET standard_conforming_strings = off', class: 'admin' },
+    // set_config named as a word instead of called: the operator would call it unseen
+    { sql: 'CREATE OPERATOR === (PROCEDURE = set_config, LEFTARG = text, RIGHTARG = text)', class: 'admin' },
+  ])
+})
+
+t.test('settings that keep the server reading SQL as the gateway does stay session (or read in a SELECT)', async t => {
+  check(t, [
+    // every server encoding, under Postgres's aliases: ASCII bytes are always themselves in them
+    { sql: "SET client_encoding = 'unicode'", class: 'session' },
+    { sql: "SET client_encoding = 'utf-8'", class: 'session' },
+    { sql: "SET client_encoding = 'SQL_ASCII'", class: 'session' },
+    { sql: "SET client_encoding = 'ISO-8859-5'", class: 'session' },
+    { sql: "SET client_encoding = 'iso_8859_15'", class: 'session' },
+    { sql: "SET client_encoding = 'EUC_JP'", class: 'session' },
+    { sql: "SET client_encoding = 'EUC-JIS-2004'", class: 'session' },
+    { sql: "SET client_encoding = 'euc_tw'", class: 'session' },
+    { sql: "SET client_encoding = 'MULE_INTERNAL'", class: 'session' },
+    { sql: "SET client_encoding = 'windows-1252'", class: 'session' },
+    { sql: "SET client_encoding = 'KOI8'", class: 'session' },
+    { sql: "SET client_encoding = 'WIN866'", class: 'session' },
+    { sql: 'SET client_encoding TO DEFAULT', class: 'session' },
+    { sql: 'SET NAMES DEFAULT', class: 'session' },
+    { sql: 'RESET client_encoding', class: 'session' },
+    { sql: 'SET client_encoding FROM CURRENT', class: 'session' },
+    { sql: 'SET standard_conforming_strings = true', class: 'session' },
+    { sql: 'SET standard_conforming_strings = 1', class: 'session' },
+    { sql: 'SET standard_conforming_strings TO DEFAULT', class: 'session' },
+    // warnings and \' in E'' strings: the gateway reads them as the server does (see settings.ts)
+    { sql: 'SET escape_string_warning = off', class: 'session' },
+    { sql: 'SET backslash_quote = on', class: 'session' },
+    // search_path changes name resolution, not parsing: a session setting (README: its limits)
+    { sql: "SELECT set_config('search_path', 'app, public', false)", class: 'read' },
+    { sql: "SELECT set_config('statement_timeout', '5s', true)", class: 'read' },
+    { sql: "SELECT set_config('client_encoding', 'LATIN1', false)", class: 'read' },
+    { sql: "SELECT set_config('standard_conforming_strings', 'on', false)", class: 'read' },
+    { sql: "SELECT set_config('application_name', $1, false)", class: 'read' },
+    { sql: "SELECT * FROM settings_pg WHERE name = 'x'", class: 'read' },
+    { sql: "UPDATE app_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", class: 'write' },
+    { sql: "SELECT setting FROM pg_settings WHERE name = 'standard_conforming_strings'", class: 'read' },
+  ])
+})
+
 t.test('COPY: STDOUT is read, STDIN is write, a file or a PROGRAM is admin', async t => {
   check(t, [
     { sql: 'COPY customers TO STDOUT', class: 'read', resources: ['customers'], facts: { copy: 'to-stdout' } },

@@ -6,6 +6,7 @@ import { stricter } from './classes.ts'
 import { functionClass } from './functions.ts'
 import { constValue, forEachNode, lastName, names, nodeOf, type Body } from './tree.ts'
 import { isWhereUnbounded } from './where.ts'
+import { settingConcern } from '../settings.ts'
 import { embeddingTargets, limitOf, vectorSearchesOf, type Limit, type VectorSearch } from './vector.ts'
 
 /** CTE names visible at a point of the tree, with their bodies (for `SELECT *` through a CTE). */
@@ -75,38 +76,54 @@ const ADMIN_OBJECTS = new Set([
 // ALTER TABLE sub-commands that change who may see or do what.
 const ADMIN_ALTER_TABLE = new Set(['AT_ChangeOwner', 'AT_DisableRowSecurity', 'AT_NoForceRowSecurity'])
 
-// Settings whose change is a change of identity or of what the server enforces.
-const ADMIN_SETTINGS = new Set([
-  'role', 'session_authorization', 'session_replication_role', 'session_preload_libraries',
-  'local_preload_libraries', 'allow_system_table_mods', 'ignore_system_indexes',
-])
-
 /**
- * SET / RESET. standard_conforming_strings off makes the server read `'a\''` as a backslash-escaped
- * quote where our parser (as Postgres by default) sees an escaped '' — text we call one string the
- * server would run as code. Turning it off is admin; on, DEFAULT or RESET are plain session settings.
+ * SET / RESET, vetted by settings.ts like every other way of changing a setting:
+ * standard_conforming_strings off or a client-only encoding would make the server read text we
+ * call one string as code; role / session_authorization change who the session runs as. Those are
+ * admin; DEFAULT, RESET and FROM CURRENT go back to a value the startup checks already vetted.
  */
 function settingClass(b: Body): OperationClass {
-  const name = String(b.name ?? '').toLowerCase()
-  if (ADMIN_SETTINGS.has(name)) return 'admin'
-  if (name === 'standard_conforming_strings' && b.kind === 'VAR_SET_VALUE') {
-    const v = constValue(b.args?.[0])
-    const on = v === true || v === 1 || (typeof v === 'string' && ['on', 'true', 'yes', '1', 't', 'y'].includes(v.toLowerCase()))
-    return on && (b.args?.length ?? 0) === 1 ? 'session' : 'admin'
-  }
-  // client encodings whose multi-byte characters may end in an ASCII quote or backslash byte: the
-  // server decodes them before parsing, a gateway reading the text as UTF-8 would not
-  if (name === 'client_encoding' && b.kind === 'VAR_SET_VALUE') {
-    const v = String(constValue(b.args?.[0]) ?? '').toLowerCase().replace(/[^a-z0-9]/g, '')
-    if (UNSAFE_CLIENT_ENCODINGS.has(v)) return 'admin'
-  }
-  return 'session'
+  if (b.kind === 'VAR_RESET_ALL' || b.kind === 'VAR_SET_MULTI' || typeof b.name !== 'string') return 'session'
+  const value = b.kind === 'VAR_SET_VALUE' ? settingValue(b.args) : null
+  return settingConcern(b.name, value) ? 'admin' : 'session'
 }
 
-const UNSAFE_CLIENT_ENCODINGS = new Set([
-  'sjis', 'shiftjis', 'mskanji', 'win932', 'windows932', 'big5', 'win950', 'windows950', 'gbk', 'win936',
-  'windows936', 'cp936', 'gb18030', 'uhc', 'win949', 'windows949', 'cp949', 'johab',
-])
+/** SET's value list as the server flattens it (`a, b`); undefined when one is not a constant */
+function settingValue(args: unknown): string | undefined {
+  if (!Array.isArray(args) || args.length === 0) return undefined
+  const parts: string[] = []
+  for (const a of args) {
+    const v = constValue(a)
+    if (v === undefined || v === null) return undefined
+    parts.push(typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v))
+  }
+  return parts.join(', ')
+}
+
+/**
+ * set_config(name, value, is_local) is a SET: vetted the same way. A name that is not a constant
+ * could be any setting, and a value that is not one could be any value: fail closed.
+ */
+function setConfigClass(args: unknown): OperationClass {
+  const list = Array.isArray(args) ? args : []
+  const name = constValue(list[0])
+  if (typeof name !== 'string') return 'admin'
+  const v = constValue(list[1])
+  const value = typeof v === 'string' ? v : typeof v === 'number' ? String(v) : typeof v === 'boolean' ? (v ? 'on' : 'off') : undefined
+  return settingConcern(name, value) ? 'admin' : 'session'
+}
+
+/**
+ * A write to a system catalog: pg_settings' update rule is set_config (`UPDATE pg_settings SET
+ * setting = 'off' WHERE name = 'standard_conforming_strings'`), and with a superuser upstream a
+ * write to pg_authid or pg_db_role_setting changes roles and their defaults. Any relation named
+ * pg_* is taken for one (an unqualified pg_* name finds pg_catalog first), and so is anything in
+ * pg_catalog; a user table named pg_something is refused with them, fail closed.
+ */
+function isCatalogTarget(rv: Body | undefined): boolean {
+  if (!rv || typeof rv.relname !== 'string') return false
+  return rv.relname.toLowerCase().startsWith('pg_') || String(rv.schemaname ?? '').toLowerCase() === 'pg_catalog'
+}
 
 function relationName(rv: Body): string {
   return [rv.catalogname, rv.schemaname, rv.relname].filter(Boolean).join('.')
@@ -139,6 +156,12 @@ class Analyzer {
         return false
       case 'FuncCall': {
         const name = lastName(b.funcname)
+        if (name !== undefined && name.toLowerCase() === 'set_config') {
+          const c = setConfigClass(b.args)
+          this.raise(c)
+          if (c === 'admin') this.functions.add('set_config')
+          return
+        }
         const fc = name === undefined ? undefined : functionClass(name)
         if (fc) {
           this.raise(fc)
@@ -149,13 +172,14 @@ class Analyzer {
       case 'SelectStmt':
         return this.select(b, scope, limit)
       case 'InsertStmt':
-        this.raise('write')
+        this.raise(isCatalogTarget(b.relation) ? 'admin' : 'write')
         return this.withScope(b, scope, limit)
       case 'UpdateStmt':
-        this.raise('write')
+        this.raise(isCatalogTarget(b.relation) ? 'admin' : 'write')
         if (isWhereUnbounded(b.whereClause)) this.facts.unbounded = true
         return this.withScope(b, scope, limit)
       case 'DeleteStmt':
+        if (isCatalogTarget(b.relation)) this.raise('admin')
         if (isWhereUnbounded(b.whereClause)) {
           this.raise('bulk-delete')
           this.facts.unbounded = true
@@ -164,7 +188,7 @@ class Analyzer {
       case 'MergeStmt': {
         // a MERGE that can delete rows is a delete, whatever else it does
         const deletes = (b.mergeWhenClauses ?? []).some((w: unknown) => nodeOf(w)?.[1].commandType === 'CMD_DELETE')
-        this.raise(deletes ? 'delete' : 'write')
+        this.raise(isCatalogTarget(b.relation) ? 'admin' : deletes ? 'delete' : 'write')
         return this.withScope(b, scope, limit)
       }
       case 'TruncateStmt':

@@ -26,7 +26,8 @@ const ADMIN_FUNCTIONS = new Set([
   'pg_file_unlink',
   'pg_file_sync',
   'pg_logdir_ls',
-  // configuration and server state
+  // configuration and server state; a set_config *call* is vetted like SET (analyze.ts), a
+  // set_config named as a word (CREATE OPERATOR … PROCEDURE = set_config) stays admin
   'set_config',
   'pg_reload_conf',
   'pg_rotate_logfile',
