@@ -123,6 +123,10 @@ export class PostgresProxy {
   private readonly portals = new Map<string, Operation>()
   private readonly prepared = new Map<string, Operation>()
   private discardUntilSync = false
+  /** an admin Execute was sent in the extended batch not yet closed by Sync */
+  private adminInBatch = false
+  /** resolves the pump's wait once the upstream has answered every batch sent (see answered) */
+  private onAnswered: (() => void) | undefined
   private pendingDecision: AbortController | undefined
   private sentBatches = 0
   private readonly toUpstreamOut = new Outbox()
@@ -326,7 +330,8 @@ export class PostgresProxy {
         const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
         this.recordRequests()
         this.session.record('request', { type: 'Q', statement: sql })
-        return this.decideAndSend('Q', sql, frame.raw)
+        if (this.adminInBatch) return this.refuseAfterAdmin('Q', this.classify(sql), frame.raw)
+        return this.settleAfterAdmin(this.decideAndSend('Q', sql, frame.raw))
       }
       case 0x50: {
         // P Parse: classify now, decide at Execute
@@ -359,6 +364,8 @@ export class PostgresProxy {
           this.toUpstream(frame.raw)
           return undefined
         }
+        if (this.adminInBatch) return this.refuseAfterAdmin('E', op, frame.raw)
+        if (op.class === 'admin') this.adminInBatch = true
         return this.decideAndSend('E', op, frame.raw)
       }
       case 0x43: {
@@ -375,6 +382,10 @@ export class PostgresProxy {
         this.discardUntilSync = false
         this.sentBatches++
         this.toUpstream(frame.raw)
+        if (this.adminInBatch) {
+          this.adminInBatch = false
+          return this.answered()
+        }
         return undefined
       case 0x44: // D Describe
       case 0x48: // H Flush
@@ -584,6 +595,48 @@ export class PostgresProxy {
     }
     this.ops.push(pending)
     this.toUpstream(raw)
+  }
+
+  // An admin statement may change how the server reads SQL or who it runs as (SET, set_config, a
+  // DO block, a write to pg_settings), and the server reports that only with its answer: nothing
+  // the client pipelined behind one goes upstream before that answer — with its ParameterStatus,
+  // which may end the session (handleUpstreamFrame) — has come back. Within one extended batch
+  // the server would read the next Parse before any report: a statement after an admin Execute
+  // and before Sync is refused.
+
+  /** after an admin Query (the op decideAndSend just queued): the pump waits for the upstream's answers */
+  private settleAfterAdmin(waited: Promise<void> | undefined): Promise<void> | undefined {
+    const admin = () => this.ops[this.ops.length - 1]?.op.class === 'admin'
+    if (!waited) return admin() ? this.answered() : undefined
+    return waited.then(() => {
+      if (!admin()) return
+      this.flushUpstream()
+      return this.answered()
+    })
+  }
+
+  /** resolves once every batch sent upstream has its ReadyForQuery (or the server asks for COPY data) */
+  private answered(): Promise<void> {
+    if (this.closed || this.receivedBatches >= this.sentBatches) return Promise.resolve()
+    return new Promise(resolve => (this.onAnswered = resolve))
+  }
+
+  private settled(copyIn: boolean): void {
+    const resolve = this.onAnswered
+    if (resolve && (copyIn || this.receivedBatches >= this.sentBatches)) {
+      this.onAnswered = undefined
+      resolve()
+    }
+  }
+
+  private refuseAfterAdmin(kind: 'Q' | 'E', op: Operation, raw: Buffer): undefined {
+    this.recordRequests(kind === 'E')
+    const pending: PendingOp = { kind, op, decision: undefined, batch: this.sentBatches + 1, start: performance.now(), rows: 0, bytes: 0, masked: 0, done: false }
+    this.send(pending, raw, undefined, {
+      sqlstate: '42501',
+      message: 'a statement after an admin statement in the same batch is refused: the admin statement may change how the server reads SQL (send Sync after it)',
+    })
+    return undefined
   }
 
   /** SQL-level PREPARE / DEALLOCATE: EXECUTE takes its body's class later */
@@ -836,6 +889,7 @@ export class PostgresProxy {
         this.copyOut = undefined
         this.txStatus = String.fromCharCode(frame.raw[5]) as TransactionStatus
         this.receivedBatches++
+        this.settled(false)
         let open = 0
         for (const p of this.ops) {
           if (p.batch <= this.receivedBatches && !p.done) this.complete(p, p.kind === 'E' && !p.error ? 'skipped after an earlier error in the batch' : undefined)
@@ -848,6 +902,10 @@ export class PostgresProxy {
         this.flushResponse()
         return undefined
       }
+      case 0x47: // G CopyInResponse: an admin COPY … FROM STDIN waits for the data the pump holds
+        this.settled(true)
+        this.emit(frame.raw)
+        return undefined
       case 0x53: {
         // S ParameterStatus: a server that now reads SQL unlike the gateway's parser, or runs the
         // session as another role, ends the session, whatever statement did it (even one the
