@@ -34,7 +34,11 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
       loadClassifier(),
     ])
   } catch (err) {
-    fatal(client, sqlstateOf(err), isPortcullisError(err) ? err.message : 'could not connect to the upstream')
+    // a setting the server refused (`unrecognized configuration parameter`, 42704) keeps the
+    // server's SQLSTATE; a refused gateway credential is the gateway's problem, not the client's
+    const upstreamState = isPortcullisError(err) ? err.details.sqlstate : undefined
+    const own = typeof upstreamState === 'string' && !upstreamState.startsWith('28') ? upstreamState : sqlstateOf(err)
+    fatal(client, own, isPortcullisError(err) ? err.message : 'could not connect to the upstream')
     return
   }
   if (client.destroyed) {
