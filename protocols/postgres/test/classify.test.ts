@@ -238,6 +238,10 @@ t.test('every way SQL changes how the server reads SQL or who it runs as is admi
     { sql: 'ALTER ROLE agent IN DATABASE app SET role = postgres', class: 'admin' },
     { sql: 'ALTER SYSTEM SET standard_conforming_strings = off', class: 'admin' },
     { sql: 'ALTER FUNCTION f() SET standard_conforming_strings = off', class: 'admin' },
+    // COPY rows in a client-only encoding: a second byte can be the backslash COPY text escapes with
+    { sql: "COPY customers TO STDOUT WITH (ENCODING 'SJIS')", class: 'admin' },
+    { sql: "COPY customers FROM STDIN WITH (FORMAT csv, ENCODING 'big5')", class: 'admin' },
+    { sql: "COPY customers TO STDOUT WITH (ENCODING 'LATIN1')", class: 'read' },
     // set_config named as a word instead of called: the operator would call it unseen
     { sql: 'CREATE OPERATOR === (PROCEDURE = set_config, LEFTARG = text, RIGHTARG = text)', class: 'admin' },
   ])

@@ -308,6 +308,14 @@ class Analyzer {
   }
 
   copy(b: Body, scope: Scope | undefined): void {
+    // COPY … (ENCODING 'SJIS'): rows in a client-only encoding, whose second bytes can be the
+    // backslash or tab the gateway reads COPY text by — the same concern as client_encoding
+    for (const o of b.options ?? []) {
+      const d = nodeOf(o)?.[1]
+      if (d?.defname !== 'encoding') continue
+      const v = constValue(d.arg)
+      if (typeof v !== 'string' || settingConcern('client_encoding', v)) this.raise('admin')
+    }
     if (b.filename !== undefined || b.is_program) {
       // the server's files or a shell command
       this.raise('admin')
