@@ -144,6 +144,24 @@ t.test('a server that now reads SQL unlike the gateway, or runs as another role,
     c.socket.end()
   })
 
+  t.test('a role or database default that makes the server read SQL differently: new sessions are refused', async t => {
+    for (const [set, reset, message] of [
+      ["ALTER ROLE portcullis SET client_encoding = 'SJIS'", 'ALTER ROLE portcullis RESET client_encoding', /client_encoding=SJIS/],
+      ['ALTER DATABASE app SET standard_conforming_strings = off', 'ALTER DATABASE app RESET standard_conforming_strings', /standard_conforming_strings=off/],
+    ] as const) {
+      await direct.query(set)
+      try {
+        const c = new RawSession(gw)
+        const got = await c.start(await gw.token('agent-1', ['agents']))
+        t.same(got.map(f => f.code), ['E'], 'one error, no session')
+        t.match(errorFields(got[0]), { S: 'FATAL', M: message })
+        t.notOk(got.some(f => f.code === 'S'), 'no setting of the refused session reached the client')
+      } finally {
+        await direct.query(reset)
+      }
+    }
+  })
+
   t.test('settings the parser reads alike pass, reports and all', async t => {
     const c = new RawSession(gw)
     const login = await c.start(await gw.token('agent-1', ['agents']))
