@@ -14,8 +14,9 @@ const PARSER_SETTINGS = new Set(['standard_conforming_strings', 'client_encoding
 /**
  * Settings that change who the session runs as on the server: masking and policy are decided for
  * the target's upstream role. SET ROLE and SET SESSION AUTHORIZATION are these too (the grammar
- * names them `role` and `session_authorization`). RESET ROLE stays admin as well: it is a change of
- * identity like any other, and a rule can allow it for those who need it.
+ * names them `role` and `session_authorization`). RESET ROLE and SET ROLE NONE stay admin as
+ * well: SET ROLE NONE returns to the login role, which may hold more than a role default
+ * (`ALTER ROLE … SET role = restricted`) chosen to drop privileges; a rule can allow them.
  */
 const IDENTITY_SETTINGS = new Set(['role', 'session_authorization'])
 
