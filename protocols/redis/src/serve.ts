@@ -13,7 +13,7 @@ import { tableFromCommandReply, type CommandTable } from './commands.ts'
 import { RequestFramer, type RedisRequest } from './request-framer.ts'
 import { encodeCommand, errorReply, NOAUTH, OK } from './resp.ts'
 import { Pieces } from './pieces.ts'
-import { connectUpstream, laneFor, laneSafe, upstreamAuthCommand, type Lane, type LaneUser } from './lane.ts'
+import { connectUpstream, laneFor, laneSafe, loginRefusal, upstreamAuthCommand, UpstreamLoginError, type Lane, type LaneUser } from './lane.ts'
 
 interface Slot {
   /** local reply, ready to write when the slot reaches the head */
@@ -37,6 +37,8 @@ interface Slot {
   bytes: number
   masked: number
   error?: string
+  /** bytes of upstream replies held in `local` (counted in RedisConnection.held) */
+  held?: number
 }
 
 type Req = RedisRequest & { protocolError?: string; name?: string }
@@ -47,8 +49,21 @@ const RESP2_PUSH = new Set(['message', 'pmessage', 'smessage', 'subscribe', 'psu
 const UNSUBSCRIBE_KINDS = new Set(['unsubscribe', 'punsubscribe', 'sunsubscribe'])
 
 const HIGH_WATER = 1024
+// Reply bytes held for one client (received, not yet taken by its socket). On its own connection
+// a session's upstream socket is paused as soon as its client stops taking bytes, so Redis holds
+// the backlog. On the shared lane the lane cannot stop for one client, so a session sends at most
+// a window of commands there (one to begin with, growing by one per reply while the largest reply
+// seen times the window stays under HELD_SOFT); with HELD_SOFT held it moves to its own connection
+// for its next command; and a session that already held HELD_SOFT and is handed more than
+// HELD_HARD by replies in flight on the lane is closed, as Redis closes a client over its
+// client-output-buffer-limit. So a session holds at most HELD_HARD plus one reply.
+const HELD_SOFT = 8 * 1024 * 1024
+const HELD_HARD = 64 * 1024 * 1024
+const LANE_WINDOW_MAX = HIGH_WATER
 const UNSUPPORTED = new Set(['MONITOR', 'SYNC', 'PSYNC'])
 const PONG = Buffer.from('+PONG\r\n')
+const PING = encodeCommand(['PING'])
+const LOST = 'upstream connection lost'
 const EMPTY = Buffer.alloc(0)
 
 // per target: what the upstream's COMMAND says about commands the built-in table lacks
@@ -120,6 +135,12 @@ class RedisConnection implements LaneUser {
   private lane: Lane | undefined
   private laneInFlight = 0
   private laneIdle: (() => void) | undefined
+  // commands this session may have in flight on the lane, and the largest reply it was sent
+  private laneWindow = 1
+  private largestReply = 0
+  private windowOpen: (() => void) | undefined
+  // reply bytes in slots and in toClient, not yet handed to the client's socket
+  private held = 0
   private clientBlocked = false
   // the gateway's own AUTH, kept to log back in after RESET without a wait
   private upstreamAuthCommand: Buffer | undefined
@@ -413,9 +434,30 @@ class RedisConnection implements LaneUser {
         return
       }
       if (!laneSafe(name, req.args, this.classify.table)) return this.leaveLane(req, name, slot)
-      if (this.lane === undefined || !this.lane.isReady || this.lane.broken) return this.forwardWhenConnected(req, name, slot)
+      return this.viaLane(req, name, slot)
     } else if (this.upstream === undefined) return this.forwardWhenConnected(req, name, slot)
     this.forward(req, name, slot)
+  }
+
+  /** a lane-safe command: on the lane within the session's window, or off it for a slow reader */
+  private viaLane(req: Req, name: string, slot: Slot): Promise<void> | void {
+    // a client that does not take its replies: its own connection, where Redis holds the backlog
+    if (this.heldBytes() >= HELD_SOFT) return this.leaveLane(req, name, slot)
+    if (this.lane === undefined || !this.lane.isReady || this.lane.broken) return this.forwardWhenConnected(req, name, slot)
+    if (this.laneInFlight >= this.laneWindow) return this.windowThen(req, name, slot)
+    this.forward(req, name, slot)
+  }
+
+  private async windowThen(req: Req, name: string, slot: Slot): Promise<void> {
+    await new Promise<void>(resolve => (this.windowOpen = resolve))
+    if (this.closed) return
+    if (this.onLane) return this.viaLane(req, name, slot)
+    return this.forwardWhenConnected(req, name, slot)
+  }
+
+  /** reply bytes held for the client: not yet written, or written and not yet taken by its socket */
+  private heldBytes(): number {
+    return this.held + this.client.writableLength
   }
 
   /**
@@ -440,8 +482,28 @@ class RedisConnection implements LaneUser {
   laneReply(slot: object, reply: RedisReply): void {
     if (this.closed) return
     this.laneInFlight--
+    const before = this.heldBytes()
     this.deliver(slot as Slot, reply)
+    if (before >= HELD_SOFT && this.heldBytes() > HELD_HARD) {
+      // replies in flight on the lane pile up for a client that takes none: it is dropped (the
+      // lane reads and discards the rest) rather than held without bound
+      this.close()
+      return
+    }
+    const size = reply.raw.length
+    if (size > this.largestReply) this.largestReply = size
+    this.laneWindow = Math.max(1, Math.min(LANE_WINDOW_MAX, this.laneWindow + 1, Math.floor(HELD_SOFT / this.largestReply)))
+    this.laneTurn()
+  }
+
+  /** the lane answered (or lost) one of this session's commands */
+  private laneTurn(): void {
     if (this.laneInFlight === 0) this.laneSettled()
+    if (this.windowOpen !== undefined && this.laneInFlight < this.laneWindow) {
+      const open = this.windowOpen
+      this.windowOpen = undefined
+      open()
+    }
   }
 
   laneLost(slot: object): void {
@@ -449,11 +511,11 @@ class RedisConnection implements LaneUser {
     this.laneInFlight--
     // only the commands in flight on the lane fail; the session goes on (a new lane next time)
     const s = slot as Slot
-    const lost = errorReply('ERR', 'upstream connection lost')
+    const lost = errorReply('ERR', LOST)
     s.expect = 0
-    s.local = lost
-    s.error = 'upstream connection lost'
-    if (this.laneInFlight === 0) this.laneSettled()
+    s.local = s.local ? Buffer.concat([s.local, lost]) : lost
+    s.error = LOST
+    this.laneTurn()
   }
 
   private laneSettled(): void {
@@ -485,13 +547,12 @@ class RedisConnection implements LaneUser {
     try {
       await lane.ready
     } catch (err) {
-      const why = (err as Error).message
-      this.fail(errorReply('ERR', why === 'upstream refused the gateway credential' ? why : 'upstream connection lost'))
+      this.fail(errorReply('ERR', err instanceof UpstreamLoginError ? err.message : LOST))
       return
     }
     if (this.closed) return
     if (lane.broken) {
-      this.fail(errorReply('ERR', 'upstream connection lost'))
+      this.fail(errorReply('ERR', LOST))
       return
     }
     const t = this.session.target
@@ -509,7 +570,10 @@ class RedisConnection implements LaneUser {
 
   private async forwardWhenConnected(req: Req, name: string, slot: Slot): Promise<void> {
     await this.ensureUpstream()
-    if (!this.closed) this.forward(req, name, slot)
+    if (this.closed) return
+    // a lane just opened: the window still applies
+    if (this.onLane && this.laneInFlight >= this.laneWindow) return this.windowThen(req, name, slot)
+    this.forward(req, name, slot)
   }
 
   private forward(req: Req, name: string, slot: Slot): void {
@@ -660,8 +724,8 @@ class RedisConnection implements LaneUser {
       this.upstreamBlocked = false
       this.maybeResume()
     })
-    sock.on('error', () => this.fail(errorReply('ERR', 'upstream connection lost')))
-    sock.on('close', () => this.fail(errorReply('ERR', 'upstream connection closed')))
+    sock.on('error', () => this.upstreamGone())
+    sock.on('close', () => this.upstreamGone())
     await new Promise<void>(resolve => {
       const ready = (): void => {
         sock.off('error', ready)
@@ -671,8 +735,10 @@ class RedisConnection implements LaneUser {
       sock.once('error', ready)
     })
     if (this.closed) return
-    // the gateway's own login: its reply is checked, never shown to the client
-    if (auth) await new Promise<void>(resolve => {
+    // the gateway's own login, checked before any client command goes up and never shown to the
+    // client: its AUTH, or without a credential a PING, which an upstream that wants a login
+    // answers with NOAUTH (then every command would fail; the client is told why instead)
+    await new Promise<void>(resolve => {
       this.slots.push({
         expect: 1,
         drop: true,
@@ -680,11 +746,12 @@ class RedisConnection implements LaneUser {
         bytes: 0,
         masked: 0,
         onReply: r => {
-          if (r.type !== 0x2b) this.fail(errorReply('ERR', 'upstream refused the gateway credential'))
+          const why = loginRefusal(r, auth !== undefined)
+          if (why !== undefined) this.fail(errorReply('ERR', why))
           resolve()
         },
       })
-      sock.write(auth)
+      sock.write(auth ?? PING)
       this.aborter.signal.addEventListener('abort', () => resolve(), { once: true })
     })
     await this.loadCommandTable(sock)
@@ -742,6 +809,8 @@ class RedisConnection implements LaneUser {
     this.recordResponses()
     this.flush()
     this.maybeResume()
+    // a client that stopped taking bytes (perhaps before this connection opened): Redis holds the rest
+    if (this.clientBlocked) this.upstream?.pause()
   }
 
   /** one 'response' record per upstream read: the replies as written to the client (after masking) */
@@ -814,6 +883,8 @@ class RedisConnection implements LaneUser {
       }
     }
     slot.bytes += out.length
+    slot.held = (slot.held ?? 0) + out.length
+    this.held += out.length
     slot.local = slot.local ? Buffer.concat([slot.local, out]) : out
     this.responses.add(out)
   }
@@ -826,12 +897,14 @@ class RedisConnection implements LaneUser {
       if (head.expect > 0) {
         // replies of a multi-reply slot go out as they come
         if (head.local) {
+          this.release(head)
           this.write(head.local)
           head.local = undefined
         }
         break
       }
       slots.shift()
+      this.release(head)
       if (head.local && !head.drop) {
         this.write(head.local)
         if (head.bytes === 0) head.bytes = head.local.length
@@ -840,6 +913,14 @@ class RedisConnection implements LaneUser {
       head.after?.()
     }
     if (this.ending) this.maybeFinish()
+  }
+
+  /** a slot's replies move on to toClient, counted there */
+  private release(slot: Slot): void {
+    if (slot.held) {
+      this.held -= slot.held
+      slot.held = 0
+    }
   }
 
   private audit(slot: Slot): void {
@@ -866,12 +947,21 @@ class RedisConnection implements LaneUser {
   // frames that lie next to each other in the bytes read leave as one view of them, not copied.
   private readonly toClient = new Pieces()
   private readonly toServer = new Pieces()
+  private toClientBytes = 0
   private writeScheduled = false
 
   private write(buf: Buffer): void {
     if (this.closed) return
     this.toClient.add(buf)
+    this.toClientBytes += buf.length
+    this.held += buf.length
     this.scheduleWrites()
+  }
+
+  private takeToClient(): Buffer {
+    this.held -= this.toClientBytes
+    this.toClientBytes = 0
+    return this.toClient.take()
   }
 
   private toUpstream(buf: Buffer): void {
@@ -892,7 +982,7 @@ class RedisConnection implements LaneUser {
       this.upstreamBlocked = true
       this.pauseReading()
     }
-    if (!this.toClient.empty && !this.client.write(this.toClient.take())) {
+    if (!this.toClient.empty && !this.client.write(this.takeToClient())) {
       // a lane is not paused for one slow client: that client stops sending instead
       this.clientBlocked = true
       this.upstream?.pause()
@@ -900,11 +990,40 @@ class RedisConnection implements LaneUser {
     }
   }
 
+  /**
+   * The session's own upstream connection ended. Like Redis when it drops a client: the commands
+   * in flight (and one waiting on the connection) get an error each, in their place; a session
+   * with nothing in flight is closed without a word, so that a client reconnects instead of
+   * reading a stray error as the reply to its next command.
+   */
+  private upstreamGone(): void {
+    if (this.closed) return
+    let inFlight = this.processing
+    for (const s of this.slots) {
+      if (s.expect === 0) continue
+      s.expect = 0
+      if (s.drop) continue
+      inFlight = true
+      const lost = errorReply('ERR', LOST)
+      s.local = s.local ? Buffer.concat([s.local, lost]) : lost
+      s.bytes += lost.length
+      s.error = LOST
+    }
+    if (!inFlight) {
+      this.close()
+      return
+    }
+    this.readingStopped = true
+    this.flush()
+    if (this.processing) this.fail(errorReply('ERR', LOST))
+    else this.close()
+  }
+
   /** writes a last error and ends the connection */
   private fail(reply: Buffer): void {
     if (this.closed) return
     // the replies already due go first
-    if (!this.toClient.empty) this.client.write(this.toClient.take())
+    if (!this.toClient.empty) this.client.write(this.takeToClient())
     this.client.write(reply)
     this.close()
   }
@@ -914,10 +1033,11 @@ class RedisConnection implements LaneUser {
     this.closed = true
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer)
     this.aborter.abort()
+    this.windowOpen?.()
     this.upstream?.destroy()
     this.lane?.detach()
     this.lane = undefined
-    if (!this.toClient.empty) this.client.write(this.toClient.take())
+    if (!this.toClient.empty) this.client.write(this.takeToClient())
     this.client.end()
     // give the last bytes a moment to leave, then make sure the socket is gone
     setTimeout(() => this.client.destroy(), 100).unref()
