@@ -349,6 +349,9 @@ class RedisConnection implements LaneUser {
     if (name === 'AUTH') return this.auth(req)
     if (name === 'HELLO') return this.hello(req)
     if (name === 'QUIT') {
+      // like Redis: +OK once what came before is answered, then close; what came after is not run
+      this.readingStopped = true
+      this.inHead = this.inbox.length
       this.localReply(OK, () => this.close())
       return
     }
