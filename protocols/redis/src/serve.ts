@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream'
 import { isPortcullisError, type AuditEvent, type Decision, type MaskPlan, type Operation, type Session } from '@portcullis/core'
 import { classifyCommand, toOperation, type ClassifyOptions } from './classify.ts'
 import { maskExecReply, maskReply, type MaskContext } from './mask.ts'
+import { maskRefusal, searchAliases } from './mask-paths.ts'
 import { ReplyFramer, type RedisReply } from './reply-framer.ts'
 import { decodeReply, plainValue } from './reply.ts'
 import { tableFromCommandReply, type CommandTable } from './commands.ts'
@@ -426,6 +427,15 @@ class RedisConnection implements LaneUser {
       return
     }
     slot.masks = decision.masks
+    if (!decision.masks.empty) {
+      // a reply that would carry masked data in a shape masking does not know is refused unsent
+      const why = maskRefusal(name, req.args, slot.op!.resources, decision.masks, this.classify.table)
+      if (why !== undefined) {
+        slot.error = why
+        this.refuse(errorReply('NOPERM', `masking: ${why}`), slot)
+        return
+      }
+    }
     if (this.onLane) {
       if (name === 'CLIENT' && req.args.length === 4 && req.args[1]!.length === 7 && req.args[1]!.toString('latin1').toUpperCase() === 'SETINFO') {
         // what a client library says of itself on connecting (ioredis, redis-py, node-redis): shown
@@ -585,6 +595,8 @@ class RedisConnection implements LaneUser {
     if (!slot.masks!.empty) {
       const command = slot.op!.statements[0]?.facts?.command
       ctx = { name: command === undefined ? name : String(command).split(' ')[0]!, args: req.args }
+      const aliases = searchAliases(ctx.name, req.args, slot.masks!)
+      if (aliases) ctx.aliases = aliases
     }
     if (req.inline) raw = encodeCommand(req.args) // the upstream may not take inline input as we split it
     switch (name) {
