@@ -49,7 +49,13 @@ export function maskRefusal(name: string, args: Buffer[], keys: readonly string[
   if (name.startsWith('FT.')) return searchRefusal(name, args, plan)
   if (name === 'SORT' || name === 'SORT_RO') {
     for (let i = 2; i + 1 < args.length; i++) {
-      if (up(args[i]) !== 'GET') continue
+      const word = up(args[i])
+      if (word === 'STORE') {
+        // SORT's key-specs cannot say where STORE writes
+        const m = plan.forKey(str(args[1]))
+        if (m !== undefined && plan.forKey(str(args[i + 1])) !== m) return `SORT would copy masked key ${str(args[1])} into ${str(args[i + 1])}, which is not masked the same way`
+      }
+      if (word !== 'GET') continue
       const pattern = str(args[++i])
       if (pattern === '#') continue
       if (keyRules(plan) || (fieldRules(plan) && pattern.includes('->'))) return `${name} … GET ${pattern} under a mask plan: values of other keys cannot be masked`

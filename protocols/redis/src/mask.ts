@@ -115,6 +115,8 @@ class Masker {
 /** does any rule possibly apply to this reply? cheap checks only */
 function mayApply(plan: MaskPlan, ctx: MaskContext, type: number): boolean {
   if (plan.empty) return false
+  // a number can be the data itself: INCRBY k 0, HINCRBY h f 0, ZSCORE, GEODIST (RESP3 doubles)
+  if ((type === 0x3a || type === 0x2c || type === 0x28) && (KEY_VALUE.has(ctx.name) || ctx.name === 'HINCRBY' || ctx.name === 'HINCRBYFLOAT')) return true
   if (plan.hasDetectors) return type !== 0x3a && type !== 0x5f && type !== 0x23 && type !== 0x2c
   switch (type) {
     case 0x2a: case 0x25: case 0x7e: case 0x3e: // aggregates may hold fields or maps
