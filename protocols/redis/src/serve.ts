@@ -126,6 +126,7 @@ class RedisConnection implements LaneUser {
   private inbox: Req[] = []
   private inHead = 0
   private recordedTo = 0
+  private inboxBytes = 0
   // a command waits for something (an approval, the upstream connection): later ones queue behind it
   private processing = false
   private upstream: Duplex | undefined
@@ -221,12 +222,14 @@ class RedisConnection implements LaneUser {
       reqs.push({ args: [], raw: EMPTY, inline: true, protocolError: this.framer.error })
     }
     if (reqs.length === 0) return
+    for (const r of reqs) this.inboxBytes += r.raw.length
     if (this.inHead === this.inbox.length) {
       this.inbox = reqs
       this.inHead = 0
       this.recordedTo = 0
     } else for (const r of reqs) this.inbox.push(r)
-    if (this.inbox.length - this.inHead + this.slots.length > HIGH_WATER) this.pauseReading()
+    // requests waiting (on an approval, the lane's window) are bounded in number and in bytes
+    if (this.inbox.length - this.inHead + this.slots.length > HIGH_WATER || this.inboxBytes > HELD_SOFT) this.pauseReading()
     this.pump()
   }
 
@@ -240,6 +243,7 @@ class RedisConnection implements LaneUser {
     this.now = Date.now()
     while (this.inHead < this.inbox.length && !this.closed) {
       const req = this.inbox[this.inHead++]!
+      this.inboxBytes -= req.raw.length
       let wait: Promise<void> | void
       try {
         wait = this.handle(req)
@@ -278,7 +282,7 @@ class RedisConnection implements LaneUser {
   }
 
   private maybeResume(): void {
-    if (this.readingPaused && !this.readingStopped && !this.upstreamBlocked && !this.clientBlocked && this.inbox.length - this.inHead + this.slots.length < HIGH_WATER / 2) {
+    if (this.readingPaused && !this.readingStopped && !this.upstreamBlocked && !this.clientBlocked && this.inbox.length - this.inHead + this.slots.length < HIGH_WATER / 2 && this.inboxBytes < HELD_SOFT / 2) {
       this.readingPaused = false
       this.client.resume()
     }
@@ -353,6 +357,7 @@ class RedisConnection implements LaneUser {
       // like Redis: +OK once what came before is answered, then close; what came after is not run
       this.readingStopped = true
       this.inHead = this.inbox.length
+      this.inboxBytes = 0
       this.localReply(OK, () => this.close())
       return
     }

@@ -126,3 +126,27 @@ t.test('a session that ramps its lane window on small replies and then asks for 
   t.ok(gotBytes < 3 * BIG, `the session was closed after ${mib(gotBytes)}, not given 1 GiB`)
   t.equal(await other.get('small'), 'ok', 'the lane goes on')
 })
+
+t.test('commands queued behind one that waits (an approval) are bounded in bytes: the gateway stops reading', async t => {
+  const gw = await startGateway(t, {
+    rules: `
+  - { id: reads, when: { groups: [agents], class: [read, session] }, action: allow }
+  - { id: writes, when: { groups: [agents], class: [write] }, action: approve, approvers: [approvers], timeout: 1m }`,
+  })
+  const sock = connect({ host: '127.0.0.1', port: gw.port })
+  await once(sock, 'connect')
+  t.teardown(() => sock.destroy())
+  sock.write(`AUTH ${await gw.token()}\r\nSET waits 1\r\n`)
+  const value = 'v'.repeat(1024 * 1024)
+  const total = 64 * (value.length + 40)
+  for (let i = 0; i < 64; i++) sock.write(`*3\r\n$3\r\nSET\r\n$4\r\nk${String(i).padStart(3, '0')}\r\n$${value.length}\r\n${value}\r\n`)
+  // until the gateway has stopped taking bytes: what it has not read stays in this socket
+  let last = -1
+  for (let i = 0, same = 0; i < 400 && same < 10; i++) {
+    same = sock.writableLength === last ? same + 1 : 0
+    last = sock.writableLength
+    await new Promise(r => setTimeout(r, 50))
+  }
+  const read = total - sock.writableLength
+  t.ok(read < 24 * 1024 * 1024, `the gateway read ${mib(read)} of ${mib(total)} while the first command waited`)
+})
