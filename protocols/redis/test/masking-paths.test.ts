@@ -2,9 +2,13 @@
 // bytes from a real Redis 7 (with RediSearch where installed): no clear value in any byte, in
 // text, hex or base64. Data is written straight to Redis, so only replies cross the gateway.
 import t from 'tap'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { encodeCommand } from '../src/resp.ts'
 import { RawClient, startGateway, type Gateway } from './harness.ts'
+
+const run = promisify(execFile)
 
 // keys+fields: rules by key glob and hash field name, no detectors (so nothing is masked by luck);
 // detect: detectors and a pattern only
@@ -262,4 +266,29 @@ t.test('FT.SEARCH, FT.AGGREGATE and FT.CURSOR READ are masked or refused', async
   t.match(await c2.send(['FT.AGGREGATE', 'people', '*', 'GROUPBY', '1', '@name', 'REDUCE', 'TOLIST', '1', '@email', 'AS', 'all']), /^-NOPERM masking: FT.AGGREGATE REDUCE TOLIST over masked field @email/)
   t.match(await c2.send(['FT.SEARCH', 'people', '*', 'SORTBY', 'email', 'WITHSORTKEYS']), /^-NOPERM masking: FT.SEARCH WITHSORTKEYS/)
   t.match(await c2.send(['HVALS', 'p:0']), /^-NOPERM masking: HVALS/)
+})
+
+t.test('real clients: masked replies, and a refusal is an ordinary error that leaves the connection in step', async t => {
+  const gw = await startGateway(t, { masking: MASKING, rules: RULES })
+  await seed(gw)
+  const token = await gw.token('keyed-user', ['keyed'])
+  const script = `
+import redis, sys
+r = redis.Redis(host='127.0.0.1', port=int(sys.argv[1]), username='agent', password=sys.argv[2], decode_responses=True)
+print(r.hgetall('user:1')['email'], r.get('secret:1'), r.xrange('open:stream')[0][1]['email'])
+try:
+    r.dump('secret:1')
+except redis.exceptions.ResponseError as e:
+    print('refused:', str(e).split(':')[0])
+p = r.pipeline(transaction=False)
+p.get('secret:1'); p.lrange('secret:list', 0, 0); p.get('open:1')
+print(p.execute())
+`
+  const { stdout } = await run('/usr/bin/python3', ['-c', script, String(gw.port), token])
+  t.equal(stdout, "[REDACTED] [REDACTED] [REDACTED]\nrefused: masking\n['[REDACTED]', ['[REDACTED]'], 'public-value']\n", 'redis-py')
+  const io = new Redis({ port: gw.port, password: token, lazyConnect: true })
+  t.teardown(() => io.disconnect())
+  await io.connect()
+  await t.rejects(io.call('LCS', 'secret:1', 'open:1'), /NOPERM masking: key secret:1 is masked/)
+  t.same(await io.zrange('secret:z', 0, -1, 'WITHSCORES'), ['[REDACTED]', '[REDACTED]'], 'ioredis, after the refusal')
 })
