@@ -83,6 +83,9 @@ export interface MaskPlan {
   scan(text: string): { text: string; count: number }
   /** longest possible detector match in characters (bounds streaming hold-back) */
   readonly maxMatchLength: number
+  /** false when no field rule / no key rule applies (a codec may then allow replies it could not mask by field / key); absent: assume some may */
+  readonly hasFieldRules?: boolean
+  readonly hasKeyRules?: boolean
 }
 
 export interface Decision {

@@ -190,10 +190,14 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     // Postgres negotiates TLS inside its protocol (SSLRequest), so its codec owns it; the other
     // protocols speak TLS from the first byte, so the listener terminates it.
     const tls = t.tls !== undefined && t.protocol !== 'postgres' && !sniffing(t)
+    // Redis clients may half-close after their last command (redis-cli reading a pipe) and still
+    // expect every reply, as Redis gives them: the Redis codec ends the socket itself once they are
+    // written. Without this Node ends the socket at the client's FIN and the replies are lost.
+    const allowHalfOpen = t.protocol === 'redis' && !sniffing(t)
     const server =
       tls && t.tls
-        ? createTlsServer({ cert: readFileSync(t.tls.cert), key: readFileSync(t.tls.key) })
-        : createServer()
+        ? createTlsServer({ cert: readFileSync(t.tls.cert), key: readFileSync(t.tls.key), allowHalfOpen })
+        : createServer({ allowHalfOpen })
     const listener: Listener = {
       name: t.name,
       listen: t.listen,

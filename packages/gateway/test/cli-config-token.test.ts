@@ -13,6 +13,7 @@ t.test('check-config: a valid file passes; errors name file, line and key', asyn
   const ok = await portcullis(['check-config', good])
   t.equal(ok.code, 0)
   t.match(ok.stdout, /good\.yaml: ok \(1 targets, 3 rules\)/)
+  t.match(ok.stderr, /good\.yaml: warning: target lines: the gateway logs in to its Redis upstream as the 'default' user without a password/, 'a Redis target without a password is worth a warning, not a failure')
 
   const bad = join(env.dir, 'bad.yaml')
   const text = env.yaml().replace('port: 1 }', 'port: "one" }')

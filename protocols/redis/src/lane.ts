@@ -60,6 +60,22 @@ export async function upstreamAuthCommand(session: Session): Promise<Buffer | un
   return encodeCommand(up.user ? ['AUTH', up.user, password] : ['AUTH', password])
 }
 
+/** the gateway's own upstream login failed: what the client is told (never the upstream's address) */
+export class UpstreamLoginError extends Error {}
+
+/**
+ * Why the reply to the gateway's login (its AUTH, or the first command when it has no credential)
+ * says it is not logged in; undefined when it is. Without a credential only NOAUTH counts: an ACL
+ * that forbids the probe still means a login.
+ */
+export function loginRefusal(r: RedisReply, authSent: boolean): string | undefined {
+  if (r.type !== 0x2d) return authSent && r.type !== 0x2b ? 'Portcullis could not log in to the upstream: unexpected reply to AUTH' : undefined
+  const text = r.raw.toString('utf8', 1, Math.min(r.raw.length - 2, 201))
+  if (!authSent && !text.startsWith('NOAUTH')) return undefined
+  const hint = authSent ? '' : ' (no upstream credential is configured for this target)'
+  return `Portcullis could not log in to the upstream: ${text}${hint}`
+}
+
 const lanes = new Map<string, Lane>()
 
 /** the lane of a session's target: the open one, or a new one logging in */
@@ -130,15 +146,17 @@ export class Lane {
     // named, so that an operator sees it in CLIENT LIST (and a test can find it)
     const named = internal(encodeCommand(['CLIENT', 'SETNAME', 'portcullis-lane']))
     await connected
-    if (login) {
-      const r = await login
+    // without a credential the CLIENT SETNAME is the probe: NOAUTH means the upstream wants a login
+    for (const [reply, authSent] of [[login, true], [named, false]] as const) {
+      if (reply === undefined) continue
+      const r = await reply
       if (r === undefined) throw new Error('upstream connection lost')
-      if (r.type !== 0x2b) {
+      const why = authSent || !auth ? loginRefusal(r, authSent) : undefined
+      if (why !== undefined) {
         this.fail()
-        throw new Error('upstream refused the gateway credential')
+        throw new UpstreamLoginError(why)
       }
     }
-    await named
     const target = session.target
     const tableKey = `${target.name} ${target.upstream.host}:${target.upstream.port}`
     if (!tables.has(tableKey) && target.options.commandInfo !== 'builtin') {

@@ -6,24 +6,43 @@
 import { isUtf8 } from 'node:buffer'
 import type { MaskMethod, MaskPlan } from '@portcullis/core'
 import { decodeReply, encodeReply, nodeText, setNodeValue, type RespNode } from './reply.ts'
+import { commandKeys } from './mask-paths.ts'
 
 export interface MaskContext {
   /** upper-case command name, e.g. 'HGETALL' */
   name: string
   args: Buffer[]
+  /** names that carry a masked field under another name (FT.SEARCH RETURN … AS) */
+  aliases?: Map<string, MaskMethod>
 }
 
-const KEY_VALUE = new Set(['GET', 'GETEX', 'GETDEL', 'GETSET', 'GETRANGE', 'SUBSTR', 'SET', 'LINDEX', 'LPOP', 'RPOP', 'LRANGE', 'SMEMBERS', 'HVALS', 'HRANDFIELD'])
+// every leaf of the reply is data of the key in args[1]. Whatever reads a masked key and is not
+// masked here is refused before it goes upstream (mask-paths.ts)
+const KEY_VALUE = new Set(['GET', 'GETEX', 'GETDEL', 'GETSET', 'GETRANGE', 'SUBSTR', 'SET', 'LINDEX', 'LPOP', 'RPOP', 'LRANGE',
+  'SMEMBERS', 'SRANDMEMBER', 'SPOP', 'HVALS', 'HKEYS', 'ZRANGE', 'ZRANGEBYSCORE', 'ZRANGEBYLEX', 'ZREVRANGE', 'ZREVRANGEBYSCORE',
+  'ZREVRANGEBYLEX', 'ZRANDMEMBER', 'ZPOPMIN', 'ZPOPMAX', 'ZSCORE', 'ZMSCORE', 'INCR', 'INCRBY', 'INCRBYFLOAT', 'DECR', 'DECRBY',
+  'ZINCRBY', 'LMOVE', 'RPOPLPUSH', 'BLMOVE', 'BRPOPLPUSH', 'GEOPOS', 'GEODIST', 'GEOHASH', 'GEOSEARCH', 'GEORADIUS',
+  'GEORADIUSBYMEMBER', 'GEORADIUS_RO', 'GEORADIUSBYMEMBER_RO', 'SORT', 'SORT_RO'])
 const VECTOR_SET = new Set(['VSIM', 'VEMB', 'VRANDMEMBER', 'VLINKS', 'VGETATTR'])
 const FIELD_LISTS = new Set(['FT.SEARCH', 'FT.AGGREGATE', 'FT.GET', 'FT.MGET', 'FT.CURSOR'])
+// members of several keys mixed in one reply
+const MULTI_KEY = new Set(['SUNION', 'SINTER', 'SDIFF', 'ZUNION', 'ZINTER', 'ZDIFF'])
+const SCANS = new Set(['HSCAN', 'SSCAN', 'ZSCAN'])
+const STREAM_RANGES = new Set(['XRANGE', 'XREVRANGE', 'XCLAIM'])
+// [key, value…] where the reply names the key
+const POPS = new Set(['BLPOP', 'BRPOP', 'BZPOPMIN', 'BZPOPMAX'])
+const MPOPS = new Set(['LMPOP', 'BLMPOP', 'ZMPOP', 'BZMPOP'])
 
 const str = (b: Buffer | undefined): string => (b ? b.toString('utf8') : '')
 
 class Masker {
   masked = 0
+  aliases: Map<string, MaskMethod> | undefined
   constructor(readonly plan: MaskPlan, readonly resp: number) {}
 
   replace(node: RespNode, method: MaskMethod): void {
+    // an attribute describes the value: it goes with it
+    if (node.attribute) delete node.attribute
     if (node.items) {
       for (const item of node.items) this.replace(item, method)
       return
@@ -38,11 +57,26 @@ class Masker {
   /** detectors on every text leaf not already replaced */
   detect(node: RespNode): void {
     if (!this.plan.hasDetectors) return
+    if (node.attribute) this.detect(node.attribute)
     if (node.items) {
       for (const item of node.items) this.detect(item)
       return
     }
     if (node.changed) return
+    if (node.type === 0x2d || node.type === 0x21 || node.type === 0x28) {
+      // errors can echo values (a script's error_reply, a module's message); big numbers can be
+      // card numbers. An error stays an error, a big number found by a detector becomes text
+      const raw = node.type === 0x21 ? node.data : node.line
+      if (!raw || !isUtf8(raw)) return
+      const { text: out, count } = this.plan.scan(raw.toString('utf8'))
+      if (count === 0) return
+      if (node.type === 0x28) setNodeValue(node, out, this.resp)
+      else if (node.type === 0x21) node.data = Buffer.from(out, 'utf8')
+      else node.line = Buffer.from(out.replace(/[\r\n]+/g, ' '), 'utf8')
+      node.changed = true
+      this.masked += count
+      return
+    }
     const text = nodeText(node)
     if (!text || text.length === 0 || !isUtf8(text)) return
     const { text: out, count } = this.plan.scan(text.toString('utf8'))
@@ -56,22 +90,33 @@ class Masker {
   pairs(items: RespNode[], fallback: MaskMethod | undefined): void {
     for (let i = 0; i + 1 < items.length; i += 2) {
       const name = nodeText(items[i]!)
-      const m = (name ? this.plan.forField(str(name)) : undefined) ?? fallback
+      const m = (name ? this.plan.forField(str(name)) ?? this.aliases?.get(str(name)) : undefined) ?? fallback
       if (m) this.replace(items[i + 1]!, m)
     }
   }
 
   /** RESP3 maps anywhere in a reply */
   maps(node: RespNode): void {
+    if (node.attribute) this.maps(node.attribute)
     if (!node.items) return
-    if (node.type === 0x25) this.pairs(node.items, undefined)
+    if (node.type === 0x25 || node.type === 0x7c) this.pairs(node.items, undefined)
     for (const item of node.items) this.maps(item)
+  }
+
+  /** stream entries: [[id, [field, value…]]…], fields by name, values by the key's rule */
+  entries(node: RespNode | undefined, km: MaskMethod | undefined): void {
+    for (const e of node?.items ?? []) {
+      const fv = e.items?.[1]
+      if (fv?.items) this.pairs(fv.items, km)
+    }
   }
 }
 
 /** does any rule possibly apply to this reply? cheap checks only */
 function mayApply(plan: MaskPlan, ctx: MaskContext, type: number): boolean {
   if (plan.empty) return false
+  // a number can be the data itself: INCRBY k 0, HINCRBY h f 0, ZSCORE, GEODIST (RESP3 doubles)
+  if ((type === 0x3a || type === 0x2c || type === 0x28) && (KEY_VALUE.has(ctx.name) || ctx.name === 'HINCRBY' || ctx.name === 'HINCRBYFLOAT')) return true
   if (plan.hasDetectors) return type !== 0x3a && type !== 0x5f && type !== 0x23 && type !== 0x2c
   switch (type) {
     case 0x2a: case 0x25: case 0x7e: case 0x3e: // aggregates may hold fields or maps
@@ -87,6 +132,7 @@ export function maskReply(raw: Buffer, type: number, ctx: MaskContext, plan: Mas
   if (!mayApply(plan, ctx, type)) return { raw, masked: 0 }
   const root = decodeReply(raw)
   const m = new Masker(plan, resp)
+  m.aliases = ctx.aliases
   applyTo(root, ctx, m)
   m.maps(root)
   m.detect(root)
@@ -99,8 +145,11 @@ export function maskExecReply(raw: Buffer, type: number, queued: MaskContext[], 
   const root = decodeReply(raw)
   const m = new Masker(plan, resp)
   root.items?.forEach((item, i) => {
-    if (queued[i]) applyTo(item, queued[i], m)
+    if (!queued[i]) return
+    m.aliases = queued[i].aliases
+    applyTo(item, queued[i], m)
   })
+  m.aliases = undefined
   m.maps(root)
   m.detect(root)
   return m.masked > 0 ? { raw: encodeReply(root), masked: m.masked } : { raw, masked: 0 }
@@ -110,35 +159,121 @@ function applyTo(node: RespNode, ctx: MaskContext, m: Masker): void {
   const { name, args } = ctx
   const plan = m.plan
   if (node.type === 0x2d || node.type === 0x21) return
+  const items = node.items ?? undefined
   if (KEY_VALUE.has(name) || VECTOR_SET.has(name)) {
     const km = plan.forKey(str(args[1]))
     if (km) m.replace(node, km)
+  } else if (name === 'HRANDFIELD') {
+    const km = plan.forKey(str(args[1]))
+    if (km) m.replace(node, km)
+    else if (items && args.some((a, i) => i > 2 && str(a).toUpperCase() === 'WITHVALUES')) {
+      // RESP2: field, value, field, value…; RESP3: [field, value] pairs
+      if (items.every(x => x.items)) for (const pair of items) m.pairs(pair.items!, undefined)
+      else m.pairs(items, undefined)
+    }
+  } else if (name === 'HINCRBY' || name === 'HINCRBYFLOAT') {
+    const fm = plan.forField(str(args[2])) ?? plan.forKey(str(args[1]))
+    if (fm) m.replace(node, fm)
+  } else if (MULTI_KEY.has(name)) {
+    for (const k of commandKeys(args, undefined)) {
+      const km = plan.forKey(k)
+      if (km) return m.replace(node, km)
+    }
+  } else if (SCANS.has(name)) {
+    // [cursor, [items]]: the cursor is the gateway's client's to keep
+    const list = items?.[1]
+    const km = plan.forKey(str(args[1]))
+    if (list && km) m.replace(list, km)
+    else if (list?.items && name === 'HSCAN' && !args.some((a, i) => i > 2 && str(a).toUpperCase() === 'NOVALUES')) m.pairs(list.items, undefined)
+  } else if (STREAM_RANGES.has(name)) {
+    m.entries(node, plan.forKey(str(args[1])))
+  } else if (name === 'XAUTOCLAIM') {
+    m.entries(items?.[1], plan.forKey(str(args[1])))
+  } else if (name === 'XREAD' || name === 'XREADGROUP') {
+    // RESP2: [[key, entries]…]; RESP3: a map key → entries
+    if (!items) return
+    if (node.type === 0x25) for (let i = 0; i + 1 < items.length; i += 2) m.entries(items[i + 1], plan.forKey(str(nodeText(items[i]!))))
+    else for (const s of items) if (s.items) m.entries(s.items[1], plan.forKey(str(nodeText(s.items[0]!))))
+  } else if (POPS.has(name)) {
+    const km = items?.[0] ? plan.forKey(str(nodeText(items[0]))) : undefined
+    if (km) items!.slice(1).forEach(x => m.replace(x, km))
+  } else if (MPOPS.has(name)) {
+    const km = items?.[0] ? plan.forKey(str(nodeText(items[0]))) : undefined
+    if (km && items![1]) m.replace(items![1], km)
   } else if (name === 'MGET') {
-    node.items?.forEach((item, i) => {
+    items?.forEach((item, i) => {
       const km = plan.forKey(str(args[i + 1]))
       if (km) m.replace(item, km)
     })
   } else if (name === 'HGET') {
     const fm = plan.forField(str(args[2])) ?? plan.forKey(str(args[1]))
     if (fm) m.replace(node, fm)
-  } else if (name === 'HMGET') {
+  } else if (name === 'HMGET' || name === 'HGETDEL' || name === 'HGETEX') {
+    // HMGET key f…; HGETDEL / HGETEX key … FIELDS n f…
     const km = plan.forKey(str(args[1]))
-    node.items?.forEach((item, i) => {
-      const fm = plan.forField(str(args[i + 2])) ?? km
+    let first = 2
+    if (name !== 'HMGET') {
+      const at = args.findIndex((a, i) => i > 1 && str(a).toUpperCase() === 'FIELDS')
+      if (at < 0) return km ? m.replace(node, km) : undefined
+      first = at + 2
+    }
+    items?.forEach((item, i) => {
+      const fm = plan.forField(str(args[i + first])) ?? km
       if (fm) m.replace(item, fm)
     })
   } else if (name === 'HGETALL') {
-    if (node.items) m.pairs(node.items, plan.forKey(str(args[1])))
+    if (items) m.pairs(items, plan.forKey(str(args[1])))
+  } else if (name === 'FT.TAGVALS') {
+    const fm = plan.forField(str(args[2]).replace(/^@/, ''))
+    if (fm) m.replace(node, fm)
   } else if (FIELD_LISTS.has(name)) {
-    // FT.SEARCH: [total, id, [field, value…], id, [field, value…]…]; FT.AGGREGATE: [n, [field, value…]…]
-    const walk = (n: RespNode): void => {
-      for (const item of n.items ?? []) {
-        if (item.items && item.type !== 0x25) {
-          if (item.items.length % 2 === 0 && item.items.every((x, i) => i % 2 === 1 || nodeText(x))) m.pairs(item.items, undefined)
-          else walk(item)
+    searchReply(node, ctx, m)
+  }
+}
+
+/**
+ * FT.SEARCH RESP2: [total, id, [field, value…], id, [field, value…]…]; FT.AGGREGATE: [n, [field,
+ * value…]…]; RESP3: maps with results [{id, extra_attributes: {…}}…]. Fields by name (RESP3 maps
+ * by maps()); a document whose key is masked has every value masked.
+ */
+function searchReply(node: RespNode, ctx: MaskContext, m: Masker): void {
+  const plan = m.plan
+  const items = node.items ?? []
+  if (ctx.name === 'FT.GET' || ctx.name === 'FT.MGET') {
+    // FT.GET idx doc → [field, value…]; FT.MGET idx doc… → [[field, value…]…]
+    if (ctx.name === 'FT.GET') m.pairs(items, plan.forKey(str(ctx.args[2])))
+    else items.forEach((doc, i) => doc.items && m.pairs(doc.items, plan.forKey(str(ctx.args[i + 2]))))
+    return
+  }
+  if (node.type === 0x25) {
+    for (let i = 0; i + 1 < items.length; i += 2) {
+      if (str(nodeText(items[i]!)) !== 'results') continue
+      for (const doc of items[i + 1]!.items ?? []) {
+        const d = doc.items ?? []
+        let km: MaskMethod | undefined
+        for (let j = 0; j + 1 < d.length; j += 2) if (str(nodeText(d[j]!)) === 'id') km = plan.forKey(str(nodeText(d[j + 1]!)))
+        if (!km) continue
+        for (let j = 0; j + 1 < d.length; j += 2) {
+          const k = str(nodeText(d[j]!))
+          if (k === 'extra_attributes' || k === 'values') m.replace(d[j + 1]!, km)
         }
       }
     }
-    walk(node)
+    return
   }
+  let km: MaskMethod | undefined
+  const walk = (n: RespNode): void => {
+    for (const item of n.items ?? []) {
+      if (item.items && item.type !== 0x25) {
+        if (item.items.length % 2 === 0 && item.items.every((x, i) => i % 2 === 1 || nodeText(x))) {
+          m.pairs(item.items, km)
+          km = undefined
+        } else walk(item)
+      } else if (ctx.name === 'FT.SEARCH' && item.type === 0x24) {
+        // a document id: its fields follow (after a score or payload, which match no key rule)
+        km = plan.forKey(str(nodeText(item))) ?? km
+      }
+    }
+  }
+  walk(node)
 }

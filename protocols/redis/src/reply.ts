@@ -12,8 +12,8 @@ export interface RespNode {
   data?: Buffer | null
   /** aggregate children; maps and attributes hold key, value, key, value… ; null for a null array */
   items?: RespNode[] | null
-  /** an attribute that preceded this value, kept as bytes */
-  attribute?: Buffer
+  /** an attribute ('|' map) that preceded this value */
+  attribute?: RespNode
   /** set by masking: the node was replaced */
   changed?: boolean
 }
@@ -25,13 +25,20 @@ export function decodeReply(raw: Buffer): RespNode {
 }
 
 function decodeAt(buf: Buffer, at: number): [RespNode, number] {
-  let attribute: Buffer | undefined
+  let attribute: RespNode | undefined
   if (buf[at] === 0x7c /* '|' */) {
+    // decoded like a map, so that masking reaches what it carries
     const eol = findCRLF(buf, at + 1, buf.length)
+    if (eol === -1) throw new RespProtocolError('truncated reply')
     const n = parseInteger(buf, at + 1, eol)
     let pos = eol + 2
-    for (let i = 0; i < 2 * n; i++) pos = decodeAt(buf, pos)[1]
-    attribute = buf.subarray(at, pos)
+    const items: RespNode[] = []
+    for (let i = 0; i < 2 * n; i++) {
+      const [child, next] = decodeAt(buf, pos)
+      items.push(child)
+      pos = next
+    }
+    attribute = { type: 0x7c, items }
     at = pos
   }
   const type = buf[at]!
@@ -86,7 +93,7 @@ export function encodeReply(node: RespNode): Buffer {
 }
 
 function encodeInto(node: RespNode, parts: Buffer[]): void {
-  if (node.attribute) parts.push(node.attribute)
+  if (node.attribute) encodeInto(node.attribute, parts)
   const t = String.fromCharCode(node.type)
   if (node.data !== undefined) {
     if (node.data === null) parts.push(Buffer.from(`${t}-1\r\n`))
@@ -94,7 +101,7 @@ function encodeInto(node: RespNode, parts: Buffer[]): void {
   } else if (node.items !== undefined) {
     if (node.items === null) parts.push(Buffer.from(`${t}-1\r\n`))
     else {
-      const n = node.type === 0x25 ? node.items.length / 2 : node.items.length
+      const n = node.type === 0x25 || node.type === 0x7c ? node.items.length / 2 : node.items.length
       parts.push(Buffer.from(`${t}${n}\r\n`))
       for (const item of node.items) encodeInto(item, parts)
     }

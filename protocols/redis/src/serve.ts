@@ -1,58 +1,26 @@
-// One client connection: frames requests, authenticates with a token, decides each command, and
-// forwards allowed ones upstream over the gateway's own connection. Replies go back in request order:
-// every request takes a slot in a queue, answered either by the upstream (in order, as Redis answers)
-// or locally (a refusal, AUTH), so a refused command is answered in its place and pipelines stay
-// aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
+// One client connection, what its commands mean: frames requests, authenticates with a token,
+// decides each command, and forwards allowed ones upstream, over the target's shared lane or the
+// session's own connection. Every request takes a slot in the queue of session-io.ts, answered by
+// the upstream or locally (a refusal, AUTH), so a refused command is answered in its place and
+// pipelines stay aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
 import type { Duplex } from 'node:stream'
-import { isPortcullisError, type AuditEvent, type Decision, type MaskPlan, type Operation, type Session } from '@portcullis/core'
-import { classifyCommand, toOperation, type ClassifyOptions } from './classify.ts'
-import { maskExecReply, maskReply, type MaskContext } from './mask.ts'
-import { ReplyFramer, type RedisReply } from './reply-framer.ts'
-import { decodeReply, plainValue } from './reply.ts'
-import { tableFromCommandReply, type CommandTable } from './commands.ts'
-import { RequestFramer, type RedisRequest } from './request-framer.ts'
+import { isPortcullisError, type Decision, type Operation, type Session } from '@portcullis/core'
+import { classifyCommand, toOperation } from './classify.ts'
+import type { MaskContext } from './mask.ts'
+import { maskRefusal, searchAliases } from './mask-paths.ts'
+import type { RedisReply } from './reply-framer.ts'
+import type { CommandTable } from './commands.ts'
+import { RequestFramer } from './request-framer.ts'
 import { encodeCommand, errorReply, NOAUTH, OK } from './resp.ts'
 import { Pieces } from './pieces.ts'
-import { connectUpstream, laneFor, laneSafe, upstreamAuthCommand, type Lane, type LaneUser } from './lane.ts'
-
-interface Slot {
-  /** local reply, ready to write when the slot reaches the head */
-  local?: Buffer
-  /** upstream replies this slot still takes */
-  expect: number
-  /** drop the upstream reply (the gateway's own commands), or replace it */
-  drop?: boolean
-  replace?: Buffer
-  onReply?: (reply: RedisReply) => void
-  mask?: MaskContext
-  /** EXEC: the queued commands' contexts */
-  exec?: MaskContext[]
-  masks?: MaskPlan
-  /** runs after the slot's reply is written */
-  after?: () => void
-  /** an operation's slot is audited when its reply is written */
-  op?: Operation
-  decision?: Decision
-  started: number
-  bytes: number
-  masked: number
-  error?: string
-}
-
-type Req = RedisRequest & { protocolError?: string; name?: string }
+import { laneFor, laneSafe, UpstreamLoginError, type Lane, type LaneUser } from './lane.ts'
+import { HELD_HARD, HELD_SOFT, HIGH_WATER, LOST, SessionIO, upstreamTables, type Req, type Slot } from './session-io.ts'
 
 const PUBSUB_SUBSCRIBE = new Set(['SUBSCRIBE', 'PSUBSCRIBE', 'SSUBSCRIBE', 'UNSUBSCRIBE', 'PUNSUBSCRIBE', 'SUNSUBSCRIBE'])
-// first element of a RESP2 array that is a pub/sub push while the connection is subscribed
-const RESP2_PUSH = new Set(['message', 'pmessage', 'smessage', 'subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe'])
-const UNSUBSCRIBE_KINDS = new Set(['unsubscribe', 'punsubscribe', 'sunsubscribe'])
-
-const HIGH_WATER = 1024
+const LANE_WINDOW_MAX = HIGH_WATER
 const UNSUPPORTED = new Set(['MONITOR', 'SYNC', 'PSYNC'])
 const PONG = Buffer.from('+PONG\r\n')
 const EMPTY = Buffer.alloc(0)
-
-// per target: what the upstream's COMMAND says about commands the built-in table lacks
-const upstreamTables = new Map<string, CommandTable>()
 
 // Classified operations by request frame, per target and command table: a client repeating a
 // command (GET of a hot key, a pipeline of the same command) is classified and fingerprinted once.
@@ -100,19 +68,10 @@ function carriesToken(a: Buffer | undefined): boolean {
   return false
 }
 
-class RedisConnection implements LaneUser {
-  readonly done: Promise<void>
-  private resolveDone!: () => void
+
+class RedisConnection extends SessionIO implements LaneUser {
   private readonly framer: RequestFramer
-  private readonly replies: ReplyFramer
-  private readonly slots: Slot[] = []
-  // framed requests not yet handled: [inHead, length); recorded up to recordedTo
-  private inbox: Req[] = []
-  private inHead = 0
   private recordedTo = 0
-  // a command waits for something (an approval, the upstream connection): later ones queue behind it
-  private processing = false
-  private upstream: Duplex | undefined
   private upstreamReady: Promise<void> | undefined
   // multiplexing (target.options.multiplex, on unless false): the session's stateless commands
   // share its target's lane until a command that binds connection state moves it to its own
@@ -120,76 +79,28 @@ class RedisConnection implements LaneUser {
   private lane: Lane | undefined
   private laneInFlight = 0
   private laneIdle: (() => void) | undefined
-  private clientBlocked = false
-  // the gateway's own AUTH, kept to log back in after RESET without a wait
-  private upstreamAuthCommand: Buffer | undefined
-  private closed = false
-  private ending = false
-  private upstreamBlocked = false
-  private readingStopped = false
-  private readingPaused = false
-  private resp = 2
-  private subscribed = false
+  // commands this session may have in flight on the lane, and the largest reply it was sent
+  private laneWindow = 1
+  private largestReply = 0
+  private windowOpen: (() => void) | undefined
   private inMulti = false
   private multiAborted = false
   private multiQueue: MaskContext[] = []
-  private readonly aborter = new AbortController()
-  private readonly classify: ClassifyOptions
   private readonly names = new CommandNames()
-  private readonly responses = new Pieces()
-  // one clock reading per batch of work: the start and end of each operation's audit duration
-  private now = Date.now()
-  private handshakeTimer: NodeJS.Timeout | undefined
 
-  constructor(private readonly client: Duplex, private readonly session: Session) {
-    this.done = new Promise(resolve => (this.resolveDone = resolve))
-    const limits = session.target.limits
-    this.framer = new RequestFramer({ maxBulk: limits.maxMessageBytes })
-    this.replies = new ReplyFramer(limits.maxMessageBytes)
-    const o = session.target.options
-    this.classify = {
-      bulkDeleteKeys: typeof o.bulkDeleteKeys === 'number' ? o.bulkDeleteKeys : 100,
-      scripts: o.scripts === 'write' ? 'write' : 'admin',
-    }
-    this.onLane = o.multiplex !== false
-    client.on('data', (chunk: Buffer) => this.onClientData(chunk))
-    // a client that half-closes after its last command still gets every reply
-    client.on('end', () => {
-      this.ending = true
-      this.maybeFinish()
-    })
-    client.on('close', () => this.close())
-    client.on('error', () => this.close())
-    client.on('drain', () => {
-      this.clientBlocked = false
-      this.upstream?.resume()
-      this.maybeResume()
-    })
-    if (limits.handshakeTimeoutMs > 0) {
-      this.handshakeTimer = setTimeout(() => {
-        if (!session.principal) this.fail(errorReply('ERR', 'authentication timeout'))
-      }, limits.handshakeTimeoutMs)
-      this.handshakeTimer.unref()
-    }
-    if (limits.idleTimeoutMs > 0) {
-      // like Redis's own `timeout`: a client waiting on a reply (BLPOP) or subscribed is not idle
-      const socket = client as Duplex & { setTimeout?: (ms: number) => void }
-      socket.setTimeout?.(limits.idleTimeoutMs)
-      client.on('timeout', () => {
-        if (this.slots.length === 0 && this.inHead === this.inbox.length && !this.processing && !this.subscribed) this.fail(errorReply('ERR', 'idle timeout'))
-      })
-    }
-    const onAbort = (): void => {
-      const reason = session.signal.reason
-      this.fail(errorReply('ERR', `session ended: ${isPortcullisError(reason) ? reason.message : 'closed'}`))
-    }
-    if (session.signal.aborted) queueMicrotask(onAbort)
-    else session.signal.addEventListener('abort', onAbort, { once: true })
+  constructor(client: Duplex, session: Session) {
+    super(client, session)
+    this.framer = new RequestFramer({ maxBulk: session.target.limits.maxMessageBytes })
+    this.onLane = session.target.options.multiplex !== false
   }
 
-  // ---- client side -------------------------------------------------------------------------------
+  protected onClose(): void {
+    this.windowOpen?.()
+    this.lane?.detach()
+    this.lane = undefined
+  }
 
-  private onClientData(chunk: Buffer): void {
+  protected onClientData(chunk: Buffer): void {
     if (this.closed || this.readingStopped) return
     const reqs: Req[] = this.framer.push(chunk, 'stop')
     if (this.framer.error !== undefined) {
@@ -199,12 +110,14 @@ class RedisConnection implements LaneUser {
       reqs.push({ args: [], raw: EMPTY, inline: true, protocolError: this.framer.error })
     }
     if (reqs.length === 0) return
+    for (const r of reqs) this.inboxBytes += r.raw.length
     if (this.inHead === this.inbox.length) {
       this.inbox = reqs
       this.inHead = 0
       this.recordedTo = 0
     } else for (const r of reqs) this.inbox.push(r)
-    if (this.inbox.length - this.inHead + this.slots.length > HIGH_WATER) this.pauseReading()
+    // requests waiting (on an approval, the lane's window) are bounded in number and in bytes
+    if (this.inbox.length - this.inHead + this.slots.length > HIGH_WATER || this.inboxBytes > HELD_SOFT) this.pauseReading()
     this.pump()
   }
 
@@ -218,6 +131,7 @@ class RedisConnection implements LaneUser {
     this.now = Date.now()
     while (this.inHead < this.inbox.length && !this.closed) {
       const req = this.inbox[this.inHead++]!
+      this.inboxBytes -= req.raw.length
       let wait: Promise<void> | void
       try {
         wait = this.handle(req)
@@ -248,28 +162,6 @@ class RedisConnection implements LaneUser {
     this.flush()
     this.maybeResume()
     this.maybeFinish()
-  }
-
-  private pauseReading(): void {
-    this.readingPaused = true
-    this.client.pause()
-  }
-
-  private maybeResume(): void {
-    if (this.readingPaused && !this.readingStopped && !this.upstreamBlocked && !this.clientBlocked && this.inbox.length - this.inHead + this.slots.length < HIGH_WATER / 2) {
-      this.readingPaused = false
-      this.client.resume()
-    }
-  }
-
-  private maybeFinish(): void {
-    if (this.ending && !this.processing && this.inHead === this.inbox.length && this.slots.length === 0) this.close()
-  }
-
-  private localReply(buf: Buffer, after?: () => void): void {
-    const slot: Slot = { local: buf, expect: 0, started: 0, bytes: 0, masked: 0 }
-    if (after) slot.after = after
-    this.slots.push(slot)
   }
 
   /**
@@ -328,6 +220,10 @@ class RedisConnection implements LaneUser {
     if (name === 'AUTH') return this.auth(req)
     if (name === 'HELLO') return this.hello(req)
     if (name === 'QUIT') {
+      // like Redis: +OK once what came before is answered, then close; what came after is not run
+      this.readingStopped = true
+      this.inHead = this.inbox.length
+      this.inboxBytes = 0
       this.localReply(OK, () => this.close())
       return
     }
@@ -402,6 +298,15 @@ class RedisConnection implements LaneUser {
       return
     }
     slot.masks = decision.masks
+    if (!decision.masks.empty) {
+      // a reply that would carry masked data in a shape masking does not know is refused unsent
+      const why = maskRefusal(name, req.args, slot.op!.resources, decision.masks, this.classify.table)
+      if (why !== undefined) {
+        slot.error = why
+        this.refuse(errorReply('NOPERM', `masking: ${why}`), slot)
+        return
+      }
+    }
     if (this.onLane) {
       if (name === 'CLIENT' && req.args.length === 4 && req.args[1]!.length === 7 && req.args[1]!.toString('latin1').toUpperCase() === 'SETINFO') {
         // what a client library says of itself on connecting (ioredis, redis-py, node-redis): shown
@@ -413,9 +318,25 @@ class RedisConnection implements LaneUser {
         return
       }
       if (!laneSafe(name, req.args, this.classify.table)) return this.leaveLane(req, name, slot)
-      if (this.lane === undefined || !this.lane.isReady || this.lane.broken) return this.forwardWhenConnected(req, name, slot)
+      return this.viaLane(req, name, slot)
     } else if (this.upstream === undefined) return this.forwardWhenConnected(req, name, slot)
     this.forward(req, name, slot)
+  }
+
+  /** a lane-safe command: on the lane within the session's window, or off it for a slow reader */
+  private viaLane(req: Req, name: string, slot: Slot): Promise<void> | void {
+    // a client that does not take its replies: its own connection, where Redis holds the backlog
+    if (this.heldBytes() >= HELD_SOFT) return this.leaveLane(req, name, slot)
+    if (this.lane === undefined || !this.lane.isReady || this.lane.broken) return this.forwardWhenConnected(req, name, slot)
+    if (this.laneInFlight >= this.laneWindow) return this.windowThen(req, name, slot)
+    this.forward(req, name, slot)
+  }
+
+  private async windowThen(req: Req, name: string, slot: Slot): Promise<void> {
+    await new Promise<void>(resolve => (this.windowOpen = resolve))
+    if (this.closed) return
+    if (this.onLane) return this.viaLane(req, name, slot)
+    return this.forwardWhenConnected(req, name, slot)
   }
 
   /**
@@ -435,13 +356,32 @@ class RedisConnection implements LaneUser {
     this.lane = undefined
   }
 
-  // ---- the lane's calls (LaneUser) ---------------------------------------------------------------
 
   laneReply(slot: object, reply: RedisReply): void {
     if (this.closed) return
     this.laneInFlight--
+    const before = this.heldBytes()
     this.deliver(slot as Slot, reply)
+    if (before >= HELD_SOFT && this.heldBytes() > HELD_HARD) {
+      // replies in flight on the lane pile up for a client that takes none: it is dropped (the
+      // lane reads and discards the rest) rather than held without bound
+      this.close()
+      return
+    }
+    const size = reply.raw.length
+    if (size > this.largestReply) this.largestReply = size
+    this.laneWindow = Math.max(1, Math.min(LANE_WINDOW_MAX, this.laneWindow + 1, Math.floor(HELD_SOFT / this.largestReply)))
+    this.laneTurn()
+  }
+
+  /** the lane answered (or lost) one of this session's commands */
+  private laneTurn(): void {
     if (this.laneInFlight === 0) this.laneSettled()
+    if (this.windowOpen !== undefined && this.laneInFlight < this.laneWindow) {
+      const open = this.windowOpen
+      this.windowOpen = undefined
+      open()
+    }
   }
 
   laneLost(slot: object): void {
@@ -449,11 +389,11 @@ class RedisConnection implements LaneUser {
     this.laneInFlight--
     // only the commands in flight on the lane fail; the session goes on (a new lane next time)
     const s = slot as Slot
-    const lost = errorReply('ERR', 'upstream connection lost')
+    const lost = errorReply('ERR', LOST)
     s.expect = 0
-    s.local = lost
-    s.error = 'upstream connection lost'
-    if (this.laneInFlight === 0) this.laneSettled()
+    s.local = s.local ? Buffer.concat([s.local, lost]) : lost
+    s.error = LOST
+    this.laneTurn()
   }
 
   private laneSettled(): void {
@@ -485,13 +425,12 @@ class RedisConnection implements LaneUser {
     try {
       await lane.ready
     } catch (err) {
-      const why = (err as Error).message
-      this.fail(errorReply('ERR', why === 'upstream refused the gateway credential' ? why : 'upstream connection lost'))
+      this.fail(errorReply('ERR', err instanceof UpstreamLoginError ? err.message : LOST))
       return
     }
     if (this.closed) return
     if (lane.broken) {
-      this.fail(errorReply('ERR', 'upstream connection lost'))
+      this.fail(errorReply('ERR', LOST))
       return
     }
     const t = this.session.target
@@ -509,7 +448,10 @@ class RedisConnection implements LaneUser {
 
   private async forwardWhenConnected(req: Req, name: string, slot: Slot): Promise<void> {
     await this.ensureUpstream()
-    if (!this.closed) this.forward(req, name, slot)
+    if (this.closed) return
+    // a lane just opened: the window still applies
+    if (this.onLane && this.laneInFlight >= this.laneWindow) return this.windowThen(req, name, slot)
+    this.forward(req, name, slot)
   }
 
   private forward(req: Req, name: string, slot: Slot): void {
@@ -518,6 +460,8 @@ class RedisConnection implements LaneUser {
     if (!slot.masks!.empty) {
       const command = slot.op!.statements[0]?.facts?.command
       ctx = { name: command === undefined ? name : String(command).split(' ')[0]!, args: req.args }
+      const aliases = searchAliases(ctx.name, req.args, slot.masks!)
+      if (aliases) ctx.aliases = aliases
     }
     if (req.inline) raw = encodeCommand(req.args) // the upstream may not take inline input as we split it
     switch (name) {
@@ -574,7 +518,6 @@ class RedisConnection implements LaneUser {
     this.multiQueue = []
   }
 
-  // ---- authentication ----------------------------------------------------------------------------
 
   private async authenticate(token: string): Promise<Buffer | undefined> {
     try {
@@ -635,292 +578,10 @@ class RedisConnection implements LaneUser {
     this.toUpstream(encodeCommand(upstreamArgs))
   }
 
-  // ---- upstream ----------------------------------------------------------------------------------
 
   private ensureUpstream(): Promise<void> {
     if (this.onLane) return this.ensureLane()
     this.upstreamReady ??= this.connectUpstream()
     return this.upstreamReady
-  }
-
-  private async connectUpstream(): Promise<void> {
-    let auth: Buffer | undefined
-    try {
-      auth = await upstreamAuthCommand(this.session)
-    } catch {
-      this.fail(errorReply('ERR', 'upstream credential unavailable'))
-      return
-    }
-    if (this.closed) return
-    this.upstreamAuthCommand = auth
-    const { sock, ready: readyEvent } = connectUpstream(this.session.target)
-    this.upstream = sock
-    sock.on('data', (chunk: Buffer) => this.onUpstreamData(chunk))
-    sock.on('drain', () => {
-      this.upstreamBlocked = false
-      this.maybeResume()
-    })
-    sock.on('error', () => this.fail(errorReply('ERR', 'upstream connection lost')))
-    sock.on('close', () => this.fail(errorReply('ERR', 'upstream connection closed')))
-    await new Promise<void>(resolve => {
-      const ready = (): void => {
-        sock.off('error', ready)
-        resolve()
-      }
-      sock.once(readyEvent, ready)
-      sock.once('error', ready)
-    })
-    if (this.closed) return
-    // the gateway's own login: its reply is checked, never shown to the client
-    if (auth) await new Promise<void>(resolve => {
-      this.slots.push({
-        expect: 1,
-        drop: true,
-        started: 0,
-        bytes: 0,
-        masked: 0,
-        onReply: r => {
-          if (r.type !== 0x2b) this.fail(errorReply('ERR', 'upstream refused the gateway credential'))
-          resolve()
-        },
-      })
-      sock.write(auth)
-      this.aborter.signal.addEventListener('abort', () => resolve(), { once: true })
-    })
-    await this.loadCommandTable(sock)
-  }
-
-  /** once per target, unless options.commandInfo is 'builtin': the upstream's COMMAND metadata */
-  private async loadCommandTable(sock: Duplex): Promise<void> {
-    const target = this.session.target
-    const cacheKey = `${target.name} ${target.upstream.host}:${target.upstream.port}`
-    const cached = upstreamTables.get(cacheKey)
-    if (cached || target.options.commandInfo === 'builtin' || this.closed) {
-      if (cached) this.classify.table = cached
-      return
-    }
-    await new Promise<void>(resolve => {
-      this.slots.push({
-        expect: 1,
-        drop: true,
-        started: 0,
-        bytes: 0,
-        masked: 0,
-        onReply: r => {
-          // an ACL that forbids COMMAND leaves the built-in table in charge
-          if (r.type === 0x2a) {
-            try {
-              const table = tableFromCommandReply(plainValue(decodeReply(r.raw)) as unknown[])
-              upstreamTables.set(cacheKey, table)
-              this.classify.table = table
-            } catch {
-              // a reply we cannot read changes nothing
-            }
-          }
-          resolve()
-        },
-      })
-      sock.write(encodeCommand(['COMMAND']))
-      this.aborter.signal.addEventListener('abort', () => resolve(), { once: true })
-    })
-  }
-
-  private onUpstreamData(chunk: Buffer): void {
-    if (this.closed) return
-    let replies: RedisReply[]
-    try {
-      replies = this.replies.push(chunk)
-    } catch (err) {
-      this.fail(errorReply('ERR', `upstream protocol error: ${(err as Error).message}`))
-      return
-    }
-    this.now = Date.now()
-    for (const r of replies) {
-      this.onReply(r)
-      if (this.closed) return
-    }
-    this.recordResponses()
-    this.flush()
-    this.maybeResume()
-  }
-
-  /** one 'response' record per upstream read: the replies as written to the client (after masking) */
-  private recordResponses(): void {
-    if (!this.responses.empty) this.session.record('response', { raw: this.responses.take() })
-  }
-
-  private isPush(r: RedisReply): boolean {
-    if (r.type === 0x3e) return true
-    if (!this.subscribed || r.type !== 0x2a) return false
-    // RESP2 subscribed mode: "*3\r\n$7\r\nmessage\r\n…" — peek at the first element's text only
-    const raw = r.raw
-    const a = raw.indexOf('\r\n$') + 3
-    const b = raw.indexOf('\r\n', a)
-    if (a < 3 || b < 0) return false
-    const len = Number(raw.toString('latin1', a, b))
-    const kind = raw.toString('latin1', b + 2, b + 2 + len)
-    if (!RESP2_PUSH.has(kind)) return false
-    if (UNSUBSCRIBE_KINDS.has(kind) && raw.toString('latin1').endsWith(':0\r\n')) this.subscribed = false
-    return true
-  }
-
-  private onReply(r: RedisReply): void {
-    if (this.isPush(r)) {
-      const masks = this.session.masks
-      let out = r.raw
-      if (!masks.empty && masks.hasDetectors) out = maskReply(r.raw, r.type, { name: 'MESSAGE', args: [] }, masks, this.resp).raw
-      // replies before it leave before it, in the recording as on the wire
-      this.recordResponses()
-      this.flush()
-      this.session.record('response', { push: true, raw: out })
-      this.write(out)
-      return
-    }
-    // the head upstream slot: local replies ahead of it wait in the queue and keep their place
-    const slots = this.slots
-    let slot: Slot | undefined
-    for (let i = 0; i < slots.length; i++) {
-      if (slots[i]!.expect > 0) {
-        slot = slots[i]
-        break
-      }
-    }
-    if (slot === undefined) {
-      this.fail(errorReply('ERR', 'upstream sent a reply nobody asked for'))
-      return
-    }
-    this.deliver(slot, r)
-  }
-
-  /** an upstream reply for its slot: masked, counted and recorded; written when the slot is at the head */
-  private deliver(slot: Slot, r: RedisReply): void {
-    slot.expect--
-    slot.onReply?.(r)
-    if (slot.drop) return
-    let out = r.raw
-    if (slot.replace) {
-      out = slot.replace
-      slot.replace = undefined
-    } else if (slot.mask !== undefined || slot.exec !== undefined) {
-      try {
-        const res = slot.exec
-          ? maskExecReply(r.raw, r.type, slot.exec, slot.masks!, this.resp)
-          : maskReply(r.raw, r.type, slot.mask!, slot.masks!, this.resp)
-        out = res.raw
-        slot.masked += res.masked
-      } catch {
-        // a reply we cannot decode is not shown unmasked
-        out = errorReply('ERR', 'reply could not be masked')
-      }
-    }
-    slot.bytes += out.length
-    slot.local = slot.local ? Buffer.concat([slot.local, out]) : out
-    this.responses.add(out)
-  }
-
-  /** writes finished slots from the head, in order */
-  private flush(): void {
-    const slots = this.slots
-    while (slots.length > 0) {
-      const head = slots[0]!
-      if (head.expect > 0) {
-        // replies of a multi-reply slot go out as they come
-        if (head.local) {
-          this.write(head.local)
-          head.local = undefined
-        }
-        break
-      }
-      slots.shift()
-      if (head.local && !head.drop) {
-        this.write(head.local)
-        if (head.bytes === 0) head.bytes = head.local.length
-      }
-      if (head.op !== undefined) this.audit(head)
-      head.after?.()
-    }
-    if (this.ending) this.maybeFinish()
-  }
-
-  private audit(slot: Slot): void {
-    const op = slot.op!
-    const d = slot.decision
-    // one object of one shape per operation; undefined fields are left out of the line
-    this.session.audit({
-      class: op.class,
-      resources: op.resources,
-      fingerprint: op.fingerprint,
-      statement: op.statement,
-      decision: d?.action,
-      rule: d?.rule,
-      approvalId: d?.approvalId,
-      bytes: slot.bytes,
-      masked: slot.masked,
-      durationMs: this.now - slot.started,
-      error: slot.error,
-    } as Partial<AuditEvent>)
-  }
-
-  // Writes wait until the current burst of work is done (a nextTick runs once the handler that
-  // queued them returns): a pipeline of N commands becomes one write each way instead of N, and
-  // frames that lie next to each other in the bytes read leave as one view of them, not copied.
-  private readonly toClient = new Pieces()
-  private readonly toServer = new Pieces()
-  private writeScheduled = false
-
-  private write(buf: Buffer): void {
-    if (this.closed) return
-    this.toClient.add(buf)
-    this.scheduleWrites()
-  }
-
-  private toUpstream(buf: Buffer): void {
-    this.toServer.add(buf)
-    this.scheduleWrites()
-  }
-
-  private scheduleWrites(): void {
-    if (this.writeScheduled) return
-    this.writeScheduled = true
-    process.nextTick(this.writeOut)
-  }
-
-  private readonly writeOut = (): void => {
-    this.writeScheduled = false
-    if (this.closed) return
-    if (!this.toServer.empty && this.upstream !== undefined && !this.upstream.write(this.toServer.take())) {
-      this.upstreamBlocked = true
-      this.pauseReading()
-    }
-    if (!this.toClient.empty && !this.client.write(this.toClient.take())) {
-      // a lane is not paused for one slow client: that client stops sending instead
-      this.clientBlocked = true
-      this.upstream?.pause()
-      this.pauseReading()
-    }
-  }
-
-  /** writes a last error and ends the connection */
-  private fail(reply: Buffer): void {
-    if (this.closed) return
-    // the replies already due go first
-    if (!this.toClient.empty) this.client.write(this.toClient.take())
-    this.client.write(reply)
-    this.close()
-  }
-
-  private close(): void {
-    if (this.closed) return
-    this.closed = true
-    if (this.handshakeTimer) clearTimeout(this.handshakeTimer)
-    this.aborter.abort()
-    this.upstream?.destroy()
-    this.lane?.detach()
-    this.lane = undefined
-    if (!this.toClient.empty) this.client.write(this.toClient.take())
-    this.client.end()
-    // give the last bytes a moment to leave, then make sure the socket is gone
-    setTimeout(() => this.client.destroy(), 100).unref()
-    this.resolveDone()
   }
 }

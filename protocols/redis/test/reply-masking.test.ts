@@ -4,6 +4,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { compileMaskPlan } from '@portcullis/core'
 import { maskReply } from '../src/mask.ts'
+import { searchAliases } from '../src/mask-paths.ts'
 import { ReplyFramer } from '../src/reply-framer.ts'
 
 const plan = compileMaskPlan(
@@ -44,4 +45,25 @@ t.test('FT.SEARCH field lists are masked by field name; binary vector fields sta
   t.equal(out.masked, 1)
   t.notOk(out.raw.includes('ann@x.co.uk'))
   t.ok(out.raw.includes(Buffer.concat([Buffer.from('$8\r\n'), vec])), 'the vector bytes are untouched')
+})
+
+t.test('FT.SEARCH RETURN … AS: the alias of a masked field is masked (RediSearch 2 syntax)', async t => {
+  const cmd = args('FT.SEARCH', 'idx', '*', 'RETURN', '3', 'email', 'AS', 'contact')
+  const aliases = searchAliases('FT.SEARCH', cmd, plan)
+  t.same([...(aliases ?? new Map())], [['contact', 'hash']])
+  const r = frame('*3\r\n:1\r\n$5\r\ndoc:1\r\n*2\r\n$7\r\ncontact\r\n$11\r\nann@x.co.uk\r\n')
+  const out = maskReply(r.raw, r.type, { name: 'FT.SEARCH', args: cmd, aliases }, plan, 2)
+  t.equal(out.masked, 1)
+  t.notOk(out.raw.includes('ann@x.co.uk'))
+})
+
+t.test('FT.SEARCH in RESP3 (Redis 8 maps): fields by name, and every value of a document whose key is masked', async t => {
+  const doc = (id: string, name: string, email: string) =>
+    `%3\r\n$2\r\nid\r\n$${id.length}\r\n${id}\r\n$16\r\nextra_attributes\r\n%2\r\n$4\r\nname\r\n$${name.length}\r\n${name}\r\n$5\r\nemail\r\n$${email.length}\r\n${email}\r\n$6\r\nvalues\r\n*0\r\n`
+  const reply = `%4\r\n$10\r\nattributes\r\n*0\r\n$7\r\nresults\r\n*2\r\n${doc('private:1', 'Secret Sam', 'sam@x.io')}${doc('doc:2', 'Open Olga', 'olga@x.io')}$13\r\ntotal_results\r\n:2\r\n$7\r\nwarning\r\n*0\r\n`
+  const r = frame(reply)
+  const out = maskReply(r.raw, r.type, { name: 'FT.SEARCH', args: args('FT.SEARCH', 'idx', '*') }, plan, 3).raw.toString()
+  for (const clear of ['Secret Sam', 'sam@x.io', 'olga@x.io']) t.notOk(out.includes(clear), `${clear} is masked`)
+  t.ok(out.includes('Open Olga'), 'an unmasked field of an unmasked document stays')
+  t.ok(out.includes('private:1'), 'document ids stay: they are key names')
 })

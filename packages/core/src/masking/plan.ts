@@ -109,6 +109,8 @@ class CompiledMaskPlan implements MaskPlan {
   readonly hasDetectors: boolean
   readonly detectorMethod: MaskMethod
   readonly maxMatchLength: number
+  readonly hasFieldRules: boolean
+  readonly hasKeyRules: boolean
 
   constructor(
     private readonly columns: ColumnRules,
@@ -124,6 +126,8 @@ class CompiledMaskPlan implements MaskPlan {
     for (const p of scanner.patterns) m = stricter(m, p.method)
     this.detectorMethod = m ?? 'redact'
     this.maxMatchLength = scanner.maxMatchLength
+    this.hasFieldRules = fields.size > 0
+    this.hasKeyRules = keys.size > 0
   }
 
   forColumn(schema: string | undefined, table: string | undefined, column: string): MaskMethod | undefined {

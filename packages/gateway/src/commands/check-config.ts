@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfig } from '@portcullis/core'
+import { ConfigError, loadConfig, type Config } from '@portcullis/core'
 import { UsageError } from '../args.ts'
 
 export async function run(argv: string[]): Promise<number> {
@@ -9,6 +9,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const config = await loadConfig(file)
     process.stdout.write(`${file}: ok (${config.targets.length} targets, ${config.rules.length} rules)\n`)
+    for (const w of warnings(config)) process.stderr.write(`${file}: warning: ${w}\n`)
     return 0
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -18,4 +19,17 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`${file}: ${(err as Error).message}\n`)
     return 1
   }
+}
+
+/** valid, but worth a second look: printed, and check-config still succeeds */
+function warnings(config: Config): string[] {
+  const out: string[] = []
+  for (const t of config.targets) {
+    // without a password the gateway sends no AUTH: Redis takes it as `default`, a user that any
+    // client reaching that Redis is too, and that a permitted CONFIG SET requirepass locks out
+    if (t.protocol === 'redis' && !t.upstream.password) {
+      out.push(`target ${t.name}: the gateway logs in to its Redis upstream as the 'default' user without a password; give it an ACL user of its own (upstream.user, upstream.password)`)
+    }
+  }
+  return out
 }
