@@ -323,7 +323,7 @@ export function readName(r: BufferReader): string {
   const start = r.offset
   const s = r.cstring()
   const len = r.offset - 1 - start
-  if (s.length !== len && (Buffer.byteLength(s) !== len || s.includes('\uFFFD'))) {
+  if (s.includes('\uFFFD') || (s.length !== len && Buffer.byteLength(s) !== len)) {
     throw new PortcullisError('PROTOCOL_ERROR', 'statement and portal names must be valid UTF-8')
   }
   return s

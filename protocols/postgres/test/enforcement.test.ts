@@ -165,7 +165,7 @@ t.test('enforcement on every message sequence', async t => {
     c.send(query('commit'))
     await c.batches(1)
     await new Promise(r => setTimeout(r, 50))
-    const ran = gw.audit.slice(before).find(a => String(a.statement).startsWith('DECLARE') && a.rows === 1)
+    const ran = gw.audit.slice(before).find(a => /^declare cur/i.test(String(a.statement)) && a.rows === 1)
     t.match(ran, { class: 'read', decision: 'allow', resources: ['customers'] }, 'the Execute of the cursor is audited as its query')
   })
 
@@ -193,7 +193,7 @@ t.test('enforcement on every message sequence', async t => {
     t.equal(codes(next), '1Z12DCZ')
     c.send(bind('', 'bad'), execute(''), parse('', 'select email from customers where id = 2'), bind('', ''), execute(''), sync())
     const failed = await c.batches(1)
-    t.equal(codes(failed), '2EZ', 'the failing Execute skips the rest of the batch')
+    t.equal(codes(failed), 'EZ', 'the failing Bind (1/0 is folded when planning) skips the rest of the batch')
     t.equal(errorOf(failed)?.C, '22012')
     c.send(query('select email from customers where id = 1'))
     t.same(rowsOf(await c.batches(1)), [['[REDACTED]']])
@@ -243,7 +243,7 @@ t.test('enforcement on every message sequence', async t => {
     await new Promise(r => setTimeout(r, 50))
     const lines = gw.audit.slice(before)
     t.match(
-      lines.find(a => String(a.statement).includes('DELETE FROM victims') && a.decision === 'block'),
+      lines.find(a => /prepare p as delete from victims/i.test(String(a.statement)) && a.decision === 'block'),
       { class: 'bulk-delete', rule: 'no-danger' },
       'an audit line for the Bind/Execute of the SQL-prepared DELETE',
     )
