@@ -131,13 +131,24 @@ export class SessionModel {
   private head = 0
   /** expectations in the queue that carry a change: a lookup scans only when there are some */
   private changes = 0
+  /** …of statements, of portals (a SQL statement's effects count for both) */
+  private statementChanges = 0
+  private portalChanges = 0
 
-  get pendingChanges(): number {
-    return this.changes
+  private count(e: Expectation, n: number): void {
+    if (e.change) {
+      this.changes += n
+      if (e.change.ns === 'S') this.statementChanges += n
+      else this.portalChanges += n
+    } else if (e.effects) {
+      this.changes += n
+      this.statementChanges += n
+      this.portalChanges += n
+    }
   }
 
   push(e: Expectation): boolean {
-    if (e.change || e.effects) this.changes++
+    this.count(e, 1)
     this.q.push(e)
     return this.q.length - this.head === 1
   }
@@ -150,7 +161,7 @@ export class SessionModel {
     if (this.head >= this.q.length) return undefined
     const e = this.q[this.head]!
     this.q[this.head++] = SYNC
-    if (e.change || e.effects) this.changes--
+    this.count(e, -1)
     if (this.head === this.q.length) {
       this.q.length = 0
       this.head = 0
@@ -176,7 +187,7 @@ export class SessionModel {
    * when there is none, or the number of an earlier batch whose answer decides it (wait for it).
    */
   statement(name: string, batch: number): Operation | number | undefined {
-    if (this.changes > 0) {
+    if (this.statementChanges > 0) {
       const c = this.latestChange('S', name)
       if (c) return c.batch === batch ? c.change.statement : c.batch
     }
@@ -185,7 +196,7 @@ export class SessionModel {
 
   /** as statement(), for portals */
   portal(name: string, batch: number): Portal | number | undefined {
-    if (this.changes > 0) {
+    if (this.portalChanges > 0) {
       const c = this.latestChange('P', name)
       if (c) return c.batch === batch ? c.change.portal : c.batch
     }
