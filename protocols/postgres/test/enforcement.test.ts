@@ -270,6 +270,28 @@ t.test('enforcement on every message sequence', async t => {
     t.equal(await victims(), 5)
   })
 
+  t.test('PREPARE, DEALLOCATE and DECLARE run through the extended protocol change the same model', async t => {
+    await refill()
+    const c = await open(t)
+    // in one batch: the PREPARE's effect is predicted for the Bind after it (an error would skip both)
+    c.send(parse('', 'prepare z as delete from victims'), bind('', ''), execute(''), bind('', 'z'), execute(''), sync())
+    const got = await c.batches(1)
+    t.equal(codes(got), '12C2EZ')
+    t.match(errorOf(got), { C: '42501', M: /no-danger/ }, 'the body of a PREPARE run as a portal is what Bind z runs')
+    t.equal(await victims(), 5)
+    c.send(parse('', 'deallocate z'), bind('', ''), execute(''), sync(), bind('', 'z'), execute(''), sync())
+    const gone = await c.batches(2)
+    t.equal(codes(gone), '12CZEZ')
+    t.match(errorOf(gone), { C: '26000' })
+    c.send(query('begin'), parse('', 'declare pc cursor for select email, api_key from customers order by id'), bind('', ''), execute(''), sync(), execute('pc'), sync(), query('commit'))
+    const cur = await c.batches(4)
+    t.same(rowsOf(cur), [
+      ['[REDACTED]', '[REDACTED]'],
+      ['[REDACTED]', '[REDACTED]'],
+    ])
+    t.same(leaks(c.allReceived()), [])
+  })
+
   t.test('DISCARD ALL forgets statements and portals', async t => {
     const c = await open(t)
     c.send(parse('d1', 'select 1'), sync(), query('discard all'), bind('', 'd1'), execute(''), sync())
