@@ -52,6 +52,8 @@ import {
 
 export interface Classifier {
   classifySql(sql: string, ctx?: { prepared?: Map<string, Operation>; cursors?: ReadonlyMap<string, Operation> }): Operation
+  /** the operation has an EXECUTE / FETCH / MOVE resolved against the session's names */
+  dependsOnSession(op: Operation): boolean
   /** PREPARE name AS body → the body's Operation, by name */
   preparedStatements(op: Operation): ReadonlyMap<string, Operation>
   /** the body of one PREPARE statement, or the query of one DECLARE CURSOR statement */
@@ -138,6 +140,8 @@ export class PostgresProxy {
   private pumping = false
   /** prepared statements and portals as the server holds them, and what it has yet to answer */
   private readonly model = new SessionModel()
+  /** the text of a protocol statement whose class depends on the session's names (`EXECUTE p`) */
+  private readonly sqlOf = new WeakMap<Operation, string>()
   /** a message waiting for an earlier batch's answer before the model can say what it names */
   private batchWaiter: { batch: number; resolve: () => void } | undefined
   private discardUntilSync = false
@@ -353,8 +357,10 @@ export class PostgresProxy {
         this.recordRequests()
         this.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
         const name = readName(new BufferReader(frame.raw, 5))
+        const op = this.classify(parse.query)
+        if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
         // the statement exists once ParseComplete says so
-        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: this.classify(parse.query) } })
+        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op } })
         this.toUpstream(frame.raw)
         return undefined
       }
@@ -374,6 +380,8 @@ export class PostgresProxy {
           return undefined
         }
         const bound = typeof op.facts.topKParam !== 'number' ? op : this.boundTopK(op, parseBindMessage(new BufferReader(frame.raw, 5)))
+        const sql = bound === op ? undefined : this.sqlOf.get(op)
+        if (sql !== undefined) this.sqlOf.set(bound, sql)
         this.expect({ code: 0x42, batch, change: { ns: 'P', name: portal, portal: newPortal(bound) } })
         this.toUpstream(frame.raw)
         return undefined
@@ -383,12 +391,18 @@ export class PostgresProxy {
         const name = readName(new BufferReader(frame.raw, 5))
         const portal = this.model.portal(name, this.sentBatches + 1)
         if (typeof portal === 'number') return this.waitForBatch(portal, frame)
+        // `EXECUTE p` / `FETCH c` Parsed earlier: classified again, as p or c stands when it runs
+        const sql = portal && this.sqlOf.get(portal.op)
+        if (sql !== undefined) {
+          const wait = this.model.lastChangeBefore(this.sentBatches + 1)
+          if (wait > this.receivedBatches) return this.waitForBatch(wait, frame)
+        }
         this.noteRequest(frame)
         if (!portal) {
           this.refuseUnknown('34000', name === '' ? 'unnamed portal does not exist' : `portal "${name}" does not exist`)
           return undefined
         }
-        return this.decideAndSend('E', portal.op, frame.raw, portal, name)
+        return this.decideAndSend('E', sql === undefined ? portal.op : this.classify(sql), frame.raw, portal, name)
       }
       case 0x43: {
         // C Close: the name goes once CloseComplete says so
@@ -511,7 +525,7 @@ export class PostgresProxy {
 
   private classify(sql: string): Operation {
     try {
-      return this.classifier.classifySql(sql, { prepared: this.model.statements, cursors: this.model.cursors })
+      return this.classifier.classifySql(sql, this.model.classifyContext())
     } catch (err) {
       // fail closed: an operation that could not be understood is blocked by policy
       return {

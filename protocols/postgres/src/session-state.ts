@@ -245,6 +245,47 @@ export class SessionModel {
   }
 
   /**
+   * Statements and cursors by name for the classifier (ClassifyContext.prepared / .cursors), as a
+   * message sent now finds them: the confirmed maps with the changes still in the queue applied in
+   * order. Exact once the caller has waited for the earlier batches (lastChangeBefore): what is
+   * left is its own batch's, which runs only if none of it fails.
+   */
+  classifyContext(): { prepared: Map<string, Operation>; cursors: Map<string, Operation> } {
+    if (this.changes === 0) return this.confirmedContext
+    // built only if the classifier asks (a text with EXECUTE, FETCH or MOVE)
+    let built: { prepared: Map<string, Operation>; cursors: Map<string, Operation> } | undefined
+    const get = () => (built ??= this.predicted())
+    return {
+      get prepared() {
+        return get().prepared
+      },
+      get cursors() {
+        return get().cursors
+      },
+    }
+  }
+
+  private readonly confirmedContext = { prepared: this.statements, cursors: this.cursors }
+
+  private predicted(): { prepared: Map<string, Operation>; cursors: Map<string, Operation> } {
+    const prepared = new Map(this.statements)
+    const cursors = new Map(this.cursors)
+    const put = (c: Change) => {
+      const map = c.ns === 'S' ? prepared : cursors
+      const value = c.ns === 'S' ? c.statement : c.portal?.op
+      if (c.name === '*') map.clear()
+      else if (value) map.set(c.name, value)
+      else map.delete(c.name)
+    }
+    for (let i = this.head; i < this.q.length; i++) {
+      const e = this.q[i]!
+      if (e.change) put(e.change)
+      else if (e.effects) for (const list of e.effects) if (list) for (const c of list) put(c)
+    }
+    return { prepared, cursors }
+  }
+
+  /**
    * The head message failed. A failed Parse of the unnamed statement leaves none (Postgres drops
    * it first); a failed Bind leaves no usable portal of that name (a failed batch ends or aborts
    * its transaction). Named statements and Close are unchanged by a failure.

@@ -292,6 +292,34 @@ t.test('enforcement on every message sequence', async t => {
     t.same(leaks(c.allReceived()), [])
   })
 
+  t.test('a protocol statement `EXECUTE p` is classified as p stands when it runs', async t => {
+    await refill()
+    const c = await open(t)
+    c.send(query('prepare p as select 1'), parse('ex', 'execute p'), sync())
+    await c.batches(2)
+    c.send(query('deallocate p; prepare p as delete from victims'), bind('', 'ex'), execute(''), sync())
+    const got = await c.batches(2)
+    t.match(errorOf(got.slice(got.findIndex(m => m.code === 'Z') + 1)), { C: '42501', M: /no-danger/ })
+    t.equal(await victims(), 5)
+    // the same inside one batch, the redefinition run as portals before the Execute
+    c.send(query('deallocate p; prepare p as select 1'))
+    await c.batches(1)
+    c.send(
+      parse('d', 'deallocate p'),
+      bind('pd', 'd'),
+      execute('pd'),
+      parse('r', 'prepare p as delete from victims'),
+      bind('pr', 'r'),
+      execute('pr'),
+      bind('', 'ex'),
+      execute(''),
+      sync(),
+    )
+    const one = await c.batches(1)
+    t.match(errorOf(one), { C: '42501', M: /no-danger/ })
+    t.equal(await victims(), 5)
+  })
+
   t.test('DISCARD ALL forgets statements and portals', async t => {
     const c = await open(t)
     c.send(parse('d1', 'select 1'), sync(), query('discard all'), bind('', 'd1'), execute(''), sync())

@@ -55,6 +55,18 @@ export function preparedStatements(op: Operation): ReadonlyMap<string, Operation
 }
 const EMPTY: ReadonlyMap<string, Operation> = new Map()
 
+// operations resolved against a session's statements and cursors (EXECUTE, FETCH, MOVE)
+const perSession = new WeakSet<Operation>()
+
+/**
+ * True when the operation was resolved against ClassifyContext (it has an EXECUTE, FETCH or MOVE):
+ * a codec that keeps it (a protocol-prepared `EXECUTE p`) classifies the text again when it runs,
+ * since what the name holds may have changed in between.
+ */
+export function dependsOnSession(op: Operation): boolean {
+  return perSession.has(op)
+}
+
 /**
  * The Operation a statement leaves behind under a name: the body of `PREPARE name AS body`, or the
  * query of `DECLARE name CURSOR FOR query`; undefined for any other statement. One per statement,
@@ -260,7 +272,9 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
   }
   // `EXECUTE p` is as many shapes as p has bodies: the fingerprint covers the bodies run
   const fp = executed.length > 0 ? textFingerprint([compiled.fingerprint, ...executed].join('|')) : compiled.fingerprint
-  return withBodies(buildOperation(infos, fp, error), compiled.parts)
+  const op = withBodies(buildOperation(infos, fp, error), compiled.parts)
+  perSession.add(op)
+  return op
 }
 
 /**
