@@ -7,6 +7,10 @@
 // error. The upstream then does exactly what Postgres does after an error — discards the extended
 // batch until Sync, marks an open transaction block failed ('E'), turns the later COMMIT into
 // ROLLBACK — and responses stay in order without the gateway re-sequencing them.
+//
+// What a Bind or an Execute names comes from the session model (session-state.ts): statements and
+// portals as the server holds them, whoever created them. A name the gateway does not know is
+// refused; under a mask plan an Execute whose row shape is not known gets a Describe of ours.
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Decision, MaskMethod, MaskPlan, Operation, Session, StatementInfo } from '@portcullis/core/types'
@@ -54,8 +58,6 @@ export interface Classifier {
   classifySql(sql: string, ctx?: { prepared?: Map<string, Operation>; cursors?: ReadonlyMap<string, Operation> }): Operation
   /** the operation has an EXECUTE / FETCH / MOVE resolved against the session's names */
   dependsOnSession(op: Operation): boolean
-  /** PREPARE name AS body → the body's Operation, by name */
-  preparedStatements(op: Operation): ReadonlyMap<string, Operation>
   /** the body of one PREPARE statement, or the query of one DECLARE CURSOR statement */
   statementBody(st: StatementInfo): Operation | undefined
   /** the operation with a LIMIT $n resolved to the bound value */
