@@ -3,6 +3,9 @@
 // the client received, on the messages the gateway sent upstream (a tap) and on the upstream itself.
 import t from 'tap'
 import pg from 'pg'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { readRecording } from '@portcullis/core'
 import { startPostgres } from '@portcullis/fixtures/postgres'
 import { classifySql, loadClassifier } from '../src/classify/index.ts'
 import { startGateway, type Gateway } from './harness.ts'
@@ -248,6 +251,17 @@ t.test('enforcement on every message sequence', async t => {
       'an audit line for the Bind/Execute of the SQL-prepared DELETE',
     )
     t.ok(lines.find(a => String(a.statement).includes('current_user') && a.decision === 'allow' && a.rows === 1))
+    // the recording holds the decision on what the Bind/Execute ran
+    c.socket.destroy()
+    await new Promise(r => setTimeout(r, 300))
+    const decisions: Record<string, unknown>[] = []
+    for (const f of readdirSync(gw.recordings, { recursive: true }).map(String).filter(f => /\.[a-z]+$/.test(f))) {
+      for await (const e of readRecording(join(gw.recordings, f))) if (e.type === 'decision') decisions.push(e.payload)
+    }
+    t.ok(
+      decisions.some(d => d.action === 'block' && d.class === 'bulk-delete' && /prepare p as delete from victims/i.test(String(d.statement))),
+      'a decision record for the SQL-prepared DELETE run by Bind/Execute',
+    )
   })
 
   t.test('DEALLOCATE s; PREPARE s AS DELETE … over a protocol statement: Bind s is the DELETE', async t => {
