@@ -189,7 +189,7 @@ export class SessionModel {
   statement(name: string, batch: number): Operation | number | undefined {
     if (this.statementChanges > 0) {
       const c = this.latestChange('S', name)
-      if (c) return c.batch === batch ? c.change.statement : c.batch
+      if (c) return this.foundBatch === batch ? c.statement : this.foundBatch
     }
     return this.statements.get(name)
   }
@@ -198,17 +198,23 @@ export class SessionModel {
   portal(name: string, batch: number): Portal | number | undefined {
     if (this.portalChanges > 0) {
       const c = this.latestChange('P', name)
-      if (c) return c.batch === batch ? c.change.portal : c.batch
+      if (c) return this.foundBatch === batch ? c.portal : this.foundBatch
     }
     return this.portals.get(name)
   }
 
-  private latestChange(ns: 'S' | 'P', name: string): { batch: number; change: Change } | undefined {
+  /** the batch of the change latestChange() found (no object per lookup) */
+  private foundBatch = 0
+
+  private latestChange(ns: 'S' | 'P', name: string): Change | undefined {
     for (let i = this.q.length - 1; i >= this.head; i--) {
       const e = this.q[i]!
       const c = e.change
       if (c) {
-        if (c.ns === ns && (c.name === name || c.name === '*')) return { batch: e.batch, change: c }
+        if (c.ns === ns && (c.name === name || c.name === '*')) {
+          this.foundBatch = e.batch
+          return c
+        }
         continue
       }
       const effects = e.effects
@@ -218,7 +224,10 @@ export class SessionModel {
         if (!list) continue
         for (let k = list.length - 1; k >= 0; k--) {
           const x = list[k]!
-          if (x.ns === ns && (x.name === name || x.name === '*')) return { batch: e.batch, change: x }
+          if (x.ns === ns && (x.name === name || x.name === '*')) {
+            this.foundBatch = e.batch
+            return x
+          }
         }
       }
     }
