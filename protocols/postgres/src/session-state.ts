@@ -81,10 +81,6 @@ export const DESCRIBE: Expectation = Object.freeze({ code: D, batch: 0 })
 /** CommandComplete tags that change the model */
 const MODEL_TAGS = new Set(['PREPARE', 'DEALLOCATE', 'DEALLOCATE ALL', 'DECLARE CURSOR', 'CLOSE CURSOR', 'CLOSE CURSOR ALL', 'DISCARD ALL'])
 
-export function isModelTag(tag: string): boolean {
-  return MODEL_TAGS.has(tag)
-}
-
 /**
  * What each statement of an operation changes once its CommandComplete arrives, by statement
  * index; undefined when the operation changes no name (the common case: nothing allocated).
@@ -96,8 +92,8 @@ export function statementEffects(op: Operation, bodyOf: (st: StatementInfo) => O
   for (const st of op.statements) {
     const facts = st.facts
     let changes: Change[] | undefined
-    if (facts && typeof facts.prepare === 'string' && facts.execute === undefined) {
-      // a PREPARE whose body we cannot see: it is stored as a statement refused when bound
+    if (facts && typeof facts.prepare === 'string') {
+      // a PREPARE whose body we did not classify is stored as no statement: refused when bound
       changes = [{ ns: 'S', name: facts.prepare, statement: bodyOf(st), tag: 'PREPARE' }]
     } else if (facts?.discard === 'all') {
       changes = [
