@@ -930,8 +930,12 @@ export class PostgresProxy {
         const replacement = marker ? this.replacements.get(marker[1]) : undefined
         const p = this.current()
         // the message that failed changes nothing (but a failed Parse of the unnamed statement);
-        // the server skips the rest of its batch
-        this.model.error()
+        // the server skips the rest of its batch, a Query in it included
+        const skipped = this.model.error()
+        if (skipped > 0) {
+          for (const q of this.ops) if (q.kind === 'Q' && !q.done && q.batch > this.receivedBatches && q.batch <= this.receivedBatches + skipped) q.error = 'skipped after an earlier error in the batch'
+          this.receivedBatches += skipped
+        }
         this.headChanged()
         if (replacement) {
           this.replacements.delete(marker![1])

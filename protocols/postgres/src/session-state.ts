@@ -305,14 +305,20 @@ export class SessionModel {
     }
   }
 
-  /** ErrorResponse: the head failed and the server skips the rest of its batch up to Sync */
-  error(): void {
+  /**
+   * ErrorResponse: the head failed and the server skips the rest of its batch up to Sync — a
+   * Query sent before that Sync too (it gets no ReadyForQuery). Returns how many Queries were
+   * skipped: batches that will not be answered.
+   */
+  error(): number {
     const h = this.peek()
-    if (!h || h.code === S) return
+    if (!h || h.code === S) return 0
     // a Query's statements after the error do not run: no CommandComplete comes for them
-    if (h.code === Q) return
+    if (h.code === Q) return 0
     this.failed(this.shift()!)
-    for (let n = this.peek(); n && n.code !== S; n = this.peek()) this.shift()
+    let queries = 0
+    for (let n = this.peek(); n && n.code !== S; n = this.peek()) if (this.shift()!.code === Q) queries++
+    return queries
   }
 
   /**

@@ -203,6 +203,14 @@ t.test('enforcement on every message sequence', async t => {
     t.same(leaks(c.allReceived()), [])
   })
 
+  t.test('a Query inside a failed extended batch is skipped by the server: the gateway counts no answer for it', async t => {
+    const c = await open(t)
+    c.send(parse('', 'selec broken'), query('prepare qx as select 1'), sync(), bind('', 'qx'), execute(''), sync(), query('select 2'))
+    const got = await c.batches(3)
+    t.equal(codes(got), 'EZEZTDCZ')
+    t.match(errorOf(got.slice(2)), { C: '26000' }, 'the PREPARE never ran: qx is unknown')
+  })
+
   t.test('an empty mask plan sends nothing extra', async t => {
     const c = await open(t, plain)
     c.send(parse('', 'select id from customers order by id'), bind('', ''), execute(''), sync())
