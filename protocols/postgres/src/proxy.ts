@@ -41,6 +41,7 @@ import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
 import {
+  COPY_SYNC,
   DESCRIBE,
   EXECUTE,
   type Expectation,
@@ -147,6 +148,8 @@ export class PostgresProxy {
   /** a message waiting for an earlier batch's answer before the model can say what it names */
   private batchWaiter: { batch: number; resolve: () => void } | undefined
   private discardUntilSync = false
+  /** a COPY FROM STDIN was sent and the client has not ended its data (CopyDone / CopyFail) */
+  private copyInPending = false
   private pendingDecision: AbortController | undefined
   private sentBatches = 0
   private readonly toUpstreamOut = new Outbox()
@@ -420,7 +423,7 @@ export class PostgresProxy {
         this.noteRequest(frame)
         this.discardUntilSync = false
         this.sentBatches++
-        this.expect(SYNC)
+        this.expect(this.copyInPending ? COPY_SYNC : SYNC)
         this.toUpstream(frame.raw)
         return undefined
       case 0x44: {
@@ -437,10 +440,14 @@ export class PostgresProxy {
         this.toUpstream(frame.raw)
         return undefined
       }
-      case 0x48: // H Flush
-      case 0x64: // d CopyData
       case 0x63: // c CopyDone
       case 0x66: // f CopyFail
+        this.copyInPending = false
+        this.noteRequest(frame)
+        this.toUpstream(frame.raw)
+        return undefined
+      case 0x48: // H Flush
+      case 0x64: // d CopyData
         this.noteRequest(frame)
         this.toUpstream(frame.raw)
         return undefined
@@ -692,6 +699,8 @@ export class PostgresProxy {
     }
     // what its statements change (SQL PREPARE, DECLARE, …) takes effect at their CommandComplete
     const effects = statementEffects(pending.op, this.classifier.statementBody)
+    const copy = pending.op.facts.copy
+    if (typeof copy === 'string' && copy.includes('from-stdin')) this.copyInPending = true
     if (kind === 'Q') {
       this.sentBatches++
       this.sentQuery(effects ? { code: 0x51, batch: pending.batch, effects } : QUERY)
@@ -952,6 +961,10 @@ export class PostgresProxy {
       }
       case 0x4e: // N NoticeResponse
         this.emitNotice('N', frame.raw, parseNoticeFields(new BufferReader(frame.raw, 5)))
+        return undefined
+      case 0x47: // G CopyInResponse
+        this.receivedBatches += this.model.dropCopySyncs()
+        this.emit(frame.raw)
         return undefined
       case 0x48: {
         // H CopyOutResponse: COPY … TO STDOUT rows are masked like DataRows

@@ -77,6 +77,8 @@ export const SYNC: Expectation = Object.freeze({ code: S, batch: 0 })
 export const EXECUTE: Expectation = Object.freeze({ code: E, batch: 0 })
 export const QUERY: Expectation = Object.freeze({ code: Q, batch: 0 })
 export const DESCRIBE: Expectation = Object.freeze({ code: D, batch: 0 })
+/** a Sync sent while a COPY FROM STDIN may be reading: ignored by the server if it is */
+export const COPY_SYNC: Expectation = Object.freeze({ code: S, batch: 0 })
 
 /** CommandComplete tags that change the model */
 const MODEL_TAGS = new Set(['PREPARE', 'DEALLOCATE', 'DEALLOCATE ALL', 'DECLARE CURSOR', 'CLOSE CURSOR', 'CLOSE CURSOR ALL', 'DISCARD ALL'])
@@ -166,6 +168,22 @@ export class SessionModel {
       this.head = 0
     }
     return e
+  }
+
+  /**
+   * CopyInResponse: the server reads CopyData up to CopyDone / CopyFail and ignores the Syncs
+   * it reads meanwhile (libpq sends one after Execute). They are dropped here; returns how many.
+   */
+  dropCopySyncs(): number {
+    let n = 0
+    let w = this.head
+    for (let i = this.head; i < this.q.length; i++) {
+      const e = this.q[i]!
+      if (e === COPY_SYNC) n++
+      else this.q[w++] = e
+    }
+    this.q.length = w
+    return n
   }
 
   /** the latest batch before `batch` with a change not yet answered, or 0 */

@@ -211,6 +211,27 @@ t.test('enforcement on every message sequence', async t => {
     t.match(errorOf(got.slice(2)), { C: '26000' }, 'the PREPARE never ran: qx is unknown')
   })
 
+  t.test('COPY FROM STDIN through the extended protocol, with the Sync libpq sends before the data: the session stays in step', async t => {
+    await direct.query('create table copied (id int)')
+    const c = await open(t)
+    const data = (text: string) => {
+      const body = Buffer.from(text)
+      const head = Buffer.alloc(5)
+      head[0] = 0x64
+      head.writeInt32BE(4 + body.length, 1)
+      return Buffer.concat([head, body])
+    }
+    c.send(parse('', 'copy copied from stdin'), bind('', ''), execute(''), sync())
+    // the server ignores that Sync while it reads the data; the Sync after CopyDone is answered
+    c.send(data('1\n2\n'), Buffer.from([0x63, 0, 0, 0, 4]), sync())
+    t.equal(codes(await c.batches(1)), '12GCZ')
+    c.send(parse('', 'select email from customers where id = 1'), bind('', ''), execute(''), sync())
+    const next = await c.batches(1)
+    t.equal(codes(next), '12DCZ')
+    t.same(rowsOf(next), [['[REDACTED]']])
+    t.equal((await direct.query('select count(*)::int as n from copied')).rows[0].n, 2)
+  })
+
   t.test('an empty mask plan sends nothing extra', async t => {
     const c = await open(t, plain)
     c.send(parse('', 'select id from customers order by id'), bind('', ''), execute(''), sync())
