@@ -9,7 +9,7 @@ import { connectUpstream, upstreamStartupParameters } from './upstream.ts'
 import { cancelBackend, issueCancelKey } from './cancel.ts'
 import { catalogFor } from './catalog.ts'
 import { PostgresProxy } from './proxy.ts'
-import { classifySql, loadClassifier, preparedStatements, withTopK } from './classify/index.ts'
+import { classifySql, dependsOnSession, loadClassifier, statementBody, withTopK } from './classify/index.ts'
 
 export { explainSql, loadClassifier, classifySql } from './classify/index.ts'
 export { Framer, STARTUP_LIMIT, type Frame } from './framer.ts'
@@ -61,7 +61,7 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
       client,
       upstream: upstream.socket,
       session,
-      classifier: { classifySql, preparedStatements, withTopK },
+      classifier: { classifySql, dependsOnSession, statementBody, withTopK },
       catalog: catalogFor(target, () => upstreamPassword(session)),
       clientAhead: { frames: started.frames, rest: started.rest },
       upstreamAhead: { frames: upstream.frames, rest: upstream.rest },

@@ -7,9 +7,13 @@
 // error. The upstream then does exactly what Postgres does after an error — discards the extended
 // batch until Sync, marks an open transaction block failed ('E'), turns the later COMMIT into
 // ROLLBACK — and responses stay in order without the gateway re-sequencing them.
+//
+// What a Bind or an Execute names comes from the session model (session-state.ts): statements and
+// portals as the server holds them, whoever created them. A name the gateway does not know is
+// refused; under a mask plan an Execute whose row shape is not known gets a Describe of ours.
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
-import type { Decision, MaskMethod, MaskPlan, Operation, Session } from '@portcullis/core/types'
+import type { Decision, MaskMethod, MaskPlan, Operation, Session, StatementInfo } from '@portcullis/core/types'
 import { PortcullisError, isPortcullisError } from '@portcullis/core/errors'
 import { BufferReader } from './buffer-reader.ts'
 import { Framer, type Frame } from './framer.ts'
@@ -37,11 +41,27 @@ import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
 import type { ServerSettings } from './settings.ts'
+import {
+  COPY_SYNC,
+  DESCRIBE,
+  EXECUTE,
+  type Expectation,
+  newPortal,
+  type Portal,
+  QUERY,
+  readName,
+  serializeDescribePortal,
+  SessionModel,
+  statementEffects,
+  SYNC,
+} from './session-state.ts'
 
 export interface Classifier {
-  classifySql(sql: string, ctx?: { prepared?: Map<string, Operation> }): Operation
-  /** PREPARE name AS body → the body's Operation, by name */
-  preparedStatements(op: Operation): ReadonlyMap<string, Operation>
+  classifySql(sql: string, ctx?: { prepared?: Map<string, Operation>; cursors?: ReadonlyMap<string, Operation> }): Operation
+  /** the operation has an EXECUTE / FETCH / MOVE resolved against the session's names */
+  dependsOnSession(op: Operation): boolean
+  /** the body of one PREPARE statement, or the query of one DECLARE CURSOR statement */
+  statementBody(st: StatementInfo): Operation | undefined
   /** the operation with a LIMIT $n resolved to the bound value */
   withTopK(op: Operation, topK: number): Operation
 }
@@ -58,7 +78,13 @@ interface PendingOp {
   masked: number
   error?: string
   done: boolean
+  /** Execute: the portal it runs, by name */
+  portal?: Portal | undefined
+  portalName?: string | undefined
 }
+
+/** rows under a mask plan whose row shape the gateway does not know: never forwarded */
+const UNKNOWN_SHAPE: RowMask = Object.freeze({ methods: [], scan: [], textLike: [], binary: [], jsonb: [], fixed: [] }) as unknown as RowMask
 
 /** why a statement is not sent: the ErrorResponse the client gets in its place */
 interface Refusal {
@@ -119,14 +145,19 @@ export class PostgresProxy {
   // client → upstream
   private inbox: Frame[] = []
   private pumping = false
-  private readonly statements = new Map<string, Operation>()
-  private readonly portals = new Map<string, Operation>()
-  private readonly prepared = new Map<string, Operation>()
+  /** prepared statements and portals as the server holds them, and what it has yet to answer */
+  private readonly model = new SessionModel()
+  /** the text of a protocol statement whose class depends on the session's names (`EXECUTE p`) */
+  private readonly sqlOf = new WeakMap<Operation, string>()
+  /** a message waiting for an earlier batch's answer before the model can say what it names */
+  private batchWaiter: { batch: number; resolve: () => void } | undefined
   private discardUntilSync = false
   /** an admin Execute was sent in the extended batch not yet closed by Sync */
   private adminInBatch = false
   /** resolves the pump's wait once the upstream has answered every batch sent (see answered) */
   private onAnswered: (() => void) | undefined
+  /** a COPY FROM STDIN was sent and the client has not ended its data (CopyDone / CopyFail) */
+  private copyInPending = false
   private pendingDecision: AbortController | undefined
   private sentBatches = 0
   private readonly toUpstreamOut = new Outbox()
@@ -326,7 +357,9 @@ export class PostgresProxy {
     }
     switch (code) {
       case 0x51: {
-        // Q Query
+        // Q Query: EXECUTE / FETCH are classified against the model, which must be settled
+        const wait = this.model.lastChangeBefore(this.sentBatches + 1)
+        if (wait > this.receivedBatches) return this.waitForBatch(wait, frame)
         const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
         this.recordRequests()
         this.session.record('request', { type: 'Q', statement: sql })
@@ -338,42 +371,64 @@ export class PostgresProxy {
         const parse = parseParseMessage(new BufferReader(frame.raw, 5))
         this.recordRequests()
         this.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
-        this.statements.set(parse.name, this.classify(parse.query))
+        const name = readName(new BufferReader(frame.raw, 5))
+        const op = this.classify(parse.query)
+        if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
+        // the statement exists once ParseComplete says so
+        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op } })
         this.toUpstream(frame.raw)
         return undefined
       }
       case 0x42: {
         // B Bind: only the names, unless a LIMIT $n needs its value
-        this.noteRequest(frame)
         const r = new BufferReader(frame.raw, 5)
-        const portal = r.cstring()
-        const statement = r.cstring()
-        const op = this.statements.get(statement)
-        if (!op) this.portals.delete(portal)
-        else if (typeof op.facts.topKParam !== 'number') this.portals.set(portal, op)
-        else this.portals.set(portal, this.boundTopK(op, parseBindMessage(new BufferReader(frame.raw, 5))))
+        const portal = readName(r)
+        const statement = readName(r)
+        const batch = this.sentBatches + 1
+        const op = this.model.statement(statement, batch)
+        if (typeof op === 'number') return this.waitForBatch(op, frame)
+        this.noteRequest(frame)
+        // a statement the gateway does not know is never bound: whatever the server holds under
+        // that name was not classified
+        if (!op) {
+          this.refuseUnknown('26000', statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${statement}" does not exist`)
+          return undefined
+        }
+        const bound = typeof op.facts.topKParam !== 'number' ? op : this.boundTopK(op, parseBindMessage(new BufferReader(frame.raw, 5)))
+        const sql = bound === op ? undefined : this.sqlOf.get(op)
+        if (sql !== undefined) this.sqlOf.set(bound, sql)
+        this.expect({ code: 0x42, batch, change: { ns: 'P', name: portal, portal: newPortal(bound) } })
         this.toUpstream(frame.raw)
         return undefined
       }
       case 0x45: {
-        // E Execute
+        // E Execute: runs what the model says the portal holds, or nothing
+        const name = readName(new BufferReader(frame.raw, 5))
+        const portal = this.model.portal(name, this.sentBatches + 1)
+        if (typeof portal === 'number') return this.waitForBatch(portal, frame)
+        // `EXECUTE p` / `FETCH c` Parsed earlier: classified again, as p or c stands when it runs
+        const sql = portal && this.sqlOf.get(portal.op)
+        if (sql !== undefined) {
+          const wait = this.model.lastChangeBefore(this.sentBatches + 1)
+          if (wait > this.receivedBatches) return this.waitForBatch(wait, frame)
+        }
         this.noteRequest(frame)
-        const op = this.portals.get(new BufferReader(frame.raw, 5).cstring())
-        // an unknown portal: the upstream answers the error itself
-        if (!op) {
-          this.toUpstream(frame.raw)
+        if (!portal) {
+          this.refuseUnknown('34000', name === '' ? 'unnamed portal does not exist' : `portal "${name}" does not exist`)
           return undefined
         }
+        const op = sql === undefined ? portal.op : this.classify(sql)
         if (this.adminInBatch) return this.refuseAfterAdmin('E', op, frame.raw)
         if (op.class === 'admin') this.adminInBatch = true
-        return this.decideAndSend('E', op, frame.raw)
+        return this.decideAndSend('E', op, frame.raw, portal, name)
       }
       case 0x43: {
-        // C Close
+        // C Close: the name goes once CloseComplete says so
         this.noteRequest(frame)
-        const close = parseCloseMessage(new BufferReader(frame.raw, 5))
-        if (close.kind === 'S') this.statements.delete(close.name)
-        else this.portals.delete(close.name)
+        const r = new BufferReader(frame.raw, 5)
+        const kind = parseCloseMessage(r).kind
+        r.offset = 6
+        this.expect({ code: 0x43, batch: this.sentBatches + 1, change: { ns: kind, name: readName(r) } })
         this.toUpstream(frame.raw)
         return undefined
       }
@@ -381,17 +436,35 @@ export class PostgresProxy {
         this.noteRequest(frame)
         this.discardUntilSync = false
         this.sentBatches++
+        this.expect(this.copyInPending ? COPY_SYNC : SYNC)
         this.toUpstream(frame.raw)
         if (this.adminInBatch) {
           this.adminInBatch = false
           return this.answered()
         }
         return undefined
-      case 0x44: // D Describe
-      case 0x48: // H Flush
-      case 0x64: // d CopyData
+      case 0x44: {
+        // D Describe: under a mask plan, a portal Described by the client needs no Describe of ours
+        this.noteRequest(frame)
+        if (this.session.masks.empty || frame.raw[5] !== 0x50 /* P */) this.expect(DESCRIBE)
+        else {
+          const batch = this.sentBatches + 1
+          const found = this.model.portal(readName(new BufferReader(frame.raw, 6)), batch)
+          const portal = typeof found === 'object' ? found : undefined
+          if (portal) portal.describedBatch = batch
+          this.expect({ code: 0x44, batch, portal })
+        }
+        this.toUpstream(frame.raw)
+        return undefined
+      }
       case 0x63: // c CopyDone
       case 0x66: // f CopyFail
+        this.copyInPending = false
+        this.noteRequest(frame)
+        this.toUpstream(frame.raw)
+        return undefined
+      case 0x48: // H Flush
+      case 0x64: // d CopyData
         this.noteRequest(frame)
         this.toUpstream(frame.raw)
         return undefined
@@ -405,6 +478,7 @@ export class PostgresProxy {
         this.noteRequest(frame)
         const marker = this.marker('blocked function call', '42501', 'function calls through the fast-path interface are not allowed')
         this.sentBatches++
+        this.sentQuery(QUERY)
         this.toUpstream(serializeQuery(marker))
         return undefined
       }
@@ -477,7 +551,7 @@ export class PostgresProxy {
 
   private classify(sql: string): Operation {
     try {
-      return this.classifier.classifySql(sql, { prepared: this.prepared })
+      return this.classifier.classifySql(sql, this.model.classifyContext())
     } catch (err) {
       // fail closed: an operation that could not be understood is blocked by policy
       return {
@@ -501,16 +575,69 @@ export class PostgresProxy {
     return marker
   }
 
+  // ---- the session model ---------------------------------------------------------------------
+
+  /** a message sent upstream that the server answers; a new head may carry its portal's row shape */
+  private expect(e: Expectation): void {
+    if (this.model.push(e)) this.headChanged()
+  }
+
+  /** a Query goes upstream: it drops the unnamed statement and portal whatever it runs */
+  private sentQuery(e: Expectation): void {
+    this.model.simpleQuery()
+    this.expect(e)
+  }
+
+  /** the frame is handled again once batch `batch` has been answered */
+  private waitForBatch(batch: number, frame: Frame): Promise<void> {
+    this.inbox.unshift(frame)
+    return new Promise(resolve => (this.batchWaiter = { batch, resolve }))
+  }
+
+  /**
+   * Under a mask plan, the rows of the Execute now at the head take its portal's row shape
+   * (from a Describe answered before them); unknown, they are never forwarded.
+   */
+  private headChanged(): void {
+    if (this.session.masks.empty) return
+    const h = this.model.peek()
+    if (h !== undefined && h.code === 0x45 && h.portal !== undefined) this.rowMask = h.portal.shapeKnown ? h.portal.mask : UNKNOWN_SHAPE
+  }
+
+  /** the model no longer says what the server holds: nothing more can be decided with certainty */
+  private outOfStep(what: string): void {
+    this.fatal('08P01', `the gateway lost track of the session's statements and portals (${what})`)
+  }
+
+  /**
+   * A Bind of a statement, or an Execute of a portal, the gateway does not know: refused with
+   * Postgres's own SQLSTATE; the upstream skips the rest of the batch up to Sync.
+   */
+  private refuseUnknown(sqlstate: string, message: string): void {
+    const batch = this.sentBatches + 1
+    const op: Operation = { protocol: 'postgres', class: 'admin', resources: [], statement: '', fingerprint: '', statements: [], facts: {}, error: message }
+    this.ops.push({ kind: 'E', op, decision: undefined, batch, start: performance.now(), rows: 0, bytes: 0, masked: 0, done: false, error: message })
+    this.sendMarkerParse(this.marker('refused', sqlstate, message), batch)
+  }
+
+  /** a Parse of the unnamed statement that fails: the server drops its unnamed statement too */
+  private sendMarkerParse(marker: string, batch: number): void {
+    this.expect({ code: 0x50, batch, change: { ns: 'S', name: '', statement: undefined } })
+    this.toUpstream(serializeParse('', marker))
+    this.discardUntilSync = true
+  }
+
   /** returns a promise only when the statement waits for an approval */
-  private decideAndSend(kind: 'Q' | 'E', what: string | Operation, raw: Buffer): Promise<void> | undefined {
+  private decideAndSend(kind: 'Q' | 'E', what: string | Operation, raw: Buffer, portal?: Portal, portalName?: string): Promise<void> | undefined {
     const start = performance.now()
     const sql = typeof what === 'string' ? what : undefined
     const op = typeof what === 'string' ? this.classify(what) : what
     const batch = this.sentBatches + 1
-    const pending: PendingOp = { kind, op, decision: undefined, batch, start, rows: 0, bytes: 0, masked: 0, done: false }
+    const pending: PendingOp = { kind, op, decision: undefined, batch, start, rows: 0, bytes: 0, masked: 0, done: false, portal, portalName }
     // an empty query string runs nothing: Postgres answers EmptyQueryResponse
     if (sql !== undefined && sql.trim() === '') {
       this.sentBatches++
+      this.sentQuery(QUERY)
       this.toUpstream(raw)
       return undefined
     }
@@ -581,17 +708,35 @@ export class PostgresProxy {
       const marker = this.marker('refused', refusal.sqlstate, refusal.message, refusal.detail ? { D: refusal.detail } : {})
       if (kind === 'Q') {
         this.sentBatches++
+        this.sentQuery(QUERY)
         this.toUpstream(serializeQuery(marker))
-      } else {
-        this.toUpstream(serializeParse('', marker))
-        this.discardUntilSync = true
-      }
+      } else this.sendMarkerParse(marker, pending.batch)
       this.ops.push(pending)
       return
     }
+    // what its statements change (SQL PREPARE, DECLARE, …) takes effect at their CommandComplete
+    const effects = statementEffects(pending.op, this.classifier.statementBody)
+    const copy = pending.op.facts.copy
+    if (typeof copy === 'string' && copy.includes('from-stdin')) this.copyInPending = true
     if (kind === 'Q') {
       this.sentBatches++
-      this.rememberPrepared(pending.op)
+      this.sentQuery(effects ? { code: 0x51, batch: pending.batch, effects } : QUERY)
+    } else {
+      const portal = pending.portal!
+      const plan = this.session.masks
+      if (plan.empty) this.expect(effects ? { code: 0x45, batch: pending.batch, effects } : EXECUTE)
+      else {
+        // masking never depends on the client's Describe: without one of its own in this batch (or
+        // a row shape already known for this portal), the gateway asks for the RowDescription
+        const known = portal.shapeKnown && portal.shapePlan === plan && portal.shapeGeneration === this.catalog.generation
+        if (!known && portal.describedBatch !== pending.batch) {
+          this.expect({ code: 0x44, batch: pending.batch, portal, injected: true })
+          this.toUpstream(serializeDescribePortal(pending.portalName!))
+        }
+        const e: Expectation = { code: 0x45, batch: pending.batch, portal }
+        if (effects) e.effects = effects
+        this.expect(e)
+      }
     }
     this.ops.push(pending)
     this.toUpstream(raw)
@@ -637,16 +782,6 @@ export class PostgresProxy {
       message: 'a statement after an admin statement in the same batch is refused: the admin statement may change how the server reads SQL (send Sync after it)',
     })
     return undefined
-  }
-
-  /** SQL-level PREPARE / DEALLOCATE: EXECUTE takes its body's class later */
-  private rememberPrepared(op: Operation): void {
-    for (const [name, body] of this.classifier.preparedStatements(op)) this.prepared.set(name, body)
-    for (const st of op.statements) {
-      const gone = st.facts?.deallocate
-      if (gone === '*') this.prepared.clear()
-      else if (typeof gone === 'string') this.prepared.delete(gone)
-    }
   }
 
   // ---- upstream → client --------------------------------------------------------------------
@@ -750,6 +885,11 @@ export class PostgresProxy {
         const all = frame.raw
         const out = this.toClientOut
         const mask = this.rowMask
+        if (mask === UNKNOWN_SHAPE) {
+          // fail closed: rows whose columns the gateway cannot tell apart are never forwarded
+          this.fatal('42501', 'result rows of unknown shape under a mask plan: refused')
+          return undefined
+        }
         let masked = 0
         let bytes = 0
         for (let off = 0; off < all.length; ) {
@@ -788,6 +928,28 @@ export class PostgresProxy {
             this.lastRowDescription = { raw: Buffer.from(frame.raw), plan, generation: this.catalog.generation, mask: this.rowMask }
           }
         }
+        // the answer to a Describe: a portal keeps its row shape for the Executes of it
+        if (this.described(this.rowMask)) return undefined
+        this.emit(frame.raw)
+        return undefined
+      }
+      case 0x6e: // n NoData
+        this.rowMask = undefined
+        if (this.described(undefined)) return undefined
+        this.emit(frame.raw)
+        return undefined
+      case 0x31: // 1 ParseComplete
+      case 0x32: // 2 BindComplete
+      case 0x33: {
+        // 3 CloseComplete: the change the message asked for is now the server's
+        const e = this.model.shift()
+        const sent = frame.code === 0x31 ? 0x50 : frame.code === 0x32 ? 0x42 : 0x43
+        if (e === undefined || e.code !== sent || e.change === undefined) {
+          this.outOfStep(`unexpected ${String.fromCharCode(frame.code)}`)
+          return undefined
+        }
+        this.model.apply(e.change)
+        this.headChanged()
         this.emit(frame.raw)
         return undefined
       }
@@ -799,10 +961,22 @@ export class PostgresProxy {
         this.copyOut = undefined
         const p = this.current()
         // SELECT and FETCH rows were counted as DataRows: their tag needs no decoding
-        if (p && frame.code === 0x43 && !isSelectOrFetchTag(frame.raw)) {
-          const n = commandTagRows(new BufferReader(frame.raw, 5).cstring())
-          if (n !== undefined) p.rows += n
+        if (frame.code === 0x43 && !isSelectOrFetchTag(frame.raw)) {
+          const tag = new BufferReader(frame.raw, 5).cstring()
+          if (p) {
+            const n = commandTagRows(tag)
+            if (n !== undefined) p.rows += n
+          }
+          // PREPARE, DEALLOCATE, DECLARE CURSOR, CLOSE CURSOR, DISCARD ALL change the model now
+          if (!this.model.commandComplete(tag)) {
+            this.outOfStep(`unexpected ${tag}`)
+            return undefined
+          }
+        } else if (!this.model.commandComplete(undefined)) {
+          this.outOfStep('unexpected command completion')
+          return undefined
         }
+        this.headChanged()
         if (this.copyOutRefused) {
           this.copyOutRefused = false
           const message = 'COPY in binary format cannot be masked: use COPY … TO STDOUT in text or CSV format'
@@ -823,6 +997,14 @@ export class PostgresProxy {
         const marker = /"(PORTCULLIS_REFUSED_[0-9a-f]{16})"/.exec(fields.M ?? '')
         const replacement = marker ? this.replacements.get(marker[1]) : undefined
         const p = this.current()
+        // the message that failed changes nothing (but a failed Parse of the unnamed statement);
+        // the server skips the rest of its batch, a Query in it included
+        const skipped = this.model.error()
+        if (skipped > 0) {
+          for (const q of this.ops) if (q.kind === 'Q' && !q.done && q.batch > this.receivedBatches && q.batch <= this.receivedBatches + skipped) q.error = 'skipped after an earlier error in the batch'
+          this.receivedBatches += skipped
+        }
+        this.headChanged()
         if (replacement) {
           this.replacements.delete(marker![1])
           if (p && p.kind === 'E') this.complete(p)
@@ -838,6 +1020,12 @@ export class PostgresProxy {
       }
       case 0x4e: // N NoticeResponse
         this.emitNotice('N', frame.raw, parseNoticeFields(new BufferReader(frame.raw, 5)))
+        return undefined
+      case 0x47: // G CopyInResponse
+        this.receivedBatches += this.model.dropCopySyncs()
+        // an admin COPY … FROM STDIN: the pump holds the data until now (settleAfterAdmin)
+        this.settled(true)
+        this.emit(frame.raw)
         return undefined
       case 0x48: {
         // H CopyOutResponse: COPY … TO STDOUT rows are masked like DataRows
@@ -889,6 +1077,16 @@ export class PostgresProxy {
         this.copyOut = undefined
         this.txStatus = String.fromCharCode(frame.raw[5]) as TransactionStatus
         this.receivedBatches++
+        if (!this.model.ready(frame.raw[5])) {
+          this.outOfStep('unexpected ReadyForQuery')
+          return undefined
+        }
+        this.headChanged()
+        const waiter = this.batchWaiter
+        if (waiter !== undefined && this.receivedBatches >= waiter.batch) {
+          this.batchWaiter = undefined
+          waiter.resolve()
+        }
         this.settled(false)
         let open = 0
         for (const p of this.ops) {
@@ -902,10 +1100,6 @@ export class PostgresProxy {
         this.flushResponse()
         return undefined
       }
-      case 0x47: // G CopyInResponse: an admin COPY … FROM STDIN waits for the data the pump holds
-        this.settled(true)
-        this.emit(frame.raw)
-        return undefined
       case 0x53: {
         // S ParameterStatus: a server that now reads SQL unlike the gateway's parser, or runs the
         // session as another role, ends the session, whatever statement did it (even one the
@@ -921,6 +1115,25 @@ export class PostgresProxy {
         this.emit(frame.raw)
         return undefined
     }
+  }
+
+  /**
+   * A RowDescription or NoData that answers a Describe: a portal's row shape is kept; the answer to
+   * a Describe the gateway added is not the client's (true: not forwarded).
+   */
+  private described(mask: RowMask | undefined): boolean {
+    const h = this.model.peek()
+    if (h === undefined || h.code !== 0x44) return false
+    this.model.shift()
+    const portal = h.portal
+    if (portal !== undefined) {
+      portal.shapeKnown = true
+      portal.mask = mask
+      portal.shapePlan = this.session.masks
+      portal.shapeGeneration = this.catalog.generation
+    }
+    this.headChanged()
+    return h.injected === true
   }
 
   private copyColumnCache = new Map<string, (MaskMethod | undefined)[] | undefined>()

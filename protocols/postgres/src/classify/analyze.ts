@@ -31,6 +31,8 @@ export interface Analysis {
   execute?: { name: string; params: unknown[] }
   /** PREPARE name AS body: the body's own analysis */
   prepared?: { name: string; body: Analysis }
+  /** DECLARE name CURSOR FOR query: the query's own analysis (what a FETCH or an Execute of it runs) */
+  declared?: { name: string; body: Analysis }
 }
 
 // Statements that act outside the data model: roles, privileges, code, server configuration, files.
@@ -138,6 +140,7 @@ class Analyzer {
   exported = false
   execute: Analysis['execute']
   prepared: Analysis['prepared']
+  declared: Analysis['declared']
 
   raise(c: OperationClass): void {
     this.cls = stricter(this.cls, c)
@@ -206,8 +209,9 @@ class Analyzer {
         this.raise('write')
         return
       case 'FetchStmt':
-        // rows of a cursor whose query was classified at DECLARE
+        // rows of a cursor whose query was classified at DECLARE (resolved by name: ctx.cursors)
         this.raise(b.ismove ? 'session' : 'read')
+        this.facts.fetch = String(b.portalname ?? '')
         return
       case 'RefreshMatViewStmt':
         this.raise('write')
@@ -231,11 +235,26 @@ class Analyzer {
         return
       case 'DiscardStmt':
         // DISCARD ALL deallocates every prepared statement too
-        if (b.target === 'DISCARD_ALL') this.facts.deallocate = '*'
+        if (b.target === 'DISCARD_ALL') {
+          this.facts.deallocate = '*'
+          // and closes every cursor and portal
+          this.facts.discard = 'all'
+        }
         this.raise('session')
         return
       case 'DeclareCursorStmt':
+        // the walk goes on into the query: DECLARE takes its class; the codec keeps its own
+        // analysis under the cursor's name once the server has confirmed DECLARE CURSOR
         this.raise('session')
+        this.facts.declare = String(b.portalname ?? '')
+        // CURSOR_OPT_HOLD: the cursor outlives its transaction
+        if ((Number(b.options ?? 0) & 0x20) !== 0) this.facts.declareHold = true
+        this.declared = { name: String(b.portalname ?? ''), body: analyzeStatement({ stmt: b.query }) }
+        return
+      case 'ClosePortalStmt':
+        // CLOSE ALL has no name
+        this.raise('session')
+        this.facts.closeCursor = b.portalname ? String(b.portalname) : '*'
         return
       case 'DefineStmt':
         // CREATE OPERATOR / AGGREGATE name their functions as words: `PROCEDURE = pg_read_file`
@@ -372,6 +391,7 @@ class Analyzer {
     }
     if (this.execute) out.execute = this.execute
     if (this.prepared) out.prepared = this.prepared
+    if (this.declared) out.declared = this.declared
     return out
   }
 }

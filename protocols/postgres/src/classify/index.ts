@@ -11,6 +11,14 @@ import { constValue } from './tree.ts'
 export interface ClassifyContext {
   /** SQL-level PREPARE name → Operation of its body, tracked per session by the codec */
   prepared?: Map<string, Operation>
+  /**
+   * Cursor and portal name → the Operation of its query, tracked per session by the codec (one
+   * namespace, like Postgres): an entry appears when the server confirms DECLARE CURSOR (the
+   * cursor's query, statementBody of the DECLARE) or BindComplete (the bound statement's
+   * Operation), and goes at CLOSE / CloseComplete / DISCARD ALL / the end of its transaction.
+   * FETCH and MOVE take the class, resources and facts of the query they read.
+   */
+  cursors?: ReadonlyMap<string, Operation>
 }
 
 /** Loads the libpg_query WASM module once; later calls resolve at once. */
@@ -26,6 +34,10 @@ interface Part {
   prepare?: { name: string; body: Operation }
   /** DEALLOCATE name ('*' for ALL) */
   deallocate?: string
+  /** FETCH / MOVE name: resolved against ctx.cursors */
+  fetch?: string
+  /** DECLARE name CURSOR FOR query: the query's Operation */
+  declare?: { name: string; body: Operation }
 }
 
 // PREPARE operations → the Operations of their bodies, by name (see preparedStatements); and the
@@ -42,6 +54,28 @@ export function preparedStatements(op: Operation): ReadonlyMap<string, Operation
   return bodies.get(op) ?? EMPTY
 }
 const EMPTY: ReadonlyMap<string, Operation> = new Map()
+
+// operations resolved against a session's statements and cursors (EXECUTE, FETCH, MOVE)
+const perSession = new WeakSet<Operation>()
+
+/**
+ * True when the operation was resolved against ClassifyContext (it has an EXECUTE, FETCH or MOVE):
+ * a codec that keeps it (a protocol-prepared `EXECUTE p`) classifies the text again when it runs,
+ * since what the name holds may have changed in between.
+ */
+export function dependsOnSession(op: Operation): boolean {
+  return perSession.has(op)
+}
+
+/**
+ * The Operation a statement leaves behind under a name: the body of `PREPARE name AS body`, or the
+ * query of `DECLARE name CURSOR FOR query`; undefined for any other statement. One per statement,
+ * so `PREPARE s AS DELETE …; PREPARE s AS SELECT 1` keeps each body apart (the server refuses the
+ * second: the codec stores the first, when its CommandComplete arrives).
+ */
+export function statementBody(st: StatementInfo): Operation | undefined {
+  return bodyOfStatement.get(st)
+}
 
 /** What the cache keeps for one text: the finished Operation, or the parts when it needs the session. */
 interface Compiled {
@@ -160,10 +194,16 @@ function compile(sql: string): Compiled {
       bodyOfStatement.set(part.info, body)
     }
     if (typeof analysis.facts.deallocate === 'string') part.deallocate = analysis.facts.deallocate
+    if (analysis.declared) {
+      const body = buildOperation([statementInfo(analysis.declared.body, text)], safeFingerprint(original))
+      part.declare = { name: analysis.declared.name, body }
+      bodyOfStatement.set(part.info, body)
+    }
+    if (typeof analysis.facts.fetch === 'string') part.fetch = analysis.facts.fetch
     parts.push(part)
   }
   const compiled: Compiled = { parts, fingerprint: fp, recent: false }
-  if (!parts.some(p => p.execute)) compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
+  if (!parts.some(p => p.execute || p.fetch !== undefined)) compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
   return compiled
 }
 
@@ -188,7 +228,27 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
     const stored = ctx?.prepared?.get(name)
     return stored && storedBody(stored, name)
   }
+  // DECLARE and CLOSE earlier in the same text; null: closed
+  const localCursors = new Map<string, Operation | null>()
+  let allCursors = false
+  const cursor = (name: string): Operation | undefined => {
+    const here = localCursors.get(name)
+    if (here !== undefined) return here ?? undefined
+    return allCursors ? undefined : ctx?.cursors?.get(name)
+  }
   for (const part of compiled.parts) {
+    if (part.declare) localCursors.set(part.declare.name, part.declare.body)
+    const closed = part.info.facts?.closeCursor
+    if (closed === '*' || part.info.facts?.discard === 'all') {
+      localCursors.clear()
+      allCursors = true
+    } else if (typeof closed === 'string') localCursors.set(closed, null)
+    if (part.fetch !== undefined) {
+      const query = cursor(part.fetch)
+      // a cursor the session does not know: the server answers 34000 (nothing runs)
+      infos.push(query ? fetchedInfo(part.info, part.fetch, query) : part.info)
+      continue
+    }
     if (part.prepare) local.set(part.prepare.name, part.prepare.body)
     if (part.deallocate === '*') {
       local.clear()
@@ -212,7 +272,9 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
   }
   // `EXECUTE p` is as many shapes as p has bodies: the fingerprint covers the bodies run
   const fp = executed.length > 0 ? textFingerprint([compiled.fingerprint, ...executed].join('|')) : compiled.fingerprint
-  return withBodies(buildOperation(infos, fp, error), compiled.parts)
+  const op = withBodies(buildOperation(infos, fp, error), compiled.parts)
+  perSession.add(op)
+  return op
 }
 
 /**
@@ -232,6 +294,20 @@ function storedBody(stored: Operation, name: string): Operation {
     return { ...stored, class: typeof cls === 'string' ? (cls as Operation['class']) : 'admin' }
   }
   return stored
+}
+
+/** FETCH / MOVE name: the cursor's query (its resources and facts); FETCH reads, MOVE reads nothing */
+function fetchedInfo(own: StatementInfo, name: string, query: Operation): StatementInfo {
+  const facts: Record<string, FactValue> = {}
+  mergeFacts(facts, query.facts)
+  mergeFacts(facts, own.facts)
+  facts.fetch = name
+  return {
+    class: stricter(own.class, own.class === 'session' ? 'session' : query.class),
+    resources: [...new Set([...own.resources, ...query.resources])],
+    statement: own.statement,
+    facts,
+  }
 }
 
 function executedInfo(own: StatementInfo, name: string, params: unknown[], prepared: Operation): StatementInfo {
