@@ -114,6 +114,14 @@ export class CoreSession implements Session {
       this.#write({ class: 'session', error: `authentication failed: ${e.message}` })
       throw e
     }
+    // The verification may outlast the client (a slow JWKS, a client that hangs up mid-handshake) or
+    // a kill. close() has already run and sealed what there was: a recorder opened now would never be
+    // closed (an unsealed recording and a file descriptor for the life of the process). The session
+    // stays without a principal, and nothing is opened.
+    if (this.closed || this.#abort.signal.aborted) {
+      const reason = this.#abort.signal.reason
+      throw reason instanceof PortcullisError ? reason : new PortcullisError('SESSION_CLOSED', 'session closed')
+    }
     const first = this.#principal === undefined
     this.#principal = principal
     this.#masks = undefined
