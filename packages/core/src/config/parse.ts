@@ -186,7 +186,8 @@ interface RawConfig {
   masking?: Config['masking']
   maskingKey?: SecretRef
 }
-interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'clockSkew'> {
+interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'clockSkew' | 'requireExp'> {
+  requireExp?: boolean
   algorithms?: string[]
   groupsClaim?: string
   clockSkew?: string | number
@@ -225,6 +226,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       algorithms,
       groupsClaim: i.groupsClaim ?? 'groups',
       clockSkew: parseDuration(i.clockSkew ?? '30s'),
+      requireExp: i.requireExp ?? true,
     }
   })
 

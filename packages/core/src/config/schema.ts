@@ -103,6 +103,7 @@ const issuer = object(
     algorithms: { type: 'array', items: { type: 'string' }, minItems: 1 },
     groupsClaim: { type: 'string' },
     clockSkew: duration,
+    requireExp: { type: 'boolean' },
     secret: secretRef,
   },
   ['issuer', 'audience'],

@@ -15,6 +15,8 @@ export interface IssuerConfig {
   groupsClaim: string
   /** ms */
   clockSkew: number
+  /** refuse tokens without `exp` (absent: true): a token that never expires is good forever once leaked */
+  requireExp?: boolean
   /** shared secret for HS256/384/512 issuers */
   secret?: SecretRef
 }
