@@ -17,7 +17,8 @@ import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@po
 import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { collectSink, readableSink, UpstreamCall, type Headers, type Sink } from './forward.ts'
-import { maskJson } from './json-mask.ts'
+import { maskJsonText } from './json-mask.ts'
+import { bodyKind, isJsonType, maskTextBody, unmaskable } from './inspect.ts'
 import type { Route } from './profiles.ts'
 import { SseMasker } from './sse.ts'
 import { upstreamFor } from './upstream.ts'
@@ -139,10 +140,6 @@ async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   await conn.verified
   conn.accepted = true
   session.assertAlive()
-}
-
-function isJsonType(ct: string | undefined): boolean {
-  return !!ct && /^application\/(?:[\w.+-]*\+)?json\b/i.test(ct)
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -282,6 +279,12 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
   for (const k in h) {
     const v = h[k]
     if (v !== undefined && !drop.has(k) && !listed?.has(k)) out[k] = v
+  }
+  if (inspecting) {
+    // a byte range of a masked body would cut a value where no detector sees it (half an address
+    // per request): under a mask plan the whole body is asked for, and masked as a whole
+    delete out.range
+    delete out['if-range']
   }
   if (inspecting && out['accept-encoding']) {
     // only encodings the gateway can decode before it inspects the response
@@ -530,10 +533,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     // request-side masking (e.g. emails in prompts before they reach the LLM)
     let outBody: Buffer | Transform | undefined = raw
     if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
-      const r = maskJson(parsed, masks)
+      // in place: the rest of the request goes upstream byte for byte (numbers, escapes, order)
+      const r = maskJsonText(raw.toString('utf8'), masks)
       if (r.count > 0) {
         masked += r.count
-        outBody = Buffer.from(JSON.stringify(r.value))
+        outBody = Buffer.from(r.text)
       }
     }
     if (!raw && withBody) {
@@ -570,13 +574,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const ctype = String(answer.headers['content-type'] ?? '')
     const noBody = method === 'HEAD' || status === 204 || status === 304
 
-    const sse = /^text\/event-stream\b/i.test(ctype)
-    const json = isJsonType(ctype)
-    const text = /^text\//i.test(ctype)
-    if (!inspecting || noBody || (!sse && !json && !(text && masks.hasDetectors))) {
+    const kind = bodyKind(ctype, target)
+    if (inspecting && !noBody && kind === 'refused') {
+      // fail closed: bytes the gateway cannot read are not sent under a mask plan (inspect.ts)
+      call.abort(unmaskable(ctype))
+      throw unmaskable(ctype)
+    }
+    if (!inspecting || noBody || kind === 'unmasked') {
       // pass-through: bytes as they came. Textual bodies are also kept for the recording, up to a cap
       // (as sent: still encoded when the upstream compressed them)
-      const cap = sse || json || text ? recordCap(target) : 0
+      const cap = kind === 'sse' || kind === 'text' ? recordCap(target) : 0
       res.writeHead(status, outHeaders)
       let sink: ResponseSink | undefined
       try {
@@ -602,7 +609,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     delete outHeaders['content-encoding']
     delete outHeaders['content-length']
 
-    if (sse) {
+    if (kind === 'sse') {
       const masker = new SseMasker(masks, {
         maxEventBytes: target.limits.maxMessageBytes,
         onBatch: (batch, n) => session.record('response', { status, batch, ...(n > 0 ? { masked: n } : {}) }),
@@ -651,28 +658,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       call.attach(c.sink)
       body = await c.body
     }
-    const asText = body.toString('utf8')
-    let out: string = asText
-    let parsedResponse: unknown
-    let isJson = false
-    if (json) {
-      try {
-        parsedResponse = JSON.parse(asText)
-        isJson = true
-      } catch {
-        isJson = false
-      }
-    }
-    if (isJson) {
-      const r = maskJson(parsedResponse, masks)
-      masked += r.count
-      if (r.count > 0) out = JSON.stringify(r.value)
-    } else if (masks.hasDetectors) {
-      const r = masks.scan(asText)
-      masked += r.count
-      out = r.text
-    }
-    if (out !== asText) body = Buffer.from(out)
+    const r = maskTextBody(body, ctype, masks)
+    masked += r.count
+    body = r.body
     outHeaders['content-length'] = String(body.length)
     res.writeHead(status, outHeaders)
     responseBytes = body.length

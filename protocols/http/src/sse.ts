@@ -22,7 +22,11 @@ interface Slot {
   last: Found
 }
 
-const BOUNDARY = /\r\n\r\n|\n\n|\r\r/g
+// An event ends at an empty line: a line end (CRLF, LF or CR) followed by another. A CR is a line end
+// of its own only when no LF follows it, or "a\r\nb" would be read as two line ends. The browser's
+// parser reads "\n\r\n" as the end of an event too; missing it would fold two events into one that
+// no longer parses as JSON (and escapes field rules).
+const BOUNDARY = /(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)/g
 
 export class SseMasker extends Transform {
   /** values replaced so far */
@@ -32,6 +36,9 @@ export class SseMasker extends Transform {
   /** where the next search for an event boundary starts: an event trickling in is not rescanned */
   private searchFrom = 0
   private readonly slots = new Map<string, Slot>()
+  private started = false
+  /** the event being read had lines the gateway dropped or masked: it is rebuilt, not passed */
+  private changedLines = false
   private readonly limit: number
 
   constructor(
@@ -92,7 +99,12 @@ export class SseMasker extends Transform {
    * input, not rebuilt one by one.
    */
   private feed(chunk: Buffer): string {
-    const text = this.pending + this.decoder.write(chunk)
+    let text = this.pending + this.decoder.write(chunk)
+    // a BOM at the start of the stream is dropped by clients (and would hide the first field name)
+    if (!this.started && text.length > 0) {
+      this.started = true
+      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+    }
     let out = ''
     // [copyFrom, at): a run of events passed unchanged, not yet added to `out`
     let copyFrom = 0
@@ -128,26 +140,44 @@ export class SseMasker extends Transform {
       const lines = raw.split(/\r\n|\n|\r/)
       const data: string[] = []
       const rest: string[] = []
+      let changed = false
       for (const line of lines) {
         if (line.startsWith('data:')) data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5))
-        else rest.push(line)
+        else if (line === '' || line === 'data') continue
+        else if (line.charCodeAt(0) === 58 /* : a comment */ || KNOWN_FIELD.test(line)) {
+          // comments, event names and ids reach a raw reader too: the detectors see them
+          const r = this.plan.hasDetectors ? this.plan.scan(line) : { text: line, count: 0 }
+          if (r.count > 0) {
+            this.masked += r.count
+            changed = true
+          }
+          rest.push(r.text)
+        } else {
+          // a line that is no field of the event-stream format: clients ignore it, so the gateway
+          // drops it rather than send text it has not read as what it claims to be
+          changed = true
+        }
       }
-      if (data.length === 0) return undefined
+      if (data.length === 0) return changed ? serializeLines(rest) : undefined
       text = data.join('\n')
       other = rest
+      if (changed) this.changedLines = true
     }
+    const linesChanged = this.changedLines
+    this.changedLines = false
     if (text === '[DONE]') {
       const held = this.flushSlots(() => true)
-      return held === '' ? undefined : held + raw + '\n\n'
+      const done = linesChanged ? serialize(other, text) : raw + '\n\n'
+      return held === '' && !linesChanged ? undefined : held + done
     }
     let obj: unknown
     try {
       obj = JSON.parse(text)
     } catch {
-      if (!this.plan.hasDetectors) return undefined
+      if (!this.plan.hasDetectors) return linesChanged ? serialize(other, text) : undefined
       const r = this.plan.scan(text)
       this.masked += r.count
-      return r.count === 0 ? undefined : serialize(other, r.text)
+      return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
     const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
     // text held for a slot this event does not continue goes out first, as its own delta event
@@ -165,7 +195,7 @@ export class SseMasker extends Transform {
     const r = maskJson(obj, this.plan)
     this.masked += r.count
     for (const f of found) f.set(f.emit ?? '')
-    if (r.count === 0 && found.every(f => f.emit === f.original)) return prefix === '' ? undefined : prefix + raw + '\n\n'
+    if (r.count === 0 && !linesChanged && found.every(f => f.emit === f.original)) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, JSON.stringify(r.value))
   }
 
@@ -181,6 +211,14 @@ export class SseMasker extends Transform {
     }
     return out
   }
+}
+
+const KNOWN_FIELD = /^(?:event|id|retry)(?::|$)/
+
+function serializeLines(lines: readonly string[]): string {
+  let s = ''
+  for (const line of lines) s += line + '\n'
+  return s === '' ? '' : s + '\n'
 }
 
 function serialize(other: readonly string[], data: string): string {
