@@ -59,6 +59,9 @@ export function serveHttp(client: Duplex, session: Session): Promise<void> {
       return
     }
     session.signal.addEventListener('abort', onAbort, { once: true })
+    // the listener's socket may have been made with allowHalfOpen false, which ends our side at the
+    // client's FIN, before node:http has answered: the HTTP server decides when to end instead
+    ;(client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true
     server.emit('connection', client)
     // A listener that sniffed the first bytes pushed them back and left the socket paused; node:http
     // would wait for fresh bytes forever. Flowing again delivers the pushed-back bytes first.
@@ -71,6 +74,10 @@ function serverFor(target: TargetConfig): Server {
   if (server) return server
   const maxHeaderSize = typeof target.options.maxHeaderBytes === 'number' ? target.options.maxHeaderBytes : 16 * 1024
   server = createServer({ maxHeaderSize, requestTimeout: 0, keepAliveTimeout: target.limits.idleTimeoutMs || 5000 })
+  // A client that sends its requests and then half-closes (FIN) still gets its answers: by default
+  // node:http aborts the requests in flight on the client's FIN and ends the socket. With this set
+  // it answers what it has read and ends the connection after the last response.
+  ;(server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true
   server.on('request', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, false))
   // answering 100 Continue is ours: only once the caller is known and the body is wanted
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, true))
@@ -337,12 +344,19 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 type Deferred = { deferred: string }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed): Promise<Decision | Deferred> {
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex): Promise<Decision | Deferred> {
   // a client that goes away withdraws its pending approval
   if (session.target.options.approvalMode !== 'defer') {
     const controller = (up.controller = new AbortController())
     if (up.reason) controller.abort(up.reason)
-    return session.decide(op, { signal: controller.signal })
+    // A FIN is a half-close as far as answering goes (what was sent is answered), but a request held
+    // for a human is withdrawn by it: TCP cannot tell "done sending" from "gone", and an approval
+    // granted for a client that left would run a write nobody waits for. The client, if still
+    // there, gets the refusal.
+    const onEnd = () => controller.abort(CLIENT_ENDED())
+    if (socket.readableEnded) onEnd()
+    else socket.once('end', onEnd)
+    return session.decide(op, { signal: controller.signal }).finally(() => socket.off('end', onEnd))
   }
   return new Promise((resolve, reject) => {
     let deferred = false
@@ -376,6 +390,7 @@ class Upstreamed {
   }
 }
 
+const CLIENT_ENDED = () => httpError(403, 'policy_blocked', 'approval withdrawn: the client closed its side of the connection while the request waited for approval')
 const CLIENT_GONE = () => Object.assign(new Error('the client went away'), { code: 'UND_ERR_ABORTED' })
 
 /** pass-through: upstream bytes to the client as they come, backpressure end to end */
@@ -510,7 +525,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     event.statement = op.statement
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
-    const decision = session.decideNow(op) ?? (await decide(session, op, up))
+    const decision = session.decideNow(op) ?? (await decide(session, op, up, req.socket))
     if ('deferred' in decision) {
       event.decision = 'approve'
       event.approvalId = decision.deferred
