@@ -99,6 +99,7 @@ const issuer = object(
     issuer: { type: 'string', minLength: 1 },
     audience: { type: 'string', minLength: 1 },
     jwks: { type: 'string', pattern: '^https?://' },
+    jwksTimeout: duration,
     jwksFile: { type: 'string' },
     algorithms: { type: 'array', items: { type: 'string' }, minItems: 1 },
     groupsClaim: { type: 'string' },

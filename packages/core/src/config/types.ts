@@ -7,6 +7,8 @@ export interface IssuerConfig {
   audience: string
   /** JWKS URL (fetched, cached, refreshed on unknown kid) */
   jwks?: string
+  /** ms to wait for the JWKS URL to answer (default 5 s) */
+  jwksTimeout?: number
   /** local JWKS file (re-read when it changes) */
   jwksFile?: string
   /** accepted JWS algorithms; HS* only when `secret` is set */

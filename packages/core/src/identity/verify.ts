@@ -56,7 +56,11 @@ export function createIdentity(
           keys = fileKeySource(ic.jwksFile, { now })
           fileSources.set(ic.jwksFile, keys)
         }
-      } else if (ic.jwks) keys = remoteKeySource(ic.jwks, { ...(opts.jwksCooldownMs !== undefined ? { cooldownMs: opts.jwksCooldownMs } : {}) })
+      } else if (ic.jwks)
+        keys = remoteKeySource(ic.jwks, {
+          ...(opts.jwksCooldownMs !== undefined ? { cooldownMs: opts.jwksCooldownMs } : {}),
+          ...(ic.jwksTimeout !== undefined ? { timeoutMs: ic.jwksTimeout } : {}),
+        })
       next.set(ic.issuer, { config: ic, keys })
     }
     issuers = next
