@@ -154,9 +154,9 @@ function visit(w: Walk, value: unknown, node: PathNode): unknown {
  * spellings (1.0), escapes and whitespace are not re-serialized. Fails closed (throws) when the text
  * is not JSON.
  */
-export function maskJsonText(text: string, plan: MaskPlan): { text: string; count: number } {
-  // validates: the scanner below reads well-formed JSON only
-  JSON.parse(text)
+export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { text: string; count: number } {
+  // validates (unless the caller has parsed it already): the scanner below reads well-formed JSON only
+  if (!parsed) JSON.parse(text)
   const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0 }
   scanValue(s, s.w.tree.root)
   if (s.w.count === 0 || s.copied === 0) return { text, count: s.w.count }

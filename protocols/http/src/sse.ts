@@ -7,7 +7,7 @@
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { MaskPlan } from '@portcullis/core'
-import { maskJson } from './json-mask.ts'
+import { maskJson, maskJsonText } from './json-mask.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
@@ -180,6 +180,12 @@ export class SseMasker extends Transform {
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
     const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
+    if (found.length === 0 && this.slots.size === 0) {
+      // no streamed text in it: masked where it stands, every other byte as the upstream sent it
+      const r = maskJsonText(text, this.plan, true)
+      this.masked += r.count
+      return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
+    }
     // text held for a slot this event does not continue goes out first, as its own delta event
     const prefix = this.slots.size === 0 ? '' : this.flushSlots(k => !found.some(f => f.key === k))
     for (const f of found) {

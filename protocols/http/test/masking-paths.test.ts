@@ -244,6 +244,7 @@ t.test('SSE: events split across chunks, multi-line data, comments, other fields
   const stream = [
     '\ufeff: hello ' + EMAIL + '\n',
     'retry: 1000\n\n',
+    'data: {"id": 12345678901234567890, "n": 1.50, "email": "' + EMAIL + '"}\n\n',
     'event: note\nid: ' + EMAIL + '\ndata: {"customer":\ndata:  {"email": "' + EMAIL + '"}}\n\n',
     delta('your key is sk-') + delta('proj-Abc123') + delta('def456ghi789jkl0 ok'),
     'data: plain text ada@exa',
@@ -258,9 +259,10 @@ t.test('SSE: events split across chunks, multi-line data, comments, other fields
   const text = r.body.toString()
   t.match(text, ': hello [REDACTED:email]\n', 'a comment is scanned')
   t.match(text, 'retry: 1000\n')
+  t.match(text, 'data: {"id": 12345678901234567890, "n": 1.50, "email": "[REDACTED]"}\n\n', 'an event is masked in place: big numbers and spellings stay')
   t.match(text, 'id: [REDACTED:email]\n', 'an id is scanned')
   t.match(text, 'event: note\n')
-  t.match(text, 'data: {"customer":{"email":"[REDACTED]"}}', 'multi-line data is read as one JSON value; the field rule applies')
+  t.match(text, 'data: {"customer":\ndata:  {"email": "[REDACTED]"}}\n', 'multi-line data is read as one JSON value; the field rule applies, the rest stays as sent')
   t.match(text, 'data: plain text [REDACTED:email] here', 'plain-text data split across chunks')
   t.notMatch(text, /bogus line/, 'a line that is no SSE field is dropped, not passed unread')
   t.match(text, 'data: {"a": 1}', 'an event ended by LF CR LF is an event of its own')
