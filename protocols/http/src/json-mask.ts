@@ -235,6 +235,12 @@ function skipValue(s: Scan): void {
   s.pos = p
 }
 
+/** a quote between start and end: the array holds strings (or objects) after all */
+function hasString(t: string, start: number, end: number): boolean {
+  const i = t.indexOf('"', start)
+  return i !== -1 && i < end
+}
+
 function scanValue(s: Scan, node: PathNode): void {
   ws(s)
   const t = s.text
@@ -275,6 +281,12 @@ function scanValue(s: Scan, node: PathNode): void {
     return
   }
   if (c === 91 /* [ */) {
+    // a vector: numbers only, nothing a detector or a rule below it would touch
+    if (node.key === 'embedding' || node.key === 'vector' || node.key === 'values') {
+      skipValue(s)
+      if (!hasString(t, start, s.pos)) return
+      s.pos = start
+    }
     s.pos++
     ws(s)
     if (t.charCodeAt(s.pos) === 93) {
