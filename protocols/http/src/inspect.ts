@@ -15,7 +15,7 @@
 import { isUtf8 } from 'node:buffer'
 import type { MaskPlan, TargetConfig } from '@portcullis/core'
 import { httpError } from './errors.ts'
-import { maskJsonText } from './json-mask.ts'
+import { maskJsonText, UnmaskableJson } from './json-mask.ts'
 
 /** sse and text are masked; unmasked passes as it came (the target said so); refused is refused */
 export type BodyKind = 'sse' | 'text' | 'unmasked' | 'refused'
@@ -61,7 +61,8 @@ export function maskTextBody(body: Buffer, ctype: string, masks: MaskPlan): { bo
     let r: { text: string; count: number } | undefined
     try {
       r = maskJsonText(text, masks)
-    } catch {
+    } catch (err) {
+      if (err instanceof UnmaskableJson) throw httpError(502, 'unmaskable_response', `${err.message}; refused under this session's masking rules`)
       r = maskLines(text, masks)
     }
     if (r) return r.count > 0 ? { body: Buffer.from(r.text), count: r.count } : { body, count: 0 }
@@ -87,7 +88,8 @@ function maskLines(text: string, masks: MaskPlan): { text: string; count: number
     let r
     try {
       r = maskJsonText(line, masks)
-    } catch {
+    } catch (err) {
+      if (err instanceof UnmaskableJson) throw httpError(502, 'unmaskable_response', `${err.message}; refused under this session's masking rules`)
       return undefined
     }
     count += r.count

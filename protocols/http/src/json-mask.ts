@@ -158,10 +158,20 @@ export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { te
   // validates (unless the caller has parsed it already): the scanner below reads well-formed JSON only
   if (!parsed) JSON.parse(text)
   const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0 }
-  scanValue(s, s.w.tree.root)
+  try {
+    scanValue(s, s.w.tree.root)
+  } catch (err) {
+    // JSON.parse reads any depth; the walk is recursive. A document nested past the stack is valid
+    // JSON that cannot be masked: said so, never guessed at (callers refuse it)
+    if (err instanceof RangeError) throw new UnmaskableJson('JSON nested too deeply to be masked')
+    throw err
+  }
   if (s.w.count === 0 || s.copied === 0) return { text, count: s.w.count }
   return { text: s.out + text.slice(s.copied), count: s.w.count }
 }
+
+/** valid JSON the masker cannot walk (nested past the stack) */
+export class UnmaskableJson extends Error {}
 
 interface Scan {
   w: Walk

@@ -163,6 +163,20 @@ t.test('a Content-Type that lies: JSON as text/plain, as octet-less nothing, as 
   noSecrets(t, badNd, 'broken NDJSON')
 })
 
+t.test('JSON nested deeper than the masker can walk is refused, whatever its label', async t => {
+  const { upstream, gw, token } = await setup(t, FIELDS_ONLY)
+  const depth = 200_000
+  const deep = '['.repeat(depth) + `{"email": "${EMAIL}"}` + ']'.repeat(depth)
+  JSON.parse(deep) // valid JSON: the parser reads any depth
+  for (const ct of ['application/json', 'text/plain']) {
+    answer(upstream, { headers: { 'content-type': ct }, chunks: [deep] })
+    const r = await rawRequest(gw, token)
+    t.equal(r.status, 502, ct)
+    t.equal(JSON.parse(r.body.toString()).error.code, 'unmaskable_response')
+    noSecrets(t, r, `deep JSON as ${ct}`)
+  }
+})
+
 t.test('text/html, text/csv and other text: the detectors scan it; bytes that are not UTF-8 are refused', async t => {
   const { upstream, gw, token } = await setup(t)
   for (const ct of ['text/html', 'text/csv', 'application/xml', 'application/javascript', 'application/x-www-form-urlencoded']) {
