@@ -39,6 +39,10 @@ export class SseMasker extends Transform {
   private started = false
   /** the event being read had lines the gateway dropped or masked: it is rebuilt, not passed */
   private changedLines = false
+  /** the last plain-text data event, not sent until the next event is known (see event()) */
+  private heldPlain: { other: readonly string[]; text: string; scanned: { text: string; count: number } } | undefined
+  /** the event being handled is a plain-text one (it handles heldPlain itself) */
+  private plainNow = false
   private readonly limit: number
 
   constructor(
@@ -88,6 +92,7 @@ export class SseMasker extends Transform {
     const rest = this.pending
     if (rest.trim() !== '') out += this.event(rest) ?? rest + '\n\n'
     this.pending = ''
+    out += this.flushPlain()
     out += this.flushSlots(() => true)
     if (out !== '') this.opts.onBatch?.(out, this.masked - before)
     return out
@@ -129,7 +134,64 @@ export class SseMasker extends Transform {
    * One event (without its terminating blank line) → the text to send, terminator included; undefined
    * when the event goes out as it came (`raw` and a blank line).
    */
+  /**
+   * A plain-text (not JSON) data event is held until the next event is known, so that a value split
+   * across two of them ("ada@exa" | "mple.com") is caught: the text of both is scanned together and,
+   * only when a match spans the boundary, the cut between them moves past it. Any other event sends
+   * the held one first, in stream order.
+   */
   private event(raw: string): string | undefined {
+    this.plainNow = false
+    const out = this.eventBody(raw)
+    if (this.plainNow || this.heldPlain === undefined) return out
+    return this.flushPlain() + (out ?? raw + '\n\n')
+  }
+
+  private plainEvent(other: readonly string[], text: string): string {
+    this.plainNow = true
+    // streamed JSON text held before this event goes out before it
+    const prefix = this.flushSlots(() => true)
+    const prev = this.heldPlain
+    const mine = this.plan.scan(text)
+    if (!prev) {
+      this.heldPlain = { other, text, scanned: mine }
+      return prefix
+    }
+    const buf = prev.text + text
+    const whole = this.plan.scan(buf)
+    if (prev.scanned.text + mine.text === whole.text) {
+      this.masked += prev.scanned.count
+      this.heldPlain = { other, text, scanned: mine }
+      return prefix + serialize(prev.other, prev.scanned.text)
+    }
+    // a match spans the two: cut further on, where both sides mask as the whole does
+    const from = prev.text.length
+    const to = Math.min(buf.length, from + this.limit)
+    for (let c = from + 1; c <= to; c++) {
+      if (isHighSurrogate(buf.charCodeAt(c - 1))) continue
+      const a = this.plan.scan(buf.slice(0, c))
+      const b = this.plan.scan(buf.slice(c))
+      if (a.text + b.text === whole.text) {
+        this.masked += a.count
+        this.heldPlain = { other, text: buf.slice(c), scanned: b }
+        return prefix + serialize(prev.other, a.text)
+      }
+    }
+    // no clean cut in reach: all of it goes out masked with the earlier event
+    this.masked += whole.count
+    this.heldPlain = { other, text: '', scanned: { text: '', count: 0 } }
+    return prefix + serialize(prev.other, whole.text)
+  }
+
+  private flushPlain(): string {
+    const held = this.heldPlain
+    if (!held) return ''
+    this.heldPlain = undefined
+    this.masked += held.scanned.count
+    return serialize(held.other, held.scanned.text)
+  }
+
+  private eventBody(raw: string): string | undefined {
     let text: string
     let other: readonly string[]
     if (raw.startsWith('data:') && raw.indexOf('\n') === -1 && raw.indexOf('\r') === -1) {
@@ -175,9 +237,7 @@ export class SseMasker extends Transform {
       obj = JSON.parse(text)
     } catch {
       if (!this.plan.hasDetectors) return linesChanged ? serialize(other, text) : undefined
-      const r = this.plan.scan(text)
-      this.masked += r.count
-      return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
+      return this.plainEvent(other, text)
     }
     const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
     if (found.length === 0 && this.slots.size === 0) {

@@ -263,6 +263,9 @@ t.test('SSE: events split across chunks, multi-line data, comments, other fields
     delta('your key is sk-') + delta('proj-Abc123') + delta('def456ghi789jkl0 ok'),
     'data: plain text ada@exa',
     'mple.com here\n\n',
+    'data: then write to bob@exa\n\n',
+    'data: mple.org or use sk-proj-Abc1\n\n',
+    'data: 23def456ghi789jkl0 please\n\n',
     'data: {"text": "split\r\n\r\ndata: {"a": 1}\n\r\n',
     'bogus line ' + EMAIL + '\n{"email": "' + EMAIL + '"}\ndata: [DONE]\n\n',
   ]
@@ -278,6 +281,9 @@ t.test('SSE: events split across chunks, multi-line data, comments, other fields
   t.match(text, 'event: note\n')
   t.match(text, 'data: {"customer":\ndata:  {"email": "[REDACTED]"}}\n', 'multi-line data is read as one JSON value; the field rule applies, the rest stays as sent')
   t.match(text, 'data: plain text [REDACTED:email] here', 'plain-text data split across chunks')
+  t.notOk(text.includes('bob@exa') || text.includes('mple.org'), 'an address split across two plain-text events')
+  const plain = [...text.matchAll(/^data: ((?:then|mple|23|\[RED| or| please).*)$/gm)].map(m => m[1]).join('')
+  t.equal(plain, 'then write to [REDACTED:email] or use [REDACTED:api-key] please', 'split across events, masked, the text around it kept in order')
   t.notMatch(text, /bogus line/, 'a line that is no SSE field is dropped, not passed unread')
   t.match(text, 'data: {"a": 1}', 'an event ended by LF CR LF is an event of its own')
   t.match(text, /data: \[DONE\]\n\n$/)
