@@ -549,7 +549,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     let outBody: Buffer | Transform | undefined = raw
     if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
       // in place: the rest of the request goes upstream byte for byte (numbers, escapes, order)
-      const r = maskJsonText(raw.toString('utf8'), masks)
+      const r = maskJsonText(raw.toString('utf8'), masks, true)
       if (r.count > 0) {
         masked += r.count
         outBody = Buffer.from(r.text)
