@@ -48,6 +48,7 @@ t.test('the DESIGN.md example parses, with defaults filled in', async t => {
     groupsClaim: 'groups',
     algorithms: ['RS256', 'ES256', 'EdDSA'],
     clockSkew: 30_000,
+    requireExp: true,
   })
   t.same(c.secrets.pg, { env: 'PG_PASSWORD' })
   t.same(c.recording, { dir: './recordings', onFailure: 'block' })

@@ -8,6 +8,7 @@ import { createDevIssuer } from '../src/identity/dev-issuer.ts'
 import { createIdentity } from '../src/identity/verify.ts'
 import { createSecretStore } from '../src/secrets/store.ts'
 import type { IssuerConfig } from '../src/config/types.ts'
+import { parseConfig } from '../src/config/parse.ts'
 import { tempDir } from './helpers.ts'
 
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url')
@@ -232,7 +233,7 @@ t.test('the dev issuer publishes only public key material and mints verifiable E
   t.equal(jwks.keys.length, 1)
   t.notOk('d' in jwks.keys[0], 'no private part in the JWKS file')
   t.equal(jwks.keys[0].kid, issuer.privateJwk.kid)
-  t.same(issuer.issuerConfig(), { issuer: 'https://dev.test/', audience: 'aud-x', jwksFile: join(dir, 'jwks.json'), algorithms: ['ES256'], groupsClaim: 'groups', clockSkew: 30_000 })
+  t.same(issuer.issuerConfig(), { issuer: 'https://dev.test/', audience: 'aud-x', jwksFile: join(dir, 'jwks.json'), algorithms: ['ES256'], groupsClaim: 'groups', clockSkew: 30_000, requireExp: true })
   const token = await issuer.mint({ sub: 'demo', groups: ['agents'], ttlSeconds: 60, extra: { tenant: 't1' } })
   const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as Record<string, unknown>
   t.match(claims, { sub: 'demo', groups: ['agents'], tenant: 't1', iss: 'https://dev.test/', aud: 'aud-x' })
@@ -240,4 +241,47 @@ t.test('the dev issuer publishes only public key material and mints verifiable E
   t.match(claims.jti, /^[0-9a-f]{16}$/)
   const identity = createIdentity({ issuers: [issuer.issuerConfig()], revocations: [] })
   t.same((await identity.verify(token)).groups, ['agents'])
+})
+
+t.test('a token without exp is refused unless its issuer says requireExp: false', async t => {
+  const strict = await devIdentity(t)
+  // jose's sign() sets only the claims given: this token has no exp at all
+  const forever = await strict.sign({ exp: undefined, iat: nowS() })
+  t.notOk('exp' in JSON.parse(Buffer.from(forever.split('.')[1], 'base64url').toString()), 'the token really has no exp')
+  t.equal(await reasonOf(strict.identity.verify(forever)), 'AUTH_FAILED:no-expiry')
+  await t.rejects(strict.identity.verify(forever), { message: /no expiry \(exp\)/ })
+  t.equal(await reasonOf(strict.sign({ exp: 'tomorrow' }).then(x => strict.identity.verify(x))), 'AUTH_FAILED:claims', 'an exp that is not a number')
+  t.equal(await reasonOf(strict.sign({}).then(x => strict.identity.verify(x))), 'accepted', 'with exp: accepted')
+
+  const lax = await devIdentity(t, { requireExp: false })
+  const token = await lax.sign({ exp: undefined })
+  const p = await lax.identity.verify(token)
+  t.equal(p.subject, 'agent-1', 'requireExp: false accepts it')
+  t.equal(p.expiresAt, undefined, 'and the principal has no expiry')
+  t.equal(await reasonOf(lax.sign({ exp: nowS() - 120 }).then(x => lax.identity.verify(x))), 'AUTH_FAILED:expired', 'an exp that is there is still enforced')
+})
+
+t.test('requireExp is read from the config and defaults to true', async t => {
+  const base = (extra: string) => `
+identity:
+  issuers:
+    - { issuer: a, audience: p, jwksFile: ./jwks.json${extra} }
+recording: { dir: ./r }
+targets: []
+rules: []
+`
+  t.equal(parseConfig(base(''), 'x.yaml').identity.issuers[0].requireExp, true)
+  t.equal(parseConfig(base(', requireExp: false'), 'x.yaml').identity.issuers[0].requireExp, false)
+  t.throws(() => parseConfig(base(', requireExp: maybe'), 'x.yaml'), /requireExp/)
+})
+
+t.test('a token issued in the future (iat beyond the clock skew) is refused', async t => {
+  const { identity, sign } = await devIdentity(t, { clockSkew: 30_000 })
+  t.equal(await reasonOf(sign({ iat: nowS() + 3600, exp: nowS() + 7200 }).then(x => identity.verify(x))), 'AUTH_FAILED:not-yet-valid')
+  await t.rejects(sign({ iat: nowS() + 120 }).then(x => identity.verify(x)), { message: 'token issued in the future (iat)' })
+  t.equal(await reasonOf(sign({ iat: nowS() + 10 }).then(x => identity.verify(x))), 'accepted', 'within the clock skew')
+  t.equal(await reasonOf(sign({ iat: nowS() - 60 }).then(x => identity.verify(x))), 'accepted', 'issued in the past')
+  t.equal(await reasonOf(sign({ iat: 'now' }).then(x => identity.verify(x))), 'AUTH_FAILED:claims', 'an iat that is not a number')
+  const noSkew = await devIdentity(t, { clockSkew: 0 })
+  t.equal(await reasonOf(noSkew.sign({ iat: nowS() + 5 }).then(x => noSkew.identity.verify(x))), 'AUTH_FAILED:not-yet-valid', 'clockSkew 0: five seconds ahead is refused')
 })

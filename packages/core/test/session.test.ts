@@ -1,6 +1,8 @@
 import t from 'tap'
 import { generateKeyPairSync } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readdirSync, readlinkSync } from 'node:fs'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { startHeldJwks } from '@portcullis/fixtures/http-upstream'
 import { parseConfig } from '../src/config/parse.ts'
 import { join } from 'node:path'
 import { readRecording, verifyRecording } from '../src/recording/index.ts'
@@ -331,4 +333,54 @@ t.test('a reload that cannot be applied leaves the running config untouched', as
   t.notOk(session.signal.aborted, 'the revocation in the refused config did not apply')
   t.equal((await session.decide(op('read', 'SELECT 1'))).action, 'allow')
   t.equal((await core.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))).subject, 'agent-1')
+})
+
+/** the files under `dir` this process holds open (every thread's descriptors are in /proc/self/fd) */
+function openUnder(dir: string): string[] {
+  const out: string[] = []
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`)
+      if (target.startsWith(dir)) out.push(target)
+    } catch {
+      // the descriptor readdir itself used, closed by now
+    }
+  }
+  return out
+}
+
+t.test('a client that leaves (or is killed) while its token is verified leaves no recording and no open file', async t => {
+  const s = await setup(t, RULES)
+  // an identity provider that answers only when the test says: verification stays in flight
+  const jwks = await startHeldJwks(JSON.parse(await readFile(s.issuer.jwksFile, 'utf8')))
+  t.teardown(() => jwks.stop())
+  const yaml = s.yaml.replace(`jwksFile: "${s.issuer.jwksFile}"`, `jwks: "${jwks.url}"`)
+  t.not(yaml, s.yaml)
+  const core = await createCore(parseConfig(yaml, 'held-jwks.yaml'), { auditStream: auditSink().stream })
+  t.teardown(() => core.close())
+  const recordings = join(s.dir, 'recordings')
+  const token = await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] })
+
+  const sessions = Array.from({ length: 20 }, (_, i) => core.openSession(core.config.targets[0], `127.0.0.1:${51000 + i}`))
+  const outcomes = sessions.map(x => x.authenticate(token).then(() => 'accepted', (e: { code: string }) => e.code))
+  while (jwks.requests === 0) await new Promise(r => setTimeout(r, 5))
+  // half of them hang up, the other half are killed by an administrator, all before the keys arrive
+  await Promise.all(sessions.slice(0, 10).map(x => x.close('client left')))
+  for (const x of sessions.slice(10)) core.kill(x.id, 'killed mid-handshake')
+  jwks.release()
+  t.same(await Promise.all(outcomes), Array(20).fill('SESSION_CLOSED'), 'every late verification is refused')
+  await Promise.all(sessions.map(x => x.close()))
+  t.same(sessions.filter(x => x.recorder !== undefined).length, 0, 'no session opened a recorder')
+  t.same(sessions.filter(x => x.principal !== undefined).length, 0, 'no session holds a principal')
+  t.same(core.sessions(), [])
+  t.same(await readdir(recordings).catch(() => []), [], 'no recording file was created')
+  t.same(openUnder(recordings), [], 'no descriptor open under the recordings dir')
+
+  // the same token on a session that stays: accepted, recorded, sealed, its file closed
+  const live = core.openSession(core.config.targets[0], '127.0.0.1:51100')
+  await live.authenticate(token)
+  const file = live.recorder!.path
+  await live.close('done')
+  t.equal((await verifyRecording(file)).status, 'intact')
+  t.same(openUnder(recordings), [], 'the sealed recording is closed')
 })

@@ -1,6 +1,8 @@
 // The embedded default (`portcullis start` with no config): PGlite + pgvector seeded with a small
-// RAG data set that carries PII, a Redis target when redis-server is installed, a dev token issuer,
-// a demo policy and recordings under a temp dir — everything a first run needs on one machine.
+// RAG data set that carries PII, a Redis target (redis-server found, or installed from Debian when
+// missing and running as root), an HTTP target in front of a local stand-in for an OpenAI-compatible
+// API, a dev token issuer, a demo policy and recordings under a temp dir — everything a first run
+// needs on one machine, with all three protocols.
 import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -9,7 +11,9 @@ import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { parseConfig, type Config } from '@portcullis/core'
 import { startPglite, type PgliteServer } from '@portcullis/fixtures/pglite'
-import { startRedis, type RedisServer } from '@portcullis/fixtures/redis'
+import { REDIS_SERVER, startRedis, type RedisServer } from '@portcullis/fixtures/redis'
+// NOT an LLM: the test fixture that speaks the OpenAI API's shapes with canned answers (see its header)
+import { startHttpUpstream, type HttpUpstream } from '@portcullis/fixtures/http-upstream'
 import { redisHashes } from '@portcullis/fixtures/rag-data'
 import { startGateway, type Gateway } from './gateway.ts'
 import { devIssuerConfig, devIssuerDir, mintDevToken } from './dev-tokens.ts'
@@ -26,6 +30,10 @@ export interface DemoOptions {
   issuerDir?: string
   /** start the Redis target when redis-server is installed (default true) */
   redis?: boolean
+  /** install Debian's redis-server with apt-get when it is missing and the process runs as root (default: when `log`) */
+  installRedis?: boolean
+  /** start the HTTP target and its OpenAI-compatible stand-in (default true) */
+  http?: boolean
 }
 
 export interface Demo {
@@ -35,6 +43,8 @@ export interface Demo {
   config: Config
   pglite: PgliteServer
   redis?: RedisServer
+  /** the local stand-in for an OpenAI-compatible API behind the demo-llm target */
+  llm?: HttpUpstream
   tokens: { agent: string; approver: string; auditor: string }
   /** the lines printed on start, ready to paste */
   instructions: string
@@ -42,6 +52,9 @@ export interface Demo {
 }
 
 export const DEMO_TOKEN_TTL_SECONDS = 8 * 3600
+
+/** what the stand-in answers every chat: an email and an API key, for the masking to show */
+export const DEMO_LLM_REPLY = 'Support is ada@example.com; the staging key is sk-proj-DEMOdemo1234567890abcdef (rotate it).'
 
 export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'portcullis-demo-')))
@@ -58,7 +71,11 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
     await writeFile(join(dir, 'secrets', 'pglite'), pglite.password, { mode: 0o600 })
 
     let redis: RedisServer | undefined
-    if ((opts.redis ?? true) && onPath('redis-server')) {
+    let redisNote: string | undefined
+    const say = opts.log ? (line: string) => process.stderr.write(`demo: ${line}\n`) : () => {}
+    const found = opts.redis === false ? undefined : findRedisServer({ install: opts.installRedis ?? opts.log === true, say })
+    if (found && !found.ok) redisNote = found.note
+    if (found?.ok) {
       const password = randomBytes(12).toString('hex')
       redis = await startRedis({ password, search: true })
       stops.push(() => redis!.stop())
@@ -66,11 +83,19 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
       await seedRedis(redis.port, password)
     }
 
+    let llm: HttpUpstream | undefined
+    if (opts.http ?? true) {
+      llm = await startHttpUpstream({ reply: DEMO_LLM_REPLY, extra: { system_fingerprint: 'fp_portcullis_demo_stand_in' } })
+      stops.push(() => llm!.stop())
+      // the key the gateway presents upstream: the client never holds it
+      await writeFile(join(dir, 'secrets', 'llm'), `sk-demo-upstream-${randomBytes(12).toString('hex')}`, { mode: 0o600 })
+    }
+
     // Concrete ports even when ephemeral: the config refuses two targets on the same address, 127.0.0.1:0 included.
     const pick = async (preferred: number) => (!opts.ephemeral && (await portFree(preferred)) ? preferred : freePort())
-    const ports = { admin: await pick(9090), postgres: await pick(15432), redis: await pick(16379) }
+    const ports = { admin: await pick(9090), postgres: await pick(15432), redis: await pick(16379), http: await pick(18080) }
     const issuer = await devIssuerConfig(issuerDir)
-    const yaml = demoConfigYaml({ dir, issuer, pglite, redis, ports })
+    const yaml = demoConfigYaml({ dir, issuer, pglite, redis, llm, ports })
     const configFile = join(dir, 'portcullis.yaml')
     await writeFile(configFile, yaml)
     const config = parseConfig(yaml, configFile)
@@ -86,7 +111,7 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
       approver: await mint('demo-approver', ['approvers']),
       auditor: await mint('demo-auditor', ['auditors']),
     }
-    const instructions = formatInstructions({ gateway, tokens, redis: redis !== undefined, dir })
+    const instructions = formatInstructions({ gateway, tokens, dir, ...(redisNote ? { redisNote } : {}) })
     if (opts.log) process.stdout.write(instructions)
 
     let closed: Promise<void> | undefined
@@ -97,6 +122,7 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
       config,
       pglite,
       redis,
+      llm,
       tokens,
       instructions,
       close() {
@@ -119,10 +145,11 @@ interface ConfigInputs {
   issuer: { issuer: string; audience: string; jwksFile: string }
   pglite: PgliteServer
   redis: RedisServer | undefined
-  ports: { admin: number; postgres: number; redis: number }
+  llm: HttpUpstream | undefined
+  ports: { admin: number; postgres: number; redis: number; http: number }
 }
 
-function demoConfigYaml({ dir, issuer, pglite, redis, ports }: ConfigInputs): string {
+function demoConfigYaml({ dir, issuer, pglite, redis, llm, ports }: ConfigInputs): string {
   const q = (s: string) => JSON.stringify(s)
   const redisTarget = redis
     ? `  - name: demo-redis
@@ -132,6 +159,17 @@ function demoConfigYaml({ dir, issuer, pglite, redis, ports }: ConfigInputs): st
 `
     : ''
   const redisSecret = redis ? `  redis: { file: ${q(join(dir, 'secrets', 'redis'))} }\n` : ''
+  // a local stand-in for an OpenAI-compatible API (canned answers, no model): the gateway in front of it
+  // is the real one
+  const llmTarget = llm
+    ? `  - name: demo-llm
+    protocol: http
+    listen: 127.0.0.1:${ports.http}
+    upstream: { url: ${q(llm.url)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: llm } } }
+    options: { profile: openai }
+`
+    : ''
+  const llmSecret = llm ? `  llm: { file: ${q(join(dir, 'secrets', 'llm'))} }\n` : ''
   return `# Portcullis embedded demo (generated). Edit and save: the running demo reloads it.
 admin: { listen: 127.0.0.1:${ports.admin} }
 identity:
@@ -143,7 +181,7 @@ identity:
       groupsClaim: groups
 secrets:
   pglite: { file: ${q(join(dir, 'secrets', 'pglite'))} }
-${redisSecret}recording: { dir: ${q(join(dir, 'recordings'))}, onFailure: block }
+${redisSecret}${llmSecret}recording: { dir: ${q(join(dir, 'recordings'))}, onFailure: block }
 audit: { destination: ${q(join(dir, 'audit.jsonl'))} }
 approvals: { timeout: 5m }
 targets:
@@ -151,7 +189,7 @@ targets:
     protocol: postgres
     listen: 127.0.0.1:${ports.postgres}
     upstream: { host: ${pglite.host}, port: ${pglite.port}, database: ${pglite.database}, user: ${pglite.user}, password: { secret: pglite } }
-${redisTarget}rules:
+${redisTarget}${llmTarget}rules:
   - { id: read, when: { groups: [agents, approvers, auditors], class: [session, read] }, action: allow }
   - { id: agents-write, when: { groups: [agents], class: [write, delete] }, action: approve, approvers: [approvers],
       reason: "writes need a human approver" }
@@ -159,7 +197,8 @@ ${redisTarget}rules:
       reason: "bulk deletes and schema changes are blocked in the demo" }
   - { id: no-admin, when: { class: [admin] }, action: block, reason: "server-side code, files and config are off limits" }
 masking:
-  # Everyone the demo mints tokens for except group auditors sees emails and API keys redacted.
+  # Everyone the demo mints tokens for except group auditors sees emails and API keys redacted,
+  # on all three targets (columns in Postgres, hash fields in Redis, JSON fields and text over HTTP).
   - id: pii
     when: { groups: [agents, approvers] }
     columns: [customers.email, customers.phone]
@@ -169,25 +208,45 @@ masking:
 `
 }
 
-function formatInstructions(o: { gateway: Gateway; tokens: Demo['tokens']; redis: boolean; dir: string }): string {
+function formatInstructions(o: { gateway: Gateway; tokens: Demo['tokens']; dir: string; redisNote?: string }): string {
   const pg = o.gateway.targets['demo-postgres']!
   const rd = o.gateway.targets['demo-redis']
+  const llm = o.gateway.targets['demo-llm']
   const admin = o.gateway.admin?.url ?? ''
+  const agent = o.tokens.agent
   const lines = [
     '',
     'Portcullis demo is running (dev tokens below are for this demo only; they expire in 8h).',
     '',
-    `Agent token (group agents):        ${o.tokens.agent}`,
+    `Agent token (group agents):        ${agent}`,
     `Approver token (group approvers):  ${o.tokens.approver}`,
     `Auditor token (group auditors, sees unmasked PII): ${o.tokens.auditor}`,
     '',
     'Postgres (PGlite + pgvector, tables customers and documents):',
-    `  PGPASSWORD=${o.tokens.agent} psql "host=${pg.host} port=${pg.port} dbname=postgres user=agent sslmode=disable"`,
+    `  PGPASSWORD=${agent} psql "host=${pg.host} port=${pg.port} dbname=postgres user=agent sslmode=disable"`,
   ]
   if (rd) {
-    lines.push('Redis (hashes customer:1 … customer:6):', `  redis-cli -h ${rd.host} -p ${rd.port} --no-auth-warning -a ${o.tokens.agent}`)
+    lines.push('Redis (hashes customer:1 … customer:6; try HGETALL customer:1, then FLUSHALL):', `  redis-cli -h ${rd.host} -p ${rd.port} --no-auth-warning -a ${agent}`)
   } else {
-    lines.push('Redis: redis-server is not on PATH, so there is no Redis target.')
+    lines.push(`Redis: ${o.redisNote ?? 'no Redis target.'}`)
+  }
+  if (llm) {
+    const base = `http://${llm.host}:${llm.port}`
+    const auth = `-H "Authorization: Bearer ${agent}"`
+    const chat = (stream: boolean) =>
+      `'{"model":"gpt-4o-mini",${stream ? '"stream":true,' : ''}"messages":[{"role":"user","content":"Who do I contact about the staging key?"}]}'`
+    lines.push(
+      'HTTP (an OpenAI-compatible API: a LOCAL STAND-IN with canned answers, no model behind it; its',
+      'answers carry an email and an API key; the gateway in front of it, masking and recording are real):',
+      `  curl -s ${base}/v1/chat/completions ${auth} -H "Content-Type: application/json" -d ${chat(false)}`,
+      `  curl -sN ${base}/v1/chat/completions ${auth} -H "Content-Type: application/json" -d ${chat(true)}`,
+      `  curl -s ${base}/v1/embeddings ${auth} -H "Content-Type: application/json" -d '{"model":"text-embedding-3-small","input":"hello"}'`,
+      `  curl -s -X DELETE ${base}/v1/files/file-1 ${auth}    # a delete: waits for an approver`,
+      '  Python (pip install openai):',
+      `  python3 -c 'from openai import OpenAI; c = OpenAI(base_url="${base}/v1", api_key="${agent}"); print(c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Who do I contact?"}]).choices[0].message.content)'`,
+      '  Node (npm i openai):',
+      `  node --input-type=module -e 'import OpenAI from "openai"; const c = new OpenAI({ baseURL: "${base}/v1", apiKey: "${agent}" }); const s = await c.chat.completions.create({ model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "Who do I contact?" }] }); for await (const e of s) process.stdout.write(e.choices[0]?.delta?.content ?? ""); console.log()'`,
+    )
   }
   lines.push(
     '',
@@ -201,6 +260,46 @@ function formatInstructions(o: { gateway: Gateway; tokens: Demo['tokens']; redis
     '',
   )
   return lines.join('\n')
+}
+
+export interface FindRedis {
+  /** the binary to look for (default: $REDIS_SERVER or redis-server, as the tests' fixture starts it) */
+  command?: string
+  /** may install Debian's redis-server with apt-get when it is missing */
+  install: boolean
+  say(line: string): void
+  isRoot?: boolean
+  hasAptGet?: boolean
+  /** runs apt-get (the default runs apt-get update and install -y redis-server) */
+  aptInstall?: () => void
+}
+
+/**
+ * redis-server on the PATH, or installed the way scripts/bootstrap.sh installs the tests' servers
+ * (Debian's package, apt-get, only as root), or a note that says what to install.
+ */
+export function findRedisServer(o: FindRedis): { ok: true; installed: boolean } | { ok: false; note: string } {
+  const command = o.command ?? REDIS_SERVER
+  if (onPath(command)) return { ok: true, installed: false }
+  const isRoot = o.isRoot ?? process.getuid?.() === 0
+  const hasApt = o.hasAptGet ?? onPath('apt-get')
+  const what = 'install redis-server (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and start the demo again'
+  if (!o.install || !isRoot || !hasApt) return { ok: false, note: `${command} is not on PATH, so there is no Redis target: ${what}.` }
+  o.say(`${command} is not on PATH: installing Debian's redis-server with apt-get (running as root)`)
+  try {
+    ;(o.aptInstall ?? aptInstallRedis)()
+  } catch (err) {
+    return { ok: false, note: `apt-get could not install redis-server (${(err as Error).message.split('\n')[0]}), so there is no Redis target: ${what}.` }
+  }
+  if (!onPath(command)) return { ok: false, note: `redis-server was installed but ${command} is still not on PATH, so there is no Redis target.` }
+  o.say('redis-server installed')
+  return { ok: true, installed: true }
+}
+
+function aptInstallRedis(): void {
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore', env })
+  execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: ['ignore', 'ignore', 'pipe'], env })
 }
 
 function onPath(cmd: string): boolean {

@@ -36,6 +36,10 @@ export function toHttpError(err: unknown): HttpError {
   if (isHttpError(err)) return err
   if (isPortcullisError(err)) {
     const [status, code, close] = BY_CODE[err.code] ?? [500, 'internal_error']
+    // what went wrong upstream is the operator's to read in the logs: the client is never told an
+    // upstream address (an error from another layer may name one)
+    if (err.code === 'UPSTREAM_UNAVAILABLE') return { status, code, message: 'the upstream could not be reached' }
+    if (err.code === 'UPSTREAM_TIMEOUT') return { status, code, message: 'the upstream did not answer in time' }
     return { status, code, message: err.message, details: err.details, close }
   }
   const code = (err as { code?: string } | null)?.code

@@ -26,6 +26,9 @@ interface PathNode {
   seen: string | undefined
   seenText: string
   seenCount: number
+  /** the key as detectors leave it (a map keyed by email addresses), worked out on first visit */
+  keyText: string | undefined
+  keyCount: number
 }
 
 /** strings up to this long are remembered per path (see PathNode.seen) */
@@ -53,10 +56,30 @@ interface Walk {
 
 export function maskJson(root: unknown, plan: MaskPlan): { value: unknown; count: number } {
   let tree = trees.get(plan)
-  if (!tree) trees.set(plan, (tree = { root: { full: '', named: '', namedDepth: 0, key: '', method: undefined, kids: undefined, seen: undefined, seenText: '', seenCount: 0 }, size: 0 }))
-  const w: Walk = { plan, tree, detectors: plan.hasDetectors, count: 0 }
-  const value = visit(w, root, tree.root)
+  const w: Walk = { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }
+  const value = visit(w, root, w.tree.root)
   return { value, count: w.count }
+}
+
+function treeOf(plan: MaskPlan): PathTree {
+  let tree = trees.get(plan)
+  if (!tree) trees.set(plan, (tree = { root: newNode('', '', 0, '', undefined), size: 0 }))
+  return tree
+}
+
+function newNode(full: string, named: string, namedDepth: number, key: string, method: MaskMethod | undefined): PathNode {
+  return { full, named, namedDepth, key, method, kids: undefined, seen: undefined, seenText: '', seenCount: 0, keyText: undefined, keyCount: 0 }
+}
+
+/** the key of `node` after the detectors (counted once per visit when they changed it) */
+function maskedKey(w: Walk, node: PathNode): string {
+  if (node.keyText === undefined) {
+    const r = w.plan.scan(node.key)
+    node.keyText = r.text
+    node.keyCount = r.count
+  }
+  w.count += node.keyCount
+  return node.keyText
 }
 
 /** the rule for a path: by the full path, then without indexes, then by the bare key */
@@ -72,17 +95,7 @@ function childOf(w: Walk, parent: PathNode, k: string, index: boolean): PathNode
   if (known) return known
   const full = parent === w.tree.root ? k : parent.full + '.' + k
   const named = index ? parent.named : parent.namedDepth === 0 ? k : parent.named + '.' + k
-  const node: PathNode = {
-    full,
-    named,
-    namedDepth: index ? parent.namedDepth : parent.namedDepth + 1,
-    key: k,
-    method: index || k === '' ? undefined : fieldRule(w.plan, full, named, k),
-    kids: undefined,
-    seen: undefined,
-    seenText: '',
-    seenCount: 0,
-  }
+  const node = newNode(full, named, index ? parent.namedDepth : parent.namedDepth + 1, k, index || k === '' ? undefined : fieldRule(w.plan, full, named, k))
   if (w.tree.size < MAX_CACHED_PATHS) {
     w.tree.size++
     ;(parent.kids ??= new Map()).set(k, node)
@@ -121,15 +134,207 @@ function visit(w: Walk, value: unknown, node: PathNode): unknown {
     return value
   }
   const obj = value as Record<string, unknown>
+  let renamed = false
   for (const k of Object.keys(obj)) {
-    const v = visit(w, obj[k], childOf(w, node, k, isIndex(k)))
+    const child = childOf(w, node, k, isIndex(k))
+    const v = visit(w, obj[k], child)
     if (v !== obj[k]) obj[k] = v
+    if (w.detectors && maskedKey(w, child) !== k) renamed = true
   }
-  return obj
+  if (!renamed) return obj
+  // a key the detectors changed: the object is rebuilt in its order with the masked keys
+  const out: Record<string, unknown> = {}
+  for (const k of Object.keys(obj)) out[childOf(w, node, k, isIndex(k)).keyText ?? k] = obj[k]
+  return out
 }
 
-/** masks a JSON text; fails closed (throws) when it is not JSON */
-export function maskJsonText(text: string, plan: MaskPlan): { text: string; count: number } {
-  const r = maskJson(JSON.parse(text), plan)
-  return { text: r.count > 0 ? JSON.stringify(r.value) : text, count: r.count }
+/**
+ * Masks a JSON text where it stands: only the values (and keys) that change are rewritten, every
+ * other byte stays as the upstream sent it: numbers beyond double precision (ids, 1e400), number
+ * spellings (1.0), escapes and whitespace are not re-serialized. Fails closed (throws) when the text
+ * is not JSON.
+ */
+export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { text: string; count: number } {
+  // validates (unless the caller has parsed it already): the scanner below reads well-formed JSON only
+  if (!parsed) JSON.parse(text)
+  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0 }
+  try {
+    scanValue(s, s.w.tree.root)
+  } catch (err) {
+    // JSON.parse reads any depth; the walk is recursive. A document nested past the stack is valid
+    // JSON that cannot be masked: said so, never guessed at (callers refuse it)
+    if (err instanceof RangeError) throw new UnmaskableJson('JSON nested too deeply to be masked')
+    throw err
+  }
+  if (s.w.count === 0 || s.copied === 0) return { text, count: s.w.count }
+  return { text: s.out + text.slice(s.copied), count: s.w.count }
+}
+
+/** valid JSON the masker cannot walk (nested past the stack) */
+export class UnmaskableJson extends Error {}
+
+interface Scan {
+  w: Walk
+  text: string
+  pos: number
+  /** the masked text up to `copied` */
+  out: string
+  copied: number
+}
+
+function ws(s: Scan): void {
+  const t = s.text
+  let p = s.pos
+  for (let c = t.charCodeAt(p); c === 32 || c === 10 || c === 13 || c === 9; c = t.charCodeAt(++p));
+  s.pos = p
+}
+
+function replace(s: Scan, start: number, end: number, with_: string): void {
+  s.out += s.text.slice(s.copied, start) + with_
+  s.copied = end
+}
+
+/** s.pos at the opening quote → s.pos after the closing one; true when it holds an escape */
+function skipString(s: Scan): boolean {
+  const t = s.text
+  let p = s.pos + 1
+  let escaped = false
+  for (;;) {
+    const c = t.charCodeAt(p)
+    if (c === 34 /* " */) break
+    if (c === 92 /* \ */) {
+      escaped = true
+      p += 2
+    } else p++
+  }
+  s.pos = p + 1
+  return escaped
+}
+
+/** past one value of any kind (well-formed input) */
+function skipValue(s: Scan): void {
+  const t = s.text
+  const c = t.charCodeAt(s.pos)
+  if (c === 34) {
+    skipString(s)
+    return
+  }
+  if (c === 123 /* { */ || c === 91 /* [ */) {
+    let depth = 0
+    for (let p = s.pos; ; ) {
+      const d = t.charCodeAt(p)
+      if (d === 34) {
+        s.pos = p
+        skipString(s)
+        p = s.pos
+        continue
+      }
+      if (d === 123 || d === 91) depth++
+      else if (d === 125 || d === 93) {
+        depth--
+        if (depth === 0) {
+          s.pos = p + 1
+          return
+        }
+      }
+      p++
+    }
+  }
+  let p = s.pos
+  for (let d = t.charCodeAt(p); p < t.length && d !== 44 && d !== 93 && d !== 125 && d !== 32 && d !== 10 && d !== 13 && d !== 9; d = t.charCodeAt(++p));
+  s.pos = p
+}
+
+/** a quote between start and end: the array holds strings (or objects) after all */
+function hasString(t: string, start: number, end: number): boolean {
+  const i = t.indexOf('"', start)
+  return i !== -1 && i < end
+}
+
+function scanValue(s: Scan, node: PathNode): void {
+  ws(s)
+  const t = s.text
+  const start = s.pos
+  const c = t.charCodeAt(start)
+  const method = node.method
+  if (method) {
+    skipValue(s)
+    const raw = t.slice(start, s.pos)
+    if (raw === 'null') return
+    // what the rule sees: a string's text, a number or literal as written, a container minified
+    const v = c === 34 ? (JSON.parse(raw) as string) : c === 123 || c === 91 ? JSON.stringify(JSON.parse(raw)) : raw
+    s.w.count++
+    replace(s, start, s.pos, JSON.stringify(s.w.plan.apply(method, v)))
+    return
+  }
+  if (c === 34) {
+    const escaped = skipString(s)
+    // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
+    if (!s.w.detectors || node.key === 'embedding') return
+    const raw = t.slice(start, s.pos)
+    const value = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1)
+    let masked: string
+    if (node.seen === value) {
+      s.w.count += node.seenCount
+      masked = node.seenText
+    } else {
+      const r = s.w.plan.scan(value)
+      s.w.count += r.count
+      masked = r.text
+      if (value.length <= MAX_SEEN) {
+        node.seen = value
+        node.seenText = r.text
+        node.seenCount = r.count
+      }
+    }
+    if (masked !== value) replace(s, start, s.pos, JSON.stringify(masked))
+    return
+  }
+  if (c === 91 /* [ */) {
+    // a vector: numbers only, nothing a detector or a rule below it would touch
+    if (node.key === 'embedding' || node.key === 'vector' || node.key === 'values') {
+      skipValue(s)
+      if (!hasString(t, start, s.pos)) return
+      s.pos = start
+    }
+    s.pos++
+    ws(s)
+    if (t.charCodeAt(s.pos) === 93) {
+      s.pos++
+      return
+    }
+    for (let i = 0; ; i++) {
+      scanValue(s, childOf(s.w, node, String(i), true))
+      ws(s)
+      if (t.charCodeAt(s.pos++) === 93) return
+    }
+  }
+  if (c === 123 /* { */) {
+    s.pos++
+    ws(s)
+    if (t.charCodeAt(s.pos) === 125) {
+      s.pos++
+      return
+    }
+    for (;;) {
+      ws(s)
+      const kStart = s.pos
+      const escaped = skipString(s)
+      const kEnd = s.pos
+      const rawKey = t.slice(kStart, kEnd)
+      const key = escaped ? (JSON.parse(rawKey) as string) : rawKey.slice(1, -1)
+      const child = childOf(s.w, node, key, isIndex(key))
+      if (s.w.detectors) {
+        const k = maskedKey(s.w, child)
+        if (k !== key) replace(s, kStart, kEnd, JSON.stringify(k))
+      }
+      ws(s)
+      s.pos++ // :
+      scanValue(s, child)
+      ws(s)
+      if (t.charCodeAt(s.pos++) === 125) return
+    }
+  }
+  // number, true, false, null
+  skipValue(s)
 }

@@ -17,7 +17,8 @@ import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@po
 import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { collectSink, readableSink, UpstreamCall, type Headers, type Sink } from './forward.ts'
-import { maskJson } from './json-mask.ts'
+import { maskJsonText } from './json-mask.ts'
+import { bodyKind, isJsonType, maskTextBody, unmaskable } from './inspect.ts'
 import type { Route } from './profiles.ts'
 import { SseMasker } from './sse.ts'
 import { upstreamFor } from './upstream.ts'
@@ -58,6 +59,9 @@ export function serveHttp(client: Duplex, session: Session): Promise<void> {
       return
     }
     session.signal.addEventListener('abort', onAbort, { once: true })
+    // the listener's socket may have been made with allowHalfOpen false, which ends our side at the
+    // client's FIN, before node:http has answered: the HTTP server decides when to end instead
+    ;(client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true
     server.emit('connection', client)
     // A listener that sniffed the first bytes pushed them back and left the socket paused; node:http
     // would wait for fresh bytes forever. Flowing again delivers the pushed-back bytes first.
@@ -70,6 +74,10 @@ function serverFor(target: TargetConfig): Server {
   if (server) return server
   const maxHeaderSize = typeof target.options.maxHeaderBytes === 'number' ? target.options.maxHeaderBytes : 16 * 1024
   server = createServer({ maxHeaderSize, requestTimeout: 0, keepAliveTimeout: target.limits.idleTimeoutMs || 5000 })
+  // A client that sends its requests and then half-closes (FIN) still gets its answers: by default
+  // node:http aborts the requests in flight on the client's FIN and ends the socket. With this set
+  // it answers what it has read and ends the connection after the last response.
+  ;(server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true
   server.on('request', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, false))
   // answering 100 Continue is ours: only once the caller is known and the body is wanted
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, true))
@@ -139,10 +147,6 @@ async function identify(conn: Conn, req: IncomingMessage): Promise<void> {
   await conn.verified
   conn.accepted = true
   session.assertAlive()
-}
-
-function isJsonType(ct: string | undefined): boolean {
-  return !!ct && /^application\/(?:[\w.+-]*\+)?json\b/i.test(ct)
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -283,6 +287,12 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
     const v = h[k]
     if (v !== undefined && !drop.has(k) && !listed?.has(k)) out[k] = v
   }
+  if (inspecting) {
+    // a byte range of a masked body would cut a value where no detector sees it (half an address
+    // per request): under a mask plan the whole body is asked for, and masked as a whole
+    delete out.range
+    delete out['if-range']
+  }
   if (inspecting && out['accept-encoding']) {
     // only encodings the gateway can decode before it inspects the response
     const accepted = decodableEncodings(String(out['accept-encoding']))
@@ -334,12 +344,19 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 type Deferred = { deferred: string }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed): Promise<Decision | Deferred> {
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex): Promise<Decision | Deferred> {
   // a client that goes away withdraws its pending approval
   if (session.target.options.approvalMode !== 'defer') {
     const controller = (up.controller = new AbortController())
     if (up.reason) controller.abort(up.reason)
-    return session.decide(op, { signal: controller.signal })
+    // A FIN is a half-close as far as answering goes (what was sent is answered), but a request held
+    // for a human is withdrawn by it: TCP cannot tell "done sending" from "gone", and an approval
+    // granted for a client that left would run a write nobody waits for. The client, if still
+    // there, gets the refusal.
+    const onEnd = () => controller.abort(CLIENT_ENDED())
+    if (socket.readableEnded) onEnd()
+    else socket.once('end', onEnd)
+    return session.decide(op, { signal: controller.signal }).finally(() => socket.off('end', onEnd))
   }
   return new Promise((resolve, reject) => {
     let deferred = false
@@ -373,6 +390,7 @@ class Upstreamed {
   }
 }
 
+const CLIENT_ENDED = () => httpError(403, 'policy_blocked', 'approval withdrawn: the client closed its side of the connection while the request waited for approval')
 const CLIENT_GONE = () => Object.assign(new Error('the client went away'), { code: 'UND_ERR_ABORTED' })
 
 /** pass-through: upstream bytes to the client as they come, backpressure end to end */
@@ -507,7 +525,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     event.statement = op.statement
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
-    const decision = session.decideNow(op) ?? (await decide(session, op, up))
+    const decision = session.decideNow(op) ?? (await decide(session, op, up, req.socket))
     if ('deferred' in decision) {
       event.decision = 'approve'
       event.approvalId = decision.deferred
@@ -530,10 +548,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     // request-side masking (e.g. emails in prompts before they reach the LLM)
     let outBody: Buffer | Transform | undefined = raw
     if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
-      const r = maskJson(parsed, masks)
+      // in place: the rest of the request goes upstream byte for byte (numbers, escapes, order)
+      const r = maskJsonText(raw.toString('utf8'), masks, true)
       if (r.count > 0) {
         masked += r.count
-        outBody = Buffer.from(JSON.stringify(r.value))
+        outBody = Buffer.from(r.text)
       }
     }
     if (!raw && withBody) {
@@ -570,13 +589,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const ctype = String(answer.headers['content-type'] ?? '')
     const noBody = method === 'HEAD' || status === 204 || status === 304
 
-    const sse = /^text\/event-stream\b/i.test(ctype)
-    const json = isJsonType(ctype)
-    const text = /^text\//i.test(ctype)
-    if (!inspecting || noBody || (!sse && !json && !(text && masks.hasDetectors))) {
+    const kind = bodyKind(ctype, target)
+    if (inspecting && !noBody && kind === 'refused') {
+      // fail closed: bytes the gateway cannot read are not sent under a mask plan (inspect.ts)
+      call.abort(unmaskable(ctype))
+      throw unmaskable(ctype)
+    }
+    if (!inspecting || noBody || kind === 'unmasked') {
       // pass-through: bytes as they came. Textual bodies are also kept for the recording, up to a cap
       // (as sent: still encoded when the upstream compressed them)
-      const cap = sse || json || text ? recordCap(target) : 0
+      const cap = kind === 'sse' || kind === 'text' ? recordCap(target) : 0
       res.writeHead(status, outHeaders)
       let sink: ResponseSink | undefined
       try {
@@ -602,7 +624,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     delete outHeaders['content-encoding']
     delete outHeaders['content-length']
 
-    if (sse) {
+    if (kind === 'sse') {
       const masker = new SseMasker(masks, {
         maxEventBytes: target.limits.maxMessageBytes,
         onBatch: (batch, n) => session.record('response', { status, batch, ...(n > 0 ? { masked: n } : {}) }),
@@ -651,28 +673,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       call.attach(c.sink)
       body = await c.body
     }
-    const asText = body.toString('utf8')
-    let out: string = asText
-    let parsedResponse: unknown
-    let isJson = false
-    if (json) {
-      try {
-        parsedResponse = JSON.parse(asText)
-        isJson = true
-      } catch {
-        isJson = false
-      }
-    }
-    if (isJson) {
-      const r = maskJson(parsedResponse, masks)
-      masked += r.count
-      if (r.count > 0) out = JSON.stringify(r.value)
-    } else if (masks.hasDetectors) {
-      const r = masks.scan(asText)
-      masked += r.count
-      out = r.text
-    }
-    if (out !== asText) body = Buffer.from(out)
+    const r = maskTextBody(body, ctype, masks)
+    masked += r.count
+    body = r.body
     outHeaders['content-length'] = String(body.length)
     res.writeHead(status, outHeaders)
     responseBytes = body.length

@@ -7,7 +7,7 @@
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { MaskPlan } from '@portcullis/core'
-import { maskJson } from './json-mask.ts'
+import { maskJson, maskJsonText } from './json-mask.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
@@ -22,7 +22,11 @@ interface Slot {
   last: Found
 }
 
-const BOUNDARY = /\r\n\r\n|\n\n|\r\r/g
+// An event ends at an empty line: a line end (CRLF, LF or CR) followed by another. A CR is a line end
+// of its own only when no LF follows it, or "a\r\nb" would be read as two line ends. The browser's
+// parser reads "\n\r\n" as the end of an event too; missing it would fold two events into one that
+// no longer parses as JSON (and escapes field rules).
+const BOUNDARY = /(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)/g
 
 export class SseMasker extends Transform {
   /** values replaced so far */
@@ -32,6 +36,13 @@ export class SseMasker extends Transform {
   /** where the next search for an event boundary starts: an event trickling in is not rescanned */
   private searchFrom = 0
   private readonly slots = new Map<string, Slot>()
+  private started = false
+  /** the event being read had lines the gateway dropped or masked: it is rebuilt, not passed */
+  private changedLines = false
+  /** the last plain-text data event, not sent until the next event is known (see event()) */
+  private heldPlain: { other: readonly string[]; text: string; scanned: { text: string; count: number } } | undefined
+  /** the event being handled is a plain-text one (it handles heldPlain itself) */
+  private plainNow = false
   private readonly limit: number
 
   constructor(
@@ -81,6 +92,7 @@ export class SseMasker extends Transform {
     const rest = this.pending
     if (rest.trim() !== '') out += this.event(rest) ?? rest + '\n\n'
     this.pending = ''
+    out += this.flushPlain()
     out += this.flushSlots(() => true)
     if (out !== '') this.opts.onBatch?.(out, this.masked - before)
     return out
@@ -92,7 +104,12 @@ export class SseMasker extends Transform {
    * input, not rebuilt one by one.
    */
   private feed(chunk: Buffer): string {
-    const text = this.pending + this.decoder.write(chunk)
+    let text = this.pending + this.decoder.write(chunk)
+    // a BOM at the start of the stream is dropped by clients (and would hide the first field name)
+    if (!this.started && text.length > 0) {
+      this.started = true
+      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+    }
     let out = ''
     // [copyFrom, at): a run of events passed unchanged, not yet added to `out`
     let copyFrom = 0
@@ -117,7 +134,64 @@ export class SseMasker extends Transform {
    * One event (without its terminating blank line) → the text to send, terminator included; undefined
    * when the event goes out as it came (`raw` and a blank line).
    */
+  /**
+   * A plain-text (not JSON) data event is held until the next event is known, so that a value split
+   * across two of them ("ada@exa" | "mple.com") is caught: the text of both is scanned together and,
+   * only when a match spans the boundary, the cut between them moves past it. Any other event sends
+   * the held one first, in stream order.
+   */
   private event(raw: string): string | undefined {
+    this.plainNow = false
+    const out = this.eventBody(raw)
+    if (this.plainNow || this.heldPlain === undefined) return out
+    return this.flushPlain() + (out ?? raw + '\n\n')
+  }
+
+  private plainEvent(other: readonly string[], text: string): string {
+    this.plainNow = true
+    // streamed JSON text held before this event goes out before it
+    const prefix = this.flushSlots(() => true)
+    const prev = this.heldPlain
+    const mine = this.plan.scan(text)
+    if (!prev) {
+      this.heldPlain = { other, text, scanned: mine }
+      return prefix
+    }
+    const buf = prev.text + text
+    const whole = this.plan.scan(buf)
+    if (prev.scanned.text + mine.text === whole.text) {
+      this.masked += prev.scanned.count
+      this.heldPlain = { other, text, scanned: mine }
+      return prefix + serialize(prev.other, prev.scanned.text)
+    }
+    // a match spans the two: cut further on, where both sides mask as the whole does
+    const from = prev.text.length
+    const to = Math.min(buf.length, from + this.limit)
+    for (let c = from + 1; c <= to; c++) {
+      if (isHighSurrogate(buf.charCodeAt(c - 1))) continue
+      const a = this.plan.scan(buf.slice(0, c))
+      const b = this.plan.scan(buf.slice(c))
+      if (a.text + b.text === whole.text) {
+        this.masked += a.count
+        this.heldPlain = { other, text: buf.slice(c), scanned: b }
+        return prefix + serialize(prev.other, a.text)
+      }
+    }
+    // no clean cut in reach: all of it goes out masked with the earlier event
+    this.masked += whole.count
+    this.heldPlain = { other, text: '', scanned: { text: '', count: 0 } }
+    return prefix + serialize(prev.other, whole.text)
+  }
+
+  private flushPlain(): string {
+    const held = this.heldPlain
+    if (!held) return ''
+    this.heldPlain = undefined
+    this.masked += held.scanned.count
+    return serialize(held.other, held.scanned.text)
+  }
+
+  private eventBody(raw: string): string | undefined {
     let text: string
     let other: readonly string[]
     if (raw.startsWith('data:') && raw.indexOf('\n') === -1 && raw.indexOf('\r') === -1) {
@@ -128,28 +202,50 @@ export class SseMasker extends Transform {
       const lines = raw.split(/\r\n|\n|\r/)
       const data: string[] = []
       const rest: string[] = []
+      let changed = false
       for (const line of lines) {
         if (line.startsWith('data:')) data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5))
-        else rest.push(line)
+        else if (line === '' || line === 'data') continue
+        else if (line.charCodeAt(0) === 58 /* : a comment */ || KNOWN_FIELD.test(line)) {
+          // comments, event names and ids reach a raw reader too: the detectors see them
+          const r = this.plan.hasDetectors ? this.plan.scan(line) : { text: line, count: 0 }
+          if (r.count > 0) {
+            this.masked += r.count
+            changed = true
+          }
+          rest.push(r.text)
+        } else {
+          // a line that is no field of the event-stream format: clients ignore it, so the gateway
+          // drops it rather than send text it has not read as what it claims to be
+          changed = true
+        }
       }
-      if (data.length === 0) return undefined
+      if (data.length === 0) return changed ? serializeLines(rest) : undefined
       text = data.join('\n')
       other = rest
+      if (changed) this.changedLines = true
     }
+    const linesChanged = this.changedLines
+    this.changedLines = false
     if (text === '[DONE]') {
       const held = this.flushSlots(() => true)
-      return held === '' ? undefined : held + raw + '\n\n'
+      const done = linesChanged ? serialize(other, text) : raw + '\n\n'
+      return held === '' && !linesChanged ? undefined : held + done
     }
     let obj: unknown
     try {
       obj = JSON.parse(text)
     } catch {
-      if (!this.plan.hasDetectors) return undefined
-      const r = this.plan.scan(text)
-      this.masked += r.count
-      return r.count === 0 ? undefined : serialize(other, r.text)
+      if (!this.plan.hasDetectors) return linesChanged ? serialize(other, text) : undefined
+      return this.plainEvent(other, text)
     }
     const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
+    if (found.length === 0 && this.slots.size === 0) {
+      // no streamed text in it: masked where it stands, every other byte as the upstream sent it
+      const r = maskJsonText(text, this.plan, true)
+      this.masked += r.count
+      return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
+    }
     // text held for a slot this event does not continue goes out first, as its own delta event
     const prefix = this.slots.size === 0 ? '' : this.flushSlots(k => !found.some(f => f.key === k))
     for (const f of found) {
@@ -165,7 +261,7 @@ export class SseMasker extends Transform {
     const r = maskJson(obj, this.plan)
     this.masked += r.count
     for (const f of found) f.set(f.emit ?? '')
-    if (r.count === 0 && found.every(f => f.emit === f.original)) return prefix === '' ? undefined : prefix + raw + '\n\n'
+    if (r.count === 0 && !linesChanged && found.every(f => f.emit === f.original)) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, JSON.stringify(r.value))
   }
 
@@ -181,6 +277,14 @@ export class SseMasker extends Transform {
     }
     return out
   }
+}
+
+const KNOWN_FIELD = /^(?:event|id|retry)(?::|$)/
+
+function serializeLines(lines: readonly string[]): string {
+  let s = ''
+  for (const line of lines) s += line + '\n'
+  return s === '' ? '' : s + '\n'
 }
 
 function serialize(other: readonly string[], data: string): string {

@@ -150,3 +150,33 @@ t.test('method override headers never reach the upstream', async t => {
   t.equal(upstream.requests[0].headers['x-http-method-override'], undefined)
   t.equal(upstream.requests[0].headers['x-method-override'], undefined)
 })
+
+t.test('a client that sends its requests and then half-closes (FIN) gets every response', async t => {
+  const { gw, upstream } = await setup(t)
+  // slow enough that the FIN is in before the upstream has answered
+  upstream.options.delayMs = 50
+  const body = (content: string) => JSON.stringify({ model: 'm', messages: [{ role: 'user', content }] })
+  const req = (content: string) =>
+    `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-token-alice\r\nContent-Type: application/json\r\nContent-Length: ${body(content).length}\r\n\r\n${body(content)}`
+  for (const requests of [[req('only')], [req('one'), req('two')]]) {
+    const sock = connect({ host: '127.0.0.1', port: gw.port, allowHalfOpen: true })
+    await new Promise(r => sock.once('connect', r))
+    let out = ''
+    sock.setEncoding('utf8')
+    sock.on('data', (d: string) => (out += d))
+    sock.end(requests.join(''))
+    await new Promise(r => sock.once('close', r))
+    t.same([...out.matchAll(/echo: (\w+)/g)].map(m => m[1]), requests.length === 1 ? ['only'] : ['one', 'two'], 'each request answered after the FIN')
+    t.equal((out.match(/HTTP\/1\.1 200 OK/g) ?? []).length, requests.length)
+  }
+  // a request cut short by the FIN is not answered as if it were whole, and nothing goes upstream
+  const before = upstream.requests.length
+  const sock = connect({ host: '127.0.0.1', port: gw.port, allowHalfOpen: true })
+  await new Promise(r => sock.once('connect', r))
+  let out = ''
+  sock.on('data', (d: Buffer) => (out += d.toString()))
+  sock.end('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-token-alice\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model":')
+  await new Promise(r => sock.once('close', r))
+  t.notMatch(out, /200 OK/)
+  t.equal(upstream.requests.length, before, 'the cut request never reached the upstream')
+})

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { createServer as createHttpServer } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
@@ -41,6 +41,24 @@ t.test('an upstream that is down answers 502 upstream_unavailable', async t => {
   const res = await fetch(`${gw.url}/v1/models`, { headers: auth })
   t.equal(res.status, 502)
   t.equal(((await res.json()) as any).error.code, 'upstream_unavailable')
+  // every byte the client gets, on a raw socket: JSON, and no upstream address in it
+  for (const host of ['127.0.0.1', 'localhost']) {
+    const named = await startGateway({ upstreamUrl: `http://${host}:${port}` })
+    t.teardown(() => named.stop())
+    const sock = connect({ host: '127.0.0.1', port: named.port })
+    await once(sock, 'connect')
+    sock.end('GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dev-token-alice\r\nConnection: close\r\n\r\n')
+    const parts: Buffer[] = []
+    sock.on('data', (c: Buffer) => parts.push(c))
+    await once(sock, 'close')
+    const raw = Buffer.concat(parts).toString('latin1')
+    t.match(raw, /^HTTP\/1\.1 502 Bad Gateway\r\n/)
+    t.match(raw, /content-type: application\/json/i)
+    const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))
+    t.same(body, { error: { code: 'upstream_unavailable', message: 'the upstream could not be reached (ECONNREFUSED)' } })
+    t.notOk(raw.includes(String(port)), `${host}: the upstream port is not in the answer`)
+    t.notOk(raw.includes(host), `${host}: the upstream host is not in the answer`)
+  }
 })
 
 t.test('an upstream reset mid-stream breaks the client stream; the gateway stays up', async t => {

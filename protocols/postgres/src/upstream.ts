@@ -47,7 +47,7 @@ export async function openSocket(target: TargetConfig, timeoutMs: number): Promi
   const port = target.upstream.port ?? 5432
   const socket = netConnect({ host, port })
   socket.setNoDelay(true)
-  const timer = setTimeout(() => socket.destroy(new PortcullisError('UPSTREAM_TIMEOUT', `upstream ${host}:${port} did not answer in ${timeoutMs} ms`)), timeoutMs)
+  const timer = setTimeout(() => socket.destroy(new PortcullisError('UPSTREAM_TIMEOUT', `the upstream of target ${target.name} did not answer in ${timeoutMs} ms`)), timeoutMs)
   try {
     await once(socket, 'connect')
     const tls = target.upstream.tls
@@ -55,7 +55,7 @@ export async function openSocket(target: TargetConfig, timeoutMs: number): Promi
     socket.write(serializeSSLRequest())
     const [answer] = (await once(socket, 'data')) as [Buffer]
     if (answer.length !== 1 || answer[0] !== 0x53 /* S */) {
-      throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream ${host}:${port} refused TLS`)
+      throw new PortcullisError('UPSTREAM_UNAVAILABLE', `the upstream of target ${target.name} refused TLS`)
     }
     const secure = tlsConnect({
       socket,
@@ -68,7 +68,7 @@ export async function openSocket(target: TargetConfig, timeoutMs: number): Promi
   } catch (err) {
     socket.destroy()
     if (err instanceof PortcullisError) throw err
-    throw new PortcullisError('UPSTREAM_UNAVAILABLE', `upstream ${host}:${port}: ${(err as Error).message}`)
+    throw new PortcullisError('UPSTREAM_UNAVAILABLE', `could not connect to the upstream of target ${target.name} (${(err as NodeJS.ErrnoException).code ?? 'connection failed'})`)
   } finally {
     clearTimeout(timer)
   }

@@ -186,7 +186,9 @@ interface RawConfig {
   masking?: Config['masking']
   maskingKey?: SecretRef
 }
-interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'clockSkew'> {
+interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'clockSkew' | 'requireExp' | 'jwksTimeout'> {
+  jwksTimeout?: string | number
+  requireExp?: boolean
   algorithms?: string[]
   groupsClaim?: string
   clockSkew?: string | number
@@ -220,11 +222,14 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     if (i.secret && algorithms.some(a => !a.startsWith('HS')) && i.algorithms === undefined)
       issue([...path, 'algorithms'], 'an issuer with a shared secret must list its HS* algorithms')
     checkRef(i.secret, path)
+    const { jwksTimeout: _timeout, ...rest } = i
     return {
-      ...i,
+      ...rest,
       algorithms,
       groupsClaim: i.groupsClaim ?? 'groups',
       clockSkew: parseDuration(i.clockSkew ?? '30s'),
+      requireExp: i.requireExp ?? true,
+      ...(i.jwksTimeout !== undefined ? { jwksTimeout: parseDuration(i.jwksTimeout) } : {}),
     }
   })
 

@@ -7,6 +7,8 @@ export interface IssuerConfig {
   audience: string
   /** JWKS URL (fetched, cached, refreshed on unknown kid) */
   jwks?: string
+  /** ms to wait for the JWKS URL to answer (default 5 s) */
+  jwksTimeout?: number
   /** local JWKS file (re-read when it changes) */
   jwksFile?: string
   /** accepted JWS algorithms; HS* only when `secret` is set */
@@ -15,6 +17,8 @@ export interface IssuerConfig {
   groupsClaim: string
   /** ms */
   clockSkew: number
+  /** refuse tokens without `exp` (absent: true): a token that never expires is good forever once leaked */
+  requireExp?: boolean
   /** shared secret for HS256/384/512 issuers */
   secret?: SecretRef
 }

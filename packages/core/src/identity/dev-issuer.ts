@@ -55,7 +55,7 @@ export async function createDevIssuer(
         .sign(privateKey)
     },
     issuerConfig() {
-      return { issuer, audience, jwksFile, algorithms: ['ES256'], groupsClaim: 'groups', clockSkew: 30_000 }
+      return { issuer, audience, jwksFile, algorithms: ['ES256'], groupsClaim: 'groups', clockSkew: 30_000, requireExp: true }
     },
   }
 }

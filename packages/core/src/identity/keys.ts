@@ -12,12 +12,13 @@ export interface KeySource {
 const remoteSets = new Map<string, JWTVerifyGetKey>()
 
 /** cooldownMs: after a fetch, unknown kids do not trigger another one for this long (rate limit) */
-export function remoteKeySource(url: string, opts: { cooldownMs?: number } = {}): KeySource {
+export function remoteKeySource(url: string, opts: { cooldownMs?: number; timeoutMs?: number } = {}): KeySource {
   const cooldownDuration = opts.cooldownMs ?? 30_000
-  const key = `${cooldownDuration} ${url}`
+  const timeoutDuration = opts.timeoutMs ?? 5_000
+  const key = `${cooldownDuration} ${timeoutDuration} ${url}`
   let getKey = remoteSets.get(key)
   if (!getKey) {
-    getKey = createRemoteJWKSet(new URL(url), { cooldownDuration, cacheMaxAge: 600_000, timeoutDuration: 5_000 })
+    getKey = createRemoteJWKSet(new URL(url), { cooldownDuration, cacheMaxAge: 600_000, timeoutDuration })
     remoteSets.set(key, getKey)
   }
   return { getKey, refresh: async () => false }

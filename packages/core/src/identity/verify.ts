@@ -56,7 +56,11 @@ export function createIdentity(
           keys = fileKeySource(ic.jwksFile, { now })
           fileSources.set(ic.jwksFile, keys)
         }
-      } else if (ic.jwks) keys = remoteKeySource(ic.jwks, { ...(opts.jwksCooldownMs !== undefined ? { cooldownMs: opts.jwksCooldownMs } : {}) })
+      } else if (ic.jwks)
+        keys = remoteKeySource(ic.jwks, {
+          ...(opts.jwksCooldownMs !== undefined ? { cooldownMs: opts.jwksCooldownMs } : {}),
+          ...(ic.jwksTimeout !== undefined ? { timeoutMs: ic.jwksTimeout } : {}),
+        })
       next.set(ic.issuer, { config: ic, keys })
     }
     issuers = next
@@ -83,6 +87,8 @@ export function createIdentity(
       algorithms,
       clockTolerance: Math.round(ic.clockSkew / 1000),
       currentDate: new Date(now()),
+      // jose checks exp only when it is there; a token without one would never expire
+      requiredClaims: ic.requireExp === false ? [] : ['exp'],
     }
     try {
       const { payload } =
@@ -127,6 +133,12 @@ export function createIdentity(
       } catch (err) {
         throw mapJoseError(err, header.alg, state.config)
       }
+      // jose reads iat only to enforce maxTokenAge: a token "issued" in the future is a clock or
+      // issuer fault at best, a token minted to outlive its exp at worst
+      if (payload.iat !== undefined) {
+        if (typeof payload.iat !== 'number' || !Number.isFinite(payload.iat)) throw refuse('claims', 'token claim iat is invalid')
+        if (payload.iat * 1000 > now() + state.config.clockSkew) throw refuse('not-yet-valid', 'token issued in the future (iat)')
+      }
       if (typeof payload.sub !== 'string' || payload.sub === '') throw refuse('subject', 'token has no subject (sub)')
       const principal: Principal = {
         subject: payload.sub,
@@ -149,7 +161,12 @@ function mapJoseError(err: unknown, alg: string, ic: IssuerConfig): PortcullisEr
       case 'nbf':
         return refuse('not-yet-valid', 'token not yet valid (nbf)')
       case 'iat':
-        return refuse('not-yet-valid', 'token issued in the future (iat)')
+        return err.reason === 'invalid' ? refuse('claims', 'token claim iat is invalid') : refuse('not-yet-valid', 'token issued in the future (iat)')
+      case 'exp':
+        // present but not a number is 'invalid'; absent is refused unless the issuer has requireExp: false
+        return err.reason === 'missing'
+          ? refuse('no-expiry', `token has no expiry (exp); issuer ${ic.issuer} requires one (requireExp)`)
+          : refuse('claims', 'token claim exp is invalid')
       case 'iss':
         return refuse('issuer', 'wrong issuer')
       case 'aud':

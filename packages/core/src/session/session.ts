@@ -40,6 +40,24 @@ export function sessionId(): string {
   return id
 }
 
+/** `work`, or the signal's reason as soon as it aborts (the work itself runs on, holding nothing) */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(
+      v => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      e => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
+  })
+}
+
 export interface RecordingSign {
   hmacKey?: Buffer
   ed25519PrivateKey?: KeyObject
@@ -105,7 +123,9 @@ export class CoreSession implements Session {
     if (this.#abort.signal.aborted) throw this.#abort.signal.reason as PortcullisError
     let principal: Principal
     try {
-      principal = await this.#host.identity.verify(token)
+      // the session's end (client gone, kill, shutdown) ends the wait for a slow identity provider:
+      // the codec is not held until the verification times out
+      principal = await untilAborted(this.#host.identity.verify(token), this.#abort.signal)
       if (this.#principal && principal.subject !== this.#principal.subject)
         throw new PortcullisError('AUTH_FAILED', 'a session cannot change its subject', { reason: 'subject-change' })
     } catch (err) {
@@ -113,6 +133,15 @@ export class CoreSession implements Session {
         err instanceof PortcullisError ? err : new PortcullisError('AUTH_FAILED', 'token rejected', { reason: 'invalid' })
       this.#write({ class: 'session', error: `authentication failed: ${e.message}` })
       throw e
+    }
+    // The verification may outlast the client (a slow JWKS, a client that hangs up mid-handshake) or
+    // a kill. close() has already run and sealed what there was: a recorder opened now would never be
+    // closed (an unsealed recording and a file descriptor for the life of the process). The session
+    // stays without a principal, and nothing is opened.
+    if (this.closed || this.#abort.signal.aborted) {
+      this.#write({ class: 'session', error: 'authentication completed after the session ended; refused' })
+      const reason = this.#abort.signal.reason
+      throw reason instanceof PortcullisError ? reason : new PortcullisError('SESSION_CLOSED', 'session closed')
     }
     const first = this.#principal === undefined
     this.#principal = principal
