@@ -320,3 +320,12 @@ t.test('recording.upload mistakes name file, line and key', async t => {
   const bucket = issuesOf(t, UPLOAD.replace('pcr-archive', 'PCR_Archive'), 'up.yaml')
   t.match(bucket, [{ line: 8, path: 'recording.upload.s3.bucket', message: /bucket name/ }])
 })
+
+t.test("the README's configuration reference parses, recording.upload included", async t => {
+  const { readFile } = await import('node:fs/promises')
+  const md = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
+  const from = md.indexOf('```yaml', md.indexOf('## Configuration reference')) + '```yaml'.length
+  const c = parseConfig(md.slice(from, md.indexOf('```', from)), 'README.md')
+  t.equal(c.recording.upload?.s3.bucket, 'pcr-archive')
+  t.equal(c.recording.upload?.maxSpoolBytes, 1024 ** 3)
+})
