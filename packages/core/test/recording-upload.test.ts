@@ -194,8 +194,8 @@ t.test('an object the store holds with other bytes than the file is not confirme
 const RULES = `
   - { id: agents-read, when: { groups: [agents], class: [read] }, action: allow }`
 
-async function coreWithUpload(t: Test, s3: S3Store, onFailure: 'block' | 'allow', maxSpool: string) {
-  const s = await setup(t, RULES)
+async function coreWithUpload(t: Test, s3: S3Store, onFailure: 'block' | 'allow', maxSpool: string, given?: Awaited<ReturnType<typeof setup>>) {
+  const s = given ?? (await setup(t, RULES))
   const upload = `recording:
   dir: "${join(s.dir, 'recordings')}"
   onFailure: ${onFailure}
@@ -272,4 +272,17 @@ t.test('a session through the core ends up in the bucket, intact', async t => {
   await mkdir(dirname(back), { recursive: true })
   await writeFile(back, await object(client(t, s3), s3.bucket, core.uploader!.keyOf(path)))
   t.equal((await verifyRecording(back)).status, 'intact')
+})
+
+t.test('a core started over a recording directory with leftovers uploads them before anything else happens', async t => {
+  const s3 = await store(t)
+  const s = await setup(t, RULES)
+  // a previous run's recordings: one sealed, one cut off by a crash
+  const left = [await recording(join(s.dir, 'recordings')), await recording(join(s.dir, 'recordings'), 10)]
+  await truncate(left[1]!.path, left[1]!.bytes.length - 7)
+  const { core } = await coreWithUpload(t, s3, 'block', '1GiB', s)
+  await until(() => left.every(r => !existsSync(r.path)), 'the leftovers to be uploaded')
+  const c = client(t, s3)
+  t.same(await keys(c, s3.bucket), left.map(r => core.uploader!.keyOf(r.path)).sort())
+  t.same(await object(c, s3.bucket, core.uploader!.keyOf(left[0]!.path)), left[0]!.bytes)
 })
