@@ -80,6 +80,9 @@ async function signingKeys(secrets: SecretStore, sign: Config['recording']['sign
   return out
 }
 
+/** how long close() lets pending recording uploads finish before leaving them in the spool */
+export const DEFAULT_UPLOAD_WAIT_MS = 5_000
+
 export async function createCore(initial: Config, opts: CoreOptions = {}): Promise<Core> {
   const now = opts.now ?? Date.now
   let generation = { n: 1, config: initial }
@@ -245,7 +248,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
         closing = (async () => {
           approvals.close()
           await Promise.all([...live.values()].map(s => s.close('shutdown')))
-          await uploader?.close(opts.uploadWaitMs ?? 5_000)
+          await uploader?.close(opts.uploadWaitMs ?? DEFAULT_UPLOAD_WAIT_MS)
           secrets.close()
           await audit.close()
         })()
