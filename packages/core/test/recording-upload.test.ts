@@ -286,3 +286,26 @@ t.test('a core started over a recording directory with leftovers uploads them be
   t.same(await keys(c, s3.bucket), left.map(r => core.uploader!.keyOf(r.path)).sort())
   t.same(await object(c, s3.bucket, core.uploader!.keyOf(left[0]!.path)), left[0]!.bytes)
 })
+
+t.test('shutdown waits for the uploads of the sessions it sealed; with the store down it leaves them for the next start', async t => {
+  const s3 = await store(t)
+  const { core, issuer } = await coreWithUpload(t, s3, 'block', '1GiB')
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50000')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const path = session.recorder!.path
+  const key = core.uploader!.keyOf(path)
+  // the session is still open: close() seals it, then uploads it before returning
+  await core.close()
+  t.notOk(existsSync(path))
+  t.ok((await object(client(t, s3), s3.bucket, key)).length > 0)
+
+  const down = await coreWithUpload(t, s3, 'block', '1GiB')
+  await s3.stop()
+  const other = down.core.openSession(down.core.config.targets[0], '127.0.0.1:50001')
+  await other.authenticate(await down.issuer.mint({ sub: 'agent-2', groups: ['agents'] }))
+  const kept = other.recorder!.path
+  await down.core.close({ uploadWaitMs: 300 })
+  t.ok(existsSync(kept), 'the recording stays in the spool')
+  t.match(down.audit.text(), /recordings left in the spool; they are uploaded at the next start/)
+  await s3.start()
+})
