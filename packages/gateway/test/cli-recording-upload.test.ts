@@ -3,7 +3,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
@@ -110,10 +110,25 @@ recording:
   t.equal(refused.code, 2, refused.stderr)
   t.match(refused.stderr, /has no recording\.upload/)
 
+  // the store goes down: the next session's recording waits on disk, and leaves once it is back
+  await s3.stop()
+  t.same(await resp(Number(listen![1]), [['AUTH', token], ['PING']]), ['+OK', '+PONG'])
+  await waitFor(async () => (await recordingsIn(recordings)).length === 1, 'the recording on disk')
+  const auditFile = join(env.dir, 'audit.jsonl')
+  await waitFor(async () => /recording upload failed; retrying/.test(await readFile(auditFile, 'utf8')), 'the gateway to see the store down')
+  const [waiting] = await recordingsIn(recordings)
+  t.ok(waiting, 'kept while the store is down')
+  await s3.start()
+  await waitFor(async () => (await recordingsIn(recordings)).length === 0, 'the upload to resume')
+  const after = await store.send(new ListObjectsV2Command({ Bucket: 'pcr-archive' }))
+  t.equal(after.Contents?.length, 2, 'both sessions are in the bucket')
+  t.ok(after.Contents!.some((o) => o.Key!.endsWith('/' + waiting!.split('/').pop())))
+
   child.kill('SIGTERM')
   const [code] = (await exited) as [number]
   t.equal(code, 0)
   t.notOk(log.includes(s3.secretAccessKey), 'the gateway never logs the store secret')
+  t.notOk((await readFile(auditFile, 'utf8')).includes(s3.secretAccessKey), 'nor writes it to the audit log')
 })
 
 /** sends RESP commands one after another and returns the first line of each reply */
