@@ -64,6 +64,17 @@ async function recording(dir: string, n = 3): Promise<{ path: string; bytes: Buf
   return { path: rec.path, bytes: await readFile(rec.path) }
 }
 
+/** descriptors this process holds on files under `dir` (Linux /proc) */
+async function openUnder(dir: string): Promise<number> {
+  const { readdir: ls, readlink } = await import('node:fs/promises')
+  let n = 0
+  for (const fd of await ls('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '')
+    if (target.startsWith(dir)) n++
+  }
+  return n
+}
+
 async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
   const end = Date.now() + 30_000
   while (!(await cond())) {
@@ -102,6 +113,7 @@ t.test('the store down while sessions end: nothing is removed or lost, uploads r
   // several retries against the stopped store
   await new Promise(r => setTimeout(r, 600))
   for (const r of recs) t.ok(existsSync(r.path), 'kept while the store is down')
+  t.ok((await openUnder(dir)) <= 4, 'retries do not pile up open files (at most two uploads hold two each)')
   t.equal(u.spoolFiles, 3)
   t.equal(u.spoolBytes, recs.reduce((n, r) => n + r.bytes.length, 0))
   t.equal(log.filter(l => l.startsWith('recording upload failed')).length, 1, 'an outage is logged once, not per retry')

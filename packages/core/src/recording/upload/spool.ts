@@ -236,17 +236,24 @@ class S3Uploader implements Uploader {
     const Bucket = this.#cfg.s3.bucket
     const Key = this.keyOf(e.path)
     const abortSignal = this.#abort.signal
-    await this.#client.send(
-      new PutObjectCommand({
-        Bucket,
-        Key,
-        Body: createReadStream(e.path),
-        ContentLength: e.size,
-        ContentMD5: md5.toString('base64'),
-        ContentType: 'application/vnd.portcullis.recording',
-      }),
-      { abortSignal },
-    )
+    // a PUT refused before it read its body leaves the stream open: close it whatever happened,
+    // or every retry of a long outage would hold one more descriptor
+    const body = createReadStream(e.path)
+    try {
+      await this.#client.send(
+        new PutObjectCommand({
+          Bucket,
+          Key,
+          Body: body,
+          ContentLength: e.size,
+          ContentMD5: md5.toString('base64'),
+          ContentType: 'application/vnd.portcullis.recording',
+        }),
+        { abortSignal },
+      )
+    } finally {
+      body.destroy()
+    }
     const head = await this.#client.send(new HeadObjectCommand({ Bucket, Key }), { abortSignal })
     const etag = head.ETag?.replace(/"/g, '')
     if (etag !== md5.toString('hex') || head.ContentLength !== e.size) {
