@@ -205,6 +205,16 @@ class S3Uploader implements Uploader {
         },
         err => {
           if (this.#stopped) return
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            // removed from the spool by someone else: nothing left to upload, and retrying it would
+            // hold up the queue for ever
+            this.#known.delete(e.path)
+            this.#bytes -= e.size
+            this.#files--
+            this.#watchBound()
+            this.#log('recording vanished from the spool before its upload', { path: e.path })
+            return
+          }
           this.#queue.unshift(e)
           this.#backOff(err)
         },
