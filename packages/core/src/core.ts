@@ -108,6 +108,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     : undefined
   // leftovers of a previous run: sessions opened meanwhile register their files first (opened())
   uploader?.resume(initial.recording.dir).catch(err => audit.log('recording spool cannot be read', { dir: initial.recording.dir, error: (err as Error).message }))
+  if (uploader) metrics.spool = () => ({ files: uploader.spoolFiles, bytes: uploader.spoolBytes, full: uploader.full })
   metrics.backlog = () => {
     let n = 0
     for (const s of live.values()) n += s.recorder?.backlog ?? 0
