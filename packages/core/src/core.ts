@@ -12,6 +12,7 @@ import { Metrics } from './metrics/metrics.ts'
 import { decide as policyDecide } from './policy/decide.ts'
 import { createSecretStore, type SecretStore } from './secrets/store.ts'
 import { compileMasks } from './session/engines.ts'
+import { createUploader, type Uploader } from './recording/upload/index.ts'
 import { CoreSession, type RecordingSign, type SessionHost } from './session/session.ts'
 
 export interface SessionInfo {
@@ -48,7 +49,10 @@ export interface Core {
   readonly metrics: { render(): string }
   reload(config: Config): void
   readonly secrets: SecretStore
-  close(): Promise<void>
+  /** recording.upload's uploader (absent without it) */
+  readonly uploader: Uploader | undefined
+  /** ends sessions, then gives pending uploads up to `uploadWaitMs` (default 5 s) before leaving them in the spool */
+  close(opts?: { uploadWaitMs?: number }): Promise<void>
 }
 
 export interface CoreOptions {
@@ -76,6 +80,9 @@ async function signingKeys(secrets: SecretStore, sign: Config['recording']['sign
   return out
 }
 
+/** how long close() lets pending recording uploads finish before leaving them in the spool */
+export const DEFAULT_UPLOAD_WAIT_MS = 5_000
+
 export async function createCore(initial: Config, opts: CoreOptions = {}): Promise<Core> {
   const now = opts.now ?? Date.now
   let generation = { n: 1, config: initial }
@@ -95,6 +102,13 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
   let hashKey = (await keyFromSecret(secrets, initial.maskingKey)) ?? randomBytes(32)
   let recordingSign = await signingKeys(secrets, initial.recording.sign)
   const live = new Map<string, CoreSession>()
+  // the uploader is made once: recording.upload changes take effect on restart (see reload)
+  const uploader = initial.recording.upload
+    ? createUploader({ config: initial.recording.upload, secret: ref => secrets.get(ref), log: (msg, fields) => audit.log(msg, fields), now })
+    : undefined
+  // leftovers of a previous run: sessions opened meanwhile register their files first (opened())
+  uploader?.resume(initial.recording.dir).catch(err => audit.log('recording spool cannot be read', { dir: initial.recording.dir, error: (err as Error).message }))
+  if (uploader) metrics.spool = () => ({ files: uploader.spoolFiles, bytes: uploader.spoolBytes, full: uploader.full })
   metrics.backlog = () => {
     let n = 0
     for (const s of live.values()) n += s.recorder?.backlog ?? 0
@@ -111,6 +125,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     metrics,
     hashKey: () => hashKey,
     recordingSign: () => recordingSign,
+    ...(uploader ? { uploader } : {}),
     closed(session) {
       if (live.delete(session.id)) metrics.sessions = live.size
     },
@@ -131,6 +146,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     },
     secrets,
     metrics,
+    uploader,
     approvals: {
       list: () => approvals.list(),
       get: id => approvals.get(id),
@@ -224,13 +240,16 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       }
       if (previous.audit.destination !== config.audit.destination)
         audit.log('audit.destination changes take effect on restart')
+      if (JSON.stringify(previous.recording.upload) !== JSON.stringify(config.recording.upload))
+        audit.log('recording.upload changes take effect on restart')
     },
 
-    close() {
+    close(opts = {}) {
       if (!closing) {
         closing = (async () => {
           approvals.close()
           await Promise.all([...live.values()].map(s => s.close('shutdown')))
+          await uploader?.close(opts.uploadWaitMs ?? DEFAULT_UPLOAD_WAIT_MS)
           secrets.close()
           await audit.close()
         })()

@@ -273,3 +273,60 @@ targets:
     [5, 'targets.1.upstream', 'postgres targets need upstream.host and upstream.port'],
   ])
 })
+
+const UPLOAD = `secrets:
+  s3key: { env: S3_KEY }
+  s3secret: { file: /run/secrets/s3 }
+recording:
+  dir: ./recordings
+  onFailure: block
+  upload:
+    s3: { endpoint: "http://minio:9000", bucket: pcr-archive, prefix: gw, accessKeyId: { secret: s3key }, secretAccessKey: { secret: s3secret } }
+`
+
+t.test('recording.upload parses with its defaults: region, path style with an endpoint, prefix as a folder, 1 GiB spool', async t => {
+  const c = parseConfig(UPLOAD, 'up.yaml')
+  t.same(c.recording.upload, {
+    s3: {
+      endpoint: 'http://minio:9000',
+      bucket: 'pcr-archive',
+      prefix: 'gw/',
+      region: 'us-east-1',
+      accessKeyId: { secret: 's3key' },
+      secretAccessKey: { secret: 's3secret' },
+      forcePathStyle: true,
+    },
+    maxSpoolBytes: 1024 ** 3,
+    maxRetryDelayMs: 60_000,
+  })
+  const sized = parseConfig(UPLOAD.replace('secretAccessKey: { secret: s3secret } }', 'secretAccessKey: { secret: s3secret } }\n    maxSpool: 512MiB\n    maxRetryDelay: 10s'), 'up.yaml')
+  t.equal(sized.recording.upload!.maxSpoolBytes, 512 * 1024 ** 2)
+  t.equal(sized.recording.upload!.maxRetryDelayMs, 10_000)
+  // without keys: the AWS SDK's default chain (IRSA, instance role, env)
+  const aws = parseConfig('recording:\n  upload:\n    s3: { bucket: pcr-archive, region: eu-west-1 }\n', 'aws.yaml')
+  t.same(aws.recording.upload!.s3, { bucket: 'pcr-archive', prefix: '', region: 'eu-west-1', forcePathStyle: false })
+})
+
+t.test('recording.upload mistakes name file, line and key', async t => {
+  const inline = issuesOf(t, UPLOAD.replace('accessKeyId: { secret: s3key }', 'accessKeyId: AKIAEXAMPLE'), 'up.yaml')
+  t.match(inline, [{ file: 'up.yaml', line: 8, path: 'recording.upload.s3.accessKeyId', message: /never inline/ }])
+  const unknown = issuesOf(t, UPLOAD.replace('{ secret: s3secret }', '{ secret: nope }'), 'up.yaml')
+  t.match(unknown, [{ line: 8, path: 'recording.upload.s3.secretAccessKey.secret', message: /unknown secret "nope"/ }])
+  const half = issuesOf(t, UPLOAD.replace(', secretAccessKey: { secret: s3secret }', ''), 'up.yaml')
+  t.match(half, [{ line: 8, path: 'recording.upload.s3', message: /go together/ }])
+  const typo = issuesOf(t, UPLOAD.replace('prefix: gw', 'perfix: gw'), 'up.yaml')
+  t.match(typo, [{ line: 8, path: 'recording.upload.s3.perfix', message: 'unknown key' }])
+  const size = issuesOf(t, UPLOAD + '    maxSpool: 1GB\n', 'up.yaml')
+  t.match(size, [{ line: 9, path: 'recording.upload.maxSpool', message: /size such as 512MiB/ }])
+  const bucket = issuesOf(t, UPLOAD.replace('pcr-archive', 'PCR_Archive'), 'up.yaml')
+  t.match(bucket, [{ line: 8, path: 'recording.upload.s3.bucket', message: /bucket name/ }])
+})
+
+t.test("the README's configuration reference parses, recording.upload included", async t => {
+  const { readFile } = await import('node:fs/promises')
+  const md = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
+  const from = md.indexOf('```yaml', md.indexOf('## Configuration reference')) + '```yaml'.length
+  const c = parseConfig(md.slice(from, md.indexOf('```', from)), 'README.md')
+  t.equal(c.recording.upload?.s3.bucket, 'pcr-archive')
+  t.equal(c.recording.upload?.maxSpoolBytes, 1024 ** 3)
+})

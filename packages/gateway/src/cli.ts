@@ -11,9 +11,11 @@ const USAGE = `usage: portcullis <command> [options]
   explain --protocol http --request 'METHOD /path' [--body JSON] [--profile NAME]
           [--config FILE --target NAME --subject S --groups a,b]   adds the policy decision
   token [--sub S] [--groups a,b] [--ttl 1h]   mint a dev token (demos and tests only)
-  verify FILE [--hmac-key-file F] [--public-key-file PEM]
+  verify FILE|s3://BUCKET/KEY [--hmac-key-file F] [--public-key-file PEM] [--config FILE]
                                      check a recording's hash chain and seal
-  replay FILE                        print a recording as a readable transcript
+  replay FILE|s3://BUCKET/KEY [--config FILE]
+                                     print a recording as a readable transcript
+                                     (s3://: the store of --config's recording.upload, else env AWS_*)
   approvals list | approve ID | deny ID [--reason R] [--admin URL] [--token T]
 `
 

@@ -56,6 +56,8 @@ interface LiveSession {
 const ABORT_GRACE_MS = 1000
 /** A codec that doesn't settle after its socket closed still gets its session closed. */
 const CLOSE_GRACE_MS = 5000
+/** what shutdown may take past its drain deadline before the core closes (sessions aborted, then closed) */
+export const SHUTDOWN_GRACE_MS = ABORT_GRACE_MS + CLOSE_GRACE_MS
 
 export async function startGateway(config: Config, opts: GatewayOptions = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger()

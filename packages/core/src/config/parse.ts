@@ -10,7 +10,7 @@ import type { SecretRef, TargetConfig } from '../types.ts'
 import { parseDuration } from './duration.ts'
 import { checkMaskingRules } from '../masking/index.ts'
 import { configSchema } from './schema.ts'
-import type { Config, ConfigIssue, IssuerConfig, RuleConfig, SecretSource } from './types.ts'
+import type { Config, ConfigIssue, IssuerConfig, RecordingUploadConfig, RuleConfig, SecretSource } from './types.ts'
 
 export class ConfigError extends PortcullisError {
   readonly issues: ConfigIssue[]
@@ -178,7 +178,7 @@ interface RawConfig {
   admin?: Config['admin']
   identity?: { issuers?: RawIssuer[]; revocations?: { subject?: string; jti?: string }[] }
   secrets?: Record<string, { env?: string; file?: string; exec?: string[]; ttl?: string | number }>
-  recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef } }
+  recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef }; upload?: RawUpload }
   audit?: { destination?: string }
   approvals?: { timeout?: string | number; webhook?: { url: string | SecretRef; format?: 'json' | 'slack' } }
   targets?: RawTarget[]
@@ -199,6 +199,45 @@ interface RawTarget extends Omit<TargetConfig, 'limits' | 'options'> {
 }
 
 type Issue = (path: (string | number)[], message: string) => void
+
+// ─── recording.upload ───
+interface RawUpload {
+  s3: Omit<RecordingUploadConfig['s3'], 'prefix' | 'region' | 'forcePathStyle'> & { prefix?: string; region?: string; forcePathStyle?: boolean }
+  maxSpool?: number | string
+  maxRetryDelay?: number | string
+}
+
+const SIZE_UNITS: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 }
+
+function parseSize(v: number | string): number {
+  if (typeof v === 'number') return v
+  const m = /^(\d+(?:\.\d+)?)(B|KiB|MiB|GiB|TiB)$/.exec(v)!
+  return Math.floor(Number(m[1]) * SIZE_UNITS[m[2]])
+}
+
+function normalizeUpload(raw: RawUpload, issue: Issue, checkRef: (ref: SecretRef | undefined, path: (string | number)[]) => void): RecordingUploadConfig {
+  const path = ['recording', 'upload', 's3']
+  const s3 = raw.s3
+  if ((s3.accessKeyId === undefined) !== (s3.secretAccessKey === undefined))
+    issue(path, 'accessKeyId and secretAccessKey go together (or neither: the AWS SDK default credentials)')
+  if (s3.endpoint !== undefined && !URL.canParse(s3.endpoint)) issue([...path, 'endpoint'], 'is not a valid URL')
+  if (!/^[a-z0-9][a-z0-9.-]+[a-z0-9]$/.test(s3.bucket)) issue([...path, 'bucket'], 'is not a valid bucket name (lower-case letters, digits, dots, hyphens)')
+  checkRef(s3.accessKeyId, [...path, 'accessKeyId'])
+  checkRef(s3.secretAccessKey, [...path, 'secretAccessKey'])
+  let prefix = s3.prefix ?? ''
+  if (prefix.startsWith('/')) issue([...path, 'prefix'], 'must not start with /')
+  if (prefix !== '' && !prefix.endsWith('/')) prefix += '/'
+  return {
+    s3: {
+      ...s3,
+      prefix,
+      region: s3.region ?? 'us-east-1',
+      forcePathStyle: s3.forcePathStyle ?? s3.endpoint !== undefined,
+    },
+    maxSpoolBytes: parseSize(raw.maxSpool ?? '1GiB'),
+    maxRetryDelayMs: parseDuration(raw.maxRetryDelay ?? '1m'),
+  }
+}
 
 function normalize(raw: RawConfig, file: string, issue: Issue): Config {
   const secrets: Record<string, SecretSource> = {}
@@ -319,6 +358,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       dir: raw.recording?.dir ?? './recordings',
       onFailure: raw.recording?.onFailure ?? 'block',
       ...(raw.recording?.sign ? { sign: raw.recording.sign } : {}),
+      ...(raw.recording?.upload ? { upload: normalizeUpload(raw.recording.upload, issue, checkRef) } : {}),
     },
     audit: { destination: raw.audit?.destination ?? 'stdout' },
     approvals: {

@@ -119,6 +119,31 @@ const secretSource = {
   ],
 }
 
+// recording.upload: sealed recordings go to S3-compatible object storage (recording/upload/)
+const byteSize = {
+  'x-message': 'must be a size such as 512MiB, 1GiB or a number of bytes',
+  anyOf: [{ type: 'integer', minimum: 1 }, { type: 'string', pattern: '^\\d+(\\.\\d+)?(B|KiB|MiB|GiB|TiB)$' }],
+}
+const recordingUpload = object(
+  {
+    s3: object(
+      {
+        endpoint: { type: 'string', pattern: '^https?://' },
+        bucket: { type: 'string', minLength: 3, maxLength: 63 },
+        prefix: { type: 'string' },
+        region: { type: 'string', minLength: 1 },
+        accessKeyId: secretRef,
+        secretAccessKey: secretRef,
+        forcePathStyle: { type: 'boolean' },
+      },
+      ['bucket'],
+    ),
+    maxSpool: byteSize,
+    maxRetryDelay: duration,
+  },
+  ['s3'],
+)
+
 export const configSchema = {
   definitions: {
     duration: {
@@ -143,6 +168,7 @@ export const configSchema = {
         dir: { type: 'string' },
         onFailure: { enum: ['block', 'allow'] },
         sign: object({ hmacKey: secretRef, ed25519Key: secretRef }),
+        upload: recordingUpload,
       }),
       audit: object({ destination: { type: 'string' } }),
       approvals: object({

@@ -76,6 +76,30 @@ export interface RecordingConfig {
   onFailure: 'block' | 'allow'
   /** seal signatures: HMAC-SHA256 key, and/or an Ed25519 private key (PEM) */
   sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef }
+  /** sealed recordings are uploaded to object storage and then removed from `dir` (recording/upload/) */
+  upload?: RecordingUploadConfig
+}
+
+export interface S3UploadConfig {
+  /** http(s) URL of an S3-compatible store; absent: AWS S3 of `region` */
+  endpoint?: string
+  bucket: string
+  /** prepended to `<yyyy-mm-dd>/<session>.pcr`; ends with '/' when not empty */
+  prefix: string
+  region: string
+  /** both or neither: without them the AWS SDK's default chain (env AWS_*, web identity, instance role) */
+  accessKeyId?: SecretRef
+  secretAccessKey?: SecretRef
+  /** bucket in the path rather than the host name (default: true when an endpoint is set) */
+  forcePathStyle: boolean
+}
+
+export interface RecordingUploadConfig {
+  s3: S3UploadConfig
+  /** bytes of sealed recordings awaiting upload past which recording.onFailure applies (default 1 GiB) */
+  maxSpoolBytes: number
+  /** ms: retries back off exponentially up to this (default 1m) */
+  maxRetryDelayMs: number
 }
 
 export interface ApprovalsConfig {

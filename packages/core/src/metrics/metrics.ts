@@ -14,6 +14,8 @@ export class Metrics {
   #durationCount = 0
   /** sums the recorder backlog of open sessions at render time */
   backlog: () => number = () => 0
+  /** recording.upload: sealed recordings waiting for the object store (absent without uploads) */
+  spool: (() => { files: number; bytes: number; full: boolean }) | undefined
 
   operation(cls: string, decision: string): void {
     // one counter object per (class, decision), found by two lookups of short strings: no label
@@ -64,6 +66,15 @@ export class Metrics {
     lines.push('# HELP portcullis_recorder_backlog Records waiting to be written, all sessions.')
     lines.push('# TYPE portcullis_recorder_backlog gauge')
     lines.push(`portcullis_recorder_backlog ${this.backlog()}`)
+    const spool = this.spool?.()
+    if (spool) {
+      lines.push('# HELP portcullis_recording_spool_files Sealed recordings waiting for upload.', '# TYPE portcullis_recording_spool_files gauge')
+      lines.push(`portcullis_recording_spool_files ${spool.files}`)
+      lines.push('# HELP portcullis_recording_spool_bytes Bytes of sealed recordings waiting for upload.', '# TYPE portcullis_recording_spool_bytes gauge')
+      lines.push(`portcullis_recording_spool_bytes ${spool.bytes}`)
+      lines.push('# HELP portcullis_recording_spool_full 1 while the spool is at recording.upload.maxSpool.', '# TYPE portcullis_recording_spool_full gauge')
+      lines.push(`portcullis_recording_spool_full ${spool.full ? 1 : 0}`)
+    }
     return lines.join('\n') + '\n'
   }
 }

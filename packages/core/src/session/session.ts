@@ -20,6 +20,7 @@ import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
+import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 
 // lines written in the same millisecond share one ISO string
@@ -74,6 +75,8 @@ export interface SessionHost {
   metrics: Metrics
   hashKey(): Buffer
   recordingSign(): RecordingSign | undefined
+  /** recording.upload: sealed recordings are handed to it; `full` refuses operations like a failed recorder */
+  uploader?: Uploader
   closed(session: CoreSession): void
 }
 
@@ -159,6 +162,7 @@ export class CoreSession implements Session {
           onFailure: config.recording.onFailure,
           ...(sign ? { sign } : {}),
         })
+        this.#host.uploader?.opened(this.#recorder.path)
       } catch (err) {
         if (config.recording.onFailure === 'block') {
           this.#write({ class: 'session', error: `recording unavailable: ${(err as Error).message}` })
@@ -319,6 +323,8 @@ export class CoreSession implements Session {
         } catch (err) {
           this.#host.audit.log('recording could not be sealed', { session: this.id, error: (err as Error).message })
         } finally {
+          // sealed or not (a recorder whose disk failed leaves what it wrote): the file is evidence
+          if (this.#recorder) this.#host.uploader?.sealed(this.#recorder.path)
           this.#host.closed(this)
         }
       })()
@@ -327,9 +333,13 @@ export class CoreSession implements Session {
   }
 
   #assertRecording(config: Config) {
-    const failed = this.#recorder?.failed
-    if (failed && config.recording.onFailure === 'block')
+    if (config.recording.onFailure !== 'block') return
+    if (this.#recorder?.failed)
       throw new PortcullisError('RECORDING_FAILED', 'recording failed; operations are refused (recording.onFailure: block)')
+    // recordings that cannot leave the machine fill its disk: past the spool bound, no operation
+    // adds to it until uploads catch up
+    if (this.#host.uploader?.full)
+      throw new PortcullisError('RECORDING_FAILED', 'recording uploads are behind (spool full); operations are refused (recording.onFailure: block)')
   }
 
   #write(event: Partial<AuditEvent>) {

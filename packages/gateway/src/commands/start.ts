@@ -6,13 +6,16 @@ import { ConfigError, loadConfig } from '@portcullis/core'
 import { startGateway } from '../gateway.ts'
 import { createLogger, type LogLevel } from '../log.ts'
 
+/** --shutdown-deadline: how long SIGTERM lets sessions finish before aborting them */
+export const DEFAULT_SHUTDOWN_DEADLINE_MS = 10_000
+
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
       config: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
-      'shutdown-deadline': { type: 'string', default: '10000' },
+      'shutdown-deadline': { type: 'string', default: String(DEFAULT_SHUTDOWN_DEADLINE_MS) },
     },
   })
   const log = createLogger(process.stderr, values['log-level'] as LogLevel)
