@@ -1,5 +1,10 @@
 // Pulls whole frames from a socket one at a time, for the handshake phases where each step waits
 // for an answer. The proxy loop takes over with detach(), which returns what was read ahead.
+//
+// Nothing read may be lost between the two: the socket is paused while frames wait that nobody
+// asked for (a client pipelining its first Query behind the password while the token is verified)
+// and stays paused after detach(), because a flowing socket with no 'data' listener drops what it
+// reads (the gap while the gateway connects upstream). Whoever takes over resumes it.
 import type { Duplex } from 'node:stream'
 import { Framer, type Frame } from './framer.ts'
 import { PortcullisError } from '@portcullis/core/errors'
@@ -9,6 +14,8 @@ export class FrameReader {
   private frames: Frame[] = []
   private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | undefined
   private failure: Error | undefined
+  /** paused by us: frames are waiting that were not asked for yet */
+  private holding = false
   private readonly onData = (chunk: Buffer) => {
     try {
       for (const f of this.framer.push(chunk)) this.frames.push(f)
@@ -17,6 +24,11 @@ export class FrameReader {
       return
     }
     this.wake()
+    // read-ahead is bounded by one chunk: the rest stays in the socket until it is asked for
+    if (this.frames.length > 0 && !this.holding) {
+      this.holding = true
+      this.socket.pause()
+    }
   }
   private readonly onEnd = () => this.fail(new PortcullisError('SESSION_CLOSED', 'connection closed during startup'))
   private readonly onError = (err: Error) => this.fail(err)
@@ -52,7 +64,13 @@ export class FrameReader {
       }
     }
     const f = this.frames.shift()
-    if (!f) return
+    if (!f) {
+      if (this.holding) {
+        this.holding = false
+        this.socket.resume()
+      }
+      return
+    }
     const w = this.waiter
     this.waiter = undefined
     w.resolve(f)
@@ -71,7 +89,15 @@ export class FrameReader {
     return this.frames.length > 0 || this.framer.buffered > 0
   }
 
-  detach(): { frames: Frame[]; rest: Buffer | undefined } {
+  /**
+   * Hands over what was read ahead. The socket is left paused (unless `flowing`: a TLS upgrade
+   * hands the socket's handle to the TLS layer, which reads it itself).
+   */
+  detach(opts: { flowing?: boolean } = {}): { frames: Frame[]; rest: Buffer | undefined } {
+    if (opts.flowing) {
+      if (this.holding) this.socket.resume()
+    } else this.socket.pause()
+    this.holding = false
     this.socket.off('data', this.onData)
     this.socket.off('end', this.onEnd)
     this.socket.off('close', this.onEnd)

@@ -39,6 +39,9 @@ export function parseStartupPacket(reader: BufferReader): StartupPacket {
 
 /** the first 8 bytes of a connection: is it Postgres? */
 export function sniffStartup(first: Buffer): boolean | undefined {
+  // a length no startup packet has (a Terminate sent first reads as 1476395008) is not Postgres:
+  // decided at once, so the listener closes silently as Postgres does, without waiting for more
+  if (first.length >= 4 && (first.readInt32BE(0) < 8 || first.readInt32BE(0) > 10 * 1024)) return false
   if (first.length < 8) return undefined
   const len = first.readInt32BE(0)
   const code = first.readInt32BE(4)
