@@ -15,6 +15,7 @@ import { serializePasswordMessage, serializeSASLInitialResponse, serializeSASLRe
 import { md5Password, SCRAM_SHA_256, ScramClient } from './scram.ts'
 
 export interface UpstreamConnection {
+  /** paused, so that nothing it reads is dropped before its new owner listens: resume() it */
   socket: Socket | TLSSocket
   processId: number
   secretKey: number
