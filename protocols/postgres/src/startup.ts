@@ -54,6 +54,7 @@ export function hangUp(client: Duplex): void {
 const HANG_UP = new Error('hang up')
 
 const UNENCRYPTED_DATA = new Error('unencrypted data after SSLRequest')
+const UNENCRYPTED_GSS_DATA = new Error('unencrypted data after GSSENCRequest')
 
 /** ends the connection with a FATAL ErrorResponse */
 export function fatal(client: Duplex, sqlstate: string, message: string, extra: Record<string, string> = {}): void {
@@ -143,6 +144,8 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
         }
         case 'gssenc':
           client.write('N')
+          // as after SSLRequest: Postgres refuses bytes sent before its answer
+          if (reader.hasPending) throw UNENCRYPTED_GSS_DATA
           reader.framer.startup = true
           break
         case 'cancel':
@@ -178,8 +181,8 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
       hangUp(client)
       return undefined
     }
-    if (err === UNENCRYPTED_DATA) {
-      fatal(client, '08P01', 'received unencrypted data after SSL request', {
+    if (err === UNENCRYPTED_DATA || err === UNENCRYPTED_GSS_DATA) {
+      fatal(client, '08P01', err === UNENCRYPTED_DATA ? 'received unencrypted data after SSL request' : 'received unencrypted data after GSSAPI encryption request', {
         D: 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
       })
       return undefined

@@ -115,6 +115,8 @@ function extendedQuery(sql: string, param: string): Buffer {
   ])
 }
 
+const GSSENC_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+
 /** the statements every pipelined session below runs, then Terminate */
 const QUERIES = Buffer.concat([
   serializeQuery(`select 1 as one, 'a text with FROM in it' as t`),
@@ -201,6 +203,23 @@ t.test('the gateway behaves like Postgres 15', async t => {
       t.same(comparable(got.bytes), comparable(want.bytes), `${name}: the client gets what Postgres sends`)
       if (want.bytes.length === 0) t.equal(got.bytes.length, 0, `${name}: not a byte`)
     }
+  })
+
+  t.test('GSSENCRequest: refused with N, then handled as after an SSLRequest', async t => {
+    // the fixture server speaks GSSAPI ('G'), so these are asserted on the gateway alone: Postgres
+    // without GSSAPI answers 'N' and checks for bytes sent before its answer as it does for SSL
+    const then = await exchange(gw.port, async (s, until) => {
+      s.write(GSSENC_REQUEST)
+      await until(b => b.length >= 1)
+      s.write(TERMINATE)
+    })
+    t.same(comparable(then.bytes), ['N'], 'N, then silence')
+    t.ok(then.ended, 'closed')
+    const pipelined = await exchange(gw.port, s => void s.write(Buffer.concat([GSSENC_REQUEST, startup()])))
+    const m = messages(pipelined.bytes)
+    t.same(m.map(x => x.code), ['SSL answer N', 'E'])
+    t.match(fields(m[1]), { S: 'FATAL', C: '08P01', M: 'received unencrypted data after GSSAPI encryption request' })
+    t.ok(pipelined.ended, 'closed')
   })
 
   t.test('an upstream FATAL (pg_terminate_backend) is the one error the client gets', async t => {
