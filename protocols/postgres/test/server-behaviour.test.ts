@@ -4,6 +4,7 @@
 import t from 'tap'
 import pg from 'pg'
 import { connect, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { once } from 'node:events'
 import { startGateway, type Gateway } from './harness.ts'
 import { serializePasswordMessage, serializeQuery, serializeSSLRequest, serializeStartupMessage, TERMINATE } from '../src/frontend.ts'
@@ -307,6 +308,36 @@ t.test('the gateway behaves like Postgres 15', async t => {
       t.ok(got.ended, `${name}: then EOF`)
       t.equal(await noBackendsLeft('fin-gw'), 0, `${name}: no upstream backend left`)
     }
+  })
+
+  t.test('inside TLS too: a client that half-closes after its queries gets every reply', async t => {
+    const tlsGw = await startGateway({ tls: true, pg: gw.pg })
+    t.teardown(() => tlsGw.stop())
+    const tlsToken = await tlsGw.token()
+    const plain = await exchange(gw.pg.port, async (s, until) => {
+      s.write(Buffer.concat([startup('tls-direct'), serializePasswordMessage(gw.pg.password)]))
+      await until(loggedIn)
+      s.end(QUERIES)
+    })
+    const raw = connect({ host: '127.0.0.1', port: tlsGw.port })
+    await once(raw, 'connect')
+    raw.write(serializeSSLRequest())
+    const [answer] = (await once(raw, 'data')) as [Buffer]
+    t.equal(answer.toString('latin1'), 'S')
+    const s = tlsConnect({ socket: raw, rejectUnauthorized: false, allowHalfOpen: true } as never)
+    await once(s, 'secureConnect')
+    const chunks: Buffer[] = []
+    s.on('data', (c: Buffer) => chunks.push(c))
+    s.on('error', () => undefined)
+    const ended = new Promise<void>(resolve => s.on('end', () => resolve()))
+    s.write(Buffer.concat([startup('tls-fin'), serializePasswordMessage(tlsToken)]))
+    while (!loggedIn(Buffer.concat(chunks))) await once(s, 'data')
+    // close_notify and FIN right behind the queries
+    s.end(QUERIES)
+    await ended
+    s.destroy()
+    t.same(afterLogin(Buffer.concat(chunks)), afterLogin(plain.bytes), 'every reply, byte-exact')
+    t.equal(await noBackendsLeft('tls-fin'), 0)
   })
 
   t.test('nothing the client sends is lost or misframed, whatever the timing and chunking', async t => {
