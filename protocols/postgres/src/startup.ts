@@ -150,7 +150,7 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
           break
         case 'cancel':
           reader.detach()
-          client.end()
+          hangUp(client)
           await cancelRequest(packet.processId, packet.secretKey).catch(() => undefined)
           return undefined
         case 'startup': {
