@@ -6,7 +6,8 @@ import pg from 'pg'
 import { connect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { once } from 'node:events'
-import { startGateway, type Gateway } from './harness.ts'
+import { startGateway, DEFAULT_RULES, type Gateway } from './harness.ts'
+import { startPostgres } from '@portcullis/fixtures/postgres'
 import { serializePasswordMessage, serializeQuery, serializeSSLRequest, serializeStartupMessage, TERMINATE } from '../src/frontend.ts'
 import { BufferWriter } from '../src/buffer-writer.ts'
 import { BufferReader } from '../src/buffer-reader.ts'
@@ -266,6 +267,28 @@ t.test('the gateway behaves like Postgres 15', async t => {
     })
   })
 
+  t.test('an upstream that vanishes without a word: one FATAL 08006 of the gateway, then EOF', async t => {
+    // a backend killed outright takes the whole server through crash recovery: a server of its own
+    const own = await startPostgres({ auth: 'password' })
+    t.teardown(() => own.stop())
+    const vanishing = await startGateway({ pg: own })
+    t.teardown(() => vanishing.stop())
+    const ownDirect = new pg.Client({ connectionString: own.url })
+    ownDirect.on('error', () => undefined)
+    await ownDirect.connect()
+    const got = await exchange(vanishing.port, async (s, until) => {
+      s.write(Buffer.concat([startup('vanishing'), serializePasswordMessage(await vanishing.token())]))
+      await until(loggedIn)
+      const r = await ownDirect.query(`select pid from pg_stat_activity where application_name = 'vanishing'`)
+      process.kill(r.rows[0].pid, 'SIGKILL')
+    })
+    await ownDirect.end().catch(() => undefined)
+    const tail = messages(afterLogin(got.bytes))
+    t.same(tail.map(m => m.code), ['E'], 'one error')
+    t.match(fields(tail[0]), { S: 'FATAL', C: '08006', M: 'upstream connection closed' })
+    t.ok(got.ended, 'then EOF')
+  })
+
   // the whole session as one client sends it; the reference is the same bytes in one write
   const session = (port: number, app: string) => Buffer.concat([startup(app), serializePasswordMessage(secret(port)), QUERIES, TERMINATE])
 
@@ -277,6 +300,10 @@ t.test('the gateway behaves like Postgres 15', async t => {
     t.same(tail, afterLogin(want.bytes), 'byte-exact what Postgres answers directly')
     t.ok(got.ended, 'then EOF')
     t.equal(await noBackendsLeft('pipelined-gw'), 0, 'the upstream backend is gone')
+    // (statements are audited normalized)
+    const audited = gw.audit.filter(e => typeof e.statement === 'string' && /as one, \$2 as t|as two|generate_series\(\$2, \$3\)/.test(e.statement as string))
+    t.same(audited.map(e => e.rows), [1, 1, 20], 'each statement is audited with its rows')
+    t.same(audited.filter(e => e.error !== undefined), [], 'none as failed or cut off')
 
     // after login, in a later write: the same
     const later = await exchange(gw.port, async (s, until) => {
@@ -338,6 +365,30 @@ t.test('the gateway behaves like Postgres 15', async t => {
     s.destroy()
     t.same(afterLogin(Buffer.concat(chunks)), afterLogin(plain.bytes), 'every reply, byte-exact')
     t.equal(await noBackendsLeft('tls-fin'), 0)
+  })
+
+  t.test('a client that half-closes while its statement waits for approval: withdrawn, refused, then EOF', async t => {
+    const approving = await startGateway({
+      pg: gw.pg,
+      rules: [...DEFAULT_RULES, { id: 'agents-schema', when: { groups: ['agents'], class: ['schema-change'] }, action: 'approve', approvers: ['dba'] }],
+    })
+    t.teardown(() => approving.stop())
+    const got = await exchange(approving.port, async (s, until) => {
+      s.write(Buffer.concat([startup('approval-fin'), serializePasswordMessage(await approving.token())]))
+      await until(loggedIn)
+      s.write(serializeQuery('create table made_for_a_client_gone (id int)'))
+      // the request is pending (its notice has come): now the client half-closes
+      await until(b => messages(afterLogin(b)).some(m => m.code === 'N'))
+      s.end()
+    })
+    const tail = messages(afterLogin(got.bytes))
+    t.same(tail.map(m => m.code), ['N', 'E', 'Z'], 'the notice, the refusal, ReadyForQuery')
+    t.match(fields(tail[1]), { S: 'ERROR', C: '57014', M: /^canceling statement due to user request/ })
+    t.ok(got.ended, 'then EOF')
+    t.same(approving.core.approvals.list().map(a => a.status), ['withdrawn'])
+    const made = await direct.query(`select count(*)::int as n from pg_tables where tablename = 'made_for_a_client_gone'`)
+    t.equal(made.rows[0].n, 0, 'nothing was created upstream')
+    t.equal(await noBackendsLeft('approval-fin'), 0)
   })
 
   t.test('nothing the client sends is lost or misframed, whatever the timing and chunking', async t => {
