@@ -367,6 +367,19 @@ t.test('the gateway behaves like Postgres 15', async t => {
     t.equal(await noBackendsLeft('tls-fin'), 0)
   })
 
+  t.test('statements pipelined behind a refused token never reach the upstream: one FATAL, then EOF', async t => {
+    const got = await exchange(gw.port, s =>
+      void s.write(Buffer.concat([startup('bad-token'), serializePasswordMessage('not-a-token'), serializeQuery('create table made_without_a_token (id int)'), TERMINATE])),
+    )
+    const m = messages(got.bytes)
+    t.same(m.map(x => x.code), ['R', 'E'], 'the password request, then one error')
+    t.match(fields(m[1]), { S: 'FATAL', C: '28P01' })
+    t.ok(got.ended, 'then EOF')
+    const made = await direct.query(`select count(*)::int as n from pg_tables where tablename = 'made_without_a_token'`)
+    t.equal(made.rows[0].n, 0, 'nothing was created upstream')
+    t.equal(await backends('bad-token'), 0, 'no upstream connection was opened')
+  })
+
   t.test('a client that half-closes while its statement waits for approval: withdrawn, refused, then EOF', async t => {
     const approving = await startGateway({
       pg: gw.pg,
