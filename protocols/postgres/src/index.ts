@@ -59,8 +59,8 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
       session,
       classifier: { classifySql, preparedStatements, withTopK },
       catalog: catalogFor(target, () => upstreamPassword(session)),
-      clientAhead: { frames: started.frames, rest: started.rest },
-      upstreamAhead: { frames: upstream.frames, rest: upstream.rest },
+      clientAhead: { frames: started.frames, rest: started.rest, ended: started.ended },
+      upstreamAhead: { frames: upstream.frames, rest: upstream.rest, ended: upstream.ended },
       registerWithdraw: fn => (withdraw = fn),
       cancelUpstream: () => void cancelBackend(target, upstreamKey.processId, upstreamKey.secretKey).catch(() => undefined),
     })

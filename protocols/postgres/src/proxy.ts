@@ -95,9 +95,9 @@ export interface ProxyOptions {
   session: Session
   classifier: Classifier
   catalog: Catalog
-  /** frames and bytes the startup readers had read ahead */
-  clientAhead: { frames: Frame[]; rest: Buffer | undefined }
-  upstreamAhead: { frames: Frame[]; rest: Buffer | undefined }
+  /** frames and bytes the startup readers had read ahead, and whether they read EOF too */
+  clientAhead: { frames: Frame[]; rest: Buffer | undefined; ended?: boolean }
+  upstreamAhead: { frames: Frame[]; rest: Buffer | undefined; ended?: boolean }
   /** cancel requests for a statement waiting for approval land here */
   registerWithdraw(fn: () => boolean): void
   /** sends a CancelRequest for this session's upstream backend */
@@ -194,6 +194,9 @@ export class PostgresProxy {
     // was dropped while nobody listened (token verification, the upstream connect); flow now
     if (!this.closed && this.pauses.upstream.size === 0) this.upstream.resume()
     if (!this.closed && this.pauses.client.size === 0) this.client.resume()
+    // an EOF the readers consumed comes as no 'end' event here
+    if (opts.upstreamAhead.ended) this.upstreamGone()
+    if (opts.clientAhead.ended) this.clientEnded()
   }
 
   // ---- flow control -------------------------------------------------------------------------

@@ -21,6 +21,8 @@ export interface ClientStartup {
   tls: boolean
   frames: Frame[]
   rest: Buffer | undefined
+  /** the client's EOF came with its first messages: they are answered, then the session ends */
+  ended: boolean
 }
 
 const contexts = new WeakMap<object, SecureContext>()
@@ -170,8 +172,8 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
           if (answer.code !== 0x70 /* p */) throw new PortcullisError('PROTOCOL_ERROR', `expected password response, got message type ${answer.code}`)
           const token = parsePasswordMessage(new BufferReader(answer.raw, answer.bodyOffset))
           await session.authenticate(token)
-          const { frames, rest } = reader.detach()
-          return { client, parameters: packet.parameters, tls, frames, rest }
+          const { frames, rest, ended } = reader.detach()
+          return { client, parameters: packet.parameters, tls, frames, rest, ended }
         }
       }
     }

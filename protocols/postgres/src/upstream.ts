@@ -24,6 +24,8 @@ export interface UpstreamConnection {
   /** frames and bytes read past ReadyForQuery (normally none) */
   frames: Frame[]
   rest: Buffer | undefined
+  /** the upstream's EOF was read too */
+  ended: boolean
 }
 
 /** StartupMessage parameters a client may set; user/database/replication are the gateway's */
@@ -169,8 +171,8 @@ export async function connectUpstream(
         }
         case 0x5a: {
           // Z ReadyForQuery
-          const { frames, rest } = reader.detach()
-          return { socket, processId, secretKey, parameterStatus, frames, rest }
+          const { frames, rest, ended } = reader.detach()
+          return { socket, processId, secretKey, parameterStatus, frames, rest, ended }
         }
         case 0x76: // v NegotiateProtocolVersion: we asked for 3.0 only
           break

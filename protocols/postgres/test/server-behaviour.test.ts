@@ -337,6 +337,16 @@ t.test('the gateway behaves like Postgres 15', async t => {
     }
   })
 
+  t.test('the whole session then FIN in one write (EOF while the gateway still verifies the token and connects)', async t => {
+    const run = (port: number, app: string) => exchange(port, s => void s.end(Buffer.concat([startup(app), serializePasswordMessage(secret(port)), QUERIES])))
+    const want = await run(gw.pg.port, 'early-fin-direct')
+    const got = await run(gw.port, 'early-fin')
+    t.equal(messages(afterLogin(got.bytes)).filter(m => m.code === 'Z').length, 3, 'all three batches answered')
+    t.same(afterLogin(got.bytes), afterLogin(want.bytes), 'byte-exact what Postgres answers')
+    t.ok(got.ended, 'then EOF')
+    t.equal(await noBackendsLeft('early-fin'), 0)
+  })
+
   t.test('inside TLS too: a client that half-closes after its queries gets every reply', async t => {
     const tlsGw = await startGateway({ tls: true, pg: gw.pg })
     t.teardown(() => tlsGw.stop())
