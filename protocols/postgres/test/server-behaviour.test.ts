@@ -453,6 +453,17 @@ t.test('the gateway behaves like Postgres 15', async t => {
           }
         })
         t.same(comparable(got.bytes), reference, `${size}-byte chunks`)
+        // the same, ended by FIN instead of Terminate: the same answers
+        const noX = bytes.subarray(0, bytes.length - TERMINATE.length)
+        const fin = await exchange(gw.port, async s => {
+          for (let off = 0; off < noX.length; off += size) {
+            const chunk = noX.subarray(off, off + size)
+            if (off + size >= noX.length) s.end(chunk)
+            else s.write(chunk)
+            await turn()
+          }
+        })
+        t.same(comparable(fin.bytes), reference, `${size}-byte chunks, then FIN`)
       }
     })
 
