@@ -124,6 +124,9 @@ t.test('postgres through the gateway listeners, plain and sniffing', async (t) =
         })
         t.same(comparable(got.bytes), reference, `${size}-byte chunks`)
       }
+      // the whole session and the client's FIN together, Terminate left out: the same answers
+      const fin = await exchange(port, (s) => void s.end(session.subarray(0, session.length - TERMINATE.length)))
+      t.same(comparable(fin.bytes), reference, 'ended by FIN in the same write')
     })
   }
 
