@@ -158,6 +158,12 @@ t.test('the gateway behaves like Postgres 15', async t => {
         h.writeInt32BE(196608, 4)
         s.write(h)
       }],
+      ["a startup length one past Postgres's 10,000 bytes", s => {
+        const h = Buffer.alloc(8)
+        h.writeInt32BE(10_005, 0)
+        h.writeInt32BE(196608, 4)
+        s.write(h)
+      }],
       ['a startup length below the minimum', s => {
         const h = Buffer.alloc(8)
         h.writeInt32BE(7, 0)
