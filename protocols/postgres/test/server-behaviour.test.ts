@@ -321,6 +321,18 @@ t.test('the gateway behaves like Postgres 15', async t => {
     t.equal(await noBackendsLeft('pipelined-later'), 0)
   })
 
+  t.test('what follows a Terminate is never run, as in Postgres', async t => {
+    const after = serializeQuery('create table made_after_terminate (id int)')
+    const run = (port: number, app: string) =>
+      exchange(port, s => void s.write(Buffer.concat([startup(app), serializePasswordMessage(secret(port)), QUERIES, TERMINATE, after])))
+    const want = await run(gw.pg.port, 'after-x-direct')
+    const got = await run(gw.port, 'after-x')
+    t.same(afterLogin(got.bytes), afterLogin(want.bytes), 'the answers to what came before, byte-exact')
+    const made = await direct.query(`select count(*)::int as n from pg_tables where tablename = 'made_after_terminate'`)
+    t.equal(made.rows[0].n, 0, 'nothing after the Terminate ran upstream')
+    t.notOk(gw.audit.some(e => typeof e.statement === 'string' && (e.statement as string).includes('made_after_terminate')), 'nor was it audited')
+  })
+
   t.test('a client that half-closes (FIN) after sending still gets every reply, as from Postgres', async t => {
     const cases: [string, Buffer][] = [
       ['queries, then FIN', QUERIES],
