@@ -8,6 +8,9 @@ import { connect as tlsConnect } from 'node:tls'
 import { once } from 'node:events'
 import { startGateway, DEFAULT_RULES, type Gateway } from './harness.ts'
 import { startPostgres } from '@portcullis/fixtures/postgres'
+import { readRecording, verifyRecording } from '@portcullis/core'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { serializePasswordMessage, serializeQuery, serializeSSLRequest, serializeStartupMessage, TERMINATE } from '../src/frontend.ts'
 import { BufferWriter } from '../src/buffer-writer.ts'
 import { BufferReader } from '../src/buffer-reader.ts'
@@ -306,6 +309,26 @@ t.test('the gateway behaves like Postgres 15', async t => {
     t.same(tail, afterLogin(want.bytes), 'byte-exact what Postgres answers directly')
     t.ok(got.ended, 'then EOF')
     t.equal(await noBackendsLeft('pipelined-gw'), 0, 'the upstream backend is gone')
+    // the recording holds every byte the client got after login, and is sealed intact
+    const recordingWith = (text: string) =>
+      readdirSync(gw.recordings, { recursive: true })
+        .map(f => join(gw.recordings, String(f)))
+        .find(f => /\.[a-z]+$/.test(f) && readFileSync(f).includes(text))
+    let file: string | undefined
+    for (let i = 0; i < 100 && !file; i++) {
+      file = recordingWith('a text with FROM in it')
+      if (!file) await wait(50)
+    }
+    t.ok(file, 'the session has a recording')
+    let status = ''
+    for (let i = 0; i < 100 && status !== 'intact'; i++) {
+      status = (await verifyRecording(file!)).status
+      if (status !== 'intact') await wait(50)
+    }
+    t.equal(status, 'intact', 'the recording is sealed intact')
+    const recorded: Buffer[] = []
+    for await (const e of readRecording(file!)) if (e.type === 'response') recorded.push(Buffer.from(e.payload.bytes as Uint8Array))
+    t.same(Buffer.concat(recorded), tail, 'its responses are exactly what the client got')
     // (statements are audited normalized)
     const audited = gw.audit.filter(e => typeof e.statement === 'string' && /as one, \$2 as t|as two|generate_series\(\$2, \$3\)/.test(e.statement as string))
     t.same(audited.map(e => e.rows), [1, 1, 20], 'each statement is audited with its rows')
