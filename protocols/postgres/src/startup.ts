@@ -172,6 +172,8 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
           if (answer.code !== 0x70 /* p */) throw new PortcullisError('PROTOCOL_ERROR', `expected password response, got message type ${answer.code}`)
           const token = parsePasswordMessage(new BufferReader(answer.raw, answer.bodyOffset))
           await session.authenticate(token)
+          // the startup timeout fired while the token was verified: that FATAL was the last word
+          if (client.writableEnded || client.destroyed) throw HANG_UP
           const { frames, rest, ended } = reader.detach()
           return { client, parameters: packet.parameters, tls, frames, rest, ended }
         }
