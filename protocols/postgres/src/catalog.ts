@@ -136,6 +136,9 @@ export class Catalog {
         if (this.conn === c) this.conn = undefined
       })
       c.socket.unref()
+      // handed over paused (nothing read is dropped before a listener exists); between lookups the
+      // catalog has nothing to read, so it flows as a plain socket
+      c.socket.resume()
       this.conn = c
       return c
     })().finally(() => (this.connecting = undefined))

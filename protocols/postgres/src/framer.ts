@@ -4,7 +4,8 @@
 // bounded much lower than the rest: nothing has been authenticated yet.
 import { PortcullisError } from '@portcullis/core/errors'
 
-export const STARTUP_LIMIT = 10 * 1024
+/** Postgres's MAX_STARTUP_PACKET_LENGTH (10,000 bytes) plus the length word: longer is closed on */
+export const STARTUP_LIMIT = 10_000 + 4
 
 export interface Frame {
   /** message code ('Q', 'D', …); 0 in the startup phase */

@@ -3,6 +3,7 @@
 import { BufferReader } from './buffer-reader.ts'
 import { BufferWriter } from './buffer-writer.ts'
 import { PortcullisError } from '@portcullis/core/errors'
+import { STARTUP_LIMIT } from './framer.ts'
 
 export const SSL_REQUEST_CODE = 80877103
 export const GSSENC_REQUEST_CODE = 80877104
@@ -39,12 +40,15 @@ export function parseStartupPacket(reader: BufferReader): StartupPacket {
 
 /** the first 8 bytes of a connection: is it Postgres? */
 export function sniffStartup(first: Buffer): boolean | undefined {
+  // a length no startup packet has (a Terminate sent first reads as 1476395008) is not Postgres:
+  // decided at once, so the listener closes silently as Postgres does, without waiting for more
+  if (first.length >= 4 && (first.readInt32BE(0) < 8 || first.readInt32BE(0) > STARTUP_LIMIT)) return false
   if (first.length < 8) return undefined
   const len = first.readInt32BE(0)
   const code = first.readInt32BE(4)
   if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE) return len === 8
   if (code === CANCEL_REQUEST_CODE) return len === 16
-  return code >>> 16 === 3 && len >= 8 && len <= 10 * 1024
+  return code >>> 16 === 3 && len >= 8 && len <= STARTUP_LIMIT
 }
 
 /** 'p' PasswordMessage (cleartext): the token */

@@ -113,6 +113,8 @@ const OUT_FLUSH_BYTES = 256 * 1024
 const QUEUE_HIGH_WATER = 256
 /** bytes queued on the client socket before the upstream is paused */
 const CLIENT_BACKLOG_BYTES = 1024 * 1024
+/** a client ending its session that stops reading the last replies for this long is cut off */
+const WRITE_STALL_MS = 30_000
 
 export interface ProxyOptions {
   client: Duplex
@@ -120,9 +122,9 @@ export interface ProxyOptions {
   session: Session
   classifier: Classifier
   catalog: Catalog
-  /** frames and bytes the startup readers had read ahead */
-  clientAhead: { frames: Frame[]; rest: Buffer | undefined }
-  upstreamAhead: { frames: Frame[]; rest: Buffer | undefined }
+  /** frames and bytes the startup readers had read ahead, and whether they read EOF too */
+  clientAhead: { frames: Frame[]; rest: Buffer | undefined; ended?: boolean }
+  upstreamAhead: { frames: Frame[]; rest: Buffer | undefined; ended?: boolean }
   /** cancel requests for a statement waiting for approval land here */
   registerWithdraw(fn: () => boolean): void
   /** sends a CancelRequest for this session's upstream backend */
@@ -184,6 +186,9 @@ export class PostgresProxy {
   txStatus: TransactionStatus = 'I'
 
   private closed = false
+  /** the client said it is done: Terminate, or EOF ('end') once everything before it is decided */
+  private ending: 'terminate' | 'eof' | undefined
+  private clientEof = false
   private readonly pauses = { client: new Set<string>(), upstream: new Set<string>() }
   private finish!: () => void
   readonly done: Promise<void>
@@ -208,7 +213,7 @@ export class PostgresProxy {
     })
 
     this.client.on('data', chunk => this.onClientData(chunk))
-    this.client.on('end', () => this.close())
+    this.client.on('end', () => this.clientEnded())
     this.client.on('close', () => this.close())
     this.client.on('error', () => this.close())
     this.client.on('drain', () => this.resume('upstream', 'client-drain'))
@@ -225,6 +230,13 @@ export class PostgresProxy {
     for (const f of opts.clientAhead.frames) this.inbox.push(f)
     if (opts.clientAhead.rest) this.onClientData(opts.clientAhead.rest)
     else void this.pump()
+    // the startup readers left both sockets paused, so that nothing they read after the handshake
+    // was dropped while nobody listened (token verification, the upstream connect); flow now
+    if (!this.closed && this.pauses.upstream.size === 0) this.upstream.resume()
+    if (!this.closed && this.pauses.client.size === 0) this.client.resume()
+    // an EOF the readers consumed comes as no 'end' event here
+    if (opts.upstreamAhead.ended) this.upstreamGone()
+    if (opts.clientAhead.ended) this.clientEnded()
   }
 
   // ---- flow control -------------------------------------------------------------------------
@@ -263,30 +275,106 @@ export class PostgresProxy {
   }
 
   // ---- teardown -----------------------------------------------------------------------------
+  //
+  // A session ends the way Postgres would end it:
+  //  - the client sends Terminate or half-closes: everything it sent before goes upstream in order,
+  //    then the Terminate (or our own EOF); the upstream answers all of it and closes, and every
+  //    reply is written to the client before its socket ends (endUpstream, then upstreamGone);
+  //  - the upstream sends a FATAL or PANIC ErrorResponse (pg_terminate_backend, a session timeout):
+  //    it is forwarded, masked as usual, and is the session's last word (no error of ours after it);
+  //  - the upstream vanishes without a word, or the gateway refuses to go on: one FATAL of ours;
+  //  - the client vanishes: everything is torn down at once (close).
 
   private close(keepClient = false): void {
     if (this.closed) return
     this.recordRequests()
-    // what was already decided and passed goes out first (a Terminate ends a pipelined batch)
+    // what was already decided and passed goes out first
     this.flushUpstream()
     this.flushResponse()
     this.closed = true
     this.pendingDecision?.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'client disconnected'))
+    // a pump parked until the upstream answers (after an admin statement, or for an earlier batch's
+    // names) wakes up and, the session being closed, stops
+    this.onAnswered?.()
+    this.onAnswered = undefined
+    this.batchWaiter?.resolve()
+    this.batchWaiter = undefined
     // a backend busy with a statement notices a closed socket only when it next writes: stop it
     if (this.ops.some(p => !p.done && !p.error)) this.cancelUpstream()
     // never leak the upstream connection
     this.upstream.removeAllListeners('data')
-    if (!this.upstream.destroyed) this.upstream.end(TERMINATE)
+    if (!this.upstream.destroyed && !this.upstream.writableEnded) this.upstream.end(TERMINATE)
     this.upstream.destroy()
-    if (!keepClient) this.client.destroy()
     for (const p of this.ops) if (!p.done) this.audit(p, p.error ?? 'connection closed')
     this.ops = []
-    this.finish()
+    if (!keepClient) {
+      this.client.destroy()
+      this.finish()
+      return
+    }
+    // the session is done once its last bytes are written: whoever holds the socket destroys it then
+    const client = this.client
+    if (client.destroyed || client.writableFinished) return this.finish()
+    const done = () => {
+      client.off('finish', done)
+      client.off('close', done)
+      this.finish()
+    }
+    client.on('finish', done)
+    client.on('close', done)
+    // a client that stops reading must not hold the session open: Node's socket timeout counts
+    // inactivity, so a slow reader that still drains is never cut off
+    if (typeof (client as { setTimeout?: unknown }).setTimeout === 'function') {
+      ;(client as unknown as { setTimeout(ms: number, fn: () => void): void }).setTimeout(WRITE_STALL_MS, () => client.destroy())
+    }
+  }
+
+  /** the client sent Terminate (passed upstream) or EOF (passed on as ours) */
+  private endUpstream(how: 'terminate' | 'eof', terminate?: Buffer): void {
+    if (this.closed || this.ending) return
+    this.ending = how
+    // Postgres reads nothing after Terminate
+    this.inbox.length = 0
+    this.recordRequests()
+    if (terminate) this.toUpstream(terminate)
+    this.flushUpstream()
+    this.upstream.end()
+    // later client bytes are read and dropped: a socket closed over unread bytes resets the
+    // connection, and the reset could overtake the replies still in flight
+    const client = this.client
+    client.removeAllListeners('data')
+    client.on('data', () => undefined)
+    this.pauses.client.clear()
+    client.resume()
+  }
+
+  /** EOF from the client: Postgres still answers every whole message it read before it */
+  private clientEnded(): void {
+    if (this.closed || this.ending) return
+    this.clientEof = true
+    // no human decides for a client that has left: the statement is refused (fail closed), and what
+    // the upstream runs already runs to its end, as in Postgres
+    this.pendingDecision?.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'client disconnected'))
+    void this.pump()
   }
 
   private upstreamGone(): void {
     if (this.closed) return
+    // the upstream closed because the client asked it to: the replies are all out
+    if (this.ending) return this.finishGracefully()
     this.fatal('08006', 'upstream connection closed')
+  }
+
+  /** every reply is queued for the client: end its socket once they are written */
+  private finishGracefully(): void {
+    if (this.closed) return
+    this.recordRequests()
+    this.flushResponse()
+    const client = this.client
+    client.removeAllListeners('data')
+    client.resume()
+    if (!client.destroyed && !client.writableEnded) client.end()
+    this.close(true)
   }
 
   private sessionAborted(): void {
@@ -302,8 +390,10 @@ export class PostgresProxy {
     this.flushResponse()
     this.session.record('error', { message, sqlstate })
     const client = this.client
+    // what the client still sends is read and dropped (see endUpstream)
     client.removeAllListeners('data')
-    if (!client.destroyed) client.end(serializeErrorResponse('FATAL', sqlstate, message))
+    client.resume()
+    if (!client.destroyed && !client.writableEnded) client.end(serializeErrorResponse('FATAL', sqlstate, message))
     // a client that never reads must not hold the socket open
     setTimeout(() => client.destroy(), 1000).unref()
     this.close(true)
@@ -340,6 +430,8 @@ export class PostgresProxy {
       this.recordRequests()
       this.flushUpstream()
       this.resume('client', 'queue')
+      // EOF after the last whole message: the upstream gets it once everything before is sent
+      if (this.clientEof && this.inbox.length === 0 && !this.closed) this.endUpstream('eof')
     } catch (err) {
       this.fatal(sqlstateOf(err), isPortcullisError(err) ? err.message : `internal error: ${(err as Error).message}`)
     } finally {
@@ -468,9 +560,9 @@ export class PostgresProxy {
         this.noteRequest(frame)
         this.toUpstream(frame.raw)
         return undefined
-      case 0x58: // X Terminate
+      case 0x58: // X Terminate: the upstream answers what came before, then closes
         this.noteRequest(frame)
-        this.close()
+        this.endUpstream('terminate', frame.raw)
         return undefined
       case 0x46: {
         // F FunctionCall: the fast-path interface calls any function by OID, unseen by SQL
@@ -865,6 +957,8 @@ export class PostgresProxy {
 
   /** returns a promise when the frame needs a catalog lookup first (it is then re-run) */
   private handleUpstreamFrame(frame: Frame): Promise<void> | undefined {
+    // nothing follows an upstream FATAL; whatever might is not the client's any more
+    if (this.closed) return undefined
     const plan = this.session.masks
     switch (frame.code) {
       case 0x44: {
@@ -1016,6 +1110,13 @@ export class PostgresProxy {
           if (p.kind === 'E') this.complete(p)
         }
         this.emitNotice('E', frame.raw, fields)
+        // FATAL / PANIC: the backend ends the connection (pg_terminate_backend, a session timeout);
+        // its error is the client's one and only, and the session ends with it
+        const severity = fields.V ?? fields.S
+        if (severity === 'FATAL' || severity === 'PANIC') {
+          this.session.record('event', { type: 'upstream-fatal', sqlstate: fields.C })
+          this.finishGracefully()
+        }
         return undefined
       }
       case 0x4e: // N NoticeResponse

@@ -16,6 +16,7 @@ import { md5Password, SCRAM_SHA_256, ScramClient } from './scram.ts'
 import { ServerSettings, vetStartupParameters } from './settings.ts'
 
 export interface UpstreamConnection {
+  /** paused, so that nothing it reads is dropped before its new owner listens: resume() it */
   socket: Socket | TLSSocket
   processId: number
   secretKey: number
@@ -26,6 +27,8 @@ export interface UpstreamConnection {
   /** frames and bytes read past ReadyForQuery (normally none) */
   frames: Frame[]
   rest: Buffer | undefined
+  /** the upstream's EOF was read too */
+  ended: boolean
 }
 
 /**
@@ -157,9 +160,9 @@ export async function connectUpstream(
         }
         case 0x5a: {
           // Z ReadyForQuery
-          const { frames, rest } = reader.detach()
+          const { frames, rest, ended } = reader.detach()
           settings.started()
-          return { socket, processId, secretKey, parameterStatus, settings, frames, rest }
+          return { socket, processId, secretKey, parameterStatus, settings, frames, rest, ended }
         }
         case 0x76: // v NegotiateProtocolVersion: we asked for 3.0 only
           break
