@@ -19,11 +19,18 @@ export interface ColumnIdentity {
   viewOpaque: boolean
 }
 
+export interface ColumnName {
+  schema: string
+  table: string
+  column: string
+}
+
 interface RelationInfo {
   columns: Map<number, ColumnIdentity>
 }
 
 const IDLE_MS = 10_000
+const MAX_NAMES = 10_000
 
 export class Catalog {
   private conn: UpstreamConnection | undefined
@@ -32,6 +39,8 @@ export class Catalog {
   private idle: NodeJS.Timeout | undefined
   private readonly relations = new Map<number, RelationInfo>()
   private readonly typeNames = new Map<number, string>()
+  /** relation name as written in SQL → its columns in order; null: no such relation */
+  private readonly byName = new Map<string, ColumnName[] | null>()
   /** changes whenever a relation is learnt or forgotten: what was built from the cache is stale */
   generation = 0
 
@@ -60,6 +69,54 @@ export class Catalog {
 
   forget(tableOid: number): void {
     if (this.relations.delete(tableOid)) this.generation++
+    // a relation changed under a cached column list: every list is looked up again
+    if (this.byName.size > 0) {
+      this.byName.clear()
+      this.generation++
+    }
+  }
+
+  /** cached by loadRelations: the columns of a relation named as in SQL; null when there is none */
+  relationByName(name: string): ColumnName[] | null | undefined {
+    return this.byName.get(name)
+  }
+
+  /** looks these names up again (a column list may have changed since: ALTER TABLE) */
+  reloadRelations(names: string[]): Promise<void> {
+    for (const n of names) this.byName.delete(n)
+    this.generation++
+    return this.loadRelations(names)
+  }
+
+  /** every cached column list is stale (a result did not have the shape the lists said) */
+  forgetRelationNames(): void {
+    if (this.byName.size === 0) return
+    this.byName.clear()
+    this.generation++
+  }
+
+  /** looks up the column lists of these relation names (as in SQL) in one query */
+  async loadRelations(names: string[]): Promise<void> {
+    const missing = [...new Set(names)].filter(n => !this.byName.has(n))
+    if (missing.length === 0) return
+    // E'' literals read the same whatever standard_conforming_strings says
+    const list = missing.map(n => `E'${n.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`).join(',')
+    const rows = await this.query(
+      `SELECT x.name, n.nspname, c.relname, a.attname FROM unnest(ARRAY[${list}]::text[]) AS x(name) ` +
+        `LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(x.name) LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+        `LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY x.name, a.attnum`,
+    )
+    const found = new Map<string, ColumnName[]>()
+    for (const [name, schema, table, column] of rows) {
+      if (schema === null || column === null) continue
+      const list = found.get(name!) ?? []
+      list.push({ schema, table: table!, column })
+      found.set(name!, list)
+    }
+    // bounded: names that do not exist cost an entry each
+    if (this.byName.size + missing.length > MAX_NAMES) this.byName.clear()
+    for (const n of missing) this.byName.set(n, found.get(n) ?? null)
+    this.generation++
   }
 
   hasType(oid: number): boolean {

@@ -32,7 +32,9 @@ import {
   serializeNoticeResponse,
   type TransactionStatus,
 } from './backend.ts'
-import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, type RowMask } from './masking.ts'
+import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, unresolvedTypes, type RowMask } from './masking.ts'
+import { lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
+import { declaredCursors } from './classify/lineage.ts'
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
@@ -118,6 +120,8 @@ export class PostgresProxy {
   private readonly statements = new Map<string, Operation>()
   private readonly portals = new Map<string, Operation>()
   private readonly prepared = new Map<string, Operation>()
+  /** SQL cursors (DECLARE) → the Operation that declared them: FETCH masks by its query's lineage */
+  private readonly cursors = new Map<string, Operation>()
   private discardUntilSync = false
   private pendingDecision: AbortController | undefined
   private sentBatches = 0
@@ -133,7 +137,7 @@ export class PostgresProxy {
   private receivedBatches = 0
   private replacements = new Map<string, { error: Buffer; batch: number }>()
   private rowMask: RowMask | undefined
-  private lastRowDescription: { raw: Buffer; plan: MaskPlan; generation: number; mask: RowMask | undefined } | undefined
+  private lastRowDescription: { raw: Buffer; plan: MaskPlan; generation: number; lineage: RowLineage | undefined; mask: RowMask | undefined } | undefined
   private copyOut: { methods: (MaskMethod | undefined)[] | undefined } | undefined
   /** a binary COPY TO under a mask plan: its rows are dropped and its CommandComplete becomes an error */
   private copyOutRefused = false
@@ -506,6 +510,35 @@ export class PostgresProxy {
     }
     // the request is in the recording before its decision
     this.recordRequests(kind === 'E')
+    // a statement over a masked column whose output the gateway cannot follow is refused before it runs
+    const refused = this.lineageCheck(pending)
+    if (refused) return refused.then(() => this.decideNext(pending, raw))
+    return this.decideNext(pending, raw)
+  }
+
+  /** undefined when the check is done; else a promise that settles when it is (catalog lookup) */
+  private lineageCheck(pending: PendingOp): Promise<void> | undefined {
+    const plan = this.session.masks
+    let why: string | undefined | Promise<void>
+    try {
+      why = lineageRefusal(pending.op, plan, this.catalog, { prepared: this.prepared, cursors: this.cursors })
+    } catch (err) {
+      why = `masking: cannot follow the statement's columns: ${(err as Error).message}`
+    }
+    if (why instanceof Promise) {
+      return why.then(
+        () => this.lineageCheck(pending),
+        err => {
+          pending.op = { ...pending.op, class: 'admin', error: `masking: ${(err as Error).message}` }
+        },
+      )
+    }
+    if (why !== undefined) pending.op = { ...pending.op, class: 'admin', error: why }
+    return undefined
+  }
+
+  private decideNext(pending: PendingOp, raw: Buffer): Promise<void> | undefined {
+    const op = pending.op
     let decision: Decision | undefined
     try {
       decision = this.session.decideNow(op)
@@ -577,8 +610,14 @@ export class PostgresProxy {
       this.sentBatches++
       this.rememberPrepared(pending.op)
     }
+    this.rememberCursors(pending.op)
     this.ops.push(pending)
     this.toUpstream(raw)
+  }
+
+  /** SQL DECLARE: FETCH from the cursor is masked by the lineage of its query */
+  private rememberCursors(op: Operation): void {
+    for (const name of declaredCursors(op)) this.cursors.set(name, op)
   }
 
   /** SQL-level PREPARE / DEALLOCATE: EXECUTE takes its body's class later */
@@ -714,20 +753,28 @@ export class PostgresProxy {
         // T RowDescription
         this.rowMask = undefined
         if (!plan.empty) {
+          // the statement's column lineage: what a computed column is made of (column-lineage.ts)
+          const op = this.current()?.op
+          const lineage = op ? rowLineage(op, plan, this.catalog, { prepared: this.prepared, cursors: this.cursors }) : undefined
+          if (lineage instanceof Promise) {
+            this.upstreamQueue.unshift(frame)
+            return lineage
+          }
           // a prepared statement run again describes the same columns: its mask is built once
           const last = this.lastRowDescription
-          if (last !== undefined && last.plan === plan && last.generation === this.catalog.generation && last.raw.equals(frame.raw)) {
+          if (last !== undefined && last.plan === plan && last.generation === this.catalog.generation && last.lineage === lineage && last.raw.equals(frame.raw)) {
             this.rowMask = last.mask
           } else {
             const fields = parseRowDescription(new BufferReader(frame.raw, 5))
             const missing = unresolvedTables(fields, this.catalog)
-            if (missing.length > 0) {
+            const types = unresolvedTypes(fields, plan, this.catalog)
+            if (missing.length > 0 || types.length > 0) {
               this.upstreamQueue.unshift(frame)
-              return this.catalog.resolve(missing, [])
+              return this.catalog.resolve(missing, types)
             }
-            this.rowMask = buildRowMask(fields, plan, this.catalog)
+            this.rowMask = buildRowMask(fields, plan, this.catalog, lineage)
             // a copy: a view would keep the whole read chunk alive
-            this.lastRowDescription = { raw: Buffer.from(frame.raw), plan, generation: this.catalog.generation, mask: this.rowMask }
+            this.lastRowDescription = { raw: Buffer.from(frame.raw), plan, generation: this.catalog.generation, lineage, mask: this.rowMask }
           }
         }
         this.emit(frame.raw)

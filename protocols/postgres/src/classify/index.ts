@@ -4,13 +4,16 @@ import type { FactValue, Operation, StatementInfo } from '@portcullis/core/types
 import { analyzeStatement } from './analyze.ts'
 import { stricter } from './classes.ts'
 import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint } from './operation.ts'
-import { fingerprint, loadParser, parserLoaded, parseSql } from './parser.ts'
+import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './parser.ts'
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
+import { keepLineage, keptLineage, lineageSource, type StatementLineage } from './lineage.ts'
 
 export interface ClassifyContext {
   /** SQL-level PREPARE name → Operation of its body, tracked per session by the codec */
   prepared?: Map<string, Operation>
+  /** SQL cursor name (DECLARE) → Operation of the DECLARE or of its query: FETCH's column lineage */
+  cursors?: Map<string, Operation>
 }
 
 /** Loads the libpg_query WASM module once; later calls resolve at once. */
@@ -47,6 +50,8 @@ const EMPTY: ReadonlyMap<string, Operation> = new Map()
 interface Compiled {
   op?: Operation
   parts: Part[]
+  /** what column lineage needs of the text (classify/lineage.ts), kept on every Operation of it */
+  lineage?: StatementLineage
   fingerprint: string
   /** used since it last came round in the eviction order (second-chance LRU) */
   recent: boolean
@@ -125,7 +130,10 @@ export function withTopK(op: Operation, topK: number): Operation {
     if (s.facts?.topKParam === undefined || !s.vector?.search || s.vector.topK !== undefined) return s
     return { ...s, vector: { ...s.vector, topK }, facts: { ...s.facts, topK } }
   })
-  return buildOperation(statements, op.fingerprint, op.error)
+  const bound = buildOperation(statements, op.fingerprint, op.error)
+  const lineage = keptLineage(op)
+  if (lineage) keepLineage(bound, lineage)
+  return bound
 }
 
 function compile(sql: string): Compiled {
@@ -140,7 +148,12 @@ function compile(sql: string): Compiled {
   }
   const fp = safeFingerprint(sql)
   const parts: Part[] = []
+  const lineage: StatementLineage = { results: [], relations: [], cursors: new Map() }
   for (const raw of stmts) {
+    const source = lineageSource(raw.stmt)
+    if (source.result) lineage.results.push(source.result)
+    for (const r of source.relations) if (!lineage.relations.includes(r)) lineage.relations.push(r)
+    if (source.cursor !== undefined) lineage.cursors.set(source.cursor.name, source.cursor.tree)
     const start = raw.stmt_location ?? 0
     const original = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
     const text = safeStatementText(original)
@@ -158,12 +171,18 @@ function compile(sql: string): Compiled {
       const body = buildOperation([statementInfo(analysis.prepared.body, text)], safeFingerprint(original))
       part.prepare = { name: analysis.prepared.name, body }
       bodyOfStatement.set(part.info, body)
+      const query = (raw.stmt as { PrepareStmt?: { query?: Node } } | undefined)?.PrepareStmt?.query
+      const bodySource = lineageSource(query)
+      keepLineage(body, { results: bodySource.result ? [bodySource.result] : [], relations: bodySource.relations, cursors: new Map() })
     }
     if (typeof analysis.facts.deallocate === 'string') part.deallocate = analysis.facts.deallocate
     parts.push(part)
   }
-  const compiled: Compiled = { parts, fingerprint: fp, recent: false }
-  if (!parts.some(p => p.execute)) compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
+  const compiled: Compiled = { parts, fingerprint: fp, recent: false, lineage }
+  if (!parts.some(p => p.execute)) {
+    compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
+    keepLineage(compiled.op, lineage)
+  }
   return compiled
 }
 
@@ -212,7 +231,9 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
   }
   // `EXECUTE p` is as many shapes as p has bodies: the fingerprint covers the bodies run
   const fp = executed.length > 0 ? textFingerprint([compiled.fingerprint, ...executed].join('|')) : compiled.fingerprint
-  return withBodies(buildOperation(infos, fp, error), compiled.parts)
+  const op = withBodies(buildOperation(infos, fp, error), compiled.parts)
+  if (compiled.lineage) keepLineage(op, compiled.lineage)
+  return op
 }
 
 /**

@@ -1,0 +1,193 @@
+// Column lineage of an Operation, resolved against the catalog (the relations' column lists) and
+// the session (EXECUTE's prepared body, FETCH's cursor): what the RowDescription handler masks by,
+// and what refuses a statement before it runs when the lineage of one of its output columns cannot
+// be told while it reads a masked column.
+import type { MaskMethod, MaskPlan, Operation } from '@portcullis/core/types'
+import { stricter } from '@portcullis/core/masking/methods'
+import type { Catalog } from './catalog.ts'
+import type { ClassifyContext } from './classify/index.ts'
+import { keptLineage, LineageAnalyzer, opaqueReason, type Column, type ResultLineage, type StatementLineage } from './classify/lineage.ts'
+
+export interface RowLineage {
+  /** one per statement of the operation that can return rows */
+  results: ResultLineage[]
+  /** the queries of the cursors it declares: no rows now, but checked before it runs */
+  declared: ResultLineage[]
+  /** masked columns of the relations the statements read ('public.customers.email') */
+  maskedRead: string[]
+}
+
+type Pending = ResultLineage | { execute: string } | { cursor: string } | { none: true }
+
+interface Analysed {
+  generation: number
+  /** per result: the analysed lineage (tree), or the name to resolve per session */
+  results: Pending[]
+  declared: Map<string, ResultLineage>
+  relations: (Column[] | null)[]
+}
+
+const analysed = new WeakMap<Operation, Analysed>()
+/** per plan: the resolved lineage of an op with no session-resolved part */
+const resolvedByPlan = new WeakMap<MaskPlan, WeakMap<Operation, { generation: number; lineage: RowLineage }>>()
+
+/** a plan with no column rule needs no lineage (an older plan without the flag: assume it has some) */
+export function hasColumnRules(plan: MaskPlan): boolean {
+  return !plan.empty && (plan as { hasColumnRules?: boolean }).hasColumnRules !== false
+}
+
+const MAX_HOPS = 8
+
+/** the op a session-resolved result points at (itself for a cursor it declares) */
+function targetOf(op: Operation, kept: StatementLineage, r: { execute: string } | { cursor: string }, ctx: ClassifyContext | undefined): Operation | undefined {
+  if ('execute' in r) return ctx?.prepared?.get(r.execute)
+  if (kept.cursors.has(r.cursor)) return op
+  return ctx?.cursors?.get(r.cursor)
+}
+
+/** relation names the catalog must know before lineage can be told */
+function missingRelations(op: Operation, catalog: Catalog, ctx: ClassifyContext | undefined, hops = 0, out: string[] = []): string[] {
+  const kept = keptLineage(op)
+  if (!kept || hops > MAX_HOPS) return out
+  for (const r of kept.relations) if (catalog.relationByName(r) === undefined) out.push(r)
+  for (const res of kept.results) {
+    if (!('execute' in res) && !('cursor' in res)) continue
+    const target = targetOf(op, kept, res, ctx)
+    if (target && target !== op) missingRelations(target, catalog, ctx, hops + 1, out)
+  }
+  return out
+}
+
+/**
+ * The lineage of every row-returning statement of `op`, or a promise that settles once the catalog
+ * has what it needs (then call again). undefined when the plan has no column rules or the op kept
+ * no parse (nothing to follow).
+ */
+export function rowLineage(op: Operation, plan: MaskPlan, catalog: Catalog, ctx?: ClassifyContext): RowLineage | Promise<void> | undefined {
+  if (!hasColumnRules(plan) || !keptLineage(op)) return undefined
+  const missing = missingRelations(op, catalog, ctx)
+  if (missing.length > 0) return catalog.loadRelations(missing)
+  return resolve(op, plan, catalog, ctx, 0)
+}
+
+function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyContext | undefined, hops: number, cursor?: string): RowLineage {
+  const kept = keptLineage(op)
+  if (!kept) return { results: [{ columns: undefined, unknown: 'a statement the gateway kept no parse of' }], declared: [], maskedRead: ['(unknown statement)'] }
+  const a = analyse(op, kept, catalog)
+  if (cursor !== undefined) {
+    // FETCH: the rows of the query the cursor was declared with (the op may be that query itself)
+    const d = a.declared.get(cursor)
+    if (d) return { results: [d], declared: [], maskedRead: maskedOf(a, plan) }
+  }
+  const sessionBound = a.results.some(r => 'execute' in r || 'cursor' in r)
+  let byOp = resolvedByPlan.get(plan)
+  if (!sessionBound && cursor === undefined) {
+    const hit = byOp?.get(op)
+    if (hit && hit.generation === catalog.generation) return hit.lineage
+  }
+  const masked = new Set(maskedOf(a, plan))
+  const results: ResultLineage[] = []
+  for (const r of a.results) {
+    if ('none' in r) continue
+    if ('columns' in r) {
+      results.push(r)
+      continue
+    }
+    const target = targetOf(op, kept, r, ctx)
+    const name = 'execute' in r ? r.execute : r.cursor
+    if (!target || hops >= MAX_HOPS) {
+      results.push({ columns: undefined, unknown: 'execute' in r ? `prepared statement "${name}" is not known` : `cursor "${name}" is not known to the gateway` })
+      // what an unknown cursor reads is unknown: count it as reading masked data
+      masked.add(`(cursor ${name})`)
+      continue
+    }
+    const inner = resolve(target, plan, catalog, ctx, hops + 1, 'cursor' in r ? r.cursor : undefined)
+    results.push(...inner.results)
+    for (const m of inner.maskedRead) masked.add(m)
+  }
+  const lineage: RowLineage = { results, declared: [...a.declared.values()], maskedRead: [...masked] }
+  if (!sessionBound && cursor === undefined) {
+    if (!byOp) resolvedByPlan.set(plan, (byOp = new WeakMap()))
+    byOp.set(op, { generation: catalog.generation, lineage })
+  }
+  return lineage
+}
+
+function maskedOf(a: Analysed, plan: MaskPlan): string[] {
+  const masked: string[] = []
+  for (const cols of a.relations) {
+    for (const c of cols ?? []) {
+      const key = `${c.schema}.${c.table}.${c.column}`
+      if (plan.forColumn(c.schema, c.table, c.column) !== undefined && !masked.includes(key)) masked.push(key)
+    }
+  }
+  return masked
+}
+
+function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analysed {
+  const hit = analysed.get(op)
+  if (hit && hit.generation === catalog.generation) return hit
+  const analyzer = new LineageAnalyzer(name => catalog.relationByName(name) ?? undefined)
+  const results: Pending[] = kept.results.map(r => ('tree' in r ? analyzer.result(r.tree) : r))
+  const declared = new Map<string, ResultLineage>()
+  for (const [name, tree] of kept.cursors) declared.set(name, analyzer.result(tree))
+  const a: Analysed = { generation: catalog.generation, results, declared, relations: kept.relations.map(n => catalog.relationByName(n) ?? null) }
+  analysed.set(op, a)
+  return a
+}
+
+/**
+ * Why the statement must be refused before it runs: it reads a masked column and the lineage of
+ * one of its output columns cannot be told. undefined: it may run; a promise: ask again after it.
+ */
+export function lineageRefusal(op: Operation, plan: MaskPlan, catalog: Catalog, ctx?: ClassifyContext): string | undefined | Promise<void> {
+  const l = rowLineage(op, plan, catalog, ctx)
+  if (l === undefined || l instanceof Promise) return l
+  if (l.maskedRead.length === 0) return undefined
+  const why = refusalOf(l)
+  if (why === undefined) return undefined
+  // the cached column lists may be older than the tables (a column added since): look them up
+  // again once before refusing
+  if (!refreshed.has(op)) {
+    refreshed.add(op)
+    return catalog.reloadRelations(relationsOf(op, ctx))
+  }
+  refreshed.delete(op)
+  return why
+}
+
+const refreshed = new WeakSet<Operation>()
+
+function relationsOf(op: Operation, ctx: ClassifyContext | undefined, hops = 0, out: string[] = []): string[] {
+  const kept = keptLineage(op)
+  if (!kept || hops > MAX_HOPS) return out
+  out.push(...kept.relations)
+  for (const res of kept.results) {
+    if (!('execute' in res) && !('cursor' in res)) continue
+    const target = targetOf(op, kept, res, ctx)
+    if (target && target !== op) relationsOf(target, ctx, hops + 1, out)
+  }
+  return out
+}
+
+function refusalOf(l: RowLineage): string | undefined {
+  const cols = l.maskedRead.slice(0, 3).join(', ') + (l.maskedRead.length > 3 ? ', …' : '')
+  for (const r of [...l.results, ...l.declared]) {
+    if (!r.columns) return `masking: cannot tell which columns the result is made of (${r.unknown ?? 'unknown'}), and the statement reads masked column ${cols}`
+    for (let i = 0; i < r.columns.length; i++) {
+      const why = opaqueReason(r.columns[i]!)
+      if (why) return `masking: cannot tell which columns output column ${i + 1} is made of (${why}), and the statement reads masked column ${cols}`
+    }
+  }
+  return undefined
+}
+
+/** the strictest method of the masked columns among `sources` */
+export function strictestOf(plan: MaskPlan, sources: Column[]): MaskMethod | undefined {
+  let m: MaskMethod | undefined
+  for (const c of sources) {
+    const x = plan.forColumn(c.schema, c.table, c.column)
+    if (x) m = stricter(m, x)
+  }
+  return m
+}

@@ -1,0 +1,290 @@
+import t, { type Test } from 'tap'
+import { Socket } from 'node:net'
+import pg from 'pg'
+import { startGateway, type Gateway } from './harness.ts'
+import { loadClassifier } from '../src/classify/index.ts'
+import { parseSql } from '../src/classify/parser.ts'
+import { LineageAnalyzer, opaqueReason, type Column, type Value } from '../src/classify/lineage.ts'
+
+// ---- the analysis on parse trees (no server) -------------------------------------------------
+
+const TABLES: Record<string, string[]> = {
+  customers: ['id', 'email', 'name', 'note'],
+  orders: ['id', 'customer_id', 'total'],
+}
+
+function analyse(sql: string): (Value | undefined)[] | string {
+  const tree = parseSync(sql)
+  const a = new LineageAnalyzer(name => {
+    const cols = TABLES[name.replace(/^public\./, '')]
+    return cols?.map((column): Column => ({ schema: 'public', table: name.replace(/^public\./, ''), column }))
+  })
+  const r = a.result(tree)
+  return r.columns ?? `unknown: ${r.unknown}`
+}
+
+function parseSync(sql: string) {
+  const stmt = parseSql(sql).stmts[0]!.stmt!
+  const d = (stmt as { DeclareCursorStmt?: { query: Record<string, unknown> } }).DeclareCursorStmt
+  return d ? d.query : stmt
+}
+
+/** the source columns of each output column, 'table.column' sorted; '!' + reason when opaque */
+function sources(sql: string): string[] {
+  const r = analyse(sql)
+  if (typeof r === 'string') return [r]
+  return r.map(v => {
+    const why = v && opaqueReason(v)
+    if (why) return `!${why}`
+    return (v?.sources ?? []).map(c => `${c.table}.${c.column}`).sort().join(',')
+  })
+}
+
+t.test('lineage on parse trees', async t => {
+  await loadClassifier()
+  t.same(sources('select email, lower(email), id + 1, name from customers'), ['customers.email', 'customers.email', 'customers.id', 'customers.name'])
+  t.same(sources('select * from customers'), ['customers.id', 'customers.email', 'customers.name', 'customers.note'])
+  t.same(sources('select c.*, o.total from customers c join orders o on o.customer_id = c.id'), ['customers.id', 'customers.email', 'customers.name', 'customers.note', 'orders.total'])
+  t.same(sources('select * from customers join orders using (id)'), ['customers.id,orders.id', 'customers.email', 'customers.name', 'customers.note', 'orders.customer_id', 'orders.total'])
+  t.same(sources("select case when email like 'a%' then 'x' else name end from customers"), ['customers.email,customers.name'], 'a CASE result tells of its condition')
+  t.same(sources('select coalesce(note, email) from customers'), ['customers.email,customers.note'])
+  t.same(sources('select (select email from customers c2 where c2.id = c.id) from customers c'), ['customers.email'])
+  t.same(sources('with w(e) as (select email from customers) select upper(e) from w'), ['customers.email'])
+  t.same(sources('select x from (select email, name from customers) s(x, y)'), ['customers.email'])
+  t.same(sources("select 'nobody' union all select email from customers"), ['customers.email'], 'set operations by position')
+  t.same(sources('with recursive r(n, e) as (select 1, email from customers union all select n + 1, e from r where n < 3) select e from r'), ['customers.email'])
+  t.same(sources('select c from customers c'), ['customers.email,customers.id,customers.name,customers.note'])
+  t.same(sources('select l.e from customers c, lateral (select lower(c.email) as e) l'), ['customers.email'])
+  t.same(sources('select row_number() over (order by email) from customers'), ['customers.email'], 'a window ordering is a derivation')
+  t.same(sources('select count(*), count(email) from customers'), ['', ''], 'a count tells no value')
+  t.same(sources('values (1), (2)'), [''])
+  t.same(sources('select email from customers where exists (select 1 from orders)'), ['customers.email'])
+  // whole rows keep their parts
+  const whole = analyse('select row_to_json(c), array_agg(email), row(id, email) from customers c') as Value[]
+  t.equal(whole[0]!.parts?.kind, 'json')
+  t.ok((whole[0]!.parts as { keys: Map<string, Value> }).keys.has('email'))
+  t.equal(whole[1]!.parts?.kind, 'array')
+  t.equal(whole[2]!.parts?.kind, 'record')
+  // what cannot be told
+  t.match(sources('select myfunc(c) from customers c')[0], /^!function myfunc over a whole row/)
+  t.match(sources('select r.x from customers c, lateral rows_of(c.id) r')[0], /^!/)
+  t.match(sources('select nosuch.x from customers')[0], /^!column "nosuch.x" cannot be resolved/)
+  t.match(sources('select * from unknown_table')[0], /^unknown:/)
+  t.match(sources('select xmlelement(name x, c) from customers c')[0], /^!/)
+  t.same(sources('insert into orders (id, total) select id, id from customers returning total'), ['customers.id,orders.total'], 'RETURNING gives back what was written')
+  t.same(sources('update customers set note = email returning note'), ['customers.email,customers.note'])
+})
+
+// ---- through the gateway, against Postgres 15 ------------------------------------------------
+
+const EMAIL = 'ann.secret@hidden-example.com'
+const EMAIL2 = 'bob.private@covert-mail.org'
+const ID = 987654321
+
+/** every form a test knows a clear value may take on the wire */
+function encodings(v: string): Buffer[] {
+  const b = Buffer.from(v)
+  const out = [b, Buffer.from(b.toString('hex')), Buffer.from(b.toString('hex').toUpperCase()), Buffer.from(JSON.stringify(v).slice(1, -1))]
+  // base64 at each of the three alignments the value can start at
+  for (let k = 0; k < 3; k++) {
+    const s = Buffer.concat([Buffer.alloc(k, 0x20), b]).toString('base64')
+    out.push(Buffer.from(s.slice(Math.ceil((k * 4) / 3) + 2, -4)))
+  }
+  return out
+}
+
+const SECRETS = [EMAIL, EMAIL2, 'ann.secret', 'hidden-example', 'bob.private', 'covert-mail', [...EMAIL].reverse().join(''), String(ID)]
+
+/** the first clear value found in the bytes, in any encoding */
+function leak(bytes: Buffer): string | undefined {
+  for (const s of SECRETS) {
+    for (const e of encodings(s)) {
+      if (e.length >= 6 && bytes.includes(e)) return `${JSON.stringify(s)} (as ${JSON.stringify(e.toString())})`
+    }
+  }
+  return undefined
+}
+
+function assertClean(t: Test, bytes: Buffer, what: string): void {
+  const found = leak(bytes)
+  if (found) t.fail(`${what}: the client received ${found}`)
+  else t.pass(`${what}: no clear value in any byte received`)
+}
+
+/** a pg client whose every received byte is kept */
+async function tapped(t: Test, gw: Gateway, opts: Partial<pg.ClientConfig> = {}): Promise<{ c: pg.Client; received: () => Buffer; reset: () => void }> {
+  const chunks: Buffer[] = []
+  const sock = new Socket()
+  sock.on('data', b => chunks.push(b))
+  const c = new pg.Client({ connectionString: await gw.url(), stream: () => sock, ...opts })
+  c.on('error', () => {})
+  await c.connect()
+  t.teardown(() => c.end().catch(() => {}))
+  return { c, received: () => Buffer.concat(chunks), reset: () => (chunks.length = 0) }
+}
+
+t.test('masking follows the data', async t => {
+  const gw = await startGateway({
+    rules: [
+      { id: 'session', when: { class: ['session'] }, action: 'allow' },
+      { id: 'agents', when: { groups: ['agents'], class: ['read', 'write'] }, action: 'allow' },
+      { id: 'no-danger', when: { class: ['bulk-delete', 'admin'] }, action: 'block', reason: 'dangerous statements are not allowed' },
+    ],
+    masking: [
+      { id: 'pii', when: { targets: ['db'] }, columns: ['customers.email'], method: 'redact' },
+      { id: 'ids', when: { targets: ['db'] }, columns: ['customers.id'], method: 'hash' },
+    ],
+  })
+  t.teardown(() => gw.stop())
+  const setup = new pg.Client({ connectionString: gw.pg.url })
+  await setup.connect()
+  t.teardown(() => setup.end())
+  await setup.query(`create table customers (id int primary key, email text, name text, note text)`)
+  await setup.query(`insert into customers values ($1, $2, 'Ann', 'likes tea'), (2, $3, 'Bob', 'plain')`, [ID, EMAIL, EMAIL2])
+  await setup.query(`create function peek(customers) returns text language sql as 'select $1.email'`)
+  await setup.query(`create function rows_of(int) returns setof customers language sql as 'select * from customers where id = $1'`)
+
+  t.test('the byte check finds each encoding when nothing masks it (straight to Postgres)', async t => {
+    const chunks: Buffer[] = []
+    const sock = new Socket()
+    sock.on('data', b => chunks.push(b))
+    const raw = new pg.Client({ connectionString: gw.pg.url, stream: () => sock })
+    await raw.connect()
+    t.teardown(() => raw.end())
+    for (const sql of ["select encode(convert_to(email, 'UTF8'), 'base64') from customers", 'select reverse(email) from customers', 'select email::bytea from customers', 'select to_json(email) from customers', 'select id from customers']) {
+      chunks.length = 0
+      await raw.query(sql)
+      t.ok(leak(Buffer.concat(chunks)), `found in: ${sql}`)
+    }
+  })
+
+  const followed: [string, string][] = [
+    ['lower', 'select lower(email) from customers'],
+    ['replace', "select replace(email, '@', ' at ') from customers"],
+    ['reverse', 'select reverse(email) from customers'],
+    ['split_part', "select split_part(email, '@', 1), split_part(email, '@', 2) from customers"],
+    ['translate', "select translate(email, '@.', '#!') from customers"],
+    ['base64', "select encode(convert_to(email, 'UTF8'), 'base64') from customers"],
+    ['::bytea', 'select email::bytea from customers'],
+    ['concat', "select concat('<', email, '>') from customers"],
+    ['||', "select 'mail: ' || email from customers"],
+    ['format', "select format('%s!', email) from customers"],
+    ['CASE', "select case when id > 0 then email else 'none' end from customers"],
+    ['COALESCE', "select coalesce(email, 'none') from customers"],
+    ['scalar subquery', 'select (select c2.email from customers c2 where c2.id = c.id) || \'\' from customers c'],
+    ['CTE with a renamed column', "with w(e) as (select email from customers) select e || '' from w"],
+    ['subquery in FROM with column aliases', "select x || '' from (select email, name from customers) s(x, y)"],
+    ['UNION with an unmasked first branch', "select 'nobody@nowhere.example' union all select email from customers"],
+    ['whole row', 'select c from customers c'],
+    ['row_to_json', 'select row_to_json(c) from customers c'],
+    ['to_jsonb', 'select to_jsonb(c) from customers c'],
+    ['json_agg', 'select json_agg(c) from customers c'],
+    ['ARRAY[]', 'select array[email, name] from customers'],
+    ['array_agg', 'select array_agg(email) from customers'],
+    ['ROW()', 'select row(email, name) from customers'],
+    ['string_agg', "select string_agg(email, ',') from customers"],
+    ['id + 0 (hash-masked id)', 'select id + 0 from customers'],
+    ['id::text (hash-masked id)', 'select id::text from customers'],
+    ['lateral join', "select l.e from customers c, lateral (select c.email || '' as e) l"],
+    ['window function', "select first_value(email) over (order by id) || '' from customers"],
+    ['json_build_object', "select json_build_object('who', name, 'mail', email) from customers"],
+    ['jsonb_build_array', 'select jsonb_build_array(email, name) from customers'],
+    ['row_to_json of a subquery', 'select row_to_json(s) from (select email as e, name from customers) s'],
+    ['c.* inside ROW', 'select row(c.*) from customers c'],
+    ['array of rows', 'select array_agg(c) from customers c'],
+    ['UPDATE … RETURNING', "update customers set note = note where name = 'Bob' returning lower(email)"],
+  ]
+  for (const [label, sql] of followed) {
+    t.test(`${label}: ${sql}`, async t => {
+      const { c, received } = await tapped(t, gw)
+      const r = await c.query(sql)
+      t.ok(r.rows.length > 0, 'rows came back')
+      assertClean(t, received(), 'text format')
+      const bin = await tapped(t, gw, { binary: true } as Partial<pg.ClientConfig>)
+      await bin.c.query({ text: sql, values: [] })
+      assertClean(t, bin.received(), 'binary format')
+    })
+  }
+
+  t.test('a whole row keeps its other fields; the masked ones are masked inside it', async t => {
+    const { c } = await tapped(t, gw)
+    const r = await c.query('select c as whole, row_to_json(c) as j, to_jsonb(c) as jb, array[email, name] as a from customers c where name = $1', ['Ann'])
+    const row = r.rows[0]
+    t.match(row.whole, /^\(hash:[0-9a-f]+,\[REDACTED\],Ann,"likes tea"\)$/)
+    t.same({ ...row.j, id: typeof row.j.id }, { id: 'string', email: '[REDACTED]', name: 'Ann', note: 'likes tea' })
+    t.equal(row.jb.email, '[REDACTED]')
+    t.equal(row.jb.name, 'Ann')
+    // an array's elements are masked alike: which element came from the masked column is not kept
+    t.same(row.a, ['[REDACTED]', '[REDACTED]'])
+  })
+
+  t.test('a derived value of a non-text type becomes NULL', async t => {
+    const { c } = await tapped(t, gw)
+    const r = await c.query('select id + 0 as n, length(email) as l, name from customers order by name')
+    t.same(r.rows[0], { n: null, l: null, name: 'Ann' })
+  })
+
+  t.test('EXECUTE of a SQL PREPARE follows its body', async t => {
+    const { c, received } = await tapped(t, gw)
+    await c.query('prepare p as select lower(email) as e from customers')
+    const r = await c.query('execute p')
+    t.equal(r.rows[0].e, '[REDACTED]')
+    assertClean(t, received(), 'EXECUTE')
+  })
+
+  t.test('FETCH from a SQL cursor follows the DECLARE', async t => {
+    const { c, received } = await tapped(t, gw)
+    await c.query('begin')
+    await c.query("declare k cursor for select upper(email) as e, name, c as whole from customers c order by name")
+    const r = await c.query('fetch all from k')
+    t.same(r.rows.map(x => x.e), ['[REDACTED]', '[REDACTED]'])
+    t.same(r.rows.map(x => x.name), ['Ann', 'Bob'])
+    await c.query('commit')
+    assertClean(t, received(), 'FETCH')
+  })
+
+  t.test('extended protocol without Describe of a derived column (prepared statement reused)', async t => {
+    const { c, received } = await tapped(t, gw)
+    for (let i = 0; i < 3; i++) {
+      const r = await c.query({ name: 'named-lower', text: 'select lower(email) as e from customers where name = $1', values: ['Ann'] })
+      t.equal(r.rows[0].e, '[REDACTED]')
+    }
+    assertClean(t, received(), 'named statement')
+  })
+
+  const refused: [string, string, RegExp][] = [
+    ['a user function over a whole row', 'select peek(c) from customers c', /function peek over a whole row/],
+    ['a function returning rows of a table, beside it', 'select r.email from customers c, lateral rows_of(c.id) r', /rows_of/],
+    ['XML over a whole row', 'select xmlforest(c.*) from customers c', /.+/],
+    ['a cursor over a whole row into a user function', 'declare k2 cursor with hold for select peek(c) from customers c', /peek/],
+  ]
+  for (const [label, sql, why] of refused) {
+    t.test(`refused before it runs: ${label}`, async t => {
+      const { c, received } = await tapped(t, gw)
+      const err = await c.query(sql).then(
+        () => undefined,
+        (e: { code?: string; message?: string }) => e,
+      )
+      t.equal(err?.code, '42501', sql)
+      t.match(err?.message, /masking: cannot tell/)
+      t.match(err?.message, /customers\.(email|id)/, 'the error names the masked column')
+      t.match(err?.message, why)
+      assertClean(t, received(), label)
+    })
+  }
+})
+
+t.test('detectors scan inside arrays, records and JSON', async t => {
+  const gw = await startGateway({ masking: [{ id: 'free-text', when: { targets: ['db'] }, detectors: ['email'], method: 'redact' }] })
+  t.teardown(() => gw.stop())
+  const { c, received } = await tapped(t, gw)
+  const r = await c.query(
+    `select array['write to ${EMAIL}'] as a, row(1, '${EMAIL}') as r, json_build_object('m', '${EMAIL}') as j, jsonb_build_array('${EMAIL}') as jb`,
+  )
+  t.same(r.rows[0].a, ['write to [REDACTED:email]'])
+  t.equal(r.rows[0].j.m, '[REDACTED:email]')
+  assertClean(t, received(), 'text format')
+  const bin = await tapped(t, gw, { binary: true } as Partial<pg.ClientConfig>)
+  await bin.c.query({ text: `select array['write to ${EMAIL}'] as a, row(1, '${EMAIL}') as r`, values: [] })
+  assertClean(t, bin.received(), 'binary format')
+})
