@@ -6,7 +6,7 @@ import type { MaskMethod, MaskPlan, Operation } from '@portcullis/core/types'
 import { stricter } from '@portcullis/core/masking/methods'
 import type { Catalog } from './catalog.ts'
 import type { ClassifyContext } from './classify/index.ts'
-import { keptLineage, LineageAnalyzer, opaqueReason, type Column, type ResultLineage, type StatementLineage } from './classify/lineage.ts'
+import { keptLineage, LineageAnalyzer, opaqueReason, type Column, type ResultLineage, type StatementLineage, type Write } from './classify/lineage.ts'
 
 export interface RowLineage {
   /** one per statement of the operation that can return rows */
@@ -15,6 +15,9 @@ export interface RowLineage {
   declared: ResultLineage[]
   /** masked columns of the relations the statements read ('public.customers.email') */
   maskedRead: string[]
+  /** values the statements write into columns (and why some could not be told) */
+  writes: Write[]
+  writesUnknown?: string
 }
 
 type Pending = ResultLineage | { execute: string } | { cursor: string } | { none: true }
@@ -25,6 +28,8 @@ interface Analysed {
   results: Pending[]
   declared: Map<string, ResultLineage>
   relations: (Column[] | null)[]
+  writes: Write[]
+  writesUnknown?: string
 }
 
 const analysed = new WeakMap<Operation, Analysed>()
@@ -72,12 +77,12 @@ export function rowLineage(op: Operation, plan: MaskPlan, catalog: Catalog, ctx?
 
 function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyContext | undefined, hops: number, cursor?: string): RowLineage {
   const kept = keptLineage(op)
-  if (!kept) return { results: [{ columns: undefined, unknown: 'a statement the gateway kept no parse of' }], declared: [], maskedRead: ['(unknown statement)'] }
+  if (!kept) return { results: [{ columns: undefined, unknown: 'a statement the gateway kept no parse of' }], declared: [], maskedRead: ['(unknown statement)'], writes: [] }
   const a = analyse(op, kept, catalog)
   if (cursor !== undefined) {
     // FETCH: the rows of the query the cursor was declared with (the op may be that query itself)
     const d = a.declared.get(cursor)
-    if (d) return { results: [d], declared: [], maskedRead: maskedOf(a, plan) }
+    if (d) return { results: [d], declared: [], maskedRead: maskedOf(a, plan), writes: [] }
   }
   const sessionBound = a.results.some(r => 'execute' in r || 'cursor' in r)
   let byOp = resolvedByPlan.get(plan)
@@ -87,6 +92,8 @@ function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyC
   }
   const masked = new Set(maskedOf(a, plan))
   const results: ResultLineage[] = []
+  const writes: Write[] = [...a.writes]
+  let writesUnknown = a.writesUnknown
   for (const r of a.results) {
     if ('none' in r) continue
     if ('columns' in r) {
@@ -104,8 +111,10 @@ function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyC
     const inner = resolve(target, plan, catalog, ctx, hops + 1, 'cursor' in r ? r.cursor : undefined)
     results.push(...inner.results)
     for (const m of inner.maskedRead) masked.add(m)
+    writes.push(...inner.writes)
+    writesUnknown ??= inner.writesUnknown
   }
-  const lineage: RowLineage = { results, declared: [...a.declared.values()], maskedRead: [...masked] }
+  const lineage: RowLineage = { results, declared: [...a.declared.values()], maskedRead: [...masked], writes, writesUnknown }
   if (!sessionBound && cursor === undefined) {
     if (!byOp) resolvedByPlan.set(plan, (byOp = new WeakMap()))
     byOp.set(op, { generation: catalog.generation, lineage })
@@ -131,7 +140,16 @@ function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analy
   const results: Pending[] = kept.results.map(r => ('tree' in r ? analyzer.result(r.tree) : r))
   const declared = new Map<string, ResultLineage>()
   for (const [name, tree] of kept.cursors) declared.set(name, analyzer.result(tree))
-  const a: Analysed = { generation: catalog.generation, results, declared, relations: kept.relations.map(n => catalog.relationByName(n) ?? null) }
+  let writesUnknown: string | undefined
+  for (const tree of kept.writes) writesUnknown ??= analyzer.writesOf(tree)
+  const a: Analysed = {
+    generation: catalog.generation,
+    results,
+    declared,
+    relations: kept.relations.map(n => catalog.relationByName(n) ?? null),
+    writes: analyzer.writes,
+    writesUnknown,
+  }
   analysed.set(op, a)
   return a
 }
@@ -144,7 +162,7 @@ export function lineageRefusal(op: Operation, plan: MaskPlan, catalog: Catalog, 
   const l = rowLineage(op, plan, catalog, ctx)
   if (l === undefined || l instanceof Promise) return l
   if (l.maskedRead.length === 0) return undefined
-  const why = refusalOf(l)
+  const why = refusalOf(l) ?? writeRefusal(l, plan)
   if (why === undefined) return undefined
   // the cached column lists may be older than the tables (a column added since): look them up
   // again once before refusing
@@ -170,6 +188,36 @@ function relationsOf(op: Operation, ctx: ClassifyContext | undefined, hops = 0, 
   return out
 }
 
+/**
+ * A write that puts a masked value into a column masked less (UPDATE customers SET note = email,
+ * INSERT INTO other SELECT email …, CREATE TABLE AS) would let the next read return it in clear.
+ */
+function writeRefusal(l: RowLineage, plan: MaskPlan): string | undefined {
+  const cols = l.maskedRead.slice(0, 3).join(', ')
+  if (l.writesUnknown) return `masking: cannot tell what the statement writes (${l.writesUnknown}), and it reads masked column ${cols}`
+  for (const w of l.writes) {
+    const why = opaqueReason(w.value)
+    const t = w.target
+    const into = `${t.schema ? `${t.schema}.` : ''}${t.table}.${t.column}`
+    if (why) return `masking: cannot tell what is written into ${into} (${why}), and the statement reads masked column ${cols}`
+    let m: MaskMethod | undefined
+    let from: Column | undefined
+    for (const c of w.value.sources) {
+      const x = plan.forColumn(c.schema, c.table, c.column)
+      if (x && stricter(m, x) !== m) {
+        m = x
+        from = c
+      }
+    }
+    if (!m || !from) continue
+    const target = plan.forColumn(t.schema, t.table, t.column)
+    if (target === undefined || stricter(target, m) !== target) {
+      return `masking: the statement writes masked column ${from.schema}.${from.table}.${from.column} (${m}) into ${into}, which is ${target ? `masked only by ${target}` : 'not masked'}`
+    }
+  }
+  return undefined
+}
+
 function refusalOf(l: RowLineage): string | undefined {
   const cols = l.maskedRead.slice(0, 3).join(', ') + (l.maskedRead.length > 3 ? ', …' : '')
   for (const r of [...l.results, ...l.declared]) {
@@ -190,4 +238,17 @@ export function strictestOf(plan: MaskPlan, sources: Column[]): MaskMethod | und
     if (x) m = stricter(m, x)
   }
   return m
+}
+
+// a result has at most 1664 columns: a COPY whose columns are unknown has every one NULLed
+const ALL_NULL: MaskMethod[] = new Array(1664).fill('null')
+
+/** COPY (query) TO STDOUT: the method per column position (whole values), or a promise to wait on */
+export function copyMethods(op: Operation, plan: MaskPlan, catalog: Catalog, ctx?: ClassifyContext): (MaskMethod | undefined)[] | undefined | Promise<void> {
+  const l = rowLineage(op, plan, catalog, ctx)
+  if (l === undefined || l instanceof Promise) return l
+  if (l.maskedRead.length === 0) return undefined
+  const cols = l.results[0]?.columns
+  if (!cols) return ALL_NULL
+  return cols.map(v => (opaqueReason(v) ? 'null' : strictestOf(plan, v.sources)))
 }

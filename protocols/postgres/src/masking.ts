@@ -119,9 +119,9 @@ export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog
       const node = maskNodeOf(v, plan)
       if (!node) return
       if (methods[i] !== undefined || !(node.record || node.array || node.json)) methods[i] = stricter(methods[i], node.method)
-      // a derived record, array or JSON value in binary format: its parts cannot be told apart
-      // here, so it becomes NULL (jsonb's binary form is its text after a version byte)
-      else if (f.format === 1 && f.typeOid !== JSONB) methods[i] = 'null'
+      // a derived record or array in binary format: its parts cannot be told apart here, so it
+      // becomes NULL (text, json and jsonb have their text as binary form, after a version byte)
+      else if (f.format === 1 && !TEXT_LIKE.has(f.typeOid)) methods[i] = 'null'
       else parts[i] = node
     })
   }

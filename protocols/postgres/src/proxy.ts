@@ -33,7 +33,7 @@ import {
   type TransactionStatus,
 } from './backend.ts'
 import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, unresolvedTypes, type RowMask } from './masking.ts'
-import { lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
+import { copyMethods, lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
 import { declaredCursors } from './classify/lineage.ts'
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
@@ -617,7 +617,12 @@ export class PostgresProxy {
 
   /** SQL DECLARE: FETCH from the cursor is masked by the lineage of its query */
   private rememberCursors(op: Operation): void {
-    for (const name of declaredCursors(op)) this.cursors.set(name, op)
+    for (const name of declaredCursors(op)) {
+      // a name declared again: whether the server kept the first query or took the second is not
+      // tracked here (a DECLARE may fail; CLOSE and COMMIT end cursors), so FETCH from it is refused
+      // rather than masked by the wrong query's lineage
+      this.cursors.set(name, this.cursors.has(name) ? { ...op } : op)
+    }
   }
 
   /** SQL-level PREPARE / DEALLOCATE: EXECUTE takes its body's class later */
@@ -901,6 +906,8 @@ export class PostgresProxy {
 
   /** column rules by position for `COPY table [(cols)] TO STDOUT`; undefined: detectors only */
   private copyColumns(op: Operation): (MaskMethod | undefined)[] | undefined | Promise<unknown> {
+    // COPY (query) TO STDOUT: by the query's column lineage
+    if (/^\s*copy\s*\(/i.test(op.statement)) return copyMethods(op, this.session.masks, this.catalog, { prepared: this.prepared, cursors: this.cursors })
     const key = op.statement
     if (this.copyColumnCache.has(key)) return this.copyColumnCache.get(key)
     const m = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout/i.exec(op.statement)

@@ -1,5 +1,9 @@
 import t, { type Test } from 'tap'
-import { Socket } from 'node:net'
+import { Socket, connect } from 'node:net'
+import { once } from 'node:events'
+import { serializePasswordMessage, serializeParse, serializeQuery, serializeStartupMessage } from '../src/frontend.ts'
+import { BufferWriter } from '../src/buffer-writer.ts'
+import { Framer } from '../src/framer.ts'
 import pg from 'pg'
 import { startGateway, type Gateway } from './harness.ts'
 import { loadClassifier } from '../src/classify/index.ts'
@@ -123,6 +127,39 @@ async function tapped(t: Test, gw: Gateway, opts: Partial<pg.ClientConfig> = {})
   return { c, received: () => Buffer.concat(chunks), reset: () => (chunks.length = 0) }
 }
 
+/** raw frontend messages; every byte back is kept. `exchange` sends and waits for n ReadyForQuery */
+async function rawClient(t: Test, gw: Gateway) {
+  const sock = connect({ host: gw.host, port: gw.port })
+  await once(sock, 'connect')
+  t.teardown(() => sock.destroy())
+  const framer = new Framer(1 << 24)
+  let all: Buffer[] = []
+  let ready = 0
+  let wake: (() => void) | undefined
+  sock.on('data', chunk => {
+    all.push(chunk)
+    for (const f of framer.push(chunk)) if (f.code === 0x5a) ready++
+    wake?.()
+  })
+  const exchange = async (bytes: Buffer, n = 1): Promise<Buffer> => {
+    all = []
+    ready = 0
+    sock.write(bytes)
+    while (ready < n) await new Promise<void>(r => (wake = r))
+    return Buffer.concat(all)
+  }
+  sock.write(serializeStartupMessage({ user: 'agent-1', database: 'app' }))
+  await new Promise(r => setTimeout(r, 50))
+  await exchange(serializePasswordMessage(await gw.token()))
+  return { exchange }
+}
+
+const msg = (code: string, body: BufferWriter) => body.message(code)
+const bind = (portal: string, stmt: string, resultFormat: number) => msg('B', new BufferWriter().cstring(portal).cstring(stmt).int16(0).int16(0).int16(1).int16(resultFormat))
+const describe = (kind: 'S' | 'P', name: string) => msg('D', new BufferWriter().int8(kind.charCodeAt(0)).cstring(name))
+const execute = (portal: string) => msg('E', new BufferWriter().cstring(portal).int32(0))
+const sync = () => msg('S', new BufferWriter())
+
 t.test('masking follows the data', async t => {
   const gw = await startGateway({
     rules: [
@@ -201,7 +238,7 @@ t.test('masking follows the data', async t => {
       t.ok(r.rows.length > 0, 'rows came back')
       assertClean(t, received(), 'text format')
       const bin = await tapped(t, gw, { binary: true } as Partial<pg.ClientConfig>)
-      await bin.c.query({ text: sql, values: [] })
+      await bin.c.query({ text: sql, values: [], queryMode: 'extended' } as pg.QueryConfig)
       assertClean(t, bin.received(), 'binary format')
     })
   }
@@ -252,6 +289,74 @@ t.test('masking follows the data', async t => {
     assertClean(t, received(), 'named statement')
   })
 
+  t.test('raw protocol: Parse/Bind/Describe/Execute of derived columns, text and binary, reused', async t => {
+    const { exchange } = await rawClient(t, gw)
+    const sql = "select reverse(email), encode(email::bytea, 'hex'), c, to_jsonb(c), array_agg(email) over () from customers c"
+    for (const format of [0, 1]) {
+      const first = await exchange(Buffer.concat([serializeParse('s1', sql), bind('', 's1', format), describe('P', ''), execute(''), sync()]))
+      t.ok(first.includes(Buffer.from('T')), 'a RowDescription came')
+      assertClean(t, first, `format ${format}, first run`)
+      // the statement run again, described as a statement this time
+      const again = await exchange(Buffer.concat([describe('S', 's1'), bind('p2', 's1', format), execute('p2'), sync()]))
+      assertClean(t, again, `format ${format}, again`)
+      await exchange(Buffer.concat([msg('C', new BufferWriter().int8(0x53).cstring('s1')), sync()]))
+    }
+    // a simple query of several statements: each RowDescription masked by its own lineage
+    const multi = await exchange(serializeQuery("select 1; select lower(email), name from customers; select c from customers c"))
+    assertClean(t, multi, 'several statements in one Query')
+    t.ok(multi.includes(Buffer.from('Ann')), 'unmasked columns still pass')
+  })
+
+  t.test('COPY (query) TO STDOUT is masked by the query\'s lineage', async t => {
+    const { exchange } = await rawClient(t, gw)
+    const out = await exchange(serializeQuery("copy (select lower(email), name, c from customers c) to stdout"))
+    assertClean(t, out, 'COPY text')
+    t.ok(out.includes(Buffer.from('Ann')), 'unmasked columns still pass')
+    const csv = await exchange(serializeQuery("copy (select upper(email) from customers) to stdout with (format csv)"))
+    assertClean(t, csv, 'COPY csv')
+  })
+
+  t.test('a write that moves masked data into a column masked less is refused', async t => {
+    const { c } = await tapped(t, gw)
+    for (const sql of [
+      'update customers set note = email',
+      "update customers set note = lower(email) || '' where name = 'Ann'",
+      'create table copied as select email from customers',
+      'select email into copied2 from customers',
+      "insert into customers (id, email, name, note) values (5, 'x@y.example', 'X', 'n') on conflict (id) do update set note = customers.email",
+      'with w as (update customers set note = email returning 1) select count(*) from w',
+    ]) {
+      const err = await c.query(sql).then(
+        () => undefined,
+        (e: { code?: string; message?: string }) => e,
+      )
+      t.equal(err?.code, '42501', sql)
+      t.match(err?.message, /masking: the statement writes masked column public\.customers\.email/, sql)
+    }
+    const notes = await setup.query('select note from customers order by name')
+    t.same(notes.rows.map(r => r.note), ['likes tea', 'plain'], 'nothing was written upstream')
+    const exists = await setup.query("select to_regclass('copied') as a, to_regclass('copied2') as b")
+    t.same(exists.rows[0], { a: null, b: null }, 'no table was created')
+    // a masked value into a column masked alike is fine
+    await c.query("update customers set email = lower(email) where name = 'Bob'")
+  })
+
+  t.test('FETCH from a cursor name declared twice is refused (which query it runs is not known)', async t => {
+    const { c } = await tapped(t, gw)
+    await c.query('begin')
+    await c.query('declare k3 cursor for select lower(email) from customers')
+    await c.query('declare k3 cursor for select name from customers').catch(() => undefined)
+    await c.query('rollback')
+    await c.query('begin')
+    const err = await c.query('fetch all from k3').then(
+      () => undefined,
+      (e: { code?: string; message?: string }) => e,
+    )
+    t.equal(err?.code, '42501')
+    t.match(err?.message, /masking: cannot tell/)
+    await c.query('rollback')
+  })
+
   const refused: [string, string, RegExp][] = [
     ['a user function over a whole row', 'select peek(c) from customers c', /function peek over a whole row/],
     ['a function returning rows of a table, beside it', 'select r.email from customers c, lateral rows_of(c.id) r', /rows_of/],
@@ -285,6 +390,6 @@ t.test('detectors scan inside arrays, records and JSON', async t => {
   t.equal(r.rows[0].j.m, '[REDACTED:email]')
   assertClean(t, received(), 'text format')
   const bin = await tapped(t, gw, { binary: true } as Partial<pg.ClientConfig>)
-  await bin.c.query({ text: `select array['write to ${EMAIL}'] as a, row(1, '${EMAIL}') as r`, values: [] })
+  await bin.c.query({ text: `select array['write to ${EMAIL}'] as a, row(1, '${EMAIL}') as r`, values: [], queryMode: 'extended' } as pg.QueryConfig)
   assertClean(t, bin.received(), 'binary format')
 })

@@ -148,12 +148,13 @@ function compile(sql: string): Compiled {
   }
   const fp = safeFingerprint(sql)
   const parts: Part[] = []
-  const lineage: StatementLineage = { results: [], relations: [], cursors: new Map() }
+  const lineage: StatementLineage = { results: [], relations: [], cursors: new Map(), writes: [] }
   for (const raw of stmts) {
     const source = lineageSource(raw.stmt)
     if (source.result) lineage.results.push(source.result)
     for (const r of source.relations) if (!lineage.relations.includes(r)) lineage.relations.push(r)
     if (source.cursor !== undefined) lineage.cursors.set(source.cursor.name, source.cursor.tree)
+    if (source.write) lineage.writes.push(source.write)
     const start = raw.stmt_location ?? 0
     const original = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
     const text = safeStatementText(original)
@@ -173,7 +174,7 @@ function compile(sql: string): Compiled {
       bodyOfStatement.set(part.info, body)
       const query = (raw.stmt as { PrepareStmt?: { query?: Node } } | undefined)?.PrepareStmt?.query
       const bodySource = lineageSource(query)
-      keepLineage(body, { results: bodySource.result ? [bodySource.result] : [], relations: bodySource.relations, cursors: new Map() })
+      keepLineage(body, { results: bodySource.result ? [bodySource.result] : [], relations: bodySource.relations, cursors: new Map(), writes: bodySource.write ? [bodySource.write] : [] })
     }
     if (typeof analysis.facts.deallocate === 'string') part.deallocate = analysis.facts.deallocate
     parts.push(part)

@@ -54,6 +54,15 @@ export interface StatementLineage {
   relations: string[]
   /** DECLARE name CURSOR FOR q: name → q (no rows now; FETCH returns them) */
   cursors: Map<string, Node>
+  /** statements that write rows and return none (INSERT, UPDATE, MERGE, CREATE TABLE AS, COPY (q)) */
+  writes: Node[]
+}
+
+/** a value written into a column: masked data must not land in a column masked less */
+export interface Write {
+  /** schema undefined: a table the statement creates (CREATE TABLE AS, SELECT INTO) */
+  target: { schema?: string; table: string; column: string }
+  value: Value
 }
 
 /** Catalog access the analysis needs: a relation's columns in order, undefined when unknown. */
@@ -71,7 +80,7 @@ const kept = new WeakMap<Operation, StatementLineage>()
 // ---- phase 1: what is kept per text ---------------------------------------------------------
 
 /** The statement's row-returning part, kept on the Operation compiled from it. */
-export function lineageSource(stmt: Node | undefined): { result?: ResultSource; relations: string[]; cursor?: { name: string; tree: Node } } {
+export function lineageSource(stmt: Node | undefined): { result?: ResultSource; relations: string[]; cursor?: { name: string; tree: Node }; write?: Node } {
   const relations: string[] = []
   if (!stmt) return { relations }
   forEachNode(stmt, (type, b) => {
@@ -87,7 +96,12 @@ export function lineageSource(stmt: Node | undefined): { result?: ResultSource; 
     case 'UpdateStmt':
     case 'DeleteStmt':
     case 'MergeStmt':
-      return Array.isArray(b.returningList) && b.returningList.length > 0 ? { result: { tree: stmt }, relations } : { relations }
+      return Array.isArray(b.returningList) && b.returningList.length > 0 ? { result: { tree: stmt }, relations } : { relations, write: stmt }
+    case 'CreateTableAsStmt':
+      return { relations, write: stmt }
+    case 'CopyStmt':
+      // COPY (query) TO STDOUT: rows without a RowDescription, masked by position (proxy's COPY path)
+      return b.query && !b.is_from ? { result: { tree: b.query as Node }, relations } : { relations }
     case 'DeclareCursorStmt':
       return { relations, cursor: { name: String(b.portalname ?? ''), tree: b.query as Node } }
     case 'ExecuteStmt':
@@ -251,6 +265,8 @@ const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar', 'char', 'name', 'json',
 
 export class LineageAnalyzer {
   private depth = 0
+  /** what the statements analysed so far write, and where */
+  readonly writes: Write[] = []
 
   constructor(private readonly columnsOf: RelationColumns) {}
 
@@ -263,6 +279,32 @@ export class LineageAnalyzer {
       if (err instanceof Unknown) return { columns: undefined, unknown: err.message }
       throw err
     }
+  }
+
+  /** a statement that writes and returns no rows: only its writes are of interest */
+  writesOf(tree: Node): string | undefined {
+    try {
+      const n = nodeOf(tree)
+      if (n?.[0] === 'CreateTableAsStmt') {
+        const cols = this.statement(n[1].query, { items: [], ctes: new Map() })
+        if (!cols) return 'the columns of CREATE TABLE AS cannot be listed'
+        this.into(n[1].into, cols)
+        return undefined
+      }
+      this.statement(tree, { items: [], ctes: new Map() })
+      return undefined
+    } catch (err) {
+      if (err instanceof Unknown) return err.message
+      throw err
+    }
+  }
+
+  /** CREATE TABLE AS / SELECT INTO: the new table's columns get the query's values */
+  private into(clause: Body | undefined, cols: OutCol[]): void {
+    const rel = clause?.rel as Body | undefined
+    if (!rel) return
+    const rename = names(clause!.colNames)
+    cols.forEach((c, i) => this.writes.push({ target: { table: String(rel.relname), column: rename[i] ?? c.name }, value: c.value }))
   }
 
   private enter(): void {
@@ -350,7 +392,12 @@ export class LineageAnalyzer {
       }
       const scope: Scope = { items: [], parent: scope0, ctes: new Map() }
       for (const f of (s.fromClause as unknown[]) ?? []) scope.items.push(this.fromItem(f, scope))
-      return this.targets(s.targetList ?? [], scope)
+      const out = this.targets(s.targetList ?? [], scope)
+      if (s.intoClause) {
+        if (!out) throw new Unknown('the columns of SELECT INTO cannot be listed')
+        this.into(s.intoClause, out)
+      }
+      return out
     } finally {
       this.depth--
     }
@@ -365,9 +412,13 @@ export class LineageAnalyzer {
     if (target.columns) {
       const cols = target.columns.map(c => ({ ...c }))
       target.columns = cols
+      const origin = new Map(cols.map(c => [c.name, c.value.direct]))
       const into = (name: string, v: Value) => {
         const c = cols.find(x => x.name === name)
-        if (c) c.value = either([c.value, strip(v)])
+        if (!c) return
+        const d = origin.get(name)
+        if (d) this.writes.push({ target: d, value: v })
+        c.value = either([c.value, strip(v)])
       }
       if (type === 'InsertStmt' && b.selectStmt) {
         const written = this.statement(b.selectStmt, scope0)
@@ -381,6 +432,16 @@ export class LineageAnalyzer {
       }
       if (type === 'DeleteStmt') for (const f of (b.usingClause as unknown[]) ?? []) scope.items.push(this.fromItem(f, scope))
       scope.items.unshift(target)
+      const conflict = b.onConflictClause as Body | undefined
+      if (type === 'InsertStmt' && Array.isArray(conflict?.targetList)) {
+        // ON CONFLICT DO UPDATE SET c = excluded.x / the existing row / anything else
+        const excluded: FromItem = { refname: 'excluded', columns: target.columns.map(c => ({ ...c })) }
+        const s2: Scope = { items: [target, excluded], parent: scope0, ctes: new Map() }
+        for (const t of conflict!.targetList as unknown[]) {
+          const rt = bodyOf(t, 'ResTarget')
+          if (rt?.name) into(String(rt.name), this.expr(rt.val, s2))
+        }
+      }
       if (type === 'UpdateStmt') {
         for (const t of (b.targetList as unknown[]) ?? []) {
           const rt = bodyOf(t, 'ResTarget')
@@ -687,6 +748,9 @@ export class LineageAnalyzer {
         return this.funcCall(b, scope)
       case 'GroupingFunc':
         return NONE
+      case 'MultiAssignRef':
+        // UPDATE t SET (a, b) = (SELECT …): each column gets one of the source's
+        return strip(this.expr(b.source, scope))
       case 'JsonObjectConstructor':
       case 'JsonArrayConstructor':
       case 'JsonArrayQueryConstructor':
