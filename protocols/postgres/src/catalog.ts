@@ -25,6 +25,12 @@ export interface ColumnName {
   column: string
 }
 
+export interface NamedRelation {
+  columns: ColumnName[]
+  /** for a view: its query (pg_get_viewdef) */
+  viewDef?: string
+}
+
 interface RelationInfo {
   columns: Map<number, ColumnIdentity>
 }
@@ -40,7 +46,7 @@ export class Catalog {
   private readonly relations = new Map<number, RelationInfo>()
   private readonly typeNames = new Map<number, string>()
   /** relation name as written in SQL → its columns in order; null: no such relation */
-  private readonly byName = new Map<string, ColumnName[] | null>()
+  private readonly byName = new Map<string, NamedRelation | null>()
   /** changes whenever a relation is learnt or forgotten: what was built from the cache is stale */
   generation = 0
 
@@ -77,7 +83,7 @@ export class Catalog {
   }
 
   /** cached by loadRelations: the columns of a relation named as in SQL; null when there is none */
-  relationByName(name: string): ColumnName[] | null | undefined {
+  relationByName(name: string): NamedRelation | null | undefined {
     return this.byName.get(name)
   }
 
@@ -106,12 +112,21 @@ export class Catalog {
         `LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(x.name) LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
         `LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY x.name, a.attnum`,
     )
-    const found = new Map<string, ColumnName[]>()
+    const found = new Map<string, NamedRelation>()
     for (const [name, schema, table, column] of rows) {
       if (schema === null || column === null) continue
-      const list = found.get(name!) ?? []
-      list.push({ schema, table: table!, column })
-      found.set(name!, list)
+      const rel = found.get(name!) ?? { columns: [] }
+      rel.columns.push({ schema, table: table!, column })
+      found.set(name!, rel)
+    }
+    // a view's (or materialized view's) columns are what its query makes of other relations' columns
+    const views = await this.query(
+      `SELECT x.name, pg_catalog.pg_get_viewdef(c.oid) FROM unnest(ARRAY[${list}]::text[]) AS x(name) ` +
+        `JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(x.name) WHERE c.relkind IN ('v', 'm')`,
+    )
+    for (const [name, def] of views) {
+      const rel = found.get(name!)
+      if (rel && def) rel.viewDef = def
     }
     // bounded: names that do not exist cost an entry each
     if (this.byName.size + missing.length > MAX_NAMES) this.byName.clear()

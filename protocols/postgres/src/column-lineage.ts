@@ -6,7 +6,9 @@ import type { MaskMethod, MaskPlan, Operation } from '@portcullis/core/types'
 import { stricter } from '@portcullis/core/masking/methods'
 import type { Catalog } from './catalog.ts'
 import type { ClassifyContext } from './classify/index.ts'
-import { keptLineage, LineageAnalyzer, opaqueReason, type Column, type ResultLineage, type StatementLineage, type Write } from './classify/lineage.ts'
+import { parseSql, type Node } from './classify/parser.ts'
+import { forEachNode } from './classify/tree.ts'
+import { keptLineage, LineageAnalyzer, relationName, opaqueReason, type Column, type ResultLineage, type StatementLineage, type Write } from './classify/lineage.ts'
 
 export interface RowLineage {
   /** one per statement of the operation that can return rows */
@@ -50,11 +52,57 @@ function targetOf(op: Operation, kept: StatementLineage, r: { execute: string } 
   return ctx?.cursors?.get(r.cursor)
 }
 
+interface ViewQuery {
+  /** undefined: the definition did not parse as one query */
+  tree: Node | undefined
+  relations: string[]
+}
+
+const MAX_VIEWS = 1024
+const viewQueries = new Map<string, ViewQuery>()
+
+/** a view's definition (pg_get_viewdef), parsed once per text */
+function viewQuery(def: string): ViewQuery {
+  let v = viewQueries.get(def)
+  if (v) return v
+  v = { tree: undefined, relations: [] }
+  try {
+    const stmts = parseSql(def).stmts
+    if (stmts.length === 1 && stmts[0]!.stmt) {
+      v.tree = stmts[0]!.stmt
+      forEachNode(v.tree, (type, b) => {
+        if (type === 'RangeVar' && typeof b.relname === 'string') v!.relations.push(relationName(b))
+      })
+    }
+  } catch {
+    // a view the parser cannot read: its columns are opaque
+  }
+  if (viewQueries.size >= MAX_VIEWS) viewQueries.clear()
+  viewQueries.set(def, v)
+  return v
+}
+
+/** the relation names a statement reads, with those its views read (as far as the catalog knows yet) */
+function readNames(names: string[], catalog: Catalog): { all: string[]; missing: string[] } {
+  const all: string[] = []
+  const missing: string[] = []
+  const queue = [...names]
+  for (let i = 0; i < queue.length && all.length < 4096; i++) {
+    const n = queue[i]!
+    if (all.includes(n)) continue
+    all.push(n)
+    const rel = catalog.relationByName(n)
+    if (rel === undefined) missing.push(n)
+    else if (rel?.viewDef) queue.push(...viewQuery(rel.viewDef).relations)
+  }
+  return { all, missing }
+}
+
 /** relation names the catalog must know before lineage can be told */
 function missingRelations(op: Operation, catalog: Catalog, ctx: ClassifyContext | undefined, hops = 0, out: string[] = []): string[] {
   const kept = keptLineage(op)
   if (!kept || hops > MAX_HOPS) return out
-  for (const r of kept.relations) if (catalog.relationByName(r) === undefined) out.push(r)
+  out.push(...readNames(kept.relations, catalog).missing)
   for (const res of kept.results) {
     if (!('execute' in res) && !('cursor' in res)) continue
     const target = targetOf(op, kept, res, ctx)
@@ -136,7 +184,13 @@ function maskedOf(a: Analysed, plan: MaskPlan): string[] {
 function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analysed {
   const hit = analysed.get(op)
   if (hit && hit.generation === catalog.generation) return hit
-  const analyzer = new LineageAnalyzer(name => catalog.relationByName(name) ?? undefined)
+  const analyzer = new LineageAnalyzer(name => {
+    const rel = catalog.relationByName(name)
+    if (!rel) return undefined
+    if (!rel.viewDef) return rel
+    // a view whose query does not parse: an empty node, which the analysis cannot follow
+    return { columns: rel.columns, view: viewQuery(rel.viewDef).tree ?? {} }
+  })
   const results: Pending[] = kept.results.map(r => ('tree' in r ? analyzer.result(r.tree) : r))
   const declared = new Map<string, ResultLineage>()
   for (const [name, tree] of kept.cursors) declared.set(name, analyzer.result(tree))
@@ -146,7 +200,7 @@ function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analy
     generation: catalog.generation,
     results,
     declared,
-    relations: kept.relations.map(n => catalog.relationByName(n) ?? null),
+    relations: readNames(kept.relations, catalog).all.map(n => catalog.relationByName(n)?.columns ?? null),
     writes: analyzer.writes,
     writesUnknown,
   }

@@ -15,13 +15,16 @@ import { LineageAnalyzer, opaqueReason, type Column, type Value } from '../src/c
 const TABLES: Record<string, string[]> = {
   customers: ['id', 'email', 'name', 'note'],
   orders: ['id', 'customer_id', 'total'],
+  swapped: ['name', 'email'],
 }
+const VIEWS: Record<string, string> = { swapped: 'select email as name, name as email from customers' }
 
 function analyse(sql: string): (Value | undefined)[] | string {
   const tree = parseSync(sql)
   const a = new LineageAnalyzer(name => {
-    const cols = TABLES[name.replace(/^public\./, '')]
-    return cols?.map((column): Column => ({ schema: 'public', table: name.replace(/^public\./, ''), column }))
+    const table = name.replace(/^public\./, '')
+    const cols = TABLES[table]?.map((column): Column => ({ schema: 'public', table, column }))
+    return cols && { columns: cols, view: VIEWS[table] ? parseSync(VIEWS[table]) : undefined }
   })
   const r = a.result(tree)
   return r.columns ?? `unknown: ${r.unknown}`
@@ -77,6 +80,11 @@ t.test('lineage on parse trees', async t => {
   t.match(sources('select xmlelement(name x, c) from customers c')[0], /^!/)
   t.same(sources('insert into orders (id, total) select id, id from customers returning total'), ['customers.id,orders.total'], 'RETURNING gives back what was written')
   t.same(sources('update customers set note = email returning note'), ['customers.email,customers.note'])
+  t.same(sources('select (c).* from customers c'), ['customers.id', 'customers.email', 'customers.name', 'customers.note'])
+  t.same(sources('select j.* from customers c, jsonb_each(to_jsonb(c)) j'), ['customers.email,customers.id,customers.name,customers.note', 'customers.email,customers.id,customers.name,customers.note'])
+  t.same(sources('select name, u from customers c, unnest(array[c.email]) u'), ['customers.name', 'customers.email'])
+  t.match(sources('select * from customers c, jsonb_populate_record(null::customers, to_jsonb(c)) r')[0], /^unknown:/)
+  t.same(sources('select name, lower(email) from swapped'), ['customers.email,swapped.name', 'customers.name,swapped.email'], "a view's columns are what its query makes them")
 })
 
 // ---- through the gateway, against Postgres 15 ------------------------------------------------
@@ -180,6 +188,9 @@ t.test('masking follows the data', async t => {
   await setup.query(`insert into customers values ($1, $2, 'Ann', 'likes tea'), (2, $3, 'Bob', 'plain')`, [ID, EMAIL, EMAIL2])
   await setup.query(`create function peek(customers) returns text language sql as 'select $1.email'`)
   await setup.query(`create function rows_of(int) returns setof customers language sql as 'select * from customers where id = $1'`)
+  await setup.query(`create view swapped as select email as name, name as email from customers`)
+  await setup.query(`create view loud as select id, upper(email) as shout, name from customers`)
+  await setup.query(`create function open_cur() returns refcursor language plpgsql as $$ declare r refcursor := 'fn_cur'; begin open r for select lower(email) from customers; return r; end $$`)
 
   t.test('the byte check finds each encoding when nothing masks it (straight to Postgres)', async t => {
     const chunks: Buffer[] = []
@@ -229,6 +240,11 @@ t.test('masking follows the data', async t => {
     ['row_to_json of a subquery', 'select row_to_json(s) from (select email as e, name from customers) s'],
     ['c.* inside ROW', 'select row(c.*) from customers c'],
     ['array of rows', 'select array_agg(c) from customers c'],
+    ['a view that renames a masked column', 'select name from swapped'],
+    ['an expression over a computed view column', 'select lower(shout) from loud'],
+    ['(c).*', 'select (c).* from customers c'],
+    ['jsonb_each of a whole row', 'select j.key, j.value from customers c, jsonb_each_text(to_jsonb(c)) j'],
+    ['unnest of an array of the column', 'select u from customers c, unnest(array[c.email]) u'],
     ['UPDATE … RETURNING', "update customers set note = note where name = 'Bob' returning lower(email)"],
   ]
   for (const [label, sql] of followed) {
@@ -361,6 +377,8 @@ t.test('masking follows the data', async t => {
     ['a user function over a whole row', 'select peek(c) from customers c', /function peek over a whole row/],
     ['a function returning rows of a table, beside it', 'select r.email from customers c, lateral rows_of(c.id) r', /rows_of/],
     ['XML over a whole row', 'select xmlforest(c.*) from customers c', /.+/],
+    ['TABLESAMPLE', 'select * from customers tablesample system (100)', /TABLESAMPLE|RangeTableSample/],
+    ['FETCH from a cursor a function opened', "select open_cur(); fetch all from fn_cur", /cursor "fn_cur" is not known/],
     ['a cursor over a whole row into a user function', 'declare k2 cursor with hold for select peek(c) from customers c', /peek/],
   ]
   for (const [label, sql, why] of refused) {
@@ -372,7 +390,7 @@ t.test('masking follows the data', async t => {
       )
       t.equal(err?.code, '42501', sql)
       t.match(err?.message, /masking: cannot tell/)
-      t.match(err?.message, /customers\.(email|id)/, 'the error names the masked column')
+      t.match(err?.message, /customers\.(email|id)|\(cursor fn_cur\)/, 'the error names the masked column (or the cursor it cannot see into)')
       t.match(err?.message, why)
       assertClean(t, received(), label)
     })

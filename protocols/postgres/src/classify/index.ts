@@ -150,11 +150,6 @@ function compile(sql: string): Compiled {
   const parts: Part[] = []
   const lineage: StatementLineage = { results: [], relations: [], cursors: new Map(), writes: [] }
   for (const raw of stmts) {
-    const source = lineageSource(raw.stmt)
-    if (source.result) lineage.results.push(source.result)
-    for (const r of source.relations) if (!lineage.relations.includes(r)) lineage.relations.push(r)
-    if (source.cursor !== undefined) lineage.cursors.set(source.cursor.name, source.cursor.tree)
-    if (source.write) lineage.writes.push(source.write)
     const start = raw.stmt_location ?? 0
     const original = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
     const text = safeStatementText(original)
@@ -165,6 +160,12 @@ function compile(sql: string): Compiled {
       // a tree too deep to walk: nothing we cannot see through goes through
       return { op: failed(sql, 'SQL statement too complex to classify'), parts: [], fingerprint: '', recent: false }
     }
+    // what column lineage needs (classify/lineage.ts); the tree was walkable: analyzeStatement saw it all
+    const source = lineageSource(raw.stmt)
+    if (source.result) lineage.results.push(source.result)
+    for (const r of source.relations) if (!lineage.relations.includes(r)) lineage.relations.push(r)
+    if (source.cursor !== undefined) lineage.cursors.set(source.cursor.name, source.cursor.tree)
+    if (source.write) lineage.writes.push(source.write)
     const part: Part = { info: deepFreeze(statementInfo(analysis, text)) }
     if (analysis.execute) part.execute = analysis.execute
     if (analysis.prepared) {

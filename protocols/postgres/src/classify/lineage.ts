@@ -65,8 +65,14 @@ export interface Write {
   value: Value
 }
 
-/** Catalog access the analysis needs: a relation's columns in order, undefined when unknown. */
-export type RelationColumns = (name: string) => Column[] | undefined
+/** A relation as the analysis needs it: its columns in order; for a view, its query's parse. */
+export interface Relation {
+  columns: Column[]
+  view?: Node
+}
+
+/** Catalog access the analysis needs; undefined when the relation is unknown. */
+export type RelationColumns = (name: string) => Relation | undefined
 
 /** The analysed result of one statement: its output columns, or why it cannot be told. */
 export interface ResultLineage {
@@ -260,6 +266,11 @@ const KNOWN_SRF = new Set([
   'json_to_record', 'jsonb_to_record', 'json_to_recordset', 'jsonb_to_recordset', 'json_populate_record',
   'jsonb_populate_record', 'json_populate_recordset', 'jsonb_populate_recordset', 'jsonb_path_query',
 ])
+const SRF_COLUMNS: Record<string, string[]> = {
+  json_each: ['key', 'value'], jsonb_each: ['key', 'value'], json_each_text: ['key', 'value'], jsonb_each_text: ['key', 'value'],
+}
+// their columns are a record type's or a column definition list's
+const RECORD_SRF = /^(json|jsonb)_(to|populate)_record(set)?$/
 // casts to these keep the text form, so the parts stay where they were
 const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar', 'char', 'name', 'json', 'jsonb'])
 
@@ -479,6 +490,15 @@ export class LineageAnalyzer {
         out.push(...expanded)
         continue
       }
+      const ind = bodyOf(rt.val, 'A_Indirection')
+      if (ind && bodyOf((ind.indirection as unknown[]).at(-1), 'A_Star') !== undefined) {
+        // (c).*, (row(a, b)).*: one output column per field of the record
+        const rec = this.expr({ A_Indirection: { ...ind, indirection: (ind.indirection as unknown[]).slice(0, -1) } }, scope)
+        if (rec.parts?.kind !== 'record') return undefined
+        const p = rec.parts
+        out.push(...p.fields.map((v, i) => ({ name: p.names[i] ?? `f${i + 1}`, value: v })))
+        continue
+      }
       out.push({ name: rt.name ?? defaultName(rt.val), value: this.expr(rt.val, scope) })
     }
     return out
@@ -489,12 +509,13 @@ export class LineageAnalyzer {
     if (qualifier.length === 0) {
       const out: OutCol[] = []
       for (const item of scope.items) {
-        if (!item.columns) return undefined
+        if (!item.columns) throw new Unknown(`\`*\` over ${item.unknown ?? 'a FROM item whose columns are unknown'}`)
         out.push(...item.columns)
       }
       return out
     }
     const item = this.qualified(names(qualifier), scope)
+    if (item && !item.columns) throw new Unknown(`\`${names(qualifier).join('.')}.*\` over ${item.unknown ?? 'a FROM item whose columns are unknown'}`)
     return item?.columns
   }
 
@@ -533,11 +554,23 @@ export class LineageAnalyzer {
         }
       }
     }
-    const cols = this.columnsOf(relationName(b))
-    const item: FromItem = cols
-      ? { refname: name, columns: cols.map(c => ({ name: c.column, value: { sources: [c], direct: c } })) }
-      : { refname: name, columns: undefined, unknown: `relation ${relationName(b)} is not known to the catalog` }
-    return aliased(item, b.alias)
+    const rel = this.columnsOf(relationName(b))
+    if (!rel) return aliased({ refname: name, columns: undefined, unknown: `relation ${relationName(b)} is not known to the catalog` }, b.alias)
+    let columns: OutCol[] = rel.columns.map(c => ({ name: c.column, value: { sources: [c], direct: c } }))
+    if (rel.view) {
+      // a view's column is its own and what the view's query makes it of; not `direct`: the
+      // RowDescription names the view column, whose base the catalog only guesses by name
+      let inner: OutCol[] | undefined
+      try {
+        inner = this.statement(rel.view, { items: [], ctes: new Map() })
+      } catch (err) {
+        if (!(err instanceof Unknown)) throw err
+      }
+      if (!inner || inner.length !== columns.length) {
+        columns = columns.map(c => ({ name: c.name, value: opaque(`the query of view ${relationName(b)} cannot be analysed`) }))
+      } else columns = columns.map((c, i) => ({ name: c.name, value: { sources: mergeSources([c.value, inner[i]!.value]), parts: inner[i]!.value.parts, opaque: inner[i]!.value.opaque } }))
+    }
+    return aliased({ refname: name, columns }, b.alias)
   }
 
   private join(b: Body, scope: Scope): FromItem {
@@ -586,10 +619,17 @@ export class LineageAnalyzer {
     const v = strip(derived(values))
     const colnames = names(b.alias?.colnames)
     const defs = ((b.coldeflist as unknown[]) ?? []).map(d => String(bodyOf(d, 'ColumnDef')?.colname ?? ''))
-    const listed = colnames.length ? colnames : defs.length ? defs : [refname]
-    if (b.ordinality) listed.push('ordinality')
-    // json_each gives key, value; json_to_record what its column list says: any name is the arguments
-    return { refname, columns: listed.map(n => ({ name: n, value: v })), anyColumn: v }
+    const own = SRF_COLUMNS[fname]
+    // unnest(a, b): one column per array; the populate/to_record family: the columns of a type
+    const width = fname === 'unnest' ? calls.length === 1 ? (((bodyOf(calls[0], 'FuncCall')?.args as unknown[]) ?? []).length || 1) : 0 : own?.length ?? (RECORD_SRF.test(fname) ? 0 : 1)
+    let listed = defs.length ? defs : own ? [...own] : Array.from({ length: width }, (_, i) => (i === 0 ? refname : `${refname}${i + 1}`))
+    if (calls.length > 1 || listed.length === 0) {
+      // ROWS FROM (…), a record type's columns: how many is not known here
+      return { refname, columns: undefined, unknown: `the columns of ${fname} in FROM are not known`, anyColumn: v }
+    }
+    if (colnames.length) listed = listed.map((n, i) => colnames[i] ?? n)
+    if (b.ordinality) listed.push(colnames[listed.length] ?? 'ordinality')
+    return { refname, columns: listed.map(n => ({ name: n, value: v })) }
   }
 
   /** an item by qualified name (`c`, `public.customers`) */
