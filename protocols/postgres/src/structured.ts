@@ -60,54 +60,139 @@ export function maskText(node: MaskNode, text: string, plan: MaskPlan): string |
     return arr.prefix + serializeArray(mapArray(arr.items, s => maskText(node.array!, s, plan)))
   }
   if (node.json) {
-    let value: unknown
-    try {
-      value = JSON.parse(text)
-    } catch {
-      return plan.apply(node.method, text)
-    }
-    const out = maskJson(node, value, plan)
-    return out === undefined ? plan.apply(node.method, text) : JSON.stringify(out)
+    // rewritten in place: the values left alone keep their exact text (a bigint stays exact)
+    const out = new JsonMasker(text, plan).document(node)
+    return out ?? plan.apply(node.method, text)
   }
   return plan.apply(node.method, text)
 }
 
-/** undefined: the JSON is not the shape the lineage says */
-function maskJson(node: MaskNode, value: unknown, plan: MaskPlan): unknown {
-  if (value === null) return null
-  const j = node.json
-  if (!j) {
-    if (node.record || node.array) return undefined
-    const s = typeof value === 'string' ? value : JSON.stringify(value)
-    return plan.apply(node.method, s)
+/**
+ * Walks JSON text once, copying what no rule covers as it is and replacing what one does. Every
+ * method returns undefined when the text is not JSON or not the shape the lineage says.
+ */
+class JsonMasker {
+  private i = 0
+
+  constructor(
+    private readonly s: string,
+    private readonly plan: MaskPlan,
+  ) {}
+
+  document(node: MaskNode): string | undefined {
+    const lead = this.ws()
+    const v = this.value(node)
+    if (v === undefined) return undefined
+    const trail = this.ws()
+    return this.i === this.s.length ? lead + v + trail : undefined
   }
-  if (Array.isArray(value)) {
-    if (!j.element) return j.keys.size === 0 && !j.anyKey ? value : undefined
-    const out: unknown[] = []
-    for (const v of value) {
-      const m = maskJson(j.element, v, plan)
-      if (m === undefined) return undefined
-      out.push(m)
+
+  private ws(): string {
+    const from = this.i
+    while (this.i < this.s.length && ' \t\n\r'.includes(this.s[this.i]!)) this.i++
+    return this.s.slice(from, this.i)
+  }
+
+  private value(node: MaskNode | undefined): string | undefined {
+    const c = this.s[this.i]
+    if (node === undefined) return this.skip()
+    if (!node.json) {
+      if (node.record || node.array) return undefined
+      const raw = this.skip()
+      if (raw === undefined) return undefined
+      if (raw === 'null') return raw
+      const text = raw[0] === '"' ? (JSON.parse(raw) as string) : raw
+      const out = this.plan.apply(node.method, text)
+      return out === null ? 'null' : JSON.stringify(out)
     }
-    return out
-  }
-  if (typeof value === 'object') {
-    if (j.element && j.keys.size === 0 && !j.anyKey) return undefined
-    const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-      const n = j.keys.get(k) ?? j.anyKey
-      if (!n) {
-        out[k] = v
-        continue
+    const j = node.json
+    if (c === 'n') return this.skip()
+    if (c === '[') {
+      if (!j.element) return j.keys.size === 0 && !j.anyKey ? this.skip() : undefined
+      let out = '['
+      this.i++
+      out += this.ws()
+      if (this.s[this.i] === ']') {
+        this.i++
+        return out + ']'
       }
-      const m = maskJson(n, v, plan)
-      if (m === undefined) return undefined
-      out[k] = m
+      for (;;) {
+        const v = this.value(j.element)
+        if (v === undefined) return undefined
+        out += v + this.ws()
+        const d = this.s[this.i++]
+        if (d === ']') return out + ']'
+        if (d !== ',') return undefined
+        out += ',' + this.ws()
+      }
     }
-    return out
+    if (c === '{') {
+      if (j.element && j.keys.size === 0 && !j.anyKey) return undefined
+      let out = '{'
+      this.i++
+      out += this.ws()
+      if (this.s[this.i] === '}') {
+        this.i++
+        return out + '}'
+      }
+      for (;;) {
+        if (this.s[this.i] !== '"') return undefined
+        const rawKey = this.skip()
+        if (rawKey === undefined) return undefined
+        out += rawKey + this.ws()
+        if (this.s[this.i++] !== ':') return undefined
+        out += ':' + this.ws()
+        const key = JSON.parse(rawKey) as string
+        const v = this.value(j.keys.get(key) ?? j.anyKey)
+        if (v === undefined) return undefined
+        out += v + this.ws()
+        const d = this.s[this.i++]
+        if (d === '}') return out + '}'
+        if (d !== ',') return undefined
+        out += ',' + this.ws()
+      }
+    }
+    // a scalar where an object or an array was expected
+    return undefined
   }
-  // a scalar where an object or array was expected
-  return undefined
+
+  /** the raw text of one JSON value, checked */
+  private skip(): string | undefined {
+    const from = this.i
+    const s = this.s
+    const c = s[this.i]
+    if (c === '"') {
+      this.i++
+      while (this.i < s.length && s[this.i] !== '"') this.i += s[this.i] === '\\' ? 2 : 1
+      if (this.i >= s.length) return undefined
+      this.i++
+    } else if (c === '{' || c === '[') {
+      let depth = 0
+      while (this.i < s.length) {
+        const d = s[this.i]!
+        if (d === '"') {
+          if (this.skip() === undefined) return undefined
+          continue
+        }
+        this.i++
+        if (d === '{' || d === '[') depth++
+        else if (d === '}' || d === ']') {
+          if (--depth === 0) break
+        }
+      }
+      if (depth !== 0) return undefined
+    } else {
+      while (this.i < s.length && !',]} \t\n\r'.includes(s[this.i]!)) this.i++
+      if (this.i === from) return undefined
+    }
+    const raw = s.slice(from, this.i)
+    try {
+      JSON.parse(raw)
+    } catch {
+      return undefined
+    }
+    return raw
+  }
 }
 
 // ---- record text: (1,"a b",,x) --------------------------------------------------------------

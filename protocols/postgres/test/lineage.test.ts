@@ -9,6 +9,8 @@ import { startGateway, type Gateway } from './harness.ts'
 import { loadClassifier } from '../src/classify/index.ts'
 import { parseSql } from '../src/classify/parser.ts'
 import { LineageAnalyzer, opaqueReason, type Column, type Value } from '../src/classify/lineage.ts'
+import { maskText, parseArray, parseRecord, serializeArray, serializeRecord, type MaskNode } from '../src/structured.ts'
+import type { MaskPlan } from '@portcullis/core/types'
 
 // ---- the analysis on parse trees (no server) -------------------------------------------------
 
@@ -85,6 +87,26 @@ t.test('lineage on parse trees', async t => {
   t.same(sources('select name, u from customers c, unnest(array[c.email]) u'), ['customers.name', 'customers.email'])
   t.match(sources('select * from customers c, jsonb_populate_record(null::customers, to_jsonb(c)) r')[0], /^unknown:/)
   t.same(sources('select name, lower(email) from swapped'), ['customers.email,swapped.name', 'customers.name,swapped.email'], "a view's columns are what its query makes them")
+})
+
+t.test('masking inside record, array and JSON text', async t => {
+  const plan = { apply: (m: string, v: string) => (m === 'null' ? null : `<${v.length}>`) } as unknown as MaskPlan
+  t.same(parseRecord('(1,"a b",,"q""x\\\\y",z)'), ['1', 'a b', null, 'q"x\\y', 'z'])
+  t.same(parseRecord('()'), [null])
+  t.equal(serializeRecord(['1', 'a b', null, 'q"x', '']), '(1,"a b",,"q""x","")')
+  t.same(parseArray('{a,"b c",NULL,"NULL",{d}}')?.items, ['a', 'b c', null, 'NULL', ['d']])
+  t.equal(parseArray('[0:1]={x,y}')?.prefix, '[0:1]=')
+  t.equal(serializeArray(['a', 'b c', null, 'NULL', '']), '{a,"b c",NULL,"NULL",""}')
+  const whole: MaskNode = { method: 'redact' }
+  t.equal(maskText({ method: 'redact', record: [undefined, whole, undefined] }, '(1,"x@y.example",Ann)', plan), '(1,<11>,Ann)')
+  t.equal(maskText({ method: 'redact', array: whole }, '{"a b",NULL,c}', plan), '{<3>,NULL,<1>}')
+  t.equal(maskText({ method: 'redact', array: { method: 'redact', record: [undefined, whole] } }, '{"(1,x@y)","(2,z@w)"}', plan), '{"(1,<3>)","(2,<3>)"}')
+  const json: MaskNode = { method: 'redact', json: { keys: new Map([['email', whole]]) } }
+  t.equal(maskText(json, '{"id": 9007199254740993, "email": "x@y.example", "n": {"email": 1}}', plan), '{"id": 9007199254740993, "email": "<11>", "n": {"email": 1}}', 'only the keys at that level; other values keep their exact text')
+  t.equal(maskText({ method: 'redact', json: { keys: new Map(), element: json } }, '[{"email":"a"}, null, {"email":null}]', plan), '[{"email":"<1>"}, null, {"email":null}]')
+  t.equal(maskText(json, '[1]', plan), '<3>', 'not the shape the lineage says: masked whole')
+  t.equal(maskText(json, '{"email": "x"', plan), '<13>', 'not JSON: masked whole')
+  t.equal(maskText({ method: 'redact', record: [whole] }, '(1,2)', plan), '<5>', 'a record of another width: masked whole')
 })
 
 // ---- through the gateway, against Postgres 15 ------------------------------------------------
