@@ -332,7 +332,12 @@ export class PostgresProxy {
         const parse = parseParseMessage(new BufferReader(frame.raw, 5))
         this.recordRequests()
         this.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
-        this.statements.set(parse.name, this.classify(parse.query))
+        const op = this.classify(parse.query)
+        this.statements.set(parse.name, op)
+        // the catalog lookups column lineage needs happen before the Parse goes up, not between its
+        // Bind and Execute (an upstream that multiplexes sessions onto one backend loses the portal)
+        const lookup = this.lineageLookups(op)
+        if (lookup) return lookup.then(() => this.toUpstream(frame.raw))
         this.toUpstream(frame.raw)
         return undefined
       }
@@ -514,6 +519,16 @@ export class PostgresProxy {
     const refused = this.lineageCheck(pending)
     if (refused) return refused.then(() => this.decideNext(pending, raw))
     return this.decideNext(pending, raw)
+  }
+
+  /** the catalog lookups an op's lineage needs, done ahead (failures are met again at Execute) */
+  private lineageLookups(op: Operation, round = 0): Promise<void> | undefined {
+    const l = rowLineage(op, this.session.masks, this.catalog, { prepared: this.prepared, cursors: this.cursors })
+    if (!(l instanceof Promise) || round >= 8) return undefined
+    return l.then(
+      () => this.lineageLookups(op, round + 1),
+      () => undefined,
+    )
   }
 
   /** undefined when the check is done; else a promise that settles when it is (catalog lookup) */
