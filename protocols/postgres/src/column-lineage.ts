@@ -5,7 +5,7 @@
 import type { MaskMethod, MaskPlan, Operation } from '@portcullis/core/types'
 import { stricter } from '@portcullis/core/masking/methods'
 import type { Catalog } from './catalog.ts'
-import type { ClassifyContext } from './classify/index.ts'
+import { preparedStatements, type ClassifyContext } from './classify/index.ts'
 import { parseSql, type Node } from './classify/parser.ts'
 import { forEachNode } from './classify/tree.ts'
 import { keptLineage, LineageAnalyzer, relationName, opaqueReason, type Column, type ResultLineage, type StatementLineage, type Write } from './classify/lineage.ts'
@@ -47,7 +47,11 @@ const MAX_HOPS = 8
 
 /** the op a session-resolved result points at (itself for a cursor it declares) */
 function targetOf(op: Operation, kept: StatementLineage, r: { execute: string } | { cursor: string }, ctx: ClassifyContext | undefined): Operation | undefined {
-  if ('execute' in r) return ctx?.prepared?.get(r.execute)
+  if ('execute' in r) {
+    // the session may keep the PREPARE's own operation rather than its body's
+    const stored = ctx?.prepared?.get(r.execute)
+    return stored && (preparedStatements(stored).get(r.execute) ?? stored)
+  }
   if (kept.cursors.has(r.cursor)) return op
   return ctx?.cursors?.get(r.cursor)
 }
