@@ -29,6 +29,15 @@ export interface NamedRelation {
   columns: ColumnName[]
   /** for a view: its query (pg_get_viewdef) */
   viewDef?: string
+  /** relations of the same unqualified name in other schemas: the session may read any of them */
+  others: ColumnName[][]
+}
+
+/** the relation name of an unqualified name as written in SQL; null when it is qualified */
+function bareName(name: string): string | null {
+  if (/^[a-z_][a-z0-9_$]*$/.test(name)) return name
+  const q = /^"((?:[^"]|"")*)"$/.exec(name)
+  return q ? q[1]!.replace(/""/g, '"') : null
 }
 
 interface RelationInfo {
@@ -106,27 +115,48 @@ export class Catalog {
     const missing = [...new Set(names)].filter(n => !this.byName.has(n))
     if (missing.length === 0) return
     // E'' literals read the same whatever standard_conforming_strings says
-    const list = missing.map(n => `E'${n.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`).join(',')
+    const lit = (v: string | null) => (v === null ? 'NULL' : `E'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`)
+    const list = missing.map(lit).join(',')
+    const bare = missing.map(n => lit(bareName(n))).join(',')
+    // An unqualified name is every relation of that name, in any schema: the session's search_path
+    // (which this connection does not share) decides which one it reads. The one on this
+    // connection's path comes first and gives the column list; the others add their same-named
+    // columns as sources, so a changed search_path cannot pick an unmasked twin.
     const rows = await this.query(
-      `SELECT x.name, n.nspname, c.relname, a.attname FROM unnest(ARRAY[${list}]::text[]) AS x(name) ` +
-        `LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(x.name) LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
-        `LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY x.name, a.attnum`,
+      `SELECT x.name, c.oid, (c.oid = pg_catalog.to_regclass(x.name)) AS on_path, n.nspname, c.relname, a.attname, c.relkind ` +
+        `FROM unnest(ARRAY[${list}]::text[], ARRAY[${bare}]::text[]) AS x(name, bare) ` +
+        `JOIN pg_catalog.pg_class c ON (x.bare IS NULL AND c.oid = pg_catalog.to_regclass(x.name)) OR (c.relname = x.bare AND c.relkind IN ('r', 'v', 'm', 'f', 'p')) ` +
+        `JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+        `JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ` +
+        `ORDER BY x.name, on_path DESC NULLS LAST, c.oid, a.attnum`,
     )
     const found = new Map<string, NamedRelation>()
-    for (const [name, schema, table, column] of rows) {
-      if (schema === null || column === null) continue
-      const rel = found.get(name!) ?? { columns: [] }
-      rel.columns.push({ schema, table: table!, column })
-      found.set(name!, rel)
+    const views: { name: string; oid: string }[] = []
+    let last = ''
+    for (const [name, oid, , schema, table, column, relkind] of rows) {
+      let rel = found.get(name!)
+      const key = `${name}\0${oid}`
+      if (!rel) {
+        rel = { columns: [], others: [] }
+        found.set(name!, rel)
+        last = key
+        if (relkind === 'v' || relkind === 'm') views.push({ name: name!, oid: oid! })
+      } else if (key !== last) {
+        rel.others.push([])
+        last = key
+      }
+      const col = { schema: schema!, table: table!, column: column! }
+      if (rel.others.length === 0) rel.columns.push(col)
+      else rel.others[rel.others.length - 1]!.push(col)
     }
     // a view's (or materialized view's) columns are what its query makes of other relations' columns
-    const views = await this.query(
-      `SELECT x.name, pg_catalog.pg_get_viewdef(c.oid) FROM unnest(ARRAY[${list}]::text[]) AS x(name) ` +
-        `JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(x.name) WHERE c.relkind IN ('v', 'm')`,
-    )
-    for (const [name, def] of views) {
-      const rel = found.get(name!)
-      if (rel && def) rel.viewDef = def
+    if (views.length > 0) {
+      const defs = await this.query(`SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c WHERE c.oid = ANY('{${views.map(v => v.oid).join(',')}}'::oid[])`)
+      const byOid = new Map(defs.map(([oid, def]) => [oid, def]))
+      for (const v of views) {
+        const def = byOid.get(v.oid)
+        if (def) found.get(v.name)!.viewDef = def
+      }
     }
     // bounded: names that do not exist cost an entry each
     if (this.byName.size + missing.length > MAX_NAMES) this.byName.clear()

@@ -204,7 +204,10 @@ function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analy
     generation: catalog.generation,
     results,
     declared,
-    relations: readNames(kept.relations, catalog).all.map(n => catalog.relationByName(n)?.columns ?? null),
+    relations: readNames(kept.relations, catalog).all.map(n => {
+      const rel = catalog.relationByName(n)
+      return rel ? [...rel.columns, ...rel.others.flat()] : null
+    }),
     writes: analyzer.writes,
     writesUnknown,
   }

@@ -281,6 +281,20 @@ t.test('masking follows the data', async t => {
     })
   }
 
+  t.test('a search_path that picks a masked twin of an unmasked table is followed', async t => {
+    await setup.query('create schema vault')
+    await setup.query('create table vault.accounts (id int, secret text)')
+    await setup.query('create table public.accounts (id int, secret text)')
+    await setup.query(`insert into vault.accounts values (1, $1)`, [EMAIL])
+    const gw2 = await startGateway({ pg: gw.pg, masking: [{ id: 'vault', when: { targets: ['db'] }, columns: ['vault.accounts.secret'], method: 'redact' }] })
+    t.teardown(() => gw2.stop())
+    const { c, received } = await tapped(t, gw2)
+    await c.query('set search_path = vault, public')
+    const r = await c.query("select secret, lower(secret) as l, accounts from accounts")
+    t.same(r.rows[0], { secret: '[REDACTED]', l: '[REDACTED]', accounts: '(1,[REDACTED])' })
+    assertClean(t, received(), 'search_path twin')
+  })
+
   t.test('a whole row keeps its other fields; the masked ones are masked inside it', async t => {
     const { c } = await tapped(t, gw)
     const r = await c.query('select c as whole, row_to_json(c) as j, to_jsonb(c) as jb, array[email, name] as a from customers c where name = $1', ['Ann'])

@@ -69,6 +69,8 @@ export interface Write {
 export interface Relation {
   columns: Column[]
   view?: Node
+  /** same-named relations the name may also mean (another schema on the session's search_path) */
+  others?: Column[][]
 }
 
 /** Catalog access the analysis needs; undefined when the relation is unknown. */
@@ -556,7 +558,12 @@ export class LineageAnalyzer {
     }
     const rel = this.columnsOf(relationName(b))
     if (!rel) return aliased({ refname: name, columns: undefined, unknown: `relation ${relationName(b)} is not known to the catalog` }, b.alias)
-    let columns: OutCol[] = rel.columns.map(c => ({ name: c.column, value: { sources: [c], direct: c } }))
+    const twins = (col: string) => (rel.others ?? []).flatMap(o => o.filter(c => c.column === col))
+    let columns: OutCol[] = rel.columns.map(c => {
+      const more = twins(c.column)
+      // still `direct`: for a plain column the RowDescription says which of them it is
+      return { name: c.column, value: { sources: more.length ? [c, ...more] : [c], direct: c } }
+    })
     if (rel.view) {
       // a view's column is its own and what the view's query makes it of; not `direct`: the
       // RowDescription names the view column, whose base the catalog only guesses by name
