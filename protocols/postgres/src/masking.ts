@@ -13,6 +13,7 @@ import { stricter } from '@portcullis/core/masking/methods'
 /** types whose text and binary forms are both the UTF-8 text itself (jsonb binary: a version byte first) */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 18, 114, 142, 705, 3802])
 const JSONB = 3802
+const JSON_OID = 114
 
 // Scalar types whose text form holds no free text: detectors skip them. Every other type is scanned
 // in its text form (arrays, records, JSON, enums, domains, user types), since any may hold text.
@@ -28,6 +29,8 @@ export interface RowMask {
   textLike: boolean[]
   binary: boolean[]
   jsonb: boolean[]
+  /** per column: json or jsonb, whose replacement must stay JSON (a string) */
+  json: boolean[]
   /** per column: the replacement when the method ignores the value ('redact', 'null'): no decoding */
   fixed: (Buffer | null | undefined)[]
   /** per column: a record / array / JSON value whose masked parts are masked inside it */
@@ -134,7 +137,9 @@ export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog
     textLike,
     binary: fields.map(f => f.format === 1),
     jsonb: fields.map(f => f.typeOid === JSONB),
-    fixed: methods.map(m => fixedReplacement(plan, m)),
+    json: fields.map(f => f.typeOid === JSONB || f.typeOid === JSON_OID),
+    // a JSON column's replacement is a JSON string: not one fixed text for every type
+    fixed: methods.map((m, i) => (fields[i]!.typeOid === JSONB || fields[i]!.typeOid === JSON_OID ? undefined : fixedReplacement(plan, m))),
     parts,
   }
 }
@@ -163,7 +168,8 @@ function maskValue(mask: RowMask, plan: MaskPlan, i: number, raw: Buffer, start:
     if (fixed !== undefined && prefix === 0) return fixed
     const out = plan.apply(method, raw.toString('utf8', start + prefix, end))
     if (out === null) return null
-    return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, out)
+    // a json value masked whole stays JSON: the replacement as a JSON string
+    return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, mask.json[i] ? JSON.stringify(out) : out)
   }
   const node = mask.parts[i]
   if (node) {

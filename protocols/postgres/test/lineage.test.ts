@@ -307,6 +307,12 @@ t.test('masking follows the data', async t => {
     t.same(row.a, ['[REDACTED]', '[REDACTED]'])
   })
 
+  t.test('a JSON value masked whole is still JSON', async t => {
+    const { c } = await tapped(t, gw)
+    const r = await c.query("select to_json(email) as j, to_jsonb(lower(email)) as jb, to_jsonb(c) -> 'email' as e from customers c where name = 'Ann'")
+    t.same(r.rows[0], { j: '[REDACTED]', jb: '[REDACTED]', e: '[REDACTED]' })
+  })
+
   t.test('a derived value of a non-text type becomes NULL', async t => {
     const { c } = await tapped(t, gw)
     const r = await c.query('select id + 0 as n, length(email) as l, name from customers order by name')
