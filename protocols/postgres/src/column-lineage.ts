@@ -46,9 +46,13 @@ export function hasColumnRules(plan: MaskPlan): boolean {
 const MAX_HOPS = 8
 
 /** the op a session-resolved result points at (itself for a cursor it declares) */
-function targetOf(op: Operation, kept: StatementLineage, r: { execute: string } | { cursor: string }, ctx: ClassifyContext | undefined): Operation | undefined {
+function targetOf(op: Operation, kept: StatementLineage, r: { execute: string; at?: number } | { cursor: string }, ctx: ClassifyContext | undefined): Operation | undefined {
   if ('execute' in r) {
     // the session may keep the PREPARE's own operation rather than its body's
+    // PREPARE p AS …; EXECUTE p in one text: the last PREPARE of that name before the EXECUTE
+    const at = r.at ?? Infinity
+    const own = kept.prepares?.filter(p => p.name === r.execute && p.at < at).at(-1)
+    if (own) return own.body
     const stored = ctx?.prepared?.get(r.execute)
     return stored && (preparedStatements(stored).get(r.execute) ?? stored)
   }
@@ -157,7 +161,7 @@ function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyC
     if (!target || hops >= MAX_HOPS) {
       results.push({ columns: undefined, unknown: 'execute' in r ? `prepared statement "${name}" is not known` : `cursor "${name}" is not known to the gateway` })
       // what an unknown cursor reads is unknown: count it as reading masked data
-      masked.add(`(cursor ${name})`)
+      masked.add(`(${'execute' in r ? 'prepared statement' : 'cursor'} ${name})`)
       continue
     }
     const inner = resolve(target, plan, catalog, ctx, hops + 1, 'cursor' in r ? r.cursor : undefined)

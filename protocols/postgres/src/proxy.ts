@@ -59,6 +59,8 @@ interface PendingOp {
   masked: number
   error?: string
   done: boolean
+  /** column lineage as the session stood when it was decided (EXECUTE, FETCH resolve by name) */
+  lineage?: RowLineage
 }
 
 /** why a statement is not sent: the ErrorResponse the client gets in its place */
@@ -549,6 +551,10 @@ export class PostgresProxy {
       )
     }
     if (why !== undefined) pending.op = { ...pending.op, class: 'admin', error: why }
+    else {
+      const l = rowLineage(pending.op, plan, this.catalog, { prepared: this.prepared, cursors: this.cursors })
+      if (l && !(l instanceof Promise)) pending.lineage = l
+    }
     return undefined
   }
 
@@ -774,8 +780,8 @@ export class PostgresProxy {
         this.rowMask = undefined
         if (!plan.empty) {
           // the statement's column lineage: what a computed column is made of (column-lineage.ts)
-          const op = this.current()?.op
-          const lineage = op ? rowLineage(op, plan, this.catalog, { prepared: this.prepared, cursors: this.cursors }) : undefined
+          const p = this.current()
+          const lineage = p ? (p.lineage ?? rowLineage(p.op, plan, this.catalog, { prepared: this.prepared, cursors: this.cursors })) : undefined
           if (lineage instanceof Promise) {
             this.upstreamQueue.unshift(frame)
             return lineage

@@ -325,6 +325,13 @@ t.test('masking follows the data', async t => {
     const r = await c.query('execute p')
     t.equal(r.rows[0].e, '[REDACTED]')
     assertClean(t, received(), 'EXECUTE')
+    // the EXECUTE runs the body prepared before it, not the one its text prepares after it
+    const after = await c.query("execute p; deallocate p; prepare p as select name as e from customers")
+    const rows = (after as unknown as pg.QueryResult[])[0]!.rows
+    t.same(rows.map(x => x.e), ["[REDACTED]", "[REDACTED]"], "the earlier body is the one masked by")
+    const inText = await c.query("prepare p2 as select name as e from customers; deallocate p2; prepare p2 as select lower(email) as e from customers; execute p2")
+    t.ok((inText as unknown as pg.QueryResult[])[3]!.rows.every(x => x.e === '[REDACTED]'), 'the last PREPARE before the EXECUTE')
+    assertClean(t, received(), 'EXECUTE after a re-PREPARE')
   })
 
   t.test('FETCH from a SQL cursor follows the DECLARE', async t => {
@@ -383,6 +390,8 @@ t.test('masking follows the data', async t => {
       'select email into copied2 from customers',
       "insert into customers (id, email, name, note) values (5, 'x@y.example', 'X', 'n') on conflict (id) do update set note = customers.email",
       'with w as (update customers set note = email returning 1) select count(*) from w',
+      'explain analyze update customers set note = email',
+      "prepare mv as update customers set note = email where name = 'Ann'; execute mv",
     ]) {
       const err = await c.query(sql).then(
         () => undefined,

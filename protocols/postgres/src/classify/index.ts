@@ -162,7 +162,7 @@ function compile(sql: string): Compiled {
     }
     // what column lineage needs (classify/lineage.ts); the tree was walkable: analyzeStatement saw it all
     const source = lineageSource(raw.stmt)
-    if (source.result) lineage.results.push(source.result)
+    if (source.result) lineage.results.push('execute' in source.result ? { ...source.result, at: parts.length } : source.result)
     for (const r of source.relations) if (!lineage.relations.includes(r)) lineage.relations.push(r)
     if (source.cursor !== undefined) lineage.cursors.set(source.cursor.name, source.cursor.tree)
     if (source.write) lineage.writes.push(source.write)
@@ -172,6 +172,7 @@ function compile(sql: string): Compiled {
       // its own fingerprint: EXECUTEs of different bodies must not share one (approval windows)
       const body = buildOperation([statementInfo(analysis.prepared.body, text)], safeFingerprint(original))
       part.prepare = { name: analysis.prepared.name, body }
+      ;(lineage.prepares ??= []).push({ name: analysis.prepared.name, at: parts.length, body })
       bodyOfStatement.set(part.info, body)
       const query = (raw.stmt as { PrepareStmt?: { query?: Node } } | undefined)?.PrepareStmt?.query
       const bodySource = lineageSource(query)

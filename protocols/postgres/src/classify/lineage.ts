@@ -40,8 +40,8 @@ export type Parts =
 /** One statement that can return rows, as kept from the parse. */
 export type ResultSource =
   | { tree: Node }
-  /** EXECUTE name: the prepared body's lineage */
-  | { execute: string }
+  /** EXECUTE name: the prepared body's lineage (at: its statement's index in the text) */
+  | { execute: string; at?: number }
   /** FETCH / MOVE name: the cursor's query's lineage */
   | { cursor: string }
   /** a statement whose result is not data (EXPLAIN, SHOW) */
@@ -56,6 +56,8 @@ export interface StatementLineage {
   cursors: Map<string, Node>
   /** statements that write rows and return none (INSERT, UPDATE, MERGE, CREATE TABLE AS, COPY (q)) */
   writes: Node[]
+  /** PREPARE name AS body in the text, by statement index: an EXECUTE after it in the text runs it */
+  prepares?: { name: string; at: number; body: Operation }[]
 }
 
 /** a value written into a column: masked data must not land in a column masked less */
@@ -116,7 +118,12 @@ export function lineageSource(stmt: Node | undefined): { result?: ResultSource; 
       return { result: { execute: String(b.name ?? '') }, relations }
     case 'FetchStmt':
       return b.ismove ? { relations } : { result: { cursor: String(b.portalname ?? '') }, relations }
-    case 'ExplainStmt':
+    case 'ExplainStmt': {
+      // not a data result; but EXPLAIN ANALYZE runs the statement: its writes are checked
+      const inner = nodeOf(b.query)?.[0]
+      const writes = inner === 'InsertStmt' || inner === 'UpdateStmt' || inner === 'DeleteStmt' || inner === 'MergeStmt' || inner === 'CreateTableAsStmt' || bodyOf(b.query, 'SelectStmt')?.intoClause
+      return writes ? { result: { none: true }, relations, write: b.query as Node } : { result: { none: true }, relations }
+    }
     case 'VariableShowStmt':
       return { result: { none: true }, relations }
     default:
