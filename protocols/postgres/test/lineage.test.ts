@@ -1,6 +1,9 @@
 import t, { type Test } from 'tap'
 import { Socket, connect } from 'node:net'
 import { once } from 'node:events'
+import { execFile as execFileCb } from 'node:child_process'
+import { promisify } from 'node:util'
+import { existsSync } from 'node:fs'
 import { serializePasswordMessage, serializeParse, serializeQuery, serializeStartupMessage } from '../src/frontend.ts'
 import { BufferWriter } from '../src/buffer-writer.ts'
 import { Framer } from '../src/framer.ts'
@@ -343,6 +346,27 @@ t.test('masking follows the data', async t => {
     t.same(r.rows.map(x => x.name), ['Ann', 'Bob'])
     await c.query('commit')
     assertClean(t, received(), 'FETCH')
+  })
+
+  t.test('psycopg2 named (server-side) cursors and psql: DECLARE/FETCH by real clients', async t => {
+    const env = { ...process.env, PGHOST: gw.host, PGPORT: String(gw.port), PGUSER: 'agent-1', PGDATABASE: 'app', PGPASSWORD: await gw.token(), PGSSLMODE: 'disable' }
+    const script = [
+      'import psycopg2, os, sys',
+      "c = psycopg2.connect(host=os.environ['PGHOST'], port=os.environ['PGPORT'], user='agent-1', password=os.environ['PGPASSWORD'], dbname='app', sslmode='disable')",
+      "cur = c.cursor(name='srv')",
+      "cur.itersize = 1",
+      "cur.execute(\"select upper(email), row_to_json(cu), name from customers cu order by name\")",
+      'for row in cur: print(repr(row))',
+      'c.close()',
+    ].join('\n')
+    const execFile = promisify(execFileCb)
+    const py = await execFile(existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3', ['-c', script], { env })
+    t.match(py.stdout, /'\[REDACTED\]'/)
+    t.match(py.stdout, /'Ann'/)
+    t.notOk(leak(Buffer.from(py.stdout)), 'psycopg2 rows hold no clear value')
+    const psql = await execFile('psql', ['-XAt', '-c', "select reverse(email), c from customers c", '-c', "select to_jsonb(c) from customers c"], { env })
+    t.notOk(leak(Buffer.from(psql.stdout)), 'psql output holds no clear value')
+    t.match(psql.stdout, /Ann/)
   })
 
   t.test('extended protocol without Describe of a derived column (prepared statement reused)', async t => {
