@@ -643,6 +643,8 @@ export class PostgresProxy {
       // tracked here (a DECLARE may fail; CLOSE and COMMIT end cursors), so FETCH from it is refused
       // rather than masked by the wrong query's lineage
       this.cursors.set(name, this.cursors.has(name) ? { ...op } : op)
+      // bounded: past that, the oldest names are forgotten (a FETCH from one is then refused)
+      if (this.cursors.size > 4096) this.cursors.delete(this.cursors.keys().next().value!)
     }
   }
 

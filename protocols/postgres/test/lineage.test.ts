@@ -70,6 +70,7 @@ t.test('lineage on parse trees', async t => {
   t.same(sources('select row_number() over (order by email) from customers'), ['customers.email'], 'a window ordering is a derivation')
   t.same(sources('select count(*), count(email) from customers'), ['', ''], 'a count tells no value')
   t.same(sources('values (1), (2)'), [''])
+  t.same(sources("select email in ('a', 'b'), id between 1 and 2, name is json from customers"), ['customers.email', 'customers.id', 'customers.name'])
   t.same(sources('select email from customers where exists (select 1 from orders)'), ['customers.email'])
   // whole rows keep their parts
   const whole = analyse('select row_to_json(c), array_agg(email), row(id, email) from customers c') as Value[]

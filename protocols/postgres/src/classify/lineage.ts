@@ -155,7 +155,7 @@ function quoteIdent(s: string): string {
 
 // ---- phase 2: the analysis ------------------------------------------------------------------
 
-const MAX_DEPTH = 200
+const MAX_DEPTH = 500
 
 const NONE: Value = Object.freeze({ sources: [] }) as Value
 
@@ -802,6 +802,13 @@ export class LineageAnalyzer {
         return this.funcCall(b, scope)
       case 'GroupingFunc':
         return NONE
+      case 'List':
+        // IN (a, b), BETWEEN x AND y
+        return strip(derived(((b.items as unknown[]) ?? []).map(a => this.expr(a, scope))))
+      case 'NamedArgExpr':
+        return this.expr(b.arg, scope)
+      case 'JsonIsPredicate':
+        return strip(derived([this.expr(b.expr, scope)]))
       case 'MultiAssignRef':
         // UPDATE t SET (a, b) = (SELECT …): each column gets one of the source's
         return strip(this.expr(b.source, scope))
