@@ -199,7 +199,7 @@ function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analy
     // a view whose query does not parse: an empty node, which the analysis cannot follow
     return { columns: rel.columns, view: viewQuery(rel.viewDef).tree ?? {} }
   })
-  const results: Pending[] = kept.results.map(r => ('tree' in r ? analyzer.result(r.tree) : r))
+  const results: Pending[] = kept.results.map(r => ('tree' in r ? (r.copy ? { ...analyzer.result(r.tree), copy: true } : analyzer.result(r.tree)) : r))
   const declared = new Map<string, ResultLineage>()
   for (const [name, tree] of kept.cursors) declared.set(name, analyzer.result(tree))
   let writesUnknown: string | undefined
@@ -313,7 +313,25 @@ export function copyMethods(op: Operation, plan: MaskPlan, catalog: Catalog, ctx
   const l = rowLineage(op, plan, catalog, ctx)
   if (l === undefined || l instanceof Promise) return l
   if (l.maskedRead.length === 0) return undefined
-  const cols = l.results[0]?.columns
-  if (!cols) return ALL_NULL
-  return cols.map(v => (opaqueReason(v) ? 'null' : strictestOf(plan, v.sources)))
+  // the COPY statements of the text; which one these rows are is not said: the strictest by position
+  const copies = l.results.filter(r => r.copy)
+  if (copies.length === 0 || copies.some(r => !r.columns)) return ALL_NULL
+  const width = Math.max(...copies.map(r => r.columns!.length))
+  const out: (MaskMethod | undefined)[] = []
+  for (let i = 0; i < width; i++) {
+    let m: MaskMethod | undefined
+    for (const r of copies) {
+      const v = r.columns![i]
+      if (!v) continue
+      const x = opaqueReason(v) ? 'null' : strictestOf(plan, v.sources)
+      if (x) m = stricter(m, x)
+    }
+    out.push(m)
+  }
+  return out
+}
+
+/** the op has a COPY … TO STDOUT whose columns lineage can tell */
+export function hasCopyResult(op: Operation): boolean {
+  return keptLineage(op)?.results.some(r => 'tree' in r && r.copy === true) ?? false
 }

@@ -90,7 +90,7 @@ function scannable(f: FieldDescription, catalog: Catalog): boolean {
 function lineageAt(lineage: RowLineage, width: number, i: number): Value | 'unknown' {
   // a text of several statements: the RowDescription is one of theirs; which one is not said, so
   // every candidate of that width counts (the strictest wins)
-  const fits = lineage.results.filter(r => r.columns && r.columns.length === width)
+  const fits = lineage.results.filter(r => !r.copy && r.columns && r.columns.length === width)
   if (fits.length === 0) return 'unknown'
   if (fits.length === 1) return fits[0]!.columns![i]!
   const sources = new Map<string, Value['sources'][number]>()

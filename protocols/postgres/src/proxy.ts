@@ -33,7 +33,7 @@ import {
   type TransactionStatus,
 } from './backend.ts'
 import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, unresolvedTypes, type RowMask } from './masking.ts'
-import { copyMethods, lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
+import { copyMethods, hasColumnRules, hasCopyResult, lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
 import { declaredCursors } from './classify/lineage.ts'
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
@@ -929,8 +929,8 @@ export class PostgresProxy {
 
   /** column rules by position for `COPY table [(cols)] TO STDOUT`; undefined: detectors only */
   private copyColumns(op: Operation): (MaskMethod | undefined)[] | undefined | Promise<unknown> {
-    // COPY (query) TO STDOUT: by the query's column lineage
-    if (/^\s*copy\s*\(/i.test(op.statement)) return copyMethods(op, this.session.masks, this.catalog, { prepared: this.prepared, cursors: this.cursors })
+    // COPY (query) / COPY t TO STDOUT, also after other statements in one Query: by column lineage
+    if (hasColumnRules(this.session.masks) && hasCopyResult(op)) return copyMethods(op, this.session.masks, this.catalog, { prepared: this.prepared, cursors: this.cursors })
     const key = op.statement
     if (this.copyColumnCache.has(key)) return this.copyColumnCache.get(key)
     const m = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout/i.exec(op.statement)

@@ -404,6 +404,12 @@ t.test('masking follows the data', async t => {
     t.ok(out.includes(Buffer.from('Ann')), 'unmasked columns still pass')
     const csv = await exchange(serializeQuery("copy (select upper(email) from customers) to stdout with (format csv)"))
     assertClean(t, csv, 'COPY csv')
+    const mixed = await exchange(serializeQuery("select lower(name) from customers; copy (select lower(email) from customers) to stdout"))
+    assertClean(t, mixed, 'COPY after a SELECT in one Query')
+    t.ok(mixed.includes(Buffer.from('ann')), 'the SELECT ran, unmasked where it may be')
+    const table = await exchange(serializeQuery("select 1; copy customers to stdout; copy public.customers (name, email) to stdout with (format csv)"))
+    assertClean(t, table, 'COPY table after a SELECT in one Query')
+    t.ok(table.includes(Buffer.from('Bob')), 'unmasked columns still pass')
   })
 
   t.test('a write that moves masked data into a column masked less is refused', async t => {

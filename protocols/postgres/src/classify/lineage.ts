@@ -39,7 +39,8 @@ export type Parts =
 
 /** One statement that can return rows, as kept from the parse. */
 export type ResultSource =
-  | { tree: Node }
+  /** copy: COPY (query) TO STDOUT, whose rows come as CopyData, never after a RowDescription */
+  | { tree: Node; copy?: boolean }
   /** EXECUTE name: the prepared body's lineage (at: its statement's index in the text) */
   | { execute: string; at?: number }
   /** FETCH / MOVE name: the cursor's query's lineage */
@@ -80,6 +81,8 @@ export type RelationColumns = (name: string) => Relation | undefined
 
 /** The analysed result of one statement: its output columns, or why it cannot be told. */
 export interface ResultLineage {
+  /** the rows of COPY (query) TO STDOUT */
+  copy?: boolean
   columns: Value[] | undefined
   /** the result's columns could not be listed (an unknown relation under `*`, an unknown cursor) */
   unknown?: string
@@ -111,7 +114,15 @@ export function lineageSource(stmt: Node | undefined): { result?: ResultSource; 
       return { relations, write: stmt }
     case 'CopyStmt':
       // COPY (query) TO STDOUT: rows without a RowDescription, masked by position (proxy's COPY path)
-      return b.query && !b.is_from ? { result: { tree: b.query as Node }, relations } : { relations }
+      if (b.is_from || b.filename || b.is_program) return { relations }
+      if (b.query) return { result: { tree: b.query as Node, copy: true }, relations }
+      if (!b.relation) return { relations }
+      {
+        // COPY t [(cols)] TO STDOUT: the rows of SELECT cols FROM t
+        const cols = Array.isArray(b.attlist) && b.attlist.length > 0 ? b.attlist.map((a: unknown) => ({ ResTarget: { val: { ColumnRef: { fields: [a] } } } })) : [{ ResTarget: { val: { ColumnRef: { fields: [{ A_Star: {} }] } } } }]
+        const tree = { SelectStmt: { targetList: cols, fromClause: [{ RangeVar: b.relation }], op: 'SETOP_NONE', limitOption: 'LIMIT_OPTION_DEFAULT' } }
+        return { result: { tree, copy: true }, relations }
+      }
     case 'DeclareCursorStmt':
       return { relations, cursor: { name: String(b.portalname ?? ''), tree: b.query as Node } }
     case 'ExecuteStmt':
