@@ -252,6 +252,7 @@ t.test('masking follows the data', async t => {
     ['whole row', 'select c from customers c'],
     ['row_to_json', 'select row_to_json(c) from customers c'],
     ['to_jsonb', 'select to_jsonb(c) from customers c'],
+    ['row_to_json pretty', 'select row_to_json(c, true) from customers c'],
     ['json_agg', 'select json_agg(c) from customers c'],
     ['ARRAY[]', 'select array[email, name] from customers'],
     ['array_agg', 'select array_agg(email) from customers'],

@@ -889,7 +889,8 @@ export class LineageAnalyzer {
     const plus = (v: Value) => (ctx.sources.length || ctx.opaque ? strip(derived([v, ctx])) : v)
     if (b.agg_star || (builtin && NO_LINEAGE.has(name))) return NONE
     if (builtin) {
-      if (TO_JSON.has(name) && args.length === 1) return plus(asJson(args[0]!))
+      // row_to_json(c, pretty): the second argument only says how the text is laid out
+      if (TO_JSON.has(name) && (args.length === 1 || (name === 'row_to_json' && args.length === 2 && args[1]!.sources.length === 0))) return plus(asJson(args[0]!))
       if (JSON_AGG.has(name) && args.length === 1) {
         const el = asJson(args[0]!)
         return plus(el.sources.length && !el.opaque ? { sources: el.sources, parts: { kind: 'json', keys: new Map(), element: el } } : strip(el))
