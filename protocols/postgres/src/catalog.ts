@@ -31,6 +31,8 @@ export interface NamedRelation {
   viewDef?: string
   /** relations of the same unqualified name in other schemas: the session may read any of them */
   others: ColumnName[][]
+  /** columns of inheritance children and partitions, whose rows a read of the parent returns */
+  descendants: ColumnName[]
 }
 
 /** the relation name of an unqualified name as written in SQL; null when it is qualified */
@@ -132,12 +134,16 @@ export class Catalog {
     )
     const found = new Map<string, NamedRelation>()
     const views: { name: string; oid: string }[] = []
+    const oidsOf = new Map<string, string[]>()
     let last = ''
     for (const [name, oid, , schema, table, column, relkind] of rows) {
       let rel = found.get(name!)
       const key = `${name}\0${oid}`
+      const oids = oidsOf.get(name!) ?? []
+      if (!oids.includes(oid!)) oids.push(oid!)
+      oidsOf.set(name!, oids)
       if (!rel) {
-        rel = { columns: [], others: [] }
+        rel = { columns: [], others: [], descendants: [] }
         found.set(name!, rel)
         last = key
         if (relkind === 'v' || relkind === 'm') views.push({ name: name!, oid: oid! })
@@ -148,6 +154,20 @@ export class Catalog {
       const col = { schema: schema!, table: table!, column: column! }
       if (rel.others.length === 0) rel.columns.push(col)
       else rel.others[rel.others.length - 1]!.push(col)
+    }
+    // a parent's rows include its children's (inheritance, partitions): their columns are sources too
+    const all = [...new Set([...oidsOf.values()].flat())]
+    if (all.length > 0) {
+      const kids = await this.query(
+        `WITH RECURSIVE d(root, oid) AS (SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = ANY('{${all.join(',')}}'::oid[]) ` +
+          `UNION SELECT d.root, i.inhrelid FROM d JOIN pg_catalog.pg_inherits i ON i.inhparent = d.oid) ` +
+          `SELECT d.root, n.nspname, c.relname, a.attname FROM d JOIN pg_catalog.pg_class c ON c.oid = d.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+          `JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped`,
+      )
+      for (const [name, oids] of oidsOf) {
+        const rel = found.get(name)!
+        for (const [root, schema, table, column] of kids) if (oids.includes(root!)) rel.descendants.push({ schema: schema!, table: table!, column: column! })
+      }
     }
     // a view's (or materialized view's) columns are what its query makes of other relations' columns
     if (views.length > 0) {

@@ -210,7 +210,7 @@ function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analy
     declared,
     relations: readNames(kept.relations, catalog).all.map(n => {
       const rel = catalog.relationByName(n)
-      return rel ? [...rel.columns, ...rel.others.flat()] : null
+      return rel ? [...rel.columns, ...rel.others.flat(), ...rel.descendants] : null
     }),
     writes: analyzer.writes,
     writesUnknown,

@@ -300,6 +300,18 @@ t.test('masking follows the data', async t => {
     assertClean(t, received(), 'search_path twin')
   })
 
+  t.test('a parent table returns its children\'s rows: a rule on the child follows them', async t => {
+    await setup.query('create table people (id int, mail text)')
+    await setup.query('create table staff () inherits (people)')
+    await setup.query('insert into staff values (1, $1)', [EMAIL2])
+    const gw3 = await startGateway({ pg: gw.pg, masking: [{ id: 'staff', when: { targets: ['db'] }, columns: ['staff.mail'], method: 'redact' }] })
+    t.teardown(() => gw3.stop())
+    const { c, received } = await tapped(t, gw3)
+    const r = await c.query('select mail, lower(mail) as l, p from people p')
+    t.same(r.rows[0], { mail: '[REDACTED]', l: '[REDACTED]', p: '(1,[REDACTED])' })
+    assertClean(t, received(), 'inheritance parent')
+  })
+
   t.test('a whole row keeps its other fields; the masked ones are masked inside it', async t => {
     const { c } = await tapped(t, gw)
     const r = await c.query('select c as whole, row_to_json(c) as j, to_jsonb(c) as jb, array[email, name] as a from customers c where name = $1', ['Ann'])

@@ -74,6 +74,8 @@ export interface Relation {
   view?: Node
   /** same-named relations the name may also mean (another schema on the session's search_path) */
   others?: Column[][]
+  /** columns of child tables and partitions: a read without ONLY returns their rows too */
+  descendants?: Column[]
 }
 
 /** Catalog access the analysis needs; undefined when the relation is unknown. */
@@ -577,9 +579,14 @@ export class LineageAnalyzer {
     const rel = this.columnsOf(relationName(b))
     if (!rel) return aliased({ refname: name, columns: undefined, unknown: `relation ${relationName(b)} is not known to the catalog` }, b.alias)
     const twins = (col: string) => (rel.others ?? []).flatMap(o => o.filter(c => c.column === col))
+    // (ONLY t reads none of them; it is treated like t: masked as strictly)
+    const kids = rel.descendants ?? []
     let columns: OutCol[] = rel.columns.map(c => {
       const more = twins(c.column)
-      // still `direct`: for a plain column the RowDescription says which of them it is
+      const under = kids.filter(k => k.column === c.column)
+      // a parent's column holds its children's values under the parent's name: not `direct`
+      if (under.length) return { name: c.column, value: { sources: [c, ...more, ...under] } }
+      // still `direct` with twins: for a plain column the RowDescription says which of them it is
       return { name: c.column, value: { sources: more.length ? [c, ...more] : [c], direct: c } }
     })
     if (rel.view) {
