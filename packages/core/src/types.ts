@@ -73,6 +73,8 @@ export interface MaskPlan {
   forField(path: string): MaskMethod | undefined
   /** Redis key (glob rules) */
   forKey(key: string): MaskMethod | undefined
+  /** false when no column rule applies (codecs skip column lineage); absent: assume some may */
+  readonly hasColumnRules?: boolean
   /** true when at least one detector runs on free text */
   readonly hasDetectors: boolean
   /** method applied to detector hits */

@@ -19,11 +19,35 @@ export interface ColumnIdentity {
   viewOpaque: boolean
 }
 
+export interface ColumnName {
+  schema: string
+  table: string
+  column: string
+}
+
+export interface NamedRelation {
+  columns: ColumnName[]
+  /** for a view: its query (pg_get_viewdef) */
+  viewDef?: string
+  /** relations of the same unqualified name in other schemas: the session may read any of them */
+  others: ColumnName[][]
+  /** columns of inheritance children and partitions, whose rows a read of the parent returns */
+  descendants: ColumnName[]
+}
+
+/** the relation name of an unqualified name as written in SQL; null when it is qualified */
+function bareName(name: string): string | null {
+  if (/^[a-z_][a-z0-9_$]*$/.test(name)) return name
+  const q = /^"((?:[^"]|"")*)"$/.exec(name)
+  return q ? q[1]!.replace(/""/g, '"') : null
+}
+
 interface RelationInfo {
   columns: Map<number, ColumnIdentity>
 }
 
 const IDLE_MS = 10_000
+const MAX_NAMES = 10_000
 
 export class Catalog {
   private conn: UpstreamConnection | undefined
@@ -32,6 +56,8 @@ export class Catalog {
   private idle: NodeJS.Timeout | undefined
   private readonly relations = new Map<number, RelationInfo>()
   private readonly typeNames = new Map<number, string>()
+  /** relation name as written in SQL → its columns in order; null: no such relation */
+  private readonly byName = new Map<string, NamedRelation | null>()
   /** changes whenever a relation is learnt or forgotten: what was built from the cache is stale */
   generation = 0
 
@@ -60,6 +86,102 @@ export class Catalog {
 
   forget(tableOid: number): void {
     if (this.relations.delete(tableOid)) this.generation++
+    // a relation changed under a cached column list: every list is looked up again
+    if (this.byName.size > 0) {
+      this.byName.clear()
+      this.generation++
+    }
+  }
+
+  /** cached by loadRelations: the columns of a relation named as in SQL; null when there is none */
+  relationByName(name: string): NamedRelation | null | undefined {
+    return this.byName.get(name)
+  }
+
+  /** looks these names up again (a column list may have changed since: ALTER TABLE) */
+  reloadRelations(names: string[]): Promise<void> {
+    for (const n of names) this.byName.delete(n)
+    this.generation++
+    return this.loadRelations(names)
+  }
+
+  /** every cached column list is stale (a result did not have the shape the lists said) */
+  forgetRelationNames(): void {
+    if (this.byName.size === 0) return
+    this.byName.clear()
+    this.generation++
+  }
+
+  /** looks up the column lists of these relation names (as in SQL) in one query */
+  async loadRelations(names: string[]): Promise<void> {
+    const missing = [...new Set(names)].filter(n => !this.byName.has(n))
+    if (missing.length === 0) return
+    // E'' literals read the same whatever standard_conforming_strings says
+    const lit = (v: string | null) => (v === null ? 'NULL' : `E'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`)
+    const list = missing.map(lit).join(',')
+    const bare = missing.map(n => lit(bareName(n))).join(',')
+    // An unqualified name is every relation of that name, in any schema: the session's search_path
+    // (which this connection does not share) decides which one it reads. The one on this
+    // connection's path comes first and gives the column list; the others add their same-named
+    // columns as sources, so a changed search_path cannot pick an unmasked twin.
+    const rows = await this.query(
+      `SELECT x.name, c.oid, (c.oid = pg_catalog.to_regclass(x.name)) AS on_path, n.nspname, c.relname, a.attname, c.relkind ` +
+        `FROM unnest(ARRAY[${list}]::text[], ARRAY[${bare}]::text[]) AS x(name, bare) ` +
+        `JOIN pg_catalog.pg_class c ON (x.bare IS NULL AND c.oid = pg_catalog.to_regclass(x.name)) OR (c.relname = x.bare AND c.relkind IN ('r', 'v', 'm', 'f', 'p')) ` +
+        `JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+        `JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ` +
+        `ORDER BY x.name, on_path DESC NULLS LAST, c.oid, a.attnum`,
+    )
+    const found = new Map<string, NamedRelation>()
+    const views: { name: string; oid: string }[] = []
+    const oidsOf = new Map<string, string[]>()
+    let last = ''
+    for (const [name, oid, , schema, table, column, relkind] of rows) {
+      let rel = found.get(name!)
+      const key = `${name}\0${oid}`
+      const oids = oidsOf.get(name!) ?? []
+      if (!oids.includes(oid!)) oids.push(oid!)
+      oidsOf.set(name!, oids)
+      if (!rel) {
+        rel = { columns: [], others: [], descendants: [] }
+        found.set(name!, rel)
+        last = key
+        if (relkind === 'v' || relkind === 'm') views.push({ name: name!, oid: oid! })
+      } else if (key !== last) {
+        rel.others.push([])
+        last = key
+      }
+      const col = { schema: schema!, table: table!, column: column! }
+      if (rel.others.length === 0) rel.columns.push(col)
+      else rel.others[rel.others.length - 1]!.push(col)
+    }
+    // a parent's rows include its children's (inheritance, partitions): their columns are sources too
+    const all = [...new Set([...oidsOf.values()].flat())]
+    if (all.length > 0) {
+      const kids = await this.query(
+        `WITH RECURSIVE d(root, oid) AS (SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = ANY('{${all.join(',')}}'::oid[]) ` +
+          `UNION SELECT d.root, i.inhrelid FROM d JOIN pg_catalog.pg_inherits i ON i.inhparent = d.oid) ` +
+          `SELECT d.root, n.nspname, c.relname, a.attname FROM d JOIN pg_catalog.pg_class c ON c.oid = d.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+          `JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped`,
+      )
+      for (const [name, oids] of oidsOf) {
+        const rel = found.get(name)!
+        for (const [root, schema, table, column] of kids) if (oids.includes(root!)) rel.descendants.push({ schema: schema!, table: table!, column: column! })
+      }
+    }
+    // a view's (or materialized view's) columns are what its query makes of other relations' columns
+    if (views.length > 0) {
+      const defs = await this.query(`SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c WHERE c.oid = ANY('{${views.map(v => v.oid).join(',')}}'::oid[])`)
+      const byOid = new Map(defs.map(([oid, def]) => [oid, def]))
+      for (const v of views) {
+        const def = byOid.get(v.oid)
+        if (def) found.get(v.name)!.viewDef = def
+      }
+    }
+    // bounded: names that do not exist cost an entry each
+    if (this.byName.size + missing.length > MAX_NAMES) this.byName.clear()
+    for (const n of missing) this.byName.set(n, found.get(n) ?? null)
+    this.generation++
   }
 
   hasType(oid: number): boolean {

@@ -5,10 +5,21 @@ import { PortcullisError } from '@portcullis/core/errors'
 import type { FieldDescription, NoticeFields } from './backend.ts'
 import type { Catalog } from './catalog.ts'
 import type { Outbox } from './outbox.ts'
+import type { Value } from './classify/lineage.ts'
+import type { RowLineage } from './column-lineage.ts'
+import { maskNodeOf, maskText, type MaskNode } from './structured.ts'
+import { stricter } from '@portcullis/core/masking/methods'
 
 /** types whose text and binary forms are both the UTF-8 text itself (jsonb binary: a version byte first) */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 18, 114, 142, 705, 3802])
 const JSONB = 3802
+const JSON_OID = 114
+
+// Scalar types whose text form holds no free text: detectors skip them. Every other type is scanned
+// in its text form (arrays, records, JSON, enums, domains, user types), since any may hold text.
+const NO_FREE_TEXT = new Set([16, 17, 20, 21, 23, 26, 27, 28, 29, 650, 700, 701, 774, 790, 829, 869, 1082, 1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2950, 3220, 1000, 1005, 1007, 1016, 1021, 1022, 1231])
+/** pgvector's types: numbers only, and long (scanning them would cost much for nothing) */
+const VECTOR_TYPES = new Set(['vector', 'halfvec', 'sparsevec'])
 
 export interface RowMask {
   /** per column: the method for a column rule, or undefined */
@@ -18,8 +29,12 @@ export interface RowMask {
   textLike: boolean[]
   binary: boolean[]
   jsonb: boolean[]
+  /** per column: json or jsonb, whose replacement must stay JSON (a string) */
+  json: boolean[]
   /** per column: the replacement when the method ignores the value ('redact', 'null'): no decoding */
   fixed: (Buffer | null | undefined)[]
+  /** per column: a record / array / JSON value whose masked parts are masked inside it */
+  parts: (MaskNode | undefined)[]
 }
 
 /** what `method` makes of any value, when that does not depend on the value; else undefined */
@@ -57,20 +72,75 @@ export function unresolvedTables(fields: FieldDescription[], catalog: Catalog): 
   return out
 }
 
-/** undefined when no column of this result is masked nor scanned */
-export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog: Catalog): RowMask | undefined {
+/** types a RowDescription needs named before detectors can skip them (user types: pgvector…) */
+export function unresolvedTypes(fields: FieldDescription[], plan: MaskPlan, catalog: Catalog): number[] {
+  if (!plan.hasDetectors) return []
+  const out: number[] = []
+  for (const f of fields) if (f.typeOid >= 16384 && !catalog.hasType(f.typeOid)) out.push(f.typeOid)
+  return out
+}
+
+function scannable(f: FieldDescription, catalog: Catalog): boolean {
+  if (NO_FREE_TEXT.has(f.typeOid)) return false
+  if (f.typeOid >= 16384 && VECTOR_TYPES.has(catalog.typeName(f.typeOid) ?? '')) return false
+  return true
+}
+
+/** the lineage of output column i when it can be told; 'unknown' when the result's shape is not known */
+function lineageAt(lineage: RowLineage, width: number, i: number): Value | 'unknown' {
+  // a text of several statements: the RowDescription is one of theirs; which one is not said, so
+  // every candidate of that width counts (the strictest wins)
+  const fits = lineage.results.filter(r => !r.copy && r.columns && r.columns.length === width)
+  if (fits.length === 0) return 'unknown'
+  if (fits.length === 1) return fits[0]!.columns![i]!
+  const sources = new Map<string, Value['sources'][number]>()
+  for (const r of fits) for (const c of r.columns![i]!.sources) sources.set(`${c.schema}.${c.table}.${c.column}`, c)
+  return { sources: [...sources.values()] }
+}
+
+/**
+ * undefined when no column of this result is masked nor scanned. With `lineage` (the statement's,
+ * column-lineage.ts) a column computed from a masked column is masked too: as a whole with the
+ * strictest method of its sources, or inside a record / array / JSON value where the parts are known.
+ */
+export function buildRowMask(fields: FieldDescription[], plan: MaskPlan, catalog: Catalog, lineage?: RowLineage): RowMask | undefined {
   if (plan.empty) return undefined
   const methods = fields.map(f => columnMethod(plan, catalog, f))
+  const parts: (MaskNode | undefined)[] = fields.map(() => undefined)
+  if (lineage && lineage.maskedRead.length > 0) {
+    fields.forEach((f, i) => {
+      const v = lineageAt(lineage, fields.length, i)
+      if (v === 'unknown') {
+        // the result is not the shape the parse said (a relation changed under the cache): a
+        // column the RowDescription does not name is hidden
+        if (f.tableOid === 0) methods[i] = stricter(methods[i], 'null')
+        if (i === 0) catalog.forgetRelationNames()
+        return
+      }
+      // a plain column keeps the RowDescription's identity (which sees through views)
+      if (v.direct && f.tableOid !== 0) return
+      const node = maskNodeOf(v, plan)
+      if (!node) return
+      if (methods[i] !== undefined || !(node.record || node.array || node.json)) methods[i] = stricter(methods[i], node.method)
+      // a derived record or array in binary format: its parts cannot be told apart here, so it
+      // becomes NULL (text, json and jsonb have their text as binary form, after a version byte)
+      else if (f.format === 1 && !TEXT_LIKE.has(f.typeOid)) methods[i] = 'null'
+      else parts[i] = node
+    })
+  }
   const textLike = fields.map(f => TEXT_LIKE.has(f.typeOid))
-  const scan = fields.map((f, i) => plan.hasDetectors && methods[i] === undefined && textLike[i])
-  if (!methods.some(m => m !== undefined) && !scan.some(Boolean)) return undefined
+  const scan = fields.map((f, i) => plan.hasDetectors && methods[i] === undefined && scannable(f, catalog))
+  if (!methods.some(m => m !== undefined) && !scan.some(Boolean) && !parts.some(Boolean)) return undefined
   return {
     methods,
     scan,
     textLike,
     binary: fields.map(f => f.format === 1),
     jsonb: fields.map(f => f.typeOid === JSONB),
-    fixed: methods.map(m => fixedReplacement(plan, m)),
+    json: fields.map(f => f.typeOid === JSONB || f.typeOid === JSON_OID),
+    // a JSON column's replacement is a JSON string: not one fixed text for every type
+    fixed: methods.map((m, i) => (fields[i]!.typeOid === JSONB || fields[i]!.typeOid === JSON_OID ? undefined : fixedReplacement(plan, m))),
+    parts,
   }
 }
 
@@ -98,11 +168,24 @@ function maskValue(mask: RowMask, plan: MaskPlan, i: number, raw: Buffer, start:
     if (fixed !== undefined && prefix === 0) return fixed
     const out = plan.apply(method, raw.toString('utf8', start + prefix, end))
     if (out === null) return null
+    // a json value masked whole stays JSON: the replacement as a JSON string
+    return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, mask.json[i] ? JSON.stringify(out) : out)
+  }
+  const node = mask.parts[i]
+  if (node) {
+    let out = maskText(node, raw.toString('utf8', start + prefix, end), plan)
+    if (out === null) return null
+    if (mask.scan[i]) out = plan.scan(out).text
     return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, out)
   }
   if (mask.scan[i]) {
     const r = plan.scan(raw.toString('utf8', start + prefix, end))
-    if (r.count > 0) return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, r.text)
+    if (r.count > 0) {
+      // a binary value other than text (an array, a record) cannot take the replacement in place:
+      // it becomes NULL
+      if (mask.binary[i] && !mask.textLike[i]) return null
+      return textBytes(prefix ? raw.subarray(start, start + 1) : undefined, r.text)
+    }
   }
   return undefined
 }
@@ -138,7 +221,7 @@ export function maskDataRowTo(all: Buffer, start: number, end: number, mask: Row
     off += 4
     if (len < 0) continue
     if (off + len > end) throw new PortcullisError('PROTOCOL_ERROR', 'DataRow value runs past the message')
-    if (mask.methods[i] !== undefined || mask.scan[i]) {
+    if (mask.methods[i] !== undefined || mask.scan[i] || mask.parts[i] !== undefined) {
       const v = maskValue(mask, plan, i, all, off, off + len)
       if (v !== undefined) {
         replaced[i] = v

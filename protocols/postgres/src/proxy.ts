@@ -36,7 +36,8 @@ import {
   serializeNoticeResponse,
   type TransactionStatus,
 } from './backend.ts'
-import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, type RowMask } from './masking.ts'
+import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedTables, unresolvedTypes, type RowMask } from './masking.ts'
+import { copyMethods, hasColumnRules, hasCopyResult, lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
@@ -81,6 +82,8 @@ interface PendingOp {
   /** Execute: the portal it runs, by name */
   portal?: Portal | undefined
   portalName?: string | undefined
+  /** column lineage as the session stood when it was decided (EXECUTE, FETCH resolve by name) */
+  lineage?: RowLineage
 }
 
 /** rows under a mask plan whose row shape the gateway does not know: never forwarded */
@@ -174,7 +177,7 @@ export class PostgresProxy {
   private receivedBatches = 0
   private replacements = new Map<string, { error: Buffer; batch: number }>()
   private rowMask: RowMask | undefined
-  private lastRowDescription: { raw: Buffer; plan: MaskPlan; generation: number; mask: RowMask | undefined } | undefined
+  private lastRowDescription: { raw: Buffer; plan: MaskPlan; generation: number; lineage: RowLineage | undefined; mask: RowMask | undefined } | undefined
   private copyOut: { methods: (MaskMethod | undefined)[] | undefined } | undefined
   /** a binary COPY TO under a mask plan: its rows are dropped and its CommandComplete becomes an error */
   private copyOutRefused = false
@@ -468,6 +471,10 @@ export class PostgresProxy {
         if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
         // the statement exists once ParseComplete says so
         this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op } })
+        // the catalog lookups column lineage needs happen before the Parse goes up, not between its
+        // Bind and Execute (an upstream that multiplexes sessions onto one backend loses the portal)
+        const lookup = this.lineageLookups(op)
+        if (lookup) return lookup.then(() => this.toUpstream(frame.raw))
         this.toUpstream(frame.raw)
         return undefined
       }
@@ -670,14 +677,25 @@ export class PostgresProxy {
   // ---- the session model ---------------------------------------------------------------------
 
   /** a message sent upstream that the server answers; a new head may carry its portal's row shape */
-  private expect(e: Expectation): void {
+  private expect(e: Expectation): boolean {
+    // after an error the server skips everything up to the batch's Sync: nothing answers these
+    if (this.model.skips(e)) return false
     if (this.model.push(e)) this.headChanged()
+    return true
   }
 
-  /** a Query goes upstream: it drops the unnamed statement and portal whatever it runs */
-  private sentQuery(e: Expectation): void {
+  /**
+   * A Query goes upstream: it drops the unnamed statement and portal whatever it runs. Sent after
+   * an error in the extended batch it is part of, the server skips it: no ReadyForQuery comes.
+   */
+  private sentQuery(e: Expectation): boolean {
+    if (this.model.skips(e)) {
+      this.receivedBatches++
+      return false
+    }
     this.model.simpleQuery()
     this.expect(e)
+    return true
   }
 
   /** the frame is handled again once batch `batch` has been answered */
@@ -741,6 +759,49 @@ export class PostgresProxy {
     }
     // the request is in the recording before its decision
     this.recordRequests(kind === 'E')
+    // a statement over a masked column whose output the gateway cannot follow is refused before it runs
+    const refused = this.lineageCheck(pending)
+    if (refused) return refused.then(() => this.decideNext(pending, raw))
+    return this.decideNext(pending, raw)
+  }
+
+  /** the catalog lookups an op's lineage needs, done ahead (failures are met again at Execute) */
+  private lineageLookups(op: Operation, round = 0): Promise<void> | undefined {
+    const l = rowLineage(op, this.session.masks, this.catalog, this.model.classifyContext())
+    if (!(l instanceof Promise) || round >= 8) return undefined
+    return l.then(
+      () => this.lineageLookups(op, round + 1),
+      () => undefined,
+    )
+  }
+
+  /** undefined when the check is done; else a promise that settles when it is (catalog lookup) */
+  private lineageCheck(pending: PendingOp): Promise<void> | undefined {
+    const plan = this.session.masks
+    let why: string | undefined | Promise<void>
+    try {
+      why = lineageRefusal(pending.op, plan, this.catalog, this.model.classifyContext())
+    } catch (err) {
+      why = `masking: cannot follow the statement's columns: ${(err as Error).message}`
+    }
+    if (why instanceof Promise) {
+      return why.then(
+        () => this.lineageCheck(pending),
+        err => {
+          pending.op = { ...pending.op, class: 'admin', error: `masking: ${(err as Error).message}` }
+        },
+      )
+    }
+    if (why !== undefined) pending.op = { ...pending.op, class: 'admin', error: why }
+    else {
+      const l = rowLineage(pending.op, plan, this.catalog, this.model.classifyContext())
+      if (l && !(l instanceof Promise)) pending.lineage = l
+    }
+    return undefined
+  }
+
+  private decideNext(pending: PendingOp, raw: Buffer): Promise<void> | undefined {
+    const op = pending.op
     let decision: Decision | undefined
     try {
       decision = this.session.decideNow(op)
@@ -812,7 +873,7 @@ export class PostgresProxy {
     if (typeof copy === 'string' && copy.includes('from-stdin')) this.copyInPending = true
     if (kind === 'Q') {
       this.sentBatches++
-      this.sentQuery(effects ? { code: 0x51, batch: pending.batch, effects } : QUERY)
+      if (!this.sentQuery(effects ? { code: 0x51, batch: pending.batch, effects } : QUERY)) pending.error = 'skipped after an earlier error in the batch'
     } else {
       const portal = pending.portal!
       const plan = this.session.masks
@@ -1006,20 +1067,28 @@ export class PostgresProxy {
         // T RowDescription
         this.rowMask = undefined
         if (!plan.empty) {
+          // the statement's column lineage: what a computed column is made of (column-lineage.ts)
+          const p = this.current()
+          const lineage = p ? (p.lineage ?? rowLineage(p.op, plan, this.catalog, this.model.classifyContext())) : undefined
+          if (lineage instanceof Promise) {
+            this.upstreamQueue.unshift(frame)
+            return lineage
+          }
           // a prepared statement run again describes the same columns: its mask is built once
           const last = this.lastRowDescription
-          if (last !== undefined && last.plan === plan && last.generation === this.catalog.generation && last.raw.equals(frame.raw)) {
+          if (last !== undefined && last.plan === plan && last.generation === this.catalog.generation && last.lineage === lineage && last.raw.equals(frame.raw)) {
             this.rowMask = last.mask
           } else {
             const fields = parseRowDescription(new BufferReader(frame.raw, 5))
             const missing = unresolvedTables(fields, this.catalog)
-            if (missing.length > 0) {
+            const types = unresolvedTypes(fields, plan, this.catalog)
+            if (missing.length > 0 || types.length > 0) {
               this.upstreamQueue.unshift(frame)
-              return this.catalog.resolve(missing, [])
+              return this.catalog.resolve(missing, types)
             }
-            this.rowMask = buildRowMask(fields, plan, this.catalog)
+            this.rowMask = buildRowMask(fields, plan, this.catalog, lineage)
             // a copy: a view would keep the whole read chunk alive
-            this.lastRowDescription = { raw: Buffer.from(frame.raw), plan, generation: this.catalog.generation, mask: this.rowMask }
+            this.lastRowDescription = { raw: Buffer.from(frame.raw), plan, generation: this.catalog.generation, lineage, mask: this.rowMask }
           }
         }
         // the answer to a Describe: a portal keeps its row shape for the Executes of it
@@ -1241,6 +1310,8 @@ export class PostgresProxy {
 
   /** column rules by position for `COPY table [(cols)] TO STDOUT`; undefined: detectors only */
   private copyColumns(op: Operation): (MaskMethod | undefined)[] | undefined | Promise<unknown> {
+    // COPY (query) / COPY t TO STDOUT, also after other statements in one Query: by column lineage
+    if (hasColumnRules(this.session.masks) && hasCopyResult(op)) return copyMethods(op, this.session.masks, this.catalog, this.model.classifyContext())
     const key = op.statement
     if (this.copyColumnCache.has(key)) return this.copyColumnCache.get(key)
     const m = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout/i.exec(op.statement)

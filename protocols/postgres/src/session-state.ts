@@ -145,6 +145,9 @@ export class SessionModel {
     }
   }
 
+  /** set by error() when the failed batch's Sync is still to be sent */
+  private skippingUntilSync = false
+
   push(e: Expectation): boolean {
     this.count(e, 1)
     this.q.push(e)
@@ -336,7 +339,21 @@ export class SessionModel {
     this.failed(this.shift()!)
     let queries = 0
     for (let n = this.peek(); n && n.code !== S; n = this.peek()) if (this.shift()!.code === Q) queries++
+    // the batch's Sync is not sent yet (the gateway was still deciding the rest of it): what it
+    // sends until that Sync is skipped by the server too (see skips)
+    if (this.peek() === undefined) this.skippingUntilSync = true
     return queries
+  }
+
+  /**
+   * An ErrorResponse arrived before its batch's Sync was sent: the server skips every message until
+   * that Sync, so none of them will be answered. True when `e` is one of those (then not queued).
+   */
+  skips(e: Expectation): boolean {
+    if (!this.skippingUntilSync) return false
+    if (e.code !== S) return true
+    this.skippingUntilSync = false
+    return false
   }
 
   /**

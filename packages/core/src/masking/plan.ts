@@ -107,6 +107,7 @@ function applies(rule: MaskingRuleConfig, ctx: MaskContext): boolean {
 class CompiledMaskPlan implements MaskPlan {
   readonly empty: boolean
   readonly hasDetectors: boolean
+  readonly hasColumnRules: boolean
   readonly detectorMethod: MaskMethod
   readonly maxMatchLength: number
   readonly hasFieldRules: boolean
@@ -120,6 +121,7 @@ class CompiledMaskPlan implements MaskPlan {
     private readonly hashKey: KeyObject,
   ) {
     this.hasDetectors = !scanner.empty
+    this.hasColumnRules = columns.size > 0
     this.empty = columns.size === 0 && fields.size === 0 && keys.size === 0 && scanner.empty
     let m: MaskMethod | undefined
     for (const e of scanner.entries) m = stricter(m, e.method)

@@ -4,9 +4,10 @@ import type { FactValue, Operation, StatementInfo } from '@portcullis/core/types
 import { analyzeStatement } from './analyze.ts'
 import { stricter } from './classes.ts'
 import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint } from './operation.ts'
-import { fingerprint, loadParser, parserLoaded, parseSql } from './parser.ts'
+import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './parser.ts'
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
+import { keepLineage, keptLineage, lineageSource, type StatementLineage } from './lineage.ts'
 
 export interface ClassifyContext {
   /** SQL-level PREPARE name → Operation of its body, tracked per session by the codec */
@@ -81,6 +82,8 @@ export function statementBody(st: StatementInfo): Operation | undefined {
 interface Compiled {
   op?: Operation
   parts: Part[]
+  /** what column lineage needs of the text (classify/lineage.ts), kept on every Operation of it */
+  lineage?: StatementLineage
   fingerprint: string
   /** used since it last came round in the eviction order (second-chance LRU) */
   recent: boolean
@@ -159,7 +162,10 @@ export function withTopK(op: Operation, topK: number): Operation {
     if (s.facts?.topKParam === undefined || !s.vector?.search || s.vector.topK !== undefined) return s
     return { ...s, vector: { ...s.vector, topK }, facts: { ...s.facts, topK } }
   })
-  return buildOperation(statements, op.fingerprint, op.error)
+  const bound = buildOperation(statements, op.fingerprint, op.error)
+  const lineage = keptLineage(op)
+  if (lineage) keepLineage(bound, lineage)
+  return bound
 }
 
 function compile(sql: string): Compiled {
@@ -174,6 +180,7 @@ function compile(sql: string): Compiled {
   }
   const fp = safeFingerprint(sql)
   const parts: Part[] = []
+  const lineage: StatementLineage = { results: [], relations: [], cursors: new Map(), writes: [] }
   for (const raw of stmts) {
     const start = raw.stmt_location ?? 0
     const original = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
@@ -185,25 +192,41 @@ function compile(sql: string): Compiled {
       // a tree too deep to walk: nothing we cannot see through goes through
       return { op: failed(sql, 'SQL statement too complex to classify'), parts: [], fingerprint: '', recent: false }
     }
+    // what column lineage needs (classify/lineage.ts); the tree was walkable: analyzeStatement saw it all
+    const source = lineageSource(raw.stmt)
+    if (source.result) lineage.results.push('execute' in source.result ? { ...source.result, at: parts.length } : source.result)
+    for (const r of source.relations) if (!lineage.relations.includes(r)) lineage.relations.push(r)
+    if (source.cursor !== undefined) lineage.cursors.set(source.cursor.name, source.cursor.tree)
+    if (source.write) lineage.writes.push(source.write)
     const part: Part = { info: deepFreeze(statementInfo(analysis, text)) }
     if (analysis.execute) part.execute = analysis.execute
     if (analysis.prepared) {
       // its own fingerprint: EXECUTEs of different bodies must not share one (approval windows)
       const body = buildOperation([statementInfo(analysis.prepared.body, text)], safeFingerprint(original))
       part.prepare = { name: analysis.prepared.name, body }
+      ;(lineage.prepares ??= []).push({ name: analysis.prepared.name, at: parts.length, body })
       bodyOfStatement.set(part.info, body)
+      const query = (raw.stmt as { PrepareStmt?: { query?: Node } } | undefined)?.PrepareStmt?.query
+      const bodySource = lineageSource(query)
+      keepLineage(body, { results: bodySource.result ? [bodySource.result] : [], relations: bodySource.relations, cursors: new Map(), writes: bodySource.write ? [bodySource.write] : [] })
     }
     if (typeof analysis.facts.deallocate === 'string') part.deallocate = analysis.facts.deallocate
     if (analysis.declared) {
       const body = buildOperation([statementInfo(analysis.declared.body, text)], safeFingerprint(original))
       part.declare = { name: analysis.declared.name, body }
       bodyOfStatement.set(part.info, body)
+      // the session keeps the body as the cursor's Operation: FETCH and Execute of it mask by its lineage
+      const bodySource = lineageSource(source.cursor?.tree)
+      keepLineage(body, { results: bodySource.result ? [bodySource.result] : [], relations: bodySource.relations, cursors: new Map(), writes: bodySource.write ? [bodySource.write] : [] })
     }
     if (typeof analysis.facts.fetch === 'string') part.fetch = analysis.facts.fetch
     parts.push(part)
   }
-  const compiled: Compiled = { parts, fingerprint: fp, recent: false }
-  if (!parts.some(p => p.execute || p.fetch !== undefined)) compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
+  const compiled: Compiled = { parts, fingerprint: fp, recent: false, lineage }
+  if (!parts.some(p => p.execute || p.fetch !== undefined)) {
+    compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
+    keepLineage(compiled.op, lineage)
+  }
   return compiled
 }
 
@@ -274,6 +297,7 @@ function resolve(compiled: Compiled, ctx: ClassifyContext | undefined): Operatio
   const fp = executed.length > 0 ? textFingerprint([compiled.fingerprint, ...executed].join('|')) : compiled.fingerprint
   const op = withBodies(buildOperation(infos, fp, error), compiled.parts)
   perSession.add(op)
+  if (compiled.lineage) keepLineage(op, compiled.lineage)
   return op
 }
 
