@@ -36,6 +36,8 @@ export interface CoreApprovals {
   /** pending requests of every instance and recently decided ones (this process's mirror) */
   list(): ApprovalRequest[]
   get(id: string): ApprovalRequest | undefined
+  /** from the control store itself, for a request this mirror has not heard of */
+  fetch(id: string): Promise<ApprovalRequest | undefined>
   /** one decision wins across instances; what is already known to be wrong throws at once */
   approve(id: string, by: Principal): Promise<ApprovalRequest>
   deny(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
@@ -79,8 +81,11 @@ export interface Core {
 export interface CoreOptions {
   auditStream?: NodeJS.WritableStream
   now?: () => number
-  /** where approvals, revocations and the session registry live (default: this process's memory); core closes it */
-  controlStore?: ControlStore
+  /**
+   * where approvals, revocations and the session registry live (default: this process's memory);
+   * a function gets the core's secrets (a store's password is a secret reference). Core closes it.
+   */
+  controlStore?: ControlStore | ((ctx: { secrets: SecretStore; log: (msg: string, fields?: Record<string, unknown>) => void }) => ControlStore)
   /** this process's id in the control store (default: host, pid and a random part) */
   instance?: string
   /** how often the session registry hears of last activity, ms (default 5000) */
@@ -118,7 +123,9 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
   const audit = createAuditLog({ destination: initial.audit.destination, ...(opts.auditStream ? { stream: opts.auditStream } : {}) })
   const metrics = new Metrics()
   const instance = opts.instance ?? instanceId()
-  const store = opts.controlStore ?? new MemoryControlStore({ now })
+  const given = opts.controlStore
+  const store =
+    typeof given === 'function' ? given({ secrets, log: (msg, fields) => audit.log(msg, fields) }) : (given ?? new MemoryControlStore({ now }))
   const approvals = createApprovals({
     now,
     store,
@@ -313,6 +320,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     approvals: {
       list: () => approvals.list(),
       get: id => approvals.get(id),
+      fetch: async id => approvals.get(id) ?? (await store.getRequest(id)),
       approve: (id, by) => approvals.approve(id, by),
       deny: (id, by, reason) => approvals.deny(id, by, reason),
     },

@@ -10,6 +10,7 @@
 //                                        token (admin.metricsAuth: true|false overrides)
 //   GET /api/approvals                   any valid token; lists the pending requests it may act on
 //                                        (its groups are approvers) or that it made
+//   GET /api/approvals/:id               one request in any state, to whoever may see it in the list
 //   POST /api/approvals/:id/approve|deny core decides: approver groups only, never one's own request
 //   GET/DELETE /api/sessions, POST /api/revocations
 //                                        members of admin.groups (default: [admins])
@@ -139,6 +140,18 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
           .filter((a) => a.status === 'pending')
           .filter((a) => isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g)))
         return json(res, 200, { approvals: visible.map(approvalSummary) })
+      }
+      if (parts.length === 3) {
+        allow(method, ['GET'])
+        const p = await principalOf(req)
+        assertStore()
+        const id = decodeURIComponent(parts[2]!)
+        const a = await control(() => core.approvals.fetch(id))
+        const isAdmin = p.groups.some((g) => adminGroups.includes(g))
+        // one answer for unknown and not yours: ids are not to be probed
+        if (!a || !(isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g))))
+          throw new HttpError(404, 'not_found', `no approval request ${id}`)
+        return json(res, 200, { approval: { ...approvalSummary(a), ...(a.reason ? { reason: a.reason } : {}) } })
       }
       if (parts.length === 4 && (parts[3] === 'approve' || parts[3] === 'deny')) {
         allow(method, ['POST'])
