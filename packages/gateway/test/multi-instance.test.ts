@@ -6,7 +6,7 @@ import { once } from 'node:events'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pg from 'pg'
-import { startPostgres, type RunningPostgres } from '@portcullis/fixtures/postgres'
+import { startPostgres, type PostgresServer } from '@portcullis/fixtures/postgres'
 import { startHaproxy, type RunningHaproxy } from '@portcullis/fixtures/haproxy'
 import { testEnv, waitFor, type TestEnv } from './helpers.ts'
 
@@ -26,8 +26,8 @@ interface Instance {
 }
 
 let env: TestEnv
-let upstream: RunningPostgres
-let control: RunningPostgres
+let upstream: PostgresServer
+let control: PostgresServer
 let lb: RunningHaproxy
 const instances: Record<string, Instance> = {}
 let adminToken: string

@@ -2,11 +2,11 @@ import t from 'tap'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import pg from 'pg'
-import { startPostgres, type RunningPostgres } from '@portcullis/fixtures/postgres'
+import { startPostgres, type PostgresServer } from '@portcullis/fixtures/postgres'
 import type { ApprovalRequest, ControlChange, ControlStore } from '@portcullis/core'
 import { PostgresControlStore, SCHEMA_VERSION } from '../src/index.ts'
 
-let server: RunningPostgres
+let server: PostgresServer
 t.before(async () => {
   server = await startPostgres()
 })
