@@ -306,3 +306,14 @@ t.test('controlStore mistakes name file, line and key', async t => {
     { file: 'docs.yaml', line: 12, path: 'controlStore.postgres.host', message: 'is required' },
   ])
 })
+
+t.test('controlStore: redis, or postgres, never both', async t => {
+  const config = parseConfig(
+    BASE.replace('  pg: { env: PG }\n', '  pg: { env: PG }\n  ctl: { env: CTL }\n') + 'controlStore:\n  redis: { host: cache.internal, password: { secret: ctl }, db: 2 }\n',
+    'docs.yaml',
+  )
+  t.same(config.controlStore.redis, { host: 'cache.internal', port: 6379, password: { secret: 'ctl' }, db: 2, prefix: 'portcullis:control:' })
+  t.same(issuesOf(t, BASE + 'controlStore:\n  postgres: { host: h, database: d, user: u }\n  redis: { host: h }\n'), [
+    { file: 'docs.yaml', line: 13, path: 'controlStore.redis', message: 'one control store: postgres or redis, not both' },
+  ])
+})

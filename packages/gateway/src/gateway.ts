@@ -265,7 +265,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   async function applyReload(next: Config): Promise<void> {
     core.reload(next)
     if (JSON.stringify(next.controlStore) !== JSON.stringify(current.controlStore)) {
-      log.warn({ controlStore: next.controlStore.postgres ? 'postgres' : 'memory' }, 'controlStore changes take effect after a restart')
+      log.warn({ controlStore: next.controlStore.postgres ? 'postgres' : next.controlStore.redis ? 'redis' : 'memory' }, 'controlStore changes take effect after a restart')
     }
     if (next.admin?.listen !== current.admin?.listen) {
       log.warn({ admin: next.admin?.listen ?? null }, 'admin listener changes take effect after a restart')
@@ -349,7 +349,31 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
 
 /** The shared control store the config names, loaded only then (it brings a driver and sockets). */
 async function controlStoreFor(config: Config): Promise<Pick<CoreOptions, 'controlStore'>> {
-  const { postgres, leaseMs, heartbeatMs, pollMs } = config.controlStore
+  const { postgres, redis, leaseMs, heartbeatMs, pollMs } = config.controlStore
+  // reconnect no slower than a heartbeat: an instance back from an outage renews its lease in time
+  const backoff = { minMs: Math.min(100, heartbeatMs), maxMs: Math.max(heartbeatMs, 200) }
+  if (redis) {
+    const { RedisControlStore } = await import('@portcullis/store')
+    return {
+      controlStore: ({ secrets, log }) => {
+        const password = redis.password
+        return new RedisControlStore({
+          host: redis.host,
+          port: redis.port,
+          ...(redis.user ? { username: redis.user } : {}),
+          ...(password ? { password: () => secrets.get(password) } : {}),
+          ...(redis.db !== undefined ? { db: redis.db } : {}),
+          ...(redis.tls ? { tls: redis.tls } : {}),
+          prefix: redis.prefix,
+          leaseMs,
+          heartbeatMs,
+          pollMs,
+          backoff,
+          log,
+        })
+      },
+    }
+  }
   if (!postgres) return {}
   const { PostgresControlStore } = await import('@portcullis/store')
   return {
@@ -366,8 +390,7 @@ async function controlStoreFor(config: Config): Promise<Pick<CoreOptions, 'contr
         leaseMs,
         heartbeatMs,
         pollMs,
-        // reconnect no slower than a heartbeat: an instance back from an outage renews its lease in time
-        backoff: { minMs: Math.min(100, heartbeatMs), maxMs: Math.max(heartbeatMs, 200) },
+        backoff,
         log,
       })
     },

@@ -183,6 +183,7 @@ interface RawConfig {
   approvals?: { timeout?: string | number; webhook?: { url: string | SecretRef; format?: 'json' | 'slack' } }
   controlStore?: {
     postgres?: Omit<NonNullable<Config['controlStore']['postgres']>, 'port' | 'schema'> & { port?: number; schema?: string }
+    redis?: Omit<NonNullable<Config['controlStore']['redis']>, 'port' | 'prefix'> & { port?: number; prefix?: string }
     lease?: string | number
     heartbeat?: string | number
     poll?: string | number
@@ -313,6 +314,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
   const hookUrl = raw.approvals?.webhook?.url
   if (hookUrl !== undefined && typeof hookUrl !== 'string') checkRef(hookUrl, ['approvals', 'webhook', 'url'])
   checkRef(raw.controlStore?.postgres?.password, ['controlStore', 'postgres', 'password'])
+  checkRef(raw.controlStore?.redis?.password, ['controlStore', 'redis', 'password'])
   const rawStore = raw.controlStore ?? {}
   const controlStore: Config['controlStore'] = {
     leaseMs: parseDuration(rawStore.lease ?? '15s'),
@@ -325,6 +327,11 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
   if (rawStore.postgres) {
     const pg = rawStore.postgres
     controlStore.postgres = { ...pg, port: pg.port ?? 5432, schema: pg.schema ?? 'portcullis_control' }
+  }
+  if (rawStore.redis) {
+    if (rawStore.postgres) issue(['controlStore', 'redis'], 'one control store: postgres or redis, not both')
+    const r = rawStore.redis
+    controlStore.redis = { ...r, port: r.port ?? 6379, prefix: r.prefix ?? 'portcullis:control:' }
   }
 
   const config: Config = {

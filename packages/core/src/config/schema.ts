@@ -166,6 +166,23 @@ export const configSchema = {
           },
           ['host', 'database', 'user'],
         ),
+        redis: object(
+          {
+            host: { type: 'string', minLength: 1 },
+            port: { type: 'integer', minimum: 1, maximum: 65535 },
+            user: { type: 'string', minLength: 1 },
+            password: secretRef,
+            db: { type: 'integer', minimum: 0 },
+            tls: object({
+              enabled: { type: 'boolean' },
+              rejectUnauthorized: { type: 'boolean' },
+              ca: { type: 'string' },
+              servername: { type: 'string' },
+            }),
+            prefix: { type: 'string', minLength: 1 },
+          },
+          ['host'],
+        ),
         lease: duration,
         heartbeat: duration,
         poll: duration,

@@ -94,6 +94,17 @@ export interface ControlStoreConfig {
     /** the schema its tables live in (default portcullis_control) */
     schema: string
   }
+  /** one Redis (a primary, not Cluster) */
+  redis?: {
+    host: string
+    port: number
+    user?: string
+    password?: SecretRef
+    db?: number
+    tls?: UpstreamTls
+    /** every key starts with it (default portcullis:control:) */
+    prefix: string
+  }
   /** ms: an instance silent this long is taken for dead: its held requests read withdrawn, its sessions end */
   leaseMs: number
   /** ms: how often an instance renews its lease and its sessions' last activity */

@@ -3,6 +3,7 @@
 // change is appended to a stream that each instance reads with a blocking XREAD: a push when
 // something is added, a poll every `pollMs` otherwise, and a catch-up from the last entry read after
 // the connection was away (decisions made meanwhile included).
+import { readFileSync } from 'node:fs'
 import { Redis, type RedisOptions } from 'ioredis'
 import {
   PortcullisError,
@@ -26,6 +27,7 @@ export interface RedisControlStoreOptions {
   username?: string
   /** resolved at start (ioredis keeps it for its reconnects) */
   password?: () => Promise<string>
+  /** ca: a file path, as in the config */
   tls?: { enabled?: boolean; rejectUnauthorized?: boolean; ca?: string; servername?: string }
   db?: number
   /** every key starts with it (default portcullis:control:) */
@@ -97,7 +99,7 @@ export class RedisControlStore implements ControlStore {
       ...(this.#o.password ? { password: await this.#o.password() } : {}),
       ...(this.#o.db !== undefined ? { db: this.#o.db } : {}),
       ...(this.#o.tls?.enabled
-        ? { tls: { rejectUnauthorized: this.#o.tls.rejectUnauthorized ?? true, ...(this.#o.tls.ca ? { ca: this.#o.tls.ca } : {}), ...(this.#o.tls.servername ? { servername: this.#o.tls.servername } : {}) } }
+        ? { tls: { rejectUnauthorized: this.#o.tls.rejectUnauthorized ?? true, ...(this.#o.tls.ca ? { ca: readFileSync(this.#o.tls.ca) } : {}), ...(this.#o.tls.servername ? { servername: this.#o.tls.servername } : {}) } }
         : {}),
       // a command while the store is away fails at once rather than queueing behind a reconnect
       enableOfflineQueue: false,
