@@ -78,7 +78,7 @@ ${storeYaml()}
     await writeFile(file, yamlFor(name))
     const child = spawn(process.execPath, [BIN, 'start', '--config', file], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, PORTCULLIS_RUN: 'source', MI_UPSTREAM_PASSWORD: upstream.password, MI_CONTROL_PASSWORD: controlRedis ? CONTROL_REDIS_PASSWORD : control!.password },
+      env: { ...process.env, PORTCULLIS_RUN: process.env.PORTCULLIS_RUN ?? 'source', MI_UPSTREAM_PASSWORD: upstream.password, MI_CONTROL_PASSWORD: controlRedis ? CONTROL_REDIS_PASSWORD : control!.password },
     })
     let log = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d))
