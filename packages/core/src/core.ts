@@ -199,7 +199,8 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
         if (records.length === 0) return
         write('register', async () => {
           await store.putSessions(records)
-          for (const r of records) sent.set(r.id, r.lastActivity)
+          // a session that ended while this write was on its way is not remembered again
+          for (const r of records) if (live.has(r.id)) sent.set(r.id, r.lastActivity)
         })
       },
       end(id: string) {
