@@ -155,6 +155,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     metrics,
     hashKey: () => hashKey,
     recordingSign: () => recordingSign,
+    revocationsKnown: () => revocationsKnown,
     authenticated(session) {
       if (shared) registry.put([session])
     },
@@ -257,9 +258,12 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     }
   })
 
+  // a memory store holds nothing this process has not seen; a shared one must be read once first
+  let revocationsKnown = !shared
   async function loadShared() {
     await approvals.load()
     for (const e of await store.revocations()) revokeLocal(e)
+    revocationsKnown = true
   }
   store.onHealth(h => {
     if (!h.ok) {
@@ -347,7 +351,10 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
 
     revocations: () => identity.revocations.list(),
 
-    authenticate: token => identity.verify(token),
+    authenticate: token =>
+      revocationsKnown
+        ? identity.verify(token)
+        : Promise.reject(new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })),
 
     decide(principal, targetName, op) {
       const { config } = generation

@@ -14,9 +14,23 @@ const RULES = `
 class WatchedStore extends MemoryControlStore {
   calls: string[] = []
   down = false
+  #listeners = new Set<(h: ControlHealth) => void>()
   override health(): ControlHealth {
-    return this.down ? { kind: 'memory', ok: false, error: 'unreachable (test)' } : super.health()
+    return this.down ? { kind: this.kind, ok: false, error: 'unreachable (test)' } : super.health()
   }
+  override onHealth(fn: (h: ControlHealth) => void): () => void {
+    this.#listeners.add(fn)
+    return () => this.#listeners.delete(fn)
+  }
+  setDown(down: boolean) {
+    this.down = down
+    for (const fn of this.#listeners) fn(this.health())
+  }
+}
+
+/** as a shared store: what it holds came from other instances, so it must be read before trusting */
+class SharedWatchedStore extends WatchedStore {
+  override readonly kind = 'postgres' as const
 }
 for (const m of ['putRequest', 'getRequest', 'listRequests', 'decide', 'findGrant', 'grants', 'revoke', 'revocations', 'putSessions', 'endSession', 'listSessions', 'kill'] as const) {
   const orig = MemoryControlStore.prototype[m] as (...a: unknown[]) => Promise<unknown>
@@ -94,4 +108,25 @@ t.test('the admin side: sessions, kill and revoke through core.control; 503-wort
   t.same(core.control.health(), { kind: 'memory', ok: false, error: 'unreachable (test)' })
   await t.rejects(core.control.revoke({ subject: 'agent-3' }), { code: 'CONTROL_STORE_UNAVAILABLE' })
   t.ok(core.revocations().some(r => r.subject === 'agent-3'), 'applied here even so: revoking fails safe')
+})
+
+t.test('an instance that starts while a shared store is away lets nobody in until it has read the revocations', async t => {
+  const s = await setup(t, RULES)
+  const store = new SharedWatchedStore()
+  await store.revoke({ subject: 'mallory' })
+  store.down = true
+  const core = await createCore(s.config, { auditStream: auditSink().stream, controlStore: store })
+  t.teardown(() => core.close())
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:40000')
+  await t.rejects(session.authenticate(await s.issuer.mint({ sub: 'mallory', groups: ['agents'] })), {
+    code: 'AUTH_FAILED',
+    message: /revocation list is not loaded/,
+  })
+  await t.rejects(core.authenticate(await s.issuer.mint({ sub: 'alice', groups: ['dba'] })), { code: 'AUTH_FAILED' }, 'the admin API too')
+  store.setDown(false)
+  await new Promise(r => setImmediate(r))
+  const again = core.openSession(core.config.targets[0], '127.0.0.1:40001')
+  await t.rejects(again.authenticate(await s.issuer.mint({ sub: 'mallory', groups: ['agents'] })), { code: 'AUTH_FAILED', message: /revoked/ }, 'the revocation it read applies')
+  const fine = core.openSession(core.config.targets[0], '127.0.0.1:40002')
+  t.equal((await fine.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))).subject, 'agent-1')
 })

@@ -16,7 +16,8 @@ import type {
 
 /** Keeps decided requests until there are more than `max`, oldest decided first; pending ones always. */
 export class MemoryControlStore implements ControlStore {
-  readonly kind = 'memory' as const
+  /** 'memory'; typed wide so that a test may stand it in for a shared store */
+  readonly kind: ControlStore['kind'] = 'memory'
   #requests = new Map<string, ApprovalRequest>()
   #grants = new Map<string, ApprovalGrant>()
   #revocations: RevocationEntry[] = []
@@ -33,9 +34,10 @@ export class MemoryControlStore implements ControlStore {
   async start(_instance: InstanceInfo): Promise<void> {}
   async close(): Promise<void> {}
   health(): ControlHealth {
-    return { kind: 'memory', ok: true }
+    return { kind: this.kind, ok: true }
   }
-  onHealth(): () => void {
+  /** memory is never away */
+  onHealth(_fn: (health: ControlHealth) => void): () => void {
     return () => {}
   }
 

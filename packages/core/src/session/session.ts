@@ -56,6 +56,11 @@ export interface SessionHost {
   metrics: Metrics
   hashKey(): Buffer
   recordingSign(): RecordingSign | undefined
+  /**
+   * false until a shared control store's revocations have been read once: an instance that started
+   * while the store was away does not know who was revoked, so it lets nobody in (fail closed)
+   */
+  revocationsKnown(): boolean
   /** first successful authentication: the session now has a principal (the session registry) */
   authenticated(session: CoreSession): void
   closed(session: CoreSession): void
@@ -110,6 +115,8 @@ export class CoreSession implements Session {
     if (this.#abort.signal.aborted) throw this.#abort.signal.reason as PortcullisError
     let principal: Principal
     try {
+      if (!this.#host.revocationsKnown())
+        throw new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })
       principal = await this.#host.identity.verify(token)
       if (this.#principal && principal.subject !== this.#principal.subject)
         throw new PortcullisError('AUTH_FAILED', 'a session cannot change its subject', { reason: 'subject-change' })
