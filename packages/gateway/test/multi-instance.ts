@@ -304,7 +304,7 @@ ${storeYaml()}
     await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - stoppedAt))))
     t.ok(ok > okAtStop, `allowed statements kept running while the store was down (${ok - okAtStop} of them)`)
     await control!.startServer()
-    for (const i of [b!, c!]) await waitFor(async () => (await api(i, 'GET', '/healthz')).json.status === 'ok', `${i.name} to reconnect`)
+    for (const i of [instances.a!, b!, c!]) await waitFor(async () => (await api(i, 'GET', '/healthz')).json.status === 'ok', `${i.name} to reconnect`)
     running = false
     await traffic
     t.equal(failed, undefined, 'no allowed statement failed')

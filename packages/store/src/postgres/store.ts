@@ -164,8 +164,9 @@ export class PostgresControlStore implements ControlStore {
     }
     const l = this.#listener
     this.#listener = undefined
-    await l?.end().catch(() => {})
-    await this.#pool.end().catch(() => {})
+    // bounded: end() on a connection that already broke may never settle
+    const bounded = (p: Promise<unknown> | undefined) => Promise.race([p?.catch(() => {}), new Promise(r => setTimeout(r, 1000).unref())])
+    await Promise.all([bounded(l?.end()), bounded(this.#pool.end())])
   }
 
   // ─── approvals ───
@@ -421,7 +422,8 @@ export class PostgresControlStore implements ControlStore {
     c.release()
     const old = this.#listener
     this.#listener = undefined
-    await old?.end().catch(() => {})
+    // not awaited: end() on a connection that already broke may never settle
+    old?.end().catch(() => {})
     const l = new pg.Client(this.#clientConfig())
     l.on('error', err => {
       if (this.#listener === l) this.#down(err)
