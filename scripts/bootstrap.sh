@@ -20,6 +20,8 @@ if [ "$1" = "--test" ]; then
   [ -e /usr/share/java/postgresql.jar ] || need_apt="$need_apt libpostgresql-jdbc-java"
   command -v javac >/dev/null 2>&1 || need_apt="$need_apt default-jdk-headless"
   command -v curl >/dev/null 2>&1 || need_apt="$need_apt curl"
+  # several gateway instances behind one address (packages/gateway/test/multi-instance.test.ts)
+  command -v haproxy >/dev/null 2>&1 || need_apt="$need_apt haproxy"
   # reference proxies for `pnpm bench` (CI runs the quick set after the tests)
   command -v pgbouncer >/dev/null 2>&1 || need_apt="$need_apt pgbouncer"
   command -v nutcracker >/dev/null 2>&1 || need_apt="$need_apt nutcracker"

@@ -1,11 +1,13 @@
 // Ties config, identity, policy, approvals, secrets, audit and metrics into one object the gateway
 // holds. It has no sockets: codecs get Sessions from it.
 import { createPrivateKey, randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
 import { PortcullisError } from './errors.ts'
 import type { ApprovalRequest, Decision, Operation, Principal, Protocol, TargetConfig } from './types.ts'
 import type { Config, RevocationEntry } from './config/types.ts'
 import { createApprovals } from './approvals/approvals.ts'
-import type { ApprovalStore } from './approvals/store.ts'
+import { MemoryControlStore } from './control/memory.ts'
+import type { ControlHealth, ControlStore, SessionRecord } from './control/store.ts'
 import { createAuditLog } from './audit/audit.ts'
 import { createIdentity } from './identity/verify.ts'
 import { Metrics } from './metrics/metrics.ts'
@@ -17,6 +19,8 @@ import { CoreSession, type RecordingSign, type SessionHost } from './session/ses
 
 export interface SessionInfo {
   id: string
+  /** the gateway instance serving it */
+  instance: string
   target: string
   protocol: Protocol
   remote: string
@@ -25,19 +29,42 @@ export interface SessionInfo {
   /** ms since epoch, from the token */
   expiresAt?: number
   started: number
+  /** ms since epoch: the last operation decided */
+  lastActivity: number
 }
 
 export interface CoreApprovals {
+  /** pending requests of every instance and recently decided ones (this process's mirror) */
   list(): ApprovalRequest[]
   get(id: string): ApprovalRequest | undefined
-  approve(id: string, by: Principal): ApprovalRequest
-  deny(id: string, by: Principal, reason?: string): ApprovalRequest
+  /** from the control store itself, for a request this mirror has not heard of */
+  fetch(id: string): Promise<ApprovalRequest | undefined>
+  /** one decision wins across instances; what is already known to be wrong throws at once */
+  approve(id: string, by: Principal): Promise<ApprovalRequest>
+  deny(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
+}
+
+/** What the admin API does across every instance sharing the control store. */
+export interface CoreControl {
+  health(): ControlHealth
+  /** every instance's live sessions (this one's from memory) */
+  sessions(): Promise<SessionInfo[]>
+  /** ends the session wherever it runs; false when no instance has it */
+  kill(sessionId: string, reason?: string): Promise<boolean>
+  /** ends a subject's sessions on every instance; the count is what the registry knew of */
+  killSubject(subject: string, reason?: string): Promise<number>
+  /** takes effect here at once, and on every instance once the store has it */
+  revoke(entry: RevocationEntry): Promise<void>
 }
 
 export interface Core {
   /** current generation */
   readonly config: Config
+  /** this process's id in the control store */
+  readonly instance: string
+  readonly control: CoreControl
   openSession(target: TargetConfig, remote: string): CoreSession
+  /** this instance's live sessions */
   sessions(): SessionInfo[]
   kill(sessionId: string, reason?: string): boolean
   killSubject(subject: string, reason?: string): number
@@ -58,7 +85,19 @@ export interface Core {
 export interface CoreOptions {
   auditStream?: NodeJS.WritableStream
   now?: () => number
-  approvalStore?: ApprovalStore
+  /**
+   * where approvals, revocations and the session registry live (default: this process's memory);
+   * a function gets the core's secrets (a store's password is a secret reference). Core closes it.
+   */
+  controlStore?: ControlStore | ((ctx: { secrets: SecretStore; log: (msg: string, fields?: Record<string, unknown>) => void }) => ControlStore)
+  /** this process's id in the control store (default: host, pid and a random part) */
+  instance?: string
+  /** how often the session registry hears of last activity, ms (default 5000) */
+  registryMs?: number
+}
+
+export function instanceId(): string {
+  return `${hostname().replace(/[^\w.-]+/g, '_').slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`
 }
 
 async function keyFromSecret(secrets: SecretStore, ref: { secret: string } | undefined): Promise<Buffer | undefined> {
@@ -90,9 +129,14 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
   const identity = createIdentity(initial.identity, { secrets, now })
   const audit = createAuditLog({ destination: initial.audit.destination, ...(opts.auditStream ? { stream: opts.auditStream } : {}) })
   const metrics = new Metrics()
+  const instance = opts.instance ?? instanceId()
+  const given = opts.controlStore
+  const store =
+    typeof given === 'function' ? given({ secrets, log: (msg, fields) => audit.log(msg, fields) }) : (given ?? new MemoryControlStore({ now }))
   const approvals = createApprovals({
     now,
-    ...(opts.approvalStore ? { store: opts.approvalStore } : {}),
+    store,
+    instance,
     ...(initial.approvals.webhook ? { webhook: initial.approvals.webhook } : {}),
     log: msg => audit.log(msg),
     secret: ref => secrets.get(ref),
@@ -126,10 +170,69 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     hashKey: () => hashKey,
     recordingSign: () => recordingSign,
     ...(uploader ? { uploader } : {}),
+    revocationsKnown: () => revocationsKnown,
+    authenticated(session) {
+      if (shared) registry.put([session])
+    },
     closed(session) {
       if (live.delete(session.id)) metrics.sessions = live.size
+      if (shared && session.principal) registry.end(session.id)
     },
   }
+
+  const info = (s: CoreSession): SessionInfo => {
+    const i: SessionInfo = {
+      id: s.id,
+      instance,
+      target: s.target.name,
+      protocol: s.target.protocol,
+      remote: s.remote,
+      started: s.started,
+      lastActivity: s.lastActivity,
+    }
+    if (s.principal) {
+      i.subject = s.principal.subject
+      i.groups = s.principal.groups
+      if (s.principal.expiresAt !== undefined) i.expiresAt = s.principal.expiresAt
+    }
+    return i
+  }
+
+  // The session registry, for a store that other instances read. Writes go one at a time, in
+  // order, and never hold a session up: a failed write is repeated by the next heartbeat.
+  const shared = store.kind !== 'memory'
+  const registry = (() => {
+    let chain: Promise<void> = Promise.resolve()
+    const sent = new Map<string, number>()
+    const write = (what: string, fn: () => Promise<void>) => {
+      chain = chain.then(fn).catch(err => {
+        if (store.health().ok) audit.log(`session registry: ${what} failed`, { error: (err as Error).message })
+      })
+    }
+    return {
+      put(sessions: CoreSession[]) {
+        const records: SessionRecord[] = sessions.filter(s => s.principal && live.has(s.id)).map(s => info(s) as SessionRecord)
+        if (records.length === 0) return
+        write('register', async () => {
+          await store.putSessions(records)
+          // a session that ended while this write was on its way is not remembered again
+          for (const r of records) if (live.has(r.id)) sent.set(r.id, r.lastActivity)
+        })
+      },
+      end(id: string) {
+        sent.delete(id)
+        write('end', () => store.endSession(id))
+      },
+      /** heartbeat: the sessions whose activity moved, or every one after the store was away */
+      refresh(all = false) {
+        if (!store.health().ok) return
+        this.put([...live.values()].filter(s => all || sent.get(s.id) !== s.lastActivity))
+      },
+      flushed: () => chain,
+    }
+  })()
+  const heartbeat = shared ? setInterval(() => registry.refresh(), opts.registryMs ?? 5000) : undefined
+  heartbeat?.unref()
 
   function abortRevoked() {
     for (const s of live.values()) {
@@ -138,11 +241,99 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     }
   }
 
+  function killLocal(id: string, reason: string | undefined): boolean {
+    const s = live.get(id)
+    if (!s) return false
+    s.abort(new PortcullisError('SESSION_CLOSED', reason ?? 'session ended by an administrator'))
+    return true
+  }
+
+  function killSubjectLocal(subject: string, reason: string | undefined): number {
+    let n = 0
+    for (const s of live.values()) {
+      if (s.principal?.subject !== subject) continue
+      s.abort(new PortcullisError('SESSION_CLOSED', reason ?? 'session ended by an administrator'))
+      n++
+    }
+    return n
+  }
+
+  function revokeLocal(entry: RevocationEntry) {
+    if (!entry.subject && !entry.jti) throw new PortcullisError('CONFIG_INVALID', 'a revocation names a subject or a jti')
+    identity.revocations.add(entry)
+    abortRevoked()
+  }
+
+  // what other instances did reaches this one's memory here (this one's own changes come back too)
+  store.subscribe(c => {
+    if (c.kind === 'revocation') revokeLocal(c.entry)
+    else if (c.kind === 'kill') {
+      if ('sessionId' in c.kill) killLocal(c.kill.sessionId, c.kill.reason)
+      else killSubjectLocal(c.kill.subject, c.kill.reason)
+    }
+  })
+
+  // a memory store holds nothing this process has not seen; a shared one must be read once first
+  let revocationsKnown = !shared
+  async function loadShared() {
+    await approvals.load()
+    for (const e of await store.revocations()) revokeLocal(e)
+    revocationsKnown = true
+  }
+  store.onHealth(h => {
+    if (!h.ok) {
+      audit.log('control store unavailable: approval-requiring operations are refused until it is back', { store: h.kind, error: h.error })
+      return
+    }
+    audit.log('control store available', { store: h.kind })
+    // the store's change feed brings what was missed; this fills whatever it no longer holds
+    loadShared().catch(err => audit.log('control store reload failed', { error: (err as Error).message }))
+    registry.refresh(true)
+  })
+  await store.start({ id: instance, host: hostname(), pid: process.pid, started: now() })
+  if (store.health().ok) await loadShared()
+  else audit.log('control store unavailable at start; retrying in the background', { store: store.kind, error: store.health().error })
+
+  const unavailable = () => new PortcullisError('CONTROL_STORE_UNAVAILABLE', 'control store unavailable')
+
   let closing: Promise<void> | undefined
 
   const core: Core = {
     get config() {
       return generation.config
+    },
+    instance,
+    control: {
+      health: () => store.health(),
+      async sessions() {
+        const mine = [...live.values()].map(info)
+        if (!shared) return mine
+        if (!store.health().ok) throw unavailable()
+        const others = (await store.listSessions()).filter(r => r.instance !== instance)
+        return [...mine, ...others]
+      },
+      async kill(id, reason) {
+        if (killLocal(id, reason)) return true
+        if (!shared) return false
+        if (!store.health().ok) throw unavailable()
+        const known = (await store.listSessions()).some(r => r.id === id)
+        if (!known) return false
+        await store.kill({ sessionId: id, reason: reason ?? 'session ended by an administrator' })
+        return true
+      },
+      async killSubject(subject, reason) {
+        const here = killSubjectLocal(subject, reason)
+        if (!shared) return here
+        if (!store.health().ok) throw unavailable()
+        const there = (await store.listSessions()).filter(r => r.instance !== instance && r.subject === subject).length
+        await store.kill({ subject, reason: reason ?? 'session ended by an administrator' })
+        return here + there
+      },
+      async revoke(entry) {
+        revokeLocal(entry)
+        if (!store.health().ok) throw unavailable()
+        await store.revoke(entry)
+      },
     },
     secrets,
     metrics,
@@ -150,6 +341,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     approvals: {
       list: () => approvals.list(),
       get: id => approvals.get(id),
+      fetch: async id => approvals.get(id) ?? (await store.getRequest(id)),
       approve: (id, by) => approvals.approve(id, by),
       deny: (id, by, reason) => approvals.deny(id, by, reason),
     },
@@ -162,50 +354,23 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       return s
     },
 
-    sessions() {
-      return [...live.values()].map(s => {
-        const info: SessionInfo = {
-          id: s.id,
-          target: s.target.name,
-          protocol: s.target.protocol,
-          remote: s.remote,
-          started: s.started,
-        }
-        if (s.principal) {
-          info.subject = s.principal.subject
-          info.groups = s.principal.groups
-          if (s.principal.expiresAt !== undefined) info.expiresAt = s.principal.expiresAt
-        }
-        return info
-      })
-    },
+    sessions: () => [...live.values()].map(info),
 
-    kill(id, reason) {
-      const s = live.get(id)
-      if (!s) return false
-      s.abort(new PortcullisError('SESSION_CLOSED', reason ?? 'session ended by an administrator'))
-      return true
-    },
+    kill: (id, reason) => killLocal(id, reason),
 
-    killSubject(subject, reason) {
-      let n = 0
-      for (const s of live.values()) {
-        if (s.principal?.subject !== subject) continue
-        s.abort(new PortcullisError('SESSION_CLOSED', reason ?? 'session ended by an administrator'))
-        n++
-      }
-      return n
-    },
+    killSubject: (subject, reason) => killSubjectLocal(subject, reason),
 
     revoke(entry) {
-      if (!entry.subject && !entry.jti) throw new PortcullisError('CONFIG_INVALID', 'a revocation names a subject or a jti')
-      identity.revocations.add(entry)
-      abortRevoked()
+      revokeLocal(entry)
+      store.revoke(entry).catch(err => audit.log('revocation not shared: the control store did not take it', { error: (err as Error).message }))
     },
 
     revocations: () => identity.revocations.list(),
 
-    authenticate: token => identity.verify(token),
+    authenticate: token =>
+      revocationsKnown
+        ? identity.verify(token)
+        : Promise.reject(new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })),
 
     decide(principal, targetName, op) {
       const { config } = generation
@@ -247,8 +412,11 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     close(opts = {}) {
       if (!closing) {
         closing = (async () => {
+          if (heartbeat) clearInterval(heartbeat)
           approvals.close()
           await Promise.all([...live.values()].map(s => s.close('shutdown')))
+          await registry.flushed()
+          await store.close()
           await uploader?.close(opts.uploadWaitMs ?? DEFAULT_UPLOAD_WAIT_MS)
           secrets.close()
           await audit.close()

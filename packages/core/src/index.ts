@@ -13,10 +13,20 @@ export { Revocations } from './identity/revocations.ts'
 export { decide, ruleMatches, DEFAULT_DENY_REASON, type PolicyDecision } from './policy/decide.ts'
 export { matchResource, matchName } from './policy/glob.ts'
 export { fingerprint } from './policy/fingerprint.ts'
-export { createApprovals, approvalId, type Approvals, type HoldRequest, type HoldOutcome } from './approvals/approvals.ts'
-export { MemoryApprovalStore, type ApprovalStore, type ApprovalGrant } from './approvals/store.ts'
+export { createApprovals, approvalId, APPROVAL_UNAVAILABLE, type Approvals, type HoldRequest, type HoldOutcome } from './approvals/approvals.ts'
+export { MemoryControlStore, grantKey } from './control/memory.ts'
+export type {
+  ApprovalGrant,
+  ControlChange,
+  ControlHealth,
+  ControlStore,
+  InstanceInfo,
+  KillRequest,
+  RequestVerdict,
+  SessionRecord,
+} from './control/store.ts'
 export { approvalSummary, webhookBody } from './approvals/webhook.ts'
 export { createAuditLog, type AuditLog } from './audit/audit.ts'
 export { Metrics } from './metrics/metrics.ts'
 export { CoreSession } from './session/session.ts'
-export { createCore, DEFAULT_UPLOAD_WAIT_MS, type Core, type CoreOptions, type CoreApprovals, type SessionInfo } from './core.ts'
+export { createCore, DEFAULT_UPLOAD_WAIT_MS, type Core, type CoreOptions, type CoreApprovals, type CoreControl, type SessionInfo, instanceId } from './core.ts'

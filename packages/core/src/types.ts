@@ -116,6 +116,10 @@ export interface ApprovalRequest {
   expires: number
   status: 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn'
   decidedBy?: string
+  /** the approver's reason for a denial, or why the request was withdrawn */
+  reason?: string
+  /** the gateway instance holding the operation (control store) */
+  instance?: string
   /** ms: when set, approving also lets the same statement by the same subject through for this long */
   window?: number
 }

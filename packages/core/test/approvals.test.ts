@@ -2,7 +2,7 @@ import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createCore } from '../src/core.ts'
-import { MemoryApprovalStore } from '../src/approvals/store.ts'
+import { MemoryControlStore } from '../src/control/memory.ts'
 import { parseConfig } from '../src/config/parse.ts'
 import type { ApprovalRequest, Principal } from '../src/types.ts'
 import { auditSink, op, setup } from './helpers.ts'
@@ -226,7 +226,8 @@ t.test('a webhook URL given as a secret reference is resolved when announcing', 
 })
 
 t.test('the in-memory store keeps pending requests and drops the oldest decided ones past its bound', async t => {
-  const store = new MemoryApprovalStore({ max: 3 })
+  let clock = 50
+  const store = new MemoryControlStore({ max: 3, now: () => clock })
   const base: ApprovalRequest = {
     id: 'apr_0',
     principal: { subject: 's', groups: [], issuer: 'i' },
@@ -243,17 +244,52 @@ t.test('the in-memory store keeps pending requests and drops the oldest decided 
     expires: 1,
     status: 'pending',
   }
-  store.put({ ...base, id: 'apr_1' })
-  store.put({ ...base, id: 'apr_2', status: 'denied' })
-  store.put({ ...base, id: 'apr_3', status: 'approved' })
-  store.put({ ...base, id: 'apr_4' })
-  t.same(store.list().map(r => r.id), ['apr_1', 'apr_3', 'apr_4'])
-  const copy = store.get('apr_1')!
+  await store.putRequest({ ...base, id: 'apr_1' })
+  await store.putRequest({ ...base, id: 'apr_2', status: 'denied' })
+  await store.putRequest({ ...base, id: 'apr_3', status: 'approved' })
+  await store.putRequest({ ...base, id: 'apr_4' })
+  t.same((await store.listRequests()).map(r => r.id), ['apr_1', 'apr_3', 'apr_4'])
+  const copy = (await store.getRequest('apr_1'))!
   copy.status = 'approved'
-  t.equal(store.get('apr_1')!.status, 'pending', 'callers get copies')
+  t.equal((await store.getRequest('apr_1'))!.status, 'pending', 'callers get copies')
 
-  store.grant({ subject: 's', target: 't', fingerprint: 'f', until: 100, approvalId: 'apr_3' })
-  t.equal(store.findGrant('s', 't', 'f', 99)?.approvalId, 'apr_3')
-  t.equal(store.findGrant('s', 't', 'f', 100), undefined, 'a window ends at its end')
-  t.equal(store.findGrant('s', 't', 'g', 50), undefined)
+  await store.putRequest({ ...base, id: 'apr_5', expires: 1000 })
+  await store.decide('apr_5', { status: 'approved', decidedBy: 'alice', grant: { subject: 's', target: 't', fingerprint: 'f', until: 100, approvalId: 'apr_5' } })
+  clock = 99
+  t.equal((await store.findGrant('s', 't', 'f'))?.approvalId, 'apr_5')
+  clock = 100
+  t.equal(await store.findGrant('s', 't', 'f'), undefined, 'a window ends at its end')
+  t.equal(await store.findGrant('s', 't', 'g'), undefined)
+})
+
+t.test('the in-memory store decides a request once, and never one that has expired', async t => {
+  let clock = 0
+  const store = new MemoryControlStore({ now: () => clock })
+  const changes: string[] = []
+  store.subscribe(c => changes.push(c.kind === 'request' ? `${c.request.id}:${c.request.status}` : c.kind))
+  const base: ApprovalRequest = {
+    id: 'apr_a',
+    principal: { subject: 's', groups: [], issuer: 'i' },
+    target: 't',
+    protocol: 'postgres',
+    class: 'write',
+    statement: 'UPDATE',
+    fingerprint: 'f',
+    resources: [],
+    rule: 'r',
+    approvers: ['dba'],
+    facts: {},
+    created: 0,
+    expires: 10,
+    status: 'pending',
+  }
+  await store.putRequest(base)
+  await store.putRequest({ ...base, id: 'apr_b' })
+  t.match(await store.decide('apr_a', { status: 'denied', decidedBy: 'alice', reason: 'no' }), { status: 'denied', decidedBy: 'alice', reason: 'no' })
+  await t.rejects(store.decide('apr_a', { status: 'approved', decidedBy: 'bob' }), { code: 'APPROVAL_NOT_PENDING' })
+  await t.rejects(store.decide('apr_nope', { status: 'approved' }), { code: 'APPROVAL_NOT_FOUND' })
+  clock = 10
+  await t.rejects(store.decide('apr_b', { status: 'approved', decidedBy: 'bob' }), { code: 'APPROVAL_NOT_PENDING', message: /expired/ })
+  t.match(await store.decide('apr_b', { status: 'expired' }), { status: 'expired' })
+  t.same(changes, ['apr_a:pending', 'apr_b:pending', 'apr_a:denied', 'apr_b:expired'])
 })

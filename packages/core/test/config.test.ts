@@ -330,3 +330,48 @@ t.test("the README's configuration reference parses, recording.upload included",
   t.equal(c.recording.upload?.s3.bucket, 'pcr-archive')
   t.equal(c.recording.upload?.maxSpoolBytes, 1024 ** 3)
 })
+
+t.test('controlStore: postgres with a secret password, lease, heartbeat and poll; defaults without it', async t => {
+  const none = parseConfig(BASE, 'docs.yaml')
+  t.same(none.controlStore, { leaseMs: 15_000, heartbeatMs: 5_000, pollMs: 2_000 }, 'memory by default')
+  const config = parseConfig(
+    BASE.replace('  pg: { env: PG }\n', '  pg: { env: PG }\n  ctl: { env: CTL }\n') +
+      'controlStore:\n  postgres: { host: db.internal, database: portcullis, user: gateway, password: { secret: ctl }, tls: { enabled: true } }\n  lease: 3s\n  heartbeat: 1s\n  poll: 500ms\n',
+    'docs.yaml',
+  )
+  t.same(config.controlStore, {
+    leaseMs: 3000,
+    heartbeatMs: 1000,
+    pollMs: 500,
+    postgres: { host: 'db.internal', port: 5432, database: 'portcullis', user: 'gateway', password: { secret: 'ctl' }, tls: { enabled: true }, schema: 'portcullis_control' },
+  })
+})
+
+t.test('controlStore mistakes name file, line and key', async t => {
+  t.same(issuesOf(t, BASE + 'controlStore:\n  postgres: { host: h, database: d, user: u, pasword: x }\n'), [
+    { file: 'docs.yaml', line: 12, path: 'controlStore.postgres.pasword', message: 'unknown key' },
+  ])
+  t.match(issuesOf(t, BASE + 'controlStore:\n  postgres: { host: h, database: d, user: u, password: hunter2 }\n'), [
+    { line: 12, path: 'controlStore.postgres.password', message: /secrets are referenced/ },
+  ])
+  t.match(issuesOf(t, BASE + 'controlStore:\n  postgres: { host: h, database: d, user: u, password: { secret: nope } }\n'), [
+    { path: 'controlStore.postgres.password', message: /nope/ },
+  ])
+  t.same(issuesOf(t, BASE + 'controlStore:\n  lease: 2s\n  heartbeat: 5s\n'), [
+    { file: 'docs.yaml', line: 13, path: 'controlStore.heartbeat', message: 'heartbeat must be at most half the lease' },
+  ])
+  t.same(issuesOf(t, BASE + 'controlStore:\n  postgres: { database: d, user: u }\n'), [
+    { file: 'docs.yaml', line: 12, path: 'controlStore.postgres.host', message: 'is required' },
+  ])
+})
+
+t.test('controlStore: redis, or postgres, never both', async t => {
+  const config = parseConfig(
+    BASE.replace('  pg: { env: PG }\n', '  pg: { env: PG }\n  ctl: { env: CTL }\n') + 'controlStore:\n  redis: { host: cache.internal, password: { secret: ctl }, db: 2 }\n',
+    'docs.yaml',
+  )
+  t.same(config.controlStore.redis, { host: 'cache.internal', port: 6379, password: { secret: 'ctl' }, db: 2, prefix: 'portcullis:control:' })
+  t.same(issuesOf(t, BASE + 'controlStore:\n  postgres: { host: h, database: d, user: u }\n  redis: { host: h }\n'), [
+    { file: 'docs.yaml', line: 13, path: 'controlStore.redis', message: 'one control store: postgres or redis, not both' },
+  ])
+})

@@ -1,13 +1,16 @@
 // The admin HTTP API: approvals, live sessions, revocations, health and metrics. Authenticated with
 // the same bearer tokens as the data path (core.authenticate); errors are JSON with stable codes:
 //   { "error": { "code": "unauthenticated" | "forbidden" | "not_found" | "bad_request" |
-//                        "method_not_allowed" | "conflict" | "payload_too_large" | "internal", "message" } }
+//                        "method_not_allowed" | "conflict" | "payload_too_large" |
+//                        "control_store_unavailable" (503) | "internal", "message" } }
 // Who may do what:
-//   GET /healthz                         anyone
+//   GET /healthz                         anyone; says whether the control store answers (200 either
+//                                        way: allowed traffic flows without it)
 //   GET /metrics                         anyone when the admin listener is on loopback, else a valid
 //                                        token (admin.metricsAuth: true|false overrides)
 //   GET /api/approvals                   any valid token; lists the pending requests it may act on
 //                                        (its groups are approvers) or that it made
+//   GET /api/approvals/:id               one request in any state, to whoever may see it in the list
 //   POST /api/approvals/:id/approve|deny core decides: approver groups only, never one's own request
 //   GET/DELETE /api/sessions, POST /api/revocations
 //                                        members of admin.groups (default: [admins])
@@ -40,6 +43,7 @@ const APPROVAL_ERRORS: Partial<Record<string, [number, string]>> = {
   REVOKED: [403, 'forbidden'],
   APPROVAL_NOT_FOUND: [404, 'not_found'],
   APPROVAL_NOT_PENDING: [409, 'conflict'],
+  CONTROL_STORE_UNAVAILABLE: [503, 'control_store_unavailable'],
 }
 const DEFAULT_ADMIN_GROUPS = ['admins']
 
@@ -79,6 +83,22 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     return p
   }
 
+  /** the admin API's answer while the control store is away: 503, a stable code, nothing half done */
+  function assertStore(): void {
+    const h = core.control.health()
+    if (!h.ok) throw new HttpError(503, 'control_store_unavailable', `the control store (${h.kind}) is unavailable`)
+  }
+
+  async function control<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      if (isPortcullisError(err, 'CONTROL_STORE_UNAVAILABLE'))
+        throw new HttpError(503, 'control_store_unavailable', err.message)
+      throw err
+    }
+  }
+
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin')
     const path = url.pathname.replace(/\/+$/, '') || '/'
@@ -87,7 +107,12 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
 
     if (path === '/healthz') {
       allow(method, ['GET', 'HEAD'])
-      return json(res, 200, { status: 'ok' })
+      const store = core.control.health()
+      return json(res, 200, {
+        status: store.ok ? 'ok' : 'degraded',
+        instance: core.instance,
+        controlStore: { kind: store.kind, ok: store.ok, ...(store.error ? { error: store.error } : {}) },
+      })
     }
     if (path === '/metrics') {
       allow(method, ['GET'])
@@ -107,6 +132,8 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       if (parts.length === 2) {
         allow(method, ['GET'])
         const p = await principalOf(req)
+        // the mirror may be stale while the store is away: say so rather than show an old queue
+        assertStore()
         const isAdmin = p.groups.some((g) => adminGroups.includes(g))
         const visible = core.approvals
           .list()
@@ -114,17 +141,27 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
           .filter((a) => isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g)))
         return json(res, 200, { approvals: visible.map(approvalSummary) })
       }
+      if (parts.length === 3) {
+        allow(method, ['GET'])
+        const p = await principalOf(req)
+        assertStore()
+        const id = decodeURIComponent(parts[2]!)
+        const a = await control(() => core.approvals.fetch(id))
+        const isAdmin = p.groups.some((g) => adminGroups.includes(g))
+        // one answer for unknown and not yours: ids are not to be probed
+        if (!a || !(isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g))))
+          throw new HttpError(404, 'not_found', `no approval request ${id}`)
+        return json(res, 200, { approval: { ...approvalSummary(a), ...(a.reason ? { reason: a.reason } : {}) } })
+      }
       if (parts.length === 4 && (parts[3] === 'approve' || parts[3] === 'deny')) {
         allow(method, ['POST'])
         const p = await principalOf(req)
         const id = decodeURIComponent(parts[2]!)
-        const existing = core.approvals.get(id)
-        if (!existing) throw new HttpError(404, 'not_found', `no approval request ${id}`)
-        if (existing.status !== 'pending') throw new HttpError(409, 'conflict', `approval ${id} is already ${existing.status}`)
         const body = parts[3] === 'deny' ? await readJson(req) : {}
         const reason = typeof body.reason === 'string' ? body.reason : undefined
         try {
-          const done = parts[3] === 'approve' ? core.approvals.approve(id, p) : core.approvals.deny(id, p, reason)
+          assertStore()
+          const done = parts[3] === 'approve' ? await core.approvals.approve(id, p) : await core.approvals.deny(id, p, reason)
           log.info({ approval: id, by: p.subject, status: done.status }, 'approval decided')
           return json(res, 200, { approval: approvalSummary(done) })
         } catch (err) {
@@ -141,13 +178,13 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     if (parts[1] === 'sessions') {
       if (parts.length === 2 && method === 'GET') {
         await requireAdmin(req)
-        return json(res, 200, { sessions: core.sessions() })
+        return json(res, 200, { sessions: await control(() => core.control.sessions()) })
       }
       if (parts.length === 2 && method === 'DELETE') {
         const p = await requireAdmin(req)
         const subject = url.searchParams.get('subject')
         if (!subject) throw new HttpError(400, 'bad_request', 'DELETE /api/sessions needs ?subject=')
-        const killed = core.killSubject(subject)
+        const killed = await control(() => core.control.killSubject(subject, `killed by ${p.subject}`))
         log.info({ subject, killed, by: p.subject }, 'sessions killed')
         return json(res, 200, { killed })
       }
@@ -155,7 +192,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
         allow(method, ['DELETE'])
         const p = await requireAdmin(req)
         const id = decodeURIComponent(parts[2]!)
-        if (!core.kill(id, `killed by ${p.subject}`)) throw new HttpError(404, 'not_found', `no live session ${id}`)
+        if (!(await control(() => core.control.kill(id, `killed by ${p.subject}`)))) throw new HttpError(404, 'not_found', `no live session ${id}`)
         log.info({ session: id, by: p.subject }, 'session killed')
         return json(res, 200, { killed: 1 })
       }
@@ -170,7 +207,8 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       const jti = typeof body.jti === 'string' && body.jti ? body.jti : undefined
       if (!subject && !jti) throw new HttpError(400, 'bad_request', 'give "subject" or "jti"')
       const entry = { ...(subject ? { subject } : {}), ...(jti ? { jti } : {}) }
-      core.revoke(entry)
+      // applied here even when the store is away (revoking fails safe); the 503 says it did not spread
+      await control(() => core.control.revoke(entry))
       log.info({ ...entry, by: p.subject }, 'revoked')
       return json(res, 200, { revoked: entry })
     }

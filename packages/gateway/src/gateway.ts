@@ -5,7 +5,7 @@ import { createServer as createTlsServer } from 'node:tls'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { once } from 'node:events'
 import { basename, dirname, resolve } from 'node:path'
-import { createCore, loadConfig, type Config, type Core, type ProtocolCodec, type Session, type TargetConfig } from '@portcullis/core'
+import { createCore, loadConfig, type Config, type Core, type CoreOptions, type ProtocolCodec, type Session, type TargetConfig } from '@portcullis/core'
 import { parseHostPort, type HostPort } from './listen.ts'
 import { loadCodec, PROTOCOLS } from './codecs.ts'
 import { sniffCodec } from './sniff.ts'
@@ -61,7 +61,11 @@ export const SHUTDOWN_GRACE_MS = ABORT_GRACE_MS + CLOSE_GRACE_MS
 
 export async function startGateway(config: Config, opts: GatewayOptions = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger()
-  const core = await createCore(config, opts.auditStream ? { auditStream: opts.auditStream } : {})
+  const core = await createCore(config, {
+    ...(opts.auditStream ? { auditStream: opts.auditStream } : {}),
+    ...(await controlStoreFor(config)),
+    registryMs: config.controlStore.heartbeatMs,
+  })
   const listeners = new Map<string, Listener>()
   const live = new Map<string, LiveSession>()
   const targets: Record<string, HostPort> = {}
@@ -266,6 +270,9 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
 
   async function applyReload(next: Config): Promise<void> {
     core.reload(next)
+    if (JSON.stringify(next.controlStore) !== JSON.stringify(current.controlStore)) {
+      log.warn({ controlStore: next.controlStore.postgres ? 'postgres' : next.controlStore.redis ? 'redis' : 'memory' }, 'controlStore changes take effect after a restart')
+    }
     if (next.admin?.listen !== current.admin?.listen) {
       log.warn({ admin: next.admin?.listen ?? null }, 'admin listener changes take effect after a restart')
     }
@@ -344,6 +351,56 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     }
   }
   return gateway
+}
+
+/** The shared control store the config names, loaded only then (it brings a driver and sockets). */
+async function controlStoreFor(config: Config): Promise<Pick<CoreOptions, 'controlStore'>> {
+  const { postgres, redis, leaseMs, heartbeatMs, pollMs } = config.controlStore
+  // reconnect no slower than a heartbeat: an instance back from an outage renews its lease in time
+  const backoff = { minMs: Math.min(100, heartbeatMs), maxMs: Math.max(heartbeatMs, 200) }
+  if (redis) {
+    const { RedisControlStore } = await import('@portcullis/store')
+    return {
+      controlStore: ({ secrets, log }) => {
+        const password = redis.password
+        return new RedisControlStore({
+          host: redis.host,
+          port: redis.port,
+          ...(redis.user ? { username: redis.user } : {}),
+          ...(password ? { password: () => secrets.get(password) } : {}),
+          ...(redis.db !== undefined ? { db: redis.db } : {}),
+          ...(redis.tls ? { tls: redis.tls } : {}),
+          prefix: redis.prefix,
+          leaseMs,
+          heartbeatMs,
+          pollMs,
+          backoff,
+          log,
+        })
+      },
+    }
+  }
+  if (!postgres) return {}
+  const { PostgresControlStore } = await import('@portcullis/store')
+  return {
+    controlStore: ({ secrets, log }) => {
+      const password = postgres.password
+      return new PostgresControlStore({
+        host: postgres.host,
+        port: postgres.port,
+        database: postgres.database,
+        user: postgres.user,
+        ...(password ? { password: () => secrets.get(password) } : {}),
+        ...(postgres.tls ? { tls: postgres.tls } : {}),
+        schema: postgres.schema,
+        leaseMs,
+        heartbeatMs,
+        pollMs,
+        backoff,
+        log,
+      })
+    },
+  }
 }
 
 async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {

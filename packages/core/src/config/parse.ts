@@ -181,6 +181,13 @@ interface RawConfig {
   recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef }; upload?: RawUpload }
   audit?: { destination?: string }
   approvals?: { timeout?: string | number; webhook?: { url: string | SecretRef; format?: 'json' | 'slack' } }
+  controlStore?: {
+    postgres?: Omit<NonNullable<Config['controlStore']['postgres']>, 'port' | 'schema'> & { port?: number; schema?: string }
+    redis?: Omit<NonNullable<Config['controlStore']['redis']>, 'port' | 'prefix'> & { port?: number; prefix?: string }
+    lease?: string | number
+    heartbeat?: string | number
+    poll?: string | number
+  }
   targets?: RawTarget[]
   rules?: (Omit<RuleConfig, 'window' | 'timeout' | 'when'> & { when?: RuleConfig['when']; window?: string | number; timeout?: string | number })[]
   masking?: Config['masking']
@@ -350,6 +357,26 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
   checkRef(raw.recording?.sign?.ed25519Key, ['recording', 'sign', 'ed25519Key'])
   const hookUrl = raw.approvals?.webhook?.url
   if (hookUrl !== undefined && typeof hookUrl !== 'string') checkRef(hookUrl, ['approvals', 'webhook', 'url'])
+  checkRef(raw.controlStore?.postgres?.password, ['controlStore', 'postgres', 'password'])
+  checkRef(raw.controlStore?.redis?.password, ['controlStore', 'redis', 'password'])
+  const rawStore = raw.controlStore ?? {}
+  const controlStore: Config['controlStore'] = {
+    leaseMs: parseDuration(rawStore.lease ?? '15s'),
+    heartbeatMs: parseDuration(rawStore.heartbeat ?? '5s'),
+    pollMs: parseDuration(rawStore.poll ?? '2s'),
+  }
+  // a lease renewed less often than it lasts would lapse between heartbeats of a live instance
+  if (controlStore.heartbeatMs * 2 > controlStore.leaseMs)
+    issue(['controlStore', rawStore.heartbeat !== undefined ? 'heartbeat' : 'lease'], 'heartbeat must be at most half the lease')
+  if (rawStore.postgres) {
+    const pg = rawStore.postgres
+    controlStore.postgres = { ...pg, port: pg.port ?? 5432, schema: pg.schema ?? 'portcullis_control' }
+  }
+  if (rawStore.redis) {
+    if (rawStore.postgres) issue(['controlStore', 'redis'], 'one control store: postgres or redis, not both')
+    const r = rawStore.redis
+    controlStore.redis = { ...r, port: r.port ?? 6379, prefix: r.prefix ?? 'portcullis:control:' }
+  }
 
   const config: Config = {
     identity: { issuers, revocations: raw.identity?.revocations ?? [] },
@@ -367,6 +394,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
         ? { webhook: { url: raw.approvals.webhook.url, format: raw.approvals.webhook.format ?? 'json' } }
         : {}),
     },
+    controlStore,
     targets,
     rules,
     masking: raw.masking ?? [],

@@ -176,6 +176,45 @@ export const configSchema = {
         // a Slack webhook URL is itself a credential: it may be a secret reference
         webhook: object({ url: { 'x-message': 'must be an http(s) URL or a secret reference { secret: NAME }', anyOf: [{ type: 'string', pattern: '^https?://' }, secretRef] }, format: { enum: ['json', 'slack'] } }, ['url']),
       }),
+      controlStore: object({
+        postgres: object(
+          {
+            host: { type: 'string', minLength: 1 },
+            port: { type: 'integer', minimum: 1, maximum: 65535 },
+            database: { type: 'string', minLength: 1 },
+            user: { type: 'string', minLength: 1 },
+            password: secretRef,
+            tls: object({
+              enabled: { type: 'boolean' },
+              rejectUnauthorized: { type: 'boolean' },
+              ca: { type: 'string' },
+              servername: { type: 'string' },
+            }),
+            schema: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$' },
+          },
+          ['host', 'database', 'user'],
+        ),
+        redis: object(
+          {
+            host: { type: 'string', minLength: 1 },
+            port: { type: 'integer', minimum: 1, maximum: 65535 },
+            user: { type: 'string', minLength: 1 },
+            password: secretRef,
+            db: { type: 'integer', minimum: 0 },
+            tls: object({
+              enabled: { type: 'boolean' },
+              rejectUnauthorized: { type: 'boolean' },
+              ca: { type: 'string' },
+              servername: { type: 'string' },
+            }),
+            prefix: { type: 'string', minLength: 1 },
+          },
+          ['host'],
+        ),
+        lease: duration,
+        heartbeat: duration,
+        poll: duration,
+      }),
       targets: { type: 'array', items: target },
       rules: { type: 'array', items: rule },
       masking: { type: 'array', items: maskingRule },

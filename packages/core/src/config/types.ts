@@ -1,5 +1,5 @@
 // The parsed, normalized configuration. Durations are milliseconds here; YAML may say `30s`.
-import type { Action, OperationClass, SecretRef, TargetConfig } from '../types.ts'
+import type { Action, OperationClass, SecretRef, TargetConfig, UpstreamTls } from '../types.ts'
 import type { MaskingRuleConfig } from '../masking/plan.ts'
 
 export interface IssuerConfig {
@@ -109,6 +109,38 @@ export interface ApprovalsConfig {
   webhook?: { url: string | SecretRef; format: 'json' | 'slack' }
 }
 
+/** Where several gateway instances share approvals, revocations and the session registry. */
+export interface ControlStoreConfig {
+  /** absent: this process's memory (one instance) */
+  postgres?: {
+    host: string
+    port: number
+    database: string
+    user: string
+    password?: SecretRef
+    tls?: UpstreamTls
+    /** the schema its tables live in (default portcullis_control) */
+    schema: string
+  }
+  /** one Redis (a primary, not Cluster) */
+  redis?: {
+    host: string
+    port: number
+    user?: string
+    password?: SecretRef
+    db?: number
+    tls?: UpstreamTls
+    /** every key starts with it (default portcullis:control:) */
+    prefix: string
+  }
+  /** ms: an instance silent this long is taken for dead: its held requests read withdrawn, its sessions end */
+  leaseMs: number
+  /** ms: how often an instance renews its lease and its sessions' last activity */
+  heartbeatMs: number
+  /** ms: how often changes are read when no notification came (the fallback for a lost LISTEN) */
+  pollMs: number
+}
+
 export interface Config {
   admin?: {
     listen: string
@@ -122,6 +154,7 @@ export interface Config {
   recording: RecordingConfig
   audit: { destination: 'stdout' | string }
   approvals: ApprovalsConfig
+  controlStore: ControlStoreConfig
   targets: TargetConfig[]
   rules: RuleConfig[]
   masking: MaskingRuleEntry[]

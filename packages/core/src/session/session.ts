@@ -77,6 +77,13 @@ export interface SessionHost {
   recordingSign(): RecordingSign | undefined
   /** recording.upload: sealed recordings are handed to it; `full` refuses operations like a failed recorder */
   uploader?: Uploader
+  /**
+   * false until a shared control store's revocations have been read once: an instance that started
+   * while the store was away does not know who was revoked, so it lets nobody in (fail closed)
+   */
+  revocationsKnown(): boolean
+  /** first successful authentication: the session now has a principal (the session registry) */
+  authenticated(session: CoreSession): void
   closed(session: CoreSession): void
 }
 
@@ -85,6 +92,8 @@ export class CoreSession implements Session {
   readonly target: TargetConfig
   readonly remote: string
   readonly started: number
+  /** ms: the last operation decided (the session registry reads it on its heartbeat) */
+  lastActivity: number
   readonly #host: SessionHost
   readonly #abort = new AbortController()
   #principal: Principal | undefined
@@ -97,6 +106,7 @@ export class CoreSession implements Session {
     this.target = target
     this.remote = remote
     this.started = host.now()
+    this.lastActivity = this.started
   }
 
   get principal(): Principal | undefined {
@@ -126,6 +136,8 @@ export class CoreSession implements Session {
     if (this.#abort.signal.aborted) throw this.#abort.signal.reason as PortcullisError
     let principal: Principal
     try {
+      if (!this.#host.revocationsKnown())
+        throw new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })
       // the session's end (client gone, kill, shutdown) ends the wait for a slow identity provider:
       // the codec is not held until the verification times out
       principal = await untilAborted(this.#host.identity.verify(token), this.#abort.signal)
@@ -173,6 +185,7 @@ export class CoreSession implements Session {
       }
       // the recording's header is its session-start record (principal, target, time); add where from
       this.record('event', { event: 'authenticated', remote: this.remote })
+      this.#host.authenticated(this)
     } else {
       this.record('event', { event: 're-authenticated', expiresAt: principal.expiresAt })
     }
@@ -224,6 +237,7 @@ export class CoreSession implements Session {
     const { config } = this.#host.generation()
     this.#assertRecording(config)
     const started = this.#host.now()
+    this.lastActivity = started
     const masks = this.masks
     const pd = policyDecide(config.rules, principal, this.target.name, op)
     if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
@@ -242,10 +256,17 @@ export class CoreSession implements Session {
     const started = this.#host.now()
     const masks = this.masks
     const pd = policyDecide(config.rules, principal, this.target.name, op)
+    const approvals = this.#host.approvals
+    // a window granted on another instance a moment ago may not have reached this one's mirror
+    const grant = await approvals.fetchGrant(principal.subject, this.target.name, op.fingerprint)
+    if (grant) {
+      this.assertAlive()
+      return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }, config, started)
+    }
     let decision: Decision
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
     try {
-      const outcome = await this.#host.approvals.hold({
+      const outcome = await approvals.hold({
         principal,
         target: this.target.name,
         protocol: this.target.protocol,
@@ -257,18 +278,20 @@ export class CoreSession implements Session {
         signal,
         ...(opts.onPending ? { onPending: opts.onPending } : {}),
       })
-      const id = outcome.request.id
-      if (outcome.status === 'approved')
-        decision = { action: 'allow', rule: pd.rule, reason: `approved by ${outcome.request.decidedBy}`, masks, approvalId: id }
+      if (outcome.status === 'unavailable')
+        // a block like any other, so every codec answers it in its own protocol and keeps the session
+        decision = { action: 'block', rule: pd.rule, reason: outcome.reason, masks }
+      else if (outcome.status === 'approved')
+        decision = { action: 'allow', rule: pd.rule, reason: `approved by ${outcome.request.decidedBy}`, masks, approvalId: outcome.request.id }
       else if (outcome.status === 'denied')
         decision = {
           action: 'block',
           rule: pd.rule,
           reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
           masks,
-          approvalId: id,
+          approvalId: outcome.request.id,
         }
-      else decision = { action: 'block', rule: pd.rule, reason: `approval ${id} timed out`, masks, approvalId: id }
+      else decision = { action: 'block', rule: pd.rule, reason: `approval ${outcome.request.id} timed out`, masks, approvalId: outcome.request.id }
     } catch (err) {
       this.record('decision', { action: 'block', rule: pd.rule, reason: 'approval withdrawn', statement: op.statement, class: op.class })
       this.#host.metrics.operation(op.class, 'withdrawn')

@@ -1,0 +1,105 @@
+// The control store: what several gateway processes must agree on (approval requests and their
+// decisions, approval windows, revocations, the registry of live sessions, requests to end
+// sessions) and the lease each instance holds while it is alive. One interface, three homes:
+// memory (this package, the embedded default), Postgres and Redis (@portcullis/store).
+//
+// The data path never waits on it. Allow/block decisions, masking and recording read only this
+// process's memory; what the store says reaches that memory through `subscribe` (grants and
+// revocations are mirrored locally). Only approvals, revocations, kills and the admin API await it.
+import type { RevocationEntry } from '../config/types.ts'
+import type { ApprovalRequest, Protocol } from '../types.ts'
+
+export interface ApprovalGrant {
+  subject: string
+  target: string
+  fingerprint: string
+  /** ms since epoch */
+  until: number
+  approvalId: string
+}
+
+/** One live session as every instance sees it. */
+export interface SessionRecord {
+  id: string
+  instance: string
+  target: string
+  protocol: Protocol
+  remote: string
+  subject?: string
+  groups?: string[]
+  /** ms since epoch, from the token */
+  expiresAt?: number
+  started: number
+  lastActivity: number
+}
+
+export interface InstanceInfo {
+  id: string
+  host: string
+  pid: number
+  started: number
+}
+
+/** Ends one session, or every session of a subject, wherever it runs. */
+export type KillRequest = ({ sessionId: string } | { subject: string }) & { reason: string; by?: string }
+
+/** What changed, as every instance hears it (in the order the store committed it). */
+export type ControlChange =
+  | { kind: 'request'; request: ApprovalRequest }
+  | { kind: 'grant'; grant: ApprovalGrant }
+  | { kind: 'revocation'; entry: RevocationEntry }
+  | { kind: 'kill'; kill: KillRequest }
+
+/** The final state asked of a pending request; `reason` is the approver's (deny) or ours. */
+export interface RequestVerdict {
+  status: 'approved' | 'denied' | 'expired' | 'withdrawn'
+  decidedBy?: string
+  reason?: string
+  /** when approving a request with a window: the grant, written in the same step */
+  grant?: ApprovalGrant
+}
+
+export interface ControlHealth {
+  kind: 'memory' | 'postgres' | 'redis'
+  ok: boolean
+  /** why not, when not ok (never a password or an address) */
+  error?: string
+}
+
+export interface ControlStore {
+  readonly kind: ControlHealth['kind']
+  /** connects, creates or migrates what it needs, takes this instance's lease */
+  start(instance: InstanceInfo): Promise<void>
+  /** gives the lease back; this instance's pending requests read withdrawn, its sessions end */
+  close(): Promise<void>
+  /** synchronous: read on every approval-requiring operation and by /healthz */
+  health(): ControlHealth
+
+  putRequest(request: ApprovalRequest): Promise<void>
+  getRequest(id: string): Promise<ApprovalRequest | undefined>
+  /** pending requests and recently decided ones */
+  listRequests(): Promise<ApprovalRequest[]>
+  /**
+   * Moves a pending, unexpired request to its final state, once: of two verdicts given at once,
+   * one wins and the other is refused with APPROVAL_NOT_PENDING (APPROVAL_NOT_FOUND when unknown).
+   */
+  decide(id: string, verdict: RequestVerdict): Promise<ApprovalRequest>
+  findGrant(subject: string, target: string, fingerprint: string): Promise<ApprovalGrant | undefined>
+  /** grants still open */
+  grants(): Promise<ApprovalGrant[]>
+
+  revoke(entry: RevocationEntry): Promise<void>
+  revocations(): Promise<RevocationEntry[]>
+
+  /** registers or refreshes this instance's sessions (last activity) */
+  putSessions(sessions: SessionRecord[]): Promise<void>
+  endSession(id: string): Promise<void>
+  /** live sessions of every instance whose lease holds */
+  listSessions(): Promise<SessionRecord[]>
+  kill(request: KillRequest): Promise<void>
+
+  /** every change, from any instance (this one included), after start */
+  subscribe(onChange: (change: ControlChange) => void): () => void
+  /** called when health() changes */
+  onHealth(fn: (health: ControlHealth) => void): () => void
+}
