@@ -1,0 +1,346 @@
+// The skeleton of a SQL text: its tokens as Postgres's scanner (src/backend/parser/scan.l) reads them,
+// with every plain constant (string, number, bit string) replaced by a placeholder of its token kind,
+// and every run of whitespace and comments by one space. Two texts with one skeleton give the grammar
+// the same token stream except for those constants' values; the classifier (index.ts) decides whether
+// its analysis of one text holds for all of them.
+//
+// Certainty over coverage: where this scanner and the server's could disagree (PG 15 upstream, the
+// PG 17 grammar of libpg_query), a literal it cannot vouch for is kept as written (E'' strings with
+// octal, hex or unicode escapes, U&'' strings, a string after UESCAPE), and a text it cannot follow
+// has no skeleton at all (unterminated literal or comment, a number with trailing junk or PG 16+
+// syntax — 0x1F, 1_000 —, a \v, a NUL, a backslash or another character outside the grammar). Such a
+// text is classified by its exact text, as before. standard_conforming_strings is always on through
+// the gateway (settings.ts refuses sessions that turn it off) and client encodings are parser-safe,
+// so scanning the decoded JS string is scanning the server's bytes.
+
+export interface Skeleton {
+  /** the cache key: exact tokens, ' ' for separators, \0 + kind for each constant */
+  key: string
+  /** UTF-16 offset of each constant replaced by a placeholder, in text order */
+  literals: number[]
+  /** for each of those: offset of a '-' right before it (a negated constant starts there), else -1 */
+  minus: number[]
+}
+
+// character classes of scan.l
+const C_SPACE = 1 // [ \t\n\r\f] (PG 15; \v only from PG 16: refused below)
+const C_IDENT_START = 2 // [A-Za-z_\200-\377]
+const C_DIGIT = 4
+const C_SELF = 8 // [,()\[\].;:+\-*/%^<>=]
+const C_OP = 16 // [~!@#^&|`?+\-*/%<>=]
+
+const CLASS = new Uint8Array(128)
+for (const c of ' \t\n\r\f') CLASS[c.charCodeAt(0)] |= C_SPACE
+for (let c = 65; c <= 90; c++) CLASS[c] |= C_IDENT_START
+for (let c = 97; c <= 122; c++) CLASS[c] |= C_IDENT_START
+CLASS[95] |= C_IDENT_START
+for (let c = 48; c <= 57; c++) CLASS[c] |= C_DIGIT
+for (const c of ',()[].;:+-*/%^<>=') CLASS[c.charCodeAt(0)] |= C_SELF
+for (const c of '~!@#^&|`?+-*/%<>=') CLASS[c.charCodeAt(0)] |= C_OP
+
+const QUOTE = 39 // '
+const DQUOTE = 34 // "
+const DOLLAR = 36
+const BACKSLASH = 92
+
+function cls(c: number): number {
+  return c < 128 ? CLASS[c]! : C_IDENT_START
+}
+
+function isIdentStart(c: number): boolean {
+  return c >= 128 || (CLASS[c]! & C_IDENT_START) !== 0
+}
+
+/** ident_cont: [A-Za-z\200-\377_0-9\$] */
+function isIdentCont(c: number): boolean {
+  return c >= 128 || (CLASS[c]! & (C_IDENT_START | C_DIGIT)) !== 0 || c === DOLLAR
+}
+
+/** dolq_cont: [A-Za-z\200-\377_0-9] */
+function isTagCont(c: number): boolean {
+  return c >= 128 || (CLASS[c]! & (C_IDENT_START | C_DIGIT)) !== 0
+}
+
+/** The skeleton of `sql`, or undefined when this scanner is not certain how the server splits it. */
+export function skeletonOf(sql: string): Skeleton | undefined {
+  const n = sql.length
+  const literals: number[] = []
+  const minus: number[] = []
+  let key = ''
+  let sep = false
+  // end of the previous significant token, and whether it was the identifier UESCAPE
+  let prevEnd = -1
+  let afterUescape = false
+  // the run of exact tokens not yet copied into the key: one slice per run, not one per token
+  let runStart = -1
+  let runEnd = -1
+  let i = 0
+  const exact = (start: number, end: number): void => {
+    if (sep || start !== runEnd) {
+      if (runStart >= 0) key += sql.slice(runStart, runEnd)
+      if (sep) key += ' '
+      sep = false
+      runStart = start
+    }
+    runEnd = end
+  }
+  // `at`: where the grammar reports the constant (A_Const.location): its first character, the
+  // quote of N'' (NCHAR is a token of its own)
+  const placeholder = (kind: string, start: number, end: number, at = start): void => {
+    // the string after UESCAPE is the escape character of a U& literal, not a value
+    if (afterUescape) return exact(start, end)
+    if (runStart >= 0) key += sql.slice(runStart, runEnd)
+    runStart = runEnd = -1
+    key += sep ? ' \0' + kind : '\0' + kind
+    sep = false
+    literals.push(at)
+    // a '-' ending the token just before (`-5`, `x*-5`): the grammar folds it into the constant
+    minus.push(prevEnd > 0 && sql.charCodeAt(prevEnd - 1) === 45 ? prevEnd - 1 : -1)
+  }
+  while (i < n) {
+    const c = sql.charCodeAt(i)
+    const k = cls(c)
+    if (k & C_SPACE) {
+      sep = true
+      i++
+      continue
+    }
+    // comments start wherever `--` or `/*` appears, also inside a run of operator characters
+    if (c === 45 && sql.charCodeAt(i + 1) === 45) {
+      i += 2
+      while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++
+      sep = true
+      continue
+    }
+    if (c === 47 && sql.charCodeAt(i + 1) === 42) {
+      const end = blockCommentEnd(sql, i + 2)
+      if (end < 0) return undefined
+      i = end
+      sep = true
+      continue
+    }
+    const start = i
+    if (c === QUOTE) {
+      const end = quotedEnd(sql, i + 1, 'q')
+      if (end < 0) return undefined
+      placeholder('s', start, end)
+      i = end
+    } else if (c === DQUOTE) {
+      const end = identEnd(sql, i + 1)
+      if (end < 0) return undefined
+      exact(start, end)
+      i = end
+    } else if (k & C_IDENT_START) {
+      let j = i + 1
+      while (j < n && isIdentCont(sql.charCodeAt(j))) j++
+      const next = sql.charCodeAt(j)
+      if (j === i + 1 && next === QUOTE) {
+        // one-letter prefixes of scan.l: xestart, xbstart, xhstart, xnstart
+        const r = prefixed(sql, c, j + 1)
+        if (r === undefined) return undefined
+        if (r.exact) exact(start, r.end)
+        else {
+          // E'' and N'' keep their letter (N'' is NCHAR + string to the grammar); B'' X'' are bits
+          const letter = c | 32
+          const kind = letter === 101 ? 'e' : letter === 110 ? 'n' : letter === 98 ? 'b' : 'x'
+          placeholder(kind, start, r.end, letter === 110 ? start + 1 : start)
+        }
+        i = r.end
+      } else if (j === i + 1 && (c | 32) === 117 && next === 38 && (sql.charCodeAt(j + 1) === QUOTE || sql.charCodeAt(j + 1) === DQUOTE)) {
+        // U&'' strings and U&"" identifiers: kept as written (their escapes depend on UESCAPE)
+        const end = sql.charCodeAt(j + 1) === QUOTE ? quotedEnd(sql, j + 2, 'q') : identEnd(sql, j + 2)
+        if (end < 0) return undefined
+        exact(start, end)
+        i = end
+      } else {
+        exact(start, j)
+        i = j
+      }
+    } else if (c === DOLLAR) {
+      const next = sql.charCodeAt(i + 1)
+      if (next >= 48 && next <= 57) {
+        // parameter $n; `$1abc` is junk to PG 15 and 17 alike
+        let j = i + 2
+        while (j < n && (cls(sql.charCodeAt(j)) & C_DIGIT) !== 0) j++
+        if (j < n && isIdentCont(sql.charCodeAt(j))) return undefined
+        exact(start, j)
+        i = j
+      } else {
+        const end = dollarQuotedEnd(sql, i)
+        if (end < 0) return undefined
+        placeholder('s', start, end)
+        i = end
+      }
+    } else if (k & C_DIGIT || (c === 46 && (cls(sql.charCodeAt(i + 1)) & C_DIGIT) !== 0)) {
+      const r = numberEnd(sql, i)
+      if (r === undefined) return undefined
+      placeholder(r.kind, start, r.end)
+      i = r.end
+    } else if (k & (C_SELF | C_OP)) {
+      // operators and punctuation are kept as written: how scan.l splits a run of them (the
+      // trailing +/- rule) is the same for every text with this skeleton
+      exact(i, i + 1)
+      i++
+    } else return undefined // backslash, braces, control characters, NUL, \v: not ours to guess
+    afterUescape = i - start === 7 && (c | 32) === 117 && sql.slice(start, i).toLowerCase() === 'uescape'
+    prevEnd = i
+  }
+  if (runStart >= 0) key += sql.slice(runStart, runEnd)
+  return { key, literals, minus }
+}
+
+/** After `/*`: the end of the (nested) comment, or -1 when it does not end. */
+function blockCommentEnd(sql: string, i: number): number {
+  let depth = 1
+  const n = sql.length
+  while (i < n) {
+    const c = sql.charCodeAt(i)
+    if (c === 47 && sql.charCodeAt(i + 1) === 42) {
+      depth++
+      i += 2
+    } else if (c === 42 && sql.charCodeAt(i + 1) === 47) {
+      i += 2
+      if (--depth === 0) return i
+    } else i++
+  }
+  return -1
+}
+
+/** After the opening `"`: the end of a quoted identifier ("" is a quote), -1 when unterminated. */
+function identEnd(sql: string, i: number): number {
+  const n = sql.length
+  while (i < n) {
+    if (sql.charCodeAt(i) === DQUOTE) {
+      if (sql.charCodeAt(i + 1) === DQUOTE) i += 2
+      else return i + 1
+    } else i++
+  }
+  return -1
+}
+
+/**
+ * After an opening quote: the end of the string, including the parts scan.l joins to it
+ * ('a' <newline> 'b' is one constant). `mode`: q plain ('' is a quote), e escape string
+ * (backslash escapes), b bit/hex (ends at the first quote). -1 when unterminated; for `e`, -2 - end
+ * when an escape is one this scanner does not vouch for (the caller keeps it as written).
+ */
+function quotedEnd(sql: string, i: number, mode: 'q' | 'e' | 'b'): number {
+  const n = sql.length
+  let fancy = false
+  for (;;) {
+    let closed = -1
+    while (i < n) {
+      const c = sql.charCodeAt(i)
+      if (c === QUOTE) {
+        if (mode !== 'b' && sql.charCodeAt(i + 1) === QUOTE) {
+          i += 2
+          continue
+        }
+        closed = i + 1
+        break
+      }
+      if (mode === 'e' && c === BACKSLASH) {
+        const e = sql.charCodeAt(i + 1)
+        if (i + 1 >= n) return -1
+        // octal, \x hex, \u \U unicode: values to verify as the encoding; single-char escapes are not
+        if ((e >= 48 && e <= 55) || e === 120 || e === 117 || e === 85 || e >= 128) fancy = true
+        i += 2
+        continue
+      }
+      i++
+    }
+    if (closed < 0) return -1
+    const next = continuation(sql, closed)
+    if (next < 0) return fancy ? -2 - closed : closed
+    i = next
+  }
+}
+
+/**
+ * scan.l's quotecontinue: {whitespace_with_newline}{quote}, where whitespace_with_newline is
+ * horizontal space or `--` comments, a newline, then spaces or `--` comments each ending in a
+ * newline. Returns the offset after the next part's opening quote, or -1.
+ */
+function continuation(sql: string, i: number): number {
+  const n = sql.length
+  let newline = false
+  while (i < n) {
+    const c = sql.charCodeAt(i)
+    if (c === 32 || c === 9 || c === 12) i++
+    else if (c === 10 || c === 13) {
+      newline = true
+      i++
+    } else if (c === 45 && sql.charCodeAt(i + 1) === 45) {
+      while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++
+      // after the newline a comment must end in one
+      if (i >= n) return -1
+    } else break
+  }
+  return newline && sql.charCodeAt(i) === QUOTE ? i + 1 : -1
+}
+
+/** E'', B'', X'', N'' after their letter and quote: end, and whether to keep it as written. */
+function prefixed(sql: string, letter: number, i: number): { end: number; exact: boolean } | undefined {
+  const l = letter | 32
+  const mode = l === 101 ? 'e' : l === 98 || l === 120 ? 'b' : 'q'
+  const end = quotedEnd(sql, i, mode)
+  if (end === -1) return undefined
+  if (end < -1) return { end: -2 - end, exact: true }
+  return { end, exact: false }
+}
+
+/** After `$`: the end of a dollar-quoted string ($tag$ … $tag$), or -1 when it is not one. */
+function dollarQuotedEnd(sql: string, i: number): number {
+  let j = i + 1
+  const first = sql.charCodeAt(j)
+  if (first !== DOLLAR) {
+    // dolq_start, then dolq_cont*, then $
+    if (!(first >= 128 || (first < 128 && (CLASS[first]! & C_IDENT_START) !== 0))) return -1
+    j++
+    while (j < sql.length && isTagCont(sql.charCodeAt(j))) j++
+    if (sql.charCodeAt(j) !== DOLLAR) return -1
+  }
+  const delimiter = sql.slice(i, j + 1)
+  const close = sql.indexOf(delimiter, j + 1)
+  return close < 0 ? -1 : close + delimiter.length
+}
+
+/**
+ * A number: integer, decimal (1.5, 1., .5), real (1e5, 1.5e-3). Integers that fit int32 are ICONST
+ * to the grammar, the rest FCONST: the kinds differ in the key. Anything glued to it (letters, `_`,
+ * `$`, another `.`, a digit after an exponent sign missing) is junk or PG 16+ syntax: undefined.
+ */
+function numberEnd(sql: string, i: number): { end: number; kind: 'i' | 'f' } | undefined {
+  const n = sql.length
+  const start = i
+  const digit = (p: number): boolean => p < n && (cls(sql.charCodeAt(p)) & C_DIGIT) !== 0
+  while (digit(i)) i++
+  let integer = true
+  if (sql.charCodeAt(i) === 46) {
+    // `1..2` (numericfail) is left to the exact path
+    if (sql.charCodeAt(i + 1) === 46) return undefined
+    integer = false
+    i++
+    while (digit(i)) i++
+  }
+  const e = sql.charCodeAt(i)
+  if (e === 101 || e === 69) {
+    integer = false
+    i++
+    const s = sql.charCodeAt(i)
+    if (s === 43 || s === 45) i++
+    if (!digit(i)) return undefined
+    while (digit(i)) i++
+  }
+  if (i < n) {
+    const c = sql.charCodeAt(i)
+    if (isIdentCont(c) || c === 46) return undefined
+  }
+  if (!integer) return { end: i, kind: 'f' }
+  // strtoint: int32 range
+  let d = start
+  while (d < i - 1 && sql.charCodeAt(d) === 48) d++
+  const digits = i - d
+  const fits = digits < 10 || (digits === 10 && sql.slice(d, i) <= '2147483647')
+  return { end: i, kind: fits ? 'i' : 'f' }
+}
