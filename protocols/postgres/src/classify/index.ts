@@ -73,7 +73,13 @@ interface SkeletonEntry {
   recent: boolean
 }
 let skeletonChars = 0
+let skeletonHits = 0
 const skeletons = new Map<string, SkeletonEntry>()
+
+/** Skeleton hits so far and skeletons held (for tests and the bench: is the skeleton path taken?). */
+export function classifierCacheStats(): { skeletonHits: number; skeletons: number } {
+  return { skeletonHits, skeletons: skeletons.size }
+}
 
 /** Sets the cache bound (entries); trims at once. */
 export function setClassifierCacheSize(entries: number): void {
@@ -130,7 +136,10 @@ export function classifySql(sql: string, ctx?: ClassifyContext): Operation {
   const known = skeleton && skeletons.get(skeleton.key)
   if (known) {
     known.recent = true
-    if (known.op) return known.op
+    if (known.op) {
+      skeletonHits++
+      return known.op
+    }
   }
   // watch the analysis only while the skeleton's fate is open
   const watch = skeleton !== undefined && known === undefined ? skeleton : undefined
@@ -219,7 +228,13 @@ function compile(sql: string, skeleton?: Skeleton): { compiled: Compiled; litera
   }
   const compiled: Compiled = { parts, fingerprint: fp, recent: false }
   if (!parts.some(p => p.execute)) compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
-  literalFree &&= compiled.op !== undefined && !reads.value && everyLiteralIsConstant(sql, skeleton!.literals, skeleton!.minus, constants)
+  literalFree &&=
+    compiled.op !== undefined &&
+    !reads.value &&
+    everyLiteralIsConstant(sql, skeleton!.literals, skeleton!.minus, constants) &&
+    // normalize replaces the constants it knows of, not all (a COPY … WHERE keeps its own): a
+    // statement text with a constant left in it is this text's, not the skeleton's
+    parts.every(p => skeletonOf(p.info.statement)?.literals.length === 0)
   return done(compiled, literalFree)
 }
 

@@ -251,19 +251,24 @@ function quotedEnd(sql: string, i: number, mode: 'q' | 'e' | 'b'): number {
     }
     if (closed < 0) return -1
     const next = continuation(sql, closed)
+    if (next === UNCERTAIN) return -1
     if (next < 0) return fancy ? -2 - closed : closed
     i = next
   }
 }
 
 /**
- * scan.l's quotecontinue: {whitespace_with_newline}{quote}, where whitespace_with_newline is
- * horizontal space or `--` comments, a newline, then spaces or `--` comments each ending in a
- * newline. Returns the offset after the next part's opening quote, or -1.
+ * scan.l's quotecontinue: whitespace with a newline, then a quote, joins two strings into one.
+ * Whether `--` comments may sit in that whitespace differs between Postgres versions (PG 17, our
+ * parser, says no): a text that has one there has no skeleton (UNCERTAIN). Returns the offset
+ * after the next part's opening quote, -1 when the string ends here.
  */
+const UNCERTAIN = -3
+
 function continuation(sql: string, i: number): number {
   const n = sql.length
   let newline = false
+  let comment = false
   while (i < n) {
     const c = sql.charCodeAt(i)
     if (c === 32 || c === 9 || c === 12) i++
@@ -271,12 +276,12 @@ function continuation(sql: string, i: number): number {
       newline = true
       i++
     } else if (c === 45 && sql.charCodeAt(i + 1) === 45) {
+      comment = true
       while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++
-      // after the newline a comment must end in one
-      if (i >= n) return -1
     } else break
   }
-  return newline && sql.charCodeAt(i) === QUOTE ? i + 1 : -1
+  if (!newline || sql.charCodeAt(i) !== QUOTE) return -1
+  return comment ? UNCERTAIN : i + 1
 }
 
 /** E'', B'', X'', N'' after their letter and quote: end, and whether to keep it as written. */
