@@ -6,10 +6,11 @@
 //
 // Certainty over coverage: where this scanner and the server's could disagree (PG 15 upstream, the
 // PG 17 grammar of libpg_query), a literal it cannot vouch for is kept as written (E'' strings with
-// octal, hex or unicode escapes, U&'' strings, a string after UESCAPE), and a text it cannot follow
-// has no skeleton at all (unterminated literal or comment, a number with trailing junk or PG 16+
-// syntax — 0x1F, 1_000 —, a \v, a NUL, a backslash or another character outside the grammar). Such a
-// text is classified by its exact text, as before. standard_conforming_strings is always on through
+// octal, hex or unicode escapes), and a text it cannot follow has no skeleton at all (unterminated
+// literal or comment, U&'' and U&"" with their UESCAPE, a `--` comment inside a string
+// continuation, a number with trailing junk or PG 16+ syntax — 0x1F, 1_000 —, a \v, a NUL, a
+// backslash or another character outside the grammar). Such a text is classified by its exact
+// text, as before. standard_conforming_strings is always on through
 // the gateway (settings.ts refuses sessions that turn it off) and client encodings are parser-safe,
 // so scanning the decoded JS string is scanning the server's bytes.
 
@@ -68,9 +69,8 @@ export function skeletonOf(sql: string): Skeleton | undefined {
   const minus: number[] = []
   let key = ''
   let sep = false
-  // end of the previous significant token, and whether it was the identifier UESCAPE
+  // end of the previous significant token
   let prevEnd = -1
-  let afterUescape = false
   // the run of exact tokens not yet copied into the key: one slice per run, not one per token
   let runStart = -1
   let runEnd = -1
@@ -86,9 +86,7 @@ export function skeletonOf(sql: string): Skeleton | undefined {
   }
   // `at`: where the grammar reports the constant (A_Const.location): its first character, the
   // quote of N'' (NCHAR is a token of its own)
-  const placeholder = (kind: string, start: number, end: number, at = start): void => {
-    // the string after UESCAPE is the escape character of a U& literal, not a value
-    if (afterUescape) return exact(start, end)
+  const placeholder = (kind: string, at: number): void => {
     if (runStart >= 0) key += sql.slice(runStart, runEnd)
     runStart = runEnd = -1
     key += sep ? ' \0' + kind : '\0' + kind
@@ -123,7 +121,7 @@ export function skeletonOf(sql: string): Skeleton | undefined {
     if (c === QUOTE) {
       const end = quotedEnd(sql, i + 1, 'q')
       if (end < 0) return undefined
-      placeholder('s', start, end)
+      placeholder('s', start)
       i = end
     } else if (c === DQUOTE) {
       const end = identEnd(sql, i + 1)
@@ -143,16 +141,15 @@ export function skeletonOf(sql: string): Skeleton | undefined {
           // E'' and N'' keep their letter (N'' is NCHAR + string to the grammar); B'' X'' are bits
           const letter = c | 32
           const kind = letter === 101 ? 'e' : letter === 110 ? 'n' : letter === 98 ? 'b' : 'x'
-          placeholder(kind, start, r.end, letter === 110 ? start + 1 : start)
+          placeholder(kind, letter === 110 ? start + 1 : start)
         }
         i = r.end
-      } else if (j === i + 1 && (c | 32) === 117 && next === 38 && (sql.charCodeAt(j + 1) === QUOTE || sql.charCodeAt(j + 1) === DQUOTE)) {
-        // U&'' strings and U&"" identifiers: kept as written (their escapes depend on UESCAPE)
-        const end = sql.charCodeAt(j + 1) === QUOTE ? quotedEnd(sql, j + 2, 'q') : identEnd(sql, j + 2)
-        if (end < 0) return undefined
-        exact(start, end)
-        i = end
+      } else if (j === i + 1 && (c | 32) === 117 && next === 38) {
+        // U&'' strings and U&"" identifiers: how the parser looks past them for UESCAPE (comments
+        // in between, the escape string's own form) is not ours to model
+        return undefined
       } else {
+        if (j - i === 7 && sql.slice(i, j).toLowerCase() === 'uescape') return undefined
         exact(start, j)
         i = j
       }
@@ -168,13 +165,13 @@ export function skeletonOf(sql: string): Skeleton | undefined {
       } else {
         const end = dollarQuotedEnd(sql, i)
         if (end < 0) return undefined
-        placeholder('s', start, end)
+        placeholder('s', start)
         i = end
       }
     } else if (k & C_DIGIT || (c === 46 && (cls(sql.charCodeAt(i + 1)) & C_DIGIT) !== 0)) {
       const r = numberEnd(sql, i)
       if (r === undefined) return undefined
-      placeholder(r.kind, start, r.end)
+      placeholder(r.kind, start)
       i = r.end
     } else if (k & (C_SELF | C_OP)) {
       // operators and punctuation are kept as written: how scan.l splits a run of them (the
@@ -182,7 +179,6 @@ export function skeletonOf(sql: string): Skeleton | undefined {
       exact(i, i + 1)
       i++
     } else return undefined // backslash, braces, control characters, NUL, \v: not ours to guess
-    afterUescape = i - start === 7 && (c | 32) === 117 && sql.slice(start, i).toLowerCase() === 'uescape'
     prevEnd = i
   }
   if (runStart >= 0) key += sql.slice(runStart, runEnd)
