@@ -21,7 +21,10 @@ import {
   preparedStatements,
   setClassifierCacheSize,
 } from '../src/classify/index.ts'
+import { skeletonOf } from '../src/classify/lexer.ts'
 
+// 100,000 fresh parses: about 25 s of CPU, several times that in wall time on a busy machine
+t.setTimeout(600_000)
 await loadClassifier()
 // the reference: a second instance of the classifier with its cache off, so every call parses
 const freshModule = new URL('../src/classify/index.ts?fresh', import.meta.url).href
@@ -257,6 +260,39 @@ function check(t: Test, sql: string): boolean {
 
 t.test('the corpus is the suites’ SQL and the templates', async t => {
   t.ok(corpus.length >= 200, `${corpus.length} SQL strings from ${corpusFiles.length} test and bench files`)
+})
+
+t.test('texts that differ only in constants, spaces and comments share a skeleton', async t => {
+  const same = [
+    ["SELECT a FROM t WHERE b = 1 AND c = 'x'", "SELECT a FROM t WHERE b = 48213 AND c = $$y$$", "SELECT a /* c */ FROM t -- d\nWHERE b = 7 AND c = 'it''s'"],
+    ["SELECT 'a'\n'b'", "SELECT 'abc'\r\n  'd'", "SELECT $t$a$b$t$"],
+    ["SELECT 1 /* a /* nested */ b */ + 2", "SELECT 3\t+\n4"],
+    ["SELECT E'\\n'", "SELECT E'x\\''"],
+  ]
+  for (const group of same) {
+    const keys = group.map(s => skeletonOf(s)?.key)
+    t.ok(keys[0] !== undefined && keys.every(k => k === keys[0]), `one skeleton: ${JSON.stringify(group)}`)
+  }
+  const apart = [
+    ['SELECT 1', 'SELECT 2147483648'],
+    ['SELECT 1', 'SELECT 1.0'],
+    ["SELECT 'a'", "SELECT N'a'"],
+    ["SELECT 'a'", "SELECT B'0'"],
+    ["SELECT B'0'", "SELECT X'0'"],
+    ["SELECT 'a'", "SELECT E'a'"],
+    ["SELECT 'a'\n'b'", "SELECT 'a' 'b'"],
+    ['SELECT a+b', 'SELECT a + b'],
+    ['SELECT "A"', 'SELECT a'],
+    ['SELECT a', 'SELECT A'],
+    ["SELECT E'\\x41'", "SELECT E'\\x42'"],
+  ]
+  for (const [a, b] of apart) t.not(skeletonOf(a!)?.key, skeletonOf(b!)?.key, `apart: ${JSON.stringify(a)} ${JSON.stringify(b)}`)
+  const none = [
+    "SELECT 'a", 'SELECT "a', 'SELECT $$a', 'SELECT $a$ x $b$', 'SELECT 1 /* /* */', "SELECT U&'a'", 'SELECT U&"a"',
+    "SELECT 'a' UESCAPE '!'", 'SELECT 0x1F', 'SELECT 1_000', 'SELECT 1abc', 'SELECT 1e', 'SELECT 1..2', 'SELECT $1abc',
+    'SELECT 1\v', 'SELECT \\d', 'SELECT {1}', 'SELECT 1\0', "SELECT 'a' -- c\n'b'", 'SELECT $a',
+  ]
+  for (const s of none) t.equal(skeletonOf(s), undefined, `no skeleton: ${JSON.stringify(s)}`)
 })
 
 t.test('pairs built to fool a scanner that is not the server’s give what a fresh parse gives', async t => {
