@@ -65,41 +65,13 @@ function isTagCont(c: number): boolean {
 /** The skeleton of `sql`, or undefined when this scanner is not certain how the server splits it. */
 export function skeletonOf(sql: string): Skeleton | undefined {
   const n = sql.length
-  const literals: number[] = []
-  const minus: number[] = []
-  let key = ''
-  let sep = false
-  // end of the previous significant token
-  let prevEnd = -1
-  // the run of exact tokens not yet copied into the key: one slice per run, not one per token
-  let runStart = -1
-  let runEnd = -1
+  const b = new KeyBuilder(sql)
   let i = 0
-  const exact = (start: number, end: number): void => {
-    if (sep || start !== runEnd) {
-      if (runStart >= 0) key += sql.slice(runStart, runEnd)
-      if (sep) key += ' '
-      sep = false
-      runStart = start
-    }
-    runEnd = end
-  }
-  // `at`: where the grammar reports the constant (A_Const.location): its first character, the
-  // quote of N'' (NCHAR is a token of its own)
-  const placeholder = (kind: string, at: number): void => {
-    if (runStart >= 0) key += sql.slice(runStart, runEnd)
-    runStart = runEnd = -1
-    key += sep ? ' \0' + kind : '\0' + kind
-    sep = false
-    literals.push(at)
-    // a '-' ending the token just before (`-5`, `x*-5`): the grammar folds it into the constant
-    minus.push(prevEnd > 0 && sql.charCodeAt(prevEnd - 1) === 45 ? prevEnd - 1 : -1)
-  }
   while (i < n) {
     const c = sql.charCodeAt(i)
     const k = cls(c)
     if (k & C_SPACE) {
-      sep = true
+      b.sep = true
       i++
       continue
     }
@@ -107,26 +79,26 @@ export function skeletonOf(sql: string): Skeleton | undefined {
     if (c === 45 && sql.charCodeAt(i + 1) === 45) {
       i += 2
       while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++
-      sep = true
+      b.sep = true
       continue
     }
     if (c === 47 && sql.charCodeAt(i + 1) === 42) {
       const end = blockCommentEnd(sql, i + 2)
       if (end < 0) return undefined
       i = end
-      sep = true
+      b.sep = true
       continue
     }
     const start = i
     if (c === QUOTE) {
       const end = quotedEnd(sql, i + 1, 'q')
       if (end < 0) return undefined
-      placeholder('s', start)
+      b.placeholder('s', start)
       i = end
     } else if (c === DQUOTE) {
       const end = identEnd(sql, i + 1)
       if (end < 0) return undefined
-      exact(start, end)
+      b.exact(start, end)
       i = end
     } else if (k & C_IDENT_START) {
       let j = i + 1
@@ -136,12 +108,12 @@ export function skeletonOf(sql: string): Skeleton | undefined {
         // one-letter prefixes of scan.l: xestart, xbstart, xhstart, xnstart
         const r = prefixed(sql, c, j + 1)
         if (r === undefined) return undefined
-        if (r.exact) exact(start, r.end)
+        if (r.exact) b.exact(start, r.end)
         else {
           // E'' and N'' keep their letter (N'' is NCHAR + string to the grammar); B'' X'' are bits
           const letter = c | 32
           const kind = letter === 101 ? 'e' : letter === 110 ? 'n' : letter === 98 ? 'b' : 'x'
-          placeholder(kind, letter === 110 ? start + 1 : start)
+          b.placeholder(kind, letter === 110 ? start + 1 : start)
         }
         i = r.end
       } else if (j === i + 1 && (c | 32) === 117 && next === 38) {
@@ -150,7 +122,7 @@ export function skeletonOf(sql: string): Skeleton | undefined {
         return undefined
       } else {
         if (j - i === 7 && sql.slice(i, j).toLowerCase() === 'uescape') return undefined
-        exact(start, j)
+        b.exact(start, j)
         i = j
       }
     } else if (c === DOLLAR) {
@@ -160,29 +132,72 @@ export function skeletonOf(sql: string): Skeleton | undefined {
         let j = i + 2
         while (j < n && (cls(sql.charCodeAt(j)) & C_DIGIT) !== 0) j++
         if (j < n && isIdentCont(sql.charCodeAt(j))) return undefined
-        exact(start, j)
+        b.exact(start, j)
         i = j
       } else {
         const end = dollarQuotedEnd(sql, i)
         if (end < 0) return undefined
-        placeholder('s', start)
+        b.placeholder('s', start)
         i = end
       }
     } else if (k & C_DIGIT || (c === 46 && (cls(sql.charCodeAt(i + 1)) & C_DIGIT) !== 0)) {
       const r = numberEnd(sql, i)
       if (r === undefined) return undefined
-      placeholder(r.kind, start)
+      b.placeholder(r.kind, start)
       i = r.end
     } else if (k & (C_SELF | C_OP)) {
       // operators and punctuation are kept as written: how scan.l splits a run of them (the
       // trailing +/- rule) is the same for every text with this skeleton
-      exact(i, i + 1)
+      b.exact(i, i + 1)
       i++
     } else return undefined // backslash, braces, control characters, NUL, \v: not ours to guess
-    prevEnd = i
+    b.prevEnd = i
   }
-  if (runStart >= 0) key += sql.slice(runStart, runEnd)
-  return { key, literals, minus }
+  return b.done()
+}
+
+/** The key as it grows: runs of exact tokens copied in one slice each, constants as placeholders. */
+class KeyBuilder {
+  key = ''
+  /** whitespace or a comment since the last token */
+  sep = false
+  /** end of the previous significant token */
+  prevEnd = -1
+  readonly literals: number[] = []
+  readonly minus: number[] = []
+  private runStart = -1
+  private runEnd = -1
+
+  constructor(private readonly sql: string) {}
+
+  exact(start: number, end: number): void {
+    if (this.sep || start !== this.runEnd) {
+      if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
+      if (this.sep) this.key += ' '
+      this.sep = false
+      this.runStart = start
+    }
+    this.runEnd = end
+  }
+
+  /**
+   * `at`: where the grammar reports the constant (A_Const.location): its first character, the
+   * quote of N'' (NCHAR is a token of its own).
+   */
+  placeholder(kind: string, at: number): void {
+    if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
+    this.runStart = this.runEnd = -1
+    this.key += this.sep ? ' \0' + kind : '\0' + kind
+    this.sep = false
+    this.literals.push(at)
+    // a '-' ending the token just before (`-5`, `x*-5`): the grammar folds it into the constant
+    this.minus.push(this.prevEnd > 0 && this.sql.charCodeAt(this.prevEnd - 1) === 45 ? this.prevEnd - 1 : -1)
+  }
+
+  done(): Skeleton {
+    if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
+    return { key: this.key, literals: this.literals, minus: this.minus }
+  }
 }
 
 /** After `/*`: the end of the (nested) comment, or -1 when it does not end. */
@@ -306,6 +321,11 @@ function dollarQuotedEnd(sql: string, i: number): number {
   return close < 0 ? -1 : close + delimiter.length
 }
 
+function isDigitAt(sql: string, p: number): boolean {
+  const c = sql.charCodeAt(p)
+  return c >= 48 && c <= 57
+}
+
 /**
  * A number: integer, decimal (1.5, 1., .5), real (1e5, 1.5e-3). Integers that fit int32 are ICONST
  * to the grammar, the rest FCONST: the kinds differ in the key. Anything glued to it (letters, `_`,
@@ -314,15 +334,14 @@ function dollarQuotedEnd(sql: string, i: number): number {
 function numberEnd(sql: string, i: number): { end: number; kind: 'i' | 'f' } | undefined {
   const n = sql.length
   const start = i
-  const digit = (p: number): boolean => p < n && (cls(sql.charCodeAt(p)) & C_DIGIT) !== 0
-  while (digit(i)) i++
+  while (isDigitAt(sql, i)) i++
   let integer = true
   if (sql.charCodeAt(i) === 46) {
     // `1..2` (numericfail) is left to the exact path
     if (sql.charCodeAt(i + 1) === 46) return undefined
     integer = false
     i++
-    while (digit(i)) i++
+    while (isDigitAt(sql, i)) i++
   }
   const e = sql.charCodeAt(i)
   if (e === 101 || e === 69) {
@@ -330,8 +349,8 @@ function numberEnd(sql: string, i: number): { end: number; kind: 'i' | 'f' } | u
     i++
     const s = sql.charCodeAt(i)
     if (s === 43 || s === 45) i++
-    if (!digit(i)) return undefined
-    while (digit(i)) i++
+    if (!isDigitAt(sql, i)) return undefined
+    while (isDigitAt(sql, i)) i++
   }
   if (i < n) {
     const c = sql.charCodeAt(i)
