@@ -160,7 +160,7 @@ const TEMPLATES = [
 const STRING_CONTENT = [
   '', 'abc', "it''s", "a'';drop table x;--", 'a\\', '\\\\', 'é漢😀', '$$', '$a$', '/* */', '--', '\n', '\r\n',
   'on', 'off', 'true', '1', 'pg_read_file', 'customers', 'standard_conforming_strings', 'SJIS', 'UTF8',
-  'public', 'role', '/etc/passwd', '[1,2,3]', 'select 1', '  ', '"q"', 'x'.repeat(70),
+  'public', 'role', '/etc/passwd', '[1,2,3]', 'select 1', '  ', '"q"', 'x'.repeat(70), 'a\0b', '\f\v\b',
 ]
 const INTEGERS = ['0', '1', '5', '42', '48213', '007', '2147483647', '2147483648', '99999999999999999999', '24', '53', '3']
 const FLOATS = ['1.5', '.5', '5.', '1e3', '1.5E-3', '0.0', '2e+9', '3.14159265358979']
@@ -290,7 +290,7 @@ t.test('texts that differ only in constants, spaces and comments share a skeleto
   const none = [
     "SELECT 'a", 'SELECT "a', 'SELECT $$a', 'SELECT $a$ x $b$', 'SELECT 1 /* /* */', "SELECT U&'a'", 'SELECT U&"a"',
     "SELECT 'a' UESCAPE '!'", 'SELECT 0x1F', 'SELECT 1_000', 'SELECT 1abc', 'SELECT 1e', 'SELECT 1..2', 'SELECT $1abc',
-    'SELECT 1\v', 'SELECT \\d', 'SELECT {1}', 'SELECT 1\0', "SELECT 'a' -- c\n'b'", 'SELECT $a',
+    'SELECT 1\v', 'SELECT \\d', 'SELECT {1}', 'SELECT 1\0', "SELECT 'a' -- c\n'b'", 'SELECT $a', "SELECT 'a\0'", '', ' -- c',
   ]
   for (const s of none) t.equal(skeletonOf(s), undefined, `no skeleton: ${JSON.stringify(s)}`)
 })
@@ -338,6 +338,11 @@ t.test('pairs built to fool a scanner that is not the server’s give what a fre
     ["create function f() returns int as 'select 1' language sql", "create function f() returns int as 'select pg_read_file(''x'')' language sql"],
     ["explain (analyze 'off') delete from t", "explain (analyze 'on') delete from t"],
     ['select 1', 'select 1\0; drop table x'],
+    ["select 'a'", "select 'a\0'; drop table x; --'"],
+    ["select 'a' from t", "select 'a\0b' from t"],
+    ['-- comment', '   '],
+    ['/* comment */', ''],
+    [';', '/* c */;'],
   ]
   for (const [a, b] of pairs) {
     for (const [first, second] of [[a, b], [b, a]] as const) {

@@ -64,6 +64,9 @@ function isTagCont(c: number): boolean {
 
 /** The skeleton of `sql`, or undefined when this scanner is not certain how the server splits it. */
 export function skeletonOf(sql: string): Skeleton | undefined {
+  // a NUL ends the server's C string, wherever it sits (index.ts refuses such texts): inside a
+  // literal it would vanish into a placeholder
+  if (sql.includes('\0')) return undefined
   const n = sql.length
   const b = new KeyBuilder(sql)
   let i = 0
@@ -153,7 +156,9 @@ export function skeletonOf(sql: string): Skeleton | undefined {
     } else return undefined // backslash, braces, control characters, NUL, \v: not ours to guess
     b.prevEnd = i
   }
-  return b.done()
+  const skeleton = b.done()
+  // no tokens at all: an empty text and a comment are not the same to compile()
+  return skeleton.key === '' ? undefined : skeleton
 }
 
 /** The key as it grows: runs of exact tokens copied in one slice each, constants as placeholders. */
