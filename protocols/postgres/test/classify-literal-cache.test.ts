@@ -247,7 +247,7 @@ function check(t: Test, sql: string): boolean {
   if (!isDeepStrictEqual(view(cached, preparedStatements), view(reference, fresh.preparedStatements))) {
     mismatches++
     if (mismatches <= 5) {
-      t.fail(`${hit ? 'skeleton hit' : 'miss'} differs from a fresh parse (seed ${SEED})`, {
+      t.fail(`${hit ? 'skeleton hit' : 'exact hit or parse'} differs from a fresh parse (seed ${SEED})`, {
         sql,
         cached: JSON.stringify(view(cached, preparedStatements)),
         fresh: JSON.stringify(view(reference, fresh.preparedStatements)),

@@ -70,6 +70,8 @@ const cache = new Map<string, Compiled>()
 // Bounded like the text cache, with the same second-chance eviction.
 interface SkeletonEntry {
   op: Operation | null
+  /** the watch of its analysis: a read of a constant after compile() (a node kept for later) ends the entry */
+  reads: Reads | undefined
   recent: boolean
 }
 let skeletonChars = 0
@@ -136,6 +138,7 @@ export function classifySql(sql: string, ctx?: ClassifyContext): Operation {
   const known = skeleton && skeletons.get(skeleton.key)
   if (known) {
     known.recent = true
+    if (known.op && known.reads?.value) known.op = null
     if (known.op) {
       skeletonHits++
       return known.op
@@ -150,7 +153,7 @@ export function classifySql(sql: string, ctx?: ClassifyContext): Operation {
     cacheChars += sql.length
   }
   if (watch) {
-    skeletons.set(watch.key, { op: outcome.literalFree ? compiled.op! : null, recent: false })
+    skeletons.set(watch.key, outcome.literalFree ? { op: compiled.op!, reads: outcome.reads, recent: false } : { op: null, reads: undefined, recent: false })
     skeletonChars += watch.key.length
   }
   if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS || skeletons.size > cacheMax || skeletonChars > MAX_CACHED_CHARS) trim()
@@ -183,8 +186,8 @@ export function withTopK(op: Operation, topK: number): Operation {
  * skeleton — it parsed, every replaced constant is an A_Const, the analysis read none of them (nor
  * any location), and it needs no session (EXECUTE arguments are read at resolve time).
  */
-function compile(sql: string, skeleton?: Skeleton): { compiled: Compiled; literalFree: boolean } {
-  const done = (compiled: Compiled, literalFree = false) => ({ compiled, literalFree })
+function compile(sql: string, skeleton?: Skeleton): { compiled: Compiled; literalFree: boolean; reads?: Reads } {
+  const done = (compiled: Compiled, literalFree = false, reads?: Reads) => ({ compiled, literalFree, reads })
   if (sql.trim() === '') return done({ op: buildOperation([], textFingerprint(''), undefined), parts: [], fingerprint: '', recent: false })
   // the parser reads a C string: a NUL would hide everything after it from us, not from the server
   if (sql.includes('\0')) return done({ op: failed(sql.replaceAll('\0', ' '), 'SQL text contains a NUL byte'), parts: [], fingerprint: '', recent: false })
@@ -235,7 +238,7 @@ function compile(sql: string, skeleton?: Skeleton): { compiled: Compiled; litera
     // normalize replaces the constants it knows of, not all (a COPY … WHERE keeps its own): a
     // statement text with a constant left in it is this text's, not the skeleton's
     parts.every(p => skeletonOf(p.info.statement)?.literals.length === 0)
-  return done(compiled, literalFree)
+  return done(compiled, literalFree, reads)
 }
 
 function withBodies(op: Operation, parts: Part[]): Operation {
