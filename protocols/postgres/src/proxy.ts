@@ -57,8 +57,10 @@ import {
   SYNC,
 } from './session-state.ts'
 
+const EXACT = Object.freeze({ exact: true })
+
 export interface Classifier {
-  classifySql(sql: string, ctx?: { prepared?: Map<string, Operation>; cursors?: ReadonlyMap<string, Operation> }): Operation
+  classifySql(sql: string, ctx?: { prepared?: Map<string, Operation>; cursors?: ReadonlyMap<string, Operation> }, opts?: { exact?: boolean }): Operation
   /** the operation has an EXECUTE / FETCH / MOVE resolved against the session's names */
   dependsOnSession(op: Operation): boolean
   /** the body of one PREPARE statement, or the query of one DECLARE CURSOR statement */
@@ -650,7 +652,8 @@ export class PostgresProxy {
 
   private classify(sql: string): Operation {
     try {
-      return this.classifier.classifySql(sql, this.model.classifyContext())
+      // under column rules, lineage reads this text's own parse tree: no classification shared by skeleton
+      return this.classifier.classifySql(sql, this.model.classifyContext(), hasColumnRules(this.session.masks) ? EXACT : undefined)
     } catch (err) {
       // fail closed: an operation that could not be understood is blocked by policy
       return {

@@ -324,6 +324,15 @@ t.test('masking follows the data', async t => {
     t.same(row.a, ['[REDACTED]', '[REDACTED]'])
   })
 
+  t.test('texts that differ only in constants are classified each on its own under column rules (json_build_object keys are constants)', async t => {
+    const { c } = await tapped(t, gw)
+    // simple protocol: the classification cache would otherwise share one text's parse with the other
+    const first = await c.query("select json_build_object('a', email, 'b', name) as j from customers where name = 'Ann'")
+    t.same(first.rows[0].j, { a: '[REDACTED]', b: 'Ann' })
+    const swapped = await c.query("select json_build_object('b', email, 'a', name) as j from customers where name = 'Ann'")
+    t.same(swapped.rows[0].j, { b: '[REDACTED]', a: 'Ann' }, 'the masked key follows this text, not the first one')
+  })
+
   t.test('a JSON value masked whole is still JSON', async t => {
     const { c } = await tapped(t, gw)
     const r = await c.query("select to_json(email) as j, to_jsonb(lower(email)) as jb, to_jsonb(c) -> 'email' as e from customers c where name = 'Ann'")

@@ -311,7 +311,7 @@ class Analyzer {
       }
       inner = own
     }
-    for (const key in b) if (key !== 'withClause') this.walk(b[key], inner, limit)
+    for (const key in b) if (key !== 'withClause' && key !== 'location') this.walk(b[key], inner, limit)
     return false
   }
 

@@ -8,6 +8,8 @@ import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './pa
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
 import { keepLineage, keptLineage, lineageSource, type StatementLineage } from './lineage.ts'
+import { skeletonOf, type Skeleton } from './lexer.ts'
+import { everyLiteralIsConstant, instrument, type Reads } from './literal.ts'
 
 export interface ClassifyContext {
   /** SQL-level PREPARE name → Operation of its body, tracked per session by the codec */
@@ -100,6 +102,24 @@ let cacheMax = DEFAULT_CACHE_ENTRIES
 let cacheChars = 0
 const cache = new Map<string, Compiled>()
 
+// By skeleton (lexer.ts): the Operation of a text whose classification holds for every text of its
+// skeleton (literal.ts), or null for a skeleton known not to (classified by exact text, above).
+// Bounded like the text cache, with the same second-chance eviction.
+interface SkeletonEntry {
+  op: Operation | null
+  /** the watch of its analysis: a read of a constant after compile() (a node kept for later) ends the entry */
+  reads: Reads | undefined
+  recent: boolean
+}
+let skeletonChars = 0
+let skeletonHits = 0
+const skeletons = new Map<string, SkeletonEntry>()
+
+/** Skeleton hits so far and skeletons held (for tests and the bench: is the skeleton path taken?). */
+export function classifierCacheStats(): { skeletonHits: number; skeletons: number } {
+  return { skeletonHits, skeletons: skeletons.size }
+}
+
 /** Sets the cache bound (entries); trims at once. */
 export function setClassifierCacheSize(entries: number): void {
   cacheMax = Math.max(0, Math.floor(entries))
@@ -110,37 +130,74 @@ export function classifierCacheSize(): number {
   return cache.size
 }
 
+/** Empties both caches (tests compare cached answers with fresh ones). */
+export function clearClassifierCache(): void {
+  cache.clear()
+  skeletons.clear()
+  cacheChars = 0
+  skeletonChars = 0
+}
+
 // Second-chance LRU: a hit only sets `recent` (moving a Map key on every hit costs microseconds);
 // eviction walks from the oldest insertion, giving recently used entries another round at the end.
 function trim(): void {
-  for (const [key, entry] of cache) {
-    if (cache.size <= cacheMax && cacheChars <= MAX_CACHED_CHARS) break
-    cache.delete(key)
+  cacheChars = trimMap(cache, cacheChars)
+  skeletonChars = trimMap(skeletons, skeletonChars)
+}
+
+function trimMap(map: Map<string, { recent: boolean }>, chars: number): number {
+  for (const [key, entry] of map) {
+    if (map.size <= cacheMax && chars <= MAX_CACHED_CHARS) break
+    map.delete(key)
     if (entry.recent && cacheMax > 0) {
       entry.recent = false
-      cache.set(key, entry)
-    } else cacheChars -= key.length
+      map.set(key, entry)
+    } else chars -= key.length
   }
+  return chars
 }
 
 /**
  * Classifies SQL text (one or several statements). Synchronous: call loadClassifier() first. The
  * result is frozen; the same text gives the same object while it stays in the cache (except for
- * EXECUTE, resolved against `ctx.prepared` each time).
+ * EXECUTE, resolved against `ctx.prepared` each time). A text that differs from a cached one only
+ * in constants the analysis never read gets that text's object too (lexer.ts, literal.ts), unless
+ * `opts.exact` asks for this text's own classification.
  */
-export function classifySql(sql: string, ctx?: ClassifyContext): Operation {
+export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?: boolean }): Operation {
   let compiled = cache.get(sql)
   if (compiled !== undefined) {
     compiled.recent = true
-  } else {
-    if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
-    compiled = compile(sql)
-    if (sql.length <= MAX_CACHED_TEXT && cacheMax > 0) {
-      cache.set(sql, compiled)
-      cacheChars += sql.length
-      if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS) trim()
+    return compiled.op ?? resolve(compiled, ctx)
+  }
+  if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
+  const cacheable = sql.length <= MAX_CACHED_TEXT && cacheMax > 0
+  // `exact`: a session whose mask plan has column rules. Column lineage reads the kept tree of a
+  // statement later, at its RowDescription (json_build_object keys, among others, are constants):
+  // another text's tree, shared by skeleton, could mask the wrong parts
+  const skeleton = cacheable && opts?.exact !== true ? skeletonOf(sql) : undefined
+  const known = skeleton && skeletons.get(skeleton.key)
+  if (known) {
+    known.recent = true
+    if (known.op && known.reads?.value) known.op = null
+    if (known.op) {
+      skeletonHits++
+      return known.op
     }
   }
+  // watch the analysis only while the skeleton's fate is open
+  const watch = skeleton !== undefined && known === undefined ? skeleton : undefined
+  const outcome = compile(sql, watch)
+  compiled = outcome.compiled
+  if (cacheable) {
+    cache.set(sql, compiled)
+    cacheChars += sql.length
+  }
+  if (watch) {
+    skeletons.set(watch.key, outcome.literalFree ? { op: compiled.op!, reads: outcome.reads, recent: false } : { op: null, reads: undefined, recent: false })
+    skeletonChars += watch.key.length
+  }
+  if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS || skeletons.size > cacheMax || skeletonChars > MAX_CACHED_CHARS) trim()
   return compiled.op ?? resolve(compiled, ctx)
 }
 
@@ -168,29 +225,43 @@ export function withTopK(op: Operation, topK: number): Operation {
   return bound
 }
 
-function compile(sql: string): Compiled {
-  if (sql.trim() === '') return { op: buildOperation([], textFingerprint(''), undefined), parts: [], fingerprint: '', recent: false }
+/**
+ * `literalFree`: with a skeleton to watch, whether the Operation holds for every text of that
+ * skeleton — it parsed, every replaced constant is an A_Const, the analysis read none of them (nor
+ * any location), and it needs no session (EXECUTE arguments are read at resolve time).
+ */
+function compile(sql: string, skeleton?: Skeleton): { compiled: Compiled; literalFree: boolean; reads?: Reads } {
+  const done = (compiled: Compiled, literalFree = false, reads?: Reads) => ({ compiled, literalFree, reads })
+  if (sql.trim() === '') return done({ op: buildOperation([], textFingerprint(''), undefined), parts: [], fingerprint: '', recent: false })
   // the parser reads a C string: a NUL would hide everything after it from us, not from the server
-  if (sql.includes('\0')) return { op: failed(sql.replaceAll('\0', ' '), 'SQL text contains a NUL byte'), parts: [], fingerprint: '', recent: false }
+  if (sql.includes('\0')) return done({ op: failed(sql.replaceAll('\0', ' '), 'SQL text contains a NUL byte'), parts: [], fingerprint: '', recent: false })
   let stmts
   try {
     stmts = parseSql(sql).stmts
   } catch (err) {
-    return { op: failed(sql, parserMessage(err)), parts: [], fingerprint: '', recent: false }
+    return done({ op: failed(sql, parserMessage(err)), parts: [], fingerprint: '', recent: false })
   }
   const fp = safeFingerprint(sql)
   const parts: Part[] = []
   const lineage: StatementLineage = { results: [], relations: [], cursors: new Map(), writes: [] }
+  const reads: Reads = { value: false }
+  let literalFree = skeleton !== undefined
+  const constants: number[] = []
   for (const raw of stmts) {
     const start = raw.stmt_location ?? 0
     const original = sliceBytes(sql, start, raw.stmt_len ? start + raw.stmt_len : undefined)
     const text = safeStatementText(original)
+    if (literalFree) {
+      const found = instrument(raw.stmt, reads)
+      if (found) constants.push(...found)
+      else literalFree = false
+    }
     let analysis
     try {
       analysis = analyzeStatement(raw)
     } catch {
       // a tree too deep to walk: nothing we cannot see through goes through
-      return { op: failed(sql, 'SQL statement too complex to classify'), parts: [], fingerprint: '', recent: false }
+      return done({ op: failed(sql, 'SQL statement too complex to classify'), parts: [], fingerprint: '', recent: false })
     }
     // what column lineage needs (classify/lineage.ts); the tree was walkable: analyzeStatement saw it all
     const source = lineageSource(raw.stmt)
@@ -227,7 +298,14 @@ function compile(sql: string): Compiled {
     compiled.op = withBodies(buildOperation(parts.map(p => p.info), fp), parts)
     keepLineage(compiled.op, lineage)
   }
-  return compiled
+  literalFree &&=
+    compiled.op !== undefined &&
+    !reads.value &&
+    everyLiteralIsConstant(sql, skeleton!.literals, skeleton!.minus, constants) &&
+    // normalize replaces the constants it knows of, not all (a COPY … WHERE keeps its own): a
+    // statement text with a constant left in it is this text's, not the skeleton's
+    parts.every(p => skeletonOf(p.info.statement)?.literals.length === 0)
+  return done(compiled, literalFree, reads)
 }
 
 function withBodies(op: Operation, parts: Part[]): Operation {

@@ -73,6 +73,12 @@ export interface Token {
   text: string
 }
 
+// scanSync's JSON leaves control characters other than \t \n \r unescaped (a \f in a string
+// literal made JSON.parse throw out of classifySql). Each becomes a space — one byte for one, so
+// offsets hold — which is what they are outside a literal, and inside one the scan only needs the
+// token's bounds.
+const UNESCAPED = /[\x00-\x08\x0b\x0c\x0e-\x1f]/g
+
 export function scan(sql: string): Token[] {
-  return scanSync(sql).tokens.map(t => ({ name: t.tokenName, start: t.start, end: t.end, text: t.text }))
+  return scanSync(sql.replace(UNESCAPED, ' ')).tokens.map(t => ({ name: t.tokenName, start: t.start, end: t.end, text: t.text }))
 }

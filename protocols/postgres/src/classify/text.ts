@@ -42,13 +42,30 @@ function maxParam(tokens: Token[]): number {
  * them (identifiers, keywords); every literal becomes $n.
  */
 export function statementText(sql: string): string {
-  const normalized = normalize(sql)
+  const normalized = normalize(COMMENT.test(sql) ? blankComments(sql) : sql)
   // no quote, no comment, no dollar quote left: only whitespace to fold, no scan needed
   if (!MAY_HOLD_TEXT.test(normalized)) return normalized.replace(/[ \t\n\r\f\v]+/g, ' ').replace(/^ | $/g, '')
   return redact(normalized, false)
 }
 
 const MAY_HOLD_TEXT = /['"]|--|\/\*|\$[^0-9]/
+const COMMENT = /--|\/\*/
+
+/**
+ * Comments as spaces, byte for byte. libpg_query's normalize measures a negated constant from its
+ * '-' and loses count over a comment: `x + -/* c *\/12345` came back as `x + $112345`, the value
+ * in the text we log.
+ */
+function blankComments(sql: string): string {
+  const bytes = Buffer.from(sql, 'utf8')
+  let blanked = false
+  for (const t of scan(sql)) {
+    if (!isComment(t)) continue
+    bytes.fill(0x20, t.start, t.end)
+    blanked = true
+  }
+  return blanked ? bytes.toString('utf8') : sql
+}
 
 /**
  * Rebuilds text from its tokens: comments dropped, any whitespace between tokens becomes one space,

@@ -86,7 +86,10 @@ export function constValue(value: unknown): ConstValue | undefined {
   return undefined
 }
 
-/** Calls `visit` on every node wrapper under `value` (depth-first); visit returns false to skip its children. */
+/**
+ * Calls `visit` on every node wrapper under `value` (depth-first); visit returns false to skip its
+ * children. Locations are not read (they move with the lengths of the constants: literal.ts).
+ */
 export function forEachNode(value: unknown, visit: (type: string, body: Body) => boolean | void): void {
   if (value === null || typeof value !== 'object') return
   if (Array.isArray(value)) {
@@ -96,8 +99,11 @@ export function forEachNode(value: unknown, visit: (type: string, body: Body) =>
   const n = nodeOf(value)
   if (n) {
     if (visit(n[0], n[1]) === false) return
+    // a constant holds no nodes: walking into it would read its value, which makes the text's
+    // classification literal-dependent (literal.ts)
+    if (n[0] === 'A_Const') return
     // the body's fields, not the body again (a SelectStmt body would be visited twice)
-    for (const key in n[1]) forEachNode(n[1][key], visit)
+    for (const key in n[1]) if (key !== 'location') forEachNode(n[1][key], visit)
     return
   }
   // a RangeVar in a field whose type the grammar fixes (`relation`, `rel`) comes without its wrapper
@@ -109,7 +115,7 @@ export function forEachNode(value: unknown, visit: (type: string, body: Body) =>
   if (isSelectBody(value)) {
     if (visit('SelectStmt', value as Body) === false) return
   }
-  for (const key in value as Node) forEachNode((value as Node)[key], visit)
+  for (const key in value as Node) if (key !== 'location') forEachNode((value as Node)[key], visit)
 }
 
 /** A SelectStmt body without its wrapper: every one carries `op` and `limitOption`. */

@@ -35,11 +35,19 @@ function refersToColumn(expr: unknown): boolean {
 }
 
 function sameColumn(a: unknown, b: unknown): boolean {
-  return nodeOf(a)?.[0] === 'ColumnRef' && nodeOf(b)?.[0] === 'ColumnRef' && JSON.stringify(stripLocation(a)) === JSON.stringify(stripLocation(b))
+  return nodeOf(a)?.[0] === 'ColumnRef' && nodeOf(b)?.[0] === 'ColumnRef' && sameTree(a, b)
 }
 
-function stripLocation(v: unknown): unknown {
-  return JSON.parse(JSON.stringify(v, (k, x) => (k === 'location' ? undefined : x)))
+/** Deep equality, locations aside (never read: they move with the constants' lengths, literal.ts). */
+function sameTree(a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false
+  if (Array.isArray(a) !== Array.isArray(b)) return false
+  const ka = Object.keys(a).filter(k => k !== 'location')
+  const kb = Object.keys(b).filter(k => k !== 'location')
+  if (ka.length !== kb.length) return false
+  for (const k of ka) if (!sameTree((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
+  return true
 }
 
 /** The value of a column-free expression when it is plain enough to tell; undefined otherwise. */
