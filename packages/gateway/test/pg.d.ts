@@ -4,10 +4,17 @@ declare module 'pg' {
     rows: Array<Record<string, any>>
     rowCount: number | null
   }
+  interface QueryConfig {
+    text: string
+    name?: string
+    values?: unknown[]
+    rowMode?: 'array'
+  }
   class Client {
-    constructor(config: { host: string; port: number; user: string; database: string; password: string })
+    constructor(config: { host: string; port: number; user: string; database: string; password: string; connectionTimeoutMillis?: number })
     connect(): Promise<void>
-    query(text: string): Promise<QueryResult>
+    query(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult>
+    on(event: 'error', listener: (err: Error) => void): this
     end(): Promise<void>
   }
   const pg: { Client: typeof Client }
