@@ -3,10 +3,10 @@
 // child, so it can be killed and restarted on the same port), and the HTTP fixture upstream (an
 // OpenAI-shaped stand-in: no real LLM can run here). Every secret and token the suite creates is
 // remembered, so the hygiene check can look for each of them everywhere afterwards.
-import { spawn, execFile as execFileCb, type ChildProcess } from 'node:child_process'
+import { spawn, execFile as execFileCb, execFileSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises'
-import { readFileSync, readlinkSync, readdirSync, writeFileSync } from 'node:fs'
+import { readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -32,6 +32,26 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
 }
 
 /** A redis-server child that can be SIGKILLed and started again on the same port and config. */
+// A test file killed by tap's timeout (SIGTERM) must not leave servers behind: what was started here
+// is stopped synchronously on the way out.
+const onExit = new Set<() => void>()
+let exitHooked = false
+function atExit(fn: () => void): () => void {
+  if (!exitHooked) {
+    exitHooked = true
+    process.once('exit', () => {
+      for (const f of onExit) {
+        try {
+          f()
+        } catch {}
+      }
+    })
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => process.exit(130))
+  }
+  onExit.add(fn)
+  return () => onExit.delete(fn)
+}
+
 export interface RestartableRedis {
   host: string
   port: number
@@ -70,6 +90,10 @@ export async function startRestartableRedis(password: string): Promise<Restartab
     c.kill('SIGKILL')
     await exited
   }
+  const unhook = atExit(() => {
+    child?.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
   await start()
   return {
     host: '127.0.0.1',
@@ -80,6 +104,7 @@ export async function startRestartableRedis(password: string): Promise<Restartab
     async stop() {
       await kill()
       await rm(dir, { recursive: true, force: true })
+      unhook()
     },
   }
 }
@@ -225,6 +250,11 @@ export async function startWorld(): Promise<World> {
   for (const [k, v] of Object.entries(secrets)) await writeFile(join(dir, 'secrets', k), v + '\n', { mode: 0o600 })
   const tokens: string[] = []
   const logs: string[] = []
+  const unhookPg = atExit(() => {
+    execFileSync(asRoot ? 'runuser' : join(PG_BIN, 'pg_ctl'), [...(asRoot ? ['-u', 'postgres', '--', join(PG_BIN, 'pg_ctl')] : []), '-D', pg.dataDir, '-m', 'immediate', '-w', 'stop'], { stdio: 'ignore' })
+    rmSync(pg.socketDir, { recursive: true, force: true })
+    rmSync(dir, { recursive: true, force: true })
+  })
   const configFile = join(dir, 'portcullis.yaml')
 
   const startGateway = async (fixed?: { pg: number; redis: number; http: number }): Promise<GatewayProcess> => {
@@ -239,6 +269,8 @@ export async function startWorld(): Promise<World> {
     logs.push('')
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (logs[index] += d))
     const exited = once(child, 'exit')
+    const unhook = atExit(() => child.kill('SIGKILL'))
+    void exited.then(unhook)
     const log = () => logs[index]!
     await waitFor(() => {
       if (child.exitCode !== null) throw new Error(`gateway exited ${child.exitCode}: ${log()}`)
@@ -291,6 +323,7 @@ export async function startWorld(): Promise<World> {
       await world.gateway?.stop().catch(() => {})
       await Promise.allSettled([pg.stop(), redis.stop(), http.stop()])
       await rm(dir, { recursive: true, force: true })
+      unhookPg()
     },
   }
   world.gateway = await startGateway()

@@ -22,6 +22,13 @@ const print = (l: string) => process.stdout.write(`[${new Date().toISOString()}]
 
 print(`fuzz: ${cases} cases per protocol (${protocols.join(', ')}), seed ${seed}, checks every ${batch} cases`)
 const w = await startWorld()
+// stopped early (a long run out of time): the batches printed so far are the figures; clean up
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(sig, () => {
+    print(`stopped by ${sig}: the figures are the batches printed above`)
+    w.cleanup().finally(() => process.exit(2))
+  })
+}
 let failed = false
 try {
   const { batches, totals } = await campaign(w, { cases, seed, batch, protocols, print })
