@@ -3,10 +3,10 @@
 // child, so it can be killed and restarted on the same port), and the HTTP fixture upstream (an
 // OpenAI-shaped stand-in: no real LLM can run here). Every secret and token the suite creates is
 // remembered, so the hygiene check can look for each of them everywhere afterwards.
-import { spawn, execFile as execFileCb, execFileSync, type ChildProcess } from 'node:child_process'
+import { spawn, execFile as execFileCb, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises'
-import { readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, readlinkSync, readdirSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -32,24 +32,41 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
 }
 
 /** A redis-server child that can be SIGKILLed and started again on the same port and config. */
-// A test file killed by tap's timeout (SIGTERM) must not leave servers behind: what was started here
-// is stopped synchronously on the way out.
-const onExit = new Set<() => void>()
-let exitHooked = false
-function atExit(fn: () => void): () => void {
-  if (!exitHooked) {
-    exitHooked = true
-    process.once('exit', () => {
-      for (const f of onExit) {
-        try {
-          f()
-        } catch {}
-      }
-    })
-    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => process.exit(130))
+// A test file killed by tap's timeout must not leave servers behind, however it dies (tap may end it
+// with SIGKILL): a detached watchdog shell waits for this process to go, then stops what it started
+// (the gateway, redis-server, the Postgres cluster) and removes their directories. Normal cleanup
+// still happens in World.cleanup; the watchdog then finds nothing left to do.
+const watched: { pids: Set<number>; pgData: Set<string>; dirs: Set<string> } = { pids: new Set(), pgData: new Set(), dirs: new Set() }
+let watchdogFile: string | undefined
+
+function watch(): void {
+  const q = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`
+  const pgCtl = join(PG_BIN, 'pg_ctl')
+  const lines = [
+    ...[...watched.pids].map((p) => `kill -9 ${p} 2>/dev/null`),
+    ...[...watched.pgData].map((d) => `[ -d ${q(d)} ] && ${asRoot ? 'runuser -u postgres -- ' : ''}${q(pgCtl)} -D ${q(d)} -m immediate -w stop >/dev/null 2>&1`),
+    ...[...watched.dirs].map((d) => `rm -rf ${q(d)}`),
+  ]
+  if (!watchdogFile) {
+    watchdogFile = join(tmpdir(), `portcullis-robust-watchdog-${process.pid}.sh`)
+    writeFileSync(watchdogFile, '')
+    const child = spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; . ${q(watchdogFile)}; rm -f ${q(watchdogFile)}`], { detached: true, stdio: 'ignore' })
+    child.unref()
   }
-  onExit.add(fn)
-  return () => onExit.delete(fn)
+  writeFileSync(watchdogFile, lines.join('\n') + '\n')
+}
+
+function atExit(what: { pid?: number; pgData?: string; dir?: string }): () => void {
+  if (what.pid) watched.pids.add(what.pid)
+  if (what.pgData) watched.pgData.add(what.pgData)
+  if (what.dir) watched.dirs.add(what.dir)
+  watch()
+  return () => {
+    if (what.pid) watched.pids.delete(what.pid)
+    if (what.pgData) watched.pgData.delete(what.pgData)
+    if (what.dir) watched.dirs.delete(what.dir)
+    watch()
+  }
 }
 
 export interface RestartableRedis {
@@ -90,21 +107,26 @@ export async function startRestartableRedis(password: string): Promise<Restartab
     c.kill('SIGKILL')
     await exited
   }
-  const unhook = atExit(() => {
-    child?.kill('SIGKILL')
-    rmSync(dir, { recursive: true, force: true })
-  })
-  await start()
+  let unhookPid = () => {}
+  const unhookDir = atExit({ dir })
+  const started = start
+  const startWatched = async () => {
+    await started()
+    unhookPid()
+    unhookPid = atExit({ pid: child!.pid! })
+  }
+  await startWatched()
   return {
     host: '127.0.0.1',
     port,
     password,
     kill,
-    start,
+    start: startWatched,
     async stop() {
       await kill()
       await rm(dir, { recursive: true, force: true })
-      unhook()
+      unhookPid()
+      unhookDir()
     },
   }
 }
@@ -250,11 +272,8 @@ export async function startWorld(): Promise<World> {
   for (const [k, v] of Object.entries(secrets)) await writeFile(join(dir, 'secrets', k), v + '\n', { mode: 0o600 })
   const tokens: string[] = []
   const logs: string[] = []
-  const unhookPg = atExit(() => {
-    execFileSync(asRoot ? 'runuser' : join(PG_BIN, 'pg_ctl'), [...(asRoot ? ['-u', 'postgres', '--', join(PG_BIN, 'pg_ctl')] : []), '-D', pg.dataDir, '-m', 'immediate', '-w', 'stop'], { stdio: 'ignore' })
-    rmSync(pg.socketDir, { recursive: true, force: true })
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const unhookPg = atExit({ pgData: pg.dataDir, dir: pg.socketDir })
+  const unhookDir = atExit({ dir })
   const configFile = join(dir, 'portcullis.yaml')
 
   const startGateway = async (fixed?: { pg: number; redis: number; http: number }): Promise<GatewayProcess> => {
@@ -269,7 +288,7 @@ export async function startWorld(): Promise<World> {
     logs.push('')
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (logs[index] += d))
     const exited = once(child, 'exit')
-    const unhook = atExit(() => child.kill('SIGKILL'))
+    const unhook = atExit({ pid: child.pid! })
     void exited.then(unhook)
     const log = () => logs[index]!
     await waitFor(() => {
@@ -324,6 +343,7 @@ export async function startWorld(): Promise<World> {
       await Promise.allSettled([pg.stop(), redis.stop(), http.stop()])
       await rm(dir, { recursive: true, force: true })
       unhookPg()
+      unhookDir()
     },
   }
   world.gateway = await startGateway()
