@@ -139,7 +139,7 @@ t.test('the gateway SIGKILLed under traffic on all three protocols: every record
   t.notOk(status.tampered, `no recording verifies as tampered (${JSON.stringify(status)})`)
   const lost = [...acked].filter(([m]) => !found.has(m))
   const oldest = lost.length ? Math.max(...lost.map(([, at]) => killedAt - at)) : 0
-  t.comment(`clients saw ${acked.size} answers (${['pg', 'redis', 'http'].map((p) => `${p} ${[...acked.keys()].filter((k) => k.startsWith(`crash-${p}-`)).length}`).join(', ')}); ${lost.length} of them are missing from the recordings, the oldest answered ${oldest} ms before the kill`)
+  t.comment(`recordings after the kill: ${JSON.stringify(status)}; clients saw ${acked.size} answers (${['pg', 'redis', 'http'].map((p) => `${p} ${[...acked.keys()].filter((k) => k.startsWith(`crash-${p}-`)).length}`).join(', ')}); ${lost.length} of them are missing from the recordings, the oldest answered ${oldest} ms before the kill`)
   t.ok(oldest <= DOCUMENTED_WINDOW_MS + TIMER_ALLOWANCE_MS, `every request a client saw answered more than ${DOCUMENTED_WINDOW_MS} ms (+${TIMER_ALLOWANCE_MS} ms timer allowance) before the kill is in a recording (oldest lost: ${oldest} ms)`)
 
   // the dead gateway's upstream connections went with its process

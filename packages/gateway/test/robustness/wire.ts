@@ -48,10 +48,14 @@ export async function rawPg(port: number, user: string, token: string, database 
     }
     wake?.()
   })
-  const closedP = once(socket, 'close').then(() => {
-    closed = true
-    wake?.()
-  })
+  // not events.once: it rejects when 'error' (ECONNRESET) comes before 'close'
+  const closedP = new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      closed = true
+      wake?.()
+      resolve()
+    }),
+  )
   const next = async (type: string, from = 0, ms = 30_000): Promise<PgMessage | undefined> => {
     const end = Date.now() + ms
     for (;;) {
@@ -116,7 +120,7 @@ export async function rawRedis(port: number, token: string): Promise<RawRedis> {
     text += d.toString('latin1')
     if (text.length > 1 << 20) text = text.slice(-4096)
   })
-  const closedP = once(socket, 'close').then(() => void (closed = true))
+  const closedP = new Promise<void>((resolve) => socket.once('close', () => ((closed = true), resolve())))
   const until = async (re: RegExp, ms = 30_000) => {
     const end = Date.now() + ms
     while (!re.test(text)) {
