@@ -113,9 +113,9 @@ function drivers(protocol: Protocol, seeds: Buffer[], token: string): Driver {
           )
         },
         preLogin: 0,
-        terminal: 0.03,
-        gentle: 0.8,
-        batch: 3,
+        terminal: 0.02,
+        gentle: 0.9,
+        batch: 6,
       }
     }
   }
