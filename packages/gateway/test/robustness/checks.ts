@@ -128,8 +128,17 @@ export async function afterBatch(w: World, base: Baseline, seen: Set<string>): P
   const crashes = crashLines(w.gateway.log())
   if (crashes.length) problems.push(`the gateway logged ${crashes.length} crash lines, first: ${crashes[0]}`)
   let pgBackends = -1
-  await settle(async () => (pgBackends = await pgGatewayBackends(w.pg)) === 0, SETTLE_MS)
-  if (pgBackends !== 0) problems.push(`${pgBackends} upstream Postgres backends of the gateway still open`)
+  let pgAsk = ''
+  await settle(async () => {
+    try {
+      return (pgBackends = await pgGatewayBackends(w.pg)) === 0
+    } catch (err) {
+      // leaked backends can fill max_connections: then even this question is refused
+      pgAsk = (err as { stderr?: string }).stderr?.trim() || (err as Error).message
+      return false
+    }
+  }, SETTLE_MS)
+  if (pgBackends !== 0) problems.push(pgBackends < 0 ? `Postgres could not be asked for the gateway's backends: ${pgAsk}` : `${pgBackends} upstream Postgres backends of the gateway still open`)
   let redisClients: string[] = []
   // the shared lane (name=portcullis-lane) is one connection per target by design, not a session's
   await settle(async () => (redisClients = (await redisGatewayClients(w.redis)).filter((l) => !/ name=portcullis-lane /.test(l))).length === 0, SETTLE_MS)
