@@ -1,0 +1,55 @@
+// One fuzz campaign: capture the real clients' traffic through the running gateway, then N cases per
+// protocol in batches, with the after-batch checks between batches. Shared by fuzz.test.ts (CI size)
+// and `pnpm fuzz --cases N --seed S` (long runs).
+import { captureCorpus, type Corpus } from './capture.ts'
+import { afterBatch, baseline, type BatchReport } from './checks.ts'
+import { fuzz, formatStats, type FuzzStats, type Protocol } from './fuzz.ts'
+import type { World } from './env.ts'
+
+export interface CampaignOptions {
+  cases: number
+  seed: number
+  /** cases per batch (checks run after each) */
+  batch: number
+  protocols?: Protocol[]
+  print?: (line: string) => void
+}
+
+export interface BatchResult {
+  protocol: Protocol
+  stats: FuzzStats
+  report: BatchReport
+}
+
+export const PARALLEL: Record<Protocol, number> = { postgres: 16, redis: 24, http: 24 }
+
+export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpus: Corpus; batches: BatchResult[]; totals: Record<string, FuzzStats> }> {
+  const print = opts.print ?? (() => {})
+  const corpus = await captureCorpus(w)
+  print(`seed corpus captured from real clients: postgres ${corpus.pg.length} connections (${corpus.pg.reduce((n, b) => n + b.length, 0)} bytes), redis ${corpus.redis.length} (${corpus.redis.reduce((n, b) => n + b.length, 0)} bytes), http ${corpus.http.length} (${corpus.http.reduce((n, b) => n + b.length, 0)} bytes)`)
+  const base = baseline(w)
+  print(`gateway baseline: ${base.fds} fds, RSS ${(base.rss / 1048576).toFixed(0)} MiB`)
+  const seen = new Set<string>()
+  const token = await w.token('robust-fuzz')
+  const batches: BatchResult[] = []
+  const totals: Record<string, FuzzStats> = {}
+  for (const protocol of opts.protocols ?? (['postgres', 'redis', 'http'] as Protocol[])) {
+    const seeds = protocol === 'postgres' ? corpus.pg : protocol === 'redis' ? corpus.redis : corpus.http
+    for (let done = 0, b = 0; done < opts.cases; b++) {
+      const n = Math.min(opts.batch, opts.cases - done)
+      const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: PARALLEL[protocol], token })
+      done += stats.cases
+      const report = await afterBatch(w, base, seen)
+      batches.push({ protocol, stats, report })
+      print(formatStats(stats))
+      print(
+        `  after the batch: ${report.problems.length ? 'PROBLEMS: ' + report.problems.join(' | ') : 'alive, answering, no crash logged'}; fds ${report.fds}, RSS ${(report.rss / 1048576).toFixed(0)} MiB, ` +
+          `upstream pg ${report.pgBackends} redis ${report.redisClients}, recordings verified ${report.recordings.files} (intact ${report.recordings.status.intact}, tampered ${report.recordings.status.tampered})`,
+      )
+      const t = (totals[protocol] ??= { ...stats, cases: 0, preLoginCases: 0, connections: 0, answered: 0, closedByGateway: 0, fin: 0, rst: 0, stalled: 0, loginFailures: 0, mutations: {}, ms: 0 })
+      for (const k of ['cases', 'preLoginCases', 'connections', 'answered', 'closedByGateway', 'fin', 'rst', 'stalled', 'loginFailures', 'ms'] as const) t[k] += stats[k]
+      for (const [k, v] of Object.entries(stats.mutations)) t.mutations[k as keyof FuzzStats['mutations']] = (t.mutations[k as keyof FuzzStats['mutations']] ?? 0) + v
+    }
+  }
+  return { corpus, batches, totals }
+}

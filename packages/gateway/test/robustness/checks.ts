@@ -1,0 +1,165 @@
+// What must hold after every batch of abuse, checked on the real things: the gateway process (pid,
+// /proc fds and RSS, its stderr), the upstream servers (pg_stat_activity, CLIENT LIST) and the
+// recordings on disk (core's verifier with the seal key).
+import pg from 'pg'
+import { Redis } from 'ioredis'
+import { readRecording, verifyRecording, type VerifyResult } from '@portcullis/core'
+import { pgGatewayBackends, recordingFiles, redisGatewayClients, sleep, type World } from './env.ts'
+
+/** Descriptors the gateway may hold above its idle baseline once every client is gone. */
+export const FD_SLACK = 16
+/** RSS the gateway may hold above its idle baseline after a batch (V8 keeps some heap it grew). */
+export const RSS_SLACK_BYTES = 160 * 1024 * 1024
+
+/** how long an ended session gets to release what it held */
+const SETTLE_MS = 5000
+
+export interface Baseline {
+  fds: number
+  rss: number
+}
+
+export function baseline(w: World): Baseline {
+  return { fds: w.gateway.fds(), rss: w.gateway.rssBytes() }
+}
+
+/** A normal request on each protocol, through the gateway, with a fresh token. */
+export async function normalRequests(w: World): Promise<string[]> {
+  const problems: string[] = []
+  const token = await w.token('robust-health')
+  const ports = w.gateway.ports
+  try {
+    const c = new pg.Client({ host: '127.0.0.1', port: ports.pg, user: 'robust-health', database: 'app', password: token, connectionTimeoutMillis: 10_000 })
+    c.on('error', () => {})
+    await c.connect()
+    const r = await c.query('SELECT id FROM robust_items WHERE id = $1', [7])
+    if (r.rows[0]?.id !== 7) problems.push(`postgres answered ${JSON.stringify(r.rows)}`)
+    await c.end()
+  } catch (err) {
+    problems.push(`postgres: ${(err as Error).message}`)
+  }
+  const io = new Redis({ host: '127.0.0.1', port: ports.redis, password: token, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 10_000 })
+  io.on('error', () => {})
+  try {
+    await io.connect()
+    await io.set('robust:health', 'ok')
+    const v = await io.get('robust:health')
+    if (v !== 'ok') problems.push(`redis answered ${v}`)
+    await io.quit()
+  } catch (err) {
+    problems.push(`redis: ${(err as Error).message}`)
+    io.disconnect()
+  }
+  try {
+    const res = await fetch(`http://127.0.0.1:${ports.http}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', connection: 'close' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'health' }] }),
+      signal: AbortSignal.timeout(10_000),
+    })
+    const text = await res.text()
+    if (res.status !== 200 || !text.includes('echo: health')) problems.push(`http answered ${res.status} ${text.slice(0, 200)}`)
+  } catch (err) {
+    problems.push(`http: ${(err as Error).message}`)
+  }
+  return problems
+}
+
+/** log lines that say the process itself failed (not a client's bad input) */
+export function crashLines(log: string): string[] {
+  return log.split('\n').filter((l) => /uncaught exception|unhandled rejection|FATAL ERROR|heap out of memory|^\s+at /i.test(l))
+}
+
+async function settle(what: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms
+  for (;;) {
+    if (await what()) return true
+    if (Date.now() > end) return false
+    await sleep(100)
+  }
+}
+
+export interface RecordingTally {
+  files: number
+  status: Record<VerifyResult['status'], number>
+  /** problems of the first few non-intact files */
+  examples: string[]
+}
+
+/** Verifies every recording not yet seen intact (the seal key checks the signature too). */
+export async function verifyAll(w: World, seen: Set<string>, allowed: VerifyResult['status'][]): Promise<RecordingTally> {
+  const tally: RecordingTally = { files: 0, status: { intact: 0, tampered: 0, truncated: 0, unsealed: 0 }, examples: [] }
+  for (const file of await recordingFiles(w.recordingsDir)) {
+    if (seen.has(file)) continue
+    const v = await verifyRecording(file, { hmacKey: w.sealKey })
+    tally.files++
+    tally.status[v.status]++
+    if (v.status === 'intact' || allowed.includes(v.status)) seen.add(file)
+    if (v.status !== 'intact' && tally.examples.length < 3) tally.examples.push(`${file.split('/').pop()}: ${v.status} ${v.problem?.message ?? ''} after ${v.records} records [${await summary(file)}]`)
+  }
+  return tally
+}
+
+/** the record types and the first bytes of each payload: what the session got to do */
+async function summary(file: string): Promise<string> {
+  const out: string[] = []
+  for await (const e of readRecording(file)) out.push(`${e.type} ${JSON.stringify(e.payload).slice(0, 160)}`)
+  return out.join(' / ')
+}
+
+export interface BatchReport {
+  problems: string[]
+  fds: number
+  rss: number
+  pgBackends: number
+  redisClients: number
+  recordings: RecordingTally
+}
+
+/**
+ * After a batch: alive and answering on every protocol, nothing crashed in the log, no upstream
+ * connection or descriptor left behind, RSS back near the baseline, every recording sealed and intact
+ * (the gateway did not crash, so every ended session must have sealed its recording).
+ */
+export async function afterBatch(w: World, base: Baseline, seen: Set<string>): Promise<BatchReport> {
+  const problems: string[] = []
+  if (!w.gateway.alive()) problems.push('the gateway process is gone')
+  problems.push(...(await normalRequests(w)))
+  const crashes = crashLines(w.gateway.log())
+  if (crashes.length) problems.push(`the gateway logged ${crashes.length} crash lines, first: ${crashes[0]}`)
+  let pgBackends = -1
+  let pgAsk = ''
+  await settle(async () => {
+    try {
+      return (pgBackends = await pgGatewayBackends(w.pg)) === 0
+    } catch (err) {
+      // leaked backends can fill max_connections: then even this question is refused
+      pgAsk = (err as { stderr?: string }).stderr?.trim() || (err as Error).message
+      return false
+    }
+  }, SETTLE_MS)
+  if (pgBackends !== 0) problems.push(pgBackends < 0 ? `Postgres could not be asked for the gateway's backends: ${pgAsk}` : `${pgBackends} upstream Postgres backends of the gateway still open`)
+  let redisClients: string[] = []
+  // the shared lane (name=portcullis-lane) is one connection per target by design, not a session's
+  await settle(async () => (redisClients = (await redisGatewayClients(w.redis)).filter((l) => !/ name=portcullis-lane /.test(l))).length === 0, SETTLE_MS)
+  if (redisClients.length) problems.push(`${redisClients.length} upstream Redis connections of ended sessions still open: ${redisClients.map((l) => l.replace(/^.* name=(\S*) .* cmd=(\S+) .*$/, 'name=$1 last cmd=$2')).join(', ')}`)
+  let fds = 0
+  await settle(() => (fds = w.gateway.fds()) <= base.fds + FD_SLACK, SETTLE_MS)
+  if (fds > base.fds + FD_SLACK) problems.push(`the gateway holds ${fds} fds (baseline ${base.fds} + ${FD_SLACK})`)
+  const rss = w.gateway.rssBytes()
+  if (rss > base.rss + RSS_SLACK_BYTES) problems.push(`the gateway RSS is ${rss >> 20} MiB (baseline ${base.rss >> 20} MiB + ${RSS_SLACK_BYTES >> 20})`)
+  // sessions close a moment after their sockets: give the last ones time to seal
+  let recordings = await verifyAll(w, seen, [])
+  if (recordings.status.unsealed + recordings.status.truncated > 0) {
+    await sleep(3000)
+    const again = await verifyAll(w, seen, [])
+    again.files = recordings.files
+    again.status.intact += recordings.status.intact
+    again.status.tampered += recordings.status.tampered
+    recordings = again
+  }
+  if (recordings.status.tampered) problems.push(`${recordings.status.tampered} recordings verify as tampered: ${recordings.examples.join('; ')}`)
+  if (recordings.status.unsealed + recordings.status.truncated)
+    problems.push(`${recordings.status.unsealed + recordings.status.truncated} recordings left open by a live gateway: ${recordings.examples.join('; ')}`)
+  return { problems, fds, rss, pgBackends, redisClients: redisClients.length, recordings }
+}

@@ -1,0 +1,190 @@
+// 1,000 idle connections must not tax the 50 that work. Measured as a ratio inside one run on the same
+// gateway (never an absolute time): rounds of 50 Redis clients each doing sequential GETs, without and
+// with 1,000 idle logged-in connections open (600 Redis after AUTH, 400 HTTP keep-alive after one
+// request). A warm-up round first; then five pairs, each a round without the idle connections and one
+// with them (the order alternates), each round started once the gateway's own CPU has gone quiet
+// (/proc/<pid>/stat) after opening or closing the idle set; the median of the five per-pair ratios is
+// compared, so a neighbour's load on this shared machine hits both rounds of a pair alike.
+import t from 'tap'
+import { connect, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { Agent, request } from 'node:http'
+import { startWorld, sleep } from './env.ts'
+import { normalRequests } from './checks.ts'
+import { resp } from './wire.ts'
+import { hygieneTest } from './hygiene.ts'
+import { prepareData } from './capture.ts'
+
+const ACTIVE = 50
+const IDLE_REDIS = 600
+const IDLE_HTTP = 400
+const REQUESTS_PER_CLIENT = 80
+const PAIRS = 5
+/** throughput and p99 with the idle connections within this ratio of the run without them */
+const TOLERANCE = 0.2
+
+const w = await startWorld()
+t.teardown(() => w.cleanup())
+await prepareData(w)
+
+interface Active {
+  socket: Socket
+  get(): Promise<void>
+}
+
+async function activeClient(port: number, token: string): Promise<Active> {
+  const socket = connect({ host: '127.0.0.1', port, noDelay: true })
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  let pending = 0
+  let want = 0
+  let done: (() => void) | undefined
+  socket.on('data', (d: Buffer) => {
+    pending += d.length
+    if (want > 0 && pending >= want) {
+      pending -= want
+      want = 0
+      done?.()
+    }
+  })
+  const rpc = (bytes: Buffer, replyBytes: number) =>
+    new Promise<void>((resolve) => {
+      want = replyBytes
+      done = resolve
+      socket.write(bytes)
+    })
+  await rpc(resp('AUTH', token), 5) // +OK\r\n
+  const get = resp('GET', 'robust:idle-test')
+  return { socket, get: () => rpc(get, 7) } // $1\r\nv\r\n
+}
+
+interface Round {
+  throughput: number
+  p99: number
+  /** the gateway's own CPU per 1,000 requests, ms: shows whether a gap is the gateway's work or a neighbour's load */
+  cpuPerK: number
+}
+
+/** the gateway's utime + stime, ms */
+function gatewayCpuMs(): number {
+  const f = readFileSync(`/proc/${w.gateway.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(f[11]) + Number(f[12])) * 10
+}
+
+async function round(clients: Active[]): Promise<Round> {
+  const latencies: number[] = []
+  const cpu0 = gatewayCpuMs()
+  const start = process.hrtime.bigint()
+  await Promise.all(
+    clients.map(async (c) => {
+      for (let i = 0; i < REQUESTS_PER_CLIENT; i++) {
+        const t0 = process.hrtime.bigint()
+        await c.get()
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6)
+      }
+    }),
+  )
+  const wall = Number(process.hrtime.bigint() - start) / 1e9
+  latencies.sort((a, b) => a - b)
+  return { throughput: latencies.length / wall, p99: latencies[Math.floor(latencies.length * 0.99)]!, cpuPerK: ((gatewayCpuMs() - cpu0) * 1000) / latencies.length }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+/** waits (up to 5 s) until the gateway used under 10% of a core over 200 ms: nothing left over from the last step */
+async function quiet(): Promise<void> {
+  const cpu = () => {
+    const f = readFileSync(`/proc/${w.gateway.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    return Number(f[11]) + Number(f[12]) // utime + stime, clock ticks (100/s)
+  }
+  for (let i = 0; i < 25; i++) {
+    const a = cpu()
+    await sleep(200)
+    if (cpu() - a <= 2) return
+  }
+}
+
+async function closeIdle(idle: { sockets: Socket[]; agent: Agent }): Promise<void> {
+  for (const s of idle.sockets) s.destroy()
+  idle.agent.destroy()
+  const target = w.gateway.fds() - IDLE_REDIS - IDLE_HTTP
+  for (let i = 0; i < 50 && w.gateway.fds() > target + 20; i++) await sleep(100)
+}
+
+async function openIdle(token: string): Promise<{ sockets: Socket[]; agent: Agent }> {
+  const sockets: Socket[] = []
+  for (let i = 0; i < IDLE_REDIS; i += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, IDLE_REDIS - i) }, async () => {
+        const s = connect({ host: '127.0.0.1', port: w.gateway.ports.redis })
+        s.on('error', () => {})
+        await once(s, 'connect')
+        s.write(resp('AUTH', token))
+        await once(s, 'data')
+        sockets.push(s)
+      }),
+    )
+  }
+  const agent = new Agent({ keepAlive: true, maxSockets: IDLE_HTTP })
+  await Promise.all(
+    Array.from(
+      { length: IDLE_HTTP },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          request({ host: '127.0.0.1', port: w.gateway.ports.http, path: '/v1/models', agent, headers: { authorization: `Bearer ${token}` } }, (res) => res.resume().on('end', resolve))
+            .on('error', reject)
+            .end()
+        }),
+    ),
+  )
+  return { sockets, agent }
+}
+
+t.test(`${IDLE_REDIS + IDLE_HTTP} idle connections: throughput and p99 of ${ACTIVE} active clients stay within ${TOLERANCE * 100}% of the run without them`, async (t) => {
+  const token = await w.token('robust-active')
+  const idleToken = await w.token('robust-idle')
+  const clients = await Promise.all(Array.from({ length: ACTIVE }, () => activeClient(w.gateway.ports.redis, token)))
+  await clients[0]!.socket.write(resp('SET', 'robust:idle-test', 'v'))
+  await sleep(200)
+  await round(clients) // warm-up: JIT, lane, caches
+  const without: Round[] = []
+  const withIdle: Round[] = []
+  let heldFds = 0
+  const withTheIdle = async () => {
+    const before = w.gateway.fds()
+    const idle = await openIdle(idleToken)
+    heldFds = Math.max(heldFds, w.gateway.fds() - before)
+    await quiet()
+    withIdle.push(await round(clients))
+    await closeIdle(idle)
+  }
+  const withoutTheIdle = async () => {
+    await quiet()
+    without.push(await round(clients))
+  }
+  for (let i = 0; i < PAIRS; i++) {
+    if (i % 2 === 0) {
+      await withoutTheIdle()
+      await withTheIdle()
+    } else {
+      await withTheIdle()
+      await withoutTheIdle()
+    }
+  }
+  t.ok(heldFds >= IDLE_REDIS + IDLE_HTTP, `the gateway held the idle connections (${heldFds} more fds)`)
+  const fmt = (rs: Round[]) => rs.map((r) => `${r.throughput.toFixed(0)}/s p99 ${r.p99.toFixed(2)} ms (gateway CPU ${r.cpuPerK.toFixed(0)} ms/1k)`).join(', ')
+  t.comment(`without idle: ${fmt(without)}`)
+  t.comment(`with ${IDLE_REDIS + IDLE_HTTP} idle: ${fmt(withIdle)}`)
+  const tput = median(withIdle.map((r, i) => r.throughput / without[i]!.throughput))
+  const p99 = median(withIdle.map((r, i) => r.p99 / without[i]!.p99))
+  t.ok(tput >= 1 - TOLERANCE, `median throughput ratio with/without idle ${tput.toFixed(2)} (at least ${1 - TOLERANCE})`)
+  t.ok(p99 <= 1 + TOLERANCE, `median p99 ratio with/without idle ${p99.toFixed(2)} (at most ${1 + TOLERANCE})`)
+  for (const c of clients) c.socket.destroy()
+})
+
+t.test('after the idle connections went every protocol answers', async (t) => {
+  t.same(await normalRequests(w), [])
+})
+
+t.test('secret hygiene after the idle run: no password, key or token in logs, audit or recordings', (t) => hygieneTest(t, w))
