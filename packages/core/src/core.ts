@@ -17,21 +17,8 @@ import { compileMasks } from './session/engines.ts'
 import { createUploader, type Uploader } from './recording/upload/index.ts'
 import { CoreSession, type RecordingSign, type SessionHost } from './session/session.ts'
 
-export interface SessionInfo {
-  id: string
-  /** the gateway instance serving it */
-  instance: string
-  target: string
-  protocol: Protocol
-  remote: string
-  subject?: string
-  groups?: string[]
-  /** ms since epoch, from the token */
-  expiresAt?: number
-  started: number
-  /** ms since epoch: the last operation decided */
-  lastActivity: number
-}
+/** One live session as the admin API lists it: the control store's record of it. */
+export type SessionInfo = SessionRecord
 
 export interface CoreApprovals {
   /** pending requests of every instance and recently decided ones (this process's mirror) */
@@ -211,7 +198,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     }
     return {
       put(sessions: CoreSession[]) {
-        const records: SessionRecord[] = sessions.filter(s => s.principal && live.has(s.id)).map(s => info(s) as SessionRecord)
+        const records: SessionRecord[] = sessions.filter(s => s.principal && live.has(s.id)).map(s => info(s))
         if (records.length === 0) return
         write('register', async () => {
           await store.putSessions(records)
