@@ -305,6 +305,9 @@ export async function fuzz(opts: FuzzOptions): Promise<FuzzStats> {
         conn.destroy()
         break
       }
+      // the case budget ran out on a live connection (the last batch answered, or none began after
+      // the login): the client goes, so that the after-batch checks see every session of this batch ended
+      conn.destroy()
     }
   }
   await Promise.all(Array.from({ length: opts.parallel ?? 16 }, (_, i) => worker(i)))
