@@ -239,9 +239,12 @@ export class PostgresProxy {
     // was dropped while nobody listened (token verification, the upstream connect); flow now
     if (!this.closed && this.pauses.upstream.size === 0) this.upstream.resume()
     if (!this.closed && this.pauses.client.size === 0) this.client.resume()
-    // an EOF the readers consumed comes as no 'end' event here
-    if (opts.upstreamAhead.ended) this.upstreamGone()
-    if (opts.clientAhead.ended) this.clientEnded()
+    // an EOF the readers consumed comes as no 'end' event here; nor does one whose 'end' was
+    // emitted after the reader let go and before these listeners (a stream emits 'end' on the
+    // tick after it reads EOF, paused or not: a client's FIN right behind its first messages,
+    // during the upstream connect): readableEnded says so, else the session waits forever
+    if (opts.upstreamAhead.ended || this.upstream.readableEnded) this.upstreamGone()
+    if (opts.clientAhead.ended || this.client.readableEnded) this.clientEnded()
   }
 
   // ---- flow control -------------------------------------------------------------------------
