@@ -305,6 +305,8 @@ export async function fuzz(opts: FuzzOptions): Promise<FuzzStats> {
         conn.destroy()
         break
       }
+      // the cases ran out with this connection still open
+      if (!conn.closed) conn.destroy()
     }
   }
   await Promise.all(Array.from({ length: opts.parallel ?? 16 }, (_, i) => worker(i)))
