@@ -241,7 +241,9 @@ targets:
     protocol: http
     listen: 127.0.0.1:${w.ports.http}
     upstream: { url: ${q(w.http.url)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: openai } } }
-    options: { profile: openai }
+    # GET /big (the slow reader's 200 MB body) is application/octet-stream: under the pii mask plan
+    # the codec refuses a type it cannot read unless the target lets it through unmasked (README)
+    options: { profile: openai, unmaskedResponseTypes: [application/octet-stream] }
     ${limits}
 rules:
   - { id: everyday, when: { groups: [agents], class: [session, read, write, delete] }, action: allow }

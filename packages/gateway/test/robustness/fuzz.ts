@@ -320,6 +320,7 @@ export async function fuzz(opts: FuzzOptions): Promise<FuzzStats> {
       // after-batch checks counted its live session (its backend, fds, unsealed recording) as one
       // the gateway leaked: up to one per worker per batch, which was the whole of what they saw
       if (!conn.closed && !conn.socket.destroyed) await conn.leave()
+
     }
   }
   await Promise.all(Array.from({ length: opts.parallel ?? 16 }, (_, i) => worker(i)))
