@@ -278,13 +278,22 @@ export async function startWorld(): Promise<World> {
   const unhookDir = atExit({ dir })
   const configFile = join(dir, 'portcullis.yaml')
 
+  // the gateway as it runs in production: without the test runner's loader hooks in NODE_OPTIONS
+  // (tap's processinfo import), which a child inherits and which hold memory the RSS bound would count
+  const gatewayEnv = (): NodeJS.ProcessEnv => {
+    const env = { ...process.env }
+    delete env.NODE_OPTIONS
+    for (const k of Object.keys(env)) if (k.startsWith('TAP') || k.startsWith('_TAPJS')) delete env[k]
+    return env
+  }
+
   const startGateway = async (fixed?: { pg: number; redis: number; http: number }): Promise<GatewayProcess> => {
     const ports = fixed ?? { pg: 0, redis: 0, http: 0 }
     await writeFile(configFile, configYaml({ dir, issuer, pg, redis, http, ports }))
     // ulimit -n in the shell that execs node: 1,000 idle + 50 active clients and their upstreams
     const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'start', '--config', configFile], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: process.env,
+      env: gatewayEnv(),
     })
     const index = logs.length
     logs.push('')
