@@ -95,10 +95,10 @@ class JsonMasker {
 
   private value(node: MaskNode | undefined): string | undefined {
     const c = this.s[this.i]
-    if (node === undefined) return this.skip()
+    if (node === undefined) return this.passValue()
     if (!node.json) {
       if (node.record || node.array) return undefined
-      const raw = this.skip()
+      const raw = this.passValue()
       if (raw === undefined) return undefined
       if (raw === 'null') return raw
       const text = raw[0] === '"' ? (JSON.parse(raw) as string) : raw
@@ -106,9 +106,9 @@ class JsonMasker {
       return out === null ? 'null' : JSON.stringify(out)
     }
     const j = node.json
-    if (c === 'n') return this.skip()
+    if (c === 'n') return this.passValue()
     if (c === '[') {
-      if (!j.element) return j.keys.size === 0 && !j.anyKey ? this.skip() : undefined
+      if (!j.element) return j.keys.size === 0 && !j.anyKey ? this.passValue() : undefined
       let out = '['
       this.i++
       out += this.ws()
@@ -137,7 +137,7 @@ class JsonMasker {
       }
       for (;;) {
         if (this.s[this.i] !== '"') return undefined
-        const rawKey = this.skip()
+        const rawKey = this.passValue()
         if (rawKey === undefined) return undefined
         out += rawKey + this.ws()
         if (this.s[this.i++] !== ':') return undefined
@@ -157,7 +157,7 @@ class JsonMasker {
   }
 
   /** the raw text of one JSON value, checked */
-  private skip(): string | undefined {
+  private passValue(): string | undefined {
     const from = this.i
     const s = this.s
     const c = s[this.i]
@@ -171,7 +171,7 @@ class JsonMasker {
       while (this.i < s.length) {
         const d = s[this.i]!
         if (d === '"') {
-          if (this.skip() === undefined) return undefined
+          if (this.passValue() === undefined) return undefined
           continue
         }
         this.i++
