@@ -177,6 +177,8 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       started: s.started,
       lastActivity: s.lastActivity,
     }
+    if (s.recent.length > 0) i.recent = [...s.recent]
+    if (s.bytesOut > 0) i.bytes = s.bytesOut
     if (s.principal) {
       i.subject = s.principal.subject
       i.groups = s.principal.groups

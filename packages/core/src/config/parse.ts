@@ -10,7 +10,7 @@ import type { SecretRef, TargetConfig } from '../types.ts'
 import { parseDuration } from './duration.ts'
 import { checkMaskingRules } from '../masking/index.ts'
 import { configSchema } from './schema.ts'
-import type { Config, ConfigIssue, IssuerConfig, RecordingUploadConfig, RuleConfig, SecretSource } from './types.ts'
+import type { Config, ConfigIssue, ConsoleConfig, IssuerConfig, RecordingUploadConfig, RuleConfig, SecretSource } from './types.ts'
 
 export class ConfigError extends PortcullisError {
   readonly issues: ConfigIssue[]
@@ -400,7 +400,14 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     masking: raw.masking ?? [],
     file,
   }
-  if (raw.admin) config.admin = raw.admin
+  if (raw.admin) {
+    const { console: consoleRaw, ...admin } = raw.admin as NonNullable<Config['admin']> & { console?: Record<string, unknown> }
+    config.admin = admin
+    if (consoleRaw) {
+      const { sessionTtl, ...c } = consoleRaw as unknown as ConsoleConfig & { sessionTtl?: string | number }
+      config.admin.console = { ...c, ...(sessionTtl !== undefined ? { sessionTtl: parseDuration(sessionTtl) } : {}) }
+    }
+  }
   if (raw.maskingKey) config.maskingKey = raw.maskingKey
   return config
 }

@@ -155,7 +155,26 @@ export const configSchema = {
   },
   ...object(
     {
-      admin: object({ listen: hostPort, groups: strings, metricsAuth: { type: 'boolean' } }, ['listen']),
+      admin: object(
+        {
+          listen: hostPort,
+          groups: strings,
+          auditors: strings,
+          metricsAuth: { type: 'boolean' },
+          console: object(
+            {
+              issuer: { type: 'string', minLength: 1 },
+              clientId: { type: 'string', minLength: 1 },
+              clientSecret: secretRef,
+              url: { type: 'string', pattern: '^https?://' },
+              groupsClaim: { type: 'string', minLength: 1 },
+              sessionTtl: duration,
+            },
+            ['issuer', 'clientId'],
+          ),
+        },
+        ['listen'],
+      ),
       identity: object({
         issuers: { type: 'array', items: issuer },
         revocations: {

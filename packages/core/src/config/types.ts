@@ -23,6 +23,20 @@ export interface IssuerConfig {
   secret?: SecretRef
 }
 
+/** The web console signs people in with this OpenID Connect issuer (authorization code + PKCE). */
+export interface ConsoleConfig {
+  issuer: string
+  clientId: string
+  /** absent: a public client (PKCE alone) */
+  clientSecret?: SecretRef
+  /** the console's public base URL (the redirect URI is `${url}/console/callback`); default: the admin listener's URL */
+  url?: string
+  /** dotted path of the groups claim in the ID token (default: the matching identity issuer's, else `groups`) */
+  groupsClaim?: string
+  /** ms: the longest a console session lasts (it ends sooner when the ID token expires) */
+  sessionTtl?: number
+}
+
 export interface RevocationEntry {
   subject?: string
   jti?: string
@@ -148,6 +162,10 @@ export interface Config {
     groups?: string[]
     /** require a token for /metrics (default: only when listening beyond loopback) */
     metricsAuth?: boolean
+    /** groups that may read recordings and the audit log (default decided by the admin API) */
+    auditors?: string[]
+    /** the web console's sign-in (absent: no console, the JSON API only) */
+    console?: ConsoleConfig
   }
   identity: IdentityConfig
   secrets: Record<string, SecretSource>

@@ -31,6 +31,10 @@ export interface SessionRecord {
   expiresAt?: number
   started: number
   lastActivity: number
+  /** the session's last few statements (newest last), as its audit events carry them */
+  recent?: string[]
+  /** bytes sent to the client so far (after masking), from its audit events */
+  bytes?: number
 }
 
 export interface InstanceInfo {

@@ -2,7 +2,7 @@
 // the codecs, so known fields are shown first and anything else follows as compact JSON.
 import type { RecordingHeader, SealPayload } from './format.ts'
 import { readRecording } from './reader.ts'
-import { verifyRecording } from './verify.ts'
+import { verifyRecording, type VerifyOptions, type VerifyResult } from './verify.ts'
 import { describePostgresBackend, describeResp, printableOrHex } from './wire.ts'
 
 const MAX_ROWS = 50
@@ -90,36 +90,77 @@ function line(type: string, p: Record<string, unknown>, protocol: string): strin
   }
 }
 
-/** A readable transcript: time, principal, statements, decisions, (masked) results, and integrity. */
-export async function formatTranscript(file: string): Promise<string> {
-  const out: string[] = []
-  let sealed = false
+/** One record of a transcript: its place in the file, and the lines a person reads for it. */
+export interface TranscriptEntry {
+  /** record number (0 is the header), as verify's problem.record counts */
+  index: number
+  time: number
+  type: string
+  lines: string[]
+}
+
+export interface Transcript {
+  header?: RecordingHeader
+  entries: TranscriptEntry[]
+  seal?: { time: number; payload: SealPayload }
+  /** entries left out past `maxEntries` */
+  more: number
+  verify: VerifyResult
+}
+
+/**
+ * A recording as readable entries (what `portcullis replay` and the web console show): responses as
+ * recorded, which is after masking. Reads at most `maxEntries` entries; verifies the whole file.
+ */
+export async function readTranscript(file: string, opts: { maxEntries?: number; verify?: VerifyOptions } = {}): Promise<Transcript> {
+  const max = opts.maxEntries ?? Infinity
+  const t: Transcript = { entries: [], more: 0, verify: { status: 'unsealed', records: 0 } }
   let protocol = ''
   for await (const r of readRecording(file)) {
     if (r.type === 'session-start' && r.index === 0 && r.payload.undecodable === undefined) {
-      const h = r.payload as unknown as RecordingHeader
-      protocol = h.protocol
-      out.push(`recording  ${h.sessionId}`)
-      out.push(`target     ${h.target} (${h.protocol})`)
-      out.push(`principal  ${h.principal.subject}${h.principal.groups.length ? ` [${h.principal.groups.join(', ')}]` : ''} from ${h.principal.issuer}`)
-      out.push(`started    ${h.start}`)
-      out.push('')
+      t.header = r.payload as unknown as RecordingHeader
+      protocol = t.header.protocol
       continue
     }
     if (r.type === 'seal' && r.payload.undecodable === undefined) {
-      const s = r.payload as unknown as SealPayload
-      sealed = true
-      out.push('')
-      out.push(`sealed     ${new Date(r.time).toISOString()} after ${s.records} records${s.reason ? ` (${s.reason})` : ''}`)
-      if (s.dropped) out.push(`dropped    ${s.dropped} records the recorder could not keep${s.failed ? `: ${s.failed}` : ''}`)
+      t.seal = { time: r.time, payload: r.payload as unknown as SealPayload }
       continue
     }
-    const [first, ...more] = line(r.type, r.payload, protocol)
-    out.push(`${time(r.time)}  ${r.type.padEnd(13)} ${first}`)
+    if (t.entries.length >= max) {
+      t.more++
+      continue
+    }
+    t.entries.push({ index: r.index, time: r.time, type: r.type, lines: line(r.type, r.payload, protocol) })
+  }
+  t.verify = await verifyRecording(file, opts.verify)
+  return t
+}
+
+/** A readable transcript: time, principal, statements, decisions, (masked) results, and integrity. */
+export async function formatTranscript(file: string): Promise<string> {
+  const out: string[] = []
+  const t = await readTranscript(file)
+  const h = t.header
+  if (h) {
+    out.push(`recording  ${h.sessionId}`)
+    out.push(`target     ${h.target} (${h.protocol})`)
+    out.push(`principal  ${h.principal.subject}${h.principal.groups.length ? ` [${h.principal.groups.join(', ')}]` : ''} from ${h.principal.issuer}`)
+    out.push(`started    ${h.start}`)
+    out.push('')
+  }
+  for (const e of t.entries) {
+    const [first, ...more] = e.lines
+    out.push(`${time(e.time)}  ${e.type.padEnd(13)} ${first}`)
     for (const m of more) out.push(`${' '.repeat(14)}${' '.repeat(13)} ${m}`)
   }
-  const v = await verifyRecording(file)
-  if (!sealed) out.push('')
+  if (t.seal) {
+    const s = t.seal.payload
+    out.push('')
+    out.push(`sealed     ${new Date(t.seal.time).toISOString()} after ${s.records} records${s.reason ? ` (${s.reason})` : ''}`)
+    if (s.dropped) out.push(`dropped    ${s.dropped} records the recorder could not keep${s.failed ? `: ${s.failed}` : ''}`)
+  }
+  const v = t.verify
+  if (!t.seal) out.push('')
   out.push(`integrity  ${v.status}${v.problem ? `: ${v.problem.message} (record ${v.problem.record}, byte ${v.problem.offset})` : ''}`)
   return out.join('\n') + '\n'
 }

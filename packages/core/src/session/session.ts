@@ -87,6 +87,10 @@ export interface SessionHost {
   closed(session: CoreSession): void
 }
 
+/** how many statements, and how much of each, a session keeps for the live-session registry */
+const RECENT_STATEMENTS = 5
+const RECENT_STATEMENT_CHARS = 500
+
 export class CoreSession implements Session {
   readonly id = sessionId()
   readonly target: TargetConfig
@@ -94,6 +98,10 @@ export class CoreSession implements Session {
   readonly started: number
   /** ms: the last operation decided (the session registry reads it on its heartbeat) */
   lastActivity: number
+  /** the last RECENT_STATEMENTS statements audited (the web console shows them) */
+  readonly recent: string[] = []
+  /** bytes sent to the client, summed from audit events */
+  bytesOut = 0
   readonly #host: SessionHost
   readonly #abort = new AbortController()
   #principal: Principal | undefined
@@ -332,7 +340,14 @@ export class CoreSession implements Session {
 
   audit(event: Partial<AuditEvent>): void {
     this.#write(event)
-    if (event.bytes !== undefined) this.#host.metrics.bytes('out', event.bytes)
+    if (event.statement !== undefined) {
+      this.recent.push(event.statement.length > RECENT_STATEMENT_CHARS ? event.statement.slice(0, RECENT_STATEMENT_CHARS) + '…' : event.statement)
+      if (this.recent.length > RECENT_STATEMENTS) this.recent.shift()
+    }
+    if (event.bytes !== undefined) {
+      this.bytesOut += event.bytes
+      this.#host.metrics.bytes('out', event.bytes)
+    }
     if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
   }
 
