@@ -27,6 +27,8 @@ if [ "$1" = "--test" ]; then
   command -v nutcracker >/dev/null 2>&1 || need_apt="$need_apt nutcracker"
   command -v nginx >/dev/null 2>&1 || need_apt="$need_apt nginx-light"
   command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"
+  # the web console's browser tests (puppeteer-core drives it; nothing is downloaded at run time)
+  command -v chromium >/dev/null 2>&1 || need_apt="$need_apt chromium"
 fi
 if [ -n "$need_apt" ]; then
   if [ "$(id -u)" = "0" ]; then

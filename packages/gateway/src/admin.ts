@@ -14,19 +14,30 @@
 //   POST /api/approvals/:id/approve|deny core decides: approver groups only, never one's own request
 //   GET/DELETE /api/sessions, POST /api/revocations
 //                                        members of admin.groups (default: [admins])
+//   GET /api/recordings[/:day/:id], GET /api/audit
+//                                        admin.groups or admin.auditors (api-records.ts)
+//   /console/…                           the web console (console/), when admin.console is set;
+//                                        its own sign-in and cookie, never a bearer token
+// Who is an admin, approver or auditor is decided in access.ts, for the API and the console alike.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
-import { approvalSummary, isPortcullisError, type Core, type Principal } from '@portcullis/core'
+import { approvalSummary, isPortcullisError, type Config, type Core, type Principal } from '@portcullis/core'
 import { formatHostPort, isLoopback, parseHostPort } from './listen.ts'
 import type { Logger } from './log.ts'
 import { ADMIN_PAGE } from './admin-page.ts'
+import { isAdmin, maySeeApproval } from './access.ts'
+import { recordsApi } from './api-records.ts'
+import { recordings } from './recordings.ts'
+import { createConsole, type ConsoleSessionStore } from './console/index.ts'
 
 export interface AdminOptions {
   core: Core
   listen: string
   /** config.admin; `groups` and `metricsAuth` are read when present */
-  admin: { listen: string; groups?: string[]; metricsAuth?: boolean }
+  admin: NonNullable<Config['admin']>
   log: Logger
+  /** where console sign-ins live (default: this process's memory) */
+  consoleSessions?: ConsoleSessionStore
 }
 
 export interface AdminServer {
@@ -45,7 +56,6 @@ const APPROVAL_ERRORS: Partial<Record<string, [number, string]>> = {
   APPROVAL_NOT_PENDING: [409, 'conflict'],
   CONTROL_STORE_UNAVAILABLE: [503, 'control_store_unavailable'],
 }
-const DEFAULT_ADMIN_GROUPS = ['admins']
 
 class HttpError extends Error {
   constructor(
@@ -61,7 +71,12 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   const { core, log } = opts
   const { host, port } = parseHostPort(opts.listen)
   const metricsAuth = opts.admin.metricsAuth ?? !isLoopback(host)
-  const adminGroups = opts.admin.groups ?? DEFAULT_ADMIN_GROUPS
+  let url = ''
+  const recs = recordings(core)
+  const records = recordsApi(core, recs)
+  const web = opts.admin.console
+    ? createConsole({ core, config: opts.admin.console, adminUrl: () => url, recordings: recs, log, ...(opts.consoleSessions ? { store: opts.consoleSessions } : {}) })
+    : undefined
 
   async function principalOf(req: IncomingMessage): Promise<Principal> {
     const header = req.headers.authorization
@@ -77,8 +92,8 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
 
   async function requireAdmin(req: IncomingMessage): Promise<Principal> {
     const p = await principalOf(req)
-    if (!p.groups.some((g) => adminGroups.includes(g))) {
-      throw new HttpError(403, 'forbidden', `requires membership of ${adminGroups.join(' or ')}`)
+    if (!isAdmin(p, core.config)) {
+      throw new HttpError(403, 'forbidden', `requires membership of ${(core.config.admin?.groups ?? ['admins']).join(' or ')}`)
     }
     return p
   }
@@ -120,12 +135,23 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' })
       return void res.end(core.metrics.render())
     }
+    if (web && (await web.handle(req, res, url))) return
     if (path === '/') {
       allow(method, ['GET'])
+      // with a console configured, people sign in there; the token page stays for setups without one
+      if (web) {
+        res.writeHead(303, { location: '/console/', 'content-length': 0 })
+        return void res.end()
+      }
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
       return void res.end(ADMIN_PAGE)
     }
     if (parts[0] !== 'api') throw new HttpError(404, 'not_found', `no such endpoint: ${path}`)
+    const answer = await records(method, parts, url, () => principalOf(req))
+    if (answer) {
+      if (answer.status === 405) res.setHeader('allow', 'GET')
+      return json(res, answer.status, answer.body)
+    }
 
     // /api/approvals[/:id/(approve|deny)]
     if (parts[1] === 'approvals') {
@@ -134,11 +160,10 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
         const p = await principalOf(req)
         // the mirror may be stale while the store is away: say so rather than show an old queue
         assertStore()
-        const isAdmin = p.groups.some((g) => adminGroups.includes(g))
         const visible = core.approvals
           .list()
           .filter((a) => a.status === 'pending')
-          .filter((a) => isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g)))
+          .filter((a) => maySeeApproval(p, a, core.config))
         return json(res, 200, { approvals: visible.map(approvalSummary) })
       }
       if (parts.length === 3) {
@@ -147,9 +172,8 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
         assertStore()
         const id = decodeURIComponent(parts[2]!)
         const a = await control(() => core.approvals.fetch(id))
-        const isAdmin = p.groups.some((g) => adminGroups.includes(g))
         // one answer for unknown and not yours: ids are not to be probed
-        if (!a || !(isAdmin || a.principal.subject === p.subject || a.approvers.some((g) => p.groups.includes(g))))
+        if (!a || !maySeeApproval(p, a, core.config))
           throw new HttpError(404, 'not_found', `no approval request ${id}`)
         return json(res, 200, { approval: { ...approvalSummary(a), ...(a.reason ? { reason: a.reason } : {}) } })
       }
@@ -229,7 +253,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))])
   const addr = server.address()
   const actual = { host, port: addr && typeof addr === 'object' ? addr.port : port }
-  const url = `http://${formatHostPort(actual)}`
+  url = `http://${formatHostPort(actual)}`
   log.info({ url }, 'admin API listening')
   return {
     url,

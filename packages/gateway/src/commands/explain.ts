@@ -51,7 +51,8 @@ export async function run(argv: string[]): Promise<number> {
   return 0
 }
 
-async function classify(v: Record<string, string | undefined>): Promise<Operation> {
+/** classifies one request as the gateway would (the CLI and the web console's policy page) */
+export async function classify(v: Record<string, string | undefined>): Promise<Operation> {
   switch (v.protocol) {
     case 'postgres': {
       if (v.sql === undefined) throw new UsageError('--protocol postgres needs --sql TEXT')
