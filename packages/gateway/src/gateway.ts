@@ -10,6 +10,7 @@ import { parseHostPort, type HostPort } from './listen.ts'
 import { loadCodec, PROTOCOLS } from './codecs.ts'
 import { sniffCodec } from './sniff.ts'
 import { startAdmin, type AdminServer } from './admin.ts'
+import type { ConsoleSessionStore } from './console/session-store.ts'
 import { createLogger, type Logger } from './log.ts'
 
 export interface GatewayOptions {
@@ -22,6 +23,8 @@ export interface GatewayOptions {
   codecs?: ProtocolCodec[]
   /** debounce for config file changes, ms (default 200) */
   watchDebounceMs?: number
+  /** where web console sign-ins live (default: this process's memory; see console/session-store.ts) */
+  consoleSessions?: ConsoleSessionStore
 }
 
 export interface Gateway {
@@ -260,7 +263,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   try {
     await syncListeners(config)
     if (config.admin) {
-      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log })
+      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log, ...(opts.consoleSessions ? { consoleSessions: opts.consoleSessions } : {}) })
     }
   } catch (err) {
     for (const l of listeners.values()) await closeListener(l)

@@ -141,6 +141,13 @@ masking:
     await bea.waitForSelector('[data-status=pending] .statement', { timeout: 60_000 })
     t.match(await bea.$eval('[data-status=pending] .statement', (e) => e.textContent), /insert into notes/i)
     await shot(bea, 'approvals')
+    // the approver sees the session the request comes from, and cannot end it
+    const sessions = await bea.browserContext().newPage()
+    await sessions.goto(`${admin}/console/sessions`)
+    await sessions.waitForSelector('tr[data-subject=agent]')
+    t.match(await sessions.$eval('tr[data-subject=agent]', (e) => e.textContent), /app-db/)
+    t.equal((await sessions.$$('tr[data-subject=agent] button')).length, 0, 'no End buttons for an approver')
+    await sessions.close()
     await bea.setViewport({ width: 390, height: 844 })
     await shot(bea, 'approvals-390')
     await bea.setViewport({ width: 1280, height: 900 })
@@ -183,6 +190,19 @@ masking:
     await alice.click(`${row} button.danger`)
     t.equal(await r.closed, true, 'the gateway closed the Redis connection')
     await alice.waitForFunction((sel) => !document.querySelector(sel), {}, row)
+
+    // all of a subject's sessions at once
+    const two = [await redisSession(gw.targets.cache!.port), await redisSession(gw.targets.cache!.port)]
+    for (const s of two) {
+      s.cmd('AUTH', await env.token('agent-many', ['agents']))
+      s.cmd('GET', 'k')
+    }
+    await waitFor(() => two.every((s) => s.got().includes('$-1')), 'both GET replies')
+    await alice.waitForFunction(() => document.querySelectorAll('tr[data-subject=agent-many]').length === 2, { timeout: 30_000 })
+    await alice.click('tr[data-subject=agent-many] button[aria-label^="End every session"]')
+    t.same(await Promise.all(two.map((s) => s.closed)), [true, true], 'both connections closed')
+    await alice.waitForSelector('.flash.ok')
+    t.match(await alice.$eval('.flash.ok', (e) => e.textContent), /2 sessions of agent-many ended/)
   })
 
   await t.test('an auditor lists recordings and opens a replay: masked values stay masked, tampering is marked', async (t) => {

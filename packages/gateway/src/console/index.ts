@@ -191,6 +191,8 @@ export function createConsole(opts: ConsoleOptions): WebConsole {
     const current = await signedIn(req)
     if (!current) {
       if (method === 'GET' && !req.headers['hx-request']) return startLogin(res, url.pathname + url.search)
+      // an open page whose session ended: htmx leaves a 401 unswapped, so tell it to go and sign in
+      if (req.headers['hx-request']) res.setHeader('hx-redirect', '/console/login')
       throw new Refusal(401, 'not signed in')
     }
     const form = method === 'POST' ? await readForm(req) : new URLSearchParams()
