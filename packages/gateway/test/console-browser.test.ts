@@ -140,6 +140,7 @@ masking:
     // the page is not reloaded: the card appears by itself (polling)
     await bea.waitForSelector('[data-status=pending] .statement', { timeout: 60_000 })
     t.match(await bea.$eval('[data-status=pending] .statement', (e) => e.textContent), /insert into notes/i)
+    t.match(await bea.$eval('[data-status=pending] .live-session', (e) => e.textContent), /from 127\.0\.0\.1:\d+, since/, 'the session it comes from')
     await shot(bea, 'approvals')
     // the approver sees the session the request comes from, and cannot end it
     const sessions = await bea.browserContext().newPage()
@@ -187,6 +188,9 @@ masking:
     await alice.waitForSelector(row, { timeout: 30_000 })
     t.match(await alice.$eval(row, (e) => e.textContent), /GET greeting/i, 'its last statement is shown')
     await shot(alice, 'sessions')
+    await alice.setViewport({ width: 390, height: 844 })
+    await shot(alice, 'sessions-390')
+    await alice.setViewport({ width: 1280, height: 900 })
     await alice.click(`${row} button.danger`)
     t.equal(await r.closed, true, 'the gateway closed the Redis connection')
     await alice.waitForFunction((sel) => !document.querySelector(sel), {}, row)
@@ -231,6 +235,9 @@ masking:
     t.notMatch(text, EMAIL, 'the email is not shown unmasked')
     t.match(await alice.$eval('#integrity', (e) => e.textContent), /intact/)
     await shot(alice, 'replay')
+    await alice.setViewport({ width: 390, height: 844 })
+    await shot(alice, 'replay-390')
+    await alice.setViewport({ width: 1280, height: 900 })
 
     await alice.goto(`${admin}/console/recordings/${day}/tampered-copy`)
     t.match(await alice.$eval('#integrity', (e) => e.textContent), /tampered|truncated/)

@@ -1,7 +1,7 @@
 // Approvals: what is pending for this person (with everything the admin API tells about it: the
 // statement, its parameters, blast radius and session context where the request carries them), and
 // what was decided recently. The pending list refreshes itself (htmx polling); approve/deny post back.
-import { approvalSummary, type ApprovalRequest, type Core } from '@portcullis/core'
+import { approvalSummary, type ApprovalRequest, type Core, type SessionInfo } from '@portcullis/core'
 import { mayDecide, maySeeApproval } from '../access.ts'
 import { html, isoTime, type Html } from './html.ts'
 import { csrfField, page, type PageContext } from './layout.ts'
@@ -46,7 +46,16 @@ function extras(s: Summary): Html {
   return html`${rows}`
 }
 
-function card(a: ApprovalRequest, ctx: PageContext): Html {
+/** the requester's live sessions on the request's target (the registry's view of them) */
+function liveContext(a: ApprovalRequest, sessions: SessionInfo[]): Html | '' {
+  const mine = sessions.filter((x) => x.subject === a.principal.subject && x.target === a.target)
+  if (mine.length === 0) return ''
+  return html`<dt>Live session${mine.length > 1 ? 's' : ''}</dt><dd>${mine.map(
+    (x) => html`<div class="live-session">from ${x.remote}, since ${isoTime(x.started)}${x.recent?.length ? html`; last statements:<ol class="recent">${x.recent.map((r) => html`<li><code>${r}</code></li>`)}</ol>` : ''}</div>`,
+  )}</dd>`
+}
+
+function card(a: ApprovalRequest, ctx: PageContext, sessions: SessionInfo[]): Html {
   const s = approvalSummary(a) as Summary
   const canDecide = a.status === 'pending' && mayDecide(ctx.principal, a)
   const domId = `approval-${a.id.replace(/[^A-Za-z0-9_-]/g, '_')}`
@@ -61,6 +70,7 @@ function card(a: ApprovalRequest, ctx: PageContext): Html {
     <dt>Requested</dt><dd>${isoTime(s.created)}</dd>
     ${a.status === 'pending' ? html`<dt>Expires</dt><dd>${isoTime(s.expires)}</dd>` : html`<dt>Decided by</dt><dd>${s.decidedBy ?? '—'}${a.reason ? html` — ${a.reason}` : ''}</dd>`}
     ${extras(s)}
+    ${a.status === 'pending' && s.recentStatements === undefined ? liveContext(a, sessions) : ''}
   </dl>
   ${
     canDecide
@@ -79,23 +89,25 @@ function card(a: ApprovalRequest, ctx: PageContext): Html {
 </article>`
 }
 
-export function approvalList(core: Core, ctx: PageContext, flash?: { ok: boolean; text: string }): Html {
+export async function approvalList(core: Core, ctx: PageContext, flash?: { ok: boolean; text: string }): Promise<Html> {
   const all = visibleApprovals(core, ctx)
+  // session context for approvers: only the sessions of requests they may see, never the whole list
+  const sessions = all.some((a) => a.status === 'pending') ? await core.control.sessions().catch(() => [] as SessionInfo[]) : []
   const pending = all.filter((a) => a.status === 'pending')
   const decided = all.filter((a) => a.status !== 'pending').slice(0, 50)
   return html`<div id="approval-list" hx-get="/console/approvals/list" hx-trigger="every ${APPROVALS_POLL}" hx-swap="outerHTML">
   ${flash ? html`<p class="flash ${flash.ok ? 'ok' : 'bad'}" role="status">${flash.text}</p>` : ''}
   <section aria-labelledby="pending-h"><h2 id="pending-h">Pending (<span id="pending-count">${pending.length}</span>)</h2>
-  ${pending.length === 0 ? html`<p class="muted">Nothing is waiting for you.</p>` : pending.map((a) => card(a, ctx))}
+  ${pending.length === 0 ? html`<p class="muted">Nothing is waiting for you.</p>` : pending.map((a) => card(a, ctx, sessions))}
   </section>
   <section aria-labelledby="decided-h"><h2 id="decided-h">Recently decided</h2>
-  ${decided.length === 0 ? html`<p class="muted">Nothing decided recently.</p>` : decided.map((a) => card(a, ctx))}
+  ${decided.length === 0 ? html`<p class="muted">Nothing decided recently.</p>` : decided.map((a) => card(a, ctx, sessions))}
   </section>
 </div>`
 }
 
-export function approvalsPage(core: Core, ctx: PageContext): Html {
-  return page(ctx, 'approvals', 'Approvals', html`<h1>Approvals</h1>${approvalList(core, ctx)}`)
+export async function approvalsPage(core: Core, ctx: PageContext): Promise<Html> {
+  return page(ctx, 'approvals', 'Approvals', html`<h1>Approvals</h1>${await approvalList(core, ctx)}`)
 }
 
 /** approve or deny; the answer is the list again, with what happened on top */

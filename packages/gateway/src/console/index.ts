@@ -219,13 +219,13 @@ export function createConsole(opts: ConsoleOptions): WebConsole {
 
     switch (name) {
       case 'approvals': {
-        if (parts.length === 1 && method === 'GET') return send(res, 200, approvalsPage(core, ctx))
-        if (parts.length === 2 && parts[1] === 'list' && method === 'GET') return send(res, 200, approvalList(core, ctx))
+        if (parts.length === 1 && method === 'GET') return send(res, 200, await approvalsPage(core, ctx))
+        if (parts.length === 2 && parts[1] === 'list' && method === 'GET') return send(res, 200, await approvalList(core, ctx))
         if (parts.length === 3 && parts[2] === 'decide' && method === 'POST') {
           const id = decodeURIComponent(parts[1]!)
           const flash = await decide(core, ctx, id, form)
           log.info({ approval: id, by: ctx.principal.subject, ok: flash.ok, via: 'console' }, 'approval decided')
-          return hx ? send(res, 200, approvalList(core, ctx, flash)) : redirect(res, '/console/approvals')
+          return hx ? send(res, 200, await approvalList(core, ctx, flash)) : redirect(res, '/console/approvals')
         }
         break
       }
