@@ -28,6 +28,10 @@ const SECRET_ENV = 'PORTCULLIS_CONSOLE_TEST_SECRET'
 const PG_ENV = 'PORTCULLIS_CONSOLE_TEST_PG'
 const EMAIL = 'grace.hopper@example.com'
 
+// a browser, Postgres, Redis and an identity provider on a loaded 2-core machine: more than the
+// suite's 180 s per file may be needed (it takes ~65 s alone)
+t.setTimeout(600_000)
+
 if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: scripts/bootstrap.sh --test installs Debian's chromium`)
 
 interface Psql {
@@ -66,6 +70,8 @@ async function shot(page: Page, name: string): Promise<void> {
 async function signIn(browser: Browser, admin: string, login: string): Promise<Page> {
   const ctx = await browser.createBrowserContext()
   const page = await ctx.newPage()
+  // puppeteer's 30 s default is short for a loaded CI machine; nothing here waits on a clock
+  page.setDefaultTimeout(120_000)
   await page.setViewport({ width: 1280, height: 900 })
   await page.goto(`${admin}/console/`, { waitUntil: 'domcontentloaded' })
   await page.waitForSelector('input[name=login]')
@@ -144,6 +150,7 @@ masking:
     await shot(bea, 'approvals')
     // the approver sees the session the request comes from, and cannot end it
     const sessions = await bea.browserContext().newPage()
+    sessions.setDefaultTimeout(120_000)
     await sessions.goto(`${admin}/console/sessions`)
     await sessions.waitForSelector('tr[data-subject=agent]')
     t.match(await sessions.$eval('tr[data-subject=agent]', (e) => e.textContent), /app-db/)
