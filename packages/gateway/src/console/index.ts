@@ -71,6 +71,13 @@ export function createConsole(opts: ConsoleOptions): WebConsole {
   const loginCookie = () => (secure() ? '__Host-portcullis_login' : 'portcullis_login')
   const login = oidcLogin(core, opts.config, () => `${base()}/console/callback`)
   const ttl = opts.config.sessionTtl ?? DEFAULT_SESSION_TTL_MS
+  let warned = false
+  /** plain http beyond loopback: the cookie is Secure, so a browser would never send it back */
+  const warnInsecure = () => {
+    if (warned || !secure() || new URL(base()).protocol === 'https:') return
+    warned = true
+    log.warn({ url: base() }, 'the console is reached over plain http beyond loopback: its Secure cookie will not come back; set admin.console.url to the https address in front of it')
+  }
 
   function setCookie(res: ServerResponse, name: string, value: string, maxAgeS: number): void {
     const attrs = [`${name}=${value}`, 'Path=/', 'HttpOnly', 'SameSite=Lax', `Max-Age=${Math.max(0, Math.floor(maxAgeS))}`]
@@ -132,6 +139,7 @@ export function createConsole(opts: ConsoleOptions): WebConsole {
   }
 
   async function startLogin(res: ServerResponse, returnTo: string): Promise<void> {
+    warnInsecure()
     let started
     try {
       started = await login.start(returnTo)
