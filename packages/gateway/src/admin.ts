@@ -27,6 +27,8 @@ export interface AdminOptions {
   /** config.admin; `groups` and `metricsAuth` are read when present */
   admin: { listen: string; groups?: string[]; metricsAuth?: boolean }
   log: Logger
+  /** /metrics' text (default: core.metrics.render()); a cluster worker answers for the whole host */
+  metrics?: () => string | Promise<string>
 }
 
 export interface AdminServer {
@@ -117,8 +119,9 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     if (path === '/metrics') {
       allow(method, ['GET'])
       if (metricsAuth) await principalOf(req)
+      const text = await (opts.metrics ?? (() => core.metrics.render()))()
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' })
-      return void res.end(core.metrics.render())
+      return void res.end(text)
     }
     if (path === '/') {
       allow(method, ['GET'])

@@ -22,6 +22,12 @@ export interface GatewayOptions {
   codecs?: ProtocolCodec[]
   /** debounce for config file changes, ms (default 200) */
   watchDebounceMs?: number
+  /** the control store when the config names no shared one (a cluster worker's IPC store) */
+  controlStore?: CoreOptions['controlStore']
+  /** see CoreOptions.resumeSpool (a cluster worker: only the first scans the spool) */
+  resumeSpool?: boolean
+  /** the admin API's /metrics text (a cluster worker: the whole host's) */
+  metrics?: () => string | Promise<string>
 }
 
 export interface Gateway {
@@ -63,8 +69,10 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   const log = opts.log ?? createLogger()
   const core = await createCore(config, {
     ...(opts.auditStream ? { auditStream: opts.auditStream } : {}),
+    ...(opts.controlStore ? { controlStore: opts.controlStore } : {}),
     ...(await controlStoreFor(config)),
     registryMs: config.controlStore.heartbeatMs,
+    ...(opts.resumeSpool !== undefined ? { resumeSpool: opts.resumeSpool } : {}),
   })
   const listeners = new Map<string, Listener>()
   const live = new Map<string, LiveSession>()
@@ -260,7 +268,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   try {
     await syncListeners(config)
     if (config.admin) {
-      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log })
+      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log, ...(opts.metrics ? { metrics: opts.metrics } : {}) })
     }
   } catch (err) {
     for (const l of listeners.values()) await closeListener(l)
