@@ -56,6 +56,8 @@ export interface PrimaryOptions {
   workers: number
   log: Logger
   deadlineMs: number
+  /** once every worker is ready at start, with the first one's listening addresses (the bench waits on it) */
+  onReady?: (targets: Record<string, { host: string; port: number }>) => void
 }
 
 /** runs until SIGTERM/SIGINT; resolves with the exit code once every worker has left */
@@ -74,6 +76,7 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
   const finished = new Promise<number>((r) => (result = r))
   const metricsAsks = new Map<string, { parts: string[]; waiting: Set<number>; reply(text: string): void; timer: NodeJS.Timeout }>()
   let firstReady: ((ok: boolean) => void) | undefined
+  let targets: Record<string, { host: string; port: number }> = {}
 
   const live = () => slots.filter((s) => s.worker && !s.worker.isDead())
 
@@ -92,7 +95,8 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
         slot.ready = true
         log.info({ worker: slot.index, pid: w.process.pid }, 'worker ready')
         if (firstReady) {
-          for (const [name, a] of Object.entries(m.targets ?? {})) log.info({ target: name, listen: `${a.host}:${a.port}` }, 'target ready')
+          targets = m.targets ?? {}
+          for (const [name, a] of Object.entries(targets)) log.info({ target: name, listen: `${a.host}:${a.port}` }, 'target ready')
           if (m.admin) log.info({ url: m.admin }, 'admin API ready')
           const f = firstReady
           firstReady = undefined
@@ -101,6 +105,7 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
         if (starting && slots.every((s) => s.ready)) {
           starting = false
           log.info({ workers }, 'workers ready')
+          opts.onReady?.(targets)
         }
       } else if (m?.portcullis === 'metrics' && typeof m.id === 'number') {
         collectMetrics(w, m.id)
