@@ -1,6 +1,8 @@
 // What CI can check of docker/ without a Docker engine: the demo config passes
 // `portcullis check-config`, and the compose file, the Dockerfile and that config agree with each
-// other (mounts, ports, secrets' environment, upstream hosts, a non-root multi-stage image).
+// other (mounts, ports, secrets' environment, upstream hosts, a non-root multi-stage image). With
+// a load balancer in front (compose's haproxy service, two gateway replicas) the ports are its to
+// publish, and every replica is checked; packages/gateway/test/compose.test.ts checks the rest.
 // Run: node --import tsx bench/check-docker.ts   (exit 0 when consistent, 1 with one line per problem)
 import { readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
@@ -47,30 +49,42 @@ const gw = services.portcullis
 if (!gw) problem('docker/compose.yaml', 'no portcullis service')
 else {
   if (gw.build?.dockerfile !== 'docker/Dockerfile') problem('docker/compose.yaml', 'portcullis should build docker/Dockerfile')
+}
+// every gateway replica: the services that run the image the first one builds
+const replicas = Object.entries<any>(services).filter(([, s]) => s === gw || (gw && s.image === gw.image))
+for (const [name, gw] of replicas) {
+  const where = `docker/compose.yaml (${name})`
   const mounts: string[] = (gw.volumes ?? []).map(String)
   const mountOf = (target: string) => mounts.find(v => v.split(':')[1] === target)
   const cfgMount = mountOf(configPath)
-  if (!cfgMount || !cfgMount.startsWith('./portcullis.yaml:')) problem('docker/compose.yaml', `mount ./portcullis.yaml at ${configPath} (the image's CMD reads it)`)
+  if (!cfgMount || !cfgMount.startsWith('./portcullis.yaml:')) problem(where, `mount ./portcullis.yaml at ${configPath} (the image's CMD reads it)`)
   const recDir = config?.recording?.dir
   const recMount = recDir && mountOf(recDir)
-  if (!recMount) problem('docker/compose.yaml', `recording.dir ${recDir} is not a volume`)
-  else if (!(recMount.split(':')[0] in (compose.volumes ?? {}))) problem('docker/compose.yaml', `recordings volume ${recMount.split(':')[0]} is not declared under volumes`)
-  const published = new Set((gw.ports ?? []).map((p: unknown) => String(p).split(':').pop()))
+  if (!recMount) problem(where, `recording.dir ${recDir} is not a volume`)
+  else if (!(recMount.split(':')[0] in (compose.volumes ?? {}))) problem(where, `recordings volume ${recMount.split(':')[0]} is not declared under volumes`)
+  // behind HAProxy the replicas publish nothing; the balancer publishes every target's port
+  const front = services.haproxy ?? gw
+  if (services.haproxy && gw.ports) problem(where, 'a replica behind haproxy publishes no port of its own')
+  const published = new Set((front.ports ?? []).map((p: unknown) => String(p).split(':').pop()))
   for (const t of config?.targets ?? []) {
     const port = String(t.listen).split(':').pop()
-    if (!published.has(port)) problem('docker/compose.yaml', `target ${t.name} listens on ${port}, which portcullis does not publish`)
+    if (!published.has(port)) problem(where, `target ${t.name} listens on ${port}, which ${services.haproxy ? 'haproxy' : 'portcullis'} does not publish`)
     const host = t.upstream?.host
     if (host && !(host in services)) problem('docker/portcullis.yaml', `target ${t.name} upstream host ${host} is not a compose service`)
   }
   const adminPort = String(config?.admin?.listen ?? '').split(':').pop()
-  const adminPublish = (gw.ports ?? []).map(String).find((p: string) => p.split(':').pop() === adminPort)
+  const adminPublish = (front.ports ?? []).map(String).find((p: string) => p.split(':').pop() === adminPort)
   if (adminPublish && !adminPublish.startsWith('127.0.0.1:')) problem('docker/compose.yaml', 'publish the admin API on 127.0.0.1 only')
   const env = gw.environment ?? {}
   const names = Array.isArray(env) ? env.map((e: string) => e.split('=')[0]) : Object.keys(env)
   for (const [name, source] of Object.entries<any>(config?.secrets ?? {})) {
-    if (source.env && !names.includes(source.env)) problem('docker/compose.yaml', `secret ${name} reads $${source.env}, which the portcullis service does not set`)
+    if (source.env && !names.includes(source.env)) problem(where, `secret ${name} reads $${source.env}, which the portcullis service does not set`)
   }
-  for (const name of ['postgres', 'redis']) {
+}
+const storeHost = config?.controlStore?.postgres?.host ?? config?.controlStore?.redis?.host
+if (storeHost && !(storeHost in services)) problem('docker/portcullis.yaml', `controlStore host ${storeHost} is not a compose service`)
+{
+  for (const name of ['postgres', 'redis', 'control-db']) {
     if (services[name]?.ports) problem('docker/compose.yaml', `${name} publishes ports: clients must go through the gateway`)
   }
 }

@@ -1,4 +1,4 @@
-// `pnpm bench [--quick] [--only NAME] [--repeats N]`: runs every scenario in bench/scenarios against
+// `pnpm bench [--quick] [--only NAME] [--repeats N] [--workers N]`: runs every scenario in bench/scenarios against
 // a direct connection, Portcullis (inspect and mask modes) and the reference proxy, prints a markdown
 // table and writes bench/results/latest.md and latest.json. Exits 1 only when requests failed
 // through the gateway; timings never fail a run.
@@ -16,11 +16,18 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string', multiple: true },
     repeats: { type: 'string' },
+    // node:cluster workers of every Portcullis started (the `workers` config key); default 1
+    workers: { type: 'string' },
   },
   allowPositionals: true,
 })
 const quick = values.quick ?? false
 const repeats = Number(values.repeats ?? (quick ? 1 : 3))
+const workers = Number(values.workers ?? 1)
+if (!Number.isInteger(workers) || workers < 1) {
+  process.stderr.write(`--workers must be a whole number from 1, not ${JSON.stringify(values.workers)}\n`)
+  process.exit(2)
+}
 
 async function loadScenarios(): Promise<(Scenario & { file: string })[]> {
   const dir = join(here, 'scenarios')
@@ -34,7 +41,7 @@ async function loadScenarios(): Promise<(Scenario & { file: string })[]> {
   return out
 }
 
-const ctx = new Context({ quick, repeats })
+const ctx = new Context({ quick, repeats, workers })
 const started = Date.now()
 const rows: Row[] = []
 const scenarioErrors: string[] = []
@@ -72,13 +79,13 @@ try {
 
 const machine = machineFacts()
 const seconds = (Date.now() - started) / 1000
-const md = markdown(rows, machine, { quick, repeats, seconds })
+const md = markdown(rows, machine, { quick, repeats, seconds, workers })
 process.stdout.write('\n' + md)
 const resultsDir = join(here, 'results')
 mkdirSync(resultsDir, { recursive: true })
 writeFileSync(join(resultsDir, 'latest.md'), md)
 writeFileSync(join(resultsDir, 'latest.json'), JSON.stringify({
-  date: new Date().toISOString(), quick, repeats, seconds, machine, rows,
+  date: new Date().toISOString(), quick, repeats, workers, seconds, machine, rows,
   failures: [...ctx.failures, ...scenarioErrors],
 }, null, 2) + '\n')
 

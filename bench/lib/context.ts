@@ -14,6 +14,8 @@ export type Path = 'direct' | 'portcullis' | 'reference'
 export class Context implements BenchContext {
   readonly quick: boolean
   readonly repeats: number
+  /** `--workers N`: every Portcullis the run starts has N node:cluster workers */
+  readonly workers: number
   readonly tmp = mkdtempSync(join(tmpdir(), 'portcullis-bench-'))
   /** failures through the gateway: each one makes the run exit 1 */
   readonly failures: string[] = []
@@ -22,9 +24,10 @@ export class Context implements BenchContext {
   private scenario = ''
   private readonly gateways = new Map<GatewayMode, GatewayProcess>()
 
-  constructor(opts: { quick: boolean; repeats: number }) {
+  constructor(opts: { quick: boolean; repeats: number; workers?: number }) {
     this.quick = opts.quick
     this.repeats = opts.repeats
+    this.workers = opts.workers ?? 1
   }
 
   enter(scenario: string): void { this.scenario = scenario }
@@ -34,10 +37,12 @@ export class Context implements BenchContext {
 
   /**
    * Portcullis configured with the scenario's targets. One process per mode serves the whole run
-   * (reconfigured by reload); `fresh` starts a process of its own, for a clean peak RSS.
+   * (reconfigured by reload); `fresh` starts a process of its own, for a clean peak RSS. `workers`
+   * (default: the run's --workers) above 1 is a cluster: always a process of its own (no reload).
    */
-  async gateway(mode: GatewayMode, spec: GatewaySpec, opts: { fresh?: boolean } = {}): Promise<GatewayHandle> {
-    if (opts.fresh) return (await GatewayProcess.start(this.tmp, spec, true)).handle
+  async gateway(mode: GatewayMode, spec: GatewaySpec, opts: { fresh?: boolean; workers?: number } = {}): Promise<GatewayHandle> {
+    const workers = opts.workers ?? this.workers
+    if (opts.fresh || workers > 1) return (await GatewayProcess.start(this.tmp, spec, true, workers)).handle
     const running = this.gateways.get(mode)
     if (running?.alive) {
       try {

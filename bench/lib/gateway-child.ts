@@ -8,7 +8,12 @@
 // when that is current, else from these sources through tsx (lib/gateway.ts picks). The audit log is
 // the config's `audit.destination` file, written the way a user's is (batched lines), not a stream
 // of the bench's own.
-import { readFileSync } from 'node:fs'
+//
+// `workers` above 1 (`--workers N`): this process is a node:cluster primary (the gateway's own
+// runPrimary, as `portcullis start` with `workers: N` runs it) and its forks, which run this same
+// file, are the workers reading the config file it wrote. Such a child serves one scenario: it
+// takes no reload (the bench starts one per scenario).
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { applyV8Flags } from '../../packages/gateway/bin/v8-flags.mjs'
@@ -18,6 +23,7 @@ applyV8Flags()
 
 interface ChildSpec {
   dir: string
+  workers?: number
   targets: Record<string, unknown>[]
   masking: Record<string, unknown>[]
 }
@@ -41,6 +47,13 @@ async function main(): Promise<void> {
   const gw = await importOr(() => import('@portcullis/gateway'))
   const core = await importOr(() => import('@portcullis/core'))
   if (typeof gw?.startGateway !== 'function') return say({ unavailable: 'gateway not available yet' })
+  const configFile = join(spec.dir, 'portcullis.yaml')
+  const workers = spec.workers ?? 1
+  if (workers > 1 && (gw.isClusterWorker as () => boolean)()) {
+    const log = (gw.createLogger as (s: NodeJS.WritableStream, l: string) => unknown)(process.stderr, 'warn')
+    await (gw.runWorker as (o: unknown) => Promise<number>)({ configFile, log, deadlineMs: 5_000 })
+    return
+  }
   if (typeof core?.parseConfig !== 'function' || typeof core?.createDevIssuer !== 'function') {
     return say({ unavailable: 'core config/identity not available yet' })
   }
@@ -48,20 +61,30 @@ async function main(): Promise<void> {
     mint(o: { sub: string; groups: string[] }): Promise<string>
     issuerConfig(): Record<string, unknown>
   }>)({ dir: spec.dir })
-  const configOf = (targets: Record<string, unknown>[], masking: Record<string, unknown>[]) => {
-    const raw = {
-      identity: { issuers: [issuer.issuerConfig()] },
-      recording: { dir: join(spec.dir, 'recordings'), onFailure: 'block' },
-      audit: { destination: join(spec.dir, 'audit.log') },
-      targets,
-      rules: [
-        // the bench principal may do what a workload does; anything else is blocked by default
-        { id: 'bench-data', when: { groups: ['bench'], class: ['session', 'read', 'write', 'delete'] }, action: 'allow' },
-      ],
-      masking,
-    }
-    // JSON is YAML: the config goes through the same parser as a user's file
-    return (core.parseConfig as (text: string, file: string) => unknown)(JSON.stringify(raw), 'bench.yaml')
+  const rawOf = (targets: Record<string, unknown>[], masking: Record<string, unknown>[]) => ({
+    identity: { issuers: [issuer.issuerConfig()] },
+    recording: { dir: join(spec.dir, 'recordings'), onFailure: 'block' },
+    audit: { destination: join(spec.dir, 'audit.log') },
+    targets,
+    rules: [
+      // the bench principal may do what a workload does; anything else is blocked by default
+      { id: 'bench-data', when: { groups: ['bench'], class: ['session', 'read', 'write', 'delete'] }, action: 'allow' },
+    ],
+    masking,
+  })
+  // JSON is YAML: the config goes through the same parser as a user's file
+  const configOf = (targets: Record<string, unknown>[], masking: Record<string, unknown>[]) =>
+    (core.parseConfig as (text: string, file: string) => unknown)(JSON.stringify(rawOf(targets, masking)), 'bench.yaml')
+  if (workers > 1) {
+    const config = configOf(spec.targets, spec.masking)
+    writeFileSync(configFile, JSON.stringify({ ...rawOf(spec.targets, spec.masking), workers }))
+    const log = (gw.createLogger as (s: NodeJS.WritableStream, l: string) => unknown)(process.stderr, 'warn')
+    const token = await issuer.mint({ sub: 'bench', groups: ['bench'] })
+    const code = await (gw.runPrimary as (o: unknown) => Promise<number>)({
+      config, workers, log, deadlineMs: 5_000,
+      onReady: (targets: Record<string, { host: string; port: number }>) => say({ ready: true, targets, token }),
+    })
+    process.exit(code)
   }
   const gateway = (await (gw.startGateway as (c: unknown) => Promise<{
     targets: Record<string, { host: string; port: number }>

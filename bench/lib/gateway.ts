@@ -25,7 +25,7 @@ export interface GatewayHandle {
   pid: number
   /** what the gateway process runs: the build (plain Node) or the sources through tsx */
   runtime: GatewayRuntime
-  /** the gateway process's peak resident set so far, MB */
+  /** the gateway process's peak resident set so far, MB (with workers: the primary's alone) */
   peakRssMB(): number | undefined
   /** a fresh process stops; a shared one stays for the next scenario */
   stop(): Promise<void>
@@ -75,12 +75,16 @@ export class GatewayProcess {
   private exited = false
   readonly runtime: GatewayRuntime
 
-  private constructor(tmp: string, spec: GatewaySpec) {
+  /** node:cluster workers (1: one process, as without a cluster) */
+  readonly workers: number
+
+  private constructor(tmp: string, spec: GatewaySpec, workers: number) {
     const command = childCommand()
     this.runtime = command.runtime
+    this.workers = workers
     this.dir = mkdtempSync(join(tmp, 'gw-'))
     const specFile = join(this.dir, 'spec.json')
-    writeFileSync(specFile, JSON.stringify({ dir: this.dir, targets: spec.targets, masking: spec.masking }))
+    writeFileSync(specFile, JSON.stringify({ dir: this.dir, targets: spec.targets, masking: spec.masking, workers }))
     // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (Chrome DevTools opens it)
     const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
     this.child = spawn(process.execPath, [...prof, ...command.args, specFile], {
@@ -129,9 +133,9 @@ export class GatewayProcess {
     }
   }
 
-  static async start(tmp: string, spec: GatewaySpec, fresh: boolean): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
+  static async start(tmp: string, spec: GatewaySpec, fresh: boolean, workers = 1): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
     await assertCodecs(spec)
-    const p = new GatewayProcess(tmp, spec)
+    const p = new GatewayProcess(tmp, spec, workers)
     const r = await p.reply()
     if (!r.ready) await p.stop()
     return { process: p, handle: p.handle(r, fresh) }

@@ -37,19 +37,23 @@ export function label(r: Row): string {
   return `${r.scenario} — ${r.metric}${r.mode ? ` [${r.mode}]` : ''}`
 }
 
-export function markdown(rows: Row[], machine: Machine, opts: { quick: boolean; repeats: number; seconds: number }): string {
+export function markdown(rows: Row[], machine: Machine, opts: { quick: boolean; repeats: number; seconds: number; workers?: number }): string {
+  // the 2-worker column, where a scenario measured it: beside the run's own Portcullis column
+  const two = rows.some(r => r.portcullis2 !== undefined)
+  const workers = opts.workers ?? 1
   const lines = [
     `# Portcullis benchmark${opts.quick ? ' (quick)' : ''}`,
     '',
     `${machine.cores} cores · ${machine.cpu} · Node ${machine.node} · ${machine.platform} · ${machine.memoryGB} GB · load ${machine.loadAtEnd.join(' ')} · ` +
       `${opts.repeats === 1 ? 'one run' : `median of ${opts.repeats} runs`} per cell · ${opts.seconds.toFixed(0)} s in all`,
     '',
-    '| scenario | direct | Portcullis | reference | Portcullis/direct | Portcullis/reference |',
-    '|---|---:|---:|---:|---:|---:|',
+    `| scenario | direct | Portcullis${workers > 1 ? ` (${workers} workers)` : ''} |${two ? ' Portcullis (2 workers) |' : ''} reference | Portcullis/direct | Portcullis/reference |${two ? ' 2 workers/1 |' : ''}`,
+    `|---|---:|---:|${two ? '---:|' : ''}---:|---:|---:|${two ? '---:|' : ''}`,
   ]
   for (const r of rows) {
     const ref = typeof r.reference === 'number' && r.referenceName ? `${fmt(r.reference)} (${r.referenceName})` : fmt(r.reference)
-    lines.push(`| ${label(r)} | ${fmt(r.direct)} | ${fmt(r.portcullis)} | ${ref} | ${ratio(r.portcullis, r.direct)} | ${ratio(r.portcullis, r.reference)} |`)
+    const p2 = r.portcullis2 === undefined ? '' : fmt(r.portcullis2)
+    lines.push(`| ${label(r)} | ${fmt(r.direct)} | ${fmt(r.portcullis)} |${two ? ` ${p2} |` : ''} ${ref} | ${ratio(r.portcullis, r.direct)} | ${ratio(r.portcullis, r.reference)} |${two ? ` ${r.portcullis2 === undefined ? '' : ratio(r.portcullis2, r.portcullis)} |` : ''}`)
   }
   const notes = rows.filter(r => r.note).map(r => `- ${label(r)}: ${r.note}`)
   if (notes.length) lines.push('', ...[...new Set(notes)])

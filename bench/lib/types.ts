@@ -17,6 +17,8 @@ export interface Row {
   mode?: GatewayMode
   direct: Value
   portcullis: Value
+  /** Portcullis with 2 node:cluster workers, where the scenario measures it (same mode) */
+  portcullis2?: Value
   reference: Value
   /** 'pgbouncer', 'nutcracker', 'nginx' */
   referenceName?: string
@@ -27,13 +29,15 @@ export interface BenchContext {
   quick: boolean
   /** how many times a full run repeats each measurement (quick: 1) */
   repeats: number
+  /** `--workers N` (default 1): node:cluster workers of every Portcullis the run starts */
+  workers: number
   /** scratch directory, removed at the end */
   tmp: string
   /** shared servers, started on first use and stopped at the end */
   postgres(): Promise<PostgresServer>
   redis(): Promise<RedisServer>
   /** Portcullis in a child process serving the given targets (shared per mode unless fresh); the scenario calls stop() */
-  gateway(mode: GatewayMode, spec: GatewaySpec, opts?: { fresh?: boolean }): Promise<GatewayHandle>
+  gateway(mode: GatewayMode, spec: GatewaySpec, opts?: { fresh?: boolean; workers?: number }): Promise<GatewayHandle>
   log(line: string): void
 }
 

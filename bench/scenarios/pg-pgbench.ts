@@ -1,5 +1,7 @@
 // pgbench -S (select-only) at 1, 8 and 32 clients in simple, extended and prepared protocol:
-// direct, through Portcullis (inspect, mask) and through pgbouncer in session pooling.
+// direct, through Portcullis (inspect, mask) and through pgbouncer in session pooling; and at 8
+// clients, simple and prepared, through Portcullis (inspect) with 2 node:cluster workers, in the
+// same run (the 'Portcullis (2 workers)' column; left out when the run itself has --workers N).
 import { field } from '../lib/context.ts'
 import type { Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
@@ -10,6 +12,9 @@ import type { Row, Scenario } from '../lib/types.ts'
 
 const CLIENTS = [1, 8, 32]
 const PROTOCOLS = ['simple', 'extended', 'prepared'] as const
+/** the combinations measured again with 2 workers (quick: prepared only, to stay under 5 minutes) */
+const TWO_WORKERS = new Set(['8/simple', '8/prepared'])
+const TWO_WORKERS_QUICK = new Set(['8/prepared'])
 
 export const pgTarget = async (name: string, pg: { host: string; port: number }) => ({
   name,
@@ -39,11 +44,13 @@ const scenario: Scenario = {
     const direct = new Map<Key, PgbenchResult | string>()
     const reference = new Map<Key, PgbenchResult | string>()
     const through = { inspect: new Map<Key, PgbenchResult | string>(), mask: new Map<Key, PgbenchResult | string>() }
+    const twoWorkers = new Map<Key, PgbenchResult | string>()
     const each = async (label: string, store: Map<Key, PgbenchResult | string>, path: 'direct' | 'portcullis' | 'reference',
-      conn: { host: string; port: number; user: string; password?: string } | string) => {
+      conn: { host: string; port: number; user: string; password?: string } | string, only?: Set<string>) => {
       for (const [clients, mode] of combos) {
         {
           const key: Key = `${clients}/${mode}`
+          if (only && !only.has(key)) continue
           if (typeof conn === 'string') { store.set(key, conn); continue }
           store.set(key, await ctx.attempt(path, `${clients} clients ${mode}`, () => ctx.repeat(async () => ({
             ...(await pgbench({ ...conn, database: 'bench', clients, seconds, mode, tmp: ctx.tmp, label })),
@@ -69,6 +76,15 @@ const scenario: Scenario = {
       await each(`Portcullis (${mode})`, through[mode], 'portcullis', conn)
       if (typeof gw !== 'string') await gw.stop()
     }
+    if (ctx.workers === 1) {
+      const gw = await ctx.attempt<GatewayHandle>('portcullis', 'start gateway (inspect, 2 workers)', async () => ctx.gateway('inspect', {
+        targets: [await pgTarget('bench-pg', pg)],
+        masking: [{ id: 'bench-nohit', when: { targets: ['bench-pg'] }, columns: ['bench_secrets.secret'], method: 'redact' }],
+      }, { workers: 2 }))
+      const conn = typeof gw === 'string' ? gw : { ...gw.targets['bench-pg'], user: 'bench', password: gw.token }
+      await each('Portcullis (inspect, 2 workers)', twoWorkers, 'portcullis', conn, ctx.quick ? TWO_WORKERS_QUICK : TWO_WORKERS)
+      if (typeof gw !== 'string') await gw.stop()
+    }
 
     const rows: Row[] = []
     for (const [clients, proto] of combos) {
@@ -79,7 +95,8 @@ const scenario: Scenario = {
         const common = { scenario: name, referenceName: 'pgbouncer' }
         for (const mode of MODES) {
           const p = through[mode].get(key)!
-          rows.push({ ...common, metric: 'TPS', mode, higherIsBetter: true, direct: field(d, 'tps'), portcullis: field(p, 'tps'), reference: field(r, 'tps') })
+          const two = mode === 'inspect' && twoWorkers.has(key) ? { portcullis2: field(twoWorkers.get(key)!, 'tps') } : {}
+          rows.push({ ...common, metric: 'TPS', mode, higherIsBetter: true, direct: field(d, 'tps'), portcullis: field(p, 'tps'), ...two, reference: field(r, 'tps') })
         }
         const p = through.inspect.get(key)!
         if (clients === 1) rows.push({ ...common, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms') })

@@ -1,6 +1,8 @@
 // redis-benchmark GET and SET at 50 clients, pipeline 1 and 16: direct, through Portcullis (inspect:
 // a key rule that no benchmark key matches; mask: a key rule on every key) and through nutcracker.
 // Redis has no password on every path: twemproxy cannot pass a client's AUTH through.
+// GET/SET at -P 1 and -P 16 also through Portcullis (inspect) with 2 node:cluster workers, in the
+// same run (the 'Portcullis (2 workers)' column; left out when the run itself has --workers N).
 import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { freePort, requireTool } from '../lib/proc.ts'
@@ -9,6 +11,8 @@ import { startNutcracker, type Nutcracker } from '../lib/redis.ts'
 import type { Row, Scenario } from '../lib/types.ts'
 
 const PIPELINES = [1, 16]
+/** measured again with 2 workers (quick: -P 16 only, to stay under 5 minutes) */
+const TWO_WORKERS_QUICK = [16]
 
 export const redisTarget = async (name: string, redis: { host: string; port: number }) => ({
   name,
@@ -30,9 +34,9 @@ const scenario: Scenario = {
     // quick runs long enough (~1-3 s a test through the gateway) that 50 connections' start (a token
     // check each) is not what is measured: at 5,000 requests it was, and read half the steady rate
     const requests = (p: number) => (ctx.quick ? 40_000 : 200_000) * (p > 1 ? 8 : 1)
-    const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string) => {
+    const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string, pipelines = PIPELINES) => {
       const out = new Map<number, Res | string>()
-      for (const pipeline of PIPELINES) {
+      for (const pipeline of pipelines) {
         if (typeof conn === 'string') { out.set(pipeline, conn); continue }
         out.set(pipeline, await ctx.attempt(path, `GET/SET -P ${pipeline}`, async () => {
           const runs: Res[] = []
@@ -74,6 +78,15 @@ const scenario: Scenario = {
       if (mode === 'inspect') through1 = await single('portcullis', 'Portcullis (inspect)', conn)
       if (typeof gw !== 'string') await gw.stop()
     }
+    let twoWorkers: Map<number, Res | string> | undefined
+    if (ctx.workers === 1) {
+      const gw = await ctx.attempt<GatewayHandle>('portcullis', 'start gateway (inspect, 2 workers)', async () => ctx.gateway('inspect', {
+        targets: [await redisTarget('bench-redis', redis)],
+        masking: [{ id: 'bench-inspect', when: { targets: ['bench-redis'] }, keys: ['nomatch:*'], method: 'redact' }],
+      }, { workers: 2 }))
+      twoWorkers = await measure('portcullis', 'Portcullis (inspect, 2 workers)', typeof gw === 'string' ? gw : { ...gw.targets['bench-redis'], password: gw.token }, ctx.quick ? TWO_WORKERS_QUICK : PIPELINES)
+      if (typeof gw !== 'string') await gw.stop()
+    }
 
     const rows: Row[] = []
     const sub = (v: Res | string, cmd: string) => (typeof v === 'string' ? v : v[cmd])
@@ -83,7 +96,8 @@ const scenario: Scenario = {
         const d = sub(direct.get(pipeline)!, cmd), r = sub(reference.get(pipeline)!, cmd)
         for (const mode of MODES) {
           const p = sub(through[mode].get(pipeline)!, cmd)
-          rows.push({ scenario: scenarioName, metric: 'ops/s', mode, higherIsBetter: true, referenceName: 'nutcracker', direct: field(d, 'rps'), portcullis: field(p, 'rps'), reference: field(r, 'rps') })
+          const two = mode === 'inspect' && twoWorkers?.has(pipeline) ? { portcullis2: field(sub(twoWorkers.get(pipeline)!, cmd), 'rps') } : {}
+          rows.push({ scenario: scenarioName, metric: 'ops/s', mode, higherIsBetter: true, referenceName: 'nutcracker', direct: field(d, 'rps'), portcullis: field(p, 'rps'), ...two, reference: field(r, 'rps') })
         }
         const p = sub(through.inspect.get(pipeline)!, cmd)
         rows.push({ scenario: scenarioName, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms') })

@@ -7,7 +7,7 @@ import type { ApprovalRequest, Decision, Operation, Principal, Protocol, TargetC
 import type { Config, RevocationEntry } from './config/types.ts'
 import { createApprovals } from './approvals/approvals.ts'
 import { MemoryControlStore } from './control/memory.ts'
-import type { ControlHealth, ControlStore, SessionRecord } from './control/store.ts'
+import { isShared, type ControlHealth, type ControlStore, type SessionRecord } from './control/store.ts'
 import { createAuditLog } from './audit/audit.ts'
 import { createIdentity } from './identity/verify.ts'
 import { Metrics } from './metrics/metrics.ts'
@@ -81,6 +81,12 @@ export interface CoreOptions {
   instance?: string
   /** how often the session registry hears of last activity, ms (default 5000) */
   registryMs?: number
+  /**
+   * queue the recordings a previous run left in recording.dir for upload (default: yes, in the
+   * background); true waits for the scan before createCore returns, false skips it (a cluster
+   * worker other than the first: see cluster.ts)
+   */
+  resumeSpool?: boolean
 }
 
 export function instanceId(): string {
@@ -137,8 +143,15 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
   const uploader = initial.recording.upload
     ? createUploader({ config: initial.recording.upload, secret: ref => secrets.get(ref), log: (msg, fields) => audit.log(msg, fields), now })
     : undefined
-  // leftovers of a previous run: sessions opened meanwhile register their files first (opened())
-  uploader?.resume(initial.recording.dir).catch(err => audit.log('recording spool cannot be read', { dir: initial.recording.dir, error: (err as Error).message }))
+  // leftovers of a previous run: sessions opened meanwhile register their files first (opened()).
+  // Several workers share one recording dir: only one scans it, before the others start (a scan
+  // would take another worker's open recording for a leftover), see resumeSpool.
+  if (opts.resumeSpool !== false) {
+    const scan = uploader?.resume(initial.recording.dir).catch(err => {
+      audit.log('recording spool cannot be read', { dir: initial.recording.dir, error: (err as Error).message })
+    })
+    if (opts.resumeSpool === true) await scan
+  }
   if (uploader) metrics.spool = () => ({ files: uploader.spoolFiles, bytes: uploader.spoolBytes, full: uploader.full })
   metrics.backlog = () => {
     let n = 0
@@ -189,7 +202,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
 
   // The session registry, for a store that other instances read. Writes go one at a time, in
   // order, and never hold a session up: a failed write is repeated by the next heartbeat.
-  const shared = store.kind !== 'memory'
+  const shared = isShared(store)
   const registry = (() => {
     let chain: Promise<void> = Promise.resolve()
     const sent = new Map<string, number>()

@@ -15,6 +15,8 @@ export { matchResource, matchName } from './policy/glob.ts'
 export { fingerprint } from './policy/fingerprint.ts'
 export { createApprovals, approvalId, APPROVAL_UNAVAILABLE, type Approvals, type HoldRequest, type HoldOutcome } from './approvals/approvals.ts'
 export { MemoryControlStore, grantKey } from './control/memory.ts'
+export { IpcControlStore, ControlStoreHost, type IpcChannel } from './control/ipc.ts'
+export { isShared } from './control/store.ts'
 export type {
   ApprovalGrant,
   ControlChange,

@@ -347,6 +347,14 @@ t.test('controlStore: postgres with a secret password, lease, heartbeat and poll
   })
 })
 
+t.test("workers: 1 by default, 'auto' or a whole number; anything else names its line", async t => {
+  t.equal(parseConfig(BASE, 'docs.yaml').workers, 1, 'one process, no cluster, by default')
+  t.equal(parseConfig(BASE + 'workers: auto\n', 'docs.yaml').workers, 'auto')
+  t.equal(parseConfig(BASE + 'workers: 4\n', 'docs.yaml').workers, 4)
+  for (const bad of ['0', '2.5', 'all', '-1', '1000'])
+    t.match(issuesOf(t, BASE + `workers: ${bad}\n`), [{ file: 'docs.yaml', line: 11, path: 'workers', message: "must be 'auto' or a whole number from 1 to 256" }], `workers: ${bad}`)
+})
+
 t.test('controlStore mistakes name file, line and key', async t => {
   t.same(issuesOf(t, BASE + 'controlStore:\n  postgres: { host: h, database: d, user: u, pasword: x }\n'), [
     { file: 'docs.yaml', line: 12, path: 'controlStore.postgres.pasword', message: 'unknown key' },

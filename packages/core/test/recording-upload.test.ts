@@ -7,7 +7,7 @@ import { createServer, connect, type Socket } from 'node:net'
 import { basename, dirname, join } from 'node:path'
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { startS3, type S3Store } from '@portcullis/fixtures/s3'
-import { createCore } from '../src/core.ts'
+import { createCore, type CoreOptions } from '../src/core.ts'
 import { parseConfig } from '../src/config/parse.ts'
 import type { RecordingUploadConfig } from '../src/config/types.ts'
 import { createUploader, openRecorder, verifyRecording, type Uploader } from '../src/recording/index.ts'
@@ -206,7 +206,7 @@ t.test('an object the store holds with other bytes than the file is not confirme
 const RULES = `
   - { id: agents-read, when: { groups: [agents], class: [read] }, action: allow }`
 
-async function coreWithUpload(t: Test, s3: S3Store, onFailure: 'block' | 'allow', maxSpool: string, given?: Awaited<ReturnType<typeof setup>>) {
+async function coreWithUpload(t: Test, s3: S3Store, onFailure: 'block' | 'allow', maxSpool: string, given?: Awaited<ReturnType<typeof setup>>, opts: Pick<CoreOptions, 'resumeSpool'> = {}) {
   const s = given ?? (await setup(t, RULES))
   const upload = `recording:
   dir: "${join(s.dir, 'recordings')}"
@@ -222,7 +222,7 @@ async function coreWithUpload(t: Test, s3: S3Store, onFailure: 'block' | 'allow'
   process.env.PORTCULLIS_TEST_S3_SECRET = s3.secretAccessKey
   const config = parseConfig(yaml, 'test.yaml')
   const audit = auditSink()
-  const core = await createCore(config, { auditStream: audit.stream })
+  const core = await createCore(config, { auditStream: audit.stream, ...opts })
   t.teardown(() => core.close({ uploadWaitMs: 0 }))
   return { ...s, core, audit }
 }
@@ -300,6 +300,30 @@ t.test('a core started over a recording directory with leftovers uploads them be
   const c = client(t, s3)
   t.same(await keys(c, s3.bucket), left.map(r => core.uploader!.keyOf(r.path)).sort())
   t.same(await object(c, s3.bucket, core.uploader!.keyOf(left[0]!.path)), left[0]!.bytes)
+})
+
+t.test('with several workers on one spool, the first has queued the leftovers before its core is up; the others leave the spool alone', async t => {
+  const s3 = await store(t)
+  const s = await setup(t, RULES)
+  const left = [await recording(join(s.dir, 'recordings')), await recording(join(s.dir, 'recordings'))]
+  // a second worker (resumeSpool: false) starting over the same directory: the leftovers are not its own
+  const { core: other, issuer } = await coreWithUpload(t, s3, 'block', '1GiB', s, { resumeSpool: false })
+  t.equal(other.uploader!.spoolFiles, 0, 'nothing queued')
+  // its own sessions' recordings still go up
+  const session = other.openSession(other.config.targets[0], '127.0.0.1:50001')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  await session.decide(op('read', 'SELECT * FROM customers'))
+  const own = session.recorder!.path
+  await session.close()
+  await other.uploader!.idle()
+  t.notOk(existsSync(own), "its own recording was uploaded and removed")
+  t.ok(left.every(r => existsSync(r.path)), 'the leftovers are still on disk')
+  t.same(await keys(client(t, s3), s3.bucket), [other.uploader!.keyOf(own)])
+  // the first worker (resumeSpool: true): the scan is done when createCore returns, before it listens
+  const { core: first } = await coreWithUpload(t, s3, 'block', '1GiB', s, { resumeSpool: true })
+  t.ok(first.uploader!.spoolFiles >= 1 || left.every(r => !existsSync(r.path)), 'the leftovers are queued at once')
+  await until(() => left.every(r => !existsSync(r.path)), 'the leftovers to be uploaded')
+  t.pass('and uploaded')
 })
 
 t.test('shutdown waits for the uploads of the sessions it sealed; with the store down it leaves them for the next start', async t => {

@@ -38,6 +38,8 @@ export interface AdminOptions {
   log: Logger
   /** where console sign-ins live (default: this process's memory) */
   consoleSessions?: ConsoleSessionStore
+  /** /metrics' text (default: core.metrics.render()); a cluster worker answers for the whole host */
+  metrics?: () => string | Promise<string>
 }
 
 export interface AdminServer {
@@ -132,8 +134,9 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     if (path === '/metrics') {
       allow(method, ['GET'])
       if (metricsAuth) await principalOf(req)
+      const text = await (opts.metrics ?? (() => core.metrics.render()))()
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' })
-      return void res.end(core.metrics.render())
+      return void res.end(text)
     }
     if (web && (await web.handle(req, res, url))) return
     if (path === '/') {

@@ -25,6 +25,12 @@ export interface GatewayOptions {
   watchDebounceMs?: number
   /** where web console sign-ins live (default: this process's memory; see console/session-store.ts) */
   consoleSessions?: ConsoleSessionStore
+  /** the control store when the config names no shared one (a cluster worker's IPC store) */
+  controlStore?: CoreOptions['controlStore']
+  /** see CoreOptions.resumeSpool (a cluster worker: only the first scans the spool) */
+  resumeSpool?: boolean
+  /** the admin API's /metrics text (a cluster worker: the whole host's) */
+  metrics?: () => string | Promise<string>
 }
 
 export interface Gateway {
@@ -66,8 +72,10 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   const log = opts.log ?? createLogger()
   const core = await createCore(config, {
     ...(opts.auditStream ? { auditStream: opts.auditStream } : {}),
+    ...(opts.controlStore ? { controlStore: opts.controlStore } : {}),
     ...(await controlStoreFor(config)),
     registryMs: config.controlStore.heartbeatMs,
+    ...(opts.resumeSpool !== undefined ? { resumeSpool: opts.resumeSpool } : {}),
   })
   const listeners = new Map<string, Listener>()
   const live = new Map<string, LiveSession>()
@@ -263,7 +271,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   try {
     await syncListeners(config)
     if (config.admin) {
-      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log, ...(opts.consoleSessions ? { consoleSessions: opts.consoleSessions } : {}) })
+      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log, ...(opts.consoleSessions ? { consoleSessions: opts.consoleSessions } : {}), ...(opts.metrics ? { metrics: opts.metrics } : {}) })
     }
   } catch (err) {
     for (const l of listeners.values()) await closeListener(l)

@@ -11,3 +11,4 @@ export { mintDevToken, devIssuerConfig, devIssuerDir, DEV_ISSUER, DEV_AUDIENCE }
 export { createLogger, silentLogger, type Logger } from './log.ts'
 export { parseHostPort } from './listen.ts'
 export { MemoryConsoleSessionStore, type ConsoleSession, type ConsoleSessionStore, type PendingLogin } from './console/session-store.ts'
+export { runPrimary, runWorker, isClusterWorker, workerCount, type PrimaryOptions, type WorkerOptions } from './cluster.ts'

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
 import type { ApprovalRequest, Operation, Principal, Protocol, SecretRef } from '../types.ts'
 import { grantKey, MemoryControlStore } from '../control/memory.ts'
-import type { ApprovalGrant, ControlChange, ControlStore, RequestVerdict } from '../control/store.ts'
+import { isShared, type ApprovalGrant, type ControlChange, type ControlStore, type RequestVerdict } from '../control/store.ts'
 import { announce, type WebhookConfig } from './webhook.ts'
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
@@ -147,7 +147,7 @@ export function createApprovals(
     const known = requests.get(id)
     if (known) return verdictOn(known, by, status, reason)
     // the memory store tells the mirror everything before it returns: unknown here is unknown
-    if (store.kind === 'memory') throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
+    if (!isShared(store)) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
     return store.getRequest(id).then(r => {
       if (!r) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
       return verdictOn(r, by, status, reason)
@@ -172,7 +172,7 @@ export function createApprovals(
       return g
     },
     async fetchGrant(subject, target, fp) {
-      if (store.kind === 'memory' || !store.health().ok) return undefined
+      if (!isShared(store) || !store.health().ok) return undefined
       try {
         const g = await store.findGrant(subject, target, fp)
         if (g) rememberGrant(g)

@@ -192,6 +192,7 @@ interface RawConfig {
   rules?: (Omit<RuleConfig, 'window' | 'timeout' | 'when'> & { when?: RuleConfig['when']; window?: string | number; timeout?: string | number })[]
   masking?: Config['masking']
   maskingKey?: SecretRef
+  workers?: 'auto' | number
 }
 interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'clockSkew' | 'requireExp' | 'jwksTimeout'> {
   jwksTimeout?: string | number
@@ -398,6 +399,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     targets,
     rules,
     masking: raw.masking ?? [],
+    workers: raw.workers ?? 1,
     file,
   }
   if (raw.admin) {

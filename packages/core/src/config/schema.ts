@@ -238,6 +238,8 @@ export const configSchema = {
       rules: { type: 'array', items: rule },
       masking: { type: 'array', items: maskingRule },
       maskingKey: secretRef,
+      // node:cluster workers on this host: 'auto' = os.availableParallelism(); 1 = no cluster
+      workers: { 'x-message': "must be 'auto' or a whole number from 1 to 256", anyOf: [{ const: 'auto' }, { type: 'integer', minimum: 1, maximum: 256 }] },
     },
     [],
   ),

@@ -177,6 +177,8 @@ export interface Config {
   rules: RuleConfig[]
   masking: MaskingRuleEntry[]
   maskingKey?: SecretRef
+  /** node:cluster workers on this host ('auto': one per available core); 1 runs without a cluster */
+  workers: 'auto' | number
   /** the file it was read from */
   file?: string
 }

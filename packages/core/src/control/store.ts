@@ -72,6 +72,11 @@ export interface ControlHealth {
 
 export interface ControlStore {
   readonly kind: ControlHealth['kind']
+  /**
+   * other processes read and write it too (default: every kind but memory). The IPC store of a
+   * cluster worker is memory held by the primary, and shared by every worker of the host.
+   */
+  readonly shared?: boolean
   /** connects, creates or migrates what it needs, takes this instance's lease */
   start(instance: InstanceInfo): Promise<void>
   /** gives the lease back; this instance's pending requests read withdrawn, its sessions end */
@@ -106,4 +111,9 @@ export interface ControlStore {
   subscribe(onChange: (change: ControlChange) => void): () => void
   /** called when health() changes */
   onHealth(fn: (health: ControlHealth) => void): () => void
+}
+
+/** whether other processes see this store: then nothing may be assumed from this process's memory */
+export function isShared(store: Pick<ControlStore, 'kind' | 'shared'>): boolean {
+  return store.shared ?? store.kind !== 'memory'
 }

@@ -1,9 +1,12 @@
 // `portcullis start [--config FILE]`: the gateway in the foreground. SIGHUP re-reads the config
 // (a bad file is logged and the running config kept); SIGTERM/SIGINT drain sessions up to the
 // shutdown deadline, seal recordings and exit 0. Without --config: the embedded demo.
+// With `workers` above 1 this process is the node:cluster primary and the gateway runs in its
+// workers (cluster.ts); the workers run this same command, and take the worker branch below.
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from '@portcullis/core'
 import { startGateway } from '../gateway.ts'
+import { isClusterWorker, runPrimary, runWorker, workerCount } from '../cluster.ts'
 import { createLogger, type LogLevel } from '../log.ts'
 
 /** --shutdown-deadline: how long SIGTERM lets sessions finish before aborting them */
@@ -24,6 +27,20 @@ export async function run(argv: string[]): Promise<number> {
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'))
   process.on('unhandledRejection', (err) => log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'unhandled rejection'))
 
+  if (values.config && isClusterWorker()) {
+    // exits from its signal handlers, or from the primary's 'stop'; a start failure exits here
+    runWorker({ configFile: values.config, log, deadlineMs: deadline }).then(
+      (code) => {
+        if (code !== 0) process.exit(code)
+      },
+      (err) => {
+        log.error({ err }, 'worker failed to start')
+        process.exit(1)
+      },
+    )
+    return 0
+  }
+
   let close: () => Promise<void>
   let reload: () => Promise<unknown> = async () => {}
   if (values.config) {
@@ -36,6 +53,17 @@ export async function run(argv: string[]): Promise<number> {
         return 1
       }
       throw err
+    }
+    const workers = workerCount(config)
+    if (workers > 1) {
+      runPrimary({ config, workers, log, deadlineMs: deadline }).then(
+        (code) => process.exit(code),
+        (err) => {
+          log.error({ err }, 'cluster primary failed')
+          process.exit(1)
+        },
+      )
+      return 0
     }
     const gateway = await startGateway(config, { configFile: values.config, log })
     for (const [name, a] of Object.entries(gateway.targets)) log.info({ target: name, listen: `${a.host}:${a.port}` }, 'target ready')
