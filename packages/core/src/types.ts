@@ -304,7 +304,7 @@ export interface Session {
    * decide() without the wait: the decision when none is needed (recorded and audited the same),
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
-  decideNow(op: Operation, sent?: () => StatementAsSent): Decision | undefined
+  decideNow(op: Operation): Decision | undefined
   /** resolves a secret reference of this target (upstream password, API key) */
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */
