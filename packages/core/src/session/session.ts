@@ -284,9 +284,10 @@ export class CoreSession implements Session {
       return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }, config, started)
     }
     const version = policyVersion(config.rules)
-    // what the request binds to: the exact statement and its parameters (a codec that gives none
-    // binds to the normalized text, which is all it knows)
-    const sent = opts.sent?.() ?? { text: op.statement, hash: statementHash(op.statement) }
+    // what the request binds to: the exact statement and its parameters. A codec that gives none
+    // knows only the normalized text, which many statements share: its request binds to a hash no
+    // other statement has, so a retry in defer mode asks again rather than ride on this approval
+    const sent = opts.sent?.() ?? { text: op.statement, hash: statementHash(op.statement, [randomBytes(16)]) }
     // defer mode: this exact statement by this subject asked before. Approved: it runs, once.
     // Still pending: the client is told the same request id again, no second request is made.
     const earlier = await approvals.findDeferred(principal.subject, this.target.name, sent.hash)
