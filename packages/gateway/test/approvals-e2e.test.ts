@@ -5,6 +5,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { PassThrough } from 'node:stream'
 import pg from 'pg'
 import { parseConfig } from '@portcullis/core'
@@ -305,4 +306,41 @@ t.test('a reload that changes the decision withdraws a pending request with the 
   t.equal(after.status, 'withdrawn')
   t.match(after.reason, /policy reloaded/)
   t.ok(await exists(s, 7))
+})
+
+/** the README's worked example for `lang`, pointed at this test's gateway */
+async function readmeExample(lang: 'sh' | 'python', s: Setup): Promise<string> {
+  const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
+  const section = readme.slice(readme.indexOf('**Defer mode: the contract for agents.**'))
+  const code = new RegExp('```' + lang + '\\n([\\s\\S]*?)```').exec(section)![1]!
+  const port = String(s.gw.targets['db-defer']!.port)
+  return code
+    .replaceAll('http://127.0.0.1:9090', s.gw.admin!.url)
+    .replaceAll('15432', port)
+    .replaceAll('pnpm exec portcullis', `${process.execPath} ${new URL('../bin/portcullis.mjs', import.meta.url).pathname}`)
+}
+
+t.test("the README's defer-mode examples work as written: psql + approvals wait, and the psycopg2 agent", async t => {
+  const s = await setup(t)
+  const approveWhenAsked = async (statement: RegExp) => {
+    const [a] = await pending(s)
+    t.match(a.text, statement)
+    t.equal((await api(s, 'POST', `/api/approvals/${a.id}/approve`, s.dba1)).status, 200)
+  }
+  const sh = readmeExample('sh', s)
+  const shell = run('sh', ['-c', await sh], { AGENT_TOKEN: s.agent })
+  await approveWhenAsked(/DELETE FROM documents WHERE id = 20/)
+  const shOut = await shell
+  t.equal(shOut.code, 0, shOut.stderr)
+  t.match(shOut.stdout, /DELETE 1/)
+  t.notOk(await exists(s, 20), 'the psql example ran its DELETE once approved')
+
+  // the Python agent deletes id 20 too: put the row back first
+  await s.direct.query(`INSERT INTO documents VALUES (20, 'again')`)
+  const py = run('/usr/bin/python3', ['-c', (await readmeExample('python', s)) + '\nprint("deleted")\n'], { AGENT_TOKEN: s.agent })
+  await approveWhenAsked(/DELETE FROM documents WHERE id = 20/)
+  const pyOut = await py
+  t.equal(pyOut.code, 0, pyOut.stderr)
+  t.match(pyOut.stdout, /deleted/)
+  t.notOk(await exists(s, 20), 'the psycopg2 agent ran its DELETE once approved')
 })
