@@ -118,8 +118,11 @@ export class CoreSession implements Session {
   #recorder: SessionRecorder | undefined
   #masks: { generation: number; plan: MaskPlan } | undefined
   #closing: Promise<void> | undefined
-  /** the last RECENT_STATEMENTS decided, oldest first (normalized text: no literal values) */
-  #recent: RecentStatement[] = []
+  /** the last RECENT_STATEMENTS decided (normalized text: no literal values), a ring of references: no allocation per operation */
+  #recentOps: (Operation | undefined)[] = new Array(RECENT_STATEMENTS)
+  #recentAt: number[] = new Array(RECENT_STATEMENTS).fill(0)
+  #recentAction: RecentStatement['action'][] = new Array(RECENT_STATEMENTS).fill('allow')
+  #recentNext = 0
 
   constructor(host: SessionHost, target: TargetConfig, remote: string) {
     this.#host = host
@@ -315,7 +318,7 @@ export class CoreSession implements Session {
       policyVersion: version,
       ruleReason: pd.reason,
       minApprovals: pd.minApprovals ?? 1,
-      recent: this.#recent.slice(),
+      recent: this.#recentList(),
     }
     if (opts.defer) {
       // nobody waits: the request outlives this session (the client may come back on another)
@@ -357,6 +360,19 @@ export class CoreSession implements Session {
     return this.#decided(op, decision, config, started)
   }
 
+  /** the ring, oldest first, as an approval request shows it */
+  #recentList(): RecentStatement[] {
+    const out: RecentStatement[] = []
+    const n = Math.min(this.#recentNext, RECENT_STATEMENTS)
+    for (let i = this.#recentNext - n; i < this.#recentNext; i++) {
+      const slot = i % RECENT_STATEMENTS
+      const op = this.#recentOps[slot]!
+      const text = op.statement.length > RECENT_TEXT_MAX ? op.statement.slice(0, RECENT_TEXT_MAX) + '…' : op.statement
+      out.push({ at: this.#recentAt[slot]!, statement: text, class: op.class, action: this.#recentAction[slot]! })
+    }
+    return out
+  }
+
   #outcomeDecision(outcome: HoldOutcome, rule: string | null, masks: MaskPlan): Decision {
     if (outcome.status === 'unavailable')
       // a block like any other, so every codec answers it in its own protocol and keeps the session
@@ -392,14 +408,11 @@ export class CoreSession implements Session {
   }
 
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
-    const recent = this.#recent
-    if (recent.length >= RECENT_STATEMENTS) recent.shift()
-    recent.push({
-      at: started,
-      statement: op.statement.length > RECENT_TEXT_MAX ? op.statement.slice(0, RECENT_TEXT_MAX) + '…' : op.statement,
-      class: op.class,
-      action: decision.deferred ? 'approve' : decision.action,
-    })
+    const slot = this.#recentNext % RECENT_STATEMENTS
+    this.#recentOps[slot] = op
+    this.#recentAt[slot] = started
+    this.#recentAction[slot] = decision.deferred ? 'approve' : decision.action
+    this.#recentNext++
     // one object literal per shape, not a spread per operation
     this.record(
       'decision',
