@@ -27,7 +27,7 @@ export interface CoreApprovals {
   /** from the control store itself, for a request this mirror has not heard of */
   fetch(id: string): Promise<ApprovalRequest | undefined>
   /** one decision wins across instances; what is already known to be wrong throws at once */
-  approve(id: string, by: Principal): Promise<ApprovalRequest>
+  approve(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
   deny(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
 }
 
@@ -344,7 +344,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       list: () => approvals.list(),
       get: id => approvals.get(id),
       fetch: async id => approvals.get(id) ?? (await store.getRequest(id)),
-      approve: (id, by) => approvals.approve(id, by),
+      approve: (id, by, reason) => approvals.approve(id, by, reason),
       deny: (id, by, reason) => approvals.deny(id, by, reason),
     },
 
@@ -389,6 +389,19 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       approvals.setWebhook(config.approvals.webhook)
       generation = { n: generation.n + 1, config }
       abortRevoked()
+      // a pending request binds to the policy it was made under: where the new rules decide the
+      // statement differently, it is withdrawn with the reason (the client hears it at once)
+      void approvals.reconsider(held => {
+        const pd = policyDecide(config.rules, held.principal, held.target, held.op)
+        const same =
+          pd.action === 'approve' &&
+          pd.rule === held.rule &&
+          JSON.stringify(pd.approvers ?? []) === JSON.stringify(held.approvers) &&
+          (pd.minApprovals ?? 1) === (held.minApprovals ?? 1)
+        if (same) return undefined
+        const now = pd.action === 'approve' ? `needs approval by rule ${pd.rule} (${(pd.approvers ?? []).join(', ')}, ${pd.minApprovals ?? 1} approver(s))` : `${pd.action === 'allow' ? 'allowed' : 'blocked'} by ${pd.rule ? `rule ${pd.rule}` : 'default deny'}`
+        return `policy reloaded: the statement now ${now}; send it again`
+      })
       if (JSON.stringify(previous.maskingKey) !== JSON.stringify(config.maskingKey)) {
         keyFromSecret(secrets, config.maskingKey).then(
           k => {

@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'APPROVAL_NOT_FOUND'
   /** already approved, denied, expired or withdrawn */
   | 'APPROVAL_NOT_PENDING'
+  /** minApprovals: this approver's yes is already counted (each approver counts once) */
+  | 'APPROVAL_ALREADY_COUNTED'
   /** the control store (approvals, revocations, sessions of other instances) cannot be reached */
   | 'CONTROL_STORE_UNAVAILABLE'
   | 'RECORDING_FAILED'

@@ -12,7 +12,7 @@ export { createDevIssuer, type DevIssuer, type MintOptions } from './identity/de
 export { Revocations } from './identity/revocations.ts'
 export { decide, ruleMatches, DEFAULT_DENY_REASON, type PolicyDecision } from './policy/decide.ts'
 export { matchResource, matchName } from './policy/glob.ts'
-export { fingerprint } from './policy/fingerprint.ts'
+export { fingerprint, policyVersion, statementHash } from './policy/fingerprint.ts'
 export { createApprovals, approvalId, APPROVAL_UNAVAILABLE, type Approvals, type HoldRequest, type HoldOutcome } from './approvals/approvals.ts'
 export { MemoryControlStore, grantKey } from './control/memory.ts'
 export { IpcControlStore, ControlStoreHost, type IpcChannel } from './control/ipc.ts'

@@ -98,6 +98,55 @@ export interface Decision {
   masks: MaskPlan
   /** set when the decision went through an approval request */
   approvalId?: string
+  /** defer mode: the request is pending; the client is told its id and how to poll */
+  deferred?: boolean
+}
+
+/**
+ * The blast radius of a held statement, estimated before anyone decides (EXPLAIN for Postgres,
+ * key / document counts for Redis, point / vector counts for vector databases). Filled by the
+ * estimator; `null` when no estimate could be had (then the fact is unknown to rules).
+ */
+export interface BlastRadius {
+  estimatedRows?: number
+  tables?: string[]
+  keys?: number
+  documents?: number
+  points?: number
+  vectors?: number
+  /** how it was had: 'explain', 'dbsize', 'ft.info', 'qdrant-count', 'pinecone-stats', … */
+  source: string
+}
+
+/**
+ * The statement exactly as the client sent it, as the approver sees it, and the hash a request
+ * binds to. Codecs build it (they know the wire); `text` and `parameters` are already masked where
+ * a masking rule covers a value; `hash` is of the unmasked text and parameters.
+ */
+export interface StatementAsSent {
+  /** SQL text as sent (simple query) or the Parse text (extended), a command line, METHOD /path */
+  text: string
+  /** Bind values rendered as SQL literals ('abc', 42, NULL, '\x00ff'::bytea), command args, … */
+  parameters?: string[]
+  /** sha256 hex of the text and the parameters as sent (unmasked, binary-exact) */
+  hash: string
+}
+
+/** one approver's yes, counted once per approver */
+export interface ApprovalVote {
+  by: string
+  /** ms since epoch */
+  at: number
+  reason?: string
+}
+
+/** one statement the session ran (or was refused) before the held one, normalized */
+export interface RecentStatement {
+  /** ms since epoch */
+  at: number
+  statement: string
+  class: OperationClass
+  action: Action
 }
 
 export interface ApprovalRequest {
@@ -106,12 +155,34 @@ export interface ApprovalRequest {
   target: string
   protocol: Protocol
   class: OperationClass
+  /** normalized statement (literals as $n): what a window covers */
   statement: string
+  /** of the normalized statement: the approval-window key */
   fingerprint: string
+  /** the statement as sent, masked where a rule says so; absent when the codec gave none */
+  sent?: Omit<StatementAsSent, 'hash'>
+  /** the exact statement the request binds to: approving releases this one and no other */
+  statementHash?: string
+  /** of the rules in force when the request was made; a reload that changes the decision withdraws it */
+  policyVersion?: string
   resources: string[]
   rule: string
+  /** the rule's reason (why it needs approval) */
+  ruleReason?: string
   approvers: string[]
+  /** distinct approvers needed (default 1); the requester never counts */
+  minApprovals?: number
+  /** who approved so far, once each */
+  approvals?: ApprovalVote[]
   facts: Record<string, FactValue>
+  /** the session's last statements before this one (bounded ring, normalized) */
+  recent?: RecentStatement[]
+  /** blast radius, filled by the estimator (another module); null: none could be had */
+  estimate?: BlastRadius | null
+  /** 'wait': the operation is held; 'defer': answered at once, the same statement re-sent runs once approved */
+  mode?: 'wait' | 'defer'
+  /** defer mode: ms since epoch when the approved statement was let through (once) */
+  released?: number
   created: number
   expires: number
   status: 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn'
@@ -129,6 +200,13 @@ export interface DecideOptions {
   signal?: AbortSignal
   /** called once when the operation is held for approval, before waiting */
   onPending?: (request: ApprovalRequest) => void
+  /** the statement as sent (called only when an approval is needed: it may render and hash) */
+  sent?: () => StatementAsSent
+  /**
+   * approvalMode defer: do not wait. Resolves at once with a block that has `deferred: true` and the
+   * request id; the same statement (same hash) sent again by the same subject runs once approved.
+   */
+  defer?: boolean
 }
 
 export interface SecretRef {

@@ -56,6 +56,7 @@ const APPROVAL_ERRORS: Partial<Record<string, [number, string]>> = {
   REVOKED: [403, 'forbidden'],
   APPROVAL_NOT_FOUND: [404, 'not_found'],
   APPROVAL_NOT_PENDING: [409, 'conflict'],
+  APPROVAL_ALREADY_COUNTED: [409, 'already_counted'],
   CONTROL_STORE_UNAVAILABLE: [503, 'control_store_unavailable'],
 }
 
@@ -184,12 +185,13 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
         allow(method, ['POST'])
         const p = await principalOf(req)
         const id = decodeURIComponent(parts[2]!)
-        const body = parts[3] === 'deny' ? await readJson(req) : {}
-        const reason = typeof body.reason === 'string' ? body.reason : undefined
+        const body = await readJson(req)
+        // bounded: it goes into the request, the recording and the audit line
+        const reason = typeof body.reason === 'string' ? body.reason.slice(0, 1000) : undefined
         try {
           assertStore()
-          const done = parts[3] === 'approve' ? await core.approvals.approve(id, p) : await core.approvals.deny(id, p, reason)
-          log.info({ approval: id, by: p.subject, status: done.status }, 'approval decided')
+          const done = parts[3] === 'approve' ? await core.approvals.approve(id, p, reason) : await core.approvals.deny(id, p, reason)
+          log.info({ approval: id, by: p.subject, status: done.status, votes: done.approvals?.length ?? 0, minApprovals: done.minApprovals ?? 1 }, done.status === 'pending' ? 'approval vote counted' : 'approval decided')
           return json(res, 200, { approval: approvalSummary(done) })
         } catch (err) {
           if (isPortcullisError(err)) {

@@ -16,7 +16,7 @@ const USAGE = `usage: portcullis <command> [options]
   replay FILE|s3://BUCKET/KEY [--config FILE]
                                      print a recording as a readable transcript
                                      (s3://: the store of --config's recording.upload, else env AWS_*)
-  approvals list | approve ID | deny ID [--reason R] [--admin URL] [--token T]
+  approvals list | show ID | approve ID | deny ID [--reason R] | wait ID [--timeout S] [--admin URL] [--token T]
 `
 
 const commands: Record<string, () => Promise<{ run(argv: string[]): Promise<number> }>> = {

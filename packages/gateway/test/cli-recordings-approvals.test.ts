@@ -75,7 +75,7 @@ t.test('approvals list and approve against a running gateway', async (t) => {
   const envVars = { PORTCULLIS_ADMIN: gw.admin!.url, PORTCULLIS_TOKEN: approver }
   const list = await portcullis(['approvals', 'list'], envVars)
   t.equal(list.code, 0, list.stderr)
-  t.match(list.stdout, new RegExp(`^${id}  ann  lines  write`, 'm'))
+  t.match(list.stdout, new RegExp(`^${id}  pending  ann \\(agents\\)  lines  write`, "m"))
   t.match(list.stdout, /UPDATE customers/)
 
   const approve = await portcullis(['approvals', 'approve', id, '--admin', gw.admin!.url, '--token', approver])

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { voteCases } from './votes.ts'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import pg from 'pg'
@@ -289,3 +290,12 @@ t.test('the poll brings changes when no notification comes', async t => {
   await sql(`INSERT INTO ${schema}.changes (kind, body) VALUES ('revocation', '{"subject":"polled"}')`)
   t.same((await heard as { entry: unknown }).entry, { subject: 'polled' })
 })
+
+voteCases(
+  t,
+  async t => {
+    const schema = schemaName()
+    return [await started(t, schema, 'a'), await started(t, schema, 'b')]
+  },
+  request,
+)

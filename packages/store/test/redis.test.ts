@@ -1,4 +1,5 @@
 import t from 'tap'
+import { voteCases } from './votes.ts'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { Redis } from 'ioredis'
@@ -221,3 +222,12 @@ t.test('cut off from the store: unavailable at once, reconnects with backoff, an
   await until(() => a.health().ok, 'a to reconnect')
   t.match(await heard, { request: { status: 'denied', reason: 'not now', decidedBy: 'bob' } })
 })
+
+voteCases(
+  t,
+  async t => {
+    const prefix = prefixName()
+    return [await started(t, prefix, 'a'), await started(t, prefix, 'b')]
+  },
+  request,
+)

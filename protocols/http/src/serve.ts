@@ -13,7 +13,8 @@ import type { Duplex, Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
-import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@portcullis/core'
+import type { AuditEvent, Decision, Operation, Session, StatementAsSent, TargetConfig } from '@portcullis/core'
+import { sentHttp } from './approval.ts'
 import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { collectSink, readableSink, UpstreamCall, type Headers, type Sink } from './forward.ts'
@@ -341,37 +342,21 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
   })
 }
 
-type Deferred = { deferred: string }
-
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex): Promise<Decision | Deferred> {
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent): Promise<Decision> {
+  // defer: the core answers at once with the pending request; the same request sent again runs once approved
+  if (session.target.options.approvalMode === 'defer') return session.decide(op, { defer: true, sent })
   // a client that goes away withdraws its pending approval
-  if (session.target.options.approvalMode !== 'defer') {
-    const controller = (up.controller = new AbortController())
-    if (up.reason) controller.abort(up.reason)
-    // A FIN is a half-close as far as answering goes (what was sent is answered), but a request held
-    // for a human is withdrawn by it: TCP cannot tell "done sending" from "gone", and an approval
-    // granted for a client that left would run a write nobody waits for. The client, if still
-    // there, gets the refusal.
-    const onEnd = () => controller.abort(CLIENT_ENDED())
-    if (socket.readableEnded) onEnd()
-    else socket.once('end', onEnd)
-    return session.decide(op, { signal: controller.signal }).finally(() => socket.off('end', onEnd))
-  }
-  return new Promise((resolve, reject) => {
-    let deferred = false
-    session
-      .decide(op, {
-        onPending: request => {
-          deferred = true
-          resolve({ deferred: request.id })
-        },
-      })
-      .then(
-        d => deferred || resolve(d),
-        e => deferred || reject(e),
-      )
-  })
+  const controller = (up.controller = new AbortController())
+  if (up.reason) controller.abort(up.reason)
+  // A FIN is a half-close as far as answering goes (what was sent is answered), but a request held
+  // for a human is withdrawn by it: TCP cannot tell "done sending" from "gone", and an approval
+  // granted for a client that left would run a write nobody waits for. The client, if still
+  // there, gets the refusal.
+  const onEnd = () => controller.abort(CLIENT_ENDED())
+  if (socket.readableEnded) onEnd()
+  else socket.once('end', onEnd)
+  return session.decide(op, { signal: controller.signal, sent }).finally(() => socket.off('end', onEnd))
 }
 
 /** one request's upstream side: the call, once it exists, and an abort that may come first */
@@ -525,11 +510,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     event.statement = op.statement
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
-    const decision = session.decideNow(op) ?? (await decide(session, op, up, req.socket))
-    if ('deferred' in decision) {
+    const decision = session.decideNow(op) ?? (await decide(session, op, up, req.socket, () => sentHttp(method, path, raw, withBody, session.masks)))
+    if (decision.deferred && decision.approvalId) {
       event.decision = 'approve'
-      event.approvalId = decision.deferred
-      const body = JSON.stringify({ approval: { id: decision.deferred, status: 'pending' } })
+      event.approvalId = decision.approvalId
+      const body = JSON.stringify({
+        approval: { id: decision.approvalId, status: 'pending', poll: `/api/approvals/${decision.approvalId}`, wait: `portcullis approvals wait ${decision.approvalId}` },
+      })
       res.writeHead(202, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
       res.end(body)
       return

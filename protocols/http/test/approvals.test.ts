@@ -50,7 +50,8 @@ t.test('defer mode answers 202 at once; once approved, the same request passes',
   const first = await fetch(`${gw.url}/v1/files/file-1`, { method: 'DELETE', headers: auth })
   t.equal(first.status, 202)
   const body = (await first.json()) as any
-  t.same(body, { approval: { id: gw.approvals.pending[0].id, status: 'pending' } })
+  const id = gw.approvals.pending[0].id
+  t.same(body, { approval: { id, status: 'pending', poll: `/api/approvals/${id}`, wait: `portcullis approvals wait ${id}` } })
   t.equal(upstream.requests.length, 0)
   gw.approvals.settle(body.approval.id, true)
   const retry = await fetch(`${gw.url}/v1/files/file-1`, { method: 'DELETE', headers: auth })

@@ -67,6 +67,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const audits: Gateway['audits'] = []
   const waiting = new Map<string, (approved: boolean) => void>()
   const approvedFingerprints = new Set<string>()
+  const deferredPending = new Map<string, string>()
+  const deferredApproved = new Map<string, string>()
   const approvals: Approvals = {
     pending: [],
     settle(id, approved) {
@@ -131,6 +133,26 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         }
         approvals.pending.push(request)
         opts?.onPending?.(request)
+        if (opts?.defer) {
+          // what the core does in defer mode: answered at once; the same request (same hash) sent
+          // again runs once after the approval
+          const hash = opts.sent?.().hash ?? op.fingerprint
+          const released = deferredApproved.get(hash)
+          if (released) {
+            deferredApproved.delete(hash)
+            approvals.pending.pop()
+            return { ...base, action: 'allow', approvalId: released, reason: 'approved' }
+          }
+          const earlier = deferredPending.get(hash)
+          if (earlier) approvals.pending.pop()
+          const id = earlier ?? request.id
+          deferredPending.set(hash, id)
+          waiting.set(id, v => {
+            deferredPending.delete(hash)
+            if (v) deferredApproved.set(hash, id)
+          })
+          return { ...base, action: 'block', approvalId: id, reason: `approval pending: request ${id}`, deferred: true }
+        }
         const approved = await new Promise<boolean>(resolve => {
           const timer = setTimeout(() => resolve(false), o.approvalTimeoutMs ?? 5000)
           waiting.set(request.id, v => {

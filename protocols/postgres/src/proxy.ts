@@ -41,6 +41,7 @@ import { copyMethods, hasColumnRules, hasCopyResult, lineageRefusal, rowLineage,
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
 import { sqlstateOf } from './startup.ts'
+import { deferredRefusal, statementAsSent } from './approval.ts'
 import type { ServerSettings } from './settings.ts'
 import {
   COPY_SYNC,
@@ -475,7 +476,7 @@ export class PostgresProxy {
         const op = this.classify(parse.query)
         if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
         // the statement exists once ParseComplete says so
-        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op } })
+        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse.query } })
         // the catalog lookups column lineage needs happen before the Parse goes up, not between its
         // Bind and Execute (an upstream that multiplexes sessions onto one backend loses the portal)
         const lookup = this.lineageLookups(op)
@@ -501,7 +502,11 @@ export class PostgresProxy {
         const bound = typeof op.facts.topKParam !== 'number' ? op : this.boundTopK(op, parseBindMessage(new BufferReader(frame.raw, 5)))
         const sql = bound === op ? undefined : this.sqlOf.get(op)
         if (sql !== undefined) this.sqlOf.set(bound, sql)
-        this.expect({ code: 0x42, batch, change: { ns: 'P', name: portal, portal: newPortal(bound) } })
+        const made = newPortal(bound)
+        // what an approval shows and binds to: kept by reference, read only if one is asked for
+        made.bind = frame.raw
+        made.text = this.model.statementText(statement, batch)
+        this.expect({ code: 0x42, batch, change: { ns: 'P', name: portal, portal: made } })
         this.toUpstream(frame.raw)
         return undefined
       }
@@ -828,9 +833,13 @@ export class PostgresProxy {
     const controller = new AbortController()
     this.pendingDecision = controller
     try {
+      const defer = this.session.target.options.approvalMode === 'defer'
       decision = await this.session.decide(pending.op, {
         signal: controller.signal,
+        defer,
+        sent: () => statementAsSent(pending, raw, this.session.masks),
         onPending: request => {
+          if (defer) return
           this.toClient(
             serializeNoticeResponse(`statement held for approval: request ${request.id}`, {
               D: `rule ${request.rule} requires approval by ${request.approvers.join(', ') || 'an approver'}`,
@@ -852,7 +861,8 @@ export class PostgresProxy {
   private send(pending: PendingOp, raw: Buffer, decision: Decision | undefined, refusal?: Refusal): void {
     const kind = pending.kind
     pending.decision = decision
-    if (decision && decision.action !== 'allow') {
+    if (decision?.deferred) refusal = deferredRefusal(decision)
+    else if (decision && decision.action !== 'allow') {
       const rule = decision.rule ?? 'default'
       refusal = {
         sqlstate: '42501',

@@ -27,6 +27,9 @@ export interface Portal {
   describedBatch: number
   /** set once a Describe of this portal was answered (RowDescription or NoData) */
   shapeKnown: boolean
+  /** the Bind that made it and the query text of its statement: an approval's statement as sent */
+  bind?: Buffer | undefined
+  text?: string | undefined
   /** the RowMask its RowDescription gave; undefined: nothing to mask */
   mask: RowMask | undefined
   /** the plan and catalog generation the mask was built under */
@@ -35,7 +38,7 @@ export interface Portal {
 }
 
 export function newPortal(op: Operation, hold = false): Portal {
-  return { op, hold, describedBatch: -1, shapeKnown: false, mask: undefined, shapePlan: undefined, shapeGeneration: -1 }
+  return { op, hold, describedBatch: -1, shapeKnown: false, bind: undefined, text: undefined, mask: undefined, shapePlan: undefined, shapeGeneration: -1 }
 }
 
 /** One change of the model: a name set (statement / portal) or dropped; name '*': the whole namespace. */
@@ -43,6 +46,8 @@ export interface Change {
   ns: 'S' | 'P'
   name: string
   statement?: Operation | undefined
+  /** a Parse: its query text exactly as sent (what an approval binds to; SQL PREPARE has none) */
+  text?: string | undefined
   portal?: Portal | undefined
   /** for a SQL statement's change: the CommandComplete tag that confirms it */
   tag?: string
@@ -120,6 +125,8 @@ export function statementEffects(op: Operation, bodyOf: (st: StatementInfo) => O
 export class SessionModel {
   /** confirmed statements: protocol-named and SQL-PREPAREd, one namespace */
   readonly statements = new Map<string, Operation>()
+  /** the query text of each Parsed statement in `statements`, exactly as sent */
+  readonly texts = new Map<string, string>()
   /** confirmed portals and cursors, one namespace */
   readonly portals = new Map<string, Portal>()
   /** portal name → its Operation, for the classifier (ClassifyContext.cursors) */
@@ -211,6 +218,15 @@ export class SessionModel {
     return this.statements.get(name)
   }
 
+  /** as statement(), the query text a Parse gave it (undefined: SQL PREPARE, or not known) */
+  statementText(name: string, batch: number): string | undefined {
+    if (this.statementChanges > 0) {
+      const c = this.latestChange('S', name)
+      if (c) return this.foundBatch === batch ? c.text : undefined
+    }
+    return this.texts.get(name)
+  }
+
   /** as statement(), for portals */
   portal(name: string, batch: number): Portal | number | undefined {
     if (this.portalChanges > 0) {
@@ -253,9 +269,17 @@ export class SessionModel {
 
   apply(c: Change): void {
     if (c.ns === 'S') {
-      if (c.name === '*') this.statements.clear()
-      else if (c.statement) this.statements.set(c.name, c.statement)
-      else this.statements.delete(c.name)
+      if (c.name === '*') {
+        this.statements.clear()
+        this.texts.clear()
+      } else if (c.statement) {
+        this.statements.set(c.name, c.statement)
+        if (c.text !== undefined) this.texts.set(c.name, c.text)
+        else this.texts.delete(c.name)
+      } else {
+        this.statements.delete(c.name)
+        this.texts.delete(c.name)
+      }
       return
     }
     if (c.name === '*') {
@@ -319,8 +343,10 @@ export class SessionModel {
   failed(e: Expectation): void {
     const c = e.change
     if (!c) return
-    if (e.code === P && c.name === '') this.statements.delete('')
-    else if (e.code === B) {
+    if (e.code === P && c.name === '') {
+      this.statements.delete('')
+      this.texts.delete('')
+    } else if (e.code === B) {
       this.portals.delete(c.name)
       this.cursors.delete(c.name)
     }
@@ -399,6 +425,7 @@ export class SessionModel {
   /** a simple Query drops the unnamed statement and portal (exec_simple_query), whatever it runs */
   simpleQuery(): void {
     this.statements.delete('')
+    this.texts.delete('')
     if (this.portals.delete('')) this.cursors.delete('')
   }
 

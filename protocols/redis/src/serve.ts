@@ -13,6 +13,7 @@ import type { CommandTable } from './commands.ts'
 import { RequestFramer } from './request-framer.ts'
 import { encodeCommand, errorReply, NOAUTH, OK } from './resp.ts'
 import { Pieces } from './pieces.ts'
+import { pendingReply, sentCommand } from './approval.ts'
 import { laneFor, laneSafe, UpstreamLoginError, type Lane, type LaneUser } from './lane.ts'
 import { HELD_HARD, HELD_SOFT, HIGH_WATER, LOST, SessionIO, upstreamTables, type Req, type Slot } from './session-io.ts'
 
@@ -270,7 +271,11 @@ class RedisConnection extends SessionIO implements LaneUser {
   private async decideLater(req: Req, name: string, slot: Slot): Promise<void> {
     let decision: Decision
     try {
-      decision = await this.session.decide(slot.op!, { signal: this.aborter.signal })
+      decision = await this.session.decide(slot.op!, {
+        signal: this.aborter.signal,
+        defer: this.session.target.options.approvalMode === 'defer',
+        sent: () => sentCommand(req.args, slot.op!.resources, this.session.masks),
+      })
     } catch (err) {
       if (!this.closed) this.decideFailed(err, slot)
       return
@@ -290,7 +295,9 @@ class RedisConnection extends SessionIO implements LaneUser {
   private decided(req: Req, name: string, slot: Slot, decision: Decision): Promise<void> | void {
     slot.decision = decision
     if (decision.action !== 'allow') {
-      const reply = decision.approvalId
+      const reply = decision.deferred
+        ? pendingReply(decision)
+        : decision.approvalId
         ? errorReply('ERR', `approval ${decision.approvalId} ${decision.reason.replace(/^approval \S+ /, '')}`)
         : errorReply('NOPERM', decision.rule ? `blocked by rule ${decision.rule}: ${decision.reason}` : `blocked: ${decision.reason}`)
       slot.error = decision.reason

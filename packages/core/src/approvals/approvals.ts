@@ -4,7 +4,7 @@
 // operation) and listing requests never wait on the store.
 import { randomBytes } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
-import type { ApprovalRequest, Operation, Principal, Protocol, SecretRef } from '../types.ts'
+import type { ApprovalRequest, Operation, Principal, Protocol, RecentStatement, SecretRef, StatementAsSent } from '../types.ts'
 import { grantKey, MemoryControlStore } from '../control/memory.ts'
 import { isShared, type ApprovalGrant, type ControlChange, type ControlStore, type RequestVerdict } from '../control/store.ts'
 import { announce, type WebhookConfig } from './webhook.ts'
@@ -31,6 +31,15 @@ export interface HoldRequest {
   timeoutMs: number
   /** ms; when set an approval lets the same statement through for this long */
   window?: number
+  /** the statement as sent (already masked for display) and its hash */
+  sent?: StatementAsSent
+  policyVersion?: string
+  ruleReason?: string
+  /** distinct approvers needed (default 1) */
+  minApprovals?: number
+  recent?: RecentStatement[]
+  /** defer: nobody waits; the same statement sent again runs once approved (release) */
+  mode?: 'wait' | 'defer'
   signal?: AbortSignal
   onPending?: (request: ApprovalRequest) => void
 }
@@ -51,8 +60,22 @@ export interface Approvals {
    * Decides through the store (one decision wins across instances). What the mirror already shows
    * to be wrong (unknown with the memory store, not pending, not this approver's) throws at once.
    */
-  approve(id: string, by: Principal): Promise<ApprovalRequest>
+  /** one approver's yes; the request is approved once minApprovals distinct approvers said yes */
+  approve(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
   deny(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
+  /**
+   * Defer mode: the request (approved and not yet released, or still pending) for exactly this
+   * statement by this subject on this target, from the mirror; a pending one is read again from
+   * the store (it may have been approved on another instance a moment ago).
+   */
+  findDeferred(subject: string, target: string, statementHash: string): Promise<ApprovalRequest | undefined>
+  /** lets an approved deferred request's statement through once (atomic across instances) */
+  release(id: string): Promise<ApprovalRequest | undefined>
+  /**
+   * After a reload: each request this process holds is asked again; those for which `check`
+   * names a reason (the decision changed) are withdrawn with it.
+   */
+  reconsider(check: (req: HoldRequest) => string | undefined): Promise<void>
   /** from the mirror: the data path's lookup */
   findGrant(subject: string, target: string, fingerprint: string): ApprovalGrant | undefined
   /** from the store, for a window granted elsewhere that the mirror has not heard of yet */
@@ -90,11 +113,16 @@ export function createApprovals(
   const grants = new Map<string, ApprovalGrant>()
   const watchers = new Map<string, (r: ApprovalRequest) => void>()
   const closers = new Set<() => void>()
+  /** what this process holds: pending requests, with what they were made of (reload asks them again) */
+  const holds = new Map<HoldRequest, string>()
 
   function remember(r: ApprovalRequest) {
     const known = requests.get(r.id)
     // a final state is final: a late 'pending' echo (a poll after a notification) must not undo it
     if (known && known.status !== 'pending' && r.status === 'pending') return
+    // nor does a late echo with fewer votes, or one from before the release
+    if (known && known.status === r.status && (known.approvals?.length ?? 0) > (r.approvals?.length ?? 0)) return
+    if (known?.released !== undefined && r.released === undefined) return
     requests.set(r.id, r)
     if (requests.size > max) {
       for (const [id, q] of requests) {
@@ -123,6 +151,8 @@ export function createApprovals(
   function assertDecidable(r: ApprovalRequest, by: Principal) {
     if (r.status !== 'pending')
       throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${r.id} is already ${r.status}`, { approvalId: r.id })
+    if (r.approvals?.some(v => v.by === by.subject))
+      throw new PortcullisError('APPROVAL_ALREADY_COUNTED', `${by.subject} has already approved ${r.id}; each approver counts once`, { approvalId: r.id })
     if (by.subject === r.principal.subject)
       throw new PortcullisError('APPROVAL_FORBIDDEN', `${by.subject} may not decide their own request ${r.id}`, {
         approvalId: r.id,
@@ -137,7 +167,10 @@ export function createApprovals(
 
   function verdictOn(r: ApprovalRequest, by: Principal, status: 'approved' | 'denied', reason?: string): Promise<ApprovalRequest> {
     assertDecidable(r, by)
-    const verdict: RequestVerdict = { status, decidedBy: by.subject, ...(reason !== undefined ? { reason } : {}) }
+    const verdict: RequestVerdict =
+      status === 'approved'
+        ? { status, decidedBy: by.subject, vote: { by: by.subject, at: now(), ...(reason !== undefined ? { reason } : {}) } }
+        : { status, decidedBy: by.subject, ...(reason !== undefined ? { reason } : {}) }
     if (status === 'approved' && r.window !== undefined)
       verdict.grant = { subject: r.principal.subject, target: r.target, fingerprint: r.fingerprint, until: now() + r.window, approvalId: r.id }
     return store.decide(r.id, verdict)
@@ -190,8 +223,46 @@ export function createApprovals(
       webhook = hook
     },
 
-    approve: (id, by) => decideFor(id, by, 'approved'),
+    approve: (id, by, reason) => decideFor(id, by, 'approved', reason),
     deny: (id, by, reason) => decideFor(id, by, 'denied', reason),
+
+    async findDeferred(subject, target, hash) {
+      const t = now()
+      let found: ApprovalRequest | undefined
+      for (const r of requests.values()) {
+        if (r.mode !== 'defer' || r.statementHash !== hash || r.principal.subject !== subject || r.target !== target) continue
+        if (r.expires <= t || r.released !== undefined) continue
+        if (r.status === 'approved') return { ...r }
+        if (r.status === 'pending') found = r
+      }
+      if (!found || store.kind === 'memory') return found && { ...found }
+      // approved on another instance a moment ago: the change may not have reached this mirror
+      const fresh = await store.getRequest(found.id).catch(() => undefined)
+      if (fresh) remember(fresh)
+      return fresh && (fresh.status === 'pending' || (fresh.status === 'approved' && fresh.released === undefined)) ? fresh : undefined
+    },
+
+    async release(id) {
+      const r = await store.release(id)
+      if (r) remember(r)
+      return r
+    },
+
+    async reconsider(check) {
+      const withdrawals: Promise<unknown>[] = []
+      for (const [held, id] of holds) {
+        const r = requests.get(id)
+        if (r && r.status !== 'pending') continue
+        const reason = check(held)
+        if (reason === undefined) continue
+        withdrawals.push(
+          store.decide(id, { status: 'withdrawn', reason }).catch(err => {
+            if (!(err instanceof PortcullisError && err.code === 'APPROVAL_NOT_PENDING')) log(`approval ${id} not withdrawn after reload: ${(err as Error).message}`)
+          }),
+        )
+      }
+      await Promise.all(withdrawals)
+    },
 
     hold(req) {
       const { op } = req
@@ -211,6 +282,15 @@ export function createApprovals(
         created,
         expires: created + req.timeoutMs,
         status: 'pending',
+        minApprovals: req.minApprovals ?? 1,
+        approvals: [],
+        mode: req.mode ?? 'wait',
+        // the estimator fills it; null until then (no estimate is a fact too)
+        estimate: null,
+        ...(req.sent ? { sent: { text: req.sent.text, ...(req.sent.parameters ? { parameters: req.sent.parameters } : {}) }, statementHash: req.sent.hash } : {}),
+        ...(req.policyVersion !== undefined ? { policyVersion: req.policyVersion } : {}),
+        ...(req.ruleReason !== undefined ? { ruleReason: req.ruleReason } : {}),
+        ...(req.recent ? { recent: req.recent } : {}),
         ...(req.window !== undefined ? { window: req.window } : {}),
         ...(opts.instance !== undefined ? { instance: opts.instance } : {}),
       }
@@ -230,6 +310,7 @@ export function createApprovals(
           done = true
           if (timer) clearTimeout(timer)
           watchers.delete(request.id)
+          holds.delete(req)
           req.signal?.removeEventListener('abort', onAbort)
           closers.delete(onAbort)
         }
@@ -243,6 +324,7 @@ export function createApprovals(
         }
         // watching before the put: a decision may arrive before the put's promise settles
         watchers.set(request.id, settle)
+        holds.set(req, request.id)
         const expire = () => {
           if (done) return
           store.decide(request.id, { status: 'expired' }).then(settle, async (err: unknown) => {

@@ -22,12 +22,25 @@ export function approvalSummary(request: ApprovalRequest) {
     class: request.class,
     statement: request.statement,
     fingerprint: request.fingerprint,
+    // as sent: the text and its bound parameters, masked where a masking rule covers a value
+    text: request.sent?.text ?? request.statement,
+    parameters: request.sent?.parameters ?? [],
+    statementHash: request.statementHash ?? null,
+    policyVersion: request.policyVersion ?? null,
     resources: request.resources,
     rule: request.rule,
+    ruleReason: request.ruleReason ?? null,
     approvers: request.approvers,
+    minApprovals: request.minApprovals ?? 1,
+    approvals: (request.approvals ?? []).map(v => ({ by: v.by, at: new Date(v.at).toISOString(), ...(v.reason ? { reason: v.reason } : {}) })),
+    recent: (request.recent ?? []).map(r => ({ at: new Date(r.at).toISOString(), statement: r.statement, class: r.class, action: r.action })),
+    estimate: request.estimate ?? null,
+    mode: request.mode ?? 'wait',
     created: new Date(request.created).toISOString(),
     expires: new Date(request.expires).toISOString(),
+    ...(request.released !== undefined ? { released: new Date(request.released).toISOString() } : {}),
     ...(request.decidedBy ? { decidedBy: request.decidedBy } : {}),
+    ...(request.reason ? { reason: request.reason } : {}),
   }
 }
 

@@ -339,6 +339,10 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     if (r.approvers) rule.approvers = r.approvers
     if (r.window !== undefined) rule.window = parseDuration(r.window)
     if (r.timeout !== undefined) rule.timeout = parseDuration(r.timeout)
+    if (r.minApprovals !== undefined) {
+      if (r.action !== 'approve') issue([...path, 'minApprovals'], 'minApprovals applies to approve rules only')
+      rule.minApprovals = r.minApprovals
+    }
     if (r.reason !== undefined) rule.reason = r.reason
     rules.push(rule)
   }

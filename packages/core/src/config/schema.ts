@@ -75,6 +75,7 @@ const rule = object(
     approvers: strings,
     window: duration,
     timeout: duration,
+    minApprovals: { type: 'integer', minimum: 1, maximum: 100 },
     reason: { type: 'string' },
   },
   ['id', 'action'],

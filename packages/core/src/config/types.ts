@@ -79,6 +79,8 @@ export interface RuleConfig {
   window?: number
   /** ms: how long an approval request waits */
   timeout?: number
+  /** distinct approvers (from `approvers` groups, never the requester) needed to approve; default 1 */
+  minApprovals?: number
   reason?: string
 }
 

@@ -63,6 +63,19 @@ export class MemoryControlStore implements ControlStore {
       throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} is already ${r.status}`, { approvalId: id })
     if ((verdict.status === 'approved' || verdict.status === 'denied') && r.expires <= this.#now())
       throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} has expired`, { approvalId: id })
+    if (verdict.vote) {
+      const votes = r.approvals ?? []
+      if (votes.some(v => v.by === verdict.vote!.by))
+        throw new PortcullisError('APPROVAL_ALREADY_COUNTED', `${verdict.vote.by} has already approved ${id}; each approver counts once`, { approvalId: id })
+      const approvals = [...votes, { ...verdict.vote }]
+      if (approvals.length < (r.minApprovals ?? 1)) {
+        const counted: ApprovalRequest = { ...r, approvals }
+        this.#requests.set(id, counted)
+        this.#emit({ kind: 'request', request: { ...counted } })
+        return { ...counted }
+      }
+      r.approvals = approvals
+    }
     const done: ApprovalRequest = {
       ...r,
       status: verdict.status,
@@ -75,6 +88,15 @@ export class MemoryControlStore implements ControlStore {
       this.#dropExpiredGrants()
       this.#emit({ kind: 'grant', grant: { ...g } })
     }
+    this.#requests.set(id, done)
+    this.#emit({ kind: 'request', request: { ...done } })
+    return { ...done }
+  }
+
+  async release(id: string): Promise<ApprovalRequest | undefined> {
+    const r = this.#requests.get(id)
+    if (!r || r.status !== 'approved' || r.mode !== 'defer' || r.released !== undefined || r.expires <= this.#now()) return undefined
+    const done: ApprovalRequest = { ...r, released: this.#now() }
     this.#requests.set(id, done)
     this.#emit({ kind: 'request', request: { ...done } })
     return { ...done }

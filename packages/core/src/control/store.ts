@@ -7,7 +7,7 @@
 // process's memory; what the store says reaches that memory through `subscribe` (grants and
 // revocations are mirrored locally). Only approvals, revocations, kills and the admin API await it.
 import type { RevocationEntry } from '../config/types.ts'
-import type { ApprovalRequest, Protocol } from '../types.ts'
+import type { ApprovalRequest, ApprovalVote, Protocol } from '../types.ts'
 
 export interface ApprovalGrant {
   subject: string
@@ -61,6 +61,12 @@ export interface RequestVerdict {
   reason?: string
   /** when approving a request with a window: the grant, written in the same step */
   grant?: ApprovalGrant
+  /**
+   * status 'approved': one approver's vote. The store adds it unless that approver already voted
+   * (APPROVAL_ALREADY_COUNTED), and moves the request to approved (writing `grant`) only once
+   * the request's minApprovals distinct votes are in; until then it stays pending with the votes.
+   */
+  vote?: ApprovalVote
 }
 
 export interface ControlHealth {
@@ -93,6 +99,11 @@ export interface ControlStore {
    * one wins and the other is refused with APPROVAL_NOT_PENDING (APPROVAL_NOT_FOUND when unknown).
    */
   decide(id: string, verdict: RequestVerdict): Promise<ApprovalRequest>
+  /**
+   * Defer mode: lets an approved, unexpired request's statement through once. Of two calls at once
+   * (two instances, two retries) exactly one gets the request back; the other gets undefined.
+   */
+  release(id: string): Promise<ApprovalRequest | undefined>
   findGrant(subject: string, target: string, fingerprint: string): Promise<ApprovalGrant | undefined>
   /** grants still open */
   grants(): Promise<ApprovalGrant[]>

@@ -13,6 +13,8 @@ export interface PolicyDecision {
   window?: number
   /** ms */
   timeoutMs?: number
+  /** distinct approvers needed */
+  minApprovals?: number
 }
 
 export const DEFAULT_DENY_REASON = 'no rule allows this (default deny)'
@@ -105,6 +107,7 @@ export function decide(rules: RuleConfig[], principal: Principal, target: string
     out.approvers = winner.approvers ?? []
     if (winner.window !== undefined) out.window = winner.window
     if (winner.timeout !== undefined) out.timeoutMs = winner.timeout
+    if (winner.minApprovals !== undefined) out.minApprovals = winner.minApprovals
   }
   return out
 }

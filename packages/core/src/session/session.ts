@@ -2,12 +2,14 @@
 import { randomBytes, type KeyObject } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
 import type {
+  ApprovalRequest,
   AuditEvent,
   Decision,
   DecideOptions,
   MaskPlan,
   Operation,
   Principal,
+  RecentStatement,
   RecordType,
   SecretRef,
   Session,
@@ -20,6 +22,8 @@ import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
+import { policyVersion, statementHash } from '../policy/fingerprint.ts'
+import type { HoldOutcome } from '../approvals/approvals.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 
@@ -57,6 +61,20 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     )
   })
+}
+
+/** statements an approval request shows of the session before the held one (a bounded ring) */
+export const RECENT_STATEMENTS = 10
+const RECENT_TEXT_MAX = 500
+
+function votersOf(r: ApprovalRequest): string {
+  const by = (r.approvals ?? []).map(v => v.by)
+  return by.length > 0 ? by.join(', ') : (r.decidedBy ?? 'an approver')
+}
+
+/** defer mode's answer: a block that names the pending request; the codec says how to poll */
+function deferred(rule: string | null, r: ApprovalRequest, masks: MaskPlan): Decision {
+  return { action: 'block', rule, reason: `approval pending: request ${r.id}`, masks, approvalId: r.id, deferred: true }
 }
 
 export interface RecordingSign {
@@ -108,6 +126,11 @@ export class CoreSession implements Session {
   #recorder: SessionRecorder | undefined
   #masks: { generation: number; plan: MaskPlan } | undefined
   #closing: Promise<void> | undefined
+  /** the last RECENT_STATEMENTS decided (normalized text: no literal values), a ring of references: no allocation per operation */
+  #recentOps: (Operation | undefined)[] = new Array(RECENT_STATEMENTS)
+  #recentAt: number[] = new Array(RECENT_STATEMENTS).fill(0)
+  #recentAction: RecentStatement['action'][] = new Array(RECENT_STATEMENTS).fill('allow')
+  #recentNext = 0
 
   constructor(host: SessionHost, target: TargetConfig, remote: string) {
     this.#host = host
@@ -271,35 +294,70 @@ export class CoreSession implements Session {
       this.assertAlive()
       return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }, config, started)
     }
+    const version = policyVersion(config.rules)
+    // what the request binds to: the exact statement and its parameters. A codec that gives none
+    // knows only the normalized text, which many statements share: its request binds to a hash no
+    // other statement has, so a retry in defer mode asks again rather than ride on this approval
+    const sent = opts.sent?.() ?? { text: op.statement, hash: statementHash(op.statement, [randomBytes(16)]) }
+    // defer mode: this exact statement by this subject asked before. Approved: it runs, once.
+    // Still pending: the client is told the same request id again, no second request is made.
+    const earlier = await approvals.findDeferred(principal.subject, this.target.name, sent.hash)
+    if (earlier && earlier.rule === pd.rule) {
+      // approved under rules that still ask for no more approvers than it had
+      if (earlier.status === 'approved' && (earlier.approvals?.length ?? 1) >= (pd.minApprovals ?? 1)) {
+        const released = await approvals.release(earlier.id)
+        if (released) {
+          this.assertAlive()
+          this.#approvalOutcome(released, 'released')
+          return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by ${votersOf(released)}; released once`, masks, approvalId: released.id }, config, started)
+        }
+      } else if (opts.defer) return this.#decided(op, deferred(pd.rule, earlier, masks), config, started)
+    }
+    const hold = {
+      principal,
+      target: this.target.name,
+      protocol: this.target.protocol,
+      op,
+      rule: pd.rule!,
+      approvers: pd.approvers ?? [],
+      timeoutMs: pd.timeoutMs ?? config.approvals.timeoutMs,
+      ...(pd.window !== undefined ? { window: pd.window } : {}),
+      sent,
+      policyVersion: version,
+      ruleReason: pd.reason,
+      minApprovals: pd.minApprovals ?? 1,
+      recent: this.#recentList(),
+    }
+    if (opts.defer) {
+      // nobody waits: the request outlives this session (the client may come back on another)
+      let stored: (r: ApprovalRequest) => void = () => {}
+      const pending = new Promise<ApprovalRequest>(resolve => (stored = resolve))
+      const outcome = approvals.hold({
+        ...hold,
+        mode: 'defer',
+        onPending: r => {
+          stored(r)
+          opts.onPending?.(r)
+        },
+      })
+      const first = await Promise.race([pending, outcome])
+      if ('id' in first) {
+        outcome.then(
+          o => {
+            if (o.status !== 'unavailable') this.#approvalOutcome(o.request, o.status)
+          },
+          () => {},
+        )
+        return this.#decided(op, deferred(pd.rule, first, masks), config, started)
+      }
+      return this.#decided(op, this.#outcomeDecision(first, pd.rule, masks), config, started)
+    }
     let decision: Decision
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
     try {
-      const outcome = await approvals.hold({
-        principal,
-        target: this.target.name,
-        protocol: this.target.protocol,
-        op,
-        rule: pd.rule!,
-        approvers: pd.approvers ?? [],
-        timeoutMs: pd.timeoutMs ?? config.approvals.timeoutMs,
-        ...(pd.window !== undefined ? { window: pd.window } : {}),
-        signal,
-        ...(opts.onPending ? { onPending: opts.onPending } : {}),
-      })
-      if (outcome.status === 'unavailable')
-        // a block like any other, so every codec answers it in its own protocol and keeps the session
-        decision = { action: 'block', rule: pd.rule, reason: outcome.reason, masks }
-      else if (outcome.status === 'approved')
-        decision = { action: 'allow', rule: pd.rule, reason: `approved by ${outcome.request.decidedBy}`, masks, approvalId: outcome.request.id }
-      else if (outcome.status === 'denied')
-        decision = {
-          action: 'block',
-          rule: pd.rule,
-          reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
-          masks,
-          approvalId: outcome.request.id,
-        }
-      else decision = { action: 'block', rule: pd.rule, reason: `approval ${outcome.request.id} timed out`, masks, approvalId: outcome.request.id }
+      const outcome = await approvals.hold({ ...hold, mode: 'wait', signal, ...(opts.onPending ? { onPending: opts.onPending } : {}) })
+      if (outcome.status !== 'unavailable') this.#approvalOutcome(outcome.request, outcome.status)
+      decision = this.#outcomeDecision(outcome, pd.rule, masks)
     } catch (err) {
       this.record('decision', { action: 'block', rule: pd.rule, reason: 'approval withdrawn', statement: op.statement, class: op.class })
       this.#host.metrics.operation(op.class, 'withdrawn')
@@ -310,7 +368,59 @@ export class CoreSession implements Session {
     return this.#decided(op, decision, config, started)
   }
 
+  /** the ring, oldest first, as an approval request shows it */
+  #recentList(): RecentStatement[] {
+    const out: RecentStatement[] = []
+    const n = Math.min(this.#recentNext, RECENT_STATEMENTS)
+    for (let i = this.#recentNext - n; i < this.#recentNext; i++) {
+      const slot = i % RECENT_STATEMENTS
+      const op = this.#recentOps[slot]!
+      const text = op.statement.length > RECENT_TEXT_MAX ? op.statement.slice(0, RECENT_TEXT_MAX) + '…' : op.statement
+      out.push({ at: this.#recentAt[slot]!, statement: text, class: op.class, action: this.#recentAction[slot]! })
+    }
+    return out
+  }
+
+  #outcomeDecision(outcome: HoldOutcome, rule: string | null, masks: MaskPlan): Decision {
+    if (outcome.status === 'unavailable')
+      // a block like any other, so every codec answers it in its own protocol and keeps the session
+      return { action: 'block', rule, reason: outcome.reason, masks }
+    if (outcome.status === 'approved')
+      return { action: 'allow', rule, reason: `approved by ${votersOf(outcome.request)}`, masks, approvalId: outcome.request.id }
+    if (outcome.status === 'denied')
+      return {
+        action: 'block',
+        rule,
+        reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
+        masks,
+        approvalId: outcome.request.id,
+      }
+    return { action: 'block', rule, reason: `approval ${outcome.request.id} timed out`, masks, approvalId: outcome.request.id }
+  }
+
+  /** who approved, when and why: into the recording and an audit line */
+  #approvalOutcome(r: ApprovalRequest, outcome: string) {
+    const approvals = (r.approvals ?? []).map(v => ({ by: v.by, at: new Date(v.at).toISOString(), ...(v.reason ? { reason: v.reason } : {}) }))
+    const fields = {
+      approvalId: r.id,
+      outcome,
+      ...(r.decidedBy ? { decidedBy: r.decidedBy } : {}),
+      ...(r.reason ? { reason: r.reason } : {}),
+      approvals,
+      minApprovals: r.minApprovals ?? 1,
+      ...(r.statementHash ? { statementHash: r.statementHash } : {}),
+      ...(r.policyVersion ? { policyVersion: r.policyVersion } : {}),
+    }
+    this.record('event', { event: 'approval', ...fields })
+    this.#host.audit.log('approval outcome', { session: this.id, target: this.target.name, subject: r.principal.subject, ...fields })
+  }
+
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
+    const slot = this.#recentNext % RECENT_STATEMENTS
+    this.#recentOps[slot] = op
+    this.#recentAt[slot] = started
+    this.#recentAction[slot] = decision.deferred ? 'approve' : decision.action
+    this.#recentNext++
     // one object literal per shape, not a spread per operation
     this.record(
       'decision',

@@ -50,6 +50,13 @@ const MIGRATIONS: ((s: string) => string)[] = [
       body jsonb NOT NULL
     );
   `,
+  // 2: minApprovals (each approver's vote, once) and defer mode's one release
+  s => `
+    ALTER TABLE ${s}.requests
+      ADD COLUMN votes jsonb NOT NULL DEFAULT '[]'::jsonb,
+      ADD COLUMN min_approvals integer NOT NULL DEFAULT 1 CHECK (min_approvals >= 1),
+      ADD COLUMN released timestamptz;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

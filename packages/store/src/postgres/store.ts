@@ -174,8 +174,8 @@ export class PostgresControlStore implements ControlStore {
   async putRequest(r: ApprovalRequest): Promise<void> {
     await this.#tx(async c => {
       await c.query(
-        `INSERT INTO ${this.#s}.requests (id, instance, status, expires, body) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)`,
-        [r.id, r.instance ?? null, r.status, r.expires, JSON.stringify(r)],
+        `INSERT INTO ${this.#s}.requests (id, instance, status, expires, min_approvals, body) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5, $6)`,
+        [r.id, r.instance ?? null, r.status, r.expires, r.minApprovals ?? 1, JSON.stringify(r)],
       )
       await this.#append(c, [{ kind: 'request', request: r }])
     })
@@ -199,6 +199,7 @@ export class PostgresControlStore implements ControlStore {
     const patch: Record<string, unknown> = { status: verdict.status }
     if (verdict.decidedBy !== undefined) patch.decidedBy = verdict.decidedBy
     if (verdict.reason !== undefined) patch.reason = verdict.reason
+    if (verdict.vote) return this.#vote(id, verdict)
     const decision = verdict.status === 'approved' || verdict.status === 'denied'
     const done = await this.#tx(async c => {
       // one decision only: of two approvers at once, the second finds it no longer pending. An
@@ -234,6 +235,78 @@ export class PostgresControlStore implements ControlStore {
     })
     for (const ch of done.changes) this.#emit(ch)
     return done.request
+  }
+
+  /**
+   * One approver's yes. One UPDATE: the row lock orders two approvers at once, and the second one's
+   * WHERE is evaluated again on the row the first left (Read Committed), so the same approver twice
+   * counts once and two approvers on two instances make exactly one decision.
+   */
+  async #vote(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
+    const vote = verdict.vote!
+    const patch: Record<string, unknown> = { status: 'approved' }
+    if (verdict.decidedBy !== undefined) patch.decidedBy = verdict.decidedBy
+    const done = await this.#tx(async c => {
+      const { rows } = await c.query(
+        `UPDATE ${this.#s}.requests r SET
+            votes = r.votes || $2::jsonb,
+            status = CASE WHEN jsonb_array_length(r.votes) + 1 >= r.min_approvals THEN 'approved' ELSE 'pending' END,
+            body = r.body || jsonb_build_object('approvals', r.votes || $2::jsonb)
+                   || CASE WHEN jsonb_array_length(r.votes) + 1 >= r.min_approvals THEN $3::jsonb ELSE '{}'::jsonb END,
+            updated = now()
+          WHERE r.id = $1 AND r.status = 'pending' AND NOT r.votes @> jsonb_build_array(jsonb_build_object('by', $4::text))
+            AND r.expires > now() AND (r.instance IS NULL OR EXISTS (
+              SELECT 1 FROM ${this.#s}.instances i WHERE i.id = r.instance AND i.state = 'alive' AND i.lease_until > now()))
+          RETURNING r.body, r.status`,
+        [id, JSON.stringify([vote]), JSON.stringify(patch), vote.by],
+      )
+      if (!rows[0]) {
+        const { rows: found } = await c.query(
+          `SELECT status, expires <= now() AS expired, votes @> jsonb_build_array(jsonb_build_object('by', $2::text)) AS counted FROM ${this.#s}.requests WHERE id = $1`,
+          [id, vote.by],
+        )
+        if (!found[0]) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
+        if (found[0].status === 'pending' && found[0].counted === true)
+          throw new PortcullisError('APPROVAL_ALREADY_COUNTED', `${vote.by} has already approved ${id}; each approver counts once`, { approvalId: id })
+        const why = found[0].status !== 'pending' ? `is already ${String(found[0].status)}` : found[0].expired ? 'has expired' : 'is held by a gateway instance that stopped answering'
+        throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} ${why}`, { approvalId: id })
+      }
+      const request = rows[0].body as ApprovalRequest
+      const changes: ControlChange[] = []
+      if (rows[0].status === 'approved' && verdict.grant) {
+        const g = verdict.grant
+        await c.query(
+          `INSERT INTO ${this.#s}.grants (subject, target, fingerprint, until, approval_id) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)
+           ON CONFLICT (subject, target, fingerprint) DO UPDATE SET until = greatest(${this.#s}.grants.until, excluded.until), approval_id = excluded.approval_id`,
+          [g.subject, g.target, g.fingerprint, g.until, g.approvalId],
+        )
+        changes.push({ kind: 'grant', grant: g })
+      }
+      changes.push({ kind: 'request', request })
+      await this.#append(c, changes)
+      return { request, changes }
+    })
+    for (const ch of done.changes) this.#emit(ch)
+    return done.request
+  }
+
+  async release(id: string): Promise<ApprovalRequest | undefined> {
+    const done = await this.#tx(async c => {
+      // once: of two retries at once, the second finds `released` set
+      const { rows } = await c.query(
+        `UPDATE ${this.#s}.requests r SET released = now(),
+            body = r.body || jsonb_build_object('released', floor(extract(epoch FROM now()) * 1000)::bigint), updated = now()
+          WHERE r.id = $1 AND r.status = 'approved' AND r.released IS NULL AND r.expires > now() AND r.body->>'mode' = 'defer'
+          RETURNING r.body`,
+        [id],
+      )
+      if (!rows[0]) return undefined
+      const request = rows[0].body as ApprovalRequest
+      await this.#append(c, [{ kind: 'request', request }])
+      return request
+    })
+    if (done) this.#emit({ kind: 'request', request: done })
+    return done
   }
 
   async findGrant(subject: string, target: string, fingerprint: string): Promise<ApprovalGrant | undefined> {

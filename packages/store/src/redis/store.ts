@@ -10,6 +10,7 @@ import {
   grantKey,
   type ApprovalGrant,
   type ApprovalRequest,
+  type ApprovalVote,
   type ControlChange,
   type ControlHealth,
   type ControlStore,
@@ -19,7 +20,7 @@ import {
   type RevocationEntry,
   type SessionRecord,
 } from '@portcullis/core'
-import { DECIDE, PUT_REQUEST, REAP } from './scripts.ts'
+import { DECIDE, PUT_REQUEST, REAP, RELEASE, VOTE } from './scripts.ts'
 
 export interface RedisControlStoreOptions {
   host: string
@@ -54,6 +55,11 @@ function requestOf(fields: Record<string, string>): ApprovalRequest {
   r.status = (fields.status as ApprovalRequest['status']) ?? r.status
   if (fields.decidedBy) r.decidedBy = fields.decidedBy
   if (fields.reason) r.reason = fields.reason
+  // votes are fields of their own (`vote:<subject>`), in the order they were given
+  const votes: ApprovalVote[] = []
+  for (const [k, v] of Object.entries(fields)) if (k.startsWith('vote:')) votes.push(JSON.parse(v) as ApprovalVote)
+  if (votes.length > 0) r.approvals = votes.sort((a, b) => a.at - b.at)
+  if (fields.released) r.released = Number(fields.released)
   return r
 }
 
@@ -150,7 +156,7 @@ export class RedisControlStore implements ControlStore {
   // ─── approvals ───
 
   async putRequest(r: ApprovalRequest): Promise<void> {
-    await this.#run(c => c.eval(PUT_REQUEST, 0, this.#o.prefix, r.id, JSON.stringify(r), r.instance ?? '', String(r.expires), String(this.#o.retainMs)))
+    await this.#run(c => c.eval(PUT_REQUEST, 0, this.#o.prefix, r.id, JSON.stringify(r), r.instance ?? '', String(r.expires), String(this.#o.retainMs), String(r.minApprovals ?? 1), r.mode ?? 'wait'))
     this.#emit({ kind: 'request', request: r })
   }
 
@@ -169,6 +175,7 @@ export class RedisControlStore implements ControlStore {
   }
 
   async decide(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
+    if (verdict.vote) return this.#vote(id, verdict)
     const decision = verdict.status === 'approved' || verdict.status === 'denied'
     const g = verdict.grant
     const out = (await this.#run(c =>
@@ -202,6 +209,51 @@ export class RedisControlStore implements ControlStore {
     const done = (await this.getRequest(id))!
     if (g) this.#emit({ kind: 'grant', grant: g })
     this.#emit({ kind: 'request', request: done })
+    return done
+  }
+
+  async #vote(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
+    const vote = verdict.vote!
+    const g = verdict.grant
+    const out = (await this.#run(c =>
+      c.eval(
+        VOTE,
+        0,
+        this.#o.prefix,
+        id,
+        vote.by,
+        JSON.stringify(vote),
+        g ? JSON.stringify(g) : '',
+        g ? grantKey(g.subject, g.target, g.fingerprint) : '',
+        g ? String(g.until) : '0',
+        String(this.#o.retainMs),
+      ),
+    )) as string[]
+    switch (out[0]) {
+      case 'ok':
+        break
+      case 'missing':
+        throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
+      case 'counted':
+        throw new PortcullisError('APPROVAL_ALREADY_COUNTED', `${vote.by} has already approved ${id}; each approver counts once`, { approvalId: id })
+      case 'status':
+        throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} is already ${out[1]}`, { approvalId: id })
+      case 'expired':
+        throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} has expired`, { approvalId: id })
+      default:
+        throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} is held by a gateway instance that stopped answering`, { approvalId: id })
+    }
+    const done = (await this.getRequest(id))!
+    if (g && out[1] === 'approved') this.#emit({ kind: 'grant', grant: g })
+    this.#emit({ kind: 'request', request: done })
+    return done
+  }
+
+  async release(id: string): Promise<ApprovalRequest | undefined> {
+    const n = (await this.#run(c => c.eval(RELEASE, 0, this.#o.prefix, id))) as number
+    if (n !== 1) return undefined
+    const done = await this.getRequest(id)
+    if (done) this.#emit({ kind: 'request', request: done })
     return done
   }
 
