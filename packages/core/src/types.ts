@@ -100,6 +100,34 @@ export interface Decision {
   approvalId?: string
 }
 
+/**
+ * The blast radius of a held statement, estimated before anyone decides (EXPLAIN for Postgres,
+ * key / document counts for Redis, point / vector counts for vector databases). Filled by the
+ * estimator; `null` when no estimate could be had (then the fact is unknown to rules).
+ */
+export interface BlastRadius {
+  estimatedRows?: number
+  tables?: string[]
+  keys?: number
+  documents?: number
+  points?: number
+  vectors?: number
+  /** how it was had: 'explain', 'dbsize', 'ft.info', 'qdrant-count', 'pinecone-stats', … */
+  source: string
+}
+
+/**
+ * How a codec estimates one operation's blast radius. Built by the codec only where an estimate
+ * can be had (Postgres DML, Redis multi-key deletes and FT.DROPINDEX DD, Qdrant delete by filter,
+ * Pinecone deleteAll); `facts` names what it can tell, so that a rule on one of them is 'unknown'
+ * (not 'no') until it has run. run() is called at most once, only when a rule needs the facts or
+ * the operation is held; it resolves null when nothing could be had and never rejects.
+ */
+export interface Estimator {
+  readonly facts: readonly string[]
+  run(signal: AbortSignal): Promise<BlastRadius | null>
+}
+
 export interface ApprovalRequest {
   id: string
   principal: Principal
@@ -112,6 +140,8 @@ export interface ApprovalRequest {
   rule: string
   approvers: string[]
   facts: Record<string, FactValue>
+  /** blast radius, filled by the estimator (another module); null: none could be had */
+  estimate?: BlastRadius | null
   created: number
   expires: number
   status: 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn'
@@ -129,6 +159,8 @@ export interface DecideOptions {
   signal?: AbortSignal
   /** called once when the operation is held for approval, before waiting */
   onPending?: (request: ApprovalRequest) => void
+  /** the operation's blast radius, when one can be had (see Estimator) */
+  estimate?: Estimator
 }
 
 export interface SecretRef {
@@ -226,7 +258,7 @@ export interface Session {
    * decide() without the wait: the decision when none is needed (recorded and audited the same),
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
-  decideNow(op: Operation): Decision | undefined
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined
   /** resolves a secret reference of this target (upstream password, API key) */
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */

@@ -4,7 +4,7 @@
 // operation) and listing requests never wait on the store.
 import { randomBytes } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
-import type { ApprovalRequest, Operation, Principal, Protocol, SecretRef } from '../types.ts'
+import type { ApprovalRequest, BlastRadius, Operation, Principal, Protocol, SecretRef } from '../types.ts'
 import { grantKey, MemoryControlStore } from '../control/memory.ts'
 import type { ApprovalGrant, ControlChange, ControlStore, RequestVerdict } from '../control/store.ts'
 import { announce, type WebhookConfig } from './webhook.ts'
@@ -33,6 +33,8 @@ export interface HoldRequest {
   window?: number
   signal?: AbortSignal
   onPending?: (request: ApprovalRequest) => void
+  /** the blast radius estimated before the hold (null: none could be had; absent: not asked) */
+  estimate?: BlastRadius | null
 }
 
 export type HoldOutcome =
@@ -208,6 +210,7 @@ export function createApprovals(
         rule: req.rule,
         approvers: req.approvers,
         facts: op.facts,
+        ...(req.estimate !== undefined ? { estimate: req.estimate } : {}),
         created,
         expires: created + req.timeoutMs,
         status: 'pending',

@@ -3,6 +3,7 @@ import { randomBytes, type KeyObject } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
 import type {
   AuditEvent,
+  BlastRadius,
   Decision,
   DecideOptions,
   MaskPlan,
@@ -20,6 +21,7 @@ import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
+import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 
@@ -230,7 +232,7 @@ export class CoreSession implements Session {
    * recorded and counted like decide()'s; undefined when an approval must be asked for. Codecs call
    * it first so that the common case costs no promise and holds nothing back from the same batch.
    */
-  decideNow(op: Operation): Decision | undefined {
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined {
     const principal = this.#principal
     if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
     this.assertAlive()
@@ -239,7 +241,11 @@ export class CoreSession implements Session {
     const started = this.#host.now()
     this.lastActivity = started
     const masks = this.masks
-    const pd = policyDecide(config.rules, principal, this.target.name, op)
+    // an estimate the rules name is unknown until decide() has run it
+    const est = opts?.estimate
+    const unknown = est && rulesName(config.rules, est.facts) ? est.facts : undefined
+    const pd = policyDecide(config.rules, principal, this.target.name, op, unknown)
+    if (pd.unknown) return undefined
     if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
     const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
     if (!grant) return undefined
@@ -248,15 +254,31 @@ export class CoreSession implements Session {
   }
 
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
-    const now = this.decideNow(op)
+    const now = this.decideNow(op, opts)
     if (now) return now
     // decideNow has checked the principal, the session and the recording: what the rules say, again
     const principal = this.#principal!
     const { config } = this.#host.generation()
     const started = this.#host.now()
     const masks = this.masks
-    const pd = policyDecide(config.rules, principal, this.target.name, op)
+    const est = opts.estimate
+    let pd = policyDecide(config.rules, principal, this.target.name, op, est && rulesName(config.rules, est.facts) ? est.facts : undefined)
     const approvals = this.#host.approvals
+    // the blast radius: when a rule needs it, or for the approver of a held operation
+    let estimate: BlastRadius | null | undefined
+    if (est && (pd.unknown || pd.action === 'approve')) {
+      const estSignal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
+      estimate = await runEstimate(est, config.approvals.estimateTimeoutMs ?? DEFAULT_ESTIMATE_TIMEOUT_MS, estSignal)
+      this.assertAlive()
+      this.record('event', { event: 'estimate', estimate })
+      if (estimate) op = withEstimate(op, estimate)
+      const still = unknownFacts(est, estimate)
+      pd = policyDecide(config.rules, principal, this.target.name, op, still.length > 0 ? still : undefined)
+      if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
+      const known = approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
+      if (known)
+        return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${known.approvalId}`, masks, approvalId: known.approvalId }, config, started)
+    }
     // a window granted on another instance a moment ago may not have reached this one's mirror
     const grant = await approvals.fetchGrant(principal.subject, this.target.name, op.fingerprint)
     if (grant) {
@@ -277,6 +299,7 @@ export class CoreSession implements Session {
         ...(pd.window !== undefined ? { window: pd.window } : {}),
         signal,
         ...(opts.onPending ? { onPending: opts.onPending } : {}),
+        ...(estimate !== undefined ? { estimate } : {}),
       })
       if (outcome.status === 'unavailable')
         // a block like any other, so every codec answers it in its own protocol and keeps the session
