@@ -259,6 +259,12 @@ export interface Session {
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
   decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined
+  /**
+   * whether an estimate with these facts may be wanted: a rule names one of them, or some rule can
+   * hold an operation (its approver sees the estimate). Lets a codec skip keeping what an estimate
+   * needs (statement texts, parameters). Optional: absent means no.
+   */
+  estimates?(facts: readonly string[]): boolean
   /** resolves a secret reference of this target (upstream password, API key) */
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */

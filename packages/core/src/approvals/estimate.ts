@@ -44,6 +44,17 @@ export function unknownFacts(est: Estimator, e: BlastRadius | null | undefined):
 }
 
 const namedCache = new WeakMap<RuleConfig[], Set<string>>()
+const holdsCache = new WeakMap<RuleConfig[], boolean>()
+
+/** true when some rule may hold an operation (its approver then sees the estimate) */
+export function rulesHold(rules: RuleConfig[]): boolean {
+  let h = holdsCache.get(rules)
+  if (h === undefined) {
+    h = rules.some(r => r.action === 'approve')
+    holdsCache.set(rules, h)
+  }
+  return h
+}
 
 /** true when some rule names one of these facts (cached per rules array: per config generation) */
 export function rulesName(rules: RuleConfig[], facts: readonly string[]): boolean {

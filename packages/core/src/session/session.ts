@@ -21,7 +21,7 @@ import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
-import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
+import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesHold, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 
@@ -337,6 +337,11 @@ export class CoreSession implements Session {
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
     return decision
+  }
+
+  estimates(facts: readonly string[]): boolean {
+    const { rules } = this.#host.generation().config
+    return rulesName(rules, facts) || rulesHold(rules)
   }
 
   secret(ref: SecretRef): Promise<string> {
