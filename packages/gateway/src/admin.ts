@@ -12,6 +12,8 @@
 //                                        (its groups are approvers) or that it made
 //   GET /api/approvals/:id               one request in any state, to whoever may see it in the list
 //   POST /api/approvals/:id/approve|deny core decides: approver groups only, never one's own request
+//   POST /slack/interactions             Slack's button clicks (approvals.slack): Slack's request
+//                                        signature, not a token; then the same approver rules
 //   GET/DELETE /api/sessions, POST /api/revocations
 //                                        members of admin.groups (default: [admins])
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -20,6 +22,7 @@ import { approvalSummary, isPortcullisError, type Core, type Principal } from '@
 import { formatHostPort, isLoopback, parseHostPort } from './listen.ts'
 import type { Logger } from './log.ts'
 import { ADMIN_PAGE } from './admin-page.ts'
+import { SLACK_INTERACTIONS_PATH, type SlackApprovals } from './slack/index.ts'
 
 export interface AdminOptions {
   core: Core
@@ -27,6 +30,8 @@ export interface AdminOptions {
   /** config.admin; `groups` and `metricsAuth` are read when present */
   admin: { listen: string; groups?: string[]; metricsAuth?: boolean }
   log: Logger
+  /** approvals.slack: Slack's interactivity requests (verified by signature, not by bearer token) */
+  slack?: SlackApprovals
 }
 
 export interface AdminServer {
@@ -125,6 +130,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
       return void res.end(ADMIN_PAGE)
     }
+    if (path === SLACK_INTERACTIONS_PATH && opts.slack) return opts.slack.handle(req, res)
     if (parts[0] !== 'api') throw new HttpError(404, 'not_found', `no such endpoint: ${path}`)
 
     // /api/approvals[/:id/(approve|deny)]
