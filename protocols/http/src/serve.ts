@@ -13,7 +13,8 @@ import type { Duplex, Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
-import type { AuditEvent, Decision, Operation, Session, TargetConfig } from '@portcullis/core'
+import type { AuditEvent, Decision, Estimator, Operation, Session, TargetConfig } from '@portcullis/core'
+import { httpEstimator } from './estimate.ts'
 import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { collectSink, readableSink, UpstreamCall, type Headers, type Sink } from './forward.ts'
@@ -344,7 +345,7 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 type Deferred = { deferred: string }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex): Promise<Decision | Deferred> {
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, estimate?: Estimator): Promise<Decision | Deferred> {
   // a client that goes away withdraws its pending approval
   if (session.target.options.approvalMode !== 'defer') {
     const controller = (up.controller = new AbortController())
@@ -356,12 +357,13 @@ function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex)
     const onEnd = () => controller.abort(CLIENT_ENDED())
     if (socket.readableEnded) onEnd()
     else socket.once('end', onEnd)
-    return session.decide(op, { signal: controller.signal }).finally(() => socket.off('end', onEnd))
+    return session.decide(op, { signal: controller.signal, ...(estimate ? { estimate } : {}) }).finally(() => socket.off('end', onEnd))
   }
   return new Promise((resolve, reject) => {
     let deferred = false
     session
       .decide(op, {
+        ...(estimate ? { estimate } : {}),
         onPending: request => {
           deferred = true
           resolve({ deferred: request.id })
@@ -525,7 +527,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     event.statement = op.statement
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
-    const decision = session.decideNow(op) ?? (await decide(session, op, up, req.socket))
+    // the blast radius (estimate.ts): a Qdrant delete by filter, a Pinecone deleteAll
+    const estimate = httpEstimator(session, op, parsed)
+    const now = estimate && session.estimates?.(estimate.facts) ? session.decideNow(op, { estimate }) : session.decideNow(op)
+    const decision = now ?? (await decide(session, op, up, req.socket, estimate))
     if ('deferred' in decision) {
       event.decision = 'approve'
       event.approvalId = decision.deferred
