@@ -29,6 +29,8 @@ export interface CoreApprovals {
   /** one decision wins across instances; what is already known to be wrong throws at once */
   approve(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
   deny(id: string, by: Principal, reason?: string): Promise<ApprovalRequest>
+  /** every request change the control store tells this process of (Slack messages follow them) */
+  subscribe(onRequest: (request: ApprovalRequest) => void): () => void
 }
 
 /** What the admin API does across every instance sharing the control store. */
@@ -346,6 +348,10 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       fetch: async id => approvals.get(id) ?? (await store.getRequest(id)),
       approve: (id, by, reason) => approvals.approve(id, by, reason),
       deny: (id, by, reason) => approvals.deny(id, by, reason),
+      subscribe: onRequest =>
+        store.subscribe(c => {
+          if (c.kind === 'request') onRequest({ ...c.request })
+        }),
     },
 
     openSession(target, remote) {

@@ -149,6 +149,18 @@ export interface RecentStatement {
   action: Action
 }
 
+/**
+ * How a codec estimates one operation's blast radius. Built by the codec only where an estimate
+ * can be had (Postgres DML, Redis multi-key deletes and FT.DROPINDEX DD, Qdrant delete by filter,
+ * Pinecone deleteAll); `facts` names what it can tell, so that a rule on one of them is 'unknown'
+ * (not 'no') until it has run. run() is called at most once, only when a rule needs the facts or
+ * the operation is held; it resolves null when nothing could be had and never rejects.
+ */
+export interface Estimator {
+  readonly facts: readonly string[]
+  run(signal: AbortSignal): Promise<BlastRadius | null>
+}
+
 export interface ApprovalRequest {
   id: string
   principal: Principal
@@ -207,6 +219,8 @@ export interface DecideOptions {
    * request id; the same statement (same hash) sent again by the same subject runs once approved.
    */
   defer?: boolean
+  /** the operation's blast radius, when one can be had (see Estimator) */
+  estimate?: Estimator
 }
 
 export interface SecretRef {
@@ -304,7 +318,13 @@ export interface Session {
    * decide() without the wait: the decision when none is needed (recorded and audited the same),
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
-  decideNow(op: Operation): Decision | undefined
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined
+  /**
+   * whether an estimate with these facts may be wanted: a rule names one of them, or some rule can
+   * hold an operation (its approver sees the estimate). Lets a codec skip keeping what an estimate
+   * needs (statement texts, parameters). Optional: absent means no.
+   */
+  estimates?(facts: readonly string[]): boolean
   /** resolves a secret reference of this target (upstream password, API key) */
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */

@@ -12,6 +12,8 @@
 //                                        (its groups are approvers) or that it made
 //   GET /api/approvals/:id               one request in any state, to whoever may see it in the list
 //   POST /api/approvals/:id/approve|deny core decides: approver groups only, never one's own request
+//   POST /slack/interactions             Slack's button clicks (approvals.slack): Slack's request
+//                                        signature, not a token; then the same approver rules
 //   GET/DELETE /api/sessions, POST /api/revocations
 //                                        members of admin.groups (default: [admins])
 //   GET /api/recordings[/:day/:id], GET /api/audit
@@ -29,6 +31,7 @@ import { isAdmin, maySeeApproval } from './access.ts'
 import { recordsApi } from './api-records.ts'
 import { recordings } from './recordings.ts'
 import { createConsole, type ConsoleSessionStore } from './console/index.ts'
+import { SLACK_INTERACTIONS_PATH, type SlackApprovals } from './slack/index.ts'
 
 export interface AdminOptions {
   core: Core
@@ -40,6 +43,8 @@ export interface AdminOptions {
   consoleSessions?: ConsoleSessionStore
   /** /metrics' text (default: core.metrics.render()); a cluster worker answers for the whole host */
   metrics?: () => string | Promise<string>
+  /** approvals.slack: Slack's interactivity requests (verified by signature, not by bearer token) */
+  slack?: SlackApprovals
 }
 
 export interface AdminServer {
@@ -150,6 +155,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
       return void res.end(ADMIN_PAGE)
     }
+    if (path === SLACK_INTERACTIONS_PATH && opts.slack) return opts.slack.handle(req, res)
     if (parts[0] !== 'api') throw new HttpError(404, 'not_found', `no such endpoint: ${path}`)
     const answer = await records(method, parts, url, () => principalOf(req))
     if (answer) {

@@ -11,6 +11,7 @@ import { loadCodec, PROTOCOLS } from './codecs.ts'
 import { sniffCodec } from './sniff.ts'
 import { startAdmin, type AdminServer } from './admin.ts'
 import type { ConsoleSessionStore } from './console/session-store.ts'
+import { startSlackApprovals, type SlackApprovals } from './slack/index.ts'
 import { createLogger, type Logger } from './log.ts'
 
 export interface GatewayOptions {
@@ -83,6 +84,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   let current = config
   let closing = false
   let admin: AdminServer | undefined
+  let slack: SlackApprovals | undefined
 
   const codecFor = async (protocol: TargetConfig['protocol']): Promise<ProtocolCodec> => {
     const given = opts.codecs?.find((c) => c.protocol === protocol)
@@ -271,7 +273,17 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   try {
     await syncListeners(config)
     if (config.admin) {
-      admin = await startAdmin({ core, listen: config.admin.listen, admin: config.admin, log, ...(opts.consoleSessions ? { consoleSessions: opts.consoleSessions } : {}), ...(opts.metrics ? { metrics: opts.metrics } : {}) })
+      // Slack's buttons call the admin listener; its messages follow the requests from the start
+      if (config.approvals.slack) slack = startSlackApprovals({ core, config: config.approvals.slack, log })
+      admin = await startAdmin({
+        core,
+        listen: config.admin.listen,
+        admin: config.admin,
+        log,
+        ...(opts.consoleSessions ? { consoleSessions: opts.consoleSessions } : {}),
+        ...(opts.metrics ? { metrics: opts.metrics } : {}),
+        ...(slack ? { slack } : {}),
+      })
     }
   } catch (err) {
     for (const l of listeners.values()) await closeListener(l)
@@ -343,6 +355,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     }
     for (const l of listeners.values()) for (const s of l.connections) s.destroy()
     await stopped
+    slack?.close()
     await admin?.close()
     await core.close()
   }

@@ -13,8 +13,9 @@ import type { Duplex, Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
-import type { AuditEvent, Decision, Operation, Session, StatementAsSent, TargetConfig } from '@portcullis/core'
+import type { AuditEvent, Decision, Estimator, Operation, Session, StatementAsSent, TargetConfig } from '@portcullis/core'
 import { sentHttp } from './approval.ts'
+import { httpEstimator } from './estimate.ts'
 import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
 import { httpError, rawError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { collectSink, readableSink, UpstreamCall, type Headers, type Sink } from './forward.ts'
@@ -343,9 +344,10 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent): Promise<Decision> {
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent, estimate?: Estimator): Promise<Decision> {
+  const est = estimate ? { estimate } : {}
   // defer: the core answers at once with the pending request; the same request sent again runs once approved
-  if (session.target.options.approvalMode === 'defer') return session.decide(op, { defer: true, sent })
+  if (session.target.options.approvalMode === 'defer') return session.decide(op, { defer: true, sent, ...est })
   // a client that goes away withdraws its pending approval
   const controller = (up.controller = new AbortController())
   if (up.reason) controller.abort(up.reason)
@@ -356,7 +358,7 @@ function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex,
   const onEnd = () => controller.abort(CLIENT_ENDED())
   if (socket.readableEnded) onEnd()
   else socket.once('end', onEnd)
-  return session.decide(op, { signal: controller.signal, sent }).finally(() => socket.off('end', onEnd))
+  return session.decide(op, { signal: controller.signal, sent, ...est }).finally(() => socket.off('end', onEnd))
 }
 
 /** one request's upstream side: the call, once it exists, and an abort that may come first */
@@ -510,7 +512,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     event.statement = op.statement
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
-    const decision = session.decideNow(op) ?? (await decide(session, op, up, req.socket, () => sentHttp(method, path, raw, withBody, session.masks)))
+    // the blast radius (estimate.ts): a Qdrant delete by filter, a Pinecone deleteAll
+    const estimate = httpEstimator(session, op, parsed)
+    const now = estimate && session.estimates?.(estimate.facts) ? session.decideNow(op, { estimate }) : session.decideNow(op)
+    const decision = now ?? (await decide(session, op, up, req.socket, () => sentHttp(method, path, raw, withBody, session.masks), estimate))
     if (decision.deferred && decision.approvalId) {
       event.decision = 'approve'
       event.approvalId = decision.approvalId

@@ -243,6 +243,24 @@ export class Catalog {
     return rows.map(([schema, table, column]) => ({ schema: schema!, table: table!, column: column! }))
   }
 
+  /**
+   * Runs `fn` on the catalog's connection, queued behind (and ahead of) the lookups: explain.ts
+   * holds it for one estimate. `fn` leaves the connection idle, or destroys its socket.
+   */
+  exclusive<T>(fn: (socket: UpstreamConnection['socket']) => Promise<T>): Promise<T> {
+    const run = this.queue.then(async () => {
+      if (this.idle) clearTimeout(this.idle)
+      try {
+        return await fn((await this.connection()).socket)
+      } finally {
+        this.idle = setTimeout(() => this.close(), IDLE_MS)
+        this.idle.unref()
+      }
+    })
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
   private query(sql: string): Promise<(string | null)[][]> {
     const run = this.queue.then(() => this.run(sql))
     this.queue = run.catch(() => undefined)

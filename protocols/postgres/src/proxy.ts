@@ -40,6 +40,7 @@ import { buildRowMask, maskCopyRow, maskDataRowTo, maskNoticeFields, unresolvedT
 import { copyMethods, hasColumnRules, hasCopyResult, lineageRefusal, rowLineage, type RowLineage } from './column-lineage.ts'
 import { Outbox } from './outbox.ts'
 import type { Catalog } from './catalog.ts'
+import { StatementTexts } from './estimates.ts'
 import { sqlstateOf } from './startup.ts'
 import { deferredRefusal, statementAsSent } from './approval.ts'
 import type { ServerSettings } from './settings.ts'
@@ -87,6 +88,8 @@ interface PendingOp {
   portalName?: string | undefined
   /** column lineage as the session stood when it was decided (EXECUTE, FETCH resolve by name) */
   lineage?: RowLineage
+  /** a simple Query's text (its blast radius is estimated from it) */
+  sql?: string | undefined
 }
 
 /** rows under a mask plan whose row shape the gateway does not know: never forwarded */
@@ -145,6 +148,8 @@ export class PostgresProxy {
   private readonly session: Session
   private readonly classifier: Classifier
   private readonly catalog: Catalog
+  /** statement texts and Bind values, for estimates (estimates.ts) */
+  private readonly texts: StatementTexts
   private readonly clientFramer: Framer
   private readonly upstreamFramer: Framer
   private readonly cancelUpstream: () => void
@@ -205,6 +210,7 @@ export class PostgresProxy {
     this.session = opts.session
     this.classifier = opts.classifier
     this.catalog = opts.catalog
+    this.texts = new StatementTexts(opts.session, opts.catalog)
     this.cancelUpstream = opts.cancelUpstream
     this.serverSettings = opts.serverSettings
     const max = this.session.target.limits?.maxMessageBytes ?? 1 << 20
@@ -462,6 +468,7 @@ export class PostgresProxy {
         const wait = this.model.lastChangeBefore(this.sentBatches + 1)
         if (wait > this.receivedBatches) return this.waitForBatch(wait, frame)
         const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
+        this.texts.saw(sql)
         this.recordRequests()
         this.session.record('request', { type: 'Q', statement: sql })
         if (this.adminInBatch) return this.refuseAfterAdmin('Q', this.classify(sql), frame.raw)
@@ -473,7 +480,7 @@ export class PostgresProxy {
         this.recordRequests()
         this.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
         const name = readName(new BufferReader(frame.raw, 5))
-        const op = this.classify(parse.query)
+        const op = this.texts.parsed(this.classify(parse.query), parse.query, parse.paramTypes)
         if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
         // the statement exists once ParseComplete says so
         this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse.query } })
@@ -502,10 +509,12 @@ export class PostgresProxy {
         const bound = typeof op.facts.topKParam !== 'number' ? op : this.boundTopK(op, parseBindMessage(new BufferReader(frame.raw, 5)))
         const sql = bound === op ? undefined : this.sqlOf.get(op)
         if (sql !== undefined) this.sqlOf.set(bound, sql)
+        this.texts.derived(bound, op)
         const made = newPortal(bound)
         // what an approval shows and binds to: kept by reference, read only if one is asked for
         made.bind = frame.raw
         made.text = this.model.statementText(statement, batch)
+        this.texts.bound(made, frame.raw)
         this.expect({ code: 0x42, batch, change: { ns: 'P', name: portal, portal: made } })
         this.toUpstream(frame.raw)
         return undefined
@@ -754,7 +763,7 @@ export class PostgresProxy {
     const sql = typeof what === 'string' ? what : undefined
     const op = typeof what === 'string' ? this.classify(what) : what
     const batch = this.sentBatches + 1
-    const pending: PendingOp = { kind, op, decision: undefined, batch, start, rows: 0, bytes: 0, masked: 0, done: false, portal, portalName }
+    const pending: PendingOp = { kind, op, decision: undefined, batch, start, rows: 0, bytes: 0, masked: 0, done: false, portal, portalName, sql }
     // an empty query string runs nothing: Postgres answers EmptyQueryResponse
     if (sql !== undefined && sql.trim() === '') {
       this.sentBatches++
@@ -815,7 +824,8 @@ export class PostgresProxy {
     const op = pending.op
     let decision: Decision | undefined
     try {
-      decision = this.session.decideNow(op)
+      const estimate = this.texts.estimator(pending.kind, op, pending.sql, pending.portal, false)
+      decision = estimate ? this.session.decideNow(op, { estimate }) : this.session.decideNow(op)
     } catch (err) {
       this.send(pending, raw, undefined, refusalOf(err))
       return undefined
@@ -834,10 +844,12 @@ export class PostgresProxy {
     this.pendingDecision = controller
     try {
       const defer = this.session.target.options.approvalMode === 'defer'
+      const estimate = this.texts.estimator(pending.kind, pending.op, pending.sql, pending.portal, true)
       decision = await this.session.decide(pending.op, {
         signal: controller.signal,
         defer,
         sent: () => statementAsSent(pending, raw, this.session.masks),
+        ...(estimate ? { estimate } : {}),
         onPending: request => {
           if (defer) return
           this.toClient(

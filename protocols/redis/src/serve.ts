@@ -4,7 +4,7 @@
 // the upstream or locally (a refusal, AUTH), so a refused command is answered in its place and
 // pipelines stay aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
 import type { Duplex } from 'node:stream'
-import { isPortcullisError, type Decision, type Operation, type Session } from '@portcullis/core'
+import { isPortcullisError, type Decision, type Estimator, type Operation, type Session } from '@portcullis/core'
 import { classifyCommand, toOperation } from './classify.ts'
 import type { MaskContext } from './mask.ts'
 import { maskRefusal, searchAliases } from './mask-paths.ts'
@@ -16,6 +16,7 @@ import { Pieces } from './pieces.ts'
 import { pendingReply, sentCommand } from './approval.ts'
 import { laneFor, laneSafe, UpstreamLoginError, type Lane, type LaneUser } from './lane.ts'
 import { HELD_HARD, HELD_SOFT, HIGH_WATER, LOST, SessionIO, upstreamTables, type Req, type Slot } from './session-io.ts'
+import { redisEstimator } from './estimate.ts'
 
 const PUBSUB_SUBSCRIBE = new Set(['SUBSCRIBE', 'PSUBSCRIBE', 'SSUBSCRIBE', 'UNSUBSCRIBE', 'PUNSUBSCRIBE', 'SUNSUBSCRIBE'])
 const LANE_WINDOW_MAX = HIGH_WATER
@@ -77,6 +78,8 @@ class RedisConnection extends SessionIO implements LaneUser {
   // multiplexing (target.options.multiplex, on unless false): the session's stateless commands
   // share its target's lane until a command that binds connection state moves it to its own
   private onLane: boolean
+  /** the session SELECTed a database other than 0 (estimate.ts) */
+  private dbMoved = false
   private lane: Lane | undefined
   private laneInFlight = 0
   private laneIdle: (() => void) | undefined
@@ -217,6 +220,8 @@ class RedisConnection extends SessionIO implements LaneUser {
     }
     const name = (req.name ??= this.names.of(req.args[0]!))
     const s = this.session
+    // another database than a fresh connection's: estimates would count the wrong keys (sticky)
+    if (name === 'SELECT' && req.args[1]?.toString('latin1') !== '0') this.dbMoved = true
 
     if (name === 'AUTH') return this.auth(req)
     if (name === 'HELLO') return this.hello(req)
@@ -257,7 +262,8 @@ class RedisConnection extends SessionIO implements LaneUser {
       decision = { action: 'allow', rule: null, reason: 'session command', masks: s.masks }
     } else {
       try {
-        decision = s.decideNow(op)
+        const estimate = this.estimatorOf(req, name, false)
+        decision = estimate ? s.decideNow(op, { estimate }) : s.decideNow(op)
       } catch (err) {
         this.decideFailed(err, slot)
         return
@@ -271,10 +277,12 @@ class RedisConnection extends SessionIO implements LaneUser {
   private async decideLater(req: Req, name: string, slot: Slot): Promise<void> {
     let decision: Decision
     try {
+      const estimate = this.estimatorOf(req, name, true)
       decision = await this.session.decide(slot.op!, {
         signal: this.aborter.signal,
         defer: this.session.target.options.approvalMode === 'defer',
         sent: () => sentCommand(req.args, slot.op!.resources, this.session.masks),
+        ...(estimate ? { estimate } : {}),
       })
     } catch (err) {
       if (!this.closed) this.decideFailed(err, slot)
@@ -283,6 +291,17 @@ class RedisConnection extends SessionIO implements LaneUser {
     if (this.closed) return
     this.now = Date.now()
     return this.decided(req, name, slot, decision)
+  }
+
+  /**
+   * The blast-radius estimator of a multi-key delete or FT.DROPINDEX … DD (estimate.ts); built for
+   * decideNow only when a rule names its facts, for decide() (an approval may follow) always.
+   */
+  private estimatorOf(req: Req, name: string, always: boolean): Estimator | undefined {
+    if (name !== 'DEL' && name !== 'UNLINK' && name !== 'FT.DROPINDEX' && name !== 'FT.DROP') return undefined
+    const est = redisEstimator(this.session, name, req.args, this.dbMoved)
+    if (!est || (!always && !this.session.estimates?.(est.facts))) return undefined
+    return est
   }
 
   private decideFailed(err: unknown, slot: Slot): void {

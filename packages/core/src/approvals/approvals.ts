@@ -4,7 +4,7 @@
 // operation) and listing requests never wait on the store.
 import { randomBytes } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
-import type { ApprovalRequest, Operation, Principal, Protocol, RecentStatement, SecretRef, StatementAsSent } from '../types.ts'
+import type { ApprovalRequest, BlastRadius, Operation, Principal, Protocol, RecentStatement, SecretRef, StatementAsSent } from '../types.ts'
 import { grantKey, MemoryControlStore } from '../control/memory.ts'
 import { isShared, type ApprovalGrant, type ControlChange, type ControlStore, type RequestVerdict } from '../control/store.ts'
 import { announce, type WebhookConfig } from './webhook.ts'
@@ -42,6 +42,8 @@ export interface HoldRequest {
   mode?: 'wait' | 'defer'
   signal?: AbortSignal
   onPending?: (request: ApprovalRequest) => void
+  /** the blast radius estimated before the hold (null: none could be had; absent: not asked) */
+  estimate?: BlastRadius | null
 }
 
 export type HoldOutcome =
@@ -279,6 +281,7 @@ export function createApprovals(
         rule: req.rule,
         approvers: req.approvers,
         facts: op.facts,
+        ...(req.estimate !== undefined ? { estimate: req.estimate } : {}),
         created,
         expires: created + req.timeoutMs,
         status: 'pending',

@@ -10,7 +10,7 @@ import type { SecretRef, TargetConfig } from '../types.ts'
 import { parseDuration } from './duration.ts'
 import { checkMaskingRules } from '../masking/index.ts'
 import { configSchema } from './schema.ts'
-import type { Config, ConfigIssue, ConsoleConfig, IssuerConfig, RecordingUploadConfig, RuleConfig, SecretSource } from './types.ts'
+import type { Config, ConfigIssue, ConsoleConfig, IssuerConfig, RecordingUploadConfig, RuleConfig, SecretSource, SlackConfig } from './types.ts'
 
 export class ConfigError extends PortcullisError {
   readonly issues: ConfigIssue[]
@@ -180,7 +180,12 @@ interface RawConfig {
   secrets?: Record<string, { env?: string; file?: string; exec?: string[]; ttl?: string | number }>
   recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef }; upload?: RawUpload }
   audit?: { destination?: string }
-  approvals?: { timeout?: string | number; webhook?: { url: string | SecretRef; format?: 'json' | 'slack' } }
+  approvals?: {
+    timeout?: string | number
+    webhook?: { url: string | SecretRef; format?: 'json' | 'slack' }
+    estimate?: { timeout?: string | number }
+    slack?: { botToken: SecretRef; signingSecret: SecretRef; channel: string; users: SlackConfig['users']; lookupByEmail?: boolean; apiUrl?: string }
+  }
   controlStore?: {
     postgres?: Omit<NonNullable<Config['controlStore']['postgres']>, 'port' | 'schema'> & { port?: number; schema?: string }
     redis?: Omit<NonNullable<Config['controlStore']['redis']>, 'port' | 'prefix'> & { port?: number; prefix?: string }
@@ -398,6 +403,8 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       ...(raw.approvals?.webhook
         ? { webhook: { url: raw.approvals.webhook.url, format: raw.approvals.webhook.format ?? 'json' } }
         : {}),
+      ...(raw.approvals?.estimate?.timeout !== undefined ? { estimateTimeoutMs: parseDuration(raw.approvals.estimate.timeout) } : {}),
+      ...(raw.approvals?.slack ? { slack: slackConfig(raw.approvals.slack, issue, checkRef) } : {}),
     },
     controlStore,
     targets,
@@ -416,6 +423,18 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
   }
   if (raw.maskingKey) config.maskingKey = raw.maskingKey
   return config
+}
+
+function slackConfig(raw: NonNullable<NonNullable<RawConfig['approvals']>['slack']>, issue: Issue, checkRef: (ref: SecretRef | undefined, path: (string | number)[]) => void): SlackConfig {
+  checkRef(raw.botToken, ['approvals', 'slack', 'botToken'])
+  checkRef(raw.signingSecret, ['approvals', 'slack', 'signingSecret'])
+  const lookupByEmail = raw.lookupByEmail === true
+  for (const key of Object.keys(raw.users ?? {})) {
+    // a key is a Slack user id, or an email when the Web API is asked who has it
+    if (key.includes('@') && !lookupByEmail) issue(['approvals', 'slack', 'users', key], 'an email key needs lookupByEmail: true')
+    else if (!key.includes('@') && !/^[UW][A-Z0-9]{2,}$/.test(key)) issue(['approvals', 'slack', 'users', key], 'must be a Slack user id (U…/W…) or, with lookupByEmail, an email')
+  }
+  return { botToken: raw.botToken, signingSecret: raw.signingSecret, channel: raw.channel, users: raw.users ?? {}, lookupByEmail, apiUrl: (raw.apiUrl ?? 'https://slack.com/api').replace(/\/+$/, '') }
 }
 
 function seenTargetsAll(raw: RawConfig): Set<string> {

@@ -195,6 +195,18 @@ export const configSchema = {
         timeout: duration,
         // a Slack webhook URL is itself a credential: it may be a secret reference
         webhook: object({ url: { 'x-message': 'must be an http(s) URL or a secret reference { secret: NAME }', anyOf: [{ type: 'string', pattern: '^https?://' }, secretRef] }, format: { enum: ['json', 'slack'] } }, ['url']),
+        estimate: object({ timeout: duration }),
+        slack: object(
+          {
+            botToken: secretRef,
+            signingSecret: secretRef,
+            channel: { type: 'string', minLength: 1 },
+            users: { type: 'object', additionalProperties: object({ subject: { type: 'string', minLength: 1 }, groups: strings }, ['groups']) },
+            lookupByEmail: { type: 'boolean' },
+            apiUrl: { type: 'string', pattern: '^https?://' },
+          },
+          ['botToken', 'signingSecret', 'channel', 'users'],
+        ),
       }),
       controlStore: object({
         postgres: object(

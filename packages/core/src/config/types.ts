@@ -123,6 +123,23 @@ export interface ApprovalsConfig {
   timeoutMs: number
   /** url may be a secret reference (Slack webhook URLs are credentials) */
   webhook?: { url: string | SecretRef; format: 'json' | 'slack' }
+  /** ms an estimate (blast radius) may take before its facts are taken as unknown (default 2s) */
+  estimateTimeoutMs?: number
+  /** Slack: a message with Approve / Deny buttons per request (gateway/src/slack) */
+  slack?: SlackConfig
+}
+
+export interface SlackConfig {
+  botToken: SecretRef
+  signingSecret: SecretRef
+  /** channel id (C…) or name the messages go to */
+  channel: string
+  /** Slack user id (U…) or, with lookupByEmail, an email → who that is as an approver */
+  users: Record<string, { subject?: string; groups: string[] }>
+  /** resolve email keys of `users` through users.lookupByEmail */
+  lookupByEmail: boolean
+  /** Web API base (tests point it at the fixture); default https://slack.com/api */
+  apiUrl: string
 }
 
 /** Where several gateway instances share approvals, revocations and the session registry. */

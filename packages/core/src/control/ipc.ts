@@ -40,6 +40,7 @@ const METHODS = new Set([
   'getRequest',
   'listRequests',
   'decide',
+  'release',
   'findGrant',
   'grants',
   'revoke',
@@ -150,6 +151,9 @@ export class IpcControlStore implements ControlStore {
   }
   decide(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
     return this.#call('decide', id, verdict)
+  }
+  release(id: string): Promise<ApprovalRequest | undefined> {
+    return this.#call('release', id)
   }
   findGrant(subject: string, target: string, fingerprint: string): Promise<ApprovalGrant | undefined> {
     return this.#call('findGrant', subject, target, fingerprint)

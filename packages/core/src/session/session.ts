@@ -4,6 +4,7 @@ import { PortcullisError } from '../errors.ts'
 import type {
   ApprovalRequest,
   AuditEvent,
+  BlastRadius,
   Decision,
   DecideOptions,
   MaskPlan,
@@ -24,6 +25,7 @@ import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
 import { policyVersion, statementHash } from '../policy/fingerprint.ts'
 import type { HoldOutcome } from '../approvals/approvals.ts'
+import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesHold, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 
@@ -105,9 +107,8 @@ export interface SessionHost {
   closed(session: CoreSession): void
 }
 
-/** how many statements, and how much of each, a session keeps for the live-session registry */
-const RECENT_STATEMENTS = 5
-const RECENT_STATEMENT_CHARS = 500
+/** how many of the ring's statements the live-session registry (and the web console) shows */
+const LIVE_RECENT_STATEMENTS = 5
 
 export class CoreSession implements Session {
   readonly id = sessionId()
@@ -116,8 +117,6 @@ export class CoreSession implements Session {
   readonly started: number
   /** ms: the last operation decided (the session registry reads it on its heartbeat) */
   lastActivity: number
-  /** the last RECENT_STATEMENTS statements audited (the web console shows them) */
-  readonly recent: string[] = []
   /** bytes sent to the client, summed from audit events */
   bytesOut = 0
   readonly #host: SessionHost
@@ -261,7 +260,7 @@ export class CoreSession implements Session {
    * recorded and counted like decide()'s; undefined when an approval must be asked for. Codecs call
    * it first so that the common case costs no promise and holds nothing back from the same batch.
    */
-  decideNow(op: Operation): Decision | undefined {
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined {
     const principal = this.#principal
     if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
     this.assertAlive()
@@ -270,7 +269,11 @@ export class CoreSession implements Session {
     const started = this.#host.now()
     this.lastActivity = started
     const masks = this.masks
-    const pd = policyDecide(config.rules, principal, this.target.name, op)
+    // an estimate the rules name is unknown until decide() has run it
+    const est = opts?.estimate
+    const unknown = est && rulesName(config.rules, est.facts) ? est.facts : undefined
+    const pd = policyDecide(config.rules, principal, this.target.name, op, unknown)
+    if (pd.unknown) return undefined
     if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
     const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
     if (!grant) return undefined
@@ -279,15 +282,31 @@ export class CoreSession implements Session {
   }
 
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
-    const now = this.decideNow(op)
+    const now = this.decideNow(op, opts)
     if (now) return now
     // decideNow has checked the principal, the session and the recording: what the rules say, again
     const principal = this.#principal!
     const { config } = this.#host.generation()
     const started = this.#host.now()
     const masks = this.masks
-    const pd = policyDecide(config.rules, principal, this.target.name, op)
+    const est = opts.estimate
+    let pd = policyDecide(config.rules, principal, this.target.name, op, est && rulesName(config.rules, est.facts) ? est.facts : undefined)
     const approvals = this.#host.approvals
+    // the blast radius: when a rule needs it, or for the approver of a held operation
+    let estimate: BlastRadius | null | undefined
+    if (est && (pd.unknown || pd.action === 'approve')) {
+      const estSignal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
+      estimate = await runEstimate(est, config.approvals.estimateTimeoutMs ?? DEFAULT_ESTIMATE_TIMEOUT_MS, estSignal)
+      this.assertAlive()
+      this.record('event', { event: 'estimate', estimate })
+      if (estimate) op = withEstimate(op, estimate)
+      const still = unknownFacts(est, estimate)
+      pd = policyDecide(config.rules, principal, this.target.name, op, still.length > 0 ? still : undefined)
+      if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
+      const known = approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
+      if (known)
+        return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${known.approvalId}`, masks, approvalId: known.approvalId }, config, started)
+    }
     // a window granted on another instance a moment ago may not have reached this one's mirror
     const grant = await approvals.fetchGrant(principal.subject, this.target.name, op.fingerprint)
     if (grant) {
@@ -327,6 +346,7 @@ export class CoreSession implements Session {
       ruleReason: pd.reason,
       minApprovals: pd.minApprovals ?? 1,
       recent: this.#recentList(),
+      ...(estimate !== undefined ? { estimate } : {}),
     }
     if (opts.defer) {
       // nobody waits: the request outlives this session (the client may come back on another)
@@ -366,6 +386,13 @@ export class CoreSession implements Session {
     // the wait may have outlived the token or the session
     this.assertAlive()
     return this.#decided(op, decision, config, started)
+  }
+
+  /** the last statements decided, oldest first (the live-session registry and the web console show them) */
+  get recent(): string[] {
+    return this.#recentList()
+      .slice(-LIVE_RECENT_STATEMENTS)
+      .map(r => r.statement)
   }
 
   /** the ring, oldest first, as an approval request shows it */
@@ -434,6 +461,11 @@ export class CoreSession implements Session {
     return decision
   }
 
+  estimates(facts: readonly string[]): boolean {
+    const { rules } = this.#host.generation().config
+    return rulesName(rules, facts) || rulesHold(rules)
+  }
+
   secret(ref: SecretRef): Promise<string> {
     return this.#host.secrets.get(ref)
   }
@@ -450,10 +482,6 @@ export class CoreSession implements Session {
 
   audit(event: Partial<AuditEvent>): void {
     this.#write(event)
-    if (event.statement !== undefined) {
-      this.recent.push(event.statement.length > RECENT_STATEMENT_CHARS ? event.statement.slice(0, RECENT_STATEMENT_CHARS) + '…' : event.statement)
-      if (this.recent.length > RECENT_STATEMENTS) this.recent.shift()
-    }
     if (event.bytes !== undefined) {
       this.bytesOut += event.bytes
       this.#host.metrics.bytes('out', event.bytes)

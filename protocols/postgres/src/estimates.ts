@@ -1,0 +1,85 @@
+// What the proxy keeps so that a statement can be EXPLAINed exactly as it will run: the text of
+// each Parse (with its parameter types) and the values of each Bind, tied to the very objects the
+// session model holds (explain.ts does the EXPLAIN).
+//
+// Tied to objects, not names: a Parse of a name that fails upstream leaves the old statement under
+// that name, and two Parses whose text differs only in literals classify to one shared Operation.
+// So each Parse's Operation is a fresh (frozen) copy carrying its own text, and each Bind's values
+// belong to the Portal object the model made for it: what is estimated is what the model says runs.
+import type { Estimator, Operation, Session } from '@portcullis/core/types'
+import { BufferReader } from './buffer-reader.ts'
+import { parseBindMessage } from './frontend.ts'
+import type { Catalog } from './catalog.ts'
+import type { Portal } from './session-state.ts'
+import { NAME_RESOLUTION_CHANGE, POSTGRES_ESTIMATE_FACTS, postgresEstimator, unknownEstimator, type BoundParameters } from './explain.ts'
+
+/** statement_timeout of the EXPLAIN unless target.options.explainTimeout (ms) says otherwise */
+const DEFAULT_EXPLAIN_TIMEOUT_MS = 1000
+
+interface Parsed {
+  sql: string
+  types: number[]
+}
+
+export class StatementTexts {
+  private readonly texts = new WeakMap<Operation, Parsed>()
+  private readonly binds = new WeakMap<Portal, BoundParameters>()
+  /** the session changed how its names resolve (search_path, role): estimates are unknown from now on */
+  private namesMoved = false
+
+  constructor(
+    private readonly session: Session,
+    private readonly catalog: Catalog,
+  ) {}
+
+  /** whether this session's rules or holds may ever want an estimate (cheap, per config generation) */
+  private get wanted(): boolean {
+    return this.session.estimates?.(POSTGRES_ESTIMATE_FACTS) ?? false
+  }
+
+  /** every SQL text the client sends (Query and Parse) */
+  saw(sql: string): void {
+    if (!this.namesMoved && NAME_RESOLUTION_CHANGE.test(sql)) this.namesMoved = true
+  }
+
+  /** at Parse: the statement's own Operation, carrying its text */
+  parsed(op: Operation, sql: string, types: number[]): Operation {
+    this.saw(sql)
+    if (op.class === 'session' || op.error !== undefined || !this.wanted) return op
+    const own = Object.freeze({ ...op })
+    this.texts.set(own, { sql, types })
+    return own
+  }
+
+  /** at Bind: `derived` (a top-k bound from a value) runs the text of `op` */
+  derived(derived: Operation, op: Operation): void {
+    const t = this.texts.get(op)
+    if (t && derived !== op) this.texts.set(derived, t)
+  }
+
+  /** at Bind: the values the portal runs with (read only for statements whose text is kept) */
+  bound(portal: Portal, raw: Buffer): void {
+    if (!this.texts.has(portal.op)) return
+    const b = parseBindMessage(new BufferReader(raw, 5))
+    const types = this.texts.get(portal.op)!.types
+    this.binds.set(portal, { types, formats: b.paramFormats, values: b.params.map(v => (v === null ? null : Buffer.from(v))) })
+  }
+
+  /**
+   * The estimator for one decision: a simple Query's text, or an Execute's portal. `always`: for
+   * decide() (an approval may follow); otherwise only when a rule names the facts (decideNow, the
+   * hot path, builds nothing for a config that does not).
+   */
+  estimator(kind: 'Q' | 'E', op: Operation, sql: string | undefined, portal: Portal | undefined, always: boolean): Estimator | undefined {
+    if (op.class === 'session') return undefined
+    if (!always && !this.wanted) return undefined
+    if (this.namesMoved) return unknownEstimator(POSTGRES_ESTIMATE_FACTS)
+    const timeout = typeof this.session.target.options.explainTimeout === 'number' ? this.session.target.options.explainTimeout : DEFAULT_EXPLAIN_TIMEOUT_MS
+    if (kind === 'Q') return sql === undefined ? unknownEstimator(POSTGRES_ESTIMATE_FACTS) : postgresEstimator(this.catalog, sql, undefined, timeout)
+    const text = portal && portal.op === op ? this.texts.get(op) : undefined
+    const params = portal && this.binds.get(portal)
+    // EXECUTE / FETCH by SQL, a statement PREPAREd by SQL, a Bind we did not read: nothing to estimate from
+    if (!text || !params) return unknownEstimator(POSTGRES_ESTIMATE_FACTS)
+    return postgresEstimator(this.catalog, text.sql, params, timeout)
+  }
+}
