@@ -207,6 +207,8 @@ export interface DecideOptions {
    * request id; the same statement (same hash) sent again by the same subject runs once approved.
    */
   defer?: boolean
+  /** the blast radius the codec estimated for this operation (the estimator's); null: none could be had */
+  estimate?: BlastRadius | null
 }
 
 export interface SecretRef {

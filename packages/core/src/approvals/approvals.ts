@@ -4,7 +4,7 @@
 // operation) and listing requests never wait on the store.
 import { randomBytes } from 'node:crypto'
 import { PortcullisError } from '../errors.ts'
-import type { ApprovalRequest, Operation, Principal, Protocol, RecentStatement, SecretRef, StatementAsSent } from '../types.ts'
+import type { ApprovalRequest, BlastRadius, Operation, Principal, Protocol, RecentStatement, SecretRef, StatementAsSent } from '../types.ts'
 import { grantKey, MemoryControlStore } from '../control/memory.ts'
 import type { ApprovalGrant, ControlChange, ControlStore, RequestVerdict } from '../control/store.ts'
 import { announce, type WebhookConfig } from './webhook.ts'
@@ -40,6 +40,8 @@ export interface HoldRequest {
   recent?: RecentStatement[]
   /** defer: nobody waits; the same statement sent again runs once approved (release) */
   mode?: 'wait' | 'defer'
+  /** blast radius, when the codec could estimate one */
+  estimate?: BlastRadius | null
   signal?: AbortSignal
   onPending?: (request: ApprovalRequest) => void
 }
@@ -285,8 +287,8 @@ export function createApprovals(
         minApprovals: req.minApprovals ?? 1,
         approvals: [],
         mode: req.mode ?? 'wait',
-        // the estimator fills it; null until then (no estimate is a fact too)
-        estimate: null,
+        // from the estimator; null when there is none (no estimate is a fact too)
+        estimate: req.estimate ?? null,
         ...(req.sent ? { sent: { text: req.sent.text, ...(req.sent.parameters ? { parameters: req.sent.parameters } : {}) }, statementHash: req.sent.hash } : {}),
         ...(req.policyVersion !== undefined ? { policyVersion: req.policyVersion } : {}),
         ...(req.ruleReason !== undefined ? { ruleReason: req.ruleReason } : {}),

@@ -319,6 +319,7 @@ export class CoreSession implements Session {
       ruleReason: pd.reason,
       minApprovals: pd.minApprovals ?? 1,
       recent: this.#recentList(),
+      ...(opts.estimate !== undefined ? { estimate: opts.estimate } : {}),
     }
     if (opts.defer) {
       // nobody waits: the request outlives this session (the client may come back on another)
