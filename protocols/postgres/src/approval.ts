@@ -373,10 +373,23 @@ export function sentExecute(text: string | undefined, bind: Buffer | undefined, 
   }
 }
 
-/** the statement as sent of what the proxy holds: a simple Query's frame, or an Execute's portal */
-export function statementAsSent(pending: { kind: 'Q' | 'E'; op: { statement: string; resources: string[] }; portal?: Portal | undefined }, raw: Buffer, plan: MaskPlan): StatementAsSent {
-  if (pending.kind === 'Q') return sentQuery(parseQueryMessage(new BufferReader(raw, 5)), plan, pending.op.resources)
-  return sentExecute(pending.portal?.text, pending.portal?.bind, pending.op.statement, plan, pending.op.resources)
+/**
+ * The statement as sent of what the proxy holds: a simple Query's frame, or an Execute's portal.
+ * `sessionBound`: the text runs what the session holds under a name (SQL EXECUTE p(20), FETCH c),
+ * which can be DEALLOCATEd and PREPAREd again with another body between the approval and a retry:
+ * the same text is then another statement. Such a request binds to a hash no retry can have.
+ */
+export function statementAsSent(
+  pending: { kind: 'Q' | 'E'; op: { statement: string; resources: string[] }; portal?: Portal | undefined },
+  raw: Buffer,
+  plan: MaskPlan,
+  sessionBound = false,
+): StatementAsSent {
+  const sent =
+    pending.kind === 'Q'
+      ? sentQuery(parseQueryMessage(new BufferReader(raw, 5)), plan, pending.op.resources)
+      : sentExecute(pending.portal?.text, pending.portal?.bind, pending.op.statement, plan, pending.op.resources)
+  return sessionBound ? { ...sent, hash: statementHash(sent.hash, [randomBytes(16)]) } : sent
 }
 
 /** defer mode's ErrorResponse: the request id and how to wait for it */

@@ -837,7 +837,7 @@ export class PostgresProxy {
       decision = await this.session.decide(pending.op, {
         signal: controller.signal,
         defer,
-        sent: () => statementAsSent(pending, raw, this.session.masks),
+        sent: () => statementAsSent(pending, raw, this.session.masks, this.classifier.dependsOnSession(pending.op)),
         onPending: request => {
           if (defer) return
           this.toClient(
