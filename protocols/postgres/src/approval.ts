@@ -28,6 +28,8 @@ const SHOWN_VALUE_MAX = 200
 const SHOWN_BINARY_MAX = 64
 /** the text shown is cut here */
 const SHOWN_TEXT_MAX = 8192
+/** parameters shown (a Bind may carry 65535; the hash covers them all): the request stays small */
+const SHOWN_PARAMS_MAX = 100
 
 type Kind = 'ident' | 'qident' | 'string' | 'number' | 'param' | 'op' | 'punct'
 interface Token {
@@ -351,7 +353,7 @@ export function sentExecute(text: string | undefined, bind: Buffer | undefined, 
     if (known === undefined || (col && treatment(col, plan, resources) !== 'clear' && treatment(known, plan, resources) === 'clear')) paramColumn.set(n, col)
   }
   const formatOf = (i: number) => (b.paramFormats.length === 0 ? 0 : b.paramFormats.length === 1 ? b.paramFormats[0]! : (b.paramFormats[i] ?? 0))
-  const parameters = b.params.map((p, i) => {
+  const parameters = b.params.slice(0, SHOWN_PARAMS_MAX).map((p, i) => {
     if (p === null) return 'NULL'
     const col = paramColumn.get(i + 1) ?? null
     const how = treatment(col, plan, resources)
@@ -365,6 +367,7 @@ export function sentExecute(text: string | undefined, bind: Buffer | undefined, 
     if (how === 'scan') return sqlLiteral(plan.scan(v).text, true)
     return masked(how, v, plan)
   })
+  if (b.params.length > SHOWN_PARAMS_MAX) parameters.push(`… ${b.params.length - SHOWN_PARAMS_MAX} more parameters`)
   const formats = b.params.map((_, i) => formatOf(i)).join(',')
   return {
     text: cutText(maskText(text, toks, columns, plan, resources)),

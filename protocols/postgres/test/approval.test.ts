@@ -48,6 +48,9 @@ t.test('Bind values are shown as SQL literals: numbers bare, text quoted, NULL, 
   const big = sentExecute('SELECT $1', bind([Buffer.alloc(100)]), 'x', EMPTY_MASK_PLAN, [])
   t.same(big.parameters, ['<binary 100 bytes>'])
   t.match(sqlLiteral('x'.repeat(300)), /…\(300 chars\)$/, 'long values are cut for display')
+  const many = sentExecute('SELECT 1', bind(Array.from({ length: 1000 }, (_, i) => String(i))), 'x', EMPTY_MASK_PLAN, [])
+  t.equal(many.parameters!.length, 101, 'at most 100 parameters are shown')
+  t.equal(many.parameters![100], '… 900 more parameters')
 })
 
 t.test('the hash tells parameter sets, formats and NULL from empty apart; the same statement hashes the same', async t => {
