@@ -337,7 +337,15 @@ export function sentQuery(sql: string, plan: MaskPlan, resources: readonly strin
  * statement came from SQL PREPARE (no text of its own here) — shown as the normalized text, and
  * bound to a hash no other statement can have (a retry in defer mode asks again).
  */
-export function sentExecute(text: string | undefined, bind: Buffer | undefined, normalized: string, plan: MaskPlan, resources: readonly string[]): StatementAsSent {
+export function sentExecute(
+  text: string | undefined,
+  bind: Buffer | undefined,
+  normalized: string,
+  plan: MaskPlan,
+  resources: readonly string[],
+  /** the parameter type OIDs the Parse declared: the same text and values under other types is another statement */
+  paramTypes: readonly number[] = [],
+): StatementAsSent {
   if (text === undefined || bind === undefined) return { text: cutText(normalized), parameters: [], hash: statementHash(normalized, [randomBytes(16)]) }
   const b = parseBindMessage(new BufferReader(bind, 5))
   const toks = lex(text)
@@ -372,7 +380,7 @@ export function sentExecute(text: string | undefined, bind: Buffer | undefined, 
   return {
     text: cutText(maskText(text, toks, columns, plan, resources)),
     parameters,
-    hash: statementHash(text, [`formats:${formats}`, ...b.params]),
+    hash: statementHash(text, [`types:${paramTypes.join(',')}`, `formats:${formats}`, ...b.params]),
   }
 }
 
@@ -391,7 +399,7 @@ export function statementAsSent(
   const sent =
     pending.kind === 'Q'
       ? sentQuery(parseQueryMessage(new BufferReader(raw, 5)), plan, pending.op.resources)
-      : sentExecute(pending.portal?.text, pending.portal?.bind, pending.op.statement, plan, pending.op.resources)
+      : sentExecute(pending.portal?.text?.query, pending.portal?.bind, pending.op.statement, plan, pending.op.resources, pending.portal?.text?.paramTypes)
   return sessionBound ? { ...sent, hash: statementHash(sent.hash, [randomBytes(16)]) } : sent
 }
 

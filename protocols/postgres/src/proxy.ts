@@ -476,7 +476,7 @@ export class PostgresProxy {
         const op = this.classify(parse.query)
         if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
         // the statement exists once ParseComplete says so
-        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse.query } })
+        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse } })
         // the catalog lookups column lineage needs happen before the Parse goes up, not between its
         // Bind and Execute (an upstream that multiplexes sessions onto one backend loses the portal)
         const lookup = this.lineageLookups(op)

@@ -60,6 +60,7 @@ t.test('the hash tells parameter sets, formats and NULL from empty apart; the sa
   t.not(h(['20']), h(['21']))
   t.not(h(['']), h([null]))
   t.not(h(['20']), h([Buffer.from('20')]), 'text and binary formats differ')
+  t.not(sentExecute(text, bind(['20']), 'x', EMPTY_MASK_PLAN, [], [23]).hash, sentExecute(text, bind(['20']), 'x', EMPTY_MASK_PLAN, [], [25]).hash, 'declared parameter types differ')
   t.not(sentExecute('SELECT $1, $2', bind(['a', 'bc']), 'x', EMPTY_MASK_PLAN, []).hash, sentExecute('SELECT $1, $2', bind(['ab', 'c']), 'x', EMPTY_MASK_PLAN, []).hash)
   t.not(sentQuery('DELETE FROM documents WHERE id = 20', EMPTY_MASK_PLAN, []).hash, sentQuery('DELETE FROM documents WHERE id = 21', EMPTY_MASK_PLAN, []).hash)
   t.not(sentExecute(undefined, undefined, text, EMPTY_MASK_PLAN, []).hash, sentExecute(undefined, undefined, text, EMPTY_MASK_PLAN, []).hash, 'without the text, no two requests share a hash')
