@@ -293,3 +293,36 @@ t.test('the in-memory store decides a request once, and never one that has expir
   t.match(await store.decide('apr_b', { status: 'expired' }), { status: 'expired' })
   t.same(changes, ['apr_a:pending', 'apr_b:pending', 'apr_a:denied', 'apr_b:expired'])
 })
+
+t.test('defer: answered at once with the request; pending, the same statement gets the same id; approved, it runs once', async t => {
+  const { core, session, alice } = await world(t)
+  const sent = (v: string) => () => ({ text: 'UPDATE customers SET name = $1 WHERE id = $2', parameters: [v, '1'], hash: `hash-${v}` })
+  const first = await session.decide(UPDATE, { defer: true, sent: sent("'a'") })
+  t.match(first, { action: 'block', deferred: true, rule: 'agents-write' })
+  const id = first.approvalId!
+  t.match(core.approvals.get(id), { mode: 'defer', statementHash: "hash-'a'", sent: { parameters: ["'a'", '1'] }, status: 'pending' })
+  t.equal((await session.decide(UPDATE, { defer: true, sent: sent("'a'") })).approvalId, id, 'no second request while pending')
+  await core.approvals.approve(id, alice)
+  const other = await session.decide(UPDATE, { defer: true, sent: sent("'b'") })
+  t.not(other.approvalId, id, 'another parameter set is another request')
+  t.equal(other.deferred, true)
+  const run = await session.decide(UPDATE, { defer: true, sent: sent("'a'") })
+  t.match(run, { action: 'allow', approvalId: id })
+  t.ok(core.approvals.get(id)!.released, 'released')
+  const again = await session.decide(UPDATE, { defer: true, sent: sent("'a'") })
+  t.equal(again.deferred, true, 'once')
+  t.not(again.approvalId, id)
+})
+
+t.test('a request shows the session statements before it, its rule reason and its policy version', async t => {
+  const { session } = await world(t)
+  session.decideNow(op('read', 'SELECT name FROM customers', ['public.customers']))
+  const { pending, decision } = held(session, UPDATE)
+  const r = await pending
+  t.match(r.recent, [{ statement: 'SELECT name FROM customers', action: 'allow', class: 'read' }])
+  t.equal(r.ruleReason, 'needs approval by rule agents-write')
+  t.match(r.policyVersion, /^[0-9a-f]{16}$/)
+  t.match(r.statementHash, /^[0-9a-f]{64}$/, 'without a statement as sent, still a hash (unique: never released by a retry)')
+  t.equal(r.minApprovals, 1)
+  void decision.catch(() => {})
+})

@@ -383,3 +383,16 @@ t.test('controlStore: redis, or postgres, never both', async t => {
     { file: 'docs.yaml', line: 13, path: 'controlStore.redis', message: 'one control store: postgres or redis, not both' },
   ])
 })
+
+t.test('minApprovals: a whole number from 1 on approve rules only, named by file, line and key when wrong', async t => {
+  const rules = (r: string) => `targets:
+  - { name: a, protocol: redis, listen: "127.0.0.1:1", upstream: { host: h, port: 1 } }
+rules:
+${r}`
+  const c = parseConfig(rules(`  - { id: two, when: {}, action: approve, approvers: [dba], minApprovals: 2 }`))
+  t.equal(c.rules[0].minApprovals, 2)
+  t.equal(parseConfig(rules(`  - { id: one, when: {}, action: approve, approvers: [dba] }`)).rules[0].minApprovals, undefined, 'default: one approver')
+  t.match(issuesOf(t, rules(`  - { id: zero, when: {}, action: approve, approvers: [dba], minApprovals: 0 }`)), [{ path: 'rules.0.minApprovals', line: 4 }])
+  t.match(issuesOf(t, rules(`  - { id: half, when: {}, action: approve, approvers: [dba], minApprovals: 1.5 }`)), [{ path: 'rules.0.minApprovals' }])
+  t.match(issuesOf(t, rules(`  - { id: allow, when: {}, action: allow, minApprovals: 2 }`)), [{ path: 'rules.0.minApprovals', message: /approve rules only/ }])
+})

@@ -200,6 +200,8 @@ t.test('approving one parameter set releases that statement only (extended proto
   t.not(p1.code, 0, 'psql fails the statement')
   t.match(p1.stderr, /ERROR:\s+PA001: approval pending: request (apr_\w+)/)
   const pid = /request (apr_\w+)/.exec(p1.stderr)![1]!
+  const p1again = await psql('DELETE FROM documents WHERE id = 30')
+  t.match(p1again.stderr, `request ${pid}`, 'sent again while pending: the same request, not a second one')
   const waiting = portcullis(['approvals', 'wait', pid, '--admin', s.gw.admin!.url, '--token', s.agent, '--interval', '0.1'])
   await api(s, 'POST', `/api/approvals/${pid}/approve`, s.dba1)
   const w = await waiting

@@ -23,6 +23,8 @@ interface Instance {
   child: ChildProcess
   admin: string
   db: number
+  /** the db-defer target (approvalMode: defer) */
+  dbDefer: number
   log: () => string
   exited: Promise<unknown>
 }
@@ -50,9 +52,12 @@ export function multiInstance(kind: 'postgres' | 'redis'): void {
         .yaml({
           targets: `
   - { name: db, protocol: postgres, listen: 127.0.0.1:0,
+      upstream: { host: ${upstream.host}, port: ${upstream.port}, database: ${upstream.database}, user: ${upstream.user}, password: { secret: pg } } }
+  - { name: db-defer, protocol: postgres, listen: 127.0.0.1:0, options: { approvalMode: defer },
       upstream: { host: ${upstream.host}, port: ${upstream.port}, database: ${upstream.database}, user: ${upstream.user}, password: { secret: pg } } }`,
           rules: `
   - { id: read, when: { groups: [agents], class: [session, read] }, action: allow }
+  - { id: defer-delete, when: { groups: [agents], targets: [db-defer], class: [delete] }, action: approve, approvers: [dba], minApprovals: 2, timeout: 1m }
   - { id: write, when: { groups: [agents], class: [write] }, action: approve, approvers: [dba], timeout: 1m }
   - { id: delete, when: { groups: [agents], class: [delete] }, action: approve, approvers: [dba], window: 10m, timeout: 1m }`,
         })
@@ -85,10 +90,13 @@ ${storeYaml()}
     const exited = once(child, 'exit')
     await waitFor(() => /admin API listening/.test(log) || child.exitCode !== null, `instance ${name} to start`, 120_000)
     if (child.exitCode !== null) throw new Error(`instance ${name} exited: ${log}`)
-    const line = (msg: string) => JSON.parse(log.split('\n').find((l) => l.includes(`"msg":"${msg}"`))!)
+    await waitFor(() => log.includes('"target":"db-defer"') || child.exitCode !== null, `instance ${name}'s db-defer listener`, 120_000)
+    const line = (msg: string, target?: string) =>
+      JSON.parse(log.split('\n').find((l) => l.includes(`"msg":"${msg}"`) && (!target || l.includes(`"target":"${target}"`)))!)
     const admin = line('admin API listening').url as string
-    const db = Number(String(line('listening').listen).split(':').pop())
-    return { name, child, admin, db, log: () => log, exited }
+    const db = Number(String(line('listening', 'db').listen).split(':').pop())
+    const dbDefer = Number(String(line('listening', 'db-defer').listen).split(':').pop())
+    return { name, child, admin, db, dbDefer, log: () => log, exited }
   }
 
   t.before(async () => {
@@ -224,6 +232,31 @@ ${storeYaml()}
     const id3 = await pendingOn(a!, 'agent-3')
     await api(a!, 'POST', `/api/approvals/${id3}/deny`)
     t.match(await asked, { code: '42501', message: /denied by root/ })
+  })
+
+  t.test('(6) defer mode, minApprovals 2: asked on A, approved by two approvers through B and C, run once on C', async (t) => {
+    const { a, b, c } = instances
+    const onA = await client(a!.dbDefer, 'agent-6')
+    const onB = await client(b!.dbDefer, 'agent-6')
+    const onC = await client(c!.dbDefer, 'agent-6')
+    t.teardown(() => Promise.all([onA, onB, onC].map((x) => x.end().catch(() => {}))))
+    const sql = 'DELETE FROM items WHERE id = $1'
+    const first = await onA.query(sql, [10]).catch((e) => e)
+    t.equal(first.code, 'PA001')
+    const id = /request (apr_\w+)/.exec(first.message)![1]!
+    const one = await api(b!, 'POST', `/api/approvals/${id}/approve`, { reason: 'looked at it' })
+    t.match(one, { status: 200, json: { approval: { status: 'pending', approvals: [{ by: 'root' }] } } }, 'one of two')
+    t.match(await api(c!, 'POST', `/api/approvals/${id}/approve`), { status: 409, json: { error: { code: 'already_counted' } } }, 'the same approver through another instance is not a second')
+    const two = await api(c!, 'POST', `/api/approvals/${id}/approve`, undefined, await env.token('dba-2', ['dba']))
+    t.match(two, { status: 200, json: { approval: { status: 'approved' } } })
+    t.same(two.json.approval.approvals.map((v: { by: string }) => v.by), ['root', 'dba-2'])
+    const other = await onC.query(sql, [11]).catch((e) => e)
+    t.equal(other.code, 'PA001', 'another parameter is not released')
+    t.equal((await onC.query(sql, [10])).rowCount, 1, 'the identical statement runs on C')
+    const again = await onB.query(sql, [10]).catch((e) => e)
+    t.equal(again.code, 'PA001', 'once: on B it asks again')
+    t.notMatch(again.message, id)
+    t.same(await direct(`SELECT id FROM items WHERE id IN (10, 11) ORDER BY id`), [{ id: 11 }])
   })
 
   t.test('(3) a revocation posted to A ends the subject\'s sessions on B and C; the registry spans every instance', async (t) => {

@@ -28,6 +28,8 @@ const SHOWN_VALUE_MAX = 200
 const SHOWN_BINARY_MAX = 64
 /** the text shown is cut here */
 const SHOWN_TEXT_MAX = 8192
+/** parameters shown (a Bind may carry 65535; the hash covers them all): the request stays small */
+const SHOWN_PARAMS_MAX = 100
 
 type Kind = 'ident' | 'qident' | 'string' | 'number' | 'param' | 'op' | 'punct'
 interface Token {
@@ -335,7 +337,15 @@ export function sentQuery(sql: string, plan: MaskPlan, resources: readonly strin
  * statement came from SQL PREPARE (no text of its own here) — shown as the normalized text, and
  * bound to a hash no other statement can have (a retry in defer mode asks again).
  */
-export function sentExecute(text: string | undefined, bind: Buffer | undefined, normalized: string, plan: MaskPlan, resources: readonly string[]): StatementAsSent {
+export function sentExecute(
+  text: string | undefined,
+  bind: Buffer | undefined,
+  normalized: string,
+  plan: MaskPlan,
+  resources: readonly string[],
+  /** the parameter type OIDs the Parse declared: the same text and values under other types is another statement */
+  paramTypes: readonly number[] = [],
+): StatementAsSent {
   if (text === undefined || bind === undefined) return { text: cutText(normalized), parameters: [], hash: statementHash(normalized, [randomBytes(16)]) }
   const b = parseBindMessage(new BufferReader(bind, 5))
   const toks = lex(text)
@@ -351,7 +361,7 @@ export function sentExecute(text: string | undefined, bind: Buffer | undefined, 
     if (known === undefined || (col && treatment(col, plan, resources) !== 'clear' && treatment(known, plan, resources) === 'clear')) paramColumn.set(n, col)
   }
   const formatOf = (i: number) => (b.paramFormats.length === 0 ? 0 : b.paramFormats.length === 1 ? b.paramFormats[0]! : (b.paramFormats[i] ?? 0))
-  const parameters = b.params.map((p, i) => {
+  const parameters = b.params.slice(0, SHOWN_PARAMS_MAX).map((p, i) => {
     if (p === null) return 'NULL'
     const col = paramColumn.get(i + 1) ?? null
     const how = treatment(col, plan, resources)
@@ -365,18 +375,32 @@ export function sentExecute(text: string | undefined, bind: Buffer | undefined, 
     if (how === 'scan') return sqlLiteral(plan.scan(v).text, true)
     return masked(how, v, plan)
   })
+  if (b.params.length > SHOWN_PARAMS_MAX) parameters.push(`… ${b.params.length - SHOWN_PARAMS_MAX} more parameters`)
   const formats = b.params.map((_, i) => formatOf(i)).join(',')
   return {
     text: cutText(maskText(text, toks, columns, plan, resources)),
     parameters,
-    hash: statementHash(text, [`formats:${formats}`, ...b.params]),
+    hash: statementHash(text, [`types:${paramTypes.join(',')}`, `formats:${formats}`, ...b.params]),
   }
 }
 
-/** the statement as sent of what the proxy holds: a simple Query's frame, or an Execute's portal */
-export function statementAsSent(pending: { kind: 'Q' | 'E'; op: { statement: string; resources: string[] }; portal?: Portal | undefined }, raw: Buffer, plan: MaskPlan): StatementAsSent {
-  if (pending.kind === 'Q') return sentQuery(parseQueryMessage(new BufferReader(raw, 5)), plan, pending.op.resources)
-  return sentExecute(pending.portal?.text, pending.portal?.bind, pending.op.statement, plan, pending.op.resources)
+/**
+ * The statement as sent of what the proxy holds: a simple Query's frame, or an Execute's portal.
+ * `sessionBound`: the text runs what the session holds under a name (SQL EXECUTE p(20), FETCH c),
+ * which can be DEALLOCATEd and PREPAREd again with another body between the approval and a retry:
+ * the same text is then another statement. Such a request binds to a hash no retry can have.
+ */
+export function statementAsSent(
+  pending: { kind: 'Q' | 'E'; op: { statement: string; resources: string[] }; portal?: Portal | undefined },
+  raw: Buffer,
+  plan: MaskPlan,
+  sessionBound = false,
+): StatementAsSent {
+  const sent =
+    pending.kind === 'Q'
+      ? sentQuery(parseQueryMessage(new BufferReader(raw, 5)), plan, pending.op.resources)
+      : sentExecute(pending.portal?.text?.query, pending.portal?.bind, pending.op.statement, plan, pending.op.resources, pending.portal?.text?.paramTypes)
+  return sessionBound ? { ...sent, hash: statementHash(sent.hash, [randomBytes(16)]) } : sent
 }
 
 /** defer mode's ErrorResponse: the request id and how to wait for it */

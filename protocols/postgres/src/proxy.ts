@@ -483,7 +483,7 @@ export class PostgresProxy {
         const op = this.texts.parsed(this.classify(parse.query), parse.query, parse.paramTypes)
         if (this.classifier.dependsOnSession(op)) this.sqlOf.set(op, parse.query)
         // the statement exists once ParseComplete says so
-        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse.query } })
+        this.expect({ code: 0x50, batch: this.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse } })
         // the catalog lookups column lineage needs happen before the Parse goes up, not between its
         // Bind and Execute (an upstream that multiplexes sessions onto one backend loses the portal)
         const lookup = this.lineageLookups(op)
@@ -848,7 +848,7 @@ export class PostgresProxy {
       decision = await this.session.decide(pending.op, {
         signal: controller.signal,
         defer,
-        sent: () => statementAsSent(pending, raw, this.session.masks),
+        sent: () => statementAsSent(pending, raw, this.session.masks, this.classifier.dependsOnSession(pending.op)),
         ...(estimate ? { estimate } : {}),
         onPending: request => {
           if (defer) return

@@ -29,12 +29,18 @@ export interface Portal {
   shapeKnown: boolean
   /** the Bind that made it and the query text of its statement: an approval's statement as sent */
   bind?: Buffer | undefined
-  text?: string | undefined
+  text?: StatementText | undefined
   /** the RowMask its RowDescription gave; undefined: nothing to mask */
   mask: RowMask | undefined
   /** the plan and catalog generation the mask was built under */
   shapePlan: unknown
   shapeGeneration: number
+}
+
+/** what a Parse said of its statement: the query text and the parameter type OIDs it declared */
+export interface StatementText {
+  readonly query: string
+  readonly paramTypes: readonly number[]
 }
 
 export function newPortal(op: Operation, hold = false): Portal {
@@ -46,8 +52,8 @@ export interface Change {
   ns: 'S' | 'P'
   name: string
   statement?: Operation | undefined
-  /** a Parse: its query text exactly as sent (what an approval binds to; SQL PREPARE has none) */
-  text?: string | undefined
+  /** a Parse: its query text and parameter types exactly as sent (what an approval binds to; SQL PREPARE has none) */
+  text?: StatementText | undefined
   portal?: Portal | undefined
   /** for a SQL statement's change: the CommandComplete tag that confirms it */
   tag?: string
@@ -126,7 +132,7 @@ export class SessionModel {
   /** confirmed statements: protocol-named and SQL-PREPAREd, one namespace */
   readonly statements = new Map<string, Operation>()
   /** the query text of each Parsed statement in `statements`, exactly as sent */
-  readonly texts = new Map<string, string>()
+  readonly texts = new Map<string, StatementText>()
   /** confirmed portals and cursors, one namespace */
   readonly portals = new Map<string, Portal>()
   /** portal name → its Operation, for the classifier (ClassifyContext.cursors) */
@@ -219,7 +225,7 @@ export class SessionModel {
   }
 
   /** as statement(), the query text a Parse gave it (undefined: SQL PREPARE, or not known) */
-  statementText(name: string, batch: number): string | undefined {
+  statementText(name: string, batch: number): StatementText | undefined {
     if (this.statementChanges > 0) {
       const c = this.latestChange('S', name)
       if (c) return this.foundBatch === batch ? c.text : undefined

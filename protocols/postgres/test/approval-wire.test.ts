@@ -3,7 +3,7 @@
 // server's; an approval releases that statement once, and nothing else.
 import t from 'tap'
 import pg from 'pg'
-import { serializeParse } from '../src/frontend.ts'
+import { serializeParse, serializeQuery } from '../src/frontend.ts'
 import { BufferWriter } from '../src/buffer-writer.ts'
 import { DEFAULT_RULES, startGateway } from './harness.ts'
 import { errorFields, RawSession, SYNC } from './raw-session.ts'
@@ -60,4 +60,34 @@ t.test('a named statement the client tries to redefine is shown, bound and relea
   const again = (await s.until('Z'))!
   t.equal(errorFields(again.find(f => f.code === 'E')).C, 'PA001', 'the second Execute is a new request')
   t.same(await left(), [21])
+})
+
+t.test('an approved SQL EXECUTE is not released again once its prepared statement could have been redefined', async t => {
+  const gw = await startGateway({
+    rules: [...DEFAULT_RULES.filter(r => r.id !== 'agents-write'), { id: 'deletes', when: { groups: ['agents'], class: ['delete'] }, action: 'approve', approvers: ['dba'] }],
+    options: { approvalMode: 'defer' },
+  })
+  t.teardown(() => gw.stop())
+  const direct = new pg.Client({ host: gw.pg.host, port: gw.pg.port, user: gw.pg.user, password: gw.pg.password, database: gw.pg.database })
+  await direct.connect()
+  t.teardown(() => direct.end())
+  await direct.query('CREATE TABLE docs (id int); INSERT INTO docs VALUES (20), (21)')
+  const s = new RawSession(gw)
+  t.teardown(() => s.socket.destroy())
+  t.equal((await s.start(await gw.token('agent-1', ['agents']))).at(-1)?.code, 'Z')
+  const query = async (sql: string) => {
+    s.socket.write(serializeQuery(sql))
+    return (await s.until('Z'))!
+  }
+  t.notOk((await query('PREPARE p AS DELETE FROM docs WHERE id = $1')).some(f => f.code === 'E'))
+  const first = errorFields((await query('EXECUTE p(20)')).find(f => f.code === 'E'))
+  t.equal(first.C, 'PA001')
+  const id = /request (apr_\w+)/.exec(first.M!)![1]!
+  await gw.core.approvals.approve(id, approver)
+  // the same text now runs another body: it must be asked for again
+  t.notOk((await query('DEALLOCATE p; PREPARE p AS DELETE FROM docs WHERE id = $1 OR id = 21')).some(f => f.code === 'E'))
+  const again = errorFields((await query('EXECUTE p(20)')).find(f => f.code === 'E'))
+  t.equal(again.C, 'PA001', 'EXECUTE p(20) after p was redefined is a new request')
+  t.notMatch(again.M!, id)
+  t.same((await direct.query('SELECT id FROM docs ORDER BY id')).rows.map(r => r.id), [20, 21], 'nothing ran')
 })

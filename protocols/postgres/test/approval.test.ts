@@ -48,6 +48,9 @@ t.test('Bind values are shown as SQL literals: numbers bare, text quoted, NULL, 
   const big = sentExecute('SELECT $1', bind([Buffer.alloc(100)]), 'x', EMPTY_MASK_PLAN, [])
   t.same(big.parameters, ['<binary 100 bytes>'])
   t.match(sqlLiteral('x'.repeat(300)), /…\(300 chars\)$/, 'long values are cut for display')
+  const many = sentExecute('SELECT 1', bind(Array.from({ length: 1000 }, (_, i) => String(i))), 'x', EMPTY_MASK_PLAN, [])
+  t.equal(many.parameters!.length, 101, 'at most 100 parameters are shown')
+  t.equal(many.parameters![100], '… 900 more parameters')
 })
 
 t.test('the hash tells parameter sets, formats and NULL from empty apart; the same statement hashes the same', async t => {
@@ -57,6 +60,7 @@ t.test('the hash tells parameter sets, formats and NULL from empty apart; the sa
   t.not(h(['20']), h(['21']))
   t.not(h(['']), h([null]))
   t.not(h(['20']), h([Buffer.from('20')]), 'text and binary formats differ')
+  t.not(sentExecute(text, bind(['20']), 'x', EMPTY_MASK_PLAN, [], [23]).hash, sentExecute(text, bind(['20']), 'x', EMPTY_MASK_PLAN, [], [25]).hash, 'declared parameter types differ')
   t.not(sentExecute('SELECT $1, $2', bind(['a', 'bc']), 'x', EMPTY_MASK_PLAN, []).hash, sentExecute('SELECT $1, $2', bind(['ab', 'c']), 'x', EMPTY_MASK_PLAN, []).hash)
   t.not(sentQuery('DELETE FROM documents WHERE id = 20', EMPTY_MASK_PLAN, []).hash, sentQuery('DELETE FROM documents WHERE id = 21', EMPTY_MASK_PLAN, []).hash)
   t.not(sentExecute(undefined, undefined, text, EMPTY_MASK_PLAN, []).hash, sentExecute(undefined, undefined, text, EMPTY_MASK_PLAN, []).hash, 'without the text, no two requests share a hash')

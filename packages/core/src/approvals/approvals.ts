@@ -288,8 +288,8 @@ export function createApprovals(
         minApprovals: req.minApprovals ?? 1,
         approvals: [],
         mode: req.mode ?? 'wait',
-        // the estimator fills it; null until then (no estimate is a fact too)
-        estimate: null,
+        // from the estimator; null when there is none (no estimate is a fact too)
+        estimate: req.estimate ?? null,
         ...(req.sent ? { sent: { text: req.sent.text, ...(req.sent.parameters ? { parameters: req.sent.parameters } : {}) }, statementHash: req.sent.hash } : {}),
         ...(req.policyVersion !== undefined ? { policyVersion: req.policyVersion } : {}),
         ...(req.ruleReason !== undefined ? { ruleReason: req.ruleReason } : {}),
