@@ -85,3 +85,64 @@ t.test('an estimate that hangs or throws is unknown within its timeout', async t
   gone.abort()
   t.equal(await runEstimate({ facts: U, run: async () => ({ estimatedRows: 5, source: 'explain' }) }, 1000, gone.signal), null)
 })
+
+t.test('a session runs the estimator only when a rule names its facts or the operation is held', async t => {
+  const { setup } = await import('./helpers.ts')
+  const { createCore } = await import('../src/core.ts')
+  const rulesFor = async (yaml: string) => {
+    const s = await setup(t, yaml)
+    const core = await createCore(s.config, { auditStream: (await import('./helpers.ts')).auditSink().stream })
+    t.teardown(() => core.close())
+    const session = core.openSession(core.config.targets[0]!, '127.0.0.1:1')
+    await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+    return { core, session }
+  }
+  let runs = 0
+  const est = (rows: number | null): Estimator => ({
+    facts: U,
+    run: async () => {
+      runs++
+      return rows === null ? null : { estimatedRows: rows, source: 'explain' }
+    },
+  })
+  const del = op('delete', 'DELETE FROM t WHERE id > $1')
+
+  // no rule names the fact, nothing is held: never run, decided now
+  const plain = await rulesFor(`
+  - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: allow }`)
+  t.equal(plain.session.estimates?.(U), false)
+  t.equal(plain.session.decideNow(del, { estimate: est(5) })?.action, 'allow')
+  t.equal((await plain.session.decide(del, { estimate: est(5) })).action, 'allow')
+  t.equal(runs, 0, 'the allow path never estimates')
+
+  // a rule names it: decideNow defers, decide() runs it once and decides by it
+  const named = await rulesFor(`
+  - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: allow }
+  - { id: big, when: { class: [delete], facts: { estimatedRows: { gt: 1000 } } }, action: block }`)
+  t.equal(named.session.decideNow(del, { estimate: est(5) }), undefined, 'unknown yet: no decision now')
+  t.equal(named.session.decideNow(del)?.action, 'allow', 'a codec that cannot estimate: the fact is absent, not unknown')
+  runs = 0
+  t.equal((await named.session.decide(del, { estimate: est(5) })).action, 'allow')
+  t.equal(runs, 1)
+  const big = await named.session.decide(del, { estimate: est(50_000) })
+  t.equal(big.action, 'block')
+  t.equal(big.rule, 'big')
+  const failed = await named.session.decide(del, { estimate: est(null) })
+  t.equal(failed.action, 'block', 'no estimate: the stricter rule')
+  t.match(failed.reason, /unknown: read the stricter way/)
+  t.equal(runs, 3)
+
+  // a hold: estimated for the approver, even when no rule names the fact
+  const held = await rulesFor(`
+  - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: approve, approvers: [dba], timeout: 1m }`)
+  let request: import('../src/types.ts').ApprovalRequest | undefined
+  const dba = { subject: 'dba-1', groups: ['dba'], issuer: 'i' }
+  runs = 0
+  const waiting = held.session.decide(del, { estimate: est(42), onPending: r => (request = r) })
+  while (!request) await new Promise(r => setTimeout(r, 5))
+  t.same(request.estimate, { estimatedRows: 42, source: 'explain' })
+  t.equal(request.facts.estimatedRows, 42)
+  await held.core.approvals.approve(request.id, dba)
+  t.equal((await waiting).action, 'allow')
+  t.equal(runs, 1)
+})

@@ -171,3 +171,25 @@ t.test('estimate on real Postgres', async t => {
     t.equal(r.rows[0].n, 0)
   })
 })
+
+t.test('without a rule on the estimate and without holds, nothing is ever EXPLAINed', async t => {
+  const gw = await startGateway({
+    rules: [
+      { id: 'session', when: { class: ['session'] }, action: 'allow' },
+      { id: 'agents', when: { groups: ['agents'], class: ['read', 'write', 'delete'] }, action: 'allow' },
+    ],
+  })
+  t.teardown(() => gw.stop())
+  const setup = new pg.Client({ connectionString: gw.pg.url })
+  await setup.connect()
+  t.teardown(() => setup.end())
+  await setup.query('create table t (id int primary key)')
+  await setup.query('insert into t select generate_series(1, 100)')
+  const c = new pg.Client({ connectionString: await gw.url() })
+  await c.connect()
+  t.teardown(() => c.end())
+  t.equal((await c.query('delete from t where id > 50')).rowCount, 50)
+  t.equal((await c.query({ text: 'delete from t where id > $1', values: [10] })).rowCount, 40)
+  const r = await setup.query("select count(*)::int as n from pg_stat_activity where application_name = 'portcullis-catalog'")
+  t.equal(r.rows[0].n, 0, 'the gateway never opened its catalog connection for an estimate')
+})
