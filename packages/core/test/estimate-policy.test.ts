@@ -146,3 +146,26 @@ t.test('a session runs the estimator only when a rule names its facts or the ope
   t.equal((await waiting).action, 'allow')
   t.equal(runs, 1)
 })
+
+t.test('approvals.slack and approvals.estimate in the config', async t => {
+  const { ConfigError } = await import('../src/config/parse.ts')
+  const base = `targets:\n  - { name: db, protocol: postgres, listen: 127.0.0.1:1, upstream: { host: h, port: 5432 } }\nsecrets:\n  bot: { env: BOT }\n  sign: { env: SIGN }\n`
+  const ok = parseConfig(
+    base +
+      `approvals:\n  estimate: { timeout: 500ms }\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, lookupByEmail: true, users: { U024BE7LH: { subject: alice, groups: [dba] }, bob@example.com: { groups: [dba] } } }\n`,
+    'p.yaml',
+  )
+  t.equal(ok.approvals.estimateTimeoutMs, 500)
+  t.match(ok.approvals.slack, { channel: 'C1', lookupByEmail: true, apiUrl: 'https://slack.com/api', users: { U024BE7LH: { subject: 'alice' } } })
+  const issues = (yaml: string) => {
+    try {
+      parseConfig(base + yaml, 'p.yaml')
+    } catch (err) {
+      return (err as InstanceType<typeof ConfigError>).issues.map(i => `${i.path}: ${i.message}`)
+    }
+    return []
+  }
+  t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: { bob@example.com: { groups: [dba] } } }\n`), [/users\.bob@example\.com: an email key needs lookupByEmail: true/])
+  t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: nope }, channel: C1, users: { alice: { groups: [dba] } } }\n`), [/signingSecret/, /users\.alice: must be a Slack user id/])
+  t.match(issues(`approvals:\n  slack: { botToken: xoxb-inline, signingSecret: { secret: sign }, channel: C1, users: {} }\n`), [/botToken/])
+})
