@@ -11,7 +11,7 @@ import { BufferReader } from './buffer-reader.ts'
 import { parseBindMessage } from './frontend.ts'
 import type { Catalog } from './catalog.ts'
 import type { Portal } from './session-state.ts'
-import { NAME_RESOLUTION_CHANGE, POSTGRES_ESTIMATE_FACTS, postgresEstimator, unknownEstimator, type BoundParameters } from './explain.ts'
+import { POSTGRES_ESTIMATE_FACTS, postgresEstimator, unknownEstimator, type BoundParameters } from './explain.ts'
 
 /** statement_timeout of the EXPLAIN unless target.options.explainTimeout (ms) says otherwise */
 const DEFAULT_EXPLAIN_TIMEOUT_MS = 1000
@@ -24,8 +24,6 @@ interface Parsed {
 export class StatementTexts {
   private readonly texts = new WeakMap<Operation, Parsed>()
   private readonly binds = new WeakMap<Portal, BoundParameters>()
-  /** the session changed how its names resolve (search_path, role): estimates are unknown from now on */
-  private namesMoved = false
 
   constructor(
     private readonly session: Session,
@@ -37,14 +35,8 @@ export class StatementTexts {
     return this.session.estimates?.(POSTGRES_ESTIMATE_FACTS) ?? false
   }
 
-  /** every SQL text the client sends (Query and Parse) */
-  saw(sql: string): void {
-    if (!this.namesMoved && NAME_RESOLUTION_CHANGE.test(sql)) this.namesMoved = true
-  }
-
   /** at Parse: the statement's own Operation, carrying its text */
   parsed(op: Operation, sql: string, types: number[]): Operation {
-    this.saw(sql)
     if (op.class === 'session' || op.error !== undefined || !this.wanted) return op
     const own = Object.freeze({ ...op })
     this.texts.set(own, { sql, types })
@@ -73,7 +65,6 @@ export class StatementTexts {
   estimator(kind: 'Q' | 'E', op: Operation, sql: string | undefined, portal: Portal | undefined, always: boolean): Estimator | undefined {
     if (op.class === 'session') return undefined
     if (!always && !this.wanted) return undefined
-    if (this.namesMoved) return unknownEstimator(POSTGRES_ESTIMATE_FACTS)
     const timeout = typeof this.session.target.options.explainTimeout === 'number' ? this.session.target.options.explainTimeout : DEFAULT_EXPLAIN_TIMEOUT_MS
     if (kind === 'Q') return sql === undefined ? unknownEstimator(POSTGRES_ESTIMATE_FACTS) : postgresEstimator(this.catalog, sql, undefined, timeout)
     const text = portal && portal.op === op ? this.texts.get(op) : undefined

@@ -467,7 +467,6 @@ export class PostgresProxy {
         const wait = this.model.lastChangeBefore(this.sentBatches + 1)
         if (wait > this.receivedBatches) return this.waitForBatch(wait, frame)
         const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
-        this.texts.saw(sql)
         this.recordRequests()
         this.session.record('request', { type: 'Q', statement: sql })
         if (this.adminInBatch) return this.refuseAfterAdmin('Q', this.classify(sql), frame.raw)
