@@ -260,11 +260,12 @@ export interface Session {
    */
   decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined
   /**
-   * whether an estimate with these facts may be wanted: a rule names one of them, or some rule can
-   * hold an operation (its approver sees the estimate). Lets a codec skip keeping what an estimate
-   * needs (statement texts, parameters). Optional: absent means no.
+   * whether an estimate with these facts may be wanted: a rule names one of them, or (given `cls`)
+   * an approve rule may hold an operation of that class (its approver sees the estimate). Lets a
+   * codec skip building an estimator (decideNow: no `cls`) or keeping what one needs (statement
+   * texts, parameters). Optional: absent means no.
    */
-  estimates?(facts: readonly string[]): boolean
+  estimates?(facts: readonly string[], cls?: OperationClass): boolean
   /** resolves a secret reference of this target (upstream password, API key) */
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */

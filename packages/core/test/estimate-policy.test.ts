@@ -135,6 +135,9 @@ t.test('a session runs the estimator only when a rule names its facts or the ope
   // a hold: estimated for the approver, even when no rule names the fact
   const held = await rulesFor(`
   - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: approve, approvers: [dba], timeout: 1m }`)
+  t.equal(held.session.estimates?.(U), false, 'no rule names it: decideNow needs no estimator')
+  t.equal(held.session.estimates?.(U, 'delete'), true, 'a delete may be held: keep what its estimate needs')
+  t.equal(held.session.estimates?.(U, 'read'), false, 'no rule holds a read')
   let request: import('../src/types.ts').ApprovalRequest | undefined
   const dba = { subject: 'dba-1', groups: ['dba'], issuer: 'i' }
   runs = 0

@@ -8,6 +8,7 @@ import type {
   DecideOptions,
   MaskPlan,
   Operation,
+  OperationClass,
   Principal,
   RecordType,
   SecretRef,
@@ -339,9 +340,9 @@ export class CoreSession implements Session {
     return decision
   }
 
-  estimates(facts: readonly string[]): boolean {
+  estimates(facts: readonly string[], cls?: OperationClass): boolean {
     const { rules } = this.#host.generation().config
-    return rulesName(rules, facts) || rulesHold(rules)
+    return rulesName(rules, facts) || (cls !== undefined && rulesHold(rules, cls))
   }
 
   secret(ref: SecretRef): Promise<string> {
