@@ -152,7 +152,7 @@ t.test('a session runs the estimator only when a rule names its facts or the ope
 
 t.test('approvals.slack and approvals.estimate in the config', async t => {
   const { ConfigError } = await import('../src/config/parse.ts')
-  const base = `targets:\n  - { name: db, protocol: postgres, listen: 127.0.0.1:1, upstream: { host: h, port: 5432 } }\nsecrets:\n  bot: { env: BOT }\n  sign: { env: SIGN }\n`
+  const base = `admin: { listen: 127.0.0.1:0 }\ntargets:\n  - { name: db, protocol: postgres, listen: 127.0.0.1:1, upstream: { host: h, port: 5432 } }\nsecrets:\n  bot: { env: BOT }\n  sign: { env: SIGN }\n`
   const ok = parseConfig(
     base +
       `approvals:\n  estimate: { timeout: 500ms }\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, lookupByEmail: true, users: { U024BE7LH: { subject: alice, groups: [dba] }, bob@example.com: { groups: [dba] } } }\n`,
@@ -170,5 +170,17 @@ t.test('approvals.slack and approvals.estimate in the config', async t => {
   }
   t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: { bob@example.com: { groups: [dba] } } }\n`), [/users\.bob@example\.com: an email key needs lookupByEmail: true/])
   t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: nope }, channel: C1, users: { alice: { groups: [dba] } } }\n`), [/signingSecret/, /users\.alice: must be a Slack user id/])
+  t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: {} }\n`), [], 'with an admin listener: no issue')
+  t.match(
+    (() => {
+      try {
+        parseConfig(base.replace('admin: { listen: 127.0.0.1:0 }\n', '') + `approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: {} }\n`, 'p.yaml')
+      } catch (err) {
+        return (err as Error).message
+      }
+      return ''
+    })(),
+    /approvals\.slack: needs admin\.listen/,
+  )
   t.match(issues(`approvals:\n  slack: { botToken: xoxb-inline, signingSecret: { secret: sign }, channel: C1, users: {} }\n`), [/botToken/])
 })
