@@ -159,8 +159,8 @@ export interface DecideOptions {
   signal?: AbortSignal
   /** called once when the operation is held for approval, before waiting */
   onPending?: (request: ApprovalRequest) => void
-  /** the operation's blast radius, when one can be had (see Estimator) */
-  estimate?: Estimator
+  /** how to estimate the operation's blast radius, when one can be had (see Estimator) */
+  estimator?: Estimator
 }
 
 export interface SecretRef {
@@ -258,7 +258,7 @@ export interface Session {
    * decide() without the wait: the decision when none is needed (recorded and audited the same),
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
-  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimator'>): Decision | undefined
   /**
    * whether an estimate with these facts may be wanted: a rule names one of them, or (given `cls`)
    * an approve rule may hold an operation of that class (its approver sees the estimate). Lets a

@@ -111,23 +111,23 @@ t.test('a session runs the estimator only when a rule names its facts or the ope
   const plain = await rulesFor(`
   - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: allow }`)
   t.equal(plain.session.estimates?.(U), false)
-  t.equal(plain.session.decideNow(del, { estimate: est(5) })?.action, 'allow')
-  t.equal((await plain.session.decide(del, { estimate: est(5) })).action, 'allow')
+  t.equal(plain.session.decideNow(del, { estimator: est(5) })?.action, 'allow')
+  t.equal((await plain.session.decide(del, { estimator: est(5) })).action, 'allow')
   t.equal(runs, 0, 'the allow path never estimates')
 
   // a rule names it: decideNow defers, decide() runs it once and decides by it
   const named = await rulesFor(`
   - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: allow }
   - { id: big, when: { class: [delete], facts: { estimatedRows: { gt: 1000 } } }, action: block }`)
-  t.equal(named.session.decideNow(del, { estimate: est(5) }), undefined, 'unknown yet: no decision now')
+  t.equal(named.session.decideNow(del, { estimator: est(5) }), undefined, 'unknown yet: no decision now')
   t.equal(named.session.decideNow(del)?.action, 'allow', 'a codec that cannot estimate: the fact is absent, not unknown')
   runs = 0
-  t.equal((await named.session.decide(del, { estimate: est(5) })).action, 'allow')
+  t.equal((await named.session.decide(del, { estimator: est(5) })).action, 'allow')
   t.equal(runs, 1)
-  const big = await named.session.decide(del, { estimate: est(50_000) })
+  const big = await named.session.decide(del, { estimator: est(50_000) })
   t.equal(big.action, 'block')
   t.equal(big.rule, 'big')
-  const failed = await named.session.decide(del, { estimate: est(null) })
+  const failed = await named.session.decide(del, { estimator: est(null) })
   t.equal(failed.action, 'block', 'no estimate: the stricter rule')
   t.match(failed.reason, /unknown: read the stricter way/)
   t.equal(runs, 3)
@@ -141,7 +141,7 @@ t.test('a session runs the estimator only when a rule names its facts or the ope
   let request: import('../src/types.ts').ApprovalRequest | undefined
   const dba = { subject: 'dba-1', groups: ['dba'], issuer: 'i' }
   runs = 0
-  const waiting = held.session.decide(del, { estimate: est(42), onPending: r => (request = r) })
+  const waiting = held.session.decide(del, { estimator: est(42), onPending: r => (request = r) })
   while (!request) await new Promise(r => setTimeout(r, 5))
   t.same(request.estimate, { estimatedRows: 42, source: 'explain' })
   t.equal(request.facts.estimatedRows, 42)

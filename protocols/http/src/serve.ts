@@ -345,7 +345,7 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 type Deferred = { deferred: string }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, estimate?: Estimator): Promise<Decision | Deferred> {
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, estimator?: Estimator): Promise<Decision | Deferred> {
   // a client that goes away withdraws its pending approval
   if (session.target.options.approvalMode !== 'defer') {
     const controller = (up.controller = new AbortController())
@@ -357,13 +357,13 @@ function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex,
     const onEnd = () => controller.abort(CLIENT_ENDED())
     if (socket.readableEnded) onEnd()
     else socket.once('end', onEnd)
-    return session.decide(op, { signal: controller.signal, ...(estimate ? { estimate } : {}) }).finally(() => socket.off('end', onEnd))
+    return session.decide(op, { signal: controller.signal, ...(estimator ? { estimator } : {}) }).finally(() => socket.off('end', onEnd))
   }
   return new Promise((resolve, reject) => {
     let deferred = false
     session
       .decide(op, {
-        ...(estimate ? { estimate } : {}),
+        ...(estimator ? { estimator } : {}),
         onPending: request => {
           deferred = true
           resolve({ deferred: request.id })
@@ -528,9 +528,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
     // the blast radius (estimate.ts): a Qdrant delete by filter, a Pinecone deleteAll
-    const estimate = httpEstimator(session, op, parsed)
-    const now = estimate && session.estimates?.(estimate.facts) ? session.decideNow(op, { estimate }) : session.decideNow(op)
-    const decision = now ?? (await decide(session, op, up, req.socket, estimate))
+    const estimator = httpEstimator(session, op, parsed)
+    const now = estimator && session.estimates?.(estimator.facts) ? session.decideNow(op, { estimator }) : session.decideNow(op)
+    const decision = now ?? (await decide(session, op, up, req.socket, estimator))
     if ('deferred' in decision) {
       event.decision = 'approve'
       event.approvalId = decision.deferred

@@ -819,8 +819,8 @@ export class PostgresProxy {
     const op = pending.op
     let decision: Decision | undefined
     try {
-      const estimate = this.texts.estimator(pending.kind, op, pending.sql, pending.portal, false)
-      decision = estimate ? this.session.decideNow(op, { estimate }) : this.session.decideNow(op)
+      const estimator = this.texts.estimator(pending.kind, op, pending.sql, pending.portal, false)
+      decision = estimator ? this.session.decideNow(op, { estimator }) : this.session.decideNow(op)
     } catch (err) {
       this.send(pending, raw, undefined, refusalOf(err))
       return undefined
@@ -838,10 +838,10 @@ export class PostgresProxy {
     const controller = new AbortController()
     this.pendingDecision = controller
     try {
-      const estimate = this.texts.estimator(pending.kind, pending.op, pending.sql, pending.portal, true)
+      const estimator = this.texts.estimator(pending.kind, pending.op, pending.sql, pending.portal, true)
       decision = await this.session.decide(pending.op, {
         signal: controller.signal,
-        ...(estimate ? { estimate } : {}),
+        ...(estimator ? { estimator } : {}),
         onPending: request => {
           this.toClient(
             serializeNoticeResponse(`statement held for approval: request ${request.id}`, {
