@@ -219,8 +219,10 @@ export interface DecideOptions {
    * request id; the same statement (same hash) sent again by the same subject runs once approved.
    */
   defer?: boolean
-  /** the operation's blast radius, when one can be had (see Estimator) */
-  estimate?: Estimator
+  /** how to estimate the operation's blast radius, when one can be had (see Estimator) */
+  estimator?: Estimator
+  /** a blast radius the codec already has (used when no estimator ran); null: none could be had */
+  estimate?: BlastRadius | null
 }
 
 export interface SecretRef {
@@ -318,13 +320,14 @@ export interface Session {
    * decide() without the wait: the decision when none is needed (recorded and audited the same),
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
-  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimator'>): Decision | undefined
   /**
-   * whether an estimate with these facts may be wanted: a rule names one of them, or some rule can
-   * hold an operation (its approver sees the estimate). Lets a codec skip keeping what an estimate
-   * needs (statement texts, parameters). Optional: absent means no.
+   * whether an estimate with these facts may be wanted: a rule names one of them, or (given `cls`)
+   * an approve rule may hold an operation of that class (its approver sees the estimate). Lets a
+   * codec skip building an estimator (decideNow: no `cls`) or keeping what one needs (statement
+   * texts, parameters). Optional: absent means no.
    */
-  estimates?(facts: readonly string[]): boolean
+  estimates?(facts: readonly string[], cls?: OperationClass): boolean
   /** resolves a secret reference of this target (upstream password, API key) */
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */

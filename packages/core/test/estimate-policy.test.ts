@@ -85,3 +85,102 @@ t.test('an estimate that hangs or throws is unknown within its timeout', async t
   gone.abort()
   t.equal(await runEstimate({ facts: U, run: async () => ({ estimatedRows: 5, source: 'explain' }) }, 1000, gone.signal), null)
 })
+
+t.test('a session runs the estimator only when a rule names its facts or the operation is held', async t => {
+  const { setup } = await import('./helpers.ts')
+  const { createCore } = await import('../src/core.ts')
+  const rulesFor = async (yaml: string) => {
+    const s = await setup(t, yaml)
+    const core = await createCore(s.config, { auditStream: (await import('./helpers.ts')).auditSink().stream })
+    t.teardown(() => core.close())
+    const session = core.openSession(core.config.targets[0]!, '127.0.0.1:1')
+    await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+    return { core, session }
+  }
+  let runs = 0
+  const est = (rows: number | null): Estimator => ({
+    facts: U,
+    run: async () => {
+      runs++
+      return rows === null ? null : { estimatedRows: rows, source: 'explain' }
+    },
+  })
+  const del = op('delete', 'DELETE FROM t WHERE id > $1')
+
+  // no rule names the fact, nothing is held: never run, decided now
+  const plain = await rulesFor(`
+  - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: allow }`)
+  t.equal(plain.session.estimates?.(U), false)
+  t.equal(plain.session.decideNow(del, { estimator: est(5) })?.action, 'allow')
+  t.equal((await plain.session.decide(del, { estimator: est(5) })).action, 'allow')
+  t.equal(runs, 0, 'the allow path never estimates')
+
+  // a rule names it: decideNow defers, decide() runs it once and decides by it
+  const named = await rulesFor(`
+  - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: allow }
+  - { id: big, when: { class: [delete], facts: { estimatedRows: { gt: 1000 } } }, action: block }`)
+  t.equal(named.session.decideNow(del, { estimator: est(5) }), undefined, 'unknown yet: no decision now')
+  t.equal(named.session.decideNow(del)?.action, 'allow', 'a codec that cannot estimate: the fact is absent, not unknown')
+  runs = 0
+  t.equal((await named.session.decide(del, { estimator: est(5) })).action, 'allow')
+  t.equal(runs, 1)
+  const big = await named.session.decide(del, { estimator: est(50_000) })
+  t.equal(big.action, 'block')
+  t.equal(big.rule, 'big')
+  const failed = await named.session.decide(del, { estimator: est(null) })
+  t.equal(failed.action, 'block', 'no estimate: the stricter rule')
+  t.match(failed.reason, /unknown: read the stricter way/)
+  t.equal(runs, 3)
+
+  // a hold: estimated for the approver, even when no rule names the fact
+  const held = await rulesFor(`
+  - { id: agents-delete, when: { groups: [agents], class: [delete] }, action: approve, approvers: [dba], timeout: 1m }`)
+  t.equal(held.session.estimates?.(U), false, 'no rule names it: decideNow needs no estimator')
+  t.equal(held.session.estimates?.(U, 'delete'), true, 'a delete may be held: keep what its estimate needs')
+  t.equal(held.session.estimates?.(U, 'read'), false, 'no rule holds a read')
+  let request: import('../src/types.ts').ApprovalRequest | undefined
+  const dba = { subject: 'dba-1', groups: ['dba'], issuer: 'i' }
+  runs = 0
+  const waiting = held.session.decide(del, { estimator: est(42), onPending: r => (request = r) })
+  while (!request) await new Promise(r => setTimeout(r, 5))
+  t.same(request.estimate, { estimatedRows: 42, source: 'explain' })
+  t.equal(request.facts.estimatedRows, 42)
+  await held.core.approvals.approve(request.id, dba)
+  t.equal((await waiting).action, 'allow')
+  t.equal(runs, 1)
+})
+
+t.test('approvals.slack and approvals.estimate in the config', async t => {
+  const { ConfigError } = await import('../src/config/parse.ts')
+  const base = `admin: { listen: 127.0.0.1:0 }\ntargets:\n  - { name: db, protocol: postgres, listen: 127.0.0.1:1, upstream: { host: h, port: 5432 } }\nsecrets:\n  bot: { env: BOT }\n  sign: { env: SIGN }\n`
+  const ok = parseConfig(
+    base +
+      `approvals:\n  estimate: { timeout: 500ms }\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, lookupByEmail: true, users: { U024BE7LH: { subject: alice, groups: [dba] }, bob@example.com: { groups: [dba] } } }\n`,
+    'p.yaml',
+  )
+  t.equal(ok.approvals.estimateTimeoutMs, 500)
+  t.match(ok.approvals.slack, { channel: 'C1', lookupByEmail: true, apiUrl: 'https://slack.com/api', users: { U024BE7LH: { subject: 'alice' } } })
+  const issues = (yaml: string) => {
+    try {
+      parseConfig(base + yaml, 'p.yaml')
+    } catch (err) {
+      return (err as InstanceType<typeof ConfigError>).issues.map(i => `${i.path}: ${i.message}`)
+    }
+    return []
+  }
+  t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: { bob@example.com: { groups: [dba] } } }\n`), [/users\.bob@example\.com: an email key needs lookupByEmail: true/])
+  t.match(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: nope }, channel: C1, users: { alice: { groups: [dba] } } }\n`), [/signingSecret/, /users\.alice: must be a Slack user id/])
+  t.same(issues(`approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: {} }\n`), [], 'with an admin listener: no issue')
+  t.match(
+    (() => {
+      try {
+        parseConfig(base.replace('admin: { listen: 127.0.0.1:0 }\n', '') + `approvals:\n  slack: { botToken: { secret: bot }, signingSecret: { secret: sign }, channel: C1, users: {} }\n`, 'p.yaml')
+      } catch (err) {
+        return (err as Error).message
+      }
+      return ''
+    })(),
+    /approvals\.slack: needs admin\.listen/,
+  )
+  t.match(issues(`approvals:\n  slack: { botToken: xoxb-inline, signingSecret: { secret: sign }, channel: C1, users: {} }\n`), [/botToken/])
+})

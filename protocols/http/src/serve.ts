@@ -344,8 +344,8 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent, estimate?: Estimator): Promise<Decision> {
-  const est = estimate ? { estimate } : {}
+function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent, estimator?: Estimator): Promise<Decision> {
+  const est = estimator ? { estimator } : {}
   // defer: the core answers at once with the pending request; the same request sent again runs once approved
   if (session.target.options.approvalMode === 'defer') return session.decide(op, { defer: true, sent, ...est })
   // a client that goes away withdraws its pending approval
@@ -513,9 +513,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
 
     // the blast radius (estimate.ts): a Qdrant delete by filter, a Pinecone deleteAll
-    const estimate = httpEstimator(session, op, parsed)
-    const now = estimate && session.estimates?.(estimate.facts) ? session.decideNow(op, { estimate }) : session.decideNow(op)
-    const decision = now ?? (await decide(session, op, up, req.socket, () => sentHttp(method, path, raw, withBody, session.masks), estimate))
+    const estimator = httpEstimator(session, op, parsed)
+    const now = estimator && session.estimates?.(estimator.facts) ? session.decideNow(op, { estimator }) : session.decideNow(op)
+    const decision = now ?? (await decide(session, op, up, req.socket, () => sentHttp(method, path, raw, withBody, session.masks), estimator))
     if (decision.deferred && decision.approvalId) {
       event.decision = 'approve'
       event.approvalId = decision.approvalId

@@ -6,12 +6,12 @@
 // that name, and two Parses whose text differs only in literals classify to one shared Operation.
 // So each Parse's Operation is a fresh (frozen) copy carrying its own text, and each Bind's values
 // belong to the Portal object the model made for it: what is estimated is what the model says runs.
-import type { Estimator, Operation, Session } from '@portcullis/core/types'
+import type { Estimator, Operation, OperationClass, Session } from '@portcullis/core/types'
 import { BufferReader } from './buffer-reader.ts'
 import { parseBindMessage } from './frontend.ts'
 import type { Catalog } from './catalog.ts'
 import type { Portal } from './session-state.ts'
-import { NAME_RESOLUTION_CHANGE, POSTGRES_ESTIMATE_FACTS, postgresEstimator, unknownEstimator, type BoundParameters } from './explain.ts'
+import { POSTGRES_ESTIMATE_FACTS, postgresEstimator, unknownEstimator, type BoundParameters } from './explain.ts'
 
 /** statement_timeout of the EXPLAIN unless target.options.explainTimeout (ms) says otherwise */
 const DEFAULT_EXPLAIN_TIMEOUT_MS = 1000
@@ -24,28 +24,20 @@ interface Parsed {
 export class StatementTexts {
   private readonly texts = new WeakMap<Operation, Parsed>()
   private readonly binds = new WeakMap<Portal, BoundParameters>()
-  /** the session changed how its names resolve (search_path, role): estimates are unknown from now on */
-  private namesMoved = false
 
   constructor(
     private readonly session: Session,
     private readonly catalog: Catalog,
   ) {}
 
-  /** whether this session's rules or holds may ever want an estimate (cheap, per config generation) */
-  private get wanted(): boolean {
-    return this.session.estimates?.(POSTGRES_ESTIMATE_FACTS) ?? false
-  }
-
-  /** every SQL text the client sends (Query and Parse) */
-  saw(sql: string): void {
-    if (!this.namesMoved && NAME_RESOLUTION_CHANGE.test(sql)) this.namesMoved = true
+  /** whether a rule names the estimate, or (with `cls`) may hold such an operation (cached per config generation) */
+  private wanted(cls?: OperationClass): boolean {
+    return this.session.estimates?.(POSTGRES_ESTIMATE_FACTS, cls) ?? false
   }
 
   /** at Parse: the statement's own Operation, carrying its text */
   parsed(op: Operation, sql: string, types: number[]): Operation {
-    this.saw(sql)
-    if (op.class === 'session' || op.error !== undefined || !this.wanted) return op
+    if (op.class === 'session' || op.error !== undefined || !this.wanted(op.class)) return op
     const own = Object.freeze({ ...op })
     this.texts.set(own, { sql, types })
     return own
@@ -72,8 +64,7 @@ export class StatementTexts {
    */
   estimator(kind: 'Q' | 'E', op: Operation, sql: string | undefined, portal: Portal | undefined, always: boolean): Estimator | undefined {
     if (op.class === 'session') return undefined
-    if (!always && !this.wanted) return undefined
-    if (this.namesMoved) return unknownEstimator(POSTGRES_ESTIMATE_FACTS)
+    if (!always && !this.wanted()) return undefined
     const timeout = typeof this.session.target.options.explainTimeout === 'number' ? this.session.target.options.explainTimeout : DEFAULT_EXPLAIN_TIMEOUT_MS
     if (kind === 'Q') return sql === undefined ? unknownEstimator(POSTGRES_ESTIMATE_FACTS) : postgresEstimator(this.catalog, sql, undefined, timeout)
     const text = portal && portal.op === op ? this.texts.get(op) : undefined

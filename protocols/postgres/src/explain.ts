@@ -11,7 +11,9 @@
 // UPDATE, DELETE or MERGE; the text with the prefix is parsed again and must be exactly one EXPLAIN
 // of the same kind of statement with our options and no others (ANALYZE can never be slipped in).
 // Everything else (several statements, DO, CALL, CREATE TABLE AS, SELECT INTO, EXPLAIN ANALYZE,
-// EXECUTE, COPY…) is not estimated: its facts stay unknown. EXPLAIN does not run the statement;
+// EXECUTE, COPY…) is not estimated: its facts stay unknown. Names resolve on our connection, not
+// the client's (its search_path may differ): a plan whose tables have same-named twins in another
+// schema is not trusted either (hasTwins). EXPLAIN does not run the statement;
 // the planner may still evaluate IMMUTABLE functions on constants while planning — the read-only
 // transaction and the statement timeout are what bound that.
 import type { Socket } from 'node:net'
@@ -207,15 +209,36 @@ export async function explainEstimate(catalog: Catalog, sql: string, params: Bou
     const text = plan.map(row => row[0] ?? '').join('\n')
     const read = readPlan(text)
     return read ? { estimatedRows: read.estimatedRows, tables: read.tables, source: 'explain' } : null
-  })
+  }).then(async e => (e && (await hasTwins(catalog, e.tables ?? [], signal)) ? null : e))
 }
 
+/** E'' literals read the same whatever standard_conforming_strings says */
+const literal = (v: string) => `E'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`
+
 /**
- * Statements run on the client's session that make its names resolve otherwise than on the
- * gateway's own connection (search_path, SET ROLE / SESSION AUTHORIZATION, which moves "$user"):
- * after one, an estimate could be of other tables than the ones the statement touches.
+ * Whether a table of the plan has a same-named twin in another schema. The plan's tables are what
+ * the names resolve to on the gateway's connection; the client's session may resolve them
+ * otherwise (search_path set in SQL, at startup, by a function it calls; "$user" after SET ROLE).
+ * With no twin there is nothing else they could resolve to; with one, the estimate may be of the
+ * wrong table: unknown. (A temporary table of the session shadows too, but what it deletes from
+ * there is its own.)
  */
-export const NAME_RESOLUTION_CHANGE = /search_path|\brole\b|session\s+authorization/i
+async function hasTwins(catalog: Catalog, tables: string[], signal: AbortSignal): Promise<boolean> {
+  const names = [...new Set(tables.map(t => t.slice(t.lastIndexOf('.') + 1)))]
+  if (names.length === 0) return false
+  return catalog.exclusive(async socket => {
+    const r = await exchange(
+      socket,
+      serializeQuery(
+        `SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+          `WHERE c.relname = ANY(ARRAY[${names.map(literal).join(',')}]::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ` +
+          `AND n.nspname NOT LIKE 'pg\\_temp\\_%' ESCAPE '\\' AND n.nspname NOT LIKE 'pg\\_toast%' ESCAPE '\\' GROUP BY c.relname HAVING count(*) > 1`,
+      ),
+      signal,
+    )
+    return r.error !== undefined || r.rows.length > 0
+  })
+}
 
 export function postgresEstimator(catalog: Catalog, sql: string, params: BoundParameters | undefined, statementTimeoutMs: number): Estimator {
   return {

@@ -468,7 +468,6 @@ export class PostgresProxy {
         const wait = this.model.lastChangeBefore(this.sentBatches + 1)
         if (wait > this.receivedBatches) return this.waitForBatch(wait, frame)
         const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
-        this.texts.saw(sql)
         this.recordRequests()
         this.session.record('request', { type: 'Q', statement: sql })
         if (this.adminInBatch) return this.refuseAfterAdmin('Q', this.classify(sql), frame.raw)
@@ -824,8 +823,8 @@ export class PostgresProxy {
     const op = pending.op
     let decision: Decision | undefined
     try {
-      const estimate = this.texts.estimator(pending.kind, op, pending.sql, pending.portal, false)
-      decision = estimate ? this.session.decideNow(op, { estimate }) : this.session.decideNow(op)
+      const estimator = this.texts.estimator(pending.kind, op, pending.sql, pending.portal, false)
+      decision = estimator ? this.session.decideNow(op, { estimator }) : this.session.decideNow(op)
     } catch (err) {
       this.send(pending, raw, undefined, refusalOf(err))
       return undefined
@@ -844,12 +843,12 @@ export class PostgresProxy {
     this.pendingDecision = controller
     try {
       const defer = this.session.target.options.approvalMode === 'defer'
-      const estimate = this.texts.estimator(pending.kind, pending.op, pending.sql, pending.portal, true)
+      const estimator = this.texts.estimator(pending.kind, pending.op, pending.sql, pending.portal, true)
       decision = await this.session.decide(pending.op, {
         signal: controller.signal,
         defer,
         sent: () => statementAsSent(pending, raw, this.session.masks, this.classifier.dependsOnSession(pending.op)),
-        ...(estimate ? { estimate } : {}),
+        ...(estimator ? { estimator } : {}),
         onPending: request => {
           if (defer) return
           this.toClient(

@@ -138,16 +138,20 @@ t.test('estimate on real Postgres', async t => {
     await gw.core.approvals.deny(req.id, dba)
     t.equal((await failure(multi)).code, '42501')
     t.match(gw.audit.find(a => a.approvalId === req.id && a.decision === 'block')?.statement ?? '', /delete/i)
-    // after the session moves its search_path, its names may resolve to other tables than on
-    // the gateway's connection: its estimates are unknown
+    // a table with a twin of the same name in another schema: the client's search_path (set in
+    // SQL, at startup or by a function) may pick the other one, so the estimate is not trusted
+    await setup.query('create schema other')
+    await setup.query('create table other.docs (id int primary key, body text)')
     const d = await client()
-    await d.query('set search_path = public')
+    await d.query('set search_path = other, public')
     const single = d.query('delete from docs where id = 9')
     const req2 = await pendingRequest(gw, seen)
     t.equal(req2.estimate, null)
-    t.match(req2.facts, {})
     await gw.core.approvals.approve(req2.id, dba)
-    t.equal((await single).rowCount, 1, 'approved, it runs')
+    t.equal((await single).rowCount, 0, 'approved, it runs — on other.docs, which the gateway could not have known')
+    await setup.query('drop schema other cascade')
+    // without the twin, the same session's statement is estimated again
+    t.equal((await d.query('delete from docs where id = 9')).rowCount, 1, 'one row: allowed by its estimate')
   })
 
   t.test('an estimate cut off by a lock is unknown within its time bound', async t => {
@@ -170,4 +174,26 @@ t.test('estimate on real Postgres', async t => {
     const r = await setup.query("select count(*)::int as n from pg_stat_activity where application_name = 'portcullis-catalog' and state not in ('idle')")
     t.equal(r.rows[0].n, 0)
   })
+})
+
+t.test('without a rule on the estimate and without holds, nothing is ever EXPLAINed', async t => {
+  const gw = await startGateway({
+    rules: [
+      { id: 'session', when: { class: ['session'] }, action: 'allow' },
+      { id: 'agents', when: { groups: ['agents'], class: ['read', 'write', 'delete'] }, action: 'allow' },
+    ],
+  })
+  t.teardown(() => gw.stop())
+  const setup = new pg.Client({ connectionString: gw.pg.url })
+  await setup.connect()
+  t.teardown(() => setup.end())
+  await setup.query('create table t (id int primary key)')
+  await setup.query('insert into t select generate_series(1, 100)')
+  const c = new pg.Client({ connectionString: await gw.url() })
+  await c.connect()
+  t.teardown(() => c.end())
+  t.equal((await c.query('delete from t where id > 50')).rowCount, 50)
+  t.equal((await c.query({ text: 'delete from t where id > $1', values: [10] })).rowCount, 40)
+  const r = await setup.query("select count(*)::int as n from pg_stat_activity where application_name = 'portcullis-catalog'")
+  t.equal(r.rows[0].n, 0, 'the gateway never opened its catalog connection for an estimate')
 })

@@ -262,8 +262,8 @@ class RedisConnection extends SessionIO implements LaneUser {
       decision = { action: 'allow', rule: null, reason: 'session command', masks: s.masks }
     } else {
       try {
-        const estimate = this.estimatorOf(req, name, false)
-        decision = estimate ? s.decideNow(op, { estimate }) : s.decideNow(op)
+        const estimator = this.estimatorOf(req, name, false)
+        decision = estimator ? s.decideNow(op, { estimator }) : s.decideNow(op)
       } catch (err) {
         this.decideFailed(err, slot)
         return
@@ -277,12 +277,12 @@ class RedisConnection extends SessionIO implements LaneUser {
   private async decideLater(req: Req, name: string, slot: Slot): Promise<void> {
     let decision: Decision
     try {
-      const estimate = this.estimatorOf(req, name, true)
+      const estimator = this.estimatorOf(req, name, true)
       decision = await this.session.decide(slot.op!, {
         signal: this.aborter.signal,
         defer: this.session.target.options.approvalMode === 'defer',
         sent: () => sentCommand(req.args, slot.op!.resources, this.session.masks),
-        ...(estimate ? { estimate } : {}),
+        ...(estimator ? { estimator } : {}),
       })
     } catch (err) {
       if (!this.closed) this.decideFailed(err, slot)

@@ -6,7 +6,7 @@
 // When it runs: only when a rule names one of the estimator's facts and the answer depends on it,
 // or when the operation is about to be held (the approver sees the estimate). Never otherwise:
 // the allow/block path of every other operation costs nothing more than before.
-import type { BlastRadius, Estimator, FactValue, Operation } from '../types.ts'
+import type { BlastRadius, Estimator, FactValue, Operation, OperationClass } from '../types.ts'
 import type { RuleConfig } from '../config/types.ts'
 import { factsNamed } from '../policy/decide.ts'
 
@@ -44,14 +44,16 @@ export function unknownFacts(est: Estimator, e: BlastRadius | null | undefined):
 }
 
 const namedCache = new WeakMap<RuleConfig[], Set<string>>()
-const holdsCache = new WeakMap<RuleConfig[], boolean>()
+const holdsCache = new WeakMap<RuleConfig[], Map<string, boolean>>()
 
-/** true when some rule may hold an operation (its approver then sees the estimate) */
-export function rulesHold(rules: RuleConfig[]): boolean {
-  let h = holdsCache.get(rules)
+/** true when some approve rule may hold an operation of this class (its approver then sees the estimate) */
+export function rulesHold(rules: RuleConfig[], cls: OperationClass): boolean {
+  let byClass = holdsCache.get(rules)
+  if (!byClass) holdsCache.set(rules, (byClass = new Map()))
+  let h = byClass.get(cls)
   if (h === undefined) {
-    h = rules.some(r => r.action === 'approve')
-    holdsCache.set(rules, h)
+    h = rules.some(r => r.action === 'approve' && (!r.when.class || r.when.class.includes(cls)))
+    byClass.set(cls, h)
   }
   return h
 }

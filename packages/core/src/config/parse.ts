@@ -404,7 +404,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
         ? { webhook: { url: raw.approvals.webhook.url, format: raw.approvals.webhook.format ?? 'json' } }
         : {}),
       ...(raw.approvals?.estimate?.timeout !== undefined ? { estimateTimeoutMs: parseDuration(raw.approvals.estimate.timeout) } : {}),
-      ...(raw.approvals?.slack ? { slack: slackConfig(raw.approvals.slack, issue, checkRef) } : {}),
+      ...(raw.approvals?.slack ? { slack: slackConfig(raw.approvals.slack, issue, checkRef, raw.admin !== undefined) } : {}),
     },
     controlStore,
     targets,
@@ -425,7 +425,9 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
   return config
 }
 
-function slackConfig(raw: NonNullable<NonNullable<RawConfig['approvals']>['slack']>, issue: Issue, checkRef: (ref: SecretRef | undefined, path: (string | number)[]) => void): SlackConfig {
+function slackConfig(raw: NonNullable<NonNullable<RawConfig['approvals']>['slack']>, issue: Issue, checkRef: (ref: SecretRef | undefined, path: (string | number)[]) => void, admin: boolean): SlackConfig {
+  // the buttons call POST /slack/interactions on the admin listener: without one they could not decide
+  if (!admin) issue(['approvals', 'slack'], 'needs admin.listen: Slack sends button clicks to the admin listener (/slack/interactions)')
   checkRef(raw.botToken, ['approvals', 'slack', 'botToken'])
   checkRef(raw.signingSecret, ['approvals', 'slack', 'signingSecret'])
   const lookupByEmail = raw.lookupByEmail === true

@@ -9,6 +9,7 @@ import type {
   DecideOptions,
   MaskPlan,
   Operation,
+  OperationClass,
   Principal,
   RecentStatement,
   RecordType,
@@ -260,7 +261,7 @@ export class CoreSession implements Session {
    * recorded and counted like decide()'s; undefined when an approval must be asked for. Codecs call
    * it first so that the common case costs no promise and holds nothing back from the same batch.
    */
-  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimate'>): Decision | undefined {
+  decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimator'>): Decision | undefined {
     const principal = this.#principal
     if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
     this.assertAlive()
@@ -270,7 +271,7 @@ export class CoreSession implements Session {
     this.lastActivity = started
     const masks = this.masks
     // an estimate the rules name is unknown until decide() has run it
-    const est = opts?.estimate
+    const est = opts?.estimator
     const unknown = est && rulesName(config.rules, est.facts) ? est.facts : undefined
     const pd = policyDecide(config.rules, principal, this.target.name, op, unknown)
     if (pd.unknown) return undefined
@@ -289,7 +290,7 @@ export class CoreSession implements Session {
     const { config } = this.#host.generation()
     const started = this.#host.now()
     const masks = this.masks
-    const est = opts.estimate
+    const est = opts.estimator
     let pd = policyDecide(config.rules, principal, this.target.name, op, est && rulesName(config.rules, est.facts) ? est.facts : undefined)
     const approvals = this.#host.approvals
     // the blast radius: when a rule needs it, or for the approver of a held operation
@@ -346,7 +347,7 @@ export class CoreSession implements Session {
       ruleReason: pd.reason,
       minApprovals: pd.minApprovals ?? 1,
       recent: this.#recentList(),
-      ...(estimate !== undefined ? { estimate } : {}),
+      ...(estimate !== undefined ? { estimate } : opts.estimate !== undefined ? { estimate: opts.estimate } : {}),
     }
     if (opts.defer) {
       // nobody waits: the request outlives this session (the client may come back on another)
@@ -461,9 +462,9 @@ export class CoreSession implements Session {
     return decision
   }
 
-  estimates(facts: readonly string[]): boolean {
+  estimates(facts: readonly string[], cls?: OperationClass): boolean {
     const { rules } = this.#host.generation().config
-    return rulesName(rules, facts) || rulesHold(rules)
+    return rulesName(rules, facts) || (cls !== undefined && rulesHold(rules, cls))
   }
 
   secret(ref: SecretRef): Promise<string> {

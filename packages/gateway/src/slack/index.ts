@@ -19,6 +19,8 @@ import { slackApi, type SlackApi } from './web-api.ts'
 export const SLACK_INTERACTIONS_PATH = '/slack/interactions'
 const MAX_BODY_BYTES = 256 * 1024
 const MAX_MESSAGES = 10_000
+/** signatures remembered for the replay check (only Slack can sign: this bounds a burst of clicks) */
+const MAX_SEEN = 100_000
 /** how often an email map is asked of Slack again for a user it did not know */
 const LOOKUP_AGAIN_MS = 60_000
 
@@ -190,7 +192,7 @@ export function startSlackApprovals(opts: { core: Core; config: SlackConfig; log
         return reply(res, 401, 'unauthenticated', `slack signature: ${verdict.why}`)
       }
       const t = now()
-      for (const [sig, at] of seen) if (t - at > REPLAY_WINDOW_S * 1000 * 2) seen.delete(sig)
+      for (const [sig, at] of seen) if (t - at > REPLAY_WINDOW_S * 1000 * 2 || seen.size > MAX_SEEN) seen.delete(sig)
       if (seen.has(signature as string)) return reply(res, 401, 'unauthenticated', 'slack signature: this request was already taken (replay)')
       seen.set(signature as string, t)
       let payload: any
