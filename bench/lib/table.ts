@@ -44,12 +44,20 @@ export function markdown(rows: Row[], machine: Machine, opts: { quick: boolean; 
     `${machine.cores} cores · ${machine.cpu} · Node ${machine.node} · ${machine.platform} · ${machine.memoryGB} GB · load ${machine.loadAtEnd.join(' ')} · ` +
       `${opts.repeats === 1 ? 'one run' : `median of ${opts.repeats} runs`} per cell · ${opts.seconds.toFixed(0)} s in all`,
     '',
-    '| scenario | direct | Portcullis | reference | Portcullis/direct | Portcullis/reference |',
-    '|---|---:|---:|---:|---:|---:|',
   ]
+  // the extra paths (Row.columns) in the order the rows name them
+  const extra = [...new Set(rows.flatMap(r => Object.keys(r.columns ?? {})))]
+  lines.push(
+    `| scenario | direct | Portcullis | reference |${extra.map(c => ` ${c} |`).join('')} Portcullis/direct | Portcullis/reference |${extra.map(c => ` Portcullis/${c} |`).join('')}`,
+    `|---|---:|---:|---:|${extra.map(() => '---:|').join('')}---:|---:|${extra.map(() => '---:|').join('')}`,
+  )
   for (const r of rows) {
     const ref = typeof r.reference === 'number' && r.referenceName ? `${fmt(r.reference)} (${r.referenceName})` : fmt(r.reference)
-    lines.push(`| ${label(r)} | ${fmt(r.direct)} | ${fmt(r.portcullis)} | ${ref} | ${ratio(r.portcullis, r.direct)} | ${ratio(r.portcullis, r.reference)} |`)
+    const other = (c: string) => r.columns?.[c]
+    lines.push(
+      `| ${label(r)} | ${fmt(r.direct)} | ${fmt(r.portcullis)} | ${ref} |${extra.map(c => ` ${other(c) === undefined ? '—' : fmt(other(c)!)} |`).join('')} ` +
+        `${ratio(r.portcullis, r.direct)} | ${ratio(r.portcullis, r.reference)} |${extra.map(c => ` ${ratio(r.portcullis, other(c) ?? '')} |`).join('')}`,
+    )
   }
   const notes = rows.filter(r => r.note).map(r => `- ${label(r)}: ${r.note}`)
   if (notes.length) lines.push('', ...[...new Set(notes)])
