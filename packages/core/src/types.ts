@@ -231,6 +231,9 @@ export interface Session {
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */
   record(type: RecordType, payload: Record<string, unknown>): void
+  /** until releaseDecisions(): the decisions taken go into one 'decision' record (`decisions: [...]`) */
+  holdDecisions?(): void
+  releaseDecisions?(): void
   /** one audit event per operation, written when the operation completes */
   audit(event: Partial<AuditEvent>): void
   /** seals the recording and releases the session; idempotent */

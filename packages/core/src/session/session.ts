@@ -35,6 +35,9 @@ function isoTime(ms: number): string {
 }
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+
+/** decisions held for one record at most (a record stays far below the recorder's size bound) */
+const MAX_HELD_DECISIONS = 256
 export function sessionId(): string {
   let id = 'ses_'
   for (const b of randomBytes(12)) id += BASE32[b & 31]
@@ -304,12 +307,14 @@ export class CoreSession implements Session {
 
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
     // one object literal per shape, not a spread per operation
-    this.record(
-      'decision',
-      decision.approvalId
-        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
-        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources },
-    )
+    const payload = decision.approvalId
+      ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+      : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+    const held = this.#heldDecisions
+    if (held !== undefined) {
+      held.push(payload)
+      if (held.length >= MAX_HELD_DECISIONS) this.#writeHeld()
+    } else this.record('decision', payload)
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
@@ -320,7 +325,36 @@ export class CoreSession implements Session {
     return this.#host.secrets.get(ref)
   }
 
+  /**
+   * From now until releaseDecisions(), the decisions taken are recorded together: one 'decision'
+   * record per round trip (a Redis pipeline read in one chunk), `{ decisions: [...] }` when there
+   * are several, instead of one record each. Any other record written meanwhile writes the held
+   * decisions first, so the recording keeps the order things happened in.
+   */
+  holdDecisions(): void {
+    this.#heldDecisions ??= []
+  }
+
+  releaseDecisions(): void {
+    this.#writeHeld()
+    this.#heldDecisions = undefined
+  }
+
+  #writeHeld(): void {
+    const held = this.#heldDecisions
+    if (held === undefined || held.length === 0) return
+    this.#heldDecisions = []
+    this.#recordNow('decision', held.length === 1 ? held[0]! : { decisions: held })
+  }
+
+  #heldDecisions: Record<string, unknown>[] | undefined
+
   record(type: RecordType, payload: Record<string, unknown>): void {
+    if (this.#heldDecisions !== undefined && this.#heldDecisions.length > 0) this.#writeHeld()
+    this.#recordNow(type, payload)
+  }
+
+  #recordNow(type: RecordType, payload: Record<string, unknown>): void {
     const r = this.#recorder
     if (!r) return
     try {
