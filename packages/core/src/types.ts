@@ -197,6 +197,12 @@ export interface AuditEvent {
   masked?: number
   durationMs?: number
   error?: string
+  /** audit.reads: summary — a line for this many allowed reads (bytes, masked, durationMs: their sums) */
+  reads?: number
+  /** with `reads`: the distinct fingerprints of those reads (at most 64; `resources`: likewise) */
+  fingerprints?: string[]
+  /** with `reads`: distinct fingerprints and resources past the 64 listed */
+  distinctLeftOut?: number
 }
 
 /** Record types in a session recording. */

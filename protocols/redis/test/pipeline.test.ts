@@ -226,3 +226,22 @@ t.test('a pipeline read in one chunk is recorded as one decision record, in orde
   t.equal((await verifyRecording(path)).status, 'intact', 'and the chain is whole')
   t.equal(gw.audit().filter(e => String(e.statement).startsWith('GET ')).length, 4, 'the audit still has one line per command')
 })
+
+t.test('audit.reads: summary writes one line for a session’s allowed reads; writes and refusals keep a line each', async t => {
+  const gw = await startGateway(t, { rules: RULES, audit: '{ reads: summary }' })
+  const c = await RawClient.connect(gw.port)
+  c.send(`AUTH ${await gw.token()}\r\n`)
+  await c.lines(1)
+  c.send('SET a 1\r\nGET a\r\nGET a\r\nGET b\r\nGET secret:x\r\nMGET a b\r\nDEL b\r\n')
+  t.equal(await c.lines(8), '+OK\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n-NOPERM blocked by rule secrets-off: blocked by rule secrets-off\r\n*2\r\n$1\r\n1\r\n$-1\r\n:0\r\n')
+  const before = gw.audit().filter(e => e.statement !== undefined || e.reads !== undefined)
+  t.same(before.map(e => [e.statement, e.decision]), [['SET a ?', 'allow'], ['GET secret:x', 'block'], ['DEL b', 'allow']], 'writes, deletes and refusals: a line each, at once')
+  c.close()
+  // the session's end writes the summary of what it read
+  for (let i = 0; i < 500 && !gw.audit().some(e => e.reads !== undefined); i++) await new Promise(r => setTimeout(r, 5))
+  const summary = gw.audit().filter(e => e.reads !== undefined)
+  t.equal(summary.length, 1)
+  t.match(summary[0], { class: 'read', decision: 'allow', reads: 4, target: 'cache', principal: { sub: 'agent-1' } })
+  t.same([...(summary[0]!.resources as string[])].sort(), ['a', 'b'], 'the distinct keys read')
+  t.equal((summary[0]!.fingerprints as string[]).length, 3, 'distinct fingerprints: GET a, GET b, MGET a b')
+})

@@ -38,6 +38,13 @@ const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
 
 /** decisions held for one record at most (a record stays far below the recorder's size bound) */
 const MAX_HELD_DECISIONS = 256
+
+// audit.reads: summary — one line per this many allowed reads of a session, or once the oldest
+// counted read is this old (checked at the next read; the session's end writes what is left),
+// listing at most this many distinct fingerprints and resources (the rest are counted)
+const SUMMARY_READS = 1000
+const SUMMARY_MS = 10_000
+const SUMMARY_DISTINCT = 64
 export function sessionId(): string {
   let id = 'ses_'
   for (const b of randomBytes(12)) id += BASE32[b & 31]
@@ -365,13 +372,61 @@ export class CoreSession implements Session {
   }
 
   audit(event: Partial<AuditEvent>): void {
+    // audit.reads: summary: an allowed read that went through is counted, not written
+    if (event.class === 'read' && event.decision === 'allow' && event.error === undefined && this.#host.generation().config.audit.reads === 'summary') {
+      this.#countRead(event)
+      if (event.bytes !== undefined) this.#host.metrics.bytes('out', event.bytes)
+      if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
+      return
+    }
     this.#write(event)
     if (event.bytes !== undefined) this.#host.metrics.bytes('out', event.bytes)
     if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
   }
 
+  /** audit.reads: summary — the reads counted since the last summary line */
+  #reads: { n: number; since: number; bytes: number; masked: number; durationMs: number; fingerprints: Set<string>; resources: Set<string>; more: number } | undefined
+
+  #countRead(event: Partial<AuditEvent>): void {
+    const now = this.#host.now()
+    const r = (this.#reads ??= { n: 0, since: now, bytes: 0, masked: 0, durationMs: 0, fingerprints: new Set(), resources: new Set(), more: 0 })
+    r.n++
+    r.bytes += event.bytes ?? 0
+    r.masked += event.masked ?? 0
+    r.durationMs += event.durationMs ?? 0
+    if (event.fingerprint !== undefined && !r.fingerprints.has(event.fingerprint)) {
+      if (r.fingerprints.size < SUMMARY_DISTINCT) r.fingerprints.add(event.fingerprint)
+      else r.more++
+    }
+    for (const res of event.resources ?? []) {
+      if (r.resources.has(res)) continue
+      if (r.resources.size < SUMMARY_DISTINCT) r.resources.add(res)
+      else r.more++
+    }
+    if (r.n >= SUMMARY_READS || now - r.since >= SUMMARY_MS) this.#writeReads()
+  }
+
+  /** the summary line of the reads counted so far (at most SUMMARY_READS, or SUMMARY_MS old) */
+  #writeReads(): void {
+    const r = this.#reads
+    if (r === undefined || r.n === 0) return
+    this.#reads = undefined
+    this.#write({
+      class: 'read',
+      decision: 'allow',
+      reads: r.n,
+      fingerprints: [...r.fingerprints],
+      resources: [...r.resources],
+      ...(r.more > 0 ? { distinctLeftOut: r.more } : {}),
+      bytes: r.bytes,
+      masked: r.masked,
+      durationMs: r.durationMs,
+    } as Partial<AuditEvent>)
+  }
+
   close(reason = 'closed'): Promise<void> {
     if (!this.#closing) {
+      this.#writeReads()
       this.#closing = (async () => {
         this.abort(new PortcullisError('SESSION_CLOSED', `session closed: ${reason}`))
         this.record('session-end', { reason })
