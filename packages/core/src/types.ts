@@ -238,6 +238,8 @@ export interface Session {
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */
   record(type: RecordType, payload: Record<string, unknown>): void
   /** until releaseDecisions(): the decisions taken go into one 'decision' record (`decisions: [...]`) */
+  /** audit() of the operation's class, resources, fingerprint and statement plus `rest`, serialized once per Operation */
+  auditOperation?(op: Operation, rest: Partial<AuditEvent>): void
   holdDecisions?(): void
   releaseDecisions?(): void
   /** one audit event per operation, written when the operation completes */

@@ -15,7 +15,7 @@ import type {
 } from '../types.ts'
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
-import { auditHead, type AuditHead, type AuditLog } from '../audit/audit.ts'
+import { auditHead, operationJson, type AuditHead, type AuditLog } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
@@ -384,6 +384,20 @@ export class CoreSession implements Session {
     if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
   }
 
+  /**
+   * audit() of `{ class, resources, fingerprint, statement }` of `op` plus `rest`, the same line,
+   * with the operation's fields serialized once per Operation object (audit.ts operationJson)
+   */
+  auditOperation(op: Operation, rest: Partial<AuditEvent>): void {
+    if (op.class === 'read' && rest.decision === 'allow' && rest.error === undefined && this.#host.generation().config.audit.reads === 'summary') {
+      this.audit({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement, ...rest })
+      return
+    }
+    this.#write(rest, operationJson(op))
+    if (rest.bytes !== undefined) this.#host.metrics.bytes('out', rest.bytes)
+    if (rest.durationMs !== undefined) this.#host.metrics.duration(rest.durationMs / 1000)
+  }
+
   /** audit.reads: summary — the reads counted since the last summary line */
   #reads: { n: number; since: number; bytes: number; masked: number; durationMs: number; fingerprints: Set<string>; resources: Set<string>; more: number } | undefined
 
@@ -454,7 +468,7 @@ export class CoreSession implements Session {
       throw new PortcullisError('RECORDING_FAILED', 'recording uploads are behind (spool full); operations are refused (recording.onFailure: block)')
   }
 
-  #write(event: Partial<AuditEvent>) {
+  #write(event: Partial<AuditEvent>, pre?: string) {
     const p = this.#principal
     let head = this.#auditHead
     if (head === undefined || p !== this.#auditHeadOf) {
@@ -466,7 +480,7 @@ export class CoreSession implements Session {
         protocol: this.target.protocol,
       })
     }
-    this.#host.audit.writeSession(head, isoTime(this.#host.now()), event)
+    this.#host.audit.writeSession(head, isoTime(this.#host.now()), event, pre)
   }
   // the session's own audit fields, serialized once per principal rather than once per line
   #auditHeadOf: Principal | undefined
