@@ -383,7 +383,9 @@ t.test('exact: a session under column rules gets an Operation of its own text, n
   const a = "select json_build_object('a', email, 'b', name) as j from customers"
   const b = "select json_build_object('b', email, 'a', name) as j from customers"
   const first = classifySql(a)
-  t.equal(classifySql(b), first, 'without exact, the skeleton is shared')
+  const shared = classifySql(b)
+  t.same(shared, first, 'without exact, the skeleton’s classification is shared')
+  t.not(shared, first, 'as an Operation of the text’s own (its lineage is its own: a reload may add column rules)')
   const own = classifySql(b, undefined, { exact: true })
   t.not(own, first, 'with exact, the text has an Operation of its own')
   t.same(own, first, 'with the classification the skeleton holds for every text of it')

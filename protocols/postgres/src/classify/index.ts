@@ -166,8 +166,9 @@ function trimMap(map: Map<string, { recent: boolean }>, chars: number): number {
  * Classifies SQL text (one or several statements). Synchronous: call loadClassifier() first. The
  * result is frozen; the same text gives the same object while it stays in the cache (except for
  * EXECUTE, resolved against `ctx.prepared` each time). A text that differs from a cached one only
- * in constants the analysis never read gets that text's object too (lexer.ts, literal.ts), unless
- * `opts.exact` asks for this text's own classification.
+ * in constants the analysis never read gets that text's classification too (lexer.ts, literal.ts),
+ * as an object of its own whose column lineage is its own text's (see borrowed()); `opts.exact`
+ * also parses a text whose PREPARE or DECLARE body keeps a tree.
  */
 export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?: boolean }): Operation {
   let compiled = cache.get(sql)
@@ -182,17 +183,20 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
   if (known) {
     known.recent = true
     if (known.op && known.reads?.value) known.op = null
-    if (known.op && opts?.exact !== true) {
-      skeletonHits++
-      return known.op
-    }
-    // `exact`: a session whose mask plan has column rules. Column lineage reads the kept tree of a
-    // statement later, at its RowDescription (json_build_object keys, among others, are constants):
-    // this text gets an Operation of its own that borrows the skeleton's tree only while no
-    // analysis has read a constant of it, and parses its own text once one has (lineage.ts)
+    // Column lineage reads the kept tree of a statement later, at its RowDescription
+    // (json_build_object keys, among others, are constants), also for a session that had no
+    // column rule when it prepared the statement and has one after a reload: the text gets an
+    // Operation of its own that borrows the skeleton's tree only while no analysis has read a
+    // constant of it, and parses its own text once one has (lineage.ts)
     if (known.op && known.lineage) {
       skeletonHits++
       return borrowed(known.op, known.lineage, known.reads!, sql)
+    }
+    // `exact` (a session whose mask plan has column rules): a text that prepares or declares a
+    // body, whose tree the body keeps, is parsed on its own
+    if (known.op && opts?.exact !== true) {
+      skeletonHits++
+      return known.op
     }
   }
   // watch the analysis only while the skeleton's fate is open
