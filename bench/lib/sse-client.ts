@@ -5,7 +5,7 @@ import { ScenarioError } from './types.ts'
 
 export type SseResult = { ttfbMs: number; eventsPerSec: number; events: number; mbps: number }
 
-export function readSse(o: { host: string; port: number; token?: string; label: string }): Promise<SseResult & { leaked: boolean }> {
+export function readSse(o: { host: string; port: number; token?: string; label: string; headers?: Record<string, string> }): Promise<SseResult & { leaked: boolean }> {
   const body = JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'Tell me everything.' }] })
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint()
@@ -17,7 +17,7 @@ export function readSse(o: { host: string; port: number; token?: string; label: 
     let done = false
     const req = request({
       host: o.host, port: o.port, method: 'POST', path: '/v1/chat/completions',
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(o.token ? { authorization: `Bearer ${o.token}` } : {}) },
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(o.token ? { authorization: `Bearer ${o.token}` } : {}), ...o.headers },
     }, res => {
       if (res.statusCode !== 200) {
         let text = ''

@@ -47,13 +47,22 @@ export function markdown(rows: Row[], machine: Machine, opts: { quick: boolean; 
     `${machine.cores} cores · ${machine.cpu} · Node ${machine.node} · ${machine.platform} · ${machine.memoryGB} GB · load ${machine.loadAtEnd.join(' ')} · ` +
       `${opts.repeats === 1 ? 'one run' : `median of ${opts.repeats} runs`} per cell · ${opts.seconds.toFixed(0)} s in all`,
     '',
-    `| scenario | direct | Portcullis${workers > 1 ? ` (${workers} workers)` : ''} |${two ? ' Portcullis (2 workers) |' : ''} reference | Portcullis/direct | Portcullis/reference |${two ? ' 2 workers/1 |' : ''}`,
-    `|---|---:|---:|${two ? '---:|' : ''}---:|---:|---:|${two ? '---:|' : ''}`,
   ]
+  // the extra paths (Row.columns) in the order the rows name them
+  const extra = [...new Set(rows.flatMap(r => Object.keys(r.columns ?? {})))]
+  lines.push(
+    `| scenario | direct | Portcullis${workers > 1 ? ` (${workers} workers)` : ''} |${two ? ' Portcullis (2 workers) |' : ''} reference |${extra.map(c => ` ${c} |`).join('')} Portcullis/direct | Portcullis/reference |${extra.map(c => ` Portcullis/${c} |`).join('')}${two ? ' 2 workers/1 |' : ''}`,
+    `|---|---:|---:|${two ? '---:|' : ''}---:|${extra.map(() => '---:|').join('')}---:|---:|${extra.map(() => '---:|').join('')}${two ? '---:|' : ''}`,
+  )
   for (const r of rows) {
     const ref = typeof r.reference === 'number' && r.referenceName ? `${fmt(r.reference)} (${r.referenceName})` : fmt(r.reference)
+    const other = (c: string) => r.columns?.[c]
     const p2 = r.portcullis2 === undefined ? '' : fmt(r.portcullis2)
-    lines.push(`| ${label(r)} | ${fmt(r.direct)} | ${fmt(r.portcullis)} |${two ? ` ${p2} |` : ''} ${ref} | ${ratio(r.portcullis, r.direct)} | ${ratio(r.portcullis, r.reference)} |${two ? ` ${r.portcullis2 === undefined ? '' : ratio(r.portcullis2, r.portcullis)} |` : ''}`)
+    lines.push(
+      `| ${label(r)} | ${fmt(r.direct)} | ${fmt(r.portcullis)} |${two ? ` ${p2} |` : ''} ${ref} |${extra.map(c => ` ${other(c) === undefined ? '—' : fmt(other(c)!)} |`).join('')} ` +
+        `${ratio(r.portcullis, r.direct)} | ${ratio(r.portcullis, r.reference)} |${extra.map(c => ` ${ratio(r.portcullis, other(c) ?? '')} |`).join('')}` +
+        `${two ? ` ${r.portcullis2 === undefined ? '' : ratio(r.portcullis2, r.portcullis)} |` : ''}`,
+    )
   }
   const notes = rows.filter(r => r.note).map(r => `- ${label(r)}: ${r.note}`)
   if (notes.length) lines.push('', ...[...new Set(notes)])

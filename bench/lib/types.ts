@@ -22,6 +22,11 @@ export interface Row {
   reference: Value
   /** 'pgbouncer', 'nutcracker', 'nginx' */
   referenceName?: string
+  /**
+   * more paths measured the same way, by column name ('Node relay', 'Portkey'): each becomes a
+   * value column and a Portcullis ÷ column in the table (lib/table.ts); a row without one reads '—'
+   */
+  columns?: Record<string, Value>
   note?: string
 }
 

@@ -1,13 +1,15 @@
 // pgbench -S (select-only) at 1, 8 and 32 clients in simple, extended and prepared protocol:
-// direct, through Portcullis (inspect, mask) and through pgbouncer in session pooling; and at 8
-// clients, simple and prepared, through Portcullis (inspect) with 2 node:cluster workers, in the
-// same run (the 'Portcullis (2 workers)' column; left out when the run itself has --workers N).
+// direct, through Portcullis (inspect, mask), through pgbouncer in session pooling and through the
+// plain Node relay (a net pipe: what any Node proxy reaches here); and at 8 clients, simple and
+// prepared, through Portcullis (inspect) with 2 node:cluster workers, in the same run (the
+// 'Portcullis (2 workers)' column; left out when the run itself has --workers N).
 import { field } from '../lib/context.ts'
 import type { Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { pgbench, type PgbenchResult } from '../lib/pgbench.ts'
 import { startPgbouncer, type Pgbouncer } from '../lib/postgres.ts'
 import { freePort, requireTool } from '../lib/proc.ts'
+import { RELAY, startTcpRelay, type Proxy } from '../lib/relays.ts'
 import type { Row, Scenario } from '../lib/types.ts'
 
 const CLIENTS = [1, 8, 32]
@@ -65,6 +67,11 @@ const scenario: Scenario = {
     await each('pgbouncer', reference, 'reference', typeof bouncer === 'string' ? bouncer : { host: bouncer.host, port: bouncer.port, user: 'postgres' })
     if (typeof bouncer !== 'string') await bouncer.stop()
 
+    const relayed = new Map<Key, PgbenchResult | string>()
+    const relay = await ctx.attempt<Proxy>('reference', 'start the Node relay', () => startTcpRelay(pg))
+    await each(RELAY, relayed, 'reference', typeof relay === 'string' ? relay : { host: relay.host, port: relay.port, user: 'postgres' })
+    if (typeof relay !== 'string') await relay.stop()
+
     for (const mode of MODES) {
       const gw = await ctx.attempt<GatewayHandle>('portcullis', `start gateway (${mode})`, async () => ctx.gateway(mode, {
         targets: [await pgTarget('bench-pg', pg)],
@@ -91,17 +98,19 @@ const scenario: Scenario = {
       {
         const key: Key = `${clients}/${proto}`
         const name = `pgbench -S ${clients} client${clients > 1 ? 's' : ''} ${proto}`
-        const d = direct.get(key)!, r = reference.get(key)!
+        const d = direct.get(key)!, r = reference.get(key)!, n = relayed.get(key)!
         const common = { scenario: name, referenceName: 'pgbouncer' }
         for (const mode of MODES) {
           const p = through[mode].get(key)!
           const two = mode === 'inspect' && twoWorkers.has(key) ? { portcullis2: field(twoWorkers.get(key)!, 'tps') } : {}
-          rows.push({ ...common, metric: 'TPS', mode, higherIsBetter: true, direct: field(d, 'tps'), portcullis: field(p, 'tps'), ...two, reference: field(r, 'tps') })
+          rows.push({ ...common, metric: 'TPS', mode, higherIsBetter: true, direct: field(d, 'tps'), portcullis: field(p, 'tps'), ...two, reference: field(r, 'tps'), columns: { [RELAY]: field(n, 'tps') } })
         }
         const p = through.inspect.get(key)!
-        if (clients === 1) rows.push({ ...common, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms') })
-        rows.push({ ...common, metric: 'avg ms', mode: 'inspect', higherIsBetter: false, direct: field(d, 'avgMs'), portcullis: field(p, 'avgMs'), reference: field(r, 'avgMs') })
-        rows.push({ ...common, metric: 'p99 ms', mode: 'inspect', higherIsBetter: false, direct: field(d, 'p99Ms'), portcullis: field(p, 'p99Ms'), reference: field(r, 'p99Ms') })
+        const latency = (metric: string, k: keyof PgbenchResult) =>
+          rows.push({ ...common, metric, mode: 'inspect', higherIsBetter: false, direct: field(d, k), portcullis: field(p, k), reference: field(r, k), columns: { [RELAY]: field(n, k) } })
+        if (clients === 1) latency('p50 ms', 'p50Ms')
+        latency('avg ms', 'avgMs')
+        latency('p99 ms', 'p99Ms')
       }
     }
     return rows

@@ -1,5 +1,6 @@
 // redis-benchmark GET and SET at 50 clients, pipeline 1 and 16: direct, through Portcullis (inspect:
-// a key rule that no benchmark key matches; mask: a key rule on every key) and through nutcracker.
+// a key rule that no benchmark key matches; mask: a key rule on every key), through nutcracker and
+// through the plain Node relay (a net pipe).
 // Redis has no password on every path: twemproxy cannot pass a client's AUTH through.
 // GET/SET at -P 1 and -P 16 also through Portcullis (inspect) with 2 node:cluster workers, in the
 // same run (the 'Portcullis (2 workers)' column; left out when the run itself has --workers N).
@@ -8,6 +9,7 @@ import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { freePort, requireTool } from '../lib/proc.ts'
 import { redisBenchmark, type RedisBenchResult } from '../lib/redis-benchmark.ts'
 import { startNutcracker, type Nutcracker } from '../lib/redis.ts'
+import { RELAY, startTcpRelay, type Proxy } from '../lib/relays.ts'
 import type { Row, Scenario } from '../lib/types.ts'
 
 const PIPELINES = [1, 16]
@@ -66,6 +68,10 @@ const scenario: Scenario = {
     const reference = await measure('reference', 'nutcracker', typeof twem === 'string' ? twem : twem)
     const reference1 = await single('reference', 'nutcracker', twem)
     if (typeof twem !== 'string') await twem.stop()
+    const relay = await ctx.attempt<Proxy>('reference', 'start the Node relay', () => startTcpRelay(redis))
+    const relayed = await measure('reference', RELAY, relay)
+    const relayed1 = await single('reference', RELAY, relay)
+    if (typeof relay !== 'string') await relay.stop()
     const through: Record<string, Map<number, Res | string>> = {}
     let through1: RedisBenchResult | string = ''
     for (const mode of MODES) {
@@ -93,17 +99,17 @@ const scenario: Scenario = {
     for (const pipeline of PIPELINES) {
       for (const cmd of ['GET', 'SET']) {
         const scenarioName = `redis-benchmark ${cmd} 50 clients -P ${pipeline}`
-        const d = sub(direct.get(pipeline)!, cmd), r = sub(reference.get(pipeline)!, cmd)
+        const d = sub(direct.get(pipeline)!, cmd), r = sub(reference.get(pipeline)!, cmd), n = sub(relayed.get(pipeline)!, cmd)
         for (const mode of MODES) {
           const p = sub(through[mode].get(pipeline)!, cmd)
           const two = mode === 'inspect' && twoWorkers?.has(pipeline) ? { portcullis2: field(sub(twoWorkers.get(pipeline)!, cmd), 'rps') } : {}
-          rows.push({ scenario: scenarioName, metric: 'ops/s', mode, higherIsBetter: true, referenceName: 'nutcracker', direct: field(d, 'rps'), portcullis: field(p, 'rps'), ...two, reference: field(r, 'rps') })
+          rows.push({ scenario: scenarioName, metric: 'ops/s', mode, higherIsBetter: true, referenceName: 'nutcracker', direct: field(d, 'rps'), portcullis: field(p, 'rps'), ...two, reference: field(r, 'rps'), columns: { [RELAY]: field(n, 'rps') } })
         }
         const p = sub(through.inspect.get(pipeline)!, cmd)
-        rows.push({ scenario: scenarioName, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms') })
+        rows.push({ scenario: scenarioName, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms'), columns: { [RELAY]: field(n, 'p50Ms') } })
       }
     }
-    rows.push({ scenario: 'redis-benchmark GET 1 client', metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(direct1, 'p50Ms'), portcullis: field(through1, 'p50Ms'), reference: field(reference1, 'p50Ms') })
+    rows.push({ scenario: 'redis-benchmark GET 1 client', metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(direct1, 'p50Ms'), portcullis: field(through1, 'p50Ms'), reference: field(reference1, 'p50Ms'), columns: { [RELAY]: field(relayed1, 'p50Ms') } })
     rows[0].note = 'redis runs without a password on every path (twemproxy cannot pass AUTH through); Portcullis still checks a token per connection'
     return rows
   },

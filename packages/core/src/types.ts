@@ -291,6 +291,12 @@ export interface AuditEvent {
   masked?: number
   durationMs?: number
   error?: string
+  /** audit.reads: summary — a line for this many allowed reads (bytes, masked, durationMs: their sums) */
+  reads?: number
+  /** with `reads`: the distinct fingerprints of those reads (at most 64; `resources`: likewise) */
+  fingerprints?: string[]
+  /** with `reads`: distinct fingerprints and resources past the 64 listed */
+  distinctLeftOut?: number
 }
 
 /** Record types in a session recording. */
@@ -332,6 +338,11 @@ export interface Session {
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */
   record(type: RecordType, payload: Record<string, unknown>): void
+  /** until releaseDecisions(): the decisions taken go into one 'decision' record (`decisions: [...]`) */
+  /** audit() of the operation's class, resources, fingerprint and statement plus `rest`, serialized once per Operation */
+  auditOperation?(op: Operation, rest: Partial<AuditEvent>): void
+  holdDecisions?(): void
+  releaseDecisions?(): void
   /** one audit event per operation, written when the operation completes */
   audit(event: Partial<AuditEvent>): void
   /** seals the recording and releases the session; idempotent */

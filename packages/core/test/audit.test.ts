@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createWriteStream } from 'node:fs'
-import { auditHead, createAuditLog } from '../src/audit/audit.ts'
+import { auditHead, createAuditLog, operationJson } from '../src/audit/audit.ts'
 import { auditSink, tempDir } from './helpers.ts'
 
 t.test('one JSON line per event, fields as given, without pino noise', async t => {
@@ -72,6 +72,27 @@ t.test('a session line spliced from its head reads as the whole event would', as
   t.same(lines[0], { level: 'info', time, ...fields, class: 'read', statement: 'GET "a"\n', resources: ['key:a'], decision: 'allow', rule: null, bytes: 3 })
   t.same(lines[2], { level: 'info', time, ...fields })
   t.equal(lines[3].target, 'other')
+  t.notOk(sink.text().includes('hunter2'))
+})
+
+t.test('an operation serialized once per Operation object splices into the same line as the whole event', async t => {
+  const sink = auditSink()
+  const audit = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  const fields = { session: 'ses_o', principal: { sub: 'alice', groups: ['agents'] }, target: 'cache', protocol: 'redis' as const }
+  const head = auditHead(fields)
+  const time = '2026-01-01T00:00:00.000Z'
+  const op = { class: 'read' as const, resources: ['key:"a"'], fingerprint: 'f00d', statement: 'GET "a"\n' }
+  const rest = { decision: 'allow' as const, rule: null, bytes: 3, masked: 0, durationMs: 1, error: undefined }
+  t.equal(operationJson(op), operationJson(op), 'made once, the same text after')
+  audit.writeSession(head, time, rest, operationJson(op))
+  audit.writeSession(head, time, { ...op, ...rest })
+  audit.writeSession(head, time, {}, operationJson(op))
+  // a credential-named field in the event still takes the general path, and is dropped there
+  audit.writeSession(head, time, { ...({ token: 'hunter2' } as object), bytes: 1 }, operationJson(op))
+  const text = sink.text().split('\n')
+  t.equal(text[0], text[1], 'byte for byte the line of the whole event')
+  t.same(sink.lines()[2], { level: 'info', time, ...fields, ...op })
+  t.same(sink.lines()[3], { level: 'info', time, ...fields, ...op, bytes: 1 })
   t.notOk(sink.text().includes('hunter2'))
 })
 

@@ -8,7 +8,7 @@ import type { Catalog } from './catalog.ts'
 import { preparedStatements, type ClassifyContext } from './classify/index.ts'
 import { parseSql, type Node } from './classify/parser.ts'
 import { forEachNode } from './classify/tree.ts'
-import { keptLineage, LineageAnalyzer, relationName, opaqueReason, type Column, type ResultLineage, type StatementLineage, type Write } from './classify/lineage.ts'
+import { borrowedReads, keptLineage, LineageAnalyzer, relationName, opaqueReason, type Column, type ResultLineage, type StatementLineage, type Write } from './classify/lineage.ts'
 
 export interface RowLineage {
   /** one per statement of the operation that can return rows */
@@ -34,9 +34,11 @@ interface Analysed {
   writesUnknown?: string
 }
 
-const analysed = new WeakMap<Operation, Analysed>()
-/** per plan: the resolved lineage of an op with no session-resolved part */
-const resolvedByPlan = new WeakMap<MaskPlan, WeakMap<Operation, { generation: number; lineage: RowLineage }>>()
+// Both by the kept lineage, not the Operation: texts of one skeleton share it (borrowed, see
+// classify/lineage.ts) as long as no analysis read its constants, and then share the analysis too.
+const analysed = new WeakMap<StatementLineage, Analysed>()
+/** per plan: the resolved lineage of a kept lineage with no session-resolved part */
+const resolvedByPlan = new WeakMap<MaskPlan, WeakMap<StatementLineage, { generation: number; lineage: RowLineage }>>()
 
 /** a plan with no column rule needs no lineage (an older plan without the flag: assume it has some) */
 export function hasColumnRules(plan: MaskPlan): boolean {
@@ -132,9 +134,9 @@ export function rowLineage(op: Operation, plan: MaskPlan, catalog: Catalog, ctx?
 }
 
 function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyContext | undefined, hops: number, cursor?: string): RowLineage {
-  const kept = keptLineage(op)
-  if (!kept) return { results: [{ columns: undefined, unknown: 'a statement the gateway kept no parse of' }], declared: [], maskedRead: ['(unknown statement)'], writes: [] }
-  const a = analyse(op, kept, catalog)
+  const found = analyse(op, catalog)
+  if (!found) return { results: [{ columns: undefined, unknown: 'a statement the gateway kept no parse of' }], declared: [], maskedRead: ['(unknown statement)'], writes: [] }
+  const { kept, a } = found
   if (cursor !== undefined) {
     // FETCH: the rows of the query the cursor was declared with (the op may be that query itself)
     const d = a.declared.get(cursor)
@@ -143,7 +145,7 @@ function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyC
   const sessionBound = a.results.some(r => 'execute' in r || 'cursor' in r)
   let byOp = resolvedByPlan.get(plan)
   if (!sessionBound && cursor === undefined) {
-    const hit = byOp?.get(op)
+    const hit = byOp?.get(kept)
     if (hit && hit.generation === catalog.generation) return hit.lineage
   }
   const masked = new Set(maskedOf(a, plan))
@@ -173,7 +175,7 @@ function resolve(op: Operation, plan: MaskPlan, catalog: Catalog, ctx: ClassifyC
   const lineage: RowLineage = { results, declared: [...a.declared.values()], maskedRead: [...masked], writes, writesUnknown }
   if (!sessionBound && cursor === undefined) {
     if (!byOp) resolvedByPlan.set(plan, (byOp = new WeakMap()))
-    byOp.set(op, { generation: catalog.generation, lineage })
+    byOp.set(kept, { generation: catalog.generation, lineage })
   }
   return lineage
 }
@@ -189,9 +191,23 @@ function maskedOf(a: Analysed, plan: MaskPlan): string[] {
   return masked
 }
 
-function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analysed {
-  const hit = analysed.get(op)
-  if (hit && hit.generation === catalog.generation) return hit
+/** the analysis of the lineage `op` keeps; undefined when it kept none */
+function analyse(op: Operation, catalog: Catalog): { kept: StatementLineage; a: Analysed } | undefined {
+  const kept = keptLineage(op)
+  if (!kept) return undefined
+  const hit = analysed.get(kept)
+  if (hit && hit.generation === catalog.generation) return { kept, a: hit }
+  const reads = borrowedReads(op)
+  const a = analyseTrees(kept, catalog)
+  // the analysis read a constant of a borrowed tree: it told what the lender's constants make of
+  // it, not this text's. Not kept for the borrowers; this text's own tree is analysed instead
+  // (keptLineage now parses it: the watch is set for good)
+  if (reads?.value) return analyse(op, catalog)
+  analysed.set(kept, a)
+  return { kept, a }
+}
+
+function analyseTrees(kept: StatementLineage, catalog: Catalog): Analysed {
   const analyzer = new LineageAnalyzer(name => {
     const rel = catalog.relationByName(name)
     if (!rel) return undefined
@@ -215,7 +231,6 @@ function analyse(op: Operation, kept: StatementLineage, catalog: Catalog): Analy
     writes: analyzer.writes,
     writesUnknown,
   }
-  analysed.set(op, a)
   return a
 }
 

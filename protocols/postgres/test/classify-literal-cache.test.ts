@@ -373,17 +373,78 @@ t.test(`${STATEMENTS} generated statements through the cache give what a fresh p
   t.ok(hits >= STATEMENTS / 10, `skeleton hits: ${hits}`)
 })
 
-t.test('exact: a session under column rules gets its own text’s classification, never one shared by skeleton', async t => {
+t.test('exact: a session under column rules gets an Operation of its own text, never the object shared by skeleton', async t => {
   await loadClassifier()
   clearClassifierCache()
   // column lineage reads the kept parse tree later (json_build_object keys are constants): the
-  // tree of another text of the same skeleton would mask the wrong keys
+  // tree of another text of the same skeleton would mask the wrong keys. The exact text gets its
+  // own Operation, which borrows the skeleton's tree only until an analysis reads a constant of
+  // it (lineage-skeleton.test.ts proves the lineage is always the text's own)
   const a = "select json_build_object('a', email, 'b', name) as j from customers"
   const b = "select json_build_object('b', email, 'a', name) as j from customers"
   const first = classifySql(a)
-  t.equal(classifySql(b), first, 'without exact, the skeleton is shared')
+  const shared = classifySql(b)
+  t.same(shared, first, 'without exact, the skeleton’s classification is shared')
+  t.not(shared, first, 'as an Operation of the text’s own (its lineage is its own: a reload may add column rules)')
   const own = classifySql(b, undefined, { exact: true })
-  t.not(own, first, 'with exact, the text is parsed on its own')
-  t.equal(classifySql(b, undefined, { exact: true }), own, 'and then cached by its exact text')
+  t.not(own, first, 'with exact, the text has an Operation of its own')
+  t.same(own, first, 'with the classification the skeleton holds for every text of it')
+  clearClassifierCache()
+})
+
+// Facts that depend on a constant's value (a constant-true WHERE, LIMIT / top-k, SET and
+// set_config arguments, COPY targets, a literal that names a function, a relation or a setting):
+// the second text of each pair shares the first one's skeleton, or would if the cache ignored
+// the value; through the cache, right after the first, it gets what a fresh parse gives it.
+const VALUE_PAIRS: [string, string][] = [
+  ["DELETE FROM t WHERE 1 = 2", "DELETE FROM t WHERE 1 = 1"],
+  ["DELETE FROM t WHERE id = 5", "DELETE FROM t WHERE true"],
+  ["DELETE FROM t WHERE 'a' = 'b'", "DELETE FROM t WHERE 'a' = 'a'"],
+  ["UPDATE t SET x = 1 WHERE 2 > 3", "UPDATE t SET x = 1 WHERE 3 > 2"],
+  ["SELECT * FROM docs ORDER BY embedding <-> '[1,2]' LIMIT 5", "SELECT * FROM docs ORDER BY embedding <-> '[1,2]' LIMIT 5000"],
+  ["SET statement_timeout = 1000", "SET statement_timeout = 0"],
+  ["SET search_path = 'public'", "SET search_path = 'evil, public'"],
+  ["SET ROLE 'reader'", "SET ROLE 'postgres'"],
+  ["SET SESSION AUTHORIZATION 'reader'", "SET SESSION AUTHORIZATION 'postgres'"],
+  ["SELECT set_config('application_name', 'x', false)", "SELECT set_config('role', 'postgres', false)"],
+  ["SELECT set_config('application_name', 'x', false)", "SELECT set_config('search_path', 'x', false)"],
+  ["SELECT current_setting('application_name')", "SELECT current_setting('data_directory')"],
+  ["SELECT 'now'::regproc", "SELECT 'pg_terminate_backend'::regproc"],
+  ["SELECT 'abs'::regprocedure", "SELECT 'pg_read_file(text)'::regprocedure"],
+  ["SELECT 'customers'::regclass", "SELECT 'secrets'::regclass"],
+  ["SELECT nextval('a')", "SELECT nextval('b')"],
+  ["SELECT pg_read_file('x')", "SELECT pg_read_file('/etc/passwd')"],
+  ["COPY t TO STDOUT", "COPY t TO '/tmp/x'"],
+  ["COPY t FROM STDIN", "COPY t FROM PROGRAM 'id'"],
+  ["SELECT dblink_exec('host=a', 'select 1')", "SELECT dblink_exec('host=a', 'drop table x')"],
+  ["SELECT query_to_xml('select 1', true, true, '')", "SELECT query_to_xml('select * from secrets', true, true, '')"],
+  ["SELECT * FROM t LIMIT 10", "SELECT * FROM t LIMIT ALL"],
+  ["SELECT * FROM t LIMIT 10", "SELECT * FROM t LIMIT 1000000"],
+  ["SELECT pg_sleep(1)", "SELECT pg_sleep(100000)"],
+  ["ALTER SYSTEM SET work_mem = '1MB'", "ALTER SYSTEM SET shared_preload_libraries = 'x'"],
+  ["SELECT lo_import('/a')", "SELECT lo_export(1, '/tmp/b')"],
+  ["SET LOCAL statement_timeout = '1s'", "SET LOCAL role = 'postgres'"],
+  ["SELECT * FROM t OFFSET 5", "SELECT * FROM t OFFSET 5000"],
+  ["SELECT to_tsvector('english', 'x')", "SELECT to_tsvector('simple', 'x')"],
+  ["SELECT pg_cancel_backend(1)", "SELECT pg_terminate_backend(1)"],
+  ["EXPLAIN SELECT 1", "EXPLAIN (ANALYZE true) DELETE FROM t"],
+  ["EXPLAIN (ANALYZE false) DELETE FROM t", "EXPLAIN (ANALYZE true) DELETE FROM t"],
+  ["DO 'begin null; end'", "DO 'begin drop table x; end'"],
+  ["SELECT * FROM t TABLESAMPLE SYSTEM (1)", "SELECT * FROM t TABLESAMPLE SYSTEM (100)"],
+  ["SELECT * FROM t FETCH FIRST 5 ROWS ONLY", "SELECT * FROM t FETCH FIRST 500000 ROWS ONLY"],
+  ["VACUUM (FULL false) t", "VACUUM (FULL true) t"],
+  ["SELECT 1 WHERE 'x' ~ 'y'", "SELECT 1 WHERE 'x' ~ 'x'"],
+]
+
+t.test('a fact that depends on a constant is the text’s own, right after a text of the same skeleton', async t => {
+  await loadClassifier()
+  for (const exact of [false, true]) {
+    for (const [first, second] of VALUE_PAIRS) {
+      clearClassifierCache()
+      classifySql(first, undefined, { exact })
+      const cached = classifySql(second, undefined, { exact })
+      t.ok(isDeepStrictEqual(view(cached, preparedStatements), view(fresh.classifySql(second), fresh.preparedStatements)), `${exact ? 'exact: ' : ''}${second} after ${first}`)
+    }
+  }
   clearClassifierCache()
 })

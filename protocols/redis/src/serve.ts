@@ -132,6 +132,16 @@ class RedisConnection extends SessionIO implements LaneUser {
    */
   private pump(): void {
     if (this.processing) return
+    // the round trip's decisions go into one recording record (Session.holdDecisions)
+    this.session.holdDecisions?.()
+    try {
+      this.pumpHeld()
+    } finally {
+      this.session.releaseDecisions?.()
+    }
+  }
+
+  private pumpHeld(): void {
     this.now = Date.now()
     while (this.inHead < this.inbox.length && !this.closed) {
       const req = this.inbox[this.inHead++]!

@@ -386,7 +386,20 @@ export abstract class SessionIO {
   protected audit(slot: Slot): void {
     const op = slot.op!
     const d = slot.decision
-    // one object of one shape per operation; undefined fields are left out of the line
+    // one object of one shape per operation; undefined fields are left out of the line. The
+    // operation's own fields are serialized once per cached Operation (auditOperation)
+    if (this.session.auditOperation) {
+      this.session.auditOperation(op, {
+        decision: d?.action,
+        rule: d?.rule,
+        approvalId: d?.approvalId,
+        bytes: slot.bytes,
+        masked: slot.masked,
+        durationMs: this.now - slot.started,
+        error: slot.error,
+      } as Partial<AuditEvent>)
+      return
+    }
     this.session.audit({
       class: op.class,
       resources: op.resources,

@@ -30,6 +30,8 @@ export interface GatewayOptions {
   options?: string
   /** YAML flow map for target limits */
   limits?: string
+  /** YAML flow map for the audit section, e.g. { reads: summary } */
+  audit?: string
   redis?: RedisOptions
   /** extra YAML for the upstream map, e.g. tls */
   upstream?: string
@@ -56,6 +58,7 @@ secrets:
   redis: { file: "${secretFile}" }
 recording: { dir: "${join(dir, 'recordings')}", onFailure: block }
 approvals: { timeout: 2s }
+${o.audit ? `audit: ${o.audit}` : ''}
 targets:
   - name: cache
     protocol: redis

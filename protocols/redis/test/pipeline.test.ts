@@ -180,3 +180,68 @@ t.test('a client that half-closes after its last command gets every reply', asyn
   c.sock.end()
   t.equal(await c.read(() => c.closed), '+OK\r\n+OK\r\n*-1\r\n$1\r\n1\r\n')
 })
+
+t.test('a pipeline read in one chunk is recorded as one decision record, in order between its request and its replies', async t => {
+  const { readdirSync } = await import('node:fs')
+  const { readRecording, verifyRecording } = await import('@portcullis/core')
+  const gw = await startGateway(t, { rules: RULES })
+  const c = await RawClient.connect(gw.port)
+  c.send(`AUTH ${await gw.token()}\r\n`)
+  await c.lines(1)
+  // the first command waits for the upstream connection: a round trip of its own
+  c.send('GET warm\r\n')
+  await c.lines(1)
+  const cmds = ['SET a 1', 'GET a', 'FLUSHALL', 'GET secret:x', 'INCR a', 'GET a']
+  c.send(cmds.map(x => `${x}\r\n`).join(''))
+  t.equal(await c.lines(7), '+OK\r\n$1\r\n1\r\n-NOPERM blocked by rule no-admin: admin commands are off limits\r\n-NOPERM blocked by rule secrets-off: blocked by rule secrets-off\r\n:2\r\n$1\r\n2\r\n')
+  c.close()
+  // the session ends when the client leaves: its recording is sealed then
+  const file = async () => {
+    for (let i = 0; i < 200; i++) {
+      const f = readdirSync(gw.recordings, { recursive: true }).map(String).find(n => n.endsWith('.pcr'))
+      if (f) {
+        const path = `${gw.recordings}/${f}`
+        const types: string[] = []
+        for await (const e of readRecording(path)) types.push(e.type)
+        if (types.includes('seal')) return path
+      }
+      await new Promise(r => setImmediate(r))
+    }
+    throw new Error('no sealed recording')
+  }
+  const path = await file()
+  const entries = []
+  for await (const e of readRecording(path)) entries.push(e)
+  const decisions = entries.filter(e => e.type === 'decision')
+  t.match(decisions[0]!.payload, { statement: 'GET warm', action: 'allow' }, 'a round trip of one command: the record as it always was')
+  // the pipeline: the commands decided in one pass share a record (the codec ends a pass where it
+  // waits, e.g. on the lane's window)
+  const flat = decisions.slice(1).flatMap(e => (e.payload.decisions as Record<string, unknown>[] | undefined) ?? [e.payload])
+  t.same(flat.map(d => [d.statement, d.action]), [['SET a ?', 'allow'], ['GET a', 'allow'], ['FLUSHALL', 'block'], ['GET secret:x', 'block'], ['INCR a', 'allow'], ['GET a', 'allow']], 'every command, in order, with its decision')
+  t.ok(decisions.length - 1 < cmds.length && decisions.slice(1).some(e => Array.isArray(e.payload.decisions)), `fewer decision records (${decisions.length - 1}) than commands (${cmds.length})`)
+  const request = entries.findIndex(e => e.type === 'request' && String(e.payload.command).startsWith('SET'))
+  const held = entries.findIndex(e => Array.isArray(e.payload.decisions))
+  const reply = entries.findIndex((e, i) => i > request && e.type === 'response')
+  t.ok(request < held && held < reply, 'after the request, before the replies')
+  t.equal((await verifyRecording(path)).status, 'intact', 'and the chain is whole')
+  t.equal(gw.audit().filter(e => String(e.statement).startsWith('GET ')).length, 4, 'the audit still has one line per command')
+})
+
+t.test('audit.reads: summary writes one line for a session’s allowed reads; writes and refusals keep a line each', async t => {
+  const gw = await startGateway(t, { rules: RULES, audit: '{ reads: summary }' })
+  const c = await RawClient.connect(gw.port)
+  c.send(`AUTH ${await gw.token()}\r\n`)
+  await c.lines(1)
+  c.send('SET a 1\r\nGET a\r\nGET a\r\nGET b\r\nGET secret:x\r\nMGET a b\r\nDEL b\r\n')
+  t.equal(await c.lines(8), '+OK\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n-NOPERM blocked by rule secrets-off: blocked by rule secrets-off\r\n*2\r\n$1\r\n1\r\n$-1\r\n:0\r\n')
+  const before = gw.audit().filter(e => e.statement !== undefined || e.reads !== undefined)
+  t.same(before.map(e => [e.statement, e.decision]), [['SET a ?', 'allow'], ['GET secret:x', 'block'], ['DEL b', 'allow']], 'writes, deletes and refusals: a line each, at once')
+  c.close()
+  // the session's end writes the summary of what it read
+  for (let i = 0; i < 500 && !gw.audit().some(e => e.reads !== undefined); i++) await new Promise(r => setTimeout(r, 5))
+  const summary = gw.audit().filter(e => e.reads !== undefined)
+  t.equal(summary.length, 1)
+  t.match(summary[0], { class: 'read', decision: 'allow', reads: 4, target: 'cache', principal: { sub: 'agent-1' } })
+  t.same([...(summary[0]!.resources as string[])].sort(), ['a', 'b'], 'the distinct keys read')
+  t.equal((summary[0]!.fingerprints as string[]).length, 3, 'distinct fingerprints: GET a, GET b, MGET a b')
+})

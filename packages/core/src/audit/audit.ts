@@ -22,6 +22,22 @@ export interface AuditHead {
   readonly json: string
 }
 
+const operationJsons = new WeakMap<object, string>()
+
+/**
+ * An operation's own audit fields (class, resources, fingerprint, statement) as JSON text without
+ * braces, made once per Operation object: a codec that caches its Operations (Redis: per command
+ * frame) pays one JSON.stringify of them, not one per line.
+ */
+export function operationJson(op: { class: string; resources: readonly string[]; fingerprint: string; statement: string }): string {
+  let json = operationJsons.get(op)
+  if (json === undefined) {
+    json = JSON.stringify({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement }).slice(1, -1)
+    operationJsons.set(op, json)
+  }
+  return json
+}
+
 export function auditHead(fields: AuditHead['fields']): AuditHead {
   const json = JSON.stringify(fields)
   return { fields, json: json.slice(1, -1) }
@@ -29,8 +45,11 @@ export function auditHead(fields: AuditHead['fields']): AuditHead {
 
 export interface AuditLog {
   write(event: AuditEvent): void
-  /** the line write({ time, ...head.fields, ...event }) writes, without building that object */
-  writeSession(head: AuditHead, time: string, event: Partial<AuditEvent>): void
+  /**
+   * the line write({ time, ...head.fields, ...event }) writes, without building that object;
+   * `pre`: fields already serialized (operationJson) that come before the event's own
+   */
+  writeSession(head: AuditHead, time: string, event: Partial<AuditEvent>, pre?: string): void
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
@@ -118,7 +137,7 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
     write(event) {
       put(line('info', event as unknown as Record<string, unknown>))
     },
-    writeSession(head, time, event) {
+    writeSession(head, time, event, pre) {
       const fields = event as Record<string, unknown>
       let json: string | undefined
       if (splicable(fields)) {
@@ -128,8 +147,9 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
           // a value JSON cannot hold: the general path says what it makes of it
         }
       }
+      if (json !== undefined && pre !== undefined) json = json.length > 2 ? `{${pre},${json.slice(1)}` : `{${pre}}`
       if (json === undefined) {
-        put(line('info', { time, ...head.fields, ...fields }))
+        put(line('info', pre !== undefined ? { time, ...head.fields, ...(JSON.parse(`{${pre}}`) as Record<string, unknown>), ...fields } : { time, ...head.fields, ...fields }))
         return
       }
       // (an ISO time needs no escaping)

@@ -179,7 +179,7 @@ interface RawConfig {
   identity?: { issuers?: RawIssuer[]; revocations?: { subject?: string; jti?: string }[] }
   secrets?: Record<string, { env?: string; file?: string; exec?: string[]; ttl?: string | number }>
   recording?: { dir?: string; onFailure?: 'block' | 'allow'; sign?: { hmacKey?: SecretRef; ed25519Key?: SecretRef }; upload?: RawUpload }
-  audit?: { destination?: string }
+  audit?: { destination?: string; reads?: 'each' | 'summary' }
   approvals?: {
     timeout?: string | number
     webhook?: { url: string | SecretRef; format?: 'json' | 'slack' }
@@ -397,7 +397,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       ...(raw.recording?.sign ? { sign: raw.recording.sign } : {}),
       ...(raw.recording?.upload ? { upload: normalizeUpload(raw.recording.upload, issue, checkRef) } : {}),
     },
-    audit: { destination: raw.audit?.destination ?? 'stdout' },
+    audit: { destination: raw.audit?.destination ?? 'stdout', reads: raw.audit?.reads ?? 'each' },
     approvals: {
       timeoutMs: parseDuration(raw.approvals?.timeout ?? '5m'),
       ...(raw.approvals?.webhook

@@ -190,7 +190,7 @@ export const configSchema = {
         sign: object({ hmacKey: secretRef, ed25519Key: secretRef }),
         upload: recordingUpload,
       }),
-      audit: object({ destination: { type: 'string' } }),
+      audit: object({ destination: { type: 'string' }, reads: { enum: ['each', 'summary'] } }),
       approvals: object({
         timeout: duration,
         // a Slack webhook URL is itself a credential: it may be a secret reference

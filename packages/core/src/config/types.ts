@@ -189,7 +189,12 @@ export interface Config {
   identity: IdentityConfig
   secrets: Record<string, SecretSource>
   recording: RecordingConfig
-  audit: { destination: 'stdout' | string }
+  /**
+   * reads: 'each' (default) one line per operation; 'summary' one line per SUMMARY_READS allowed
+   * reads of a session (counts, distinct fingerprints and resources), every other operation and
+   * every refusal still one line each
+   */
+  audit: { destination: 'stdout' | string; reads: 'each' | 'summary' }
   approvals: ApprovalsConfig
   controlStore: ControlStoreConfig
   targets: TargetConfig[]

@@ -57,6 +57,8 @@ function line(type: string, p: Record<string, unknown>, protocol: string): strin
       return [clip(json(p))]
     }
     case 'decision': {
+      // one record per round trip: a line per decision
+      if (Array.isArray(p.decisions)) return (p.decisions as Record<string, unknown>[]).flatMap(d => line('decision', d, protocol))
       let s = String(p.action ?? p.decision ?? '?')
       if (p.rule !== undefined && p.rule !== null) s += ` by rule ${p.rule}`
       if (p.reason !== undefined) s += ` (${p.reason})`

@@ -19,7 +19,7 @@ import type {
 } from '../types.ts'
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
-import { auditHead, type AuditHead, type AuditLog } from '../audit/audit.ts'
+import { auditHead, operationJson, type AuditHead, type AuditLog } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
@@ -42,6 +42,16 @@ function isoTime(ms: number): string {
 }
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+
+/** decisions held for one record at most (a record stays far below the recorder's size bound) */
+const MAX_HELD_DECISIONS = 256
+
+// audit.reads: summary — one line per this many allowed reads of a session, or once the oldest
+// counted read is this old (checked at the next read; the session's end writes what is left),
+// listing at most this many distinct fingerprints and resources (the rest are counted)
+const SUMMARY_READS = 1000
+const SUMMARY_MS = 10_000
+const SUMMARY_DISTINCT = 64
 export function sessionId(): string {
   let id = 'ses_'
   for (const b of randomBytes(12)) id += BASE32[b & 31]
@@ -450,12 +460,14 @@ export class CoreSession implements Session {
     this.#recentAction[slot] = decision.deferred ? 'approve' : decision.action
     this.#recentNext++
     // one object literal per shape, not a spread per operation
-    this.record(
-      'decision',
-      decision.approvalId
-        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
-        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources },
-    )
+    const payload = decision.approvalId
+      ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+      : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+    const held = this.#heldDecisions
+    if (held !== undefined) {
+      held.push(payload)
+      if (held.length >= MAX_HELD_DECISIONS) this.#writeHeld()
+    } else this.record('decision', payload)
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
@@ -471,7 +483,36 @@ export class CoreSession implements Session {
     return this.#host.secrets.get(ref)
   }
 
+  /**
+   * From now until releaseDecisions(), the decisions taken are recorded together: one 'decision'
+   * record per round trip (a Redis pipeline read in one chunk), `{ decisions: [...] }` when there
+   * are several, instead of one record each. Any other record written meanwhile writes the held
+   * decisions first, so the recording keeps the order things happened in.
+   */
+  holdDecisions(): void {
+    this.#heldDecisions ??= []
+  }
+
+  releaseDecisions(): void {
+    this.#writeHeld()
+    this.#heldDecisions = undefined
+  }
+
+  #writeHeld(): void {
+    const held = this.#heldDecisions
+    if (held === undefined || held.length === 0) return
+    this.#heldDecisions = []
+    this.#recordNow('decision', held.length === 1 ? held[0]! : { decisions: held })
+  }
+
+  #heldDecisions: Record<string, unknown>[] | undefined
+
   record(type: RecordType, payload: Record<string, unknown>): void {
+    if (this.#heldDecisions !== undefined && this.#heldDecisions.length > 0) this.#writeHeld()
+    this.#recordNow(type, payload)
+  }
+
+  #recordNow(type: RecordType, payload: Record<string, unknown>): void {
     const r = this.#recorder
     if (!r) return
     try {
@@ -482,6 +523,13 @@ export class CoreSession implements Session {
   }
 
   audit(event: Partial<AuditEvent>): void {
+    // audit.reads: summary: an allowed read that went through is counted, not written
+    if (event.class === 'read' && event.decision === 'allow' && event.error === undefined && this.#host.generation().config.audit.reads === 'summary') {
+      this.#countRead(event)
+      if (event.bytes !== undefined) this.#host.metrics.bytes('out', event.bytes)
+      if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
+      return
+    }
     this.#write(event)
     if (event.bytes !== undefined) {
       this.bytesOut += event.bytes
@@ -490,8 +538,63 @@ export class CoreSession implements Session {
     if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
   }
 
+  /**
+   * audit() of `{ class, resources, fingerprint, statement }` of `op` plus `rest`, the same line,
+   * with the operation's fields serialized once per Operation object (audit.ts operationJson)
+   */
+  auditOperation(op: Operation, rest: Partial<AuditEvent>): void {
+    if (op.class === 'read' && rest.decision === 'allow' && rest.error === undefined && this.#host.generation().config.audit.reads === 'summary') {
+      this.audit({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement, ...rest })
+      return
+    }
+    this.#write(rest, operationJson(op))
+    if (rest.bytes !== undefined) this.#host.metrics.bytes('out', rest.bytes)
+    if (rest.durationMs !== undefined) this.#host.metrics.duration(rest.durationMs / 1000)
+  }
+
+  /** audit.reads: summary — the reads counted since the last summary line */
+  #reads: { n: number; since: number; bytes: number; masked: number; durationMs: number; fingerprints: Set<string>; resources: Set<string>; more: number } | undefined
+
+  #countRead(event: Partial<AuditEvent>): void {
+    const now = this.#host.now()
+    const r = (this.#reads ??= { n: 0, since: now, bytes: 0, masked: 0, durationMs: 0, fingerprints: new Set(), resources: new Set(), more: 0 })
+    r.n++
+    r.bytes += event.bytes ?? 0
+    r.masked += event.masked ?? 0
+    r.durationMs += event.durationMs ?? 0
+    if (event.fingerprint !== undefined && !r.fingerprints.has(event.fingerprint)) {
+      if (r.fingerprints.size < SUMMARY_DISTINCT) r.fingerprints.add(event.fingerprint)
+      else r.more++
+    }
+    for (const res of event.resources ?? []) {
+      if (r.resources.has(res)) continue
+      if (r.resources.size < SUMMARY_DISTINCT) r.resources.add(res)
+      else r.more++
+    }
+    if (r.n >= SUMMARY_READS || now - r.since >= SUMMARY_MS) this.#writeReads()
+  }
+
+  /** the summary line of the reads counted so far (at most SUMMARY_READS, or SUMMARY_MS old) */
+  #writeReads(): void {
+    const r = this.#reads
+    if (r === undefined || r.n === 0) return
+    this.#reads = undefined
+    this.#write({
+      class: 'read',
+      decision: 'allow',
+      reads: r.n,
+      fingerprints: [...r.fingerprints],
+      resources: [...r.resources],
+      ...(r.more > 0 ? { distinctLeftOut: r.more } : {}),
+      bytes: r.bytes,
+      masked: r.masked,
+      durationMs: r.durationMs,
+    } as Partial<AuditEvent>)
+  }
+
   close(reason = 'closed'): Promise<void> {
     if (!this.#closing) {
+      this.#writeReads()
       this.#closing = (async () => {
         this.abort(new PortcullisError('SESSION_CLOSED', `session closed: ${reason}`))
         this.record('session-end', { reason })
@@ -519,7 +622,7 @@ export class CoreSession implements Session {
       throw new PortcullisError('RECORDING_FAILED', 'recording uploads are behind (spool full); operations are refused (recording.onFailure: block)')
   }
 
-  #write(event: Partial<AuditEvent>) {
+  #write(event: Partial<AuditEvent>, pre?: string) {
     const p = this.#principal
     let head = this.#auditHead
     if (head === undefined || p !== this.#auditHeadOf) {
@@ -531,7 +634,7 @@ export class CoreSession implements Session {
         protocol: this.target.protocol,
       })
     }
-    this.#host.audit.writeSession(head, isoTime(this.#host.now()), event)
+    this.#host.audit.writeSession(head, isoTime(this.#host.now()), event, pre)
   }
   // the session's own audit fields, serialized once per principal rather than once per line
   #auditHeadOf: Principal | undefined

@@ -7,7 +7,7 @@ import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint 
 import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './parser.ts'
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
-import { keepLineage, keptLineage, lineageSource, type StatementLineage } from './lineage.ts'
+import { borrowLineage, keepLineage, keepLineageOf, lineageSource, type StatementLineage } from './lineage.ts'
 import { skeletonOf, type Skeleton } from './lexer.ts'
 import { everyLiteralIsConstant, instrument, type Reads } from './literal.ts'
 
@@ -110,6 +110,11 @@ interface SkeletonEntry {
   /** the watch of its analysis: a read of a constant after compile() (a node kept for later) ends the entry */
   reads: Reads | undefined
   recent: boolean
+  /**
+   * the lineage kept for `op`, which a text of the skeleton classified under column rules borrows
+   * (lineage.ts); absent when the text declares or prepares a body (bodies keep trees of their own)
+   */
+  lineage?: StatementLineage
 }
 let skeletonChars = 0
 let skeletonHits = 0
@@ -161,8 +166,9 @@ function trimMap(map: Map<string, { recent: boolean }>, chars: number): number {
  * Classifies SQL text (one or several statements). Synchronous: call loadClassifier() first. The
  * result is frozen; the same text gives the same object while it stays in the cache (except for
  * EXECUTE, resolved against `ctx.prepared` each time). A text that differs from a cached one only
- * in constants the analysis never read gets that text's object too (lexer.ts, literal.ts), unless
- * `opts.exact` asks for this text's own classification.
+ * in constants the analysis never read gets that text's classification too (lexer.ts, literal.ts),
+ * as an object of its own whose column lineage is its own text's (see borrowed()); `opts.exact`
+ * also parses a text whose PREPARE or DECLARE body keeps a tree.
  */
 export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?: boolean }): Operation {
   let compiled = cache.get(sql)
@@ -172,15 +178,23 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
   }
   if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
   const cacheable = sql.length <= MAX_CACHED_TEXT && cacheMax > 0
-  // `exact`: a session whose mask plan has column rules. Column lineage reads the kept tree of a
-  // statement later, at its RowDescription (json_build_object keys, among others, are constants):
-  // another text's tree, shared by skeleton, could mask the wrong parts
-  const skeleton = cacheable && opts?.exact !== true ? skeletonOf(sql) : undefined
+  const skeleton = cacheable ? skeletonOf(sql) : undefined
   const known = skeleton && skeletons.get(skeleton.key)
   if (known) {
     known.recent = true
     if (known.op && known.reads?.value) known.op = null
-    if (known.op) {
+    // Column lineage reads the kept tree of a statement later, at its RowDescription
+    // (json_build_object keys, among others, are constants), also for a session that had no
+    // column rule when it prepared the statement and has one after a reload: the text gets an
+    // Operation of its own that borrows the skeleton's tree only while no analysis has read a
+    // constant of it, and parses its own text once one has (lineage.ts)
+    if (known.op && known.lineage) {
+      skeletonHits++
+      return borrowed(known.op, known.lineage, known.reads!, sql)
+    }
+    // `exact` (a session whose mask plan has column rules): a text that prepares or declares a
+    // body, whose tree the body keeps, is parsed on its own
+    if (known.op && opts?.exact !== true) {
       skeletonHits++
       return known.op
     }
@@ -194,11 +208,26 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
     cacheChars += sql.length
   }
   if (watch) {
-    skeletons.set(watch.key, outcome.literalFree ? { op: compiled.op!, reads: outcome.reads, recent: false } : { op: null, reads: undefined, recent: false })
+    const lendable = compiled.lineage !== undefined && !compiled.parts.some(p => p.prepare || p.declare)
+    skeletons.set(
+      watch.key,
+      outcome.literalFree ? { op: compiled.op!, reads: outcome.reads, recent: false, ...(lendable ? { lineage: compiled.lineage } : {}) } : { op: null, reads: undefined, recent: false },
+    )
     skeletonChars += watch.key.length
   }
   if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS || skeletons.size > cacheMax || skeletonChars > MAX_CACHED_CHARS) trim()
   return compiled.op ?? resolve(compiled, ctx)
+}
+
+/**
+ * The skeleton's Operation as this text's own object (the same facts: the analysis read none of the
+ * constants), whose lineage is borrowed from the skeleton's first text until a read of a constant
+ * says this text's own parse is needed.
+ */
+function borrowed(op: Operation, lineage: StatementLineage, reads: Reads, sql: string): Operation {
+  const own = Object.freeze({ ...op })
+  borrowLineage(own, lineage, reads, () => compile(sql).compiled.lineage)
+  return own
 }
 
 /** Loads the parser, then classifies (for the CLI). */
@@ -220,8 +249,7 @@ export function withTopK(op: Operation, topK: number): Operation {
     return { ...s, vector: { ...s.vector, topK }, facts: { ...s.facts, topK } }
   })
   const bound = buildOperation(statements, op.fingerprint, op.error)
-  const lineage = keptLineage(op)
-  if (lineage) keepLineage(bound, lineage)
+  keepLineageOf(bound, op)
   return bound
 }
 

@@ -146,16 +146,57 @@ export function lineageSource(stmt: Node | undefined): { result?: ResultSource; 
 }
 
 export function keepLineage(op: Operation, lineage: StatementLineage): void {
+  borrowed.delete(op)
   kept.set(op, lineage)
 }
 
+// A text classified by skeleton under column rules (classify/index.ts) borrows the lineage kept for
+// the first text of its skeleton: the same tree but for the constants, whose A_Const nodes are
+// watched (literal.ts). While no analysis has read one, the lender's tree says what this text's
+// would; once one has (`reads.value`), the borrower's own tree is parsed (`own`) and kept instead.
+interface Borrowed {
+  lineage: StatementLineage
+  reads: { readonly value: boolean }
+  own: () => StatementLineage | undefined
+}
+const borrowed = new WeakMap<Operation, Borrowed>()
+
+export function borrowLineage(op: Operation, lineage: StatementLineage, reads: { readonly value: boolean }, own: () => StatementLineage | undefined): void {
+  kept.delete(op)
+  borrowed.set(op, { lineage, reads, own })
+}
+
 export function keptLineage(op: Operation): StatementLineage | undefined {
-  return kept.get(op)
+  const b = borrowed.get(op)
+  if (b === undefined) return kept.get(op)
+  if (!b.reads.value) return b.lineage
+  borrowed.delete(op)
+  const own = b.own()
+  if (own) kept.set(op, own)
+  return own
+}
+
+/**
+ * The watch over the constants of the tree `keptLineage(op)` returns when that tree is borrowed,
+ * else undefined: an analysis of it that set `value` told what the lender's constants make of it.
+ */
+export function borrowedReads(op: Operation): { readonly value: boolean } | undefined {
+  return borrowed.get(op)?.reads
+}
+
+/** `bound` (withTopK) keeps the lineage of `op` as `op` keeps it, borrowed or its own */
+export function keepLineageOf(bound: Operation, op: Operation): void {
+  const b = borrowed.get(op)
+  if (b) borrowed.set(bound, b)
+  else {
+    const own = kept.get(op)
+    if (own) kept.set(bound, own)
+  }
 }
 
 /** `DECLARE name CURSOR FOR q` in an operation: the names it declares (FETCH resolves them) */
 export function declaredCursors(op: Operation): string[] {
-  return [...(kept.get(op)?.cursors.keys() ?? [])]
+  return [...(keptLineage(op)?.cursors.keys() ?? [])]
 }
 
 export { relationName, opaqueReason } from './lineage-values.ts'
