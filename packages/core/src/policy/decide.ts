@@ -3,6 +3,7 @@ import RE2 from 're2'
 import type { Action, FactValue, Operation, Principal } from '../types.ts'
 import type { FactCondition, RuleConfig } from '../config/types.ts'
 import { matchName, matchResource } from './glob.ts'
+import { expandRule, ruleHasTemplates } from './rule-templates.ts'
 
 export interface PolicyDecision {
   action: Action
@@ -24,6 +25,8 @@ function pattern(src: string) {
   let re = patterns.get(src)
   if (!re) {
     re = new RE2(src)
+    // rules with claim templates make one pattern per tenant: bounded like the glob cache
+    if (patterns.size > 10_000) patterns.clear()
     patterns.set(src, re)
   }
   return re
@@ -90,10 +93,27 @@ export function ruleMatches(rule: RuleConfig, principal: Principal, target: stri
   return true
 }
 
+function appliesTo(rule: RuleConfig, principal: Principal, target: string): boolean {
+  const w = rule.when
+  if (w.groups && !w.groups.some(g => principal.groups.includes(g))) return false
+  if (w.targets && !w.targets.some(t => matchName(t, target))) return false
+  return true
+}
+
 export function decide(rules: RuleConfig[], principal: Principal, target: string, op: Operation): PolicyDecision {
   if (op.error !== undefined) return { action: 'block', rule: null, reason: op.error }
   let winner: RuleConfig | undefined
-  for (const rule of rules) {
+  for (let rule of rules) {
+    if (ruleHasTemplates(rule)) {
+      const r = expandRule(rule, principal)
+      if (r instanceof Error) {
+        // a claim the rule needs is missing: whatever the rule would have said, the request is
+        // refused when the rule is about this caller and target (fail closed)
+        if (appliesTo(rule, principal, target)) return { action: 'block', rule: rule.id, reason: r.message }
+        continue
+      }
+      rule = r
+    }
     if (!ruleMatches(rule, principal, target, op)) continue
     if (!winner || STRICTNESS[rule.action] > STRICTNESS[winner.action]) winner = rule
     if (winner.action === 'block') break

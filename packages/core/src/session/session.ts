@@ -22,6 +22,7 @@ import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide } from '../policy/decide.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
+import { expandScope, type SessionScope } from '../identity/scope.ts'
 
 // lines written in the same millisecond share one ISO string
 let lastMs = NaN
@@ -97,6 +98,7 @@ export class CoreSession implements Session {
   readonly #host: SessionHost
   readonly #abort = new AbortController()
   #principal: Principal | undefined
+  #scope: SessionScope | undefined
   #recorder: SessionRecorder | undefined
   #masks: { generation: number; plan: MaskPlan } | undefined
   #closing: Promise<void> | undefined
@@ -111,6 +113,10 @@ export class CoreSession implements Session {
 
   get principal(): Principal | undefined {
     return this.#principal
+  }
+
+  get scope(): SessionScope | undefined {
+    return this.#scope
   }
 
   get signal(): AbortSignal {
@@ -135,6 +141,7 @@ export class CoreSession implements Session {
     // a killed or revoked session stays ended, whatever token comes next
     if (this.#abort.signal.aborted) throw this.#abort.signal.reason as PortcullisError
     let principal: Principal
+    let scopeOf: SessionScope | undefined
     try {
       if (!this.#host.revocationsKnown())
         throw new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })
@@ -143,6 +150,15 @@ export class CoreSession implements Session {
       principal = await untilAborted(this.#host.identity.verify(token), this.#abort.signal)
       if (this.#principal && principal.subject !== this.#principal.subject)
         throw new PortcullisError('AUTH_FAILED', 'a session cannot change its subject', { reason: 'subject-change' })
+      // the scope is expanded once per session, here: a token without the claims it needs is
+      // refused like a bad token (fail closed), and a re-authentication may not move the session
+      // to another scope (the codec has already applied this one upstream)
+      if (this.target.scope) {
+        const scope = expandScope(this.target.scope, principal)
+        if (this.#scope && scope.summary !== this.#scope.summary)
+          throw new PortcullisError('AUTH_FAILED', 'a session cannot change its scope (the new token names another tenant)', { reason: 'scope-change' })
+        scopeOf = scope
+      }
     } catch (err) {
       const e =
         err instanceof PortcullisError ? err : new PortcullisError('AUTH_FAILED', 'token rejected', { reason: 'invalid' })
@@ -160,6 +176,7 @@ export class CoreSession implements Session {
     }
     const first = this.#principal === undefined
     this.#principal = principal
+    this.#scope = scopeOf
     this.#masks = undefined
     if (first) {
       const { config } = this.#host.generation()
@@ -184,7 +201,7 @@ export class CoreSession implements Session {
         this.#host.audit.log('recording unavailable, continuing (onFailure: allow)', { session: this.id })
       }
       // the recording's header is its session-start record (principal, target, time); add where from
-      this.record('event', { event: 'authenticated', remote: this.remote })
+      this.record('event', this.#scope ? { event: 'authenticated', remote: this.remote, scope: this.#scope.summary } : { event: 'authenticated', remote: this.remote })
       this.#host.authenticated(this)
     } else {
       this.record('event', { event: 're-authenticated', expiresAt: principal.expiresAt })
@@ -304,6 +321,14 @@ export class CoreSession implements Session {
 
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
     // one object literal per shape, not a spread per operation
+    const scope = this.#scope
+    if (scope)
+      // the scope the operation runs under, beside its decision (replay and audit show it)
+      this.record('decision', {
+        action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources,
+        scope: scope.summary, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
+      })
+    else
     this.record(
       'decision',
       decision.approvalId
@@ -375,6 +400,7 @@ export class CoreSession implements Session {
         ...(p ? { principal: { sub: p.subject, groups: p.groups } } : {}),
         target: this.target.name,
         protocol: this.target.protocol,
+        ...(this.#scope ? { scope: this.#scope.summary } : {}),
       })
     }
     this.#host.audit.writeSession(head, isoTime(this.#host.now()), event)
