@@ -115,3 +115,10 @@ t.test('expandScope: patterns glob-quoted, single values raw, summary names them
   t.equal(s.tag?.value, 'a*[b]')
   t.match(s.summary, /keys=tenant:a\\\*/)
 })
+
+t.test('check-config warns of a scope RLS cannot enforce, or one on the wrong protocol', async t => {
+  const { scopeWarnings } = await import('../src/identity/scope.ts')
+  t.match(scopeWarnings({ name: 'db', protocol: 'postgres', upstream: {}, scope: { settings: { 'app.tenant': 'x' } } }).join('\n'), /usually a superuser: Row-Level Security does not apply/)
+  t.same(scopeWarnings({ name: 'db', protocol: 'postgres', upstream: { user: 'portcullis_app' }, scope: { settings: { 'app.tenant': 'x' } } }), [])
+  t.match(scopeWarnings({ name: 'kv', protocol: 'redis', upstream: {}, scope: { settings: { 'app.tenant': 'x' }, keys: ['a:*'] } }).join('\n'), /scope.settings is for postgres targets/)
+})

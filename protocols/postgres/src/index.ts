@@ -30,7 +30,7 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
   let upstream
   try {
     ;[upstream] = await Promise.all([
-      upstreamPassword(session).then(pw => connectUpstream(target, pw, upstreamStartupParameters(target, started.parameters))),
+      upstreamPassword(session).then(pw => connectUpstream(target, pw, upstreamStartupParameters(target, started.parameters, session.scope))),
       loadClassifier(),
     ])
   } catch (err) {

@@ -122,3 +122,25 @@ export const scopeSchema = {
     user: { type: 'string' },
   },
 }
+
+/** check-config warnings: a scope the upstream cannot enforce, or one in the wrong protocol */
+export function scopeWarnings(target: { name: string; protocol: string; upstream: { user?: string }; scope?: ScopeConfig }): string[] {
+  const s = target.scope
+  if (!s) return []
+  const out: string[] = []
+  const by: Record<string, (keyof ScopeConfig)[]> = {
+    postgres: ['settings', 'allowCode'],
+    redis: ['keys', 'channels', 'indexes', 'tag'],
+    http: ['filter', 'upsert', 'namespace', 'user'],
+  }
+  for (const [protocol, keys] of Object.entries(by))
+    if (protocol !== target.protocol)
+      for (const k of keys) if (s[k] !== undefined) out.push(`target ${target.name}: scope.${k} is for ${protocol} targets; a ${target.protocol} target ignores it`)
+  if (target.protocol === 'postgres' && s.settings) {
+    const user = target.upstream.user ?? 'postgres'
+    // Row-Level Security never holds a superuser (or a BYPASSRLS role); `postgres` is the usual one
+    if (user === 'postgres')
+      out.push(`target ${target.name}: the upstream role is '${user}', usually a superuser: Row-Level Security does not apply to superusers or BYPASSRLS roles, so scope.settings would scope nothing (use a plain role that does not own the tables, or FORCE ROW LEVEL SECURITY)`)
+  }
+  return out
+}
