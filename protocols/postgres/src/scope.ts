@@ -13,6 +13,8 @@
 //     that name, ALTER ROLE/DATABASE … SET, CREATE/ALTER FUNCTION … SET;
 //   - set_config with a name that is not a constant (it could be the scoped one), and writes to
 //     pg_settings (its update rule is set_config);
+//   - SET ROLE / SET SESSION AUTHORIZATION / RESET ROLE (another role may have BYPASSRLS), even
+//     where a rule allows admin statements;
 //   - code the gateway cannot read: DO blocks and CREATE/ALTER FUNCTION|PROCEDURE, CREATE LANGUAGE,
 //     unless the scope says allowCode: true (a body can call set_config with any name).
 // What it cannot see: a function already in the database whose body calls set_config with a name
@@ -21,6 +23,7 @@ import { PortcullisError, type Operation, type SessionScope, type TargetConfig }
 import { settingConcern } from './settings.ts'
 
 const NONE: ReadonlySet<string> = new Set()
+const IDENTITY = new Set(['role', 'session_authorization'])
 
 /** The scoped setting names of a target (known from the config before anyone authenticates). */
 export function scopedSettings(target: TargetConfig): ReadonlySet<string> {
@@ -45,8 +48,10 @@ export function scopeRefusal(op: Operation, scope: SessionScope | undefined, sco
       for (const name of String(f.settings).split(',')) {
         if (name === '*')
           return 'scope: a setting named by an expression (set_config with a non-constant name, a write to pg_settings) could change the session scope; refused'
-        const why = settingConcern(name, undefined, scoped)
-        if (why && scoped.has(name)) return `scope: ${why}`
+        if (scoped.has(name)) return `scope: ${settingConcern(name, undefined, scoped)}`
+        // another role may hold BYPASSRLS or own the tables: a rule that allows admin statements
+        // does not allow leaving the scope's role
+        if (IDENTITY.has(name)) return `scope: ${name} is refused under a scope (another role may bypass Row-Level Security)`
       }
     }
     if (f.code === true && !scope.allowCode)

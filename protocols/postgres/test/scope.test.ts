@@ -122,6 +122,10 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     "CREATE FUNCTION sneaky2() RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN set_config('app' || '.tenant', 'globex', false); END $$",
     "PREPARE p AS SELECT set_config('app.tenant', 'globex', false)",
     "SELECT 1; SET app.tenant = 'globex'",
+    'SET ROLE portcullis_app',
+    'SET SESSION AUTHORIZATION portcullis_app',
+    'RESET ROLE',
+    "SELECT set_config('role', 'postgres', false)",
   ]
   for (const sql of attempts) {
     t.test(`refused under the scope, and the session still reads acme only: ${sql}`, async t => {
