@@ -166,7 +166,8 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
   })
 
   t.test('a StartupMessage parameter or options naming the scoped setting is refused', async t => {
-    for (const parameters of [{ 'app.tenant': 'globex' }, { 'APP.TENANT': 'globex' }, { options: '-c app.tenant=globex' }, { options: '--app.tenant=globex' }]) {
+    const startups: Record<string, string>[] = [{ 'app.tenant': 'globex' }, { 'APP.TENANT': 'globex' }, { options: '-c app.tenant=globex' }, { options: '--app.tenant=globex' }]
+    for (const parameters of startups) {
       const c = new RawSession(gw)
       t.teardown(() => c.socket.destroy())
       const got = await c.start(await tokenFor('acme'), parameters)

@@ -9,20 +9,23 @@ import { join } from 'node:path'
 import { readRecording } from '@portcullis/core'
 import { RawClient, startGateway, type Gateway } from './harness.ts'
 
-type Client = ReturnType<typeof createClient>
+function newClient(port: number, username: string, password: string) {
+  return createClient({ socket: { port, host: '127.0.0.1' }, username, password })
+}
+type Client = ReturnType<typeof newClient>
 
 const SCOPE = `{ keys: ['tenant:\${claims.tenant}:*'], indexes: ['docs', 'idx_\${claims.tenant}'], tag: { field: tenant, value: '\${claims.tenant}' } }`
 
 async function clientFor(t: { teardown(fn: () => unknown): void }, gw: Gateway, tenant: unknown, sub = 'agent-1'): Promise<Client> {
   const token = await gw.issuer.mint({ sub, groups: ['agents'], ...(tenant === undefined ? {} : { extra: { tenant } }) })
-  const c = createClient({ socket: { port: gw.port, host: '127.0.0.1' }, username: sub, password: token })
+  const c = newClient(gw.port, sub, token)
   c.on('error', () => {})
   t.teardown(() => (c.isOpen ? c.destroy() : undefined))
   await c.connect()
   return c
 }
 
-async function rawFor(t: { teardown(fn: () => unknown): void }, gw: Gateway, tenant: unknown): Promise<RawClient> {
+async function rawFor(t: { teardown(fn: () => unknown): void; equal(a: unknown, b: unknown): void }, gw: Gateway, tenant: unknown): Promise<RawClient> {
   const token = await gw.issuer.mint({ sub: 'agent-1', groups: ['agents'], ...(tenant === undefined ? {} : { extra: { tenant } }) })
   const c = await RawClient.connect(gw.port)
   t.teardown(() => c.close())
