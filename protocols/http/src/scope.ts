@@ -13,7 +13,7 @@
 //   - an upsert's points must carry the scoped payload value: set (`upsert: set`, default) or
 //     refused (`upsert: refuse`); a different value is always refused. Payload changes may not
 //     remove or change the scope key (overwrite without it, delete of it, clear);
-//   - `lookup_from` (another collection), `points/batch`, deleting a collection and routes the
+//   - `lookup_from` / `with_lookup` (another collection, unfiltered), `points/batch`, deleting a collection and routes the
 //     scope does not know are refused.
 // Pinecone (`scope: { namespace: 'tenant-${claims.tenant}' }`): every data-plane request runs in
 // that namespace: set when absent, refused when another one is named; describe_index_stats (every
@@ -75,6 +75,7 @@ export function wrapFilter(client: unknown, scope: SessionScope): Json {
 function scopeSearch(body: Json, scope: SessionScope, ids: Set<string | number>): Json | string {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the request body is not an object'
   if (body.lookup_from !== undefined) return 'lookup_from reads another collection; refused under a scope'
+  if (body.with_lookup !== undefined) return 'with_lookup reads another collection unfiltered; refused under a scope'
   const out = { ...body, filter: wrapFilter(body.filter, scope) }
   for (const key of ['positive', 'negative']) for (const v of Array.isArray(body[key]) ? body[key] : []) exampleId(v, ids)
   exampleId(body.target, ids)

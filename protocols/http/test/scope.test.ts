@@ -92,6 +92,8 @@ t.test('Qdrant: the tenant filter is AND-ed into every request; ids of the other
     t.equal((await acme('GET', '/collections/docs/points/3')).status, 403)
     t.equal((await acme('GET', '/collections/docs/points/1')).status, 200)
     t.equal((await acme('POST', '/collections/docs/points/recommend', { positive: [3], limit: 5 })).status, 403, 'an example id of the other tenant')
+    t.equal((await acme('POST', '/collections/docs/points/search/groups', { vector: [1, 0], group_by: 'text', with_lookup: { collection: 'other' } })).status, 403, 'with_lookup')
+    t.equal((await acme('POST', '/collections/docs/points/query', { query: [1, 0], prefetch: [{ query: [1, 0], lookup_from: { collection: 'other' } }] })).status, 403, 'lookup_from in a prefetch')
   })
 
   t.test('delete by id or by filter stays inside the tenant', async t => {
