@@ -15,6 +15,11 @@
 //     pg_settings (its update rule is set_config);
 //   - SET ROLE / SET SESSION AUTHORIZATION / RESET ROLE (another role may have BYPASSRLS), even
 //     where a rule allows admin statements;
+//   - CREATE / ALTER / DROP POLICY, ALTER TABLE … DISABLE / NO FORCE ROW LEVEL SECURITY, OWNER TO:
+//     what the scope relies on, whatever a rule allows;
+//   - what every tenant shares behind one upstream role, whatever RLS says: LISTEN / NOTIFY /
+//     pg_notify, large objects (lo_*, pg_largeobject), other sessions' statements
+//     (pg_stat_activity, pg_stat_statements, pg_locks, pg_prepared_xacts);
 //   - code the gateway cannot read: DO blocks and CREATE/ALTER FUNCTION|PROCEDURE, CREATE LANGUAGE,
 //     unless the scope says allowCode: true (a body can call set_config with any name).
 // What it cannot see: a function already in the database whose body calls set_config with a name
@@ -54,6 +59,10 @@ export function scopeRefusal(op: Operation, scope: SessionScope | undefined, sco
         if (IDENTITY.has(name)) return `scope: ${name} is refused under a scope (another role may bypass Row-Level Security)`
       }
     }
+    if (f.rowSecurity === true)
+      return 'scope: statements that change Row-Level Security (policies, DISABLE / NO FORCE ROW LEVEL SECURITY, OWNER TO) are refused under a scope'
+    if (f.shared !== undefined)
+      return `scope: ${String(f.shared).split(',').join(', ')}: shared by every tenant behind the gateway's one upstream role (Row-Level Security does not reach it); refused under a scope`
     if (f.code === true && !scope.allowCode)
       return 'scope: DO blocks and CREATE/ALTER FUNCTION or PROCEDURE are refused under a scope (their code could change the session scope); scope.allowCode lets them run'
   }

@@ -131,6 +131,15 @@ function isCatalogTarget(rv: Body | undefined): boolean {
   return rv.relname.toLowerCase().startsWith('pg_') || String(rv.schemaname ?? '').toLowerCase() === 'pg_catalog'
 }
 
+// What every tenant behind the gateway's one upstream role shares, RLS or not: notifications, large
+// objects, other sessions' statements. A fact (`shared`) a scope refuses (protocols/postgres/src/scope.ts).
+const SHARED_FUNCTIONS = new Set([
+  'pg_notify', 'lo_get', 'lo_open', 'loread', 'lo_put', 'lo_from_bytea', 'lo_create', 'lo_creat', 'lo_unlink', 'lowrite',
+  'lo_truncate', 'lo_truncate64', 'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64', 'lo_close', 'lo_export', 'lo_import',
+  'pg_stat_get_activity', 'pg_stat_get_backend_activity', 'pg_stat_get_backend_pid', 'pg_blocking_pids', 'pg_stat_statements',
+])
+const SHARED_RELATIONS = new Set(['pg_stat_activity', 'pg_stat_statements', 'pg_stat_statements_info', 'pg_largeobject', 'pg_largeobject_metadata', 'pg_locks', 'pg_prepared_xacts'])
+
 function isSettingsView(rv: Body | undefined): boolean {
   return typeof rv?.relname === 'string' && rv.relname.toLowerCase() === 'pg_settings'
 }
@@ -175,6 +184,7 @@ class Analyzer {
           if (c === 'admin') this.functions.add('set_config')
           return
         }
+        if (name !== undefined && SHARED_FUNCTIONS.has(name.toLowerCase())) this.shared(name.toLowerCase())
         const fc = name === undefined ? undefined : functionClass(name)
         if (fc) {
           this.raise(fc)
@@ -232,7 +242,13 @@ class Analyzer {
         // scope refuses unless it allows code (protocols/postgres/src/scope.ts)
         this.facts.code = true
         break
+      case 'ListenStmt':
+        this.shared('listen')
+        break
       case 'NotifyStmt':
+        this.shared('notify')
+        this.raise('write')
+        return
       case 'LockStmt':
         this.raise('write')
         return
@@ -247,11 +263,20 @@ class Analyzer {
       case 'DropStmt':
       case 'RenameStmt':
         this.raise(ADMIN_OBJECTS.has(b.removeType ?? b.renameType) ? 'admin' : 'schema-change')
+        if ((b.removeType ?? b.renameType) === 'OBJECT_POLICY') this.facts.rowSecurity = true
         if (type === 'DropStmt') this.dropped(b)
         return
       case 'AlterTableCmd':
-        if (ADMIN_ALTER_TABLE.has(b.subtype)) this.raise('admin')
+        if (ADMIN_ALTER_TABLE.has(b.subtype)) {
+          this.raise('admin')
+          // switching RLS off or changing the owner undoes what a scope relies on
+          this.facts.rowSecurity = true
+        }
         return
+      case 'CreatePolicyStmt':
+      case 'AlterPolicyStmt':
+        this.facts.rowSecurity = true
+        break
       case 'PrepareStmt':
         return this.prepare(b)
       case 'ExecuteStmt':
@@ -304,9 +329,15 @@ class Analyzer {
     }
   }
 
+  shared(what: string): void {
+    const have = this.facts.shared
+    this.facts.shared = have === undefined ? what : String(have).split(',').includes(what) ? have : `${have},${what}`
+  }
+
   rangeVar(rv: Body, scope: Scope | undefined): void {
     // an unqualified name that a visible CTE defines is that CTE, not a table
     if (!rv.schemaname && !rv.catalogname && cteBody(scope, rv.relname).found) return
+    if (typeof rv.relname === 'string' && SHARED_RELATIONS.has(rv.relname.toLowerCase())) this.shared(rv.relname.toLowerCase())
     this.resources.add(relationName(rv))
   }
 
@@ -395,6 +426,7 @@ class Analyzer {
     this.raise(analyze ? inner.cls : 'read')
     for (const s of inner.settings) this.settings.add(s)
     if (inner.facts.code) this.facts.code = true
+    if (inner.facts.shared !== undefined) for (const w of String(inner.facts.shared).split(',')) this.shared(w)
     if (analyze && inner.facts.unbounded) this.facts.unbounded = true
     this.facts.explain = analyze ? 'analyze' : 'plan'
     return false
@@ -409,6 +441,7 @@ class Analyzer {
     // what EXECUTE would change is refused at PREPARE already
     if (body.facts.settings !== undefined) for (const s of String(body.facts.settings).split(',')) this.settings.add(s)
     if (body.facts.code) this.facts.code = true
+    if (body.facts.shared !== undefined) for (const w of String(body.facts.shared).split(',')) this.shared(w)
     this.prepared = { name: String(b.name ?? ''), body }
     return false
   }
