@@ -68,3 +68,22 @@ export function scopeRefusal(op: Operation, scope: SessionScope | undefined, sco
   }
   return undefined
 }
+
+/**
+ * Why a scoped session may not start on this upstream connection: its role is a superuser
+ * (the server's own is_superuser report at startup), whom Row-Level Security never holds. A role
+ * with BYPASSRLS is not reported; the README says to check for it.
+ */
+export function upstreamRoleRefusal(target: TargetConfig, parameterStatus: readonly Buffer[]): string | undefined {
+  if (!target.scope?.settings) return undefined
+  for (const raw of parameterStatus) {
+    // S, int32 length, name NUL value NUL
+    const body = raw.subarray(5)
+    const nul = body.indexOf(0)
+    if (nul < 0 || body.subarray(0, nul).toString('latin1') !== 'is_superuser') continue
+    const value = body.subarray(nul + 1, body.indexOf(0, nul + 1)).toString('latin1')
+    if (value === 'on')
+      return "scope: the gateway's upstream role is a superuser, which Row-Level Security does not hold; scoped sessions are refused (use a plain role, see fixtures/sql/tenant-rls.sql)"
+  }
+  return undefined
+}

@@ -211,6 +211,16 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     t.equal((await owner.query("SELECT title FROM documents WHERE tenant = 'globex'")).rows[0].title, 'globex secret', 'the upstream row is untouched')
   })
 
+  t.test('a scoped target whose upstream role is a superuser refuses every session', async t => {
+    const su = await startGateway({ pg: server, scope: { settings: { 'app.tenant': '${claims.tenant}' } }, rules: ALLOW_ALL })
+    t.teardown(() => su.stop())
+    const c = new RawSession(su)
+    t.teardown(() => c.socket.destroy())
+    const got = await c.start(await su.issuer.mint({ sub: 'agent-1', groups: ['agents'], extra: { tenant: 'acme' } }))
+    t.match(errorFields(got.at(-1)), { S: 'FATAL', C: '42501', M: /upstream role is a superuser/ })
+    t.notOk(got.some(f => f.code === 'Z'), 'never ready for a query')
+  })
+
   t.test('audit and the recording show the scope of each operation', async t => {
     const { c } = await session('acme')
     await query(c, 'SELECT 1')
