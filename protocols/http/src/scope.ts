@@ -19,7 +19,9 @@
 // that namespace: set when absent, refused when another one is named; describe_index_stats (every
 // namespace's counts) and index / collection configuration are refused. deleteAll is thereby
 // inside the namespace.
-// OpenAI-compatible (`scope: { user: '${sub}' }`): `user` is set on every JSON inference request.
+// OpenAI-compatible (`scope: { user: '${sub}' }`): `user` is set on every JSON inference request;
+// stored objects (files, batches, vector stores, stored completions / responses) are refused: they
+// are the upstream account's, visible to every caller, and not yet tracked per scope.
 import type { SessionScope } from '@portcullis/core'
 
 type Json = any
@@ -268,7 +270,13 @@ function pineconeScope(req: ScopeRequest, namespace: string): ScopeOutcome {
 
 const INFERENCE = new Set(['chat.completions', 'completions', 'responses', 'embeddings', 'moderations', 'images.generate', 'audio.speech'])
 
+// stored objects of the upstream account, listed and addressed by id across every caller: not yet
+// tracked per scope, so refused under one (fail closed)
+const STORED = /^(files|uploads|batches|vector_stores|fine_tuning|chat\.completions\.(get|delete)|responses\.(get|delete))(\.|$)/
+
 function openaiScope(req: ScopeRequest, user: string): ScopeOutcome {
+  if (req.operation !== undefined && STORED.test(req.operation))
+    return refuse(`${req.operation}: files, uploads, batches, vector stores, fine-tuning jobs and stored completions / responses are shared by every caller of the upstream account and not yet tracked per scope; refused under a scope`)
   if (req.operation === undefined || !INFERENCE.has(req.operation)) return undefined
   const body: Json = req.body
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return undefined
