@@ -116,9 +116,17 @@ t.test('expandScope: patterns glob-quoted, single values raw, summary names them
   t.match(s.summary, /keys=tenant:a\\\*/)
 })
 
-t.test('check-config warns of a scope RLS cannot enforce, or one on the wrong protocol', async t => {
+t.test('check-config refuses a scope field the target does not enforce, or a scope that enforces nothing', async t => {
+  const { scopeIssues } = await import('../src/identity/scope.ts')
+  t.match(scopeIssues({ keys: ['a:*'] }, { protocol: 'postgres' }).map(([p, m]) => `${p.join('.')}: ${m}`).join('\n'), /keys: is not enforced on a postgres target[\s\S]*enforces nothing/)
+  t.match(scopeIssues({ namespace: 'x' }, { protocol: 'http', options: { profile: 'qdrant' } }).map(([, m]) => m).join('\n'), /not enforced on a http target with profile qdrant/)
+  t.same(scopeIssues({ filter: { key: 'k', value: '${sub}' } }, { protocol: 'http', options: { profile: 'qdrant' } }), [])
+  t.match(scopeIssues({ user: '${sub}' }, { protocol: 'http', options: {} }).map(([, m]) => m).join('\n'), /generic/)
+  t.match(scopeIssues({ tag: { field: 'tenant', value: 'x' }, keys: ['a:*'] }, { protocol: 'redis' }).map(([, m]) => m).join('\n'), /needs indexes/)
+})
+
+t.test('check-config warns of a scope RLS cannot enforce', async t => {
   const { scopeWarnings } = await import('../src/identity/scope.ts')
   t.match(scopeWarnings({ name: 'db', protocol: 'postgres', upstream: {}, scope: { settings: { 'app.tenant': 'x' } } }).join('\n'), /usually a superuser: Row-Level Security does not apply/)
   t.same(scopeWarnings({ name: 'db', protocol: 'postgres', upstream: { user: 'portcullis_app' }, scope: { settings: { 'app.tenant': 'x' } } }), [])
-  t.match(scopeWarnings({ name: 'kv', protocol: 'redis', upstream: {}, scope: { settings: { 'app.tenant': 'x' }, keys: ['a:*'] } }).join('\n'), /scope.settings is for postgres targets/)
 })

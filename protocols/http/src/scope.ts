@@ -53,7 +53,8 @@ export async function scopeHttp(req: ScopeRequest, scope: SessionScope | undefin
   if (req.profile === 'qdrant' && scope.filter) return qdrantScope(req, scope, post)
   if (req.profile === 'pinecone' && scope.namespace !== undefined) return pineconeScope(req, scope.namespace)
   if (req.profile === 'openai' && scope.user !== undefined) return openaiScope(req, scope.user)
-  return undefined
+  // a scope that says nothing this profile enforces (check-config refuses it): fail closed
+  return refuse(`this target's scope enforces nothing for the ${req.profile} profile; refused`)
 }
 
 // ---- Qdrant --------------------------------------------------------------------------------------

@@ -29,3 +29,8 @@ t.test('payload edits keep the scope key', async t => {
   t.match(await scopeHttp(req('points.payload', '/collections/docs/points/payload', { payload: { tenant_id: 'globex' }, filter: {} }), scope, none), { refuse: /outside/ })
   t.match(await scopeHttp(req('points.delete', '/collections/docs/points/delete', { points: [1], filter: {} }), scope, none), { refuse: /ids or by a filter/ })
 })
+
+t.test('a scope with nothing for the profile refuses every request (check-config refuses it too)', async t => {
+  t.match(await scopeHttp({ ...req('points.search', '/collections/docs/points/search', {}), profile: 'generic' }, scope, none), { refuse: /enforces nothing for the generic profile/ })
+  t.match(await scopeHttp({ ...req('query', '/query', {}), profile: 'pinecone' }, scope, none), { refuse: /enforces nothing for the pinecone profile/ })
+})

@@ -112,7 +112,8 @@ const refuse = (why: string): ScopeVerdict => ({ refuse: `scope: ${why}` })
 
 /** Whether `args` may run under `scope`, or the args to run instead (SCAN MATCH, FT.SEARCH tag). */
 export function scopeVerdict(args: readonly Arg[], scope: SessionScope | undefined, table: CommandTable | undefined): ScopeVerdict {
-  if (!scope || (!scope.keys && !scope.indexes && !scope.channels)) return undefined
+  // a scope without key patterns names no key: every keyed command is refused (fail closed)
+  if (!scope) return undefined
   const keys = scope.keys ?? []
   const base = text(args[0]).toUpperCase()
   if (base.startsWith('FT.')) return searchVerdict(base, args, scope)

@@ -47,3 +47,9 @@ t.test('scopeVerdict: keys by key-spec, refusals and rewrites', async t => {
   t.match(scopeVerdict(['FCALL', 'f', '1', 'tenant:acme:x'], scope, undefined), { refuse: /script/ })
   t.equal(scopeVerdict(['GET', 'anything'], undefined, undefined), undefined, 'no scope: nothing to check')
 })
+
+t.test('a scope without key patterns refuses every keyed command', async t => {
+  const scope: SessionScope = { allowCode: false, upsert: 'set', summary: '' }
+  t.match(scopeVerdict(['GET', 'k'], scope, undefined), { refuse: /outside/ })
+  t.equal(scopeVerdict(['PING'], scope, undefined), undefined)
+})

@@ -303,7 +303,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       else if (!auth.value.includes('{secret}'))
         issue([...path, 'upstream', 'auth', 'value'], 'must contain {secret} where the credential goes')
     }
-    if (t.scope) for (const [at, message] of scopeIssues(t.scope)) issue([...path, 'scope', ...at], message)
+    if (t.scope) for (const [at, message] of scopeIssues(t.scope, t)) issue([...path, 'scope', ...at], message)
     checkRef(t.upstream.password, [...path, 'upstream', 'password'])
     checkRef(t.upstream.auth?.secret, [...path, 'upstream', 'auth', 'secret'])
     const l = t.limits ?? {}

@@ -82,9 +82,33 @@ function summarize(s: Omit<SessionScope, 'summary'>): string {
   return parts.join(' ')
 }
 
-/** check-config: every template of a scope parses; returns [path, message] per problem */
-export function scopeIssues(config: ScopeConfig): Array<[string[], string]> {
+/** which scope fields each protocol (and HTTP profile) enforces */
+const FIELDS: Record<string, (keyof ScopeConfig)[]> = {
+  postgres: ['settings', 'allowCode'],
+  redis: ['keys', 'channels', 'indexes', 'tag'],
+  'http:qdrant': ['filter', 'upsert'],
+  'http:pinecone': ['namespace'],
+  'http:openai': ['user'],
+  'http:generic': [],
+}
+/** the fields that make a scope enforce anything */
+const ENFORCING = new Set<keyof ScopeConfig>(['settings', 'keys', 'channels', 'indexes', 'filter', 'namespace', 'user'])
+
+/**
+ * check-config: every template of a scope parses, and the scope says something the target's
+ * protocol (profile) enforces: a field another protocol reads would be silently ignored, and a
+ * scope that enforces nothing would let every caller see everything. [path, message] per problem.
+ */
+export function scopeIssues(config: ScopeConfig, target?: { protocol: string; options?: Record<string, unknown> }): Array<[string[], string]> {
   const out: Array<[string[], string]> = []
+  if (target) {
+    const profile = target.protocol === 'http' ? `http:${['qdrant', 'pinecone', 'openai'].includes(String(target.options?.profile)) ? String(target.options?.profile) : 'generic'}` : target.protocol
+    const mine = FIELDS[profile] ?? []
+    for (const k of Object.keys(config) as (keyof ScopeConfig)[])
+      if (!mine.includes(k)) out.push([[k], `is not enforced on a ${profile.replace(':', ' target with profile ')}${profile.includes(':') ? '' : ' target'} (it takes ${mine.join(', ') || 'no scope'})`])
+    if (!mine.some(k => ENFORCING.has(k) && config[k] !== undefined)) out.push([[], `enforces nothing on this target: give it ${mine.filter(k => ENFORCING.has(k)).join(' or ') || '(no scope is supported here)'}`])
+    if (target.protocol === 'redis' && config.tag && !config.indexes) out.push([['tag'], 'needs indexes: the tag filter applies to FT.* on the scope\'s indexes'])
+  }
   const check = (v: string, path: string[]) => {
     if (!hasTemplate(v)) return
     try {
@@ -123,19 +147,12 @@ export const scopeSchema = {
   },
 }
 
-/** check-config warnings: a scope the upstream cannot enforce, or one in the wrong protocol */
+/** check-config warnings: a scope the upstream cannot enforce */
 export function scopeWarnings(target: { name: string; protocol: string; upstream: { user?: string }; scope?: ScopeConfig }): string[] {
   const s = target.scope
   if (!s) return []
   const out: string[] = []
-  const by: Record<string, (keyof ScopeConfig)[]> = {
-    postgres: ['settings', 'allowCode'],
-    redis: ['keys', 'channels', 'indexes', 'tag'],
-    http: ['filter', 'upsert', 'namespace', 'user'],
-  }
-  for (const [protocol, keys] of Object.entries(by))
-    if (protocol !== target.protocol)
-      for (const k of keys) if (s[k] !== undefined) out.push(`target ${target.name}: scope.${k} is for ${protocol} targets; a ${target.protocol} target ignores it`)
+  // (a field another protocol enforces is an error: scopeIssues)
   if (target.protocol === 'postgres' && s.settings) {
     const user = target.upstream.user ?? 'postgres'
     // Row-Level Security never holds a superuser (or a BYPASSRLS role); `postgres` is the usual one
