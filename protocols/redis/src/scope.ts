@@ -64,8 +64,14 @@ function escapeRe(c: string): string {
   return c.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&')
 }
 
-function matchesAny(patterns: readonly string[], name: string): boolean {
-  for (const p of patterns) if (globRegExp(p).test(name)) return true
+/** Redis matches bytes: names and patterns compared as their bytes (latin1 strings of them) */
+function bytes(a: Arg): string {
+  return (typeof a === 'string' ? Buffer.from(a, 'utf8') : a).toString('latin1')
+}
+
+function matchesAny(patterns: readonly string[], name: Arg): boolean {
+  const n = bytes(name)
+  for (const p of patterns) if (globRegExp(bytes(p)).test(n)) return true
   return false
 }
 
@@ -83,10 +89,10 @@ export function literalPrefix(glob: string): { prefix: string; prefixStar: boole
 }
 
 /** Whether every name `pattern` matches is inside one of the scope patterns (conservative). */
-export function patternWithin(pattern: string, scope: readonly string[]): boolean {
-  const p = literalPrefix(pattern).prefix
+export function patternWithin(pattern: Arg, scope: readonly string[]): boolean {
+  const p = literalPrefix(bytes(pattern)).prefix
   for (const s of scope) {
-    const sp = literalPrefix(s)
+    const sp = literalPrefix(bytes(s))
     // `tenant:acme:*`: anything starting with `tenant:acme:` is inside
     if (sp.prefixStar && p.startsWith(sp.prefix)) return true
   }
@@ -119,23 +125,23 @@ export function scopeVerdict(args: readonly Arg[], scope: SessionScope | undefin
   if (base.startsWith('FT.')) return searchVerdict(base, args, scope)
   if (VECTOR_SET.test(base)) {
     const key = text(args[1])
-    return args.length > 1 && matchesAny(keys, key) ? undefined : refuse(`key ${JSON.stringify(key)} is outside this session's scope`)
+    return args.length > 1 && matchesAny(keys, args[1]!) ? undefined : refuse(`key ${JSON.stringify(key)} is outside this session's scope`)
   }
   const res = resolveCommand(table ?? BUILTIN_COMMANDS, args)
   if (SCRIPTS.has(res.base)) return refuse(`${res.name} is refused under a key scope: a script reaches keys it does not declare`)
   if (CHANNEL_COMMANDS.has(res.name) || PUBLISH.has(res.name)) {
     const channels = scope.channels ?? []
     const named = PUBLISH.has(res.name) ? args.slice(1, 2) : args.slice(1)
-    for (const c of named) if (!matchesAny(channels, text(c))) return refuse(`channel ${JSON.stringify(text(c))} is outside this session's scope`)
+    for (const c of named) if (!matchesAny(channels, c)) return refuse(`channel ${JSON.stringify(text(c))} is outside this session's scope`)
     return undefined
   }
   if (res.name === 'PSUBSCRIBE') {
-    for (const p of args.slice(1)) if (!patternWithin(text(p), scope.channels ?? [])) return refuse(`channel pattern ${JSON.stringify(text(p))} reaches outside this session's scope`)
+    for (const p of args.slice(1)) if (!patternWithin(p, scope.channels ?? [])) return refuse(`channel pattern ${JSON.stringify(text(p))} reaches outside this session's scope`)
     return undefined
   }
   if (res.name === 'SCAN') return scanVerdict(args, keys)
   if (res.name === 'KEYS') {
-    return args.length === 2 && patternWithin(text(args[1]), keys) ? undefined : refuse(`KEYS ${JSON.stringify(text(args[1]))} reaches outside this session's scope (use a pattern inside ${keys.join(', ')})`)
+    return args.length === 2 && patternWithin(args[1]!, keys) ? undefined : refuse(`KEYS ${JSON.stringify(text(args[1]))} reaches outside this session's scope (use a pattern inside ${keys.join(', ')})`)
   }
   const meta = res.meta
   if (!meta) return refuse(`${res.name} is unknown: its keys cannot be named`)
@@ -152,7 +158,7 @@ export function scopeVerdict(args: readonly Arg[], scope: SessionScope | undefin
   if (positions.length === 0) return KEYLESS.has(res.name) ? undefined : refuse(`${res.name} names no key, and reads or changes the keyspace beyond this session's scope`)
   for (const i of positions) {
     const key = text(args[i])
-    if (!matchesAny(keys, key)) return refuse(`key ${JSON.stringify(key)} is outside this session's scope`)
+    if (!matchesAny(keys, args[i]!)) return refuse(`key ${JSON.stringify(key)} is outside this session's scope`)
   }
   return undefined
 }
@@ -162,7 +168,7 @@ function scanVerdict(args: readonly Arg[], keys: readonly string[]): ScopeVerdic
   for (let i = 2; i + 1 < args.length; i += 2) if (/^MATCH$/i.test(text(args[i]))) match = i + 1
   if (match >= 0) {
     // a second MATCH: Redis takes the last one, and so does this check (the loop keeps the last)
-    return patternWithin(text(args[match]), keys) ? undefined : refuse(`SCAN MATCH ${JSON.stringify(text(args[match]))} reaches outside this session's scope`)
+    return patternWithin(args[match]!, keys) ? undefined : refuse(`SCAN MATCH ${JSON.stringify(text(args[match]))} reaches outside this session's scope`)
   }
   const prefixed = keys.filter(k => literalPrefix(k).prefixStar)
   if (prefixed.length !== 1 || keys.length !== 1)
@@ -176,11 +182,11 @@ function scanVerdict(args: readonly Arg[], keys: readonly string[]): ScopeVerdic
 function searchVerdict(name: string, args: readonly Arg[], scope: SessionScope): ScopeVerdict {
   if (FT_KEYED.has(name)) {
     const key = text(args[1])
-    return matchesAny(scope.keys ?? [], key) ? undefined : refuse(`key ${JSON.stringify(key)} is outside this session's scope`)
+    return matchesAny(scope.keys ?? [], args[1] ?? '') ? undefined : refuse(`key ${JSON.stringify(key)} is outside this session's scope`)
   }
   if (!FT_ALLOWED.has(name)) return refuse(`${name} is refused under a scope (it can read or index beyond one tenant)`)
   const index = text(args[1])
-  if (!scope.indexes || !matchesAny(scope.indexes, index)) return refuse(`index ${JSON.stringify(index)} is outside this session's scope`)
+  if (!scope.indexes || !matchesAny(scope.indexes, args[1] ?? '')) return refuse(`index ${JSON.stringify(index)} is outside this session's scope`)
   if (!scope.tag || (name !== 'FT.SEARCH' && name !== 'FT.AGGREGATE' && name !== 'FT.EXPLAIN' && name !== 'FT.EXPLAINCLI')) return undefined
   if (args.length < 3) return refuse(`${name} without a query`)
   const query = scopedQuery(text(args[2]), scope.tag)

@@ -48,6 +48,14 @@ t.test('scopeVerdict: keys by key-spec, refusals and rewrites', async t => {
   t.equal(scopeVerdict(['GET', 'anything'], undefined, undefined), undefined, 'no scope: nothing to check')
 })
 
+t.test('keys are matched as bytes: a key whose bytes are not the tenant prefix is outside, whatever it decodes to', async t => {
+  const scope: SessionScope = { keys: ['tenant:é:*'], allowCode: false, upsert: 'set', summary: '' }
+  t.equal(scopeVerdict(['GET', Buffer.from('tenant:é:doc')], scope, undefined), undefined)
+  t.match(scopeVerdict([Buffer.from('GET'), Buffer.from([...Buffer.from('tenant:'), 0xc3, 0x3a, 0x64])], scope, undefined), { refuse: /outside/ })
+  const fffd = { keys: ['tenant:\ufffd:*'], allowCode: false, upsert: 'set' as const, summary: '' }
+  t.match(scopeVerdict([Buffer.from('GET'), Buffer.from([...Buffer.from('tenant:'), 0xff, 0x3a, 0x64])], fffd, undefined), { refuse: /outside/ }, 'an invalid byte is not U+FFFD')
+})
+
 t.test('a scope without key patterns refuses every keyed command', async t => {
   const scope: SessionScope = { allowCode: false, upsert: 'set', summary: '' }
   t.match(scopeVerdict(['GET', 'k'], scope, undefined), { refuse: /outside/ })
