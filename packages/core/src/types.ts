@@ -1,6 +1,8 @@
 // The contract between the core and the protocol codecs. A codec knows its wire; the core knows
 // nothing of wires. Everything here is a type: implementations live in their own modules.
 import type { Duplex } from 'node:stream'
+import type { ScopeConfig, SessionScope } from './identity/scope.ts'
+export type { ScopeConfig, SessionScope }
 
 export type Protocol = 'postgres' | 'redis' | 'http'
 
@@ -270,6 +272,8 @@ export interface TargetConfig {
   limits: TargetLimits
   /** protocol-specific knobs (http profile, redis bulkDeleteKeys, token header…) */
   options: Record<string, unknown>
+  /** what each principal may see, from its claims (identity/scope.ts); enforced by the codec */
+  scope?: ScopeConfig
 }
 
 /** One JSON line per operation. */
@@ -297,6 +301,8 @@ export interface AuditEvent {
   fingerprints?: string[]
   /** with `reads`: distinct fingerprints and resources past the 64 listed */
   distinctLeftOut?: number
+  /** the scope the operation ran under (SessionScope.summary) */
+  scope?: string
 }
 
 /** Record types in a session recording. */
@@ -316,6 +322,8 @@ export interface Session {
   assertAlive(): void
   /** the mask plan for this principal on this target (empty before authenticate) */
   readonly masks: MaskPlan
+  /** the target's scope expanded for this principal (set by authenticate); undefined: no scope */
+  readonly scope?: SessionScope
   /**
    * Decides one operation: records and audits the decision, and when a rule says approve, holds it
    * until approved (→ allow), denied or timed out (→ block with approvalId). Never resolves 'approve'.

@@ -142,6 +142,7 @@ const qdrant: Route[] = [
     },
   },
   { method: 'POST', path: '/collections/:collection/points/count', operation: 'points.count', class: 'read', body: 'json', resources: ['collection'] },
+  { method: 'POST', path: '/collections/:collection/facet', operation: 'facet', class: 'read', body: 'json', resources: ['collection'] },
   { method: 'POST', path: '/collections/:collection/points', operation: 'points.retrieve', class: 'read', body: 'json', resources: ['collection'] },
   // snapshots copy whole collections off the server; cluster and telemetry reach outside the data model
   { method: ['GET', 'POST', 'PUT', 'DELETE'], path: '/collections/:collection/snapshots*', operation: 'snapshots', class: 'admin', resources: ['collection'] },

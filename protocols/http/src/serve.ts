@@ -24,6 +24,8 @@ import { bodyKind, isJsonType, maskTextBody, unmaskable } from './inspect.ts'
 import type { Route } from './profiles.ts'
 import { SseMasker } from './sse.ts'
 import { upstreamFor } from './upstream.ts'
+import { scopeHttp } from './scope.ts'
+import { upstreamPost } from './scope-upstream.ts'
 
 interface Conn {
   session: Session
@@ -537,6 +539,26 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const masks = decision.masks
     const inspecting = !masks.empty
 
+    // the session's scope (scope.ts): a filter AND-ed on, a namespace set, ids checked, or a refusal
+    let upstreamPath = path
+    let scopedBody = false
+    if (session.scope) {
+      const outcome = await scopeHttp({ profile: found.profile, operation: route?.operation, method, path, params: found.params, body: parsed }, session.scope, upstreamPost(session))
+      if (outcome && 'refuse' in outcome) {
+        session.record('event', { event: 'scope-refused', reason: outcome.refuse })
+        throw httpError(403, 'scope_refused', outcome.refuse)
+      }
+      if (outcome) {
+        if (outcome.body !== undefined) {
+          parsed = outcome.body
+          raw = Buffer.from(JSON.stringify(outcome.body))
+          scopedBody = true
+        }
+        if (outcome.path !== undefined) upstreamPath = outcome.path
+        session.record('event', { event: 'scope-applied', applied: outcome.applied, ...(outcome.body !== undefined ? { body: raw } : {}), ...(outcome.path !== undefined ? { path: upstreamPath } : {}) })
+      }
+    }
+
     // request-side masking (e.g. emails in prompts before they reach the LLM)
     let outBody: Buffer | Transform | undefined = raw
     if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
@@ -564,6 +586,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     }
 
     const headers = upstreamHeaders(req, target, inspecting)
+    if (scopedBody) headers['content-type'] = 'application/json'
     if (Buffer.isBuffer(outBody)) {
       headers['content-length'] = String(outBody.length)
       delete headers['transfer-encoding']
@@ -574,7 +597,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
 
     const upstream = upstreamFor(target)
     const call = (up.call = new UpstreamCall())
-    upstream.pool.dispatch({ method: method as 'GET', path: upstream.prefix + path, headers, body: outBody }, call)
+    upstream.pool.dispatch({ method: method as 'GET', path: upstream.prefix + upstreamPath, headers, body: outBody }, call)
     const answer = await call.head
     const status = answer.status
     const outHeaders = responseHeaders(answer.headers)

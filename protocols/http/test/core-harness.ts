@@ -23,7 +23,7 @@ export interface CoreGateway {
 
 export async function startCoreGateway(
   t: { teardown(fn: () => unknown): void },
-  o: { upstreamUrl: string; rules: string; masking?: string; options?: string },
+  o: { upstreamUrl: string; rules: string; masking?: string; options?: string; scope?: string },
 ): Promise<CoreGateway> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-http-gw-'))
   const issuer = await createDevIssuer({ dir })
@@ -43,6 +43,7 @@ targets:
     listen: 127.0.0.1:0
     upstream: { url: "${o.upstreamUrl}", auth: { header: Authorization, value: "Bearer {secret}", secret: { secret: openai } } }
     options: ${o.options ?? '{ profile: openai }'}
+    ${o.scope ? `scope: ${o.scope}` : ''}
 rules:
 ${o.rules}
 ${o.masking ? `masking:\n${o.masking}` : ''}

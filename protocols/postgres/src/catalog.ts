@@ -270,7 +270,7 @@ export class Catalog {
   private async connection(): Promise<UpstreamConnection> {
     if (this.conn && !this.conn.socket.destroyed) return this.conn
     this.connecting ??= (async () => {
-      const c = await connectUpstream(this.target, await this.password(), upstreamStartupParameters(this.target, { application_name: 'portcullis-catalog' }))
+      const c = await connectUpstream(this.target, await this.password(), upstreamStartupParameters(this.target, { application_name: 'portcullis-catalog' }, 'gateway'))
       c.socket.on('error', () => c.socket.destroy())
       c.socket.on('close', () => {
         if (this.conn === c) this.conn = undefined

@@ -6,6 +6,7 @@ import { sniffStartup } from './frontend.ts'
 import { AUTHENTICATION_OK, serializeBackendKeyData, serializeReadyForQuery } from './backend.ts'
 import { clientStartup, fatal, sqlstateOf } from './startup.ts'
 import { connectUpstream, upstreamStartupParameters } from './upstream.ts'
+import { upstreamRoleRefusal } from './scope.ts'
 import { cancelBackend, issueCancelKey } from './cancel.ts'
 import { catalogFor } from './catalog.ts'
 import { PostgresProxy } from './proxy.ts'
@@ -30,7 +31,7 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
   let upstream
   try {
     ;[upstream] = await Promise.all([
-      upstreamPassword(session).then(pw => connectUpstream(target, pw, upstreamStartupParameters(target, started.parameters))),
+      upstreamPassword(session).then(pw => connectUpstream(target, pw, upstreamStartupParameters(target, started.parameters, session.scope))),
       loadClassifier(),
     ])
   } catch (err) {
@@ -43,6 +44,13 @@ async function serve(socket: Duplex, session: Session): Promise<void> {
   }
   if (client.destroyed) {
     upstream.socket.destroy()
+    return
+  }
+  const roleRefusal = upstreamRoleRefusal(target, upstream.parameterStatus)
+  if (roleRefusal) {
+    upstream.socket.destroy()
+    session.record('error', { message: roleRefusal })
+    fatal(client, '42501', roleRefusal)
     return
   }
   const upstreamKey = { processId: upstream.processId, secretKey: upstream.secretKey }

@@ -43,6 +43,7 @@ import type { Catalog } from './catalog.ts'
 import { StatementTexts } from './estimates.ts'
 import { sqlstateOf } from './startup.ts'
 import { deferredRefusal, statementAsSent } from './approval.ts'
+import { scopeRefusal, scopedSettings } from './scope.ts'
 import type { ServerSettings } from './settings.ts'
 import {
   COPY_SYNC,
@@ -154,6 +155,8 @@ export class PostgresProxy {
   private readonly upstreamFramer: Framer
   private readonly cancelUpstream: () => void
   private readonly serverSettings: ServerSettings
+  /** the target's scoped setting names (scope.ts) */
+  private readonly scoped: ReadonlySet<string>
 
   // client → upstream
   private inbox: Frame[] = []
@@ -213,6 +216,7 @@ export class PostgresProxy {
     this.texts = new StatementTexts(opts.session, opts.catalog)
     this.cancelUpstream = opts.cancelUpstream
     this.serverSettings = opts.serverSettings
+    this.scoped = scopedSettings(opts.session.target)
     const max = this.session.target.limits?.maxMessageBytes ?? 1 << 20
     this.clientFramer = new Framer(max)
     // the upstream is trusted more, but a runaway row must not exhaust memory either
@@ -820,6 +824,9 @@ export class PostgresProxy {
   }
 
   private decideNext(pending: PendingOp, raw: Buffer): Promise<void> | undefined {
+    // a statement that could change the session's scope is refused whatever the rules say (scope.ts)
+    const outOfScope = scopeRefusal(pending.op, this.session.scope, this.scoped)
+    if (outOfScope) pending.op = { ...pending.op, class: 'admin', error: outOfScope }
     const op = pending.op
     let decision: Decision | undefined
     try {

@@ -125,9 +125,14 @@ export function settingName(name: string): string {
  * `value` is the text the setting is given; null for RESET / SET … TO DEFAULT / FROM CURRENT (back
  * to a value the startup checks already vetted); undefined when it is not known (an expression):
  * a setting whose safety depends on its value is then refused, fail closed.
+ *
+ * `scoped`: the settings of the target's scope (scope.ts), lower-cased. The gateway sets them from
+ * the caller's token and nobody changes them: not to a value, not back to a default (RESET would
+ * return to the gateway's value, and is refused all the same so that no path needs an exception).
  */
-export function settingConcern(name: string, value: string | null | undefined): string | undefined {
+export function settingConcern(name: string, value: string | null | undefined, scoped?: ReadonlySet<string>): string | undefined {
   const n = settingName(name)
+  if (scoped?.has(n)) return `${n} is this session's scope, set by Portcullis from the caller's token; it cannot be changed`
   if (IDENTITY_SETTINGS.has(n)) return `${n} changes who the session runs as on the server; through Portcullis the session runs as the target's upstream role`
   if (ENFORCEMENT_SETTINGS.has(n)) return `${n} changes what the server enforces`
   if (!PARSER_SETTINGS.has(n) || value === null) return undefined
@@ -228,7 +233,7 @@ const GATEWAY_PARAMETERS = new Set(['user', 'database'])
  * Postgres, only the exact lower-case `user`, `database`, `options`, `replication` are special:
  * any other name is a setting, looked up case-insensitively (so `Client_Encoding` is vetted too).
  */
-export function vetStartupParameters(client: Record<string, string>): { parameters: Record<string, string> } | { refused: string } {
+export function vetStartupParameters(client: Record<string, string>, scoped?: ReadonlySet<string>): { parameters: Record<string, string> } | { refused: string } {
   const parameters: Record<string, string> = {}
   for (const [name, value] of Object.entries(client)) {
     if (GATEWAY_PARAMETERS.has(name) || name.startsWith('_pq_.')) continue
@@ -242,13 +247,13 @@ export function vetStartupParameters(client: Record<string, string>): { paramete
       const parsed = startupOptionSettings(splitStartupOptions(value))
       if ('refused' in parsed) return parsed
       for (const s of parsed.settings) {
-        const why = settingConcern(s.name, s.value)
+        const why = settingConcern(s.name, s.value, scoped)
         if (why) return { refused: `options -c ${s.name}: ${why}` }
       }
       if (parsed.settings.length > 0) parameters.options = parsed.settings.map(optionArgument).join(' ')
       continue
     }
-    const why = settingConcern(name, value)
+    const why = settingConcern(name, value, scoped)
     if (why) return { refused: why }
     parameters[name] = value
   }

@@ -13,6 +13,7 @@ import type { Frame } from './framer.ts'
 import { parsePasswordMessage, parseStartupPacket } from './frontend.ts'
 import { serializeAuthenticationCleartextPassword, serializeErrorResponse, serializeNegotiateProtocolVersion } from './backend.ts'
 import { cancelRequest } from './cancel.ts'
+import { scopedSettings } from './scope.ts'
 import { vetStartupParameters } from './settings.ts'
 
 export interface ClientStartup {
@@ -71,7 +72,8 @@ export function sqlstateOf(err: unknown): string {
   if (!isPortcullisError(err)) return 'XX000'
   switch (err.code) {
     case 'AUTH_FAILED':
-      return '28P01'
+      // a valid token without the claims the target's scope needs is no password problem
+      return err.details.reason === 'scope-claim' ? '28000' : '28P01'
     case 'TOKEN_EXPIRED':
     case 'REVOKED':
       return '28000'
@@ -160,7 +162,7 @@ export async function clientStartup(socket: Duplex, session: Session): Promise<C
           const unknown = Object.keys(packet.parameters).filter(k => k.startsWith('_pq_.'))
           if (packet.minor > 0 || unknown.length > 0) client.write(serializeNegotiateProtocolVersion(0, unknown))
           // every setting is vetted like a SQL SET of it before the client is asked for its token
-          const vetted = vetStartupParameters(packet.parameters)
+          const vetted = vetStartupParameters(packet.parameters, scopedSettings(target))
           if ('refused' in vetted) throw new PortcullisError('POLICY_BLOCKED', vetted.refused)
           const requireTls = target.options?.requireTls === true || (target.tls !== undefined && !isLoopback(session.remote))
           if (requireTls && !tls) throw new PortcullisError('AUTH_FAILED', 'this target requires TLS (sslmode=require)')

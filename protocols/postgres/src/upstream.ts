@@ -5,7 +5,7 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
-import type { TargetConfig } from '@portcullis/core/types'
+import type { SessionScope, TargetConfig } from '@portcullis/core/types'
 import { PortcullisError } from '@portcullis/core/errors'
 import { BufferReader } from './buffer-reader.ts'
 import { FrameReader } from './frame-reader.ts'
@@ -13,6 +13,7 @@ import type { Frame } from './framer.ts'
 import { parseAuthentication, parseBackendKeyData, parseNoticeFields } from './backend.ts'
 import { serializePasswordMessage, serializeSASLInitialResponse, serializeSASLResponse, serializeSSLRequest, serializeStartupMessage } from './frontend.ts'
 import { md5Password, SCRAM_SHA_256, ScramClient } from './scram.ts'
+import { scopeParameters, scopedSettings } from './scope.ts'
 import { ServerSettings, vetStartupParameters } from './settings.ts'
 
 export interface UpstreamConnection {
@@ -35,13 +36,16 @@ export interface UpstreamConnection {
  * The StartupMessage the gateway sends: every parameter the client sent, vetted like a SQL SET of
  * it (settings.ts), with the target's user and database.
  */
-export function upstreamStartupParameters(target: TargetConfig, client: Record<string, string>): Record<string, string> {
-  const vetted = vetStartupParameters(client)
+/** `scope`: the session's; 'gateway' for the gateway's own connections (the catalog), which run no client SQL */
+export function upstreamStartupParameters(target: TargetConfig, client: Record<string, string>, scope?: SessionScope | 'gateway'): Record<string, string> {
+  const vetted = vetStartupParameters(client, scopedSettings(target))
   // the client's startup already refused these (clientStartup); never send an unvetted one
   if ('refused' in vetted) throw new PortcullisError('POLICY_BLOCKED', vetted.refused)
   const params = vetted.parameters
   params.user = target.upstream.user ?? 'postgres'
   params.database = target.upstream.database ?? params.user
+  // the scope's settings last: the client's own were refused above, these are the gateway's
+  if (scope !== 'gateway') Object.assign(params, scopeParameters(target, scope))
   return params
 }
 

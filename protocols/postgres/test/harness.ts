@@ -24,6 +24,8 @@ export interface GatewayOptions {
   options?: Record<string, unknown>
   upstreamTls?: Record<string, unknown>
   approvals?: Record<string, unknown>
+  /** the target's scope (scoped retrieval) */
+  scope?: Record<string, unknown>
 }
 
 export interface Gateway {
@@ -74,6 +76,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         ...(opts.tls ? { tls: { cert: cert.certFile, key: cert.keyFile } } : {}),
         ...(opts.limits ? { limits: opts.limits } : {}),
         ...(opts.options ? { options: opts.options } : {}),
+        ...(opts.scope ? { scope: opts.scope } : {}),
       },
     ],
     rules: opts.rules ?? DEFAULT_RULES,

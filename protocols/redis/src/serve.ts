@@ -6,6 +6,7 @@
 import type { Duplex } from 'node:stream'
 import { isPortcullisError, type Decision, type Estimator, type Operation, type Session } from '@portcullis/core'
 import { classifyCommand, toOperation } from './classify.ts'
+import { scopeVerdict } from './scope.ts'
 import type { MaskContext } from './mask.ts'
 import { maskRefusal, searchAliases } from './mask-paths.ts'
 import type { RedisReply } from './reply-framer.ts'
@@ -323,6 +324,20 @@ class RedisConnection extends SessionIO implements LaneUser {
 
   private decided(req: Req, name: string, slot: Slot, decision: Decision): Promise<void> | void {
     slot.decision = decision
+    if (decision.action === 'allow' && this.session.scope) {
+      // the target's scope (scope.ts): keys, channels, indexes; a rewrite (SCAN MATCH, a tag filter) runs in its place
+      const verdict = scopeVerdict(req.args, this.session.scope, this.classify.table)
+      if (verdict && 'refuse' in verdict) {
+        slot.error = verdict.refuse
+        this.session.record('event', { event: 'scope-refused', command: name, reason: verdict.refuse })
+        this.refuse(errorReply('NOPERM', verdict.refuse), slot)
+        return
+      }
+      if (verdict) {
+        this.session.record('event', { event: 'scope-applied', command: name, applied: verdict.applied })
+        req = { ...req, args: verdict.args, raw: encodeCommand(verdict.args), inline: false }
+      }
+    }
     if (decision.action !== 'allow') {
       const reply = decision.deferred
         ? pendingReply(decision)

@@ -35,6 +35,8 @@ export interface GatewayOptions {
   redis?: RedisOptions
   /** extra YAML for the upstream map, e.g. tls */
   upstream?: string
+  /** YAML flow map for the target's scope (scoped retrieval) */
+  scope?: string
   /** an upstream started elsewhere (a container), without a password */
   external?: { host: string; port: number }
 }
@@ -66,6 +68,7 @@ targets:
     upstream: { host: ${redis.host}, port: ${redis.port}${redis.password ? `, user: ${redis.user ?? 'default'}, password: { secret: redis }` : ''}${o.upstream ? ', ' + o.upstream : ''} }
     options: ${o.options ?? '{}'}
     ${o.limits ? `limits: ${o.limits}` : ''}
+    ${o.scope ? `scope: ${o.scope}` : ''}
 rules:
 ${o.rules ?? ALLOW_ALL}
 ${o.masking ? `masking:\n${o.masking}` : ''}

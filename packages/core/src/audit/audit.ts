@@ -17,7 +17,7 @@ const BATCH_CHARS = 64 * 1024
 
 /** the fields every line of one session carries, as JSON text made once: see auditHead() */
 export interface AuditHead {
-  readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol'>
+  readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol' | 'scope'>
   /** `"session":…,"principal":…,"target":…,"protocol":…` */
   readonly json: string
 }

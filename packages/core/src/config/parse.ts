@@ -1,5 +1,7 @@
 // YAML text → validated, normalized Config. Every issue names file, line and key path, because the
 // person reading `check-config` output has the file open, not the schema.
+import { scopeIssues } from '../identity/scope.ts'
+import { hasTemplate, parseTemplate } from '../identity/templates.ts'
 import { readFile } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
@@ -307,6 +309,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       else if (!auth.value.includes('{secret}'))
         issue([...path, 'upstream', 'auth', 'value'], 'must contain {secret} where the credential goes')
     }
+    if (t.scope) for (const [at, message] of scopeIssues(t.scope, t)) issue([...path, 'scope', ...at], message)
     checkRef(t.upstream.password, [...path, 'upstream', 'password'])
     checkRef(t.upstream.auth?.secret, [...path, 'upstream', 'auth', 'secret'])
     const l = t.limits ?? {}
@@ -331,9 +334,24 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     seenRules.add(r.id)
     if (r.action === 'approve' && !(r.approvers && r.approvers.length > 0))
       issue([...path, 'approvers'], 'an approve rule needs approvers (groups)')
+    const templates: Array<[string, (string | number)[]]> = [
+      ...(r.when?.resources ?? []).map((v, i): [string, (string | number)[]] => [v, ['resources', i]]),
+      ...(r.when?.subjects ?? []).map((v, i): [string, (string | number)[]] => [v, ['subjects', i]]),
+      ...Object.entries(r.when?.facts ?? {}).flatMap(([k, v]): Array<[string, (string | number)[]]> => (typeof v === 'string' ? [[v, ['facts', k]]] : [])),
+      ...(r.when?.statement !== undefined ? [[r.when.statement, ['statement']] as [string, (string | number)[]]] : []),
+    ]
+    for (const [v, at] of templates) {
+      if (!hasTemplate(v)) continue
+      try {
+        parseTemplate(v)
+      } catch (err) {
+        issue([...path, 'when', ...at], (err as Error).message)
+      }
+    }
     if (r.when?.statement !== undefined) {
       try {
-        new RE2(r.when.statement)
+        // a template stands for quoted literal text: check the pattern around it
+        new RE2(r.when.statement.replace(/\$\{[^}]*\}/g, 'x'))
       } catch (err) {
         issue([...path, 'when', 'statement'], `bad pattern: ${(err as Error).message}`)
       }

@@ -1,6 +1,7 @@
 // JSON schema of the YAML config, as written by people (durations as `30s`, secrets as references).
 // Every object closes itself (additionalProperties: false) so a misspelt key is an error, not a no-op.
 import { CLASSES } from '../types.ts'
+import { scopeSchema } from '../identity/scope.ts'
 
 const duration = { $ref: '#/definitions/duration' }
 const secretRef = { $ref: '#/definitions/secretRef' }
@@ -54,6 +55,7 @@ const target = object(
       handshakeTimeout: duration,
     }),
     options: { type: 'object' },
+    scope: scopeSchema,
   },
   ['name', 'protocol', 'listen', 'upstream'],
 )

@@ -7,6 +7,7 @@ import type { IdentityConfig, IssuerConfig } from '../config/types.ts'
 import type { SecretStore } from '../secrets/store.ts'
 import { fileKeySource, remoteKeySource, type KeySource } from './keys.ts'
 import { Revocations } from './revocations.ts'
+import { attachClaims } from './templates.ts'
 
 export interface Identity {
   verify(token: string): Promise<Principal>
@@ -148,6 +149,7 @@ export function createIdentity(
       if (typeof payload.exp === 'number') principal.expiresAt = payload.exp * 1000
       if (typeof payload.jti === 'string') principal.tokenId = payload.jti
       if (revocations.isRevoked(principal)) throw refuse('revoked', 'token revoked')
+      attachClaims(principal, payload as Record<string, unknown>)
       return principal
     },
   }

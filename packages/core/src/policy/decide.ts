@@ -3,6 +3,7 @@ import RE2 from 're2'
 import type { Action, FactValue, Operation, Principal } from '../types.ts'
 import type { FactCondition, RuleConfig } from '../config/types.ts'
 import { matchName, matchResource } from './glob.ts'
+import { expandRule, ruleHasTemplates } from './rule-templates.ts'
 
 export interface PolicyDecision {
   action: Action
@@ -32,6 +33,8 @@ function pattern(src: string) {
   let re = patterns.get(src)
   if (!re) {
     re = new RE2(src)
+    // rules with claim templates make one pattern per tenant: bounded like the glob cache
+    if (patterns.size > 10_000) patterns.clear()
     patterns.set(src, re)
   }
   return re
@@ -121,20 +124,38 @@ export function factsNamed(rules: RuleConfig[]): Set<string> {
   return out
 }
 
+function appliesTo(rule: RuleConfig, principal: Principal, target: string): boolean {
+  const w = rule.when
+  if (w.groups && !w.groups.some(g => principal.groups.includes(g))) return false
+  if (w.targets && !w.targets.some(t => matchName(t, target))) return false
+  return true
+}
+
 /**
  * Strictest matching rule wins (block > approve > allow); none: block. `unknown` names facts the
  * operation may still learn (an estimate): a rule whose only open conditions are on those facts is
  * read the stricter way — counted as matching when its action is stricter than what the rules
  * that do match say, not counted when it is as loose or looser. So an unknown estimate never lets
  * more through than a known one could: `allow when estimatedRows < 10` does not allow, `approve
- * when estimatedRows > 1000` holds.
+ * when estimatedRows > 1000` holds. A rule with claim templates is matched as expanded for the
+ * principal; a claim it needs that is missing refuses the request (fail closed).
  */
 export function decide(rules: RuleConfig[], principal: Principal, target: string, op: Operation, unknown?: readonly string[]): PolicyDecision {
   if (op.error !== undefined) return { action: 'block', rule: null, reason: op.error }
   let winner: RuleConfig | undefined
   let open: { rule: RuleConfig; facts: string[] } | undefined
   let opens = false
-  for (const rule of rules) {
+  for (let rule of rules) {
+    if (ruleHasTemplates(rule)) {
+      const r = expandRule(rule, principal)
+      if (r instanceof Error) {
+        // a claim the rule needs is missing: whatever the rule would have said, the request is
+        // refused when the rule is about this caller and target (fail closed)
+        if (appliesTo(rule, principal, target)) return { action: 'block', rule: rule.id, reason: r.message }
+        continue
+      }
+      rule = r
+    }
     const missing: string[] | undefined = unknown ? [] : undefined
     const m = ruleMatch(rule, principal, target, op, unknown, missing)
     if (m === 'no') continue

@@ -1,5 +1,7 @@
 // Resource globs: `*` any run of characters except '.', `**` anything, `?` one character.
 // A glob without '.' also matches the last dotted segment, so `customers` matches `public.customers`.
+// A backslash makes the next character literal (`\*` is a star): claim templates expand their
+// values glob-quoted (identity/templates.ts), so a tenant called `*` matches only `*`.
 const cache = new Map<string, RegExp>()
 
 function toRegExp(glob: string, star: string): RegExp {
@@ -9,7 +11,9 @@ function toRegExp(glob: string, star: string): RegExp {
   let src = ''
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]
-    if (c === '*') {
+    if (c === '\\' && i + 1 < glob.length) {
+      src += glob[++i]!.replace(/[\\^$.*?|+(){}[\]]/g, '\\$&')
+    } else if (c === '*') {
       if (glob[i + 1] === '*') {
         src += '.*'
         i++
@@ -35,6 +39,6 @@ export function matchResource(glob: string, resource: string): boolean {
 /** Names (subjects, targets, models): `*` matches anything. */
 export function matchName(glob: string, name: string): boolean {
   if (glob === name) return true
-  if (!glob.includes('*') && !glob.includes('?')) return false
+  if (!glob.includes('*') && !glob.includes('?') && !glob.includes('\\')) return false
   return toRegExp(glob, '.*').test(name)
 }

@@ -29,6 +29,7 @@ import type { HoldOutcome } from '../approvals/approvals.ts'
 import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesHold, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
+import { expandScope, type SessionScope } from '../identity/scope.ts'
 
 // lines written in the same millisecond share one ISO string
 let lastMs = NaN
@@ -133,6 +134,7 @@ export class CoreSession implements Session {
   readonly #host: SessionHost
   readonly #abort = new AbortController()
   #principal: Principal | undefined
+  #scope: SessionScope | undefined
   #recorder: SessionRecorder | undefined
   #masks: { generation: number; plan: MaskPlan } | undefined
   #closing: Promise<void> | undefined
@@ -152,6 +154,10 @@ export class CoreSession implements Session {
 
   get principal(): Principal | undefined {
     return this.#principal
+  }
+
+  get scope(): SessionScope | undefined {
+    return this.#scope
   }
 
   get signal(): AbortSignal {
@@ -176,6 +182,7 @@ export class CoreSession implements Session {
     // a killed or revoked session stays ended, whatever token comes next
     if (this.#abort.signal.aborted) throw this.#abort.signal.reason as PortcullisError
     let principal: Principal
+    let scopeOf: SessionScope | undefined
     try {
       if (!this.#host.revocationsKnown())
         throw new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })
@@ -184,6 +191,15 @@ export class CoreSession implements Session {
       principal = await untilAborted(this.#host.identity.verify(token), this.#abort.signal)
       if (this.#principal && principal.subject !== this.#principal.subject)
         throw new PortcullisError('AUTH_FAILED', 'a session cannot change its subject', { reason: 'subject-change' })
+      // the scope is expanded once per session, here: a token without the claims it needs is
+      // refused like a bad token (fail closed), and a re-authentication may not move the session
+      // to another scope (the codec has already applied this one upstream)
+      if (this.target.scope) {
+        const scope = expandScope(this.target.scope, principal)
+        if (this.#scope && scope.summary !== this.#scope.summary)
+          throw new PortcullisError('AUTH_FAILED', 'a session cannot change its scope (the new token names another tenant)', { reason: 'scope-change' })
+        scopeOf = scope
+      }
     } catch (err) {
       const e =
         err instanceof PortcullisError ? err : new PortcullisError('AUTH_FAILED', 'token rejected', { reason: 'invalid' })
@@ -201,6 +217,7 @@ export class CoreSession implements Session {
     }
     const first = this.#principal === undefined
     this.#principal = principal
+    this.#scope = scopeOf
     this.#masks = undefined
     if (first) {
       const { config } = this.#host.generation()
@@ -225,7 +242,7 @@ export class CoreSession implements Session {
         this.#host.audit.log('recording unavailable, continuing (onFailure: allow)', { session: this.id })
       }
       // the recording's header is its session-start record (principal, target, time); add where from
-      this.record('event', { event: 'authenticated', remote: this.remote })
+      this.record('event', this.#scope ? { event: 'authenticated', remote: this.remote, scope: this.#scope.summary } : { event: 'authenticated', remote: this.remote })
       this.#host.authenticated(this)
     } else {
       this.record('event', { event: 're-authenticated', expiresAt: principal.expiresAt })
@@ -459,10 +476,17 @@ export class CoreSession implements Session {
     this.#recentAt[slot] = started
     this.#recentAction[slot] = decision.deferred ? 'approve' : decision.action
     this.#recentNext++
-    // one object literal per shape, not a spread per operation
-    const payload = decision.approvalId
-      ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
-      : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+    const scope = this.#scope
+    // one object literal per shape, not a spread per operation; a scoped session's decisions carry
+    // the scope the operation ran under (replay and audit show it)
+    const payload = scope
+      ? {
+          action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources,
+          scope: scope.summary, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
+        }
+      : decision.approvalId
+        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
     const held = this.#heldDecisions
     if (held !== undefined) {
       held.push(payload)
@@ -632,6 +656,7 @@ export class CoreSession implements Session {
         ...(p ? { principal: { sub: p.subject, groups: p.groups } } : {}),
         target: this.target.name,
         protocol: this.target.protocol,
+        ...(this.#scope ? { scope: this.#scope.summary } : {}),
       })
     }
     this.#host.audit.writeSession(head, isoTime(this.#host.now()), event, pre)

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfig, type Config } from '@portcullis/core'
+import { ConfigError, loadConfig, scopeWarnings, type Config } from '@portcullis/core'
 import { UsageError } from '../args.ts'
 
 export async function run(argv: string[]): Promise<number> {
@@ -25,6 +25,7 @@ export async function run(argv: string[]): Promise<number> {
 function warnings(config: Config): string[] {
   const out: string[] = []
   for (const t of config.targets) {
+    out.push(...scopeWarnings(t))
     // without a password the gateway sends no AUTH: Redis takes it as `default`, a user that any
     // client reaching that Redis is too, and that a permitted CONFIG SET requirepass locks out
     if (t.protocol === 'redis' && !t.upstream.password) {

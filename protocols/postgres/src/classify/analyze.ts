@@ -84,7 +84,9 @@ const ADMIN_ALTER_TABLE = new Set(['AT_ChangeOwner', 'AT_DisableRowSecurity', 'A
  * call one string as code; role / session_authorization change who the session runs as. Those are
  * admin; DEFAULT, RESET and FROM CURRENT go back to a value the startup checks already vetted.
  */
-function settingClass(b: Body): OperationClass {
+function settingClass(b: Body, touched: Set<string>): OperationClass {
+  // every setting a statement names is a fact (`settings`), checked per session against a scope
+  if (typeof b.name === 'string') touched.add(b.name.toLowerCase())
   if (b.kind === 'VAR_RESET_ALL' || b.kind === 'VAR_SET_MULTI' || typeof b.name !== 'string') return 'session'
   const value = b.kind === 'VAR_SET_VALUE' ? settingValue(b.args) : null
   return settingConcern(b.name, value) ? 'admin' : 'session'
@@ -106,9 +108,11 @@ function settingValue(args: unknown): string | undefined {
  * set_config(name, value, is_local) is a SET: vetted the same way. A name that is not a constant
  * could be any setting, and a value that is not one could be any value: fail closed.
  */
-function setConfigClass(args: unknown): OperationClass {
+function setConfigClass(args: unknown, touched: Set<string>): OperationClass {
   const list = Array.isArray(args) ? args : []
   const name = constValue(list[0])
+  // a name that is not a constant could be any setting, a scope's too: '*'
+  touched.add(typeof name === 'string' ? name.toLowerCase() : '*')
   if (typeof name !== 'string') return 'admin'
   const v = constValue(list[1])
   const value = typeof v === 'string' ? v : typeof v === 'number' ? String(v) : typeof v === 'boolean' ? (v ? 'on' : 'off') : undefined
@@ -127,6 +131,19 @@ function isCatalogTarget(rv: Body | undefined): boolean {
   return rv.relname.toLowerCase().startsWith('pg_') || String(rv.schemaname ?? '').toLowerCase() === 'pg_catalog'
 }
 
+// What every tenant behind the gateway's one upstream role shares, RLS or not: notifications, large
+// objects, other sessions' statements. A fact (`shared`) a scope refuses (protocols/postgres/src/scope.ts).
+const SHARED_FUNCTIONS = new Set([
+  'pg_notify', 'lo_get', 'lo_open', 'loread', 'lo_put', 'lo_from_bytea', 'lo_create', 'lo_creat', 'lo_unlink', 'lowrite',
+  'lo_truncate', 'lo_truncate64', 'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64', 'lo_close', 'lo_export', 'lo_import',
+  'pg_stat_get_activity', 'pg_stat_get_backend_activity', 'pg_stat_get_backend_pid', 'pg_blocking_pids', 'pg_stat_statements',
+])
+const SHARED_RELATIONS = new Set(['pg_stat_activity', 'pg_stat_statements', 'pg_stat_statements_info', 'pg_largeobject', 'pg_largeobject_metadata', 'pg_locks', 'pg_prepared_xacts'])
+
+function isSettingsView(rv: Body | undefined): boolean {
+  return typeof rv?.relname === 'string' && rv.relname.toLowerCase() === 'pg_settings'
+}
+
 function relationName(rv: Body): string {
   return [rv.catalogname, rv.schemaname, rv.relname].filter(Boolean).join('.')
 }
@@ -137,6 +154,8 @@ class Analyzer {
   readonly facts: Record<string, FactValue> = {}
   readonly functions = new Set<string>()
   readonly searches: VectorSearch[] = []
+  /** settings the statement changes (SET, RESET, set_config, … SET clauses); '*' for any */
+  readonly settings = new Set<string>()
   exported = false
   execute: Analysis['execute']
   prepared: Analysis['prepared']
@@ -160,11 +179,12 @@ class Analyzer {
       case 'FuncCall': {
         const name = lastName(b.funcname)
         if (name !== undefined && name.toLowerCase() === 'set_config') {
-          const c = setConfigClass(b.args)
+          const c = setConfigClass(b.args, this.settings)
           this.raise(c)
           if (c === 'admin') this.functions.add('set_config')
           return
         }
+        if (name !== undefined && SHARED_FUNCTIONS.has(name.toLowerCase())) this.shared(name.toLowerCase())
         const fc = name === undefined ? undefined : functionClass(name)
         if (fc) {
           this.raise(fc)
@@ -175,9 +195,12 @@ class Analyzer {
       case 'SelectStmt':
         return this.select(b, scope, limit)
       case 'InsertStmt':
+        if (isSettingsView(b.relation)) this.settings.add('*')
         this.raise(isCatalogTarget(b.relation) ? 'admin' : 'write')
         return this.withScope(b, scope, limit)
       case 'UpdateStmt':
+        // pg_settings' update rule is set_config with the row's name
+        if (isSettingsView(b.relation)) this.settings.add('*')
         this.raise(isCatalogTarget(b.relation) ? 'admin' : 'write')
         if (isWhereUnbounded(b.whereClause)) this.facts.unbounded = true
         return this.withScope(b, scope, limit)
@@ -202,9 +225,30 @@ class Analyzer {
       case 'ExplainStmt':
         return this.explain(b, scope)
       case 'VariableSetStmt':
-        this.raise(settingClass(b))
+        this.raise(settingClass(b, this.settings))
         return
+      case 'AlterRoleSetStmt':
+      case 'AlterDatabaseSetStmt':
+      case 'AlterSystemStmt':
+        // the grammar gives these their SET without a node wrapper (`setstmt`)
+        if (typeof b.setstmt?.name === 'string') this.settings.add(b.setstmt.name.toLowerCase())
+        else this.settings.add('*')
+        break
+      case 'DoStmt':
+      case 'CreateFunctionStmt':
+      case 'AlterFunctionStmt':
+      case 'CreatePLangStmt':
+        // code the gateway cannot read (a body that may call set_config with any name): a fact a
+        // scope refuses unless it allows code (protocols/postgres/src/scope.ts)
+        this.facts.code = true
+        break
+      case 'ListenStmt':
+        this.shared('listen')
+        break
       case 'NotifyStmt':
+        this.shared('notify')
+        this.raise('write')
+        return
       case 'LockStmt':
         this.raise('write')
         return
@@ -219,11 +263,20 @@ class Analyzer {
       case 'DropStmt':
       case 'RenameStmt':
         this.raise(ADMIN_OBJECTS.has(b.removeType ?? b.renameType) ? 'admin' : 'schema-change')
+        if ((b.removeType ?? b.renameType) === 'OBJECT_POLICY') this.facts.rowSecurity = true
         if (type === 'DropStmt') this.dropped(b)
         return
       case 'AlterTableCmd':
-        if (ADMIN_ALTER_TABLE.has(b.subtype)) this.raise('admin')
+        if (ADMIN_ALTER_TABLE.has(b.subtype)) {
+          this.raise('admin')
+          // switching RLS off or changing the owner undoes what a scope relies on
+          this.facts.rowSecurity = true
+        }
         return
+      case 'CreatePolicyStmt':
+      case 'AlterPolicyStmt':
+        this.facts.rowSecurity = true
+        break
       case 'PrepareStmt':
         return this.prepare(b)
       case 'ExecuteStmt':
@@ -276,9 +329,15 @@ class Analyzer {
     }
   }
 
+  shared(what: string): void {
+    const have = this.facts.shared
+    this.facts.shared = have === undefined ? what : String(have).split(',').includes(what) ? have : `${have},${what}`
+  }
+
   rangeVar(rv: Body, scope: Scope | undefined): void {
     // an unqualified name that a visible CTE defines is that CTE, not a table
     if (!rv.schemaname && !rv.catalogname && cteBody(scope, rv.relname).found) return
+    if (typeof rv.relname === 'string' && SHARED_RELATIONS.has(rv.relname.toLowerCase())) this.shared(rv.relname.toLowerCase())
     this.resources.add(relationName(rv))
   }
 
@@ -365,6 +424,9 @@ class Analyzer {
     if (analyze && inner.execute) this.execute = inner.execute
     // EXPLAIN plans without running; EXPLAIN ANALYZE runs the statement (but returns only the plan)
     this.raise(analyze ? inner.cls : 'read')
+    for (const s of inner.settings) this.settings.add(s)
+    if (inner.facts.code) this.facts.code = true
+    if (inner.facts.shared !== undefined) for (const w of String(inner.facts.shared).split(',')) this.shared(w)
     if (analyze && inner.facts.unbounded) this.facts.unbounded = true
     this.facts.explain = analyze ? 'analyze' : 'plan'
     return false
@@ -376,11 +438,16 @@ class Analyzer {
     for (const r of body.resources) this.resources.add(r)
     this.facts.prepare = String(b.name ?? '')
     this.facts.preparedClass = body.class
+    // what EXECUTE would change is refused at PREPARE already
+    if (body.facts.settings !== undefined) for (const s of String(body.facts.settings).split(',')) this.settings.add(s)
+    if (body.facts.code) this.facts.code = true
+    if (body.facts.shared !== undefined) for (const w of String(body.facts.shared).split(',')) this.shared(w)
     this.prepared = { name: String(b.name ?? ''), body }
     return false
   }
 
   result(): Analysis {
+    if (this.settings.size > 0) this.facts.settings = [...this.settings].join(',')
     const out: Analysis = {
       class: this.cls,
       resources: [...this.resources],
