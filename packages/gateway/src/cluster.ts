@@ -169,7 +169,12 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
     stopping = true
     log.info({ reason, workers: live().length }, 'stopping workers')
     for (const s of slots) if (s.timer) clearTimeout(s.timer)
-    for (const s of live()) s.worker!.send({ portcullis: 'stop' } as never)
+    // a signal, not only a message: a worker still loading has no message handler yet, and one
+    // that has not started listening may as well end at once (SIGTERM's default)
+    for (const s of live()) {
+      s.worker!.send({ portcullis: 'stop' } as never)
+      s.worker!.process.kill('SIGTERM')
+    }
     if (live().length === 0) allExited()
     // a worker that hangs past its own deadline and grace is ended
     const hard = setTimeout(() => {
