@@ -49,7 +49,7 @@ interface Slot {
   timer?: NodeJS.Timeout
 }
 
-type Msg = { portcullis?: string; id?: number; text?: string; targets?: Record<string, { host: string; port: number }>; admin?: string }
+type Msg = { portcullis?: string; id?: number; ask?: string; text?: string; targets?: Record<string, { host: string; port: number }>; admin?: string }
 
 export interface PrimaryOptions {
   config: Config
@@ -75,6 +75,8 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
   let result!: (code: number) => void
   const finished = new Promise<number>((r) => (result = r))
   const metricsAsks = new Map<string, { parts: string[]; waiting: Set<number>; reply(text: string): void; timer: NodeJS.Timeout }>()
+  const summed = (parts: string[]) =>
+    sumMetrics(parts) + `# HELP portcullis_workers Workers whose figures this reply sums.\n# TYPE portcullis_workers gauge\nportcullis_workers ${parts.length}\n`
   let firstReady: ((ok: boolean) => void) | undefined
   let targets: Record<string, { host: string; port: number }> = {}
 
@@ -109,19 +111,17 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
         }
       } else if (m?.portcullis === 'metrics' && typeof m.id === 'number') {
         collectMetrics(w, m.id)
-      } else if (m?.portcullis === 'metrics-part' && typeof m.id === 'number') {
-        for (const ask of metricsAsks.values()) {
-          if (ask.waiting.delete(w.id)) {
-            ask.parts.push(m.text ?? '')
-            if (ask.waiting.size === 0) ask.reply(sumMetrics(ask.parts) + `portcullis_workers ${ask.parts.length}\n`)
-            break
-          }
+      } else if (m?.portcullis === 'metrics-part' && typeof m.ask === 'string') {
+        const ask = metricsAsks.get(m.ask)
+        if (ask?.waiting.delete(w.id)) {
+          ask.parts.push(m.text ?? '')
+          if (ask.waiting.size === 0) ask.reply(summed(ask.parts))
         }
       }
     })
     w.on('exit', (code, signal) => {
       void host?.detach(key)
-      for (const ask of metricsAsks.values()) if (ask.waiting.delete(w.id) && ask.waiting.size === 0) ask.reply(sumMetrics(ask.parts) + `portcullis_workers ${ask.parts.length}\n`)
+      for (const ask of [...metricsAsks.values()]) if (ask.waiting.delete(w.id) && ask.waiting.size === 0) ask.reply(summed(ask.parts))
       if (slot.worker === w) slot.worker = undefined
       if (stopping) {
         if (live().length === 0) allExited()
@@ -152,7 +152,7 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
     const ask = {
       parts: [] as string[],
       waiting: new Set(ready.map((s) => s.worker!.id)),
-      timer: setTimeout(() => ask.reply(sumMetrics(ask.parts) + `portcullis_workers ${ask.parts.length}\n`), METRICS_WAIT_MS),
+      timer: setTimeout(() => ask.reply(summed(ask.parts)), METRICS_WAIT_MS),
       reply(text: string) {
         clearTimeout(ask.timer)
         if (!metricsAsks.delete(key)) return
@@ -160,8 +160,8 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
       },
     }
     metricsAsks.set(key, ask)
-    for (const s of ready) s.worker!.send({ portcullis: 'metrics-collect', id } as never)
-    if (ask.waiting.size === 0) ask.reply(`portcullis_workers 0\n`)
+    for (const s of ready) s.worker!.send({ portcullis: 'metrics-collect', ask: key } as never)
+    if (ask.waiting.size === 0) ask.reply(summed([]))
   }
 
   async function stop(reason: string, code = 0): Promise<void> {
@@ -169,7 +169,12 @@ export async function runPrimary(opts: PrimaryOptions): Promise<number> {
     stopping = true
     log.info({ reason, workers: live().length }, 'stopping workers')
     for (const s of slots) if (s.timer) clearTimeout(s.timer)
-    for (const s of live()) s.worker!.send({ portcullis: 'stop' } as never)
+    // a signal, not only a message: a worker still loading has no message handler yet, and one
+    // that has not started listening may as well end at once (SIGTERM's default)
+    for (const s of live()) {
+      s.worker!.send({ portcullis: 'stop' } as never)
+      s.worker!.process.kill('SIGTERM')
+    }
     if (live().length === 0) allExited()
     // a worker that hangs past its own deadline and grace is ended
     const hard = setTimeout(() => {
@@ -258,7 +263,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let gateway: Awaited<ReturnType<typeof startGateway>> | undefined
   process.on('message', (m: Msg) => {
     if (m?.portcullis === 'metrics-reply' && typeof m.id === 'number') metricsWaiting.get(m.id)?.(m.text ?? '')
-    else if (m?.portcullis === 'metrics-collect') send({ portcullis: 'metrics-part', id: m.id, text: gateway?.core.metrics.render() ?? '' })
+    else if (m?.portcullis === 'metrics-collect') send({ portcullis: 'metrics-part', ask: m.ask, text: gateway?.core.metrics.render() ?? '' })
     else if (m?.portcullis === 'reload') gateway?.reloadFromFile().catch((err) => log.error({ err }, 'reload failed'))
     else if (m?.portcullis === 'stop') stop('primary')
   })
