@@ -15,6 +15,7 @@ import { startPostgres, type RunningPostgres } from '@portcullis/fixtures/postgr
 import { startHttpUpstream, type HttpUpstream } from '@portcullis/fixtures/http-upstream'
 import { freePort } from '@portcullis/fixtures/redis'
 import { devIssuerConfig, mintDevToken } from '../../src/dev-tokens.ts'
+import { startGate, type Gate } from './gate.ts'
 
 const execFile = promisify(execFileCb)
 const BIN = new URL('../../bin/portcullis.mjs', import.meta.url).pathname
@@ -186,6 +187,8 @@ export interface World {
   pg: RunningPostgres
   redis: RestartableRedis
   http: HttpUpstream
+  /** the relay the gateway reaches Postgres through, when startWorld was asked for one (gate.ts) */
+  pgGate: Gate | undefined
   recordingsDir: string
   auditFile: string
   /** the HMAC key recordings are sealed with */
@@ -212,7 +215,7 @@ export const MAX_CONNECTIONS = 1500
 /** File descriptors the spawned gateway may hold (ulimit -n). */
 export const GATEWAY_FD_LIMIT = 4096
 
-function configYaml(w: { dir: string; issuer: { issuer: string; audience: string; jwksFile: string }; pg: RunningPostgres; redis: RestartableRedis; http: HttpUpstream; ports: { pg: number; redis: number; http: number } }): string {
+function configYaml(w: { dir: string; issuer: { issuer: string; audience: string; jwksFile: string }; pg: { host: string; port: number; database: string; user: string }; redis: RestartableRedis; http: HttpUpstream; ports: { pg: number; redis: number; http: number } }): string {
   const q = (s: string) => JSON.stringify(s)
   const limits = `limits: { maxConnections: ${MAX_CONNECTIONS}, handshakeTimeout: 5s }`
   return `
@@ -265,9 +268,16 @@ function parsePorts(log: string): Partial<Record<'pg' | 'redis' | 'llm', number>
   return ports
 }
 
-export async function startWorld(): Promise<World> {
+export interface WorldOptions {
+  /** the gateway reaches Postgres through a relay the test can hold shut (World.pgGate) */
+  pgGate?: boolean
+}
+
+export async function startWorld(opts: WorldOptions = {}): Promise<World> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-robust-'))
   const [pg, redis, http] = await Promise.all([startPostgres(), startRestartableRedis(REDIS_PASSWORD), startHttpUpstream({ extra: { note: 'contact ada@example.com' } })])
+  const pgGate = opts.pgGate ? await startGate({ host: pg.host, port: pg.port }) : undefined
+  const pgUpstream = pgGate ? { host: '127.0.0.1', port: pgGate.port, database: pg.database, user: pg.user } : pg
   const issuer = await devIssuerConfig(join(dir, 'issuer'))
   await mkdir(join(dir, 'secrets'), { recursive: true })
   const secrets = { pg: pg.password, redis: REDIS_PASSWORD, openai: API_KEY, seal: SEAL_KEY }
@@ -289,7 +299,7 @@ export async function startWorld(): Promise<World> {
 
   const startGateway = async (fixed?: { pg: number; redis: number; http: number }): Promise<GatewayProcess> => {
     const ports = fixed ?? { pg: 0, redis: 0, http: 0 }
-    await writeFile(configFile, configYaml({ dir, issuer, pg, redis, http, ports }))
+    await writeFile(configFile, configYaml({ dir, issuer, pg: pgUpstream, redis, http, ports }))
     // ulimit -n in the shell that execs node: 1,000 idle + 50 active clients and their upstreams
     const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'start', '--config', configFile], {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -336,6 +346,7 @@ export async function startWorld(): Promise<World> {
     pg,
     redis,
     http,
+    pgGate,
     recordingsDir: join(dir, 'recordings'),
     auditFile: join(dir, 'audit.jsonl'),
     sealKey: Buffer.from(SEAL_KEY),
@@ -351,6 +362,7 @@ export async function startWorld(): Promise<World> {
     startGateway,
     async cleanup() {
       await world.gateway?.stop().catch(() => {})
+      await pgGate?.close()
       await Promise.allSettled([pg.stop(), redis.stop(), http.stop()])
       await rm(dir, { recursive: true, force: true })
       unhookPg()
