@@ -301,7 +301,10 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     const ports = fixed ?? { pg: 0, redis: 0, http: 0 }
     await writeFile(configFile, configYaml({ dir, issuer, pg: pgUpstream, redis, http, ports }))
     // ulimit -n in the shell that execs node: 1,000 idle + 50 active clients and their upstreams
-    const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'start', '--config', configFile], {
+    // PORTCULLIS_GATEWAY_NODE_ARGS: node flags for the gateway only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+    // (a profile of the gateway itself; NODE_OPTIONS does not take --cpu-prof)
+    const nodeArgs = (process.env.PORTCULLIS_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && exec "$0" "$@"`, process.execPath, ...nodeArgs, BIN, 'start', '--config', configFile], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: gatewayEnv(),
     })
