@@ -176,6 +176,8 @@ export interface GatewayProcess {
   log(): string
   rssBytes(): number
   fds(): number
+  /** what its fds are, counted by kind (recording, socket, pipe, ...): says what a leak is */
+  fdKinds(): string
   /** its TCP sockets connected to this port (/proc/<pid>/fd inodes matched in /proc/net/tcp) */
   socketsTo(port: number): number
   /** true while the process runs */
@@ -342,6 +344,18 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
         return Number(m![1]) * 1024
       },
       fds: () => readdirSync(`/proc/${pid}/fd`).length,
+      fdKinds: () => {
+        const kinds = new Map<string, number>()
+        for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+          let l = '?'
+          try {
+            l = readlinkSync(`/proc/${pid}/fd/${fd}`)
+          } catch {}
+          const k = l.endsWith('.pcr') ? 'recording' : l.replace(/:\[?\d+\]?$/, '').replace(/^\/.*\//, '')
+          kinds.set(k, (kinds.get(k) ?? 0) + 1)
+        }
+        return [...kinds].map(([k, n]) => `${k} ${n}`).join(', ')
+      },
       socketsTo: (port: number) => {
         const inodes = new Set<string>()
         for (const fd of readdirSync(`/proc/${pid}/fd`)) {
