@@ -43,7 +43,7 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
       batches.push({ protocol, stats, report })
       print(formatStats(stats))
       print(
-        `  after the batch: ${report.problems.length ? 'PROBLEMS: ' + report.problems.join(' | ') : 'alive, answering, no crash logged'}; fds ${report.fds}, RSS ${(report.rss / 1048576).toFixed(0)} MiB, ` +
+        `  after the batch: ${report.problems.length ? 'PROBLEMS: ' + report.problems.join(' | ') : 'alive, answering, no crash logged'}; fds ${report.fds} (HTTP pool ${report.httpPool}), RSS ${(report.rss / 1048576).toFixed(0)} MiB, ` +
           `upstream pg ${report.pgBackends} redis ${report.redisClients}, recordings verified ${report.recordings.files} (intact ${report.recordings.status.intact}, tampered ${report.recordings.status.tampered})`,
       )
       const t = (totals[protocol] ??= { ...stats, cases: 0, preLoginCases: 0, connections: 0, answered: 0, closedByGateway: 0, fin: 0, rst: 0, stalled: 0, loginFailures: 0, mutations: {}, ms: 0 })

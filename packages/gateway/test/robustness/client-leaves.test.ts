@@ -5,13 +5,15 @@
 import t from 'tap'
 import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { verifyRecording } from '@portcullis/core'
 import { pgGatewayBackends, recordingFiles, redisGatewayClients, sleep, startWorld } from './env.ts'
 import { resp } from './wire.ts'
 import { hygieneTest } from './hygiene.ts'
 import { prepareData } from './capture.ts'
 
-const w = await startWorld()
+// Postgres through a gate (gate.ts): a test can hold the gateway inside its upstream connect
+const w = await startWorld({ pgGate: true })
 t.teardown(() => w.cleanup())
 await prepareData(w)
 
@@ -67,6 +69,80 @@ t.test('postgres: Query then FIN after ReadyForQuery ends the session: no backen
   t.same(await openRecordings(), [], 'every recording sealed')
   t.ok(w.gateway.fds() <= fds, `fds back (${w.gateway.fds()} vs ${fds})`)
   c.s.destroy()
+})
+
+/** the kernel's TCP state of the gateway's end of a client connection (/proc/net/tcp, hex ports) */
+function gatewaySideState(gatewayPort: number, clientPort: number): string | undefined {
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0')
+  for (const line of readFileSync('/proc/net/tcp', 'latin1').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/)
+    if (f[1]?.endsWith(':' + hex(gatewayPort)) && f[2]?.endsWith(':' + hex(clientPort))) return f[3]
+  }
+  return undefined
+}
+
+/** whole backend messages of a reply stream, and the bytes after the last whole one */
+function pgReplies(b: Buffer): { types: string; tags: string[]; rest: number } {
+  let types = ''
+  const tags: string[] = []
+  let at = 0
+  while (at + 5 <= b.length) {
+    const len = b.readInt32BE(at + 1)
+    if (at + 1 + len > b.length) break
+    types += String.fromCharCode(b[at]!)
+    if (b[at] === 0x43) tags.push(b.subarray(at + 5, at + len).toString('latin1').replace(/\0$/, ''))
+    at += 1 + len
+  }
+  return { types, tags, rest: b.length - at }
+}
+
+// The race fixed in the Postgres proxy's constructor (readableEnded): a client's EOF read after the
+// startup reader let go of the socket and before the proxy listened emits its 'end' to nobody. The
+// gate pins the gateway inside its upstream connect — after the startup reader detached, before the
+// proxy exists — while the client's FIN arrives and is read: the kernel shows the gateway's end in
+// CLOSE_WAIT, and an answer on another of its ports proves its event loop has run (and read the
+// EOF, which epoll reported first) since. Only then does the upstream connect go on.
+t.test('postgres: startup, password and Query, then FIN while the gateway connects upstream: every reply, then the session ends', async (t) => {
+  const gate = w.pgGate!
+  const token = await w.token('robust-leaves')
+  const fds = w.gateway.fds()
+  gate.hold()
+  const accepted = gate.nextAccept()
+  try {
+    const c = await raw(w.gateway.ports.pg)
+    const params = Buffer.concat([cstr('user'), cstr('robust-leaves'), cstr('database'), cstr('app'), Buffer.from([0])])
+    const startup = Buffer.alloc(8)
+    startup.writeInt32BE(8 + params.length, 0)
+    startup.writeInt32BE(196608, 4)
+    // the whole conversation up front, as a client that pipelines its login would; FIN comes later
+    c.s.write(Buffer.concat([startup, params, pgMessage('p', cstr(token)), pgMessage('Q', cstr('SELECT 1 AS one'))]))
+    await accepted
+    t.pass('the gateway verified the token and is connecting upstream (held at the gate)')
+    c.s.end()
+    await once(c.s, 'finish')
+    for (let i = 0; i < 500 && gatewaySideState(w.gateway.ports.pg, c.s.localPort!) !== '08'; i++) await sleep(10)
+    t.equal(gatewaySideState(w.gateway.ports.pg, c.s.localPort!), '08', "the client's FIN reached the gateway's socket (CLOSE_WAIT) while its upstream connect is held")
+    const probe = await raw(w.gateway.ports.redis)
+    probe.s.write('PING\r\n')
+    for (let i = 0; i < 1000 && probe.got().length === 0; i++) await sleep(10)
+    t.ok(probe.got().length > 0, "the gateway's event loop ran after the FIN arrived (another port answered)")
+    probe.s.destroy()
+    gate.release()
+    await Promise.race([c.closed, sleep(30_000)])
+    const r = pgReplies(c.got())
+    t.match(r.types, /^RRS*KZTDCZ$/, `every reply in order: the password request, AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery, then the Query's RowDescription, DataRow, CommandComplete, ReadyForQuery (got ${r.types})`)
+    t.same(r.tags, ['SELECT 1'], 'the Query completed')
+    t.equal(r.rest, 0, 'no partial message')
+    t.ok(c.s.readableEnded, 'the gateway ended the connection after the last reply (it did not wait for ever on a client that had gone)')
+    c.s.destroy()
+  } finally {
+    gate.release()
+  }
+  for (let i = 0; i < 100 && (await pgGatewayBackends(w.pg)) > 0; i++) await sleep(100)
+  t.equal(await pgGatewayBackends(w.pg), 0, 'no upstream backend left')
+  await sleep(1000)
+  t.same(await openRecordings(), [], 'every recording sealed')
+  t.ok(w.gateway.fds() <= fds, `fds back (${w.gateway.fds()} vs ${fds})`)
 })
 
 t.test('redis: AUTH then FIN or RST at once (the client leaves during token verification) leaves no open recording, no fd', async (t) => {

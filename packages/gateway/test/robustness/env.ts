@@ -15,6 +15,7 @@ import { startPostgres, type RunningPostgres } from '@portcullis/fixtures/postgr
 import { startHttpUpstream, type HttpUpstream } from '@portcullis/fixtures/http-upstream'
 import { freePort } from '@portcullis/fixtures/redis'
 import { devIssuerConfig, mintDevToken } from '../../src/dev-tokens.ts'
+import { startGate, type Gate } from './gate.ts'
 
 const execFile = promisify(execFileCb)
 const BIN = new URL('../../bin/portcullis.mjs', import.meta.url).pathname
@@ -175,6 +176,10 @@ export interface GatewayProcess {
   log(): string
   rssBytes(): number
   fds(): number
+  /** what its fds are, counted by kind (recording, socket, pipe, ...): says what a leak is */
+  fdKinds(): string
+  /** its TCP sockets connected to this port (/proc/<pid>/fd inodes matched in /proc/net/tcp) */
+  socketsTo(port: number): number
   /** true while the process runs */
   alive(): boolean
   exited: Promise<unknown>
@@ -186,6 +191,8 @@ export interface World {
   pg: RunningPostgres
   redis: RestartableRedis
   http: HttpUpstream
+  /** the relay the gateway reaches Postgres through, when startWorld was asked for one (gate.ts) */
+  pgGate: Gate | undefined
   recordingsDir: string
   auditFile: string
   /** the HMAC key recordings are sealed with */
@@ -212,7 +219,7 @@ export const MAX_CONNECTIONS = 1500
 /** File descriptors the spawned gateway may hold (ulimit -n). */
 export const GATEWAY_FD_LIMIT = 4096
 
-function configYaml(w: { dir: string; issuer: { issuer: string; audience: string; jwksFile: string }; pg: RunningPostgres; redis: RestartableRedis; http: HttpUpstream; ports: { pg: number; redis: number; http: number } }): string {
+function configYaml(w: { dir: string; issuer: { issuer: string; audience: string; jwksFile: string }; pg: { host: string; port: number; database: string; user: string }; redis: RestartableRedis; http: HttpUpstream; ports: { pg: number; redis: number; http: number } }): string {
   const q = (s: string) => JSON.stringify(s)
   const limits = `limits: { maxConnections: ${MAX_CONNECTIONS}, handshakeTimeout: 5s }`
   return `
@@ -265,9 +272,19 @@ function parsePorts(log: string): Partial<Record<'pg' | 'redis' | 'llm', number>
   return ports
 }
 
-export async function startWorld(): Promise<World> {
+export interface WorldOptions {
+  /** the gateway reaches Postgres through a relay the test can hold shut (World.pgGate) */
+  pgGate?: boolean
+}
+
+/** sh: unsets NODE_OPTIONS and every TAP* / _TAPJS* variable (names from `env`; values may hold newlines, names do not) */
+const UNSET_RUNNER_ENV = `{ unset NODE_OPTIONS; for v in $(env | sed -n 's/^\\(_\\{0,1\\}TAP[A-Za-z0-9_]*\\)=.*/\\1/p'); do unset "$v"; done; true; }`
+
+export async function startWorld(opts: WorldOptions = {}): Promise<World> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-robust-'))
   const [pg, redis, http] = await Promise.all([startPostgres(), startRestartableRedis(REDIS_PASSWORD), startHttpUpstream({ extra: { note: 'contact ada@example.com' } })])
+  const pgGate = opts.pgGate ? await startGate({ host: pg.host, port: pg.port }) : undefined
+  const pgUpstream = pgGate ? { host: '127.0.0.1', port: pgGate.port, database: pg.database, user: pg.user } : pg
   const issuer = await devIssuerConfig(join(dir, 'issuer'))
   await mkdir(join(dir, 'secrets'), { recursive: true })
   const secrets = { pg: pg.password, redis: REDIS_PASSWORD, openai: API_KEY, seal: SEAL_KEY }
@@ -279,7 +296,11 @@ export async function startWorld(): Promise<World> {
   const configFile = join(dir, 'portcullis.yaml')
 
   // the gateway as it runs in production: without the test runner's loader hooks in NODE_OPTIONS
-  // (tap's processinfo import), which a child inherits and which hold memory the RSS bound would count
+  // (tap's processinfo import), which a child inherits and which hold memory the RSS bound would count.
+  // Taking them out of the env passed to spawn is not enough: processinfo hooks spawn itself
+  // (process-on-spawn) and puts NODE_OPTIONS and its _TAPJS_PROCESSINFO_* back into every child's
+  // env, so the shell that execs node unsets them (UNSET_RUNNER_ENV); the gateway under tap held
+  // 305-312 MiB after 10,000 Redis cases, 229-230 MiB run by `pnpm fuzz` with the same cases.
   const gatewayEnv = (): NodeJS.ProcessEnv => {
     const env = { ...process.env }
     delete env.NODE_OPTIONS
@@ -289,9 +310,12 @@ export async function startWorld(): Promise<World> {
 
   const startGateway = async (fixed?: { pg: number; redis: number; http: number }): Promise<GatewayProcess> => {
     const ports = fixed ?? { pg: 0, redis: 0, http: 0 }
-    await writeFile(configFile, configYaml({ dir, issuer, pg, redis, http, ports }))
+    await writeFile(configFile, configYaml({ dir, issuer, pg: pgUpstream, redis, http, ports }))
     // ulimit -n in the shell that execs node: 1,000 idle + 50 active clients and their upstreams
-    const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'start', '--config', configFile], {
+    // PORTCULLIS_GATEWAY_NODE_ARGS: node flags for the gateway only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+    // (a profile of the gateway itself; NODE_OPTIONS does not take --cpu-prof)
+    const nodeArgs = (process.env.PORTCULLIS_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && ${UNSET_RUNNER_ENV} && exec "$0" "$@"`, process.execPath, ...nodeArgs, BIN, 'start', '--config', configFile], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: gatewayEnv(),
     })
@@ -320,6 +344,42 @@ export async function startWorld(): Promise<World> {
         return Number(m![1]) * 1024
       },
       fds: () => readdirSync(`/proc/${pid}/fd`).length,
+      fdKinds: () => {
+        const kinds = new Map<string, number>()
+        for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+          let l = '?'
+          try {
+            l = readlinkSync(`/proc/${pid}/fd/${fd}`)
+          } catch {}
+          const k = l.endsWith('.pcr') ? 'recording' : l.replace(/:\[?\d+\]?$/, '').replace(/^\/.*\//, '')
+          kinds.set(k, (kinds.get(k) ?? 0) + 1)
+        }
+        return [...kinds].map(([k, n]) => `${k} ${n}`).join(', ')
+      },
+      socketsTo: (port: number) => {
+        const inodes = new Set<string>()
+        for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+          try {
+            const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))
+            if (m) inodes.add(m[1]!)
+          } catch {}
+        }
+        const hex = ':' + port.toString(16).toUpperCase().padStart(4, '0')
+        let n = 0
+        for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+          let text = ''
+          try {
+            text = readFileSync(table, 'latin1')
+          } catch {
+            continue
+          }
+          for (const line of text.split('\n').slice(1)) {
+            const f = line.trim().split(/\s+/)
+            if (f[2]?.endsWith(hex) && inodes.has(f[9]!)) n++
+          }
+        }
+        return n
+      },
       exited,
       async stop() {
         if (child.exitCode !== null || child.signalCode !== null) return
@@ -336,6 +396,7 @@ export async function startWorld(): Promise<World> {
     pg,
     redis,
     http,
+    pgGate,
     recordingsDir: join(dir, 'recordings'),
     auditFile: join(dir, 'audit.jsonl'),
     sealKey: Buffer.from(SEAL_KEY),
@@ -351,6 +412,7 @@ export async function startWorld(): Promise<World> {
     startGateway,
     async cleanup() {
       await world.gateway?.stop().catch(() => {})
+      await pgGate?.close()
       await Promise.allSettled([pg.stop(), redis.stop(), http.stop()])
       await rm(dir, { recursive: true, force: true })
       unhookPg()
