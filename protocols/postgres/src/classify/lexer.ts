@@ -1,8 +1,10 @@
 // The skeleton of a SQL text: its tokens as Postgres's scanner (src/backend/parser/scan.l) reads them,
 // with every plain constant (string, number, bit string) replaced by a placeholder of its token kind,
-// and every run of whitespace and comments by one space. Two texts with one skeleton give the grammar
-// the same token stream except for those constants' values; the classifier (index.ts) decides whether
-// its analysis of one text holds for all of them.
+// every run of whitespace by one space and every run holding a comment by one \x01. A comment's text
+// is not kept but its place is: libpg_query's parser reads `NOT /* c */ IN` as a syntax error where
+// the server reads NOT IN, so a text with a comment must not borrow the analysis of one without. Two
+// texts with one skeleton give the grammar the same token stream except for those constants' values;
+// the classifier (index.ts) decides whether its analysis of one text holds for all of them.
 //
 // Certainty over coverage: where this scanner and the server's could disagree (PG 15 upstream, the
 // PG 17 grammar of libpg_query), a literal it cannot vouch for is kept as written (E'' strings with
@@ -15,7 +17,7 @@
 // so scanning the decoded JS string is scanning the server's bytes.
 
 export interface Skeleton {
-  /** the cache key: exact tokens, ' ' for separators, \0 + kind for each constant */
+  /** the cache key: exact tokens, ' ' for whitespace, \x01 for a comment, \0 + kind for each constant */
   key: string
   /** UTF-16 offset of each constant replaced by a placeholder, in text order */
   literals: number[]
@@ -74,7 +76,7 @@ export function skeletonOf(sql: string): Skeleton | undefined {
     const c = sql.charCodeAt(i)
     const k = cls(c)
     if (k & C_SPACE) {
-      b.sep = true
+      if (b.sep === SEP_NONE) b.sep = SEP_SPACE
       i++
       continue
     }
@@ -82,14 +84,14 @@ export function skeletonOf(sql: string): Skeleton | undefined {
     if (c === 45 && sql.charCodeAt(i + 1) === 45) {
       i += 2
       while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++
-      b.sep = true
+      b.sep = SEP_COMMENT
       continue
     }
     if (c === 47 && sql.charCodeAt(i + 1) === 42) {
       const end = blockCommentEnd(sql, i + 2)
       if (end < 0) return undefined
       i = end
-      b.sep = true
+      b.sep = SEP_COMMENT
       continue
     }
     const start = i
@@ -161,11 +163,17 @@ export function skeletonOf(sql: string): Skeleton | undefined {
   return skeleton.key === '' ? undefined : skeleton
 }
 
+const SEP_NONE = 0
+const SEP_SPACE = 1
+const SEP_COMMENT = 2
+/** what a separator run adds to the key, by SEP_* */
+const SEP_TEXT = ['', ' ', '\x01']
+
 /** The key as it grows: runs of exact tokens copied in one slice each, constants as placeholders. */
 class KeyBuilder {
   key = ''
-  /** whitespace or a comment since the last token */
-  sep = false
+  /** whitespace (SEP_SPACE) or a comment (SEP_COMMENT) since the last token */
+  sep = SEP_NONE
   /** end of the previous significant token */
   prevEnd = -1
   readonly literals: number[] = []
@@ -176,10 +184,10 @@ class KeyBuilder {
   constructor(private readonly sql: string) {}
 
   exact(start: number, end: number): void {
-    if (this.sep || start !== this.runEnd) {
+    if (this.sep !== SEP_NONE || start !== this.runEnd) {
       if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
-      if (this.sep) this.key += ' '
-      this.sep = false
+      this.key += SEP_TEXT[this.sep]
+      this.sep = SEP_NONE
       this.runStart = start
     }
     this.runEnd = end
@@ -192,8 +200,8 @@ class KeyBuilder {
   placeholder(kind: string, at: number): void {
     if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
     this.runStart = this.runEnd = -1
-    this.key += this.sep ? ' \0' + kind : '\0' + kind
-    this.sep = false
+    this.key += SEP_TEXT[this.sep] + '\0' + kind
+    this.sep = SEP_NONE
     this.literals.push(at)
     // a '-' ending the token just before (`-5`, `x*-5`): the grammar folds it into the constant
     this.minus.push(this.prevEnd > 0 && this.sql.charCodeAt(this.prevEnd - 1) === 45 ? this.prevEnd - 1 : -1)
