@@ -138,7 +138,7 @@ t.test('the approver sees the statement as sent with its parameters (masked ones
   t.match(a.statementHash, /^[0-9a-f]{64}$/)
   t.match(a.policyVersion, /^[0-9a-f]{16}$/)
   t.equal(a.minApprovals, 1)
-  t.equal(a.estimate, null, 'the estimate slot is there for the estimator')
+  t.match(a.estimate, { source: 'explain', tables: ['public.documents'], estimatedRows: Number }, 'the blast radius, estimated before anyone decides')
   t.ok(Date.parse(a.expires) > Date.now(), 'the expiry')
   t.match(a.recent, [{ statement: /SELECT count\(\*\) FROM documents/, action: 'allow' }], 'the session before it')
   const one = await api(s, 'GET', `/api/approvals/${a.id}`, s.dba1)
