@@ -2,7 +2,8 @@
 // workers reach it over IPC. Cases (1)–(3) of issue 12's multi-instance list, with the two workers
 // in the place of the instances, driven by pg and node:http against the real CLI (one process
 // tree: the primary and its workers share the data and admin ports); then a worker killed with
-// SIGKILL is restarted while the listener keeps answering, and SIGTERM drains both workers.
+// SIGKILL is restarted while the listener keeps answering, and SIGTERM drains both workers. A
+// reload (SIGHUP to the primary, or the file changing) reaches both workers.
 //
 // Which worker serves a connection is node:cluster's round-robin, not ours to pick: a helper opens
 // connections until one lands where the case needs it, learning where from the session registry
@@ -273,6 +274,44 @@ t.test('(3) a revocation ends the subject\'s sessions in both workers; the regis
   t.pass("ended the other worker's session")
   t.match((await l1.c.query('SELECT 1 AS ok')).rows, [{ ok: 1 }], 'the session in the asking worker is untouched')
   await waitFor(async () => !(await sessions()).some((s) => s.id === target.id), 'the ended session to leave the registry')
+})
+
+t.test('a reload reaches every worker: SIGHUP to the primary reloads both, and a changed rule applies in both', async (t) => {
+  const file = join(env.dir, 'portcullis.yaml')
+  const original = await readFile(file, 'utf8')
+  const a = await clientOn('agent-reload', {})
+  const b = await clientOn('agent-reload', { not: a.instance })
+  t.teardown(async () => {
+    await a.c.end().catch(() => {})
+    await b.c.end().catch(() => {})
+  })
+  t.not(a.instance, b.instance, 'one client in each worker')
+  const reloads = () => log.split('\n').filter((l) => l.includes('"msg":"config reloaded"')).length
+
+  // the file unchanged: no watcher fires, so what reloads is the primary's fan-out alone
+  const before = reloads()
+  child.kill('SIGHUP')
+  await waitFor(() => reloads() >= before + 2, 'both workers to reload on SIGHUP')
+  t.match(log, /"msg":"SIGHUP: reloading config in every worker"/, 'the primary fanned SIGHUP out')
+
+  const read = (c: pg.Client) =>
+    c.query('SELECT name FROM items WHERE id = 3').then(
+      () => 'ran',
+      (err: { code?: string }) => err.code ?? 'error',
+    )
+  t.equal(await read(a.c), 'ran')
+  const blocking = original.replace('  - { id: read,', '  - { id: no-items, when: { groups: [agents], resources: [items, public.items] }, action: block }\n  - { id: read,')
+  t.not(blocking, original, 'the config gains a rule')
+  await writeFile(file, blocking)
+  child.kill('SIGHUP')
+  await waitFor(async () => (await read(a.c)) === '42501' && (await read(b.c)) === '42501', 'the new rule to apply in both workers')
+  t.pass('both workers block what the reloaded rules block')
+
+  await writeFile(file, original)
+  child.kill('SIGHUP')
+  await waitFor(async () => (await read(a.c)) === 'ran' && (await read(b.c)) === 'ran', 'the old rules back in both workers')
+  t.pass('and both run it again once the rule is gone')
+  t.equal(child.exitCode, null, 'no reload ended the host')
 })
 
 t.test('a worker killed with SIGKILL is restarted; the listener keeps answering; what it held is withdrawn', async (t) => {
