@@ -66,6 +66,12 @@ function describe(err: unknown): string {
   return /timeout/i.test(m) ? 'unreachable (timeout)' : /terminat|closed|ended/i.test(m) ? 'connection lost' : 'unreachable'
 }
 
+/** why a request that no longer matched `status = 'pending'` (and alive, unexpired) was not decided */
+function notPending(id: string, found: { status: unknown; expired: unknown }): PortcullisError {
+  const why = found.status !== 'pending' ? `is already ${String(found.status)}` : found.expired ? 'has expired' : 'is held by a gateway instance that stopped answering'
+  return new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} ${why}`, { approvalId: id })
+}
+
 export class PostgresControlStore implements ControlStore {
   readonly kind = 'postgres' as const
   readonly #o: Settled
@@ -215,23 +221,10 @@ export class PostgresControlStore implements ControlStore {
       if (!rows[0]) {
         const { rows: found } = await c.query(`SELECT status, expires <= now() AS expired FROM ${this.#s}.requests WHERE id = $1`, [id])
         if (!found[0]) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
-        const why = found[0].status !== 'pending' ? `is already ${String(found[0].status)}` : found[0].expired ? 'has expired' : 'is held by a gateway instance that stopped answering'
-        throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} ${why}`, { approvalId: id })
+        throw notPending(id, found[0])
       }
       const request = rows[0].body as ApprovalRequest
-      const changes: ControlChange[] = []
-      if (verdict.grant) {
-        const g = verdict.grant
-        await c.query(
-          `INSERT INTO ${this.#s}.grants (subject, target, fingerprint, until, approval_id) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)
-           ON CONFLICT (subject, target, fingerprint) DO UPDATE SET until = greatest(${this.#s}.grants.until, excluded.until), approval_id = excluded.approval_id`,
-          [g.subject, g.target, g.fingerprint, g.until, g.approvalId],
-        )
-        changes.push({ kind: 'grant', grant: g })
-      }
-      changes.push({ kind: 'request', request })
-      await this.#append(c, changes)
-      return { request, changes }
+      return { request, changes: await this.#decided(c, request, verdict.grant) }
     })
     for (const ch of done.changes) this.#emit(ch)
     return done.request
@@ -268,26 +261,29 @@ export class PostgresControlStore implements ControlStore {
         if (!found[0]) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
         if (found[0].status === 'pending' && found[0].counted === true)
           throw new PortcullisError('APPROVAL_ALREADY_COUNTED', `${vote.by} has already approved ${id}; each approver counts once`, { approvalId: id })
-        const why = found[0].status !== 'pending' ? `is already ${String(found[0].status)}` : found[0].expired ? 'has expired' : 'is held by a gateway instance that stopped answering'
-        throw new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} ${why}`, { approvalId: id })
+        throw notPending(id, found[0])
       }
       const request = rows[0].body as ApprovalRequest
-      const changes: ControlChange[] = []
-      if (rows[0].status === 'approved' && verdict.grant) {
-        const g = verdict.grant
-        await c.query(
-          `INSERT INTO ${this.#s}.grants (subject, target, fingerprint, until, approval_id) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)
-           ON CONFLICT (subject, target, fingerprint) DO UPDATE SET until = greatest(${this.#s}.grants.until, excluded.until), approval_id = excluded.approval_id`,
-          [g.subject, g.target, g.fingerprint, g.until, g.approvalId],
-        )
-        changes.push({ kind: 'grant', grant: g })
-      }
-      changes.push({ kind: 'request', request })
-      await this.#append(c, changes)
-      return { request, changes }
+      return { request, changes: await this.#decided(c, request, rows[0].status === 'approved' ? verdict.grant : undefined) }
     })
     for (const ch of done.changes) this.#emit(ch)
     return done.request
+  }
+
+  /** a decided request's change, and its window's grant when it has one, in the deciding transaction */
+  async #decided(c: pg.PoolClient, request: ApprovalRequest, grant: ApprovalGrant | undefined): Promise<ControlChange[]> {
+    const changes: ControlChange[] = []
+    if (grant) {
+      await c.query(
+        `INSERT INTO ${this.#s}.grants (subject, target, fingerprint, until, approval_id) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)
+         ON CONFLICT (subject, target, fingerprint) DO UPDATE SET until = greatest(${this.#s}.grants.until, excluded.until), approval_id = excluded.approval_id`,
+        [grant.subject, grant.target, grant.fingerprint, grant.until, grant.approvalId],
+      )
+      changes.push({ kind: 'grant', grant })
+    }
+    changes.push({ kind: 'request', request })
+    await this.#append(c, changes)
+    return changes
   }
 
   async release(id: string): Promise<ApprovalRequest | undefined> {

@@ -10,6 +10,19 @@ const XADD = (kind: string, fields: string) => `redis.call('XADD', p .. 'changes
 const XADD_REQUEST = (key: string) => `redis.call('XADD', p .. 'changes', 'MAXLEN', '~', 100000, '*', 'kind', 'request', unpack(redis.call('HGETALL', ${key})))`
 
 /** ARGV: prefix, id, body, instance, expires, retainMs, minApprovals, mode */
+/**
+ * A decision's window: the grant (body, fingerprint and expiry ms in the ARGV slots named), kept
+ * until it lapses, and its change. Written only when the body slot is set.
+ */
+const WRITE_GRANT = (body: number, fingerprint: number, until: number) => `if ARGV[${body}] ~= '' then
+  local ttl = tonumber(ARGV[${until}]) - now
+  if ttl > 0 then
+    redis.call('SET', p .. 'grant:' .. ARGV[${fingerprint}], ARGV[${body}], 'PX', ttl)
+    redis.call('ZADD', p .. 'grants', ARGV[${until}], ARGV[${fingerprint}])
+  end
+  ${XADD('grant', `'body', ARGV[${body}]`)}
+end`
+
 export const PUT_REQUEST = `
 local p = ARGV[1]
 ${NOW}
@@ -42,14 +55,7 @@ redis.call('HSET', key, 'status', ARGV[3], 'decidedBy', ARGV[4], 'reason', ARGV[
 redis.call('PEXPIRE', key, tonumber(ARGV[10]))
 redis.call('ZADD', p .. 'reqs', now, ARGV[2])
 if inst and inst ~= '' then redis.call('SREM', p .. 'pending:' .. inst, ARGV[2]) end
-if ARGV[7] ~= '' then
-  local ttl = tonumber(ARGV[9]) - now
-  if ttl > 0 then
-    redis.call('SET', p .. 'grant:' .. ARGV[8], ARGV[7], 'PX', ttl)
-    redis.call('ZADD', p .. 'grants', ARGV[9], ARGV[8])
-  end
-  ${XADD('grant', `'body', ARGV[7]`)}
-end
+${WRITE_GRANT(7, 8, 9)}
 ${XADD_REQUEST('key')}
 return {'ok'}`
 
@@ -111,14 +117,7 @@ redis.call('HSET', key, 'status', 'approved', 'decidedBy', ARGV[3])
 redis.call('PEXPIRE', key, math.max(tonumber(redis.call('HGET', key, 'expires')) - now, 0) + tonumber(ARGV[8]))
 redis.call('ZADD', p .. 'reqs', now, ARGV[2])
 if inst and inst ~= '' then redis.call('SREM', p .. 'pending:' .. inst, ARGV[2]) end
-if ARGV[5] ~= '' then
-  local ttl = tonumber(ARGV[7]) - now
-  if ttl > 0 then
-    redis.call('SET', p .. 'grant:' .. ARGV[6], ARGV[5], 'PX', ttl)
-    redis.call('ZADD', p .. 'grants', ARGV[7], ARGV[6])
-  end
-  ${XADD('grant', `'body', ARGV[5]`)}
-end
+${WRITE_GRANT(5, 6, 7)}
 ${XADD_REQUEST('key')}
 return {'ok', 'approved'}`
 
