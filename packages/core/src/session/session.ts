@@ -86,6 +86,11 @@ function votersOf(r: ApprovalRequest): string {
   return by.length > 0 ? by.join(', ') : (r.decidedBy ?? 'an approver')
 }
 
+/** an approval window's answer: the statement runs, naming the approval that opened the window */
+function byWindow(rule: string | null, approvalId: string, masks: MaskPlan): Decision {
+  return { action: 'allow', rule, reason: `approved by window of ${approvalId}`, masks, approvalId }
+}
+
 /** defer mode's answer: a block that names the pending request; the codec says how to poll */
 function deferred(rule: string | null, r: ApprovalRequest, masks: MaskPlan): Decision {
   return { action: 'block', rule, reason: `approval pending: request ${r.id}`, masks, approvalId: r.id, deferred: true }
@@ -304,9 +309,7 @@ export class CoreSession implements Session {
     if (pd.unknown) return undefined
     if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
     const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
-    if (!grant) return undefined
-    const decision: Decision = { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }
-    return this.#decided(op, decision, config, started)
+    return grant ? this.#decided(op, byWindow(pd.rule, grant.approvalId, masks), config, started) : undefined
   }
 
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
@@ -332,14 +335,13 @@ export class CoreSession implements Session {
       pd = policyDecide(config.rules, principal, this.target.name, op, still.length > 0 ? still : undefined)
       if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
       const known = approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
-      if (known)
-        return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${known.approvalId}`, masks, approvalId: known.approvalId }, config, started)
+      if (known) return this.#decided(op, byWindow(pd.rule, known.approvalId, masks), config, started)
     }
     // a window granted on another instance a moment ago may not have reached this one's mirror
     const grant = await approvals.fetchGrant(principal.subject, this.target.name, op.fingerprint)
     if (grant) {
       this.assertAlive()
-      return this.#decided(op, { action: 'allow', rule: pd.rule, reason: `approved by window of ${grant.approvalId}`, masks, approvalId: grant.approvalId }, config, started)
+      return this.#decided(op, byWindow(pd.rule, grant.approvalId, masks), config, started)
     }
     const version = policyVersion(config.rules)
     // what the request binds to: the exact statement and its parameters. A codec that gives none
