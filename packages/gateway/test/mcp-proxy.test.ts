@@ -4,6 +4,7 @@
 // on the bytes the client was sent (a tapping fetch under the SDK's transport).
 import t from 'tap'
 import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { PassThrough } from 'node:stream'
 import { Agent as Dispatcher, fetch as undiciFetch } from 'undici'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
@@ -13,7 +14,7 @@ import { parseConfig } from '@portcullis/core'
 import { FETCH_PAGE_DESCRIPTION, LEAKED_EMAIL, LEAKED_KEY, startMcpServer, type McpFixture } from '@portcullis/fixtures/mcp-server'
 import { startGateway, type Gateway } from '../src/index.ts'
 import { silentLogger } from '../src/log.ts'
-import { testEnv, waitFor, type TestEnv } from './helpers.ts'
+import { recordingsIn, testEnv, waitFor, type TestEnv } from './helpers.ts'
 
 const KEY_ENV = 'PORTCULLIS_MCP_PROXY_TEST_KEY'
 const UPSTREAM_KEY = 'mcp-upstream-key-7f3a'
@@ -44,7 +45,7 @@ function ownFetch(t: { teardown(fn: () => unknown): void }): typeof fetch {
   return ((input: any, init?: any) => undiciFetch(input, { ...init, dispatcher })) as unknown as typeof fetch
 }
 
-async function setup(t: { teardown(fn: () => unknown): void }, o: { jsonResponse?: boolean; approvalMode?: 'wait' | 'defer'; rules?: string } = {}): Promise<Setup> {
+async function setup(t: { teardown(fn: () => unknown): void }, o: { jsonResponse?: boolean; approvalMode?: 'wait' | 'defer'; rules?: string; options?: string } = {}): Promise<Setup> {
   const env = await testEnv()
   t.teardown(env.cleanup)
   const mcp = await startMcpServer({ key: UPSTREAM_KEY, jsonResponse: o.jsonResponse })
@@ -56,7 +57,7 @@ async function setup(t: { teardown(fn: () => unknown): void }, o: { jsonResponse
     protocol: http
     listen: 127.0.0.1:0
     upstream: { url: ${JSON.stringify(origin)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: mcpkey } } }
-    options: { profile: mcp, approvalMode: ${o.approvalMode ?? 'wait'}, mcp: { tools: [{ name: write_note, class: write }] } }`
+    options: { profile: mcp, approvalMode: ${o.approvalMode ?? 'wait'}, mcp: { tools: [{ name: write_note, class: write }] }${o.options ?? ''} }`
   const yaml =
     env.yaml({ targets, rules: o.rules ?? RULES }) +
     `\nsecrets:\n  mcpkey: { env: ${KEY_ENV} }\nmasking:\n  - { id: secrets, when: { targets: [remote-mcp] }, detectors: [api-key, email], method: redact }\n`
@@ -130,7 +131,7 @@ t.test('tools/list is filtered per principal by the rules; the server gets the t
   const agentToken = await s.token('ann', ['agents'])
   const agent = await connect(t, s, agentToken)
   const editor = await connect(t, s, await s.token('ed', ['editors']))
-  t.same(await names(agent), ['confirm_plan', 'delete_doc', 'fetch_page', 'get_config', 'search_docs', 'summarize'], 'agents: write_note (a write) is not shown')
+  t.same(await names(agent), ['confirm_plan', 'delete_doc', 'fetch_page', 'get_chart', 'get_config', 'search_docs', 'summarize'], 'agents: write_note (a write) is not shown')
   t.ok((await names(editor)).includes('write_note'), 'editors see write_note')
   t.notOk((await names(editor)).includes('delete_doc'), 'editors have no rule for deletes: hidden')
   const r = await agent.client.callTool({ name: 'search_docs', arguments: { query: 'q' } })
@@ -202,6 +203,49 @@ for (const jsonResponse of [false, true]) {
     else t.match(bytes, /^event: message\ndata: \{/m, 'an SSE stream')
   })
 }
+
+t.test('recorded: requests as sent, responses after masking; binary content is refused under a mask plan', async t => {
+  const s = await setup(t)
+  const agent = await connect(t, s, await s.token('ann', ['agents']))
+  await agent.client.listTools()
+  await agent.client.callTool({ name: 'get_config', arguments: {} })
+  const chart = (await agent.client.callTool({ name: 'get_chart', arguments: {} }).catch(e => e)) as McpError
+  t.equal(chart.code, -32001)
+  t.match(chart.message, /image\/png content, which the gateway cannot mask/)
+  t.notMatch(agent.received.join('\n'), Buffer.from('PNG key=').toString('base64').slice(0, 8), 'no image bytes reached the client')
+  await agent.client.close()
+  await s.gw.close(100)
+  const files = await recordingsIn(join(s.env.dir, 'recordings'))
+  const all = Buffer.concat(await Promise.all(files.map(f => readFile(f))))
+  t.ok(all.includes('"method":"tools/call","params":{"name":"get_config"'), 'the tools/call request as sent')
+  t.ok(all.includes('[REDACTED:api-key]'), 'the masked result')
+  t.notOk(all.includes(LEAKED_KEY), 'never the key')
+  t.notOk(all.includes(LEAKED_EMAIL), 'never the email')
+  t.notOk(all.includes(UPSTREAM_KEY), 'never the upstream credential')
+})
+
+t.test('options.maskRequests: tool arguments are masked before the server sees them', async t => {
+  const s = await setup(t, { options: ', maskRequests: true' })
+  const editor = await connect(t, s, await s.token('ed', ['editors']))
+  await editor.client.listTools()
+  await editor.client.callTool({ name: 'write_note', arguments: { text: 'mail bob@example.com' } })
+  t.same(s.mcp.notes, ['mail [REDACTED:email]'])
+})
+
+t.test('a client that goes away while its call is held withdraws the approval request', async t => {
+  const s = await setup(t)
+  const agent = await connect(t, s, await s.token('ann', ['agents']))
+  const dba = await s.token('dora', ['dba'])
+  await agent.client.listTools()
+  const ac = new AbortController()
+  const held = agent.client.callTool({ name: 'delete_doc', arguments: { id: 'doc-3' } }, undefined, { signal: ac.signal }).catch(e => e)
+  const [a] = await pending(s, dba)
+  ac.abort()
+  await held
+  await waitFor(async () => (await s.api('GET', `/api/approvals/${a.id}`, dba)).body.approval.status === 'withdrawn', 'the request withdrawn')
+  t.equal((await s.api('POST', `/api/approvals/${a.id}/approve`, dba)).status >= 400, true, 'nothing left to approve')
+  t.same(s.mcp.deleted, [])
+})
 
 t.test('a tool whose description changes mid-session is blocked and audited until the change is approved', async t => {
   const s = await setup(t)

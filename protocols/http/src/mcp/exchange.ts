@@ -12,12 +12,15 @@ import { pathOnly } from '../classify.ts'
 import { httpError } from '../errors.ts'
 import { collectSink, readableSink, UpstreamCall } from '../forward.ts'
 import { isJsonType, maskTextBody } from '../inspect.ts'
+import { maskJson } from '../json-mask.ts'
 import { decide, readBody, recordable, responseHeaders, tokenHeader, upstreamHeaders, type Upstreamed } from '../serve.ts'
 import { upstreamFor } from '../upstream.ts'
 import { classifyMessage, operation, sentOf, type Classified } from './classify.ts'
 import { repeatedKey, rpcError, RPC, toMessage, type JsonRpcId } from './jsonrpc.ts'
 import { pinned, serverMessage, type ServerSide } from './server-messages.ts'
 import { bindSession, forgetSession, knownSession, newSession, serverState, statelessSession, type McpSessionState } from './state.ts'
+
+const CANCELLED = () => httpError(403, 'policy_blocked', 'approval withdrawn: the client cancelled the request (notifications/cancelled)')
 
 export interface McpCall {
   req: IncomingMessage
@@ -106,13 +109,40 @@ export async function mcpExchange(c: McpCall): Promise<void> {
       return answer(c, refusedStatus(403), rpcError(id, RPC.TOOL_CHANGED, pin.message, pin.data), 'tool_changed')
     }
   }
-  const decision = await decided(c, classified)
+  let decision: Decision
+  if (msg.kind === 'request') {
+    state.held.set(msg.id, c.up)
+    try {
+      decision = await decided(c, classified)
+    } finally {
+      state.held.delete(msg.id)
+    }
+  } else decision = await decided(c, classified)
   if (!allowed(c, decision, id)) return
+  // the client gave up on a request of its own: one still held for approval is withdrawn (the
+  // server is told too, as the client meant it to be)
+  if (msg.kind === 'notification' && msg.method === 'notifications/cancelled') {
+    const requestId = msg.params?.requestId
+    if (typeof requestId === 'string' || typeof requestId === 'number') state.held.get(requestId)?.abort(CANCELLED())
+  }
   const sessionHeaders: Record<string, string> = {}
   if (sid !== undefined) sessionHeaders['mcp-session-id'] = sid
   const version = header(req, 'mcp-protocol-version')
   if (version !== undefined) sessionHeaders['mcp-protocol-version'] = version
-  const call = await send(c, 'POST', path, raw)
+  let body = raw
+  // options.maskRequests: what the agent passes a third-party tool (arguments, a prompt's
+  // arguments) masked before the server sees it; the envelope (method, tool name, id) untouched
+  const args = (value as { params?: { arguments?: unknown } }).params
+  if (target.options.maskRequests === true && !decision.masks.empty && args && typeof args.arguments === 'object' && args.arguments !== null) {
+    const r = maskJson(args.arguments, decision.masks)
+    if (r.count > 0) {
+      args.arguments = r.value
+      c.stats.masked += r.count
+      body = Buffer.from(JSON.stringify(value))
+      session.record('event', { event: 'request-masked', masked: r.count, body })
+    }
+  }
+  const call = await send(c, 'POST', path, body)
   const head = await call.head
   // the server's session id for this caller: later requests must carry it and come from the same subject
   const given = head.headers['mcp-session-id']

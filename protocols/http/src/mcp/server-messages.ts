@@ -6,6 +6,7 @@
 // what was inspected: the client parses exactly what the gateway checked.
 import type { Decision, MaskPlan, Session } from '@portcullis/core'
 import { httpError } from '../errors.ts'
+import { unmaskedType } from '../inspect.ts'
 import { maskJson } from '../json-mask.ts'
 import { upstreamFor } from '../upstream.ts'
 import { callOperation, operation, pinOperation } from './classify.ts'
@@ -48,34 +49,57 @@ function mask(ctx: ServerSide, v: unknown): unknown {
   return r.value
 }
 
+/** a message the client is not sent: recorded (masked) with why */
+function dropped(ctx: ServerSide, reason: string, obj: unknown, event = 'mcp-dropped', extra: Record<string, unknown> = {}): undefined {
+  const masked = mask(ctx, obj)
+  ctx.session.record('event', { event, reason, ...extra, message: Buffer.from(JSON.stringify(masked) ?? 'null') })
+  return undefined
+}
+
+/**
+ * Binary content in a result (image and audio data, resource blobs) is base64 no detector can read:
+ * under a mask plan it is refused, like a binary HTTP body, unless the target lets its media type
+ * through (options.unmaskedResponseTypes). Returns the media type refused, if any.
+ */
+function unreadable(ctx: ServerSide, result: unknown): string | undefined {
+  if (ctx.masks.empty || !result || typeof result !== 'object') return undefined
+  const r = result as { content?: unknown; contents?: unknown }
+  const items = [...(Array.isArray(r.content) ? r.content : []), ...(Array.isArray(r.contents) ? r.contents : [])]
+  for (const item of items) {
+    if (!item || typeof item !== 'object') continue
+    const it = item as { data?: unknown; blob?: unknown; mimeType?: unknown; resource?: { blob?: unknown; mimeType?: unknown } }
+    const blob = it.data !== undefined || it.blob !== undefined ? it : it.resource?.blob !== undefined ? it.resource : undefined
+    if (!blob) continue
+    const type = typeof blob.mimeType === 'string' ? blob.mimeType : 'application/octet-stream'
+    if (!unmaskedType(type, ctx.session.target)) return type
+  }
+  return undefined
+}
+
 /** one JSON value from the server → the text to pass on, or undefined to pass nothing */
 export async function serverMessage(ctx: ServerSide, value: unknown): Promise<string | undefined> {
   // the client sends no batches through the gateway, so no batch answer is expected either
   if (Array.isArray(value)) throw httpError(502, 'upstream_unreadable', 'the MCP server sent a JSON-RPC batch, which the gateway does not pass')
   const msg = toMessage(value)
   const obj = value as Record<string, unknown>
-  if ('invalid' in msg) {
-    ctx.session.record('event', { event: 'mcp-dropped', reason: msg.invalid })
-    return undefined
-  }
+  if ('invalid' in msg) return dropped(ctx, msg.invalid, value)
   if (msg.kind === 'response') {
     // an answer to another request than this one would be matched by the client to a call it did
     // not make through this exchange (and skip its filtering and masking)
-    if (!ctx.expect || ctx.expect.id !== msg.id) {
-      ctx.session.record('event', { event: 'mcp-dropped', reason: 'a response to no request of this exchange', id: msg.id })
-      return undefined
-    }
+    if (!ctx.expect || ctx.expect.id !== msg.id) return dropped(ctx, 'a response to no request of this exchange', value)
     if ('result' in obj) {
+      const binary = unreadable(ctx, obj.result)
+      if (binary !== undefined) {
+        dropped(ctx, `binary ${binary} content cannot be masked`, value)
+        return rpcError(msg.id, RPC.POLICY_BLOCKED, `the result holds ${binary} content, which the gateway cannot mask; refused under this session's masking rules`)
+      }
       if (ctx.expect.method === 'tools/list') await filterTools(ctx, msg.result)
       obj.result = mask(ctx, obj.result)
     } else obj.error = mask(ctx, obj.error)
     return JSON.stringify(obj)
   }
   if (msg.kind === 'notification') {
-    if (!SERVER_NOTIFICATIONS.has(msg.method)) {
-      ctx.session.record('event', { event: 'mcp-dropped', reason: `unknown server notification ${msg.method}` })
-      return undefined
-    }
+    if (!SERVER_NOTIFICATIONS.has(msg.method)) return dropped(ctx, `unknown server notification ${msg.method}`, value)
     obj.params = mask(ctx, obj.params)
     return JSON.stringify(obj)
   }
@@ -88,7 +112,7 @@ export async function serverMessage(ctx: ServerSide, value: unknown): Promise<st
   }
   const reason = decision ? decision.reason : SERVER_REQUEST_CLASS[msg.method] ? 'needs an approval, which a server request cannot wait for' : `server request ${msg.method} is not one the gateway knows`
   const t = ctx.session.target
-  ctx.session.record('event', { event: 'mcp-server-request-refused', method: msg.method, id: msg.id, reason })
+  dropped(ctx, reason, value, 'mcp-server-request-refused', { method: msg.method })
   ctx.session.audit({ target: t.name, protocol: 'http', class: SERVER_REQUEST_CLASS[msg.method] ?? 'admin', statement: `${msg.method} (server request)`, decision: 'block', rule: decision?.rule ?? null, error: 'server_request_refused' })
   await answerServer(ctx, rpcError(msg.id, RPC.SERVER_REQUEST_REFUSED, `refused by the gateway: ${reason}`))
   return undefined
@@ -129,7 +153,7 @@ async function filterTools(ctx: ServerSide, result: unknown): Promise<void> {
     for (const raw of tools) {
       const def = toolDef(raw)
       if (!def) {
-        session.record('event', { event: 'mcp-dropped', reason: 'a tool without a name' })
+        dropped(ctx, 'a tool without a name', raw)
         continue
       }
       rememberTool(ctx.server, def)

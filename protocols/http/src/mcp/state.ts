@@ -29,6 +29,8 @@ export interface McpSessionState {
   listed: Set<string>
   /** ids of server requests passed to the client, awaiting its answer */
   forwarded: Set<JsonRpcId>
+  /** the client's requests being decided (an approval may hold them): notifications/cancelled withdraws one */
+  held: Map<JsonRpcId, { abort(reason: Error): void }>
 }
 
 const MAX_SESSIONS = 10_000
@@ -59,7 +61,7 @@ export function statelessSession(target: TargetConfig, subject: string): McpSess
 }
 
 export function newSession(subject: string): McpSessionState {
-  return { subject, listed: new Set(), forwarded: new Set() }
+  return { subject, listed: new Set(), forwarded: new Set(), held: new Map() }
 }
 
 /** an initialize answered with this session id: the state (of that request) is kept under it */
