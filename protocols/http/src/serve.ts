@@ -26,6 +26,7 @@ import { SseMasker } from './sse.ts'
 import { upstreamFor } from './upstream.ts'
 import { scopeHttp } from './scope.ts'
 import { upstreamPost } from './scope-upstream.ts'
+import { mcpExchange } from './mcp/exchange.ts'
 
 interface Conn {
   session: Session
@@ -100,7 +101,7 @@ const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-auth
 const METHOD_OVERRIDE = ['x-http-method-override', 'x-http-method', 'x-method-override']
 const CREDENTIAL = new Set(['authorization', 'cookie', 'proxy-authorization', 'x-api-key', 'api-key'])
 
-function tokenHeader(target: TargetConfig): string {
+export function tokenHeader(target: TargetConfig): string {
   return typeof target.options.tokenHeader === 'string' ? target.options.tokenHeader.toLowerCase() : 'authorization'
 }
 
@@ -220,7 +221,7 @@ class Collector {
   }
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? 0)
   const tooLarge = () => httpError(413, 'payload_too_large', `request body is larger than ${limit} bytes`, { close: true })
   if (declared > limit) return Promise.reject(tooLarge())
@@ -228,7 +229,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 }
 
 /** headers as recorded: credentials never */
-function recordable(headers: IncomingHttpHeaders, token: string): Record<string, string | string[]> {
+export function recordable(headers: IncomingHttpHeaders, token: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (const k in headers) {
     const v = headers[k]
@@ -282,7 +283,7 @@ function decodableEncodings(value: string): string {
 }
 const acceptedCache = new Map<string, string>()
 
-function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting: boolean): Record<string, string | string[]> {
+export function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting: boolean): Record<string, string | string[]> {
   const drop = upstreamDrop(target)
   const listed = connectionListed(req.headers.connection)
   const out: Record<string, string | string[]> = {}
@@ -306,7 +307,7 @@ function upstreamHeaders(req: IncomingMessage, target: TargetConfig, inspecting:
   return out
 }
 
-function responseHeaders(headers: Headers): Record<string, string | string[]> {
+export function responseHeaders(headers: Headers): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const listed = connectionListed(headers.connection)
   for (const k in headers) {
@@ -346,7 +347,7 @@ function counter(onBytes: (n: number, chunk: Buffer) => void): Transform {
 }
 
 /** decide when an approval is asked for, honouring approvalMode: 'wait' holds the request, 'defer' answers 202 at once */
-function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent, estimator?: Estimator): Promise<Decision> {
+export function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex, sent: () => StatementAsSent, estimator?: Estimator): Promise<Decision> {
   const est = estimator ? { estimator } : {}
   // defer: the core answers at once with the pending request; the same request sent again runs once approved
   if (session.target.options.approvalMode === 'defer') return session.decide(op, { defer: true, sent, ...est })
@@ -364,7 +365,7 @@ function decide(session: Session, op: Operation, up: Upstreamed, socket: Duplex,
 }
 
 /** one request's upstream side: the call, once it exists, and an abort that may come first */
-class Upstreamed {
+export class Upstreamed {
   call: UpstreamCall | undefined
   /** why the request was cut short (client gone, upload over its cap) */
   reason: Error | undefined
@@ -479,14 +480,18 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
   let requestBytes = 0
   let responseBytes = 0
   let masked = 0
+  // what the MCP exchange counts (it has its own request and response paths)
+  const stats = { requestBytes: 0, responseBytes: 0, masked: 0 }
   const up = new Upstreamed()
   res.once('close', () => {
     if (!res.writableFinished) up.abort(CLIENT_GONE())
   })
   try {
     if (!knownToken(conn, req)) await identify(conn, req)
-    const routes = routesOf(target)
     const profile = target.options.profile as string | undefined
+    // remote MCP servers: JSON-RPC aware, message by message (mcp/exchange.ts)
+    if (profile === 'mcp') return await mcpExchange({ req, res, session, event, up, expectsContinue, stats })
+    const routes = routesOf(target)
     const found = findRoute({ method, path, profile, routes })
     const route = found.route
     const ct = req.headers['content-type']
@@ -706,8 +711,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     if (!res.headersSent) session.record('error', { status: e.status, code: e.code, message: e.message })
     sendError(res, e)
   } finally {
-    event.bytes = requestBytes + responseBytes
-    event.masked = masked
+    event.bytes = requestBytes + responseBytes + stats.requestBytes + stats.responseBytes
+    event.masked = masked + stats.masked
     event.durationMs = Date.now() - started
     session.audit(event)
   }
