@@ -36,7 +36,19 @@ export async function openaiScope(req: ScopeRequest, user: string, objects: Scop
   if (op !== undefined && UNTRACKED.test(op))
     return refuse(`${op}: fine-tuning jobs and stored completions / responses are shared by every caller of the upstream account and not tracked per scope; refused under a scope`)
   const q = req.path.indexOf('?')
-  const segments = (q < 0 ? req.path : req.path.slice(0, q)).split('/').filter(Boolean).map(decodeURIComponent)
+  const raw = (q < 0 ? req.path : req.path.slice(0, q)).split('/').slice(1)
+  let segments: string[]
+  try {
+    segments = raw.map(decodeURIComponent)
+  } catch {
+    return refuse('the path does not decode; refused under a scope')
+  }
+  // an upstream (or a proxy before it) may normalize `/v1/./files/x`, `/v1//files/x` or
+  // `/V1/Files/x` into a stored-object route the scope would not have recognized: only the
+  // canonical spelling passes
+  if (segments.some((s, i) => s === '.' || s === '..' || (s === '' && i < segments.length - 1) || /[\/\\]/.test(s) || (STORED.has(s.toLowerCase()) && s !== s.toLowerCase())) || segments[0]?.toLowerCase() === 'v1' && segments[0] !== 'v1')
+    return refuse('a path that is not in its canonical form is refused under a scope')
+  if (segments.at(-1) === '') segments.pop()
   if (segments[0] === 'v1' && STORED.has(segments[1]!)) {
     if (!objects) return refuse('stored objects need the control store to know their owner; refused')
     return stored(req, segments.slice(1), objects, call)

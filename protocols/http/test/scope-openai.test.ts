@@ -7,7 +7,7 @@ import t from 'tap'
 import { join } from 'node:path'
 import { readdir } from 'node:fs/promises'
 import OpenAI, { toFile } from 'openai'
-import { Agent } from 'undici'
+import { Agent, request } from 'undici'
 import { MemoryControlStore, readRecording, type ControlHealth } from '@portcullis/core'
 import { startHttpUpstream } from '@portcullis/fixtures/http-upstream'
 import { startCoreGateway, type CoreGateway } from './core-harness.ts'
@@ -65,6 +65,21 @@ t.test('files, vector stores and batches: only the scope that created them throu
     t.equal((await acme.files.retrieve(acmeFile.id)).filename, 'acme.txt')
     t.equal(await (await acmeBob.files.content(acmeFile.id)).text(), 'acme pricing sheet: widgets 10 EUR', 'a scope is the tenant, not the subject')
     t.equal(await status(globex.files.content(acmeFile.id)), 403)
+  })
+
+  t.test('a path spelled so that the upstream might normalize it into a stored-object route is refused', async t => {
+    const token = await gw.issuer.mint({ sub: 'alice', groups: ['agents'], extra: { tenant: 'acme' } })
+    const agent = new Agent({ connections: 1 })
+    t.teardown(() => agent.close())
+    for (const path of [`/v1/./files/${globexFile.id}`, `/v1//files/${globexFile.id}`, `/V1/files/${globexFile.id}`, `/v1/Files/${globexFile.id}`, `/v1/files/x/../${globexFile.id}`, `/v1/models/%2e%2e/files/${globexFile.id}`, `/v1/files/${acmeFile.id}%2F..%2F${globexFile.id}`]) {
+      const before = up.requests.length
+      const res = await request(gw.url + path, { dispatcher: agent, headers: { authorization: `Bearer ${token}` } })
+      const text = await res.body.text()
+      // 400 where the classifier already refuses the spelling (an empty segment, an encoded slash)
+      t.ok(res.statusCode === 403 || res.statusCode === 400, `${path}: refused (${res.statusCode})`)
+      t.notMatch(text, /globex/)
+      t.equal(up.requests.length, before, `${path}: never reached the upstream`)
+    }
   })
 
   t.test('lists show the scope’s own objects only, down to the bytes', async t => {
