@@ -173,6 +173,7 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
     recordingSign: () => recordingSign,
     ...(uploader ? { uploader } : {}),
     revocationsKnown: () => revocationsKnown,
+    control: store,
     authenticated(session) {
       if (shared) registry.put([session])
     },

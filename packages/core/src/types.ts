@@ -308,6 +308,16 @@ export interface AuditEvent {
 /** Record types in a session recording. */
 export type RecordType = 'session-start' | 'request' | 'decision' | 'response' | 'error' | 'event' | 'session-end' | 'seal'
 
+/** A scope's own upstream objects (OpenAI-compatible files, vector stores, batches), by kind and id. */
+export interface ScopedObjects {
+  /** records that this scope created them (an id another scope already owns stays that scope's) */
+  put(kind: string, ids: string[]): Promise<void>
+  /** the ones of `ids` this scope owns */
+  owned(kind: string, ids: string[]): Promise<string[]>
+  /** forgets objects deleted upstream */
+  drop(kind: string, ids: string[]): Promise<void>
+}
+
 export interface Session {
   readonly id: string
   readonly target: TargetConfig
@@ -324,6 +334,12 @@ export interface Session {
   readonly masks: MaskPlan
   /** the target's scope expanded for this principal (set by authenticate); undefined: no scope */
   readonly scope?: SessionScope
+  /**
+   * the upstream objects this session's scope created through the gateway (control store), bound
+   * to the target and the scope; undefined without a scope. Throws CONTROL_STORE_UNAVAILABLE while
+   * the store is away: an object whose owner cannot be read is nobody's (fail closed).
+   */
+  readonly objects?: ScopedObjects
   /**
    * Decides one operation: records and audits the decision, and when a rule says approve, holds it
    * until approved (→ allow), denied or timed out (→ block with approvalId). Never resolves 'approve'.

@@ -129,3 +129,17 @@ t.test('the primary gone: health says so, calls in flight and new calls fail as 
   await a.store.close()
   t.pass('close() after the primary is gone does not hang')
 })
+
+t.test('a scope’s upstream objects: what one worker records as a scope’s, another reads; the first owner keeps an id', async t => {
+  const host = new ControlStoreHost(new MemoryControlStore())
+  const a = pair(host, 'a').store
+  const b = pair(host, 'b').store
+  await a.putObjects('llm', 'user="acme"', 'file', ['file-1'])
+  await b.putObjects('llm', 'user="globex"', 'file', ['file-1', 'file-2'])
+  t.same(await b.ownedObjects('llm', 'user="acme"', 'file', ['file-1', 'file-2']), ['file-1'])
+  t.same(await a.ownedObjects('llm', 'user="globex"', 'file', ['file-1', 'file-2']), ['file-2'])
+  await a.dropObjects('llm', 'user="globex"', 'file', ['file-1'])
+  t.same(await b.ownedObjects('llm', 'user="acme"', 'file', ['file-1']), ['file-1'], 'another scope’s drop leaves it')
+  await b.dropObjects('llm', 'user="acme"', 'file', ['file-1'])
+  t.same(await a.ownedObjects('llm', 'user="acme"', 'file', ['file-1']), [])
+})

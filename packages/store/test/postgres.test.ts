@@ -1,5 +1,6 @@
 import t from 'tap'
 import { voteCases } from './votes.ts'
+import { objectCases } from './objects.ts'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import pg from 'pg'
@@ -102,7 +103,7 @@ t.test('the schema is created at start with a version table, once for instances 
   const versions = await sql(`SELECT version FROM ${schema}.schema_version ORDER BY version`)
   t.same(versions.map(r => r.version), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1), 'each migration recorded once')
   const tables = await sql(`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, [schema])
-  t.same(tables.map(r => r.table_name), ['changes', 'grants', 'instances', 'requests', 'revocations', 'schema_version', 'sessions'])
+  t.same(tables.map(r => r.table_name), ['changes', 'grants', 'instances', 'objects', 'requests', 'revocations', 'schema_version', 'sessions'])
   const live = await sql(`SELECT id, state FROM ${schema}.instances ORDER BY id`)
   t.same(live, [{ id: 'a', state: 'alive' }, { id: 'b', state: 'alive' }, { id: 'c', state: 'alive' }])
 })
@@ -299,3 +300,8 @@ voteCases(
   },
   request,
 )
+
+objectCases(t, async t => {
+  const schema = schemaName()
+  return [await started(t, schema, 'a'), await started(t, schema, 'b')]
+})

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { voteCases } from './votes.ts'
+import { objectCases } from './objects.ts'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { Redis } from 'ioredis'
@@ -231,3 +232,8 @@ voteCases(
   },
   request,
 )
+
+objectCases(t, async t => {
+  const prefix = prefixName()
+  return [await started(t, prefix, 'a'), await started(t, prefix, 'b')]
+})

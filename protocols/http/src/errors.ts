@@ -29,6 +29,7 @@ const BY_CODE: Record<string, [number, string, boolean?]> = {
   UPSTREAM_UNAVAILABLE: [502, 'upstream_unavailable'],
   UPSTREAM_TIMEOUT: [504, 'upstream_timeout'],
   CONFIG_INVALID: [500, 'config_invalid'],
+  CONTROL_STORE_UNAVAILABLE: [503, 'control_store_unavailable'],
 }
 
 /** any thrown value → an HttpError; undici's errors become 502/504 */

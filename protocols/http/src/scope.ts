@@ -19,10 +19,9 @@
 // that namespace: set when absent, refused when another one is named; describe_index_stats (every
 // namespace's counts) and index / collection configuration are refused. deleteAll is thereby
 // inside the namespace.
-// OpenAI-compatible (`scope: { user: '${sub}' }`): `user` is set on every JSON inference request;
-// stored objects (files, batches, vector stores, stored completions / responses) are refused: they
-// are the upstream account's, visible to every caller, and not yet tracked per scope.
-import type { SessionScope } from '@portcullis/core'
+// OpenAI-compatible (`scope: { user: '${sub}' }`): scope-openai.ts.
+import type { ScopedObjects, SessionScope } from '@portcullis/core'
+import { openaiScope } from './scope-openai.ts'
 
 type Json = any
 
@@ -37,22 +36,35 @@ export interface ScopeRequest {
   body: unknown
 }
 
-/** Asks the upstream (through the gateway's own credential): POST path with a JSON body. */
-export type UpstreamPost = (path: string, body: unknown) => Promise<{ status: number; json: Json }>
+/** Asks the upstream (through the gateway's own credential): a JSON body, a JSON answer. */
+export type UpstreamCall = (method: 'GET' | 'POST', path: string, body?: unknown) => Promise<{ status: number; json: Json }>
 
 export type ScopeOutcome =
   | { refuse: string }
-  | { body?: unknown; path?: string; applied: string }
+  | {
+      body?: unknown
+      path?: string
+      applied: string
+      /**
+       * the upstream's successful (2xx) JSON answer is read whole and given here before the client
+       * sees it: to record what it created for the scope, or to answer something else instead (a
+       * list filtered to the scope's own); undefined keeps the answer as it came
+       */
+      respond?: (json: Json) => Promise<Json | undefined>
+    }
   | undefined
+
+type UpstreamPost = (path: string, body: unknown) => Promise<{ status: number; json: Json }>
 
 const refuse = (why: string): ScopeOutcome => ({ refuse: `scope: ${why}` })
 
 /** Applies the session's scope to one request; may ask the upstream (id checks). */
-export async function scopeHttp(req: ScopeRequest, scope: SessionScope | undefined, post: UpstreamPost): Promise<ScopeOutcome> {
+export async function scopeHttp(req: ScopeRequest, scope: SessionScope | undefined, call: UpstreamCall, objects?: ScopedObjects): Promise<ScopeOutcome> {
   if (!scope) return undefined
+  const post: UpstreamPost = (path, body) => call('POST', path, body)
   if (req.profile === 'qdrant' && scope.filter) return qdrantScope(req, scope, post)
   if (req.profile === 'pinecone' && scope.namespace !== undefined) return pineconeScope(req, scope.namespace)
-  if (req.profile === 'openai' && scope.user !== undefined) return openaiScope(req, scope.user)
+  if (req.profile === 'openai' && scope.user !== undefined) return openaiScope(req, scope.user, objects, call)
   // a scope that says nothing this profile enforces (check-config refuses it): fail closed
   return refuse(`this target's scope enforces nothing for the ${req.profile} profile; refused`)
 }
@@ -265,21 +277,4 @@ function pineconeScope(req: ScopeRequest, namespace: string): ScopeOutcome {
     return req.params.namespace === namespace ? undefined : refuse(`namespace ${JSON.stringify(req.params.namespace)} is outside this session's scope`)
   if (op === 'indexes.get') return undefined
   return refuse(`${op ?? `${req.method} ${req.path.split('?')[0]}`} is refused under a namespace scope (it reaches every namespace)`)
-}
-
-// ---- OpenAI-compatible -----------------------------------------------------------------------------
-
-const INFERENCE = new Set(['chat.completions', 'completions', 'responses', 'embeddings', 'moderations', 'images.generate', 'audio.speech'])
-
-// stored objects of the upstream account, listed and addressed by id across every caller: not yet
-// tracked per scope, so refused under one (fail closed)
-const STORED = /^(files|uploads|batches|vector_stores|fine_tuning|chat\.completions\.(get|delete)|responses\.(get|delete))(\.|$)/
-
-function openaiScope(req: ScopeRequest, user: string): ScopeOutcome {
-  if (req.operation !== undefined && STORED.test(req.operation))
-    return refuse(`${req.operation}: files, uploads, batches, vector stores, fine-tuning jobs and stored completions / responses are shared by every caller of the upstream account and not yet tracked per scope; refused under a scope`)
-  if (req.operation === undefined || !INFERENCE.has(req.operation)) return undefined
-  const body: Json = req.body
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return undefined
-  return { body: { ...body, user }, applied: `user ${JSON.stringify(user)}` }
 }

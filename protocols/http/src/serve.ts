@@ -25,7 +25,7 @@ import type { Route } from './profiles.ts'
 import { SseMasker } from './sse.ts'
 import { upstreamFor } from './upstream.ts'
 import { scopeHttp } from './scope.ts'
-import { upstreamPost } from './scope-upstream.ts'
+import { upstreamCall } from './scope-upstream.ts'
 import { mcpExchange } from './mcp/exchange.ts'
 
 interface Conn {
@@ -547,8 +547,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     // the session's scope (scope.ts): a filter AND-ed on, a namespace set, ids checked, or a refusal
     let upstreamPath = path
     let scopedBody = false
+    // the scope reads the upstream's answer (an object it created, a list to filter)
+    let respond: ((json: unknown) => Promise<unknown>) | undefined
     if (session.scope) {
-      const outcome = await scopeHttp({ profile: found.profile, operation: route?.operation, method, path, params: found.params, body: parsed }, session.scope, upstreamPost(session))
+      const outcome = await scopeHttp({ profile: found.profile, operation: route?.operation, method, path, params: found.params, body: parsed }, session.scope, upstreamCall(session), session.objects)
       if (outcome && 'refuse' in outcome) {
         session.record('event', { event: 'scope-refused', reason: outcome.refuse })
         throw httpError(403, 'scope_refused', outcome.refuse)
@@ -560,6 +562,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
           scopedBody = true
         }
         if (outcome.path !== undefined) upstreamPath = outcome.path
+        respond = outcome.respond
         session.record('event', { event: 'scope-applied', applied: outcome.applied, ...(outcome.body !== undefined ? { body: raw } : {}), ...(outcome.path !== undefined ? { path: upstreamPath } : {}) })
       }
     }
@@ -590,7 +593,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       pipeline(req, outBody).catch(err => up.abort(err))
     }
 
-    const headers = upstreamHeaders(req, target, inspecting)
+    const headers = upstreamHeaders(req, target, inspecting || respond !== undefined)
     if (scopedBody) headers['content-type'] = 'application/json'
     if (Buffer.isBuffer(outBody)) {
       headers['content-length'] = String(outBody.length)
@@ -610,12 +613,19 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
     const noBody = method === 'HEAD' || status === 204 || status === 304
 
     const kind = bodyKind(ctype, target)
+    // a successful answer the scope must read: JSON, whole, or nothing reaches the client
+    const scoped = respond !== undefined && !noBody && status >= 200 && status < 300
+    if (scoped && !isJsonType(ctype)) {
+      const e = httpError(502, 'upstream_unreadable', `the upstream answered ${ctype.split(';')[0] || 'untyped'} where the scope needs JSON to know what it created or lists; refused`)
+      call.abort(e)
+      throw e
+    }
     if (inspecting && !noBody && kind === 'refused') {
       // fail closed: bytes the gateway cannot read are not sent under a mask plan (inspect.ts)
       call.abort(unmaskable(ctype))
       throw unmaskable(ctype)
     }
-    if (!inspecting || noBody || kind === 'unmasked') {
+    if (!scoped && (!inspecting || noBody || kind === 'unmasked')) {
       // pass-through: bytes as they came. Textual bodies are also kept for the recording, up to a cap
       // (as sent: still encoded when the upstream compressed them)
       const cap = kind === 'sse' || kind === 'text' ? recordCap(target) : 0
@@ -693,9 +703,24 @@ async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue
       call.attach(c.sink)
       body = await c.body
     }
-    const r = maskTextBody(body, ctype, masks)
-    masked += r.count
-    body = r.body
+    if (scoped) {
+      let json: unknown
+      try {
+        json = JSON.parse(body.toString('utf8'))
+      } catch {
+        throw httpError(502, 'upstream_unreadable', 'the upstream answered JSON that does not parse where the scope needs to read it; refused')
+      }
+      const replaced = await respond!(json)
+      if (replaced !== undefined) {
+        body = Buffer.from(JSON.stringify(replaced))
+        session.record('event', { event: 'scope-applied', applied: 'the answer filtered to the scope' })
+      }
+    }
+    if (inspecting) {
+      const r = maskTextBody(body, ctype, masks)
+      masked += r.count
+      body = r.body
+    }
     outHeaders['content-length'] = String(body.length)
     res.writeHead(status, outHeaders)
     responseBytes = body.length

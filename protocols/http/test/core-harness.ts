@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { createCore, createDevIssuer, parseConfig, type Core, type DevIssuer } from '@portcullis/core'
+import { createCore, createDevIssuer, parseConfig, type ControlStore, type Core, type DevIssuer } from '@portcullis/core'
 import { httpCodec } from '../src/index.ts'
 
 export const CORE_UPSTREAM_KEY = 'sk-upstream-from-secret-file-1'
@@ -23,7 +23,7 @@ export interface CoreGateway {
 
 export async function startCoreGateway(
   t: { teardown(fn: () => unknown): void },
-  o: { upstreamUrl: string; rules: string; masking?: string; options?: string; scope?: string },
+  o: { upstreamUrl: string; rules: string; masking?: string; options?: string; scope?: string; controlStore?: ControlStore },
 ): Promise<CoreGateway> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-http-gw-'))
   const issuer = await createDevIssuer({ dir })
@@ -52,7 +52,7 @@ ${o.masking ? `masking:\n${o.masking}` : ''}
   const auditStream = new PassThrough()
   let auditText = ''
   auditStream.on('data', d => (auditText += String(d)))
-  const core = await createCore(config, { auditStream })
+  const core = await createCore(config, { auditStream, ...(o.controlStore ? { controlStore: o.controlStore } : {}) })
   const target = config.targets[0]!
   const sockets = new Set<Socket>()
   const server: Server = createServer(sock => {

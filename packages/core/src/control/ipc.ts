@@ -49,6 +49,9 @@ const METHODS = new Set([
   'endSession',
   'listSessions',
   'kill',
+  'putObjects',
+  'ownedObjects',
+  'dropObjects',
 ] as const)
 type Method = typeof METHODS extends Set<infer M> ? M : never
 
@@ -178,6 +181,15 @@ export class IpcControlStore implements ControlStore {
   }
   kill(request: KillRequest): Promise<void> {
     return this.#call('kill', request)
+  }
+  putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    return this.#call('putObjects', target, scope, kind, ids)
+  }
+  ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]> {
+    return this.#call('ownedObjects', target, scope, kind, ids)
+  }
+  dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    return this.#call('dropObjects', target, scope, kind, ids)
   }
 }
 

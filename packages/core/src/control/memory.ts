@@ -22,6 +22,8 @@ export class MemoryControlStore implements ControlStore {
   #grants = new Map<string, ApprovalGrant>()
   #revocations: RevocationEntry[] = []
   #sessions = new Map<string, SessionRecord>()
+  /** objectKey(target, kind, id) → the owning scope */
+  #objects = new Map<string, string>()
   #subscribers = new Set<(c: ControlChange) => void>()
   readonly #max: number
   readonly #now: () => number
@@ -137,6 +139,24 @@ export class MemoryControlStore implements ControlStore {
     this.#emit({ kind: 'kill', kill: { ...request } })
   }
 
+  async putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const key = objectKey(target, kind, id)
+      if (!this.#objects.has(key)) this.#objects.set(key, scope)
+    }
+  }
+
+  async ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]> {
+    return ids.filter(id => this.#objects.get(objectKey(target, kind, id)) === scope)
+  }
+
+  async dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const key = objectKey(target, kind, id)
+      if (this.#objects.get(key) === scope) this.#objects.delete(key)
+    }
+  }
+
   subscribe(onChange: (change: ControlChange) => void): () => void {
     this.#subscribers.add(onChange)
     return () => this.#subscribers.delete(onChange)
@@ -158,6 +178,10 @@ export class MemoryControlStore implements ControlStore {
       if (r.status !== 'pending') this.#requests.delete(id)
     }
   }
+}
+
+function objectKey(target: string, kind: string, id: string): string {
+  return `${target}\u0000${kind}\u0000${id}`
 }
 
 export function grantKey(subject: string, target: string, fingerprint: string): string {

@@ -118,6 +118,18 @@ export interface ControlStore {
   listSessions(): Promise<SessionRecord[]>
   kill(request: KillRequest): Promise<void>
 
+  /**
+   * Objects of the upstream account that a scope created through the gateway (OpenAI-compatible
+   * files, vector stores, batches): under a scope they may be used again by that scope only. `scope`
+   * is the session's expanded scope (SessionScope.summary), `kind` the object's kind, ids the
+   * upstream's. The first owner of an id keeps it: putting an id another scope owns changes nothing.
+   */
+  putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void>
+  /** the ones of `ids` that `scope` owns on `target` */
+  ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]>
+  /** forgets objects deleted upstream (only those `scope` owns) */
+  dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void>
+
   /** every change, from any instance (this one included), after start */
   subscribe(onChange: (change: ControlChange) => void): () => void
   /** called when health() changes */

@@ -13,6 +13,7 @@ import type {
   Principal,
   RecentStatement,
   RecordType,
+  ScopedObjects,
   SecretRef,
   Session,
   TargetConfig,
@@ -30,6 +31,7 @@ import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesHold, rulesName, runEstimate, unknown
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 import { expandScope, type SessionScope } from '../identity/scope.ts'
+import type { ControlStore } from '../control/store.ts'
 
 // lines written in the same millisecond share one ISO string
 let lastMs = NaN
@@ -119,6 +121,8 @@ export interface SessionHost {
    * while the store was away does not know who was revoked, so it lets nobody in (fail closed)
    */
   revocationsKnown(): boolean
+  /** where a scope's upstream objects are owned (Session.objects) */
+  control?: Pick<ControlStore, 'health' | 'putObjects' | 'ownedObjects' | 'dropObjects'>
   /** first successful authentication: the session now has a principal (the session registry) */
   authenticated(session: CoreSession): void
   closed(session: CoreSession): void
@@ -163,6 +167,23 @@ export class CoreSession implements Session {
 
   get scope(): SessionScope | undefined {
     return this.#scope
+  }
+
+  get objects(): ScopedObjects | undefined {
+    const scope = this.#scope
+    const store = this.#host.control
+    if (!scope) return undefined
+    const target = this.target.name
+    const ready = () => {
+      if (!store || !store.health().ok)
+        throw new PortcullisError('CONTROL_STORE_UNAVAILABLE', 'control store unavailable: which scope owns an upstream object cannot be read; refused')
+      return store
+    }
+    return {
+      put: async (kind, ids) => (ids.length === 0 ? undefined : ready().putObjects(target, scope.summary, kind, ids)),
+      owned: async (kind, ids) => (ids.length === 0 ? [] : ready().ownedObjects(target, scope.summary, kind, ids)),
+      drop: async (kind, ids) => (ids.length === 0 ? undefined : ready().dropObjects(target, scope.summary, kind, ids)),
+    }
   }
 
   get signal(): AbortSignal {

@@ -57,6 +57,18 @@ const MIGRATIONS: ((s: string) => string)[] = [
       ADD COLUMN min_approvals integer NOT NULL DEFAULT 1 CHECK (min_approvals >= 1),
       ADD COLUMN released timestamptz;
   `,
+  // 3: upstream objects a scope created through the gateway (OpenAI-compatible files, vector
+  // stores, batches): the first owner of an id keeps it
+  s => `
+    CREATE TABLE ${s}.objects (
+      target text NOT NULL,
+      kind text NOT NULL,
+      id text NOT NULL,
+      scope text NOT NULL,
+      created timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (target, kind, id)
+    );
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -360,6 +360,23 @@ export class PostgresControlStore implements ControlStore {
     return rows.map(r => r.body as SessionRecord)
   }
 
+  async putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    await this.#q(
+      `INSERT INTO ${this.#s}.objects (target, kind, id, scope) SELECT $1, $2, unnest($4::text[]), $3 ON CONFLICT DO NOTHING`,
+      [target, kind, scope, ids],
+    )
+  }
+
+  async ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]> {
+    const { rows } = await this.#q(`SELECT id FROM ${this.#s}.objects WHERE target = $1 AND kind = $2 AND scope = $3 AND id = ANY($4::text[])`, [target, kind, scope, ids])
+    const owned = new Set(rows.map(r => r.id as string))
+    return ids.filter(id => owned.has(id))
+  }
+
+  async dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    await this.#q(`DELETE FROM ${this.#s}.objects WHERE target = $1 AND kind = $2 AND scope = $3 AND id = ANY($4::text[])`, [target, kind, scope, ids])
+  }
+
   async kill(request: KillRequest): Promise<void> {
     await this.#tx(c => this.#append(c, [{ kind: 'kill', kill: request }]))
     this.#emit({ kind: 'kill', kill: request })

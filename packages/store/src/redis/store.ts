@@ -63,6 +63,10 @@ function requestOf(fields: Record<string, string>): ApprovalRequest {
   return r
 }
 
+function objectField(target: string, kind: string, id: string): string {
+  return `${target}\u0000${kind}\u0000${id}`
+}
+
 export class RedisControlStore implements ControlStore {
   readonly kind = 'redis' as const
   readonly #o: RedisControlStoreOptions & { prefix: string; retainMs: number; backoff: { minMs: number; maxMs: number } }
@@ -307,6 +311,28 @@ export class RedisControlStore implements ControlStore {
       for (const v of await this.#run(c => c.hvals(this.#k(`sessions:${i}`)))) out.push(JSON.parse(v) as SessionRecord)
     }
     return out.sort((a, b) => a.started - b.started)
+  }
+
+  // a scope's upstream objects: one hash, field target NUL kind NUL id → the owning scope (HSETNX:
+  // the first owner keeps it)
+  async putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    const key = this.#k('objects')
+    await this.#run(c => {
+      const m = c.multi()
+      for (const id of ids) m.hsetnx(key, objectField(target, kind, id), scope)
+      return m.exec()
+    })
+  }
+
+  async ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]> {
+    const owners = await this.#run(c => c.hmget(this.#k('objects'), ...ids.map(id => objectField(target, kind, id))))
+    return ids.filter((_, i) => owners[i] === scope)
+  }
+
+  async dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    // an owned id never changes owner (HSETNX), so what is read owned here is this scope's to delete
+    const owned = await this.ownedObjects(target, scope, kind, ids)
+    if (owned.length > 0) await this.#run(c => c.hdel(this.#k('objects'), ...owned.map(id => objectField(target, kind, id))))
   }
 
   async kill(request: KillRequest): Promise<void> {
