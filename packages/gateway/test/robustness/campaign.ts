@@ -12,6 +12,8 @@ export interface CampaignOptions {
   /** cases per batch (checks run after each) */
   batch: number
   protocols?: Protocol[]
+  /** connections in flight per protocol (default PARALLEL): a stalled case idles its connection for the stall time, so a long run on a quiet machine goes faster with more */
+  parallel?: number
   print?: (line: string) => void
 }
 
@@ -37,7 +39,7 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
     const seeds = protocol === 'postgres' ? corpus.pg : protocol === 'redis' ? corpus.redis : corpus.http
     for (let done = 0, b = 0; done < opts.cases; b++) {
       const n = Math.min(opts.batch, opts.cases - done)
-      const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: PARALLEL[protocol], token })
+      const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: opts.parallel ?? PARALLEL[protocol], token })
       done += stats.cases
       const report = await afterBatch(w, base, seen)
       batches.push({ protocol, stats, report })
