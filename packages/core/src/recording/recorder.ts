@@ -52,6 +52,12 @@ export interface Recorder {
 
 export const DEFAULT_MAX_BACKLOG = 8 * 1024 * 1024
 const CHUNK = 1024 * 1024
+// A recorder starts with a small chunk and takes a pooled CHUNK only when a burst outgrows it; once
+// everything it handed is written it rewinds to the start of a small chunk (see rest()). An idle
+// session therefore holds SMALL_CHUNK, not a 1 MiB buffer: 1,000 idle sessions held 1,000 MiB of
+// SharedArrayBuffers, which the 32-chunk pool could not serve, so each login allocated (and
+// zeroed) a fresh MiB and RSS climbed ~150 MiB per 1,000 sessions opened and closed.
+const SMALL_CHUNK = 16 * 1024
 const FLUSH_BYTES = 256 * 1024
 const FLUSH_DELAY_MS = 50
 // a busy recorder asks the disk for what it wrote every SYNC_BYTES (in the background): the disk
@@ -78,6 +84,7 @@ function sharedBuffer(size: number): Buffer {
 }
 
 function takeChunk(size: number): Buffer {
+  if (size <= SMALL_CHUNK) return sharedBuffer(SMALL_CHUNK)
   poolTaken = true
   if (size <= CHUNK) return chunkPool.pop() ?? sharedBuffer(CHUNK)
   return sharedBuffer(size)
@@ -140,7 +147,7 @@ class FileRecorder implements Recorder {
   // batch: frames are appended to `chunk` at `pos`; [flushed, pos) is not yet handed to a write.
   // A chunk starts with the chain hash so far (not written out): every frame is then preceded in
   // memory by its predecessor's hash and the chain input is one contiguous slice, hashed one-shot.
-  private chunk = takeChunk(CHUNK)
+  private chunk = takeChunk(SMALL_CHUNK)
   private pos = HASH_BYTES
   private flushed = HASH_BYTES
   private pending: Buffer[] = []
@@ -426,6 +433,28 @@ class FileRecorder implements Recorder {
     // (tens of µs here) for a few small records each time
     if (this.closing !== undefined) this.flush()
     else if (this.pos > this.flushed || this.pendingBytes > 0) this.schedule()
+    else this.rest()
+  }
+
+  /**
+   * Everything handed is written and nothing waits: the chunk's bytes are needed no more (only the
+   * last chain hash is), so the next record starts again at the front of a small chunk. An idle
+   * session keeps SMALL_CHUNK, a 1 MiB chunk goes back to the pool for a busy one, and a session
+   * doing one command per window writes into the same few warm pages instead of walking a MiB.
+   */
+  private rest(): void {
+    if (this.retired.length > 0 || this.pos !== this.flushed || this.sinkError !== undefined) return
+    const old = this.chunk
+    if (old.length > SMALL_CHUNK) {
+      this.chunk = takeChunk(SMALL_CHUNK)
+      old.copy(this.chunk, 0, this.prevAt, this.prevAt + HASH_BYTES)
+      giveChunk(old)
+    } else if (this.prevAt !== 0) {
+      old.copy(old, 0, this.prevAt, this.prevAt + HASH_BYTES)
+    }
+    this.prevAt = 0
+    this.pos = HASH_BYTES
+    this.flushed = HASH_BYTES
   }
 
   private syncInBackground(): void {

@@ -12,6 +12,8 @@ export interface CampaignOptions {
   /** cases per batch (checks run after each) */
   batch: number
   protocols?: Protocol[]
+  /** connections in flight per protocol (default PARALLEL): a stalled case idles its connection for the stall time, so a long run on a quiet machine goes faster with more */
+  parallel?: number
   print?: (line: string) => void
 }
 
@@ -27,8 +29,8 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
   const print = opts.print ?? (() => {})
   const corpus = await captureCorpus(w)
   print(`seed corpus captured from real clients: postgres ${corpus.pg.length} connections (${corpus.pg.reduce((n, b) => n + b.length, 0)} bytes), redis ${corpus.redis.length} (${corpus.redis.reduce((n, b) => n + b.length, 0)} bytes), http ${corpus.http.length} (${corpus.http.reduce((n, b) => n + b.length, 0)} bytes)`)
-  const base = baseline(w)
-  print(`gateway baseline: ${base.fds} fds, RSS ${(base.rss / 1048576).toFixed(0)} MiB`)
+  const base = await baseline(w)
+  print(`gateway baseline: ${base.fds} fds, RSS ${(base.rss / 1048576).toFixed(0)} MiB after a full collection`)
   const seen = new Set<string>()
   const token = await w.token('robust-fuzz')
   const batches: BatchResult[] = []
@@ -37,13 +39,13 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
     const seeds = protocol === 'postgres' ? corpus.pg : protocol === 'redis' ? corpus.redis : corpus.http
     for (let done = 0, b = 0; done < opts.cases; b++) {
       const n = Math.min(opts.batch, opts.cases - done)
-      const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: PARALLEL[protocol], token })
+      const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: opts.parallel ?? PARALLEL[protocol], token })
       done += stats.cases
       const report = await afterBatch(w, base, seen)
       batches.push({ protocol, stats, report })
       print(formatStats(stats))
       print(
-        `  after the batch: ${report.problems.length ? 'PROBLEMS: ' + report.problems.join(' | ') : 'alive, answering, no crash logged'}; fds ${report.fds} (HTTP pool ${report.httpPool}), RSS ${(report.rss / 1048576).toFixed(0)} MiB, ` +
+        `  after the batch: ${report.problems.length ? 'PROBLEMS: ' + report.problems.join(' | ') : 'alive, answering, no crash logged'}; fds ${report.fds} (HTTP pool ${report.httpPool}), RSS ${(report.rss / 1048576).toFixed(0)} MiB after a full collection (${(report.rssBefore / 1048576).toFixed(0)} before), ` +
           `upstream pg ${report.pgBackends} redis ${report.redisClients}, recordings verified ${report.recordings.files} (intact ${report.recordings.status.intact}, tampered ${report.recordings.status.tampered})`,
       )
       const t = (totals[protocol] ??= { ...stats, cases: 0, preLoginCases: 0, connections: 0, answered: 0, closedByGateway: 0, fin: 0, rst: 0, stalled: 0, loginFailures: 0, mutations: {}, ms: 0 })

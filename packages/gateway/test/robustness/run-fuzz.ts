@@ -1,4 +1,4 @@
-// `pnpm fuzz --cases N [--seed S] [--batch B] [--protocol postgres,redis,http]`: the robustness
+// `pnpm fuzz --cases N [--seed S] [--batch B] [--parallel P] [--protocol postgres,redis,http]`: the robustness
 // fuzzers of fuzz.test.ts at any size, against the same real gateway, Postgres, Redis and HTTP
 // fixture. Prints the figures of every batch and the totals; exits 1 when a check failed.
 import { parseArgs } from 'node:util'
@@ -12,6 +12,7 @@ const { values } = parseArgs({
     seed: { type: 'string', default: String(Date.now() % 1_000_000) },
     batch: { type: 'string' },
     protocol: { type: 'string', default: 'postgres,redis,http' },
+    parallel: { type: 'string' },
   },
 })
 const cases = Number(values.cases)
@@ -31,7 +32,7 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
 }
 let failed = false
 try {
-  const { batches, totals } = await campaign(w, { cases, seed, batch, protocols, print })
+  const { batches, totals } = await campaign(w, { cases, seed, batch, protocols, print, ...(values.parallel ? { parallel: Number(values.parallel) } : {}) })
   failed = batches.some((b) => b.report.problems.length > 0 || b.stats.loginFailures > 0)
   print('totals:')
   for (const s of Object.values(totals)) print('  ' + formatStats(s))
