@@ -81,7 +81,7 @@ t.test('an operation serialized once per Operation object splices into the same 
   const fields = { session: 'ses_o', principal: { sub: 'alice', groups: ['agents'] }, target: 'cache', protocol: 'redis' as const }
   const head = auditHead(fields)
   const time = '2026-01-01T00:00:00.000Z'
-  const op = { class: 'read' as const, resources: ['key:"a"'], fingerprint: 'f00d', statement: 'GET "a"\n' }
+  const op = { class: 'read' as const, resources: ['key:"a"', 'b\u2028\\'], fingerprint: 'f00d', statement: 'GET "a"\n' }
   const rest = { decision: 'allow' as const, rule: null, bytes: 3, masked: 0, durationMs: 1, error: undefined }
   t.equal(operationJson(op), operationJson(op), 'made once, the same text after')
   audit.writeSession(head, time, rest, operationJson(op))

@@ -46,16 +46,95 @@ function statementOf(name: string, shownArgs: string[]): string {
   return [name, ...parts].join(' ')
 }
 
+// whitespace that trim() and the collapse to single spaces would change: a run, a tab or another
+// space character, or whitespace at either end
+const NOT_NORMAL = /\s\s|[^\S ]|^\s|\s$/
+
 export function fingerprintOf(statement: string): string {
-  // one-shot: no Hash object per command
-  return hash('sha256', statement.trim().replace(/\s+/g, ' '), 'hex').slice(0, 16)
+  // one-shot: no Hash object per command; the text is normalized only when that changes it
+  return hash('sha256', NOT_NORMAL.test(statement) ? statement.trim().replace(/\s+/g, ' ') : statement, 'hex').slice(0, 16)
+}
+
+/**
+ * What a command's class and key positions are when they follow from its name and argument count
+ * alone (no subcommand, keys at fixed index ranges, a class no argument changes): worked out once
+ * per table, name and count, so that classifying it costs the keys and the statement only.
+ */
+interface Shape {
+  cls: OperationClass
+  name: string
+  keyIdx: number[]
+  /** DEL / UNLINK: bulk-delete past ClassifyOptions.bulkDeleteKeys keys */
+  countsKeys: boolean
+}
+const SHAPE_ARGC = 64
+const VECTOR_SET_COMMAND = /^v(add|rem|sim|emb|getattr|setattr|card|dim|info|links|randmember)$/
+const shapes = new WeakMap<CommandTable, Map<string, (Shape | null)[]>>()
+
+function shapeOf(table: CommandTable, base: string, args: Arg[], opts: ClassifyOptions): Shape | null {
+  // only names the table knows are kept (a client's made-up names must not grow the cache)
+  const meta = table.get(base) ?? BUILTIN_COMMANDS.get(base)
+  if (meta === undefined || meta.sub !== undefined) return null
+  let byName = shapes.get(table)
+  if (byName === undefined) shapes.set(table, (byName = new Map()))
+  let byArgc = byName.get(base)
+  if (byArgc === undefined) byName.set(base, (byArgc = []))
+  const known = byArgc[args.length]
+  if (known !== undefined) return known
+  let shape: Shape | null = null
+  const fixed = (meta.keySpecs ?? []).every(([, begin, find]) => begin[0] === 'index' && find[0] === 'range')
+  // RediSearch and vector sets have rules of their own (classifyFull); SORT's and scripts' class
+  // depends on their arguments
+  const own = base.startsWith('ft.') || VECTOR_SET_COMMAND.test(base) || SCRIPTS.has(base) || base === 'sort'
+  if (fixed && !own) {
+    const countsKeys = base === 'del' || base === 'unlink'
+    // the class as the full path gives it, for these very arguments; DEL/UNLINK's bulk threshold
+    // is applied per call
+    const full = classifyFull(args, countsKeys ? { ...opts, bulkDeleteKeys: Infinity } : opts)
+    shape = { cls: full.class, name: String(full.facts?.command), keyIdx: keyPositions(meta, args), countsKeys }
+  }
+  byArgc[args.length] = shape
+  return shape
+}
+
+/** `shown` for a value that is printable ASCII without a quote (most keys): its bytes as they are */
+function shownKey(a: Arg): string {
+  if (typeof a === 'string' || a.length === 0 || a.length > 120) return shown(a)
+  for (let i = 0; i < a.length; i++) {
+    const c = a[i]!
+    if (c <= 0x20 || c >= 0x7f || c === 0x22) return shown(a)
+  }
+  return a.toString('latin1')
 }
 
 /** one command → one statement */
 export function classifyCommand(args: Arg[], opts: ClassifyOptions = {}): StatementInfo {
+  if (args.length >= SHAPE_ARGC || args.length === 0) return classifyFull(args, opts)
+  const base = text(args[0]).toLowerCase()
+  const shape = shapeOf(opts.table ?? BUILTIN_COMMANDS, base, args, opts)
+  if (shape === null) return classifyFull(args, opts)
+  const keyIdx = shape.keyIdx
+  const keys: string[] = []
+  let statement = shape.name
+  let k = 0
+  for (let i = 1; i < args.length; i++) {
+    if (keyIdx[k] === i) {
+      keys.push(text(args[i]))
+      k++
+      // the statement shows 24 arguments at most (statementOf)
+      if (i <= 24) statement += ' ' + shownKey(args[i]!)
+    } else if (i <= 24) statement += ' ?'
+  }
+  if (args.length - 1 > 24) statement += ` … (+${args.length - 1 - 24})`
+  const cls = shape.countsKeys && keys.length > (opts.bulkDeleteKeys ?? 100) ? 'bulk-delete' : shape.cls
+  return { class: cls, resources: keys, statement, facts: { command: shape.name, keysTouched: keys.length } }
+}
+
+/** classifyCommand without the per-shape shortcut: every check, from the arguments */
+export function classifyFull(args: Arg[], opts: ClassifyOptions = {}): StatementInfo {
   const base = text(args[0]).toLowerCase()
   if (base.startsWith('ft.')) return classifySearch(args, opts.table)
-  if (/^v(add|rem|sim|emb|getattr|setattr|card|dim|info|links|randmember)$/.test(base)) return classifyVectorSet(args)
+  if (VECTOR_SET_COMMAND.test(base)) return classifyVectorSet(args)
 
   const res = resolveCommand(opts.table ?? BUILTIN_COMMANDS, args)
   const nameWords = res.sub ? 2 : 1
@@ -234,7 +313,7 @@ export function toOperation(statements: StatementInfo[]): Operation {
     for (const s of statements) keys += Number(s.facts?.keysTouched ?? 0)
     facts.keysTouched = keys
   }
-  const statement = statements.map(s => s.statement).join('; ')
+  const statement = statements.length === 1 ? first!.statement : statements.map(s => s.statement).join('; ')
   return { protocol: 'redis', class: cls, resources, statement, fingerprint: fingerprintOf(statement), statements, facts }
 }
 

@@ -115,6 +115,10 @@ class Masker {
 /** does any rule possibly apply to this reply? cheap checks only */
 function mayApply(plan: MaskPlan, ctx: MaskContext, type: number): boolean {
   if (plan.empty) return false
+  // a key's own value under a plan of key rules alone (no detectors, no field rules): only that
+  // key's rule can touch it (applyTo), so a key no rule names is not decoded at all
+  if (!plan.hasDetectors && plan.hasFieldRules === false && ctx.aliases === undefined && (KEY_VALUE.has(ctx.name) || VECTOR_SET.has(ctx.name)))
+    return plan.forKey(str(ctx.args[1])) !== undefined
   // a number can be the data itself: INCRBY k 0, HINCRBY h f 0, ZSCORE, GEODIST (RESP3 doubles)
   if ((type === 0x3a || type === 0x2c || type === 0x28) && (KEY_VALUE.has(ctx.name) || ctx.name === 'HINCRBY' || ctx.name === 'HINCRBYFLOAT')) return true
   if (plan.hasDetectors) return type !== 0x3a && type !== 0x5f && type !== 0x23 && type !== 0x2c

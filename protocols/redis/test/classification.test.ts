@@ -108,3 +108,37 @@ t.test('command lines split like redis-cli', async t => {
   t.equal(splitCommandLine('get "a"b'), undefined)
   t.match(explainRedis('get "open'), { error: /unbalanced quotes/ })
 })
+
+t.test('the per-shape shortcut classifies every built-in command exactly as the full path does', async t => {
+  const { classifyFull, fingerprintOf } = await import('../src/classify.ts')
+  const { BUILTIN_COMMANDS } = await import('../src/commands.ts')
+  const { hash } = await import('node:crypto')
+  // values that take every branch of how a statement shows a key: plain, spaces, quotes, tabs,
+  // control bytes, non-ASCII, invalid UTF-8, empty, long, and words commands give meaning to
+  const values = ['k', 'user:1', 'a b', 'a  b', ' lead', 'trail ', 'q"uote', 'tab\there', 'nl\nx', '\x01ctl', 'café', '\u00a0nbsp', '',
+    'x'.repeat(130), 'STORE', 'STREAMS', 'COUNT', '2', '0', '-1', 'WITHSCORES', 'GET', '#'].map(v => Buffer.from(v))
+  values.push(Buffer.from([0xff, 0xfe, 0x41]))
+  let n = 0
+  for (const name of BUILTIN_COMMANDS.keys()) {
+    for (const spelled of [name, name.toUpperCase()]) {
+      for (let argc = 1; argc <= 30; argc += argc < 8 ? 1 : 7) {
+        for (let v = 0; v < values.length; v += 3) {
+          const args = [Buffer.from(spelled), ...Array.from({ length: argc - 1 }, (_, i) => values[(v + i * 5) % values.length]!)]
+          for (const opts of [{}, { bulkDeleteKeys: 2 }, { scripts: 'write' as const }]) {
+            const want = classifyFull(args, opts)
+            // twice: the shape is worked out on the first call and reused on the second
+            for (let round = 0; round < 2; round++) {
+              const got = classifyCommand(args, opts)
+              if (JSON.stringify(got) !== JSON.stringify(want)) t.same(got, want, `${spelled} with ${argc - 1} arguments (${JSON.stringify(opts)})`)
+              n++
+            }
+          }
+        }
+      }
+    }
+  }
+  t.ok(n > 100_000, `${n} classifications compared`)
+  // the fingerprint skips normalizing text that is already normal, and only that
+  for (const s of ['GET a', 'GET a  b', ' GET a', 'GET a ', 'GET\ta', 'GET "a\u00a0b"', 'SET k ? ?', 'GET "a  b"'])
+    t.equal(fingerprintOf(s), hash('sha256', s.trim().replace(/\s+/g, ' '), 'hex').slice(0, 16), JSON.stringify(s))
+})

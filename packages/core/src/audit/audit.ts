@@ -1,19 +1,24 @@
 // One JSON line per operation. The line is the AuditEvent itself, after a "level" field: no
 // pid/hostname noise, and nothing that could hold a credential. The line is built here with one
 // JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
-// The file (or stdout) sink is pino's SonicBoom, async; lines are gathered into one string and
-// handed over at most WINDOW_MS later (at once past BATCH_CHARS): handed over line by line, SonicBoom
-// re-measures its whole pending batch (Buffer.byteLength of a growing concatenation) per line, and
-// handed over per event-loop turn, each turn under load costs a write syscall on the thread pool.
+// Lines are gathered into one string and handed over at most WINDOW_MS later (at once past
+// BATCH_CHARS): handed over line by line, a sink re-measures its pending text per line, and handed
+// over per event-loop turn, each turn under load costs a write syscall. A file is written by the
+// recordings' writer thread (recording/writer.ts), one job per batch: pino's SonicBoom (still the
+// stdout sink, and the file's where the thread cannot start) writes at most 16 KB per fs.write and
+// starts the next only when the event loop sees the last one done, so under a Redis pipeline load
+// (15 MB of lines a second) its backlog grew without bound in the heap (200 MB in 10 s).
 // A session's own fields (id, principal, target, protocol) are serialized once per session
 // (auditHead) and spliced into each of its lines.
-import { WriteStream } from 'node:fs'
+import { close as fsClose, fsync, WriteStream } from 'node:fs'
+import { dirname } from 'node:path'
 import pino from 'pino'
+import { fileNumber, forgetFile, postWrites, writerAvailable } from '../recording/writer.ts'
 import type { AuditEvent } from '../types.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
 const WINDOW_MS = 50
-const BATCH_CHARS = 64 * 1024
+const BATCH_CHARS = 256 * 1024
 
 /** the fields every line of one session carries, as JSON text made once: see auditHead() */
 export interface AuditHead {
@@ -32,7 +37,10 @@ const operationJsons = new WeakMap<object, string>()
 export function operationJson(op: { class: string; resources: readonly string[]; fingerprint: string; statement: string }): string {
   let json = operationJsons.get(op)
   if (json === undefined) {
-    json = JSON.stringify({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement }).slice(1, -1)
+    // what JSON.stringify of the four fields writes, field by field (no object to build and walk)
+    let resources = '['
+    for (let i = 0; i < op.resources.length; i++) resources += (i === 0 ? '' : ',') + JSON.stringify(op.resources[i] ?? null)
+    json = `"class":${JSON.stringify(op.class)},"resources":${resources}],"fingerprint":${JSON.stringify(op.fingerprint)},"statement":${JSON.stringify(op.statement)}`
     operationJsons.set(op, json)
   }
   return json
@@ -102,13 +110,105 @@ function line(level: string, fields: Record<string, unknown>, first?: Record<str
   return json.length > 2 ? `{"level":"${level}",${json.slice(1)}\n` : `{"level":"${level}"}\n`
 }
 
+interface Sink {
+  write(text: string): void
+  /** resolves once everything written before is on disk (fsync), or handed to a stream */
+  flush(): Promise<void>
+  /** flushes and closes a file of its own */
+  close(): Promise<void>
+}
+
+/**
+ * The audit file through the writer thread: each batch is one job (its UTF-8 bytes copied into the
+ * message), written in order with writeSync; the main thread never waits on a write to start the
+ * next. undefined where the thread cannot run.
+ */
+function threadSink(path: string): Sink | undefined {
+  if (!writerAvailable()) return undefined
+  const file = fileNumber()
+  const progress = new Int32Array(new SharedArrayBuffer(4))
+  let fd: number | undefined
+  let outstanding = 0
+  let waiters: (() => void)[] = []
+  // the thread died (writer.ts fails what it had not written): SonicBoom takes over, those lines first
+  let fallback: Sink | undefined
+  const answered = (err: Error | undefined, text?: string): void => {
+    outstanding--
+    if (err) {
+      if (!writerAvailable()) {
+        fallback ??= streamSink(pino.destination({ dest: path, sync: false, mkdir: true }), true, true)
+        if (text !== undefined) fallback.write(text)
+      } else {
+        // as SonicBoom's unhandled 'error' did: an audit log that cannot be written stops the
+        // process rather than let operations run unaudited (thrown outside the writer's loop)
+        process.nextTick(() => {
+          throw new Error(`audit log ${path}: ${err.message}`)
+        })
+      }
+    }
+    if (outstanding === 0 && waiters.length > 0) {
+      const w = waiters
+      waiters = []
+      for (const f of w) f()
+    }
+  }
+  const idle = () => new Promise<void>(resolve => (outstanding === 0 ? resolve() : waiters.push(resolve)))
+  outstanding++
+  postWrites([{ file, open: { dir: dirname(path), path, append: true }, parts: [], progress, done: (err, d) => ((fd = d), answered(err)) }])
+  return {
+    write(text) {
+      if (fallback) return fallback.write(text)
+      outstanding++
+      // encoded straight into shared memory: the message carries a view of it, not a copy
+      const bytes = Buffer.from(new SharedArrayBuffer(Buffer.byteLength(text, 'utf8')))
+      bytes.write(text, 0, 'utf8')
+      postWrites([{ file, parts: [bytes], progress, done: err => answered(err, text) }])
+    },
+    async flush() {
+      await idle()
+      if (fallback) return fallback.flush()
+      if (fd !== undefined) await new Promise<void>(resolve => fsync(fd!, () => resolve()))
+    },
+    async close() {
+      await this.flush()
+      forgetFile(file)
+      if (fd !== undefined) await new Promise<void>(resolve => fsClose(fd!, () => resolve()))
+      fd = undefined
+      await fallback?.close()
+    },
+  }
+}
+
+/** a stream (stdout's SonicBoom, the file's without the thread, or one handed in) */
+function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.destination>, owned: boolean, ownsFile: boolean): Sink {
+  const s = stream as { write(chunk: string): unknown; end?: () => void; flush?: (cb?: (err?: Error) => void) => void }
+  const flush = () =>
+    new Promise<void>(resolve => {
+      if (typeof s.flush === 'function' && owned) {
+        try {
+          s.flush(() => resolve())
+        } catch {
+          resolve()
+        }
+      } else resolve()
+    })
+  return {
+    write: text => void s.write(text),
+    flush,
+    async close() {
+      await flush()
+      if (ownsFile) s.end?.()
+    },
+  }
+}
+
 export function createAuditLog(opts: { destination: string; stream?: NodeJS.WritableStream }): AuditLog {
-  const stream: { write(chunk: string): unknown } =
-    opts.stream ??
-    (opts.destination === 'stdout'
-      ? pino.destination({ dest: 1, sync: false })
-      : pino.destination({ dest: opts.destination, sync: false, mkdir: true }))
-  const ownsFile = !opts.stream && opts.destination !== 'stdout'
+  const sink: Sink =
+    (opts.stream
+      ? streamSink(opts.stream, false, false)
+      : opts.destination === 'stdout'
+        ? streamSink(pino.destination({ dest: 1, sync: false }), true, false)
+        : threadSink(opts.destination)) ?? streamSink(pino.destination({ dest: opts.destination, sync: false, mkdir: true }), true, true)
   // a stream handed in gets each line at once (its owner may read it straight after), unless it is
   // a file stream
   const batching = !opts.stream || opts.stream instanceof WriteStream
@@ -122,11 +222,11 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
     if (batch === '') return
     const text = batch
     batch = ''
-    stream.write(text)
+    sink.write(text)
   }
   const put = (text: string) => {
     if (!batching) {
-      stream.write(text)
+      sink.write(text)
       return
     }
     batch += text
@@ -158,22 +258,13 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))
     },
-    async close() {
-      await this.flush()
-      if (ownsFile) (stream as { end?: () => void }).end?.()
+    close() {
+      handOver()
+      return sink.close()
     },
     flush() {
       handOver()
-      return new Promise(resolve => {
-        const s = stream as { flush?: (cb?: (err?: Error) => void) => void; flushSync?: () => void }
-        if (typeof s.flush === 'function' && stream !== opts.stream) {
-          try {
-            s.flush(() => resolve())
-          } catch {
-            resolve()
-          }
-        } else resolve()
-      })
+      return sink.flush()
     },
   }
 }

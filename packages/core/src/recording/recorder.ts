@@ -21,7 +21,7 @@ import {
   sealMessage,
 } from './format.ts'
 import { encodeBody } from './encode.ts'
-import { type WriteJob, forgetFile, postWrites, writerAvailable } from './writer.ts'
+import { type WriteJob, fileNumber, forgetFile, postWrites, writerAvailable } from './writer.ts'
 
 export interface RecorderOptions {
   dir: string
@@ -51,24 +51,26 @@ export interface Recorder {
 }
 
 export const DEFAULT_MAX_BACKLOG = 8 * 1024 * 1024
-const CHUNK = 1024 * 1024
+// A busy recorder fills a pooled CHUNK, touched through as it fills: at 1 MiB, 50 Redis sessions under
+// a pipeline held 50 MB of them (and the pool 32 MB more), a third of the gateway's RSS.
+const CHUNK = 256 * 1024
 // A recorder starts with a small chunk and takes a pooled CHUNK only when a burst outgrows it; once
 // everything it handed is written it rewinds to the start of a small chunk (see rest()). An idle
-// session therefore holds SMALL_CHUNK, not a 1 MiB buffer: 1,000 idle sessions held 1,000 MiB of
-// SharedArrayBuffers, which the 32-chunk pool could not serve, so each login allocated (and
-// zeroed) a fresh MiB and RSS climbed ~150 MiB per 1,000 sessions opened and closed.
+// session therefore holds SMALL_CHUNK: 1,000 idle sessions held 1,000 MiB of SharedArrayBuffers when
+// each started with a 1 MiB chunk, which the 32-chunk pool could not serve, so each login allocated
+// (and zeroed) a fresh MiB and RSS climbed ~150 MiB per 1,000 sessions opened and closed.
 const SMALL_CHUNK = 16 * 1024
-const FLUSH_BYTES = 256 * 1024
+const FLUSH_BYTES = 64 * 1024
 const FLUSH_DELAY_MS = 50
 // a busy recorder asks the disk for what it wrote every SYNC_BYTES (in the background): the disk
 // works while records come in, the fsync at close finds little left to do, and a power cut loses
 // less of a long recording
 const SYNC_BYTES = 8 * 1024 * 1024
 
-// Written chunks come back here for the next recorder chunk, shared by all recorders. A fresh 1 MiB
+// Written chunks come back here for the next recorder chunk, shared by all recorders. A fresh chunk
 // buffer costs a page fault per 4 KiB on first touch (the kernel zeroes each page; on a VM that
 // never touched the page, far more), several times the copy and the hash together; a reused one is
-// already mapped. The pool keeps what was in flight at once, up to POOL_CHUNKS MiB (a burst that
+// already mapped. The pool keeps what was in flight at once, up to POOL_CHUNKS chunks (a burst that
 // outruns the writer by up to that much reuses the memory of the previous one), and gives all but
 // POOL_IDLE_KEEP back after POOL_IDLE_MS without a take.
 const POOL_CHUNKS = 32
@@ -111,7 +113,6 @@ function giveChunk(chunk: Buffer): void {
 // One window for all recorders: the batches of every session that had records in it go to the
 // writer thread in one message (writer.ts), and one timer is armed per window, not one per session.
 let dueRecorders: FileRecorder[] = []
-let nextFile = 1
 let flushTimer: NodeJS.Timeout | undefined
 
 function flushDue(): void {
@@ -172,7 +173,7 @@ class FileRecorder implements Recorder {
   private viaWriter = false
   /** seal has taken the descriptor (to fsync and close it): one that arrives later is closed on arrival */
   private fdTaken = false
-  private readonly file = nextFile++
+  private readonly file = fileNumber()
 
   constructor(opts: RecorderOptions) {
     const start = new Date()
@@ -439,7 +440,7 @@ class FileRecorder implements Recorder {
   /**
    * Everything handed is written and nothing waits: the chunk's bytes are needed no more (only the
    * last chain hash is), so the next record starts again at the front of a small chunk. An idle
-   * session keeps SMALL_CHUNK, a 1 MiB chunk goes back to the pool for a busy one, and a session
+   * session keeps SMALL_CHUNK, a CHUNK goes back to the pool for a busy one, and a session
    * doing one command per window writes into the same few warm pages instead of walking a MiB.
    */
   private rest(): void {
