@@ -10,6 +10,7 @@ const USAGE = `usage: portcullis <command> [options]
   explain --protocol redis --command 'CMD ARG …'
   explain --protocol http --request 'METHOD /path' [--body JSON] [--profile NAME]
           [--config FILE --target NAME --subject S --groups a,b]   adds the policy decision
+          [--claims JSON]                    a scoped target: the scope for these claims
   token [--sub S] [--groups a,b] [--ttl 1h]   mint a dev token (demos and tests only)
   verify FILE|s3://BUCKET/KEY [--hmac-key-file F] [--public-key-file PEM] [--config FILE]
                                      check a recording's hash chain and seal

@@ -42,3 +42,39 @@ t.test('explain classifies Redis commands and HTTP API requests', async (t) => {
   t.equal(op.statement, 'POST /v1/chat/completions')
   t.equal(op.facts.model, 'gpt-4o')
 })
+
+t.test('explain on a scoped target: says which claims it needs, and with --claims shows the scope and its refusals', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const file = join(env.dir, 'scoped.yaml')
+  await writeFile(file, env.yaml({
+    targets: `
+  - { name: docs-db, protocol: postgres, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1, user: portcullis_app }, scope: { settings: { app.tenant: '\${claims.tenant}' } } }
+  - { name: cache, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1 }, scope: { keys: ['tenant:\${claims.tenant}:*'] } }`,
+    rules: `
+  - { id: all, when: { groups: [agents] }, action: allow }`,
+  }))
+  const pgArgs = (sql: string, ...rest: string[]) => ['explain', '--protocol', 'postgres', '--sql', sql, '--config', file, '--target', 'docs-db', '--subject', 'ann', '--groups', 'agents', ...rest]
+
+  const bare = await portcullis(pgArgs("SET app.tenant = 'globex'"))
+  t.equal(bare.code, 0, bare.stderr)
+  const out = JSON.parse(bare.stdout)
+  t.same(out.decision.action, 'allow', 'the rules alone allow it')
+  t.same(out.scope.needs, ['claims.tenant'])
+  t.match(out.scope.note, /--claims '\{"tenant":"…"\}'/)
+
+  const refused = JSON.parse((await portcullis(pgArgs("SET app.tenant = 'globex'", '--claims', '{"tenant":"acme"}'))).stdout)
+  t.match(refused.scope, { applied: 'app.tenant="acme"', refuse: /^scope: / }, 'the scope refuses the SET')
+  const allowed = JSON.parse((await portcullis(pgArgs('SELECT * FROM documents', '--claims', '{"tenant":"acme"}'))).stdout)
+  t.same(allowed.scope, { needs: ['claims.tenant'], applied: 'app.tenant="acme"' }, 'a plain read runs under the scope')
+  const noClaim = JSON.parse((await portcullis(pgArgs('SELECT 1', '--claims', '{"tenant":42}'))).stdout)
+  t.match(noClaim.scope, { refused: /claim claims\.tenant is not a string/, note: /refused at login/ })
+  const bad = await portcullis(pgArgs('SELECT 1', '--claims', 'not json'))
+  t.equal(bad.code, 2)
+  t.match(bad.stderr, /--claims must be a JSON object/)
+
+  const redis = (line: string) => portcullis(['explain', '--protocol', 'redis', '--command', line, '--config', file, '--target', 'cache', '--subject', 'ann', '--groups', 'agents', '--claims', '{"tenant":"acme"}'])
+  t.match(JSON.parse((await redis('GET tenant:globex:doc1')).stdout).scope, { applied: 'keys=tenant:acme:*', refuse: /outside this session's scope/ })
+  t.match(JSON.parse((await redis('SCAN 0')).stdout).scope, { rewritten: 'SCAN 0 MATCH tenant:acme:*' })
+  t.notOk('refuse' in JSON.parse((await redis('GET tenant:acme:doc1')).stdout).scope)
+})

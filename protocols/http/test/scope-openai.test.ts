@@ -150,9 +150,19 @@ t.test('files, vector stores and batches: only the scope that created them throu
     const refused = gw.audit().filter(l => l.error === 'scope_refused')
     t.ok(refused.length >= 10, 'each refusal is audited')
     t.ok(refused.every(l => l.scope === 'user="acme"' || l.scope === 'user="globex"'), 'with the scope it ran under')
+    const operations = gw.audit().filter(l => l.statement !== undefined && l.class !== 'session')
+    t.ok(operations.length >= 30, `${operations.length} operations audited`)
+    t.same(operations.filter(l => l.scope !== 'user="acme"' && l.scope !== 'user="globex"'), [], 'every operation’s audit line names its scope')
     const events: Record<string, unknown>[] = []
+    const decisions: Record<string, unknown>[] = []
     for (const day of await readdir(gw.recordings))
-      for (const f of await readdir(join(gw.recordings, day))) for await (const e of readRecording(join(gw.recordings, day, f))) events.push(e.payload as Record<string, unknown>)
+      for (const f of await readdir(join(gw.recordings, day)))
+        for await (const e of readRecording(join(gw.recordings, day, f))) {
+          events.push(e.payload as Record<string, unknown>)
+          if (e.type === 'decision') decisions.push(e.payload as Record<string, unknown>)
+        }
+    t.ok(decisions.length >= 30)
+    t.same(decisions.filter(d => d.scope !== 'user="acme"' && d.scope !== 'user="globex"'), [], 'every decision record names its scope')
     t.ok(events.some(e => e.event === 'authenticated' && e.scope === 'user="acme"'), 'the session’s scope')
     t.ok(events.some(e => e.event === 'scope-refused' && /was not created through the gateway under this session's scope/.test(String(e.reason))), 'refusals with their reason')
     t.ok(events.some(e => e.event === 'scope-applied' && /owned: file /.test(String(e.applied))), 'ownership checks that passed')

@@ -12,6 +12,7 @@ import { catalogFor } from './catalog.ts'
 import { PostgresProxy } from './proxy.ts'
 import { classifySql, dependsOnSession, loadClassifier, statementBody, withTopK } from './classify/index.ts'
 
+export { explainScope } from './scope.ts'
 export { explainSql, loadClassifier, classifySql, clearClassifierCache, classifierCacheStats } from './classify/index.ts'
 export { Framer, STARTUP_LIMIT, type Frame } from './framer.ts'
 

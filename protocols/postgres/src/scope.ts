@@ -87,3 +87,9 @@ export function upstreamRoleRefusal(target: TargetConfig, parameterStatus: reado
   }
   return undefined
 }
+
+/** `portcullis explain`: whether this statement would be refused under `scope` on `target` */
+export function explainScope(op: Operation, target: TargetConfig, scope: SessionScope): { refuse?: string } {
+  const why = scopeRefusal(op, scope, scopedSettings(target))
+  return why ? { refuse: why } : {}
+}

@@ -12,6 +12,7 @@ export const redisCodec: ProtocolCodec = {
 export { serveRedis } from './serve.ts'
 export { sniffRedis } from './sniff.ts'
 export { explainRedis } from './explain.ts'
+export { explainScope } from './scope.ts'
 export { classifyCommand, classifyToOperation, toOperation, type ClassifyOptions } from './classify.ts'
 export { RequestFramer, type RedisRequest, type RequestLimits } from './request-framer.ts'
 export { ReplyFramer, type RedisReply } from './reply-framer.ts'

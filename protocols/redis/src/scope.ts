@@ -21,6 +21,7 @@
 //     another tenant's prefix, FT.TAGVALS lists every tenant's tags).
 import type { SessionScope } from '@portcullis/core'
 import { BUILTIN_COMMANDS, keyPositions, resolveCommand, type CommandTable } from './commands.ts'
+import { splitCommandLine } from './split-args.ts'
 
 type Arg = Buffer | string
 const text = (a: Arg | undefined): string => (a === undefined ? '' : typeof a === 'string' ? a : a.toString('utf8'))
@@ -273,4 +274,14 @@ function closing(q: string, from: number, ch: string): number {
     else if (q[i] === ch) return i
   }
   return -1
+}
+
+/** `portcullis explain`: whether this command line would be refused or rewritten under `scope` */
+export function explainScope(commandLine: string, scope: SessionScope): { refuse?: string; rewritten?: string; applied?: string } {
+  const args = splitCommandLine(commandLine)
+  if (!args || args.length === 0) return { refuse: 'scope: the command line does not parse' }
+  const v = scopeVerdict(args, scope, undefined)
+  if (!v) return {}
+  if ('refuse' in v) return { refuse: v.refuse }
+  return { rewritten: v.args.map(a => a.toString()).join(' '), applied: v.applied }
 }

@@ -1,9 +1,10 @@
 // Classifies one request the way the gateway would, without any upstream, and optionally runs the
 // policy on it. Prints one JSON object on stdout.
 import { parseArgs } from 'node:util'
-import { decide, loadConfig, type Operation, type Principal } from '@portcullis/core'
+import { attachClaims, decide, loadConfig, type Operation, type Principal } from '@portcullis/core'
 import { UsageError, splitList } from '../args.ts'
 import { importExport } from '../codecs.ts'
+import { explainScope } from './explain-scope.ts'
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -19,6 +20,7 @@ export async function run(argv: string[]): Promise<number> {
       target: { type: 'string' },
       subject: { type: 'string' },
       groups: { type: 'string' },
+      claims: { type: 'string' },
     },
   })
   let op: Operation
@@ -44,8 +46,19 @@ export async function run(argv: string[]): Promise<number> {
     const target = config.targets.find((t) => t.name === values.target)
     if (!target) throw new UsageError(`no target ${JSON.stringify(values.target)} in ${values.config}`)
     const principal: Principal = { subject: values.subject ?? 'anonymous', groups: splitList(values.groups), issuer: 'explain' }
+    if (values.claims !== undefined) {
+      let claims: unknown
+      try {
+        claims = JSON.parse(values.claims)
+      } catch {
+        throw new UsageError('--claims must be a JSON object (the token\'s claims)')
+      }
+      if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) throw new UsageError('--claims must be a JSON object (the token\'s claims)')
+      attachClaims(principal, claims as Record<string, unknown>)
+    }
     const d = decide(config.rules, principal, target.name, op)
     out.decision = { action: d.action, rule: d.rule, reason: d.reason }
+    if (target.scope) out.scope = await explainScope(target, principal, values.claims !== undefined, op, values)
   }
   process.stdout.write(JSON.stringify(out, null, 2) + '\n')
   return 0
