@@ -385,6 +385,11 @@ export interface Peers {
   approval(id: string): Promise<ApprovalRequest | undefined>
   /** the configured token issuers (an MCP target's protected-resource metadata names them) */
   issuers(): string[]
+  /**
+   * one more session on this target, for another principal whose requests arrive over the same
+   * connection (HTTP keep-alive pools carry many callers); recorded and audited like any, closed by the caller
+   */
+  openSession(target: TargetConfig, remote: string): Session
 }
 
 export interface ProtocolCodec {

@@ -13,7 +13,7 @@ import type { HostPort } from './listen.ts'
 const CONNECT_TIMEOUT_MS = 5_000
 
 export function gatewayPeers(core: Core, config: () => Config, address: (name: string) => HostPort | undefined): Peers {
-  return {
+  const peers: Peers = {
     get(name) {
       const t = config().targets.find((x) => x.name === name)
       if (!t || t.protocol === 'mcp') return undefined
@@ -47,5 +47,11 @@ export function gatewayPeers(core: Core, config: () => Config, address: (name: s
     wouldDecide: (principal, target, op) => core.decide(principal, target, op).action,
     approval: (id) => core.approvals.fetch(id),
     issuers: () => config().identity.issuers.map((i) => i.issuer),
+    openSession(target, remote) {
+      const s = core.openSession(target, remote)
+      s.peers = peers
+      return s
+    },
   }
+  return peers
 }

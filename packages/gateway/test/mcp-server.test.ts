@@ -11,7 +11,7 @@ import pg from 'pg'
 import { Redis } from 'ioredis'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { parseConfig } from '@portcullis/core'
+import { parseConfig, verifyRecording } from '@portcullis/core'
 import { startPostgres } from '@portcullis/fixtures/postgres'
 import { startRedis } from '@portcullis/fixtures/redis'
 import { startGateway, type Gateway } from '../src/index.ts'
@@ -45,7 +45,7 @@ const targets = `
   - { name: db, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up} }
   - { name: db-defer, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up}, options: { approvalMode: defer } }
   - { name: cache, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: ${redis.port} } }
-  - { name: mcp, protocol: mcp, listen: 0.0.0.0:0, targets: [db, db-defer, cache] }`
+  - { name: mcp, protocol: mcp, listen: 127.0.0.1:0, targets: [db, db-defer, cache] }`
 const rules = `
   - { id: no-secrets, when: { resources: [public.secrets, secrets] }, action: block, reason: secrets are not for agents }
   - { id: read, when: { groups: [agents], class: [session, read] }, action: allow }
@@ -63,16 +63,15 @@ let gwClosed = false
 t.teardown(() => (gwClosed ? undefined : gw.close(100)))
 
 const mcpUrl = new URL(`http://127.0.0.1:${gw.targets.mcp!.port}/mcp`)
-// fetch keeps one connection pool per origin, and a connection carries one identity (as on the HTTP
-// target): each principal's client reaches the listener on a loopback address of its own
-const urlFor = (host: string) => new URL(`http://${host}:${gw.targets.mcp!.port}/mcp`)
 const agent = await env.token('ann', ['agents'])
 const analyst = await env.token('bob', ['analysts'])
 const dba = await env.token('dora', ['dba'])
 
-async function mcpClient(token: string, host = '127.0.0.1'): Promise<Client> {
+// Every client of this process shares fetch's keep-alive pool to the one origin: the principals'
+// requests interleave on the same connections, as they do in an agent platform that serves many users.
+async function mcpClient(token: string): Promise<Client> {
   const client = new Client({ name: 'portcullis-test', version: '1.0.0' })
-  const transport = new StreamableHTTPClientTransport(urlFor(host), { requestInit: { headers: { authorization: `Bearer ${token}` } } })
+  const transport = new StreamableHTTPClientTransport(mcpUrl, { requestInit: { headers: { authorization: `Bearer ${token}` } } })
   await client.connect(transport)
   return client
 }
@@ -108,13 +107,13 @@ t.test('no token, a bad token, an expired token: 401 with the RFC 9728 header; t
   t.same(meta.bearer_methods_supported, ['header'])
   // the SDK's client gets the same refusal
   const c = new Client({ name: 'x', version: '1' })
-  await t.rejects(c.connect(new StreamableHTTPClientTransport(urlFor('127.0.0.3'))))
+  await t.rejects(c.connect(new StreamableHTTPClientTransport(mcpUrl)))
 })
 
 t.test('tools/list differs by principal', async (t) => {
   const names = (await ann.listTools()).tools.map((x) => x.name).sort()
   t.same(names, ['cache_command', 'check_approval', 'db-defer_describe_table', 'db-defer_list_tables', 'db-defer_query', 'db_describe_table', 'db_list_tables', 'db_query'])
-  const bob = await mcpClient(analyst, '127.0.0.2')
+  const bob = await mcpClient(analyst)
   t.teardown(() => bob.close())
   t.same((await bob.listTools()).tools.map((x) => x.name).sort(), ['check_approval', 'db_describe_table', 'db_list_tables', 'db_query'])
   // list_tables leaves out what the rules do not let the caller read
@@ -207,7 +206,7 @@ t.test('defer: a tool error names the request; approved, check_approval says so,
   const pendingState = (await ann.callTool({ name: 'check_approval', arguments: { id } })) as any
   t.equal(pendingState.structuredContent.status, 'pending')
   // another principal cannot read it
-  const bob = await mcpClient(analyst, '127.0.0.2')
+  const bob = await mcpClient(analyst)
   t.teardown(() => bob.close())
   t.equal(((await bob.callTool({ name: 'check_approval', arguments: { id } })) as any).isError, true)
   t.equal((await direct.query('SELECT 1 FROM documents WHERE id = 9')).rowCount, 1)
@@ -221,21 +220,51 @@ t.test('defer: a tool error names the request; approved, check_approval says so,
   t.equal((await direct.query('SELECT 1 FROM documents WHERE id = 9')).rowCount, 0)
 })
 
+const liveOn = async (subject: string) => (await gw.core.sessions()).filter((x) => x.subject === subject && x.target !== 'mcp').map((x) => x.target).sort()
+
+t.test('the MCP session\'s connections to the targets close when the client ends the session', async (t) => {
+  const carl = await mcpClient(await env.token('carl', ['agents']))
+  t.equal(((await carl.callTool({ name: 'db_query', arguments: { sql: 'SELECT 1 AS one' } })) as any).structuredContent.rows[0].one, 1)
+  t.equal(((await carl.callTool({ name: 'cache_command', arguments: { argv: ['GET', 'user:1'] } })) as any).structuredContent.reply, 'Ann')
+  t.same(await liveOn('carl'), ['cache', 'db'])
+  await (carl.transport as StreamableHTTPClientTransport).terminateSession()
+  await waitFor(async () => (await liveOn('carl')).length === 0, 'carl\'s target sessions to end')
+  await carl.close()
+})
+
+t.test('the MCP session ends with its token; so do its connections', async (t) => {
+  const erin = await mcpClient(await env.token('erin', ['agents'], 4))
+  t.equal(((await erin.callTool({ name: 'db_query', arguments: { sql: 'SELECT 2 AS two' } })) as any).structuredContent.rows[0].two, 2)
+  t.same(await liveOn('erin'), ['db'])
+  await waitFor(async () => (await liveOn('erin')).length === 0, 'erin\'s target sessions to end', 15_000)
+  // the session is gone: the client is told so (404), and nothing runs
+  await t.rejects(erin.callTool({ name: 'db_query', arguments: { sql: 'SELECT 3' } }))
+  await erin.close()
+})
+
 t.test('the recordings verify and the audit lines name the principal', async (t) => {
   await ann.close()
   await gw.close(2000)
   gwClosed = true
   const files = await recordingsIn(join(env.dir, 'recordings'))
   t.ok(files.length >= 3)
-  for (const f of files) {
-    const v = await portcullis(['verify', f])
-    t.equal(v.code, 0, `${f}: ${v.stdout}${v.stderr}`)
-  }
+  // every recording verifies (the core's verifier, which the CLI runs)…
+  for (const f of files) t.equal((await verifyRecording(f)).status, 'intact', f)
   const events = auditLines.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l))
   const del = events.find((e) => e.target === 'db' && /^DELETE/.test(e.statement ?? '') && e.decision === 'allow')
   t.ok(del, 'the approved DELETE is audited')
   t.equal(del.principal.sub, 'ann')
   t.ok(del.approvalId)
+  // …and `portcullis verify` says so of the Postgres session that ran the DELETE and of ann's MCP connection
+  const mcpSession = events.find((e) => e.target === 'mcp' && e.principal?.sub === 'ann')
+  t.ok(mcpSession, 'the MCP connection is audited with its principal')
+  for (const id of [del.session, mcpSession.session]) {
+    const f = files.find((x) => x.endsWith(`${id}.pcr`))
+    t.ok(f, `a recording of ${id}`)
+    const v = await portcullis(['verify', f!])
+    t.equal(v.code, 0, v.stdout + v.stderr)
+    t.match(v.stdout, /intact/)
+  }
   const drop = events.find((e) => e.target === 'db' && /^DROP/.test(e.statement ?? ''))
   t.equal(drop.decision, 'block')
   t.equal(drop.principal.sub, 'ann')

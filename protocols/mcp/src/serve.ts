@@ -6,7 +6,8 @@
 // Identity: every request carries Authorization: Bearer <JWT>, verified by the connection's
 // session (the core's identity, as everywhere else); without one, or with a bad one, the answer is
 // 401 with RFC 9728's WWW-Authenticate: Bearer resource_metadata=…, whose document names the
-// configured issuers, so an MCP client knows where to get a token.
+// configured issuers, so an MCP client knows where to get a token. Several callers may share one
+// keep-alive connection: each gets a session of its own (see Conn).
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
@@ -17,11 +18,25 @@ import { isPortcullisError, type Peers, type Principal, type Session, type Targe
 import { McpSession } from './session.ts'
 import { num } from './context.ts'
 
-interface Conn {
+interface Caller {
   session: Session
-  /** digest of the token last verified on this connection (the same token again is not re-verified) */
+  /** digest of the token last verified for this caller (the same token again is not re-verified) */
   tokenDigest?: Buffer
 }
+
+interface Conn {
+  /** the session the gateway opened for the connection: the first caller's */
+  main: Session
+  /**
+   * one session per caller (issuer + subject) on this connection: HTTP clients pool keep-alive
+   * connections per origin, so one connection may carry several principals' requests; each gets a
+   * session of its own (its own recording, audit lines and expiry), none another's
+   */
+  callers: Map<string, Caller>
+}
+
+/** callers past this many on one connection get 401 (and the connection closes) */
+const MAX_CALLERS = 16
 
 const conns = new WeakMap<object, Conn>()
 const servers = new WeakMap<TargetConfig, Server>()
@@ -32,11 +47,14 @@ const METADATA = '/.well-known/oauth-protected-resource'
 
 export function serveMcp(client: Duplex, session: Session): Promise<void> {
   const server = serverFor(session.target)
-  conns.set(client, { session })
+  const conn: Conn = { main: session, callers: new Map() }
+  conns.set(client, conn)
   return new Promise<void>((resolve) => {
     const onAbort = () => client.destroy()
     client.once('close', () => {
       session.signal.removeEventListener('abort', onAbort)
+      // the sessions this connection opened for further callers end with it (the gateway ends the main one)
+      for (const c of conn.callers.values()) if (c.session !== session) void c.session.close('connection closed')
       resolve()
     })
     if (session.signal.aborted) return void client.destroy()
@@ -108,15 +126,49 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest()
 }
 
-async function authenticate(conn: Conn, token: string): Promise<Principal> {
-  const d = digest(token)
-  if (conn.tokenDigest && conn.session.principal && timingSafeEqual(d, conn.tokenDigest)) {
-    conn.session.assertAlive()
-    return conn.session.principal
+/**
+ * which caller a token claims to be (issuer and subject, read without verifying): it only picks the
+ * session to verify the token on; that session's verification is what counts, and a session never
+ * changes its subject, so a token that lies about its subject is refused there
+ */
+function claimedCaller(token: string): string {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iss?: unknown; sub?: unknown }
+    return `${String(payload.iss)}\n${String(payload.sub)}`
+  } catch {
+    return ''
   }
-  const p = await conn.session.authenticate(token)
-  conn.tokenDigest = d
-  return p
+}
+
+class TooManyCallers extends Error {}
+
+async function authenticate(conn: Conn, token: string): Promise<{ principal: Principal; session: Session }> {
+  const d = digest(token)
+  const key = claimedCaller(token)
+  let c = conn.callers.get(key)
+  if (c?.tokenDigest && c.session.principal && timingSafeEqual(d, c.tokenDigest)) {
+    c.session.assertAlive()
+    return { principal: c.session.principal, session: c.session }
+  }
+  let opened = false
+  if (!c) {
+    if (conn.main.principal === undefined) c = { session: conn.main }
+    else {
+      if (conn.callers.size >= MAX_CALLERS || !conn.main.peers) throw new TooManyCallers('too many identities on one connection')
+      c = { session: conn.main.peers.openSession(conn.main.target, conn.main.remote) }
+      opened = true
+    }
+  }
+  try {
+    const principal = await c.session.authenticate(token)
+    c.tokenDigest = d
+    conn.callers.set(key, c)
+    return { principal, session: c.session }
+  } catch (err) {
+    // a session opened for a token that failed holds nothing: closed at once
+    if (opened) void c.session.close('authentication failed')
+    throw err
+  }
 }
 
 async function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
@@ -136,27 +188,26 @@ const rpcError = (res: ServerResponse, status: number, code: number, message: st
 async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const conn = conns.get(req.socket)
   if (!conn) return void res.destroy()
-  const t = conn.session.target
+  const t = conn.main.target
   const url = new URL(req.url ?? '/', 'http://portcullis')
   if (url.pathname === METADATA || url.pathname === METADATA + mcpPath(t)) {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' }, { allow: 'GET' })
-    return json(res, 200, metadata(t, req, conn.session.peers), { 'cache-control': 'max-age=300' })
+    return json(res, 200, metadata(t, req, conn.main.peers), { 'cache-control': 'max-age=300' })
   }
   if (url.pathname !== mcpPath(t)) return json(res, 404, { error: 'not found' })
 
   const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(req.headers.authorization ?? '')
   if (!m) return unauthorized(res, t, req)
   let principal: Principal
+  let session: Session
   try {
-    principal = await authenticate(conn, m[1]!)
+    ;({ principal, session } = await authenticate(conn, m[1]!))
   } catch (err) {
     const code = isPortcullisError(err) ? err.code : 'AUTH_FAILED'
-    // another subject on a connection that has one: the client opens a new connection for it
-    const close = isPortcullisError(err) && (err.details as { reason?: string } | undefined)?.reason === 'subject-change'
-    return unauthorized(res, t, req, 'invalid_token', code === 'TOKEN_EXPIRED' ? 'token expired' : (err as Error).message, close)
+    return unauthorized(res, t, req, 'invalid_token', code === 'TOKEN_EXPIRED' ? 'token expired' : (err as Error).message, err instanceof TooManyCallers)
   }
   const token = m[1]!
-  if (!conn.session.peers) return rpcError(res, 503, -32603, 'this gateway does not serve MCP targets')
+  if (!session.peers) return rpcError(res, 503, -32603, 'this gateway does not serve MCP targets')
 
   const live = sessions.get(t.name) ?? new Map<string, McpSession>()
   sessions.set(t.name, live)
@@ -174,7 +225,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     const raw = await readBody(req, num(t.options, 'maxRequestBytes', 1024 * 1024))
     if (!raw) return rpcError(res, 413, -32600, 'request too large', { connection: 'close' })
     // requests are recorded as sent (the token travels in a header, which is not recorded)
-    conn.session.record('request', { method: 'POST', ...(s ? { mcpSession: s.id } : {}), body: raw })
+    session.record('request', { method: 'POST', ...(s ? { mcpSession: s.id } : {}), body: raw })
     try {
       body = JSON.parse(raw.toString('utf8'))
     } catch {
@@ -183,12 +234,12 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     if (!s) {
       if (!isInitializeRequest(body)) return rpcError(res, 400, -32000, 'Bad Request: no valid session ID provided')
       if (live.size >= num(t.options, 'maxSessions', 256)) return rpcError(res, 503, -32000, 'too many MCP sessions on this target')
-      s = await McpSession.open({ target: t, peers: conn.session.peers, principal, token, onClosed: (id) => live.delete(id), register: (id, x) => live.set(id, x) })
+      s = await McpSession.open({ target: t, peers: session.peers, principal, token, onClosed: (id) => live.delete(id), register: (id, x) => live.set(id, x) })
     }
   } else if (!s) {
     return rpcError(res, 400, -32000, 'Bad Request: no valid session ID provided')
   }
-  recordResponses(res, conn.session)
+  recordResponses(res, session)
   // the SDK passes req.auth to every handler as authInfo
   ;(req as IncomingMessage & { auth?: unknown }).auth = { token: 'held by portcullis', clientId: principal.subject, scopes: [] }
   await s.transport.handleRequest(req, res, body)
