@@ -14,11 +14,13 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { parseConfig, verifyRecording } from '@portcullis/core'
 import { startPostgres } from '@portcullis/fixtures/postgres'
 import { startRedis } from '@portcullis/fixtures/redis'
+import { startHttpUpstream } from '@portcullis/fixtures/http-upstream'
 import { startGateway, type Gateway } from '../src/index.ts'
 import { silentLogger } from '../src/log.ts'
 import { portcullis, recordingsIn, testEnv, waitFor } from './helpers.ts'
 
 const PG_ENV = 'PORTCULLIS_MCP_TEST_PG'
+const OPENAI_ENV = 'PORTCULLIS_MCP_TEST_OPENAI'
 
 const env = await testEnv()
 t.teardown(env.cleanup)
@@ -27,6 +29,10 @@ t.teardown(() => upstream.stop())
 const redis = await startRedis({})
 t.teardown(() => redis.stop())
 process.env[PG_ENV] = upstream.password
+// the LLM API is the fixtures' stand-in (no OpenAI here); the gateway and its HTTP codec are real
+const llm = await startHttpUpstream()
+t.teardown(() => llm.stop())
+process.env[OPENAI_ENV] = 'sk-upstream-mcp-test'
 const direct = new pg.Client({ host: upstream.host, port: upstream.port, user: upstream.user, database: upstream.database, password: upstream.password })
 await direct.connect()
 t.teardown(() => direct.end())
@@ -45,7 +51,9 @@ const targets = `
   - { name: db, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up} }
   - { name: db-defer, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up}, options: { approvalMode: defer } }
   - { name: cache, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: ${redis.port} } }
-  - { name: mcp, protocol: mcp, listen: 127.0.0.1:0, targets: [db, db-defer, cache] }`
+  - { name: llm, protocol: http, listen: 127.0.0.1:0, options: { profile: openai },
+      upstream: { url: ${JSON.stringify(llm.url)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: openai } } } }
+  - { name: mcp, protocol: mcp, listen: 127.0.0.1:0, targets: [db, db-defer, cache, llm] }`
 const rules = `
   - { id: no-secrets, when: { resources: [public.secrets, secrets] }, action: block, reason: secrets are not for agents }
   - { id: read, when: { groups: [agents], class: [session, read] }, action: allow }
@@ -54,7 +62,8 @@ const rules = `
   - { id: no-ddl, when: { class: [bulk-delete, schema-change, admin] }, action: block, reason: not through agents }`
 const yaml =
   env.yaml({ targets, rules }) +
-  `\nsecrets:\n  pg: { env: ${PG_ENV} }\nmasking:\n  - { id: pii, when: { targets: [db, db-defer] }, columns: ["customers.email"], method: redact }\n`
+  `\nsecrets:\n  pg: { env: ${PG_ENV} }\n  openai: { env: ${OPENAI_ENV} }\nmasking:\n  - { id: pii, when: { targets: [db, db-defer] }, columns: ["customers.email"], method: redact }\n` +
+  `  - { id: llm-pii, when: { targets: [llm] }, detectors: [email], method: redact }\n`
 const auditLines: string[] = []
 const audit = new PassThrough()
 audit.setEncoding('utf8').on('data', (d: string) => auditLines.push(d))
@@ -112,7 +121,7 @@ t.test('no token, a bad token, an expired token: 401 with the RFC 9728 header; t
 
 t.test('tools/list differs by principal', async (t) => {
   const names = (await ann.listTools()).tools.map((x) => x.name).sort()
-  t.same(names, ['cache_command', 'check_approval', 'db-defer_describe_table', 'db-defer_list_tables', 'db-defer_query', 'db_describe_table', 'db_list_tables', 'db_query'])
+  t.same(names, ['cache_command', 'check_approval', 'db-defer_describe_table', 'db-defer_list_tables', 'db-defer_query', 'db_describe_table', 'db_list_tables', 'db_query', 'llm_request'])
   const bob = await mcpClient(analyst)
   t.teardown(() => bob.close())
   t.same((await bob.listTools()).tools.map((x) => x.name).sort(), ['check_approval', 'db_describe_table', 'db_list_tables', 'db_query'])
@@ -136,6 +145,52 @@ t.test('a masked column comes back masked in structuredContent and in text', asy
   t.not(r.structuredContent.rows[0].email, 'ann@example.com')
   t.notMatch(text(r), /ann@example\.com/)
   t.notMatch(JSON.stringify(r), /ann@example\.com/)
+})
+
+t.test('an HTTP target: the request goes with the gateway\'s key, never the token; the reply is masked', async (t) => {
+  const r = (await ann.callTool({
+    name: 'llm_request',
+    arguments: { method: 'POST', path: '/v1/chat/completions', body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'write to eve@example.org' }] } },
+  })) as any
+  t.notOk(r.isError, text(r))
+  t.equal(r.structuredContent.status, 200)
+  t.match(r.structuredContent.body.choices[0].message.content, /^echo: write to /)
+  // the reply is masked (the request is recorded as sent, as on every target)
+  t.notMatch(JSON.stringify(r), /eve@example\.org/)
+  const seen = llm.requests.at(-1)!
+  t.equal(seen.headers.authorization, 'Bearer sk-upstream-mcp-test')
+  t.notOk(llm.requests.some((x) => JSON.stringify(x.headers).includes(agent)))
+  // a path that would leave the target is refused by the tool's schema
+  const away = (await ann.callTool({ name: 'llm_request', arguments: { method: 'GET', path: '//evil.example/x' } })) as any
+  t.equal(away.isError, true)
+})
+
+t.test('attacker: another principal cannot use an MCP session id that is not theirs', async (t) => {
+  const sid = (ann.transport as StreamableHTTPClientTransport).sessionId!
+  t.ok(sid)
+  const res = await fetch(mcpUrl, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${analyst}`, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-06-18', 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'db_query', arguments: { sql: 'SELECT email FROM customers' } } }),
+  })
+  t.equal(res.status, 404)
+  t.notMatch(await res.text(), /Ann|rows/)
+})
+
+t.test('attacker: a held call the client cancels is withdrawn, and approving it later runs nothing', async (t) => {
+  const ac = new AbortController()
+  const call = ann.callTool({ name: 'db_query', arguments: { sql: 'DELETE FROM documents WHERE id = $1', params: [11] } }, undefined, { signal: ac.signal, timeout: 120_000 })
+  call.catch(() => {})
+  let held: any
+  await waitFor(async () => {
+    held = ((await api('GET', '/api/approvals', dba)).body.approvals as any[]).find((a) => a.parameters?.[0] === '11')
+    return held !== undefined
+  }, 'the held DELETE')
+  ac.abort()
+  await t.rejects(call)
+  await waitFor(async () => ((await api('GET', '/api/approvals', dba)).body.approvals as any[]).every((a) => a.id !== held.id), 'the request to leave the pending list')
+  t.not((await api('POST', `/api/approvals/${held.id}/approve`, dba)).status, 200)
+  t.equal((await direct.query('SELECT 1 FROM documents WHERE id = 11')).rowCount, 1)
 })
 
 t.test('DROP TABLE is blocked with the codec SQLSTATE; the table is still there', async (t) => {
