@@ -20,6 +20,7 @@ export interface OpenOptions {
 }
 
 const VERSION = '0.1.0'
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export class McpSession implements CallContext {
   id = ''
@@ -75,14 +76,20 @@ export class McpSession implements CallContext {
   refresh(token: string, principal: Principal): void {
     this.#token = token
     this.principal = principal
-    if (this.#expiry) clearTimeout(this.#expiry)
-    if (principal.expiresAt !== undefined) {
-      this.#expiry = setTimeout(() => this.close('token expired'), Math.max(0, principal.expiresAt - Date.now()))
-      this.#expiry.unref()
-    }
+    this.#scheduleExpiry()
     if (this.#idle) clearTimeout(this.#idle)
-    this.#idle = setTimeout(() => this.close('idle'), num(this.options, 'sessionIdleMs', 30 * 60_000))
+    this.#idle = setTimeout(() => this.close('idle'), Math.min(num(this.options, 'sessionIdleMs', 30 * 60_000), MAX_TIMER_MS))
     this.#idle.unref()
+  }
+
+  #scheduleExpiry(): void {
+    if (this.#expiry) clearTimeout(this.#expiry)
+    const at = this.principal.expiresAt
+    if (at === undefined) return
+    // timers hold at most 2^31-1 ms (past that Node fires at once): a longer-lived token is looked at again then
+    const left = Math.max(0, at - Date.now())
+    this.#expiry = setTimeout(() => (left > MAX_TIMER_MS ? this.#scheduleExpiry() : this.close('token expired')), Math.min(left, MAX_TIMER_MS))
+    this.#expiry.unref()
   }
 
   pool<C>(peer: Peer, make: () => Pool<C>): Pool<C> {
