@@ -8,11 +8,9 @@
 // 401 with RFC 9728's WWW-Authenticate: Bearer resource_metadata=…, whose document names the
 // configured issuers, so an MCP client knows where to get a token. Several callers may share one
 // keep-alive connection: each gets a session of its own (see Conn).
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js'
 import { isPortcullisError, type Peers, type Principal, type Session, type TargetConfig } from '@portcullis/core'
 import { McpSession } from './session.ts'
