@@ -50,7 +50,7 @@ const up = `{ host: ${upstream.host}, port: ${upstream.port}, database: ${upstre
 const targets = `
   - { name: db, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up} }
   - { name: db-defer, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up}, options: { approvalMode: defer } }
-  - { name: cache, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: ${redis.port} } }
+  - { name: cache, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: ${redis.port} }, options: { approvalMode: defer } }
   - { name: llm, protocol: http, listen: 127.0.0.1:0, options: { profile: openai },
       upstream: { url: ${JSON.stringify(llm.url)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: openai } } } }
   - { name: mcp, protocol: mcp, listen: 127.0.0.1:0, targets: [db, db-defer, cache, llm] }`
@@ -276,6 +276,24 @@ t.test('defer: a tool error names the request; approved, check_approval says so,
 })
 
 const liveOn = async (subject: string) => (await gw.core.sessions()).filter((x) => x.subject === subject && x.target !== 'mcp').map((x) => x.target).sort()
+
+t.test('defer on Redis: -PENDING becomes a tool error with the id; approved, the identical command runs once', async (t) => {
+  const args = { argv: ['SET', 'user:2', 'Bo'] }
+  const first = (await ann.callTool({ name: 'cache_command', arguments: args })) as any
+  t.equal(first.isError, true)
+  t.equal(first.structuredContent.code, 'PENDING')
+  const id = first.structuredContent.approvalId as string
+  t.equal(await directRedis.get('user:2'), null)
+  t.equal((await api('POST', `/api/approvals/${id}/approve`, dba)).status, 200)
+  t.equal(((await ann.callTool({ name: 'check_approval', arguments: { id } })) as any).structuredContent.status, 'approved')
+  const again = (await ann.callTool({ name: 'cache_command', arguments: args })) as any
+  t.notOk(again.isError, text(again))
+  t.equal(again.structuredContent.reply, 'OK')
+  t.equal(await directRedis.get('user:2'), 'Bo')
+  // once: the same command again asks again
+  const third = (await ann.callTool({ name: 'cache_command', arguments: { argv: ['SET', 'user:2', 'Bo'] } })) as any
+  t.equal(third.structuredContent.code, 'PENDING')
+})
 
 t.test('the MCP session\'s connections to the targets close when the client ends the session', async (t) => {
   const carl = await mcpClient(await env.token('carl', ['agents']))
