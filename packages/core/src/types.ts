@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import type { ScopeConfig, SessionScope } from './identity/scope.ts'
 export type { ScopeConfig, SessionScope }
 
-export type Protocol = 'postgres' | 'redis' | 'http'
+export type Protocol = 'postgres' | 'redis' | 'http' | 'mcp'
 
 /** Ordered from least to most dangerous; a multi-statement request takes the strictest. */
 export const CLASSES = ['session', 'read', 'write', 'delete', 'bulk-delete', 'schema-change', 'admin'] as const
@@ -274,6 +274,8 @@ export interface TargetConfig {
   options: Record<string, unknown>
   /** what each principal may see, from its claims (identity/scope.ts); enforced by the codec */
   scope?: ScopeConfig
+  /** mcp: the targets whose tools this target serves (each reached through its own codec) */
+  targets?: string[]
 }
 
 /** One JSON line per operation. */
@@ -371,6 +373,39 @@ export interface Session {
   audit(event: Partial<AuditEvent>): void
   /** seals the recording and releases the session; idempotent */
   close(reason?: string): Promise<void>
+  /** the gateway's other targets, for a codec that fronts them (mcp); set by the gateway */
+  peers?: Peers
+}
+
+/** another target of the same gateway, as a codec that fronts it (the MCP server) reaches it */
+export interface Peer {
+  readonly name: string
+  readonly protocol: Exclude<Protocol, 'mcp'>
+  readonly options: Record<string, unknown>
+  /**
+   * a new client connection to the target's own listener, served by its codec exactly like one from
+   * the network: the caller authenticates on it with the principal's own token
+   */
+  connect(): Promise<Duplex>
+}
+
+export interface Peers {
+  /** a target this gateway serves now (current config generation); undefined when none by that name */
+  get(name: string): Peer | undefined
+  /**
+   * what the rules say of this operation by this principal on that target, with nothing recorded,
+   * audited or held (what to list: MCP's tools and tables); 'approve' stays 'approve'
+   */
+  wouldDecide(principal: Principal, target: string, op: Operation): Action
+  /** an approval request by id, through the core's approvals API (the caller checks it is the principal's) */
+  approval(id: string): Promise<ApprovalRequest | undefined>
+  /** the configured token issuers (an MCP target's protected-resource metadata names them) */
+  issuers(): string[]
+  /**
+   * one more session on this target, for another principal whose requests arrive over the same
+   * connection (HTTP keep-alive pools carry many callers); recorded and audited like any, closed by the caller
+   */
+  openSession(target: TargetConfig, remote: string): Session
 }
 
 export interface ProtocolCodec {

@@ -128,7 +128,7 @@ t.test('the error message lists each issue as file:line: key: message', async t 
   } catch (err) {
     const e = err as ConfigError
     t.equal(e.code, 'CONFIG_INVALID')
-    t.match(e.message, /^docs\.yaml:5: targets\.0\.protocol: must be one of postgres, redis, http$/m)
+    t.match(e.message, /^docs\.yaml:5: targets\.0\.protocol: must be one of postgres, redis, http, mcp$/m)
     t.match(e.message, /^docs\.yaml:9: targets\.0\.upstream\.port: must be integer$/m)
   }
 })
@@ -395,4 +395,18 @@ ${r}`
   t.match(issuesOf(t, rules(`  - { id: zero, when: {}, action: approve, approvers: [dba], minApprovals: 0 }`)), [{ path: 'rules.0.minApprovals', line: 4 }])
   t.match(issuesOf(t, rules(`  - { id: half, when: {}, action: approve, approvers: [dba], minApprovals: 1.5 }`)), [{ path: 'rules.0.minApprovals' }])
   t.match(issuesOf(t, rules(`  - { id: allow, when: {}, action: allow, minApprovals: 2 }`)), [{ path: 'rules.0.minApprovals', message: /approve rules only/ }])
+})
+
+t.test('an mcp target names existing, non-mcp targets and needs no upstream', async t => {
+  const mcp = (targets: string) =>
+    DESIGN_EXAMPLE.replace('rules:\n', `  - { name: agents-mcp, protocol: mcp, listen: 127.0.0.1:18443, targets: ${targets} }\nrules:\n`)
+  const ok = parseConfig(mcp('[docs-db]'), 'docs.yaml')
+  t.same(ok.targets[1]!.targets, ['docs-db'])
+  t.same(ok.targets[1]!.upstream, {})
+  t.same(issuesOf(t, mcp('[nope]')).map(i => [i.path, i.message]), [['targets.1.targets.0', 'unknown target "nope"']])
+  t.same(issuesOf(t, mcp('[agents-mcp]')).map(i => i.path), ['targets.1.targets.0'])
+  t.same(issuesOf(t, mcp('[]')).map(i => i.path), ['targets.1.targets'])
+  // a postgres target still needs its upstream, and may not name targets
+  const bare = DESIGN_EXAMPLE.replace('rules:\n', '  - { name: bare, protocol: postgres, listen: 127.0.0.1:15433, targets: [docs-db] }\nrules:\n')
+  t.same(issuesOf(t, bare).map(i => i.path).sort(), ['targets.1', 'targets.1.targets', 'targets.1.upstream'])
 })

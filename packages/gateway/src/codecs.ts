@@ -8,8 +8,10 @@ const PACKAGES: Record<Protocol, { pkg: string; name: string; load: () => Promis
   postgres: { pkg: '@portcullis/postgres', name: 'postgresCodec', load: () => import('@portcullis/postgres') },
   redis: { pkg: '@portcullis/redis', name: 'redisCodec', load: () => import('@portcullis/redis') },
   http: { pkg: '@portcullis/http', name: 'httpCodec', load: () => import('@portcullis/http') },
+  mcp: { pkg: '@portcullis/mcp', name: 'mcpCodec', load: () => import('@portcullis/mcp') },
 }
 
+/** the protocols a sniffing listener tries; MCP speaks HTTP, so only a target of its own serves it */
 export const PROTOCOLS: readonly Protocol[] = ['postgres', 'redis', 'http']
 
 const cache = new Map<Protocol, Promise<ProtocolCodec>>()

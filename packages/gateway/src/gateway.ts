@@ -9,6 +9,7 @@ import { createCore, loadConfig, type Config, type Core, type CoreOptions, type 
 import { parseHostPort, type HostPort } from './listen.ts'
 import { loadCodec, PROTOCOLS } from './codecs.ts'
 import { sniffCodec } from './sniff.ts'
+import { gatewayPeers } from './peers.ts'
 import { startAdmin, type AdminServer } from './admin.ts'
 import type { ConsoleSessionStore } from './console/session-store.ts'
 import { startSlackApprovals, type SlackApprovals } from './slack/index.ts'
@@ -85,6 +86,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
   let closing = false
   let admin: AdminServer | undefined
   let slack: SlackApprovals | undefined
+  const peers = gatewayPeers(core, () => current, (name) => targets[name])
 
   const codecFor = async (protocol: TargetConfig['protocol']): Promise<ProtocolCodec> => {
     const given = opts.codecs?.find((c) => c.protocol === protocol)
@@ -136,6 +138,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
       return void socket.destroy()
     }
     live.set(session.id, { session, socket })
+    if (target.protocol === 'mcp') session.peers = peers
     const handshake =
       limits.handshakeTimeoutMs > 0
         ? setTimeout(() => {

@@ -78,3 +78,19 @@ t.test('explain on a scoped target: says which claims it needs, and with --claim
   t.match(JSON.parse((await redis('SCAN 0')).stdout).scope, { rewritten: 'SCAN 0 MATCH tenant:acme:*' })
   t.notOk('refuse' in JSON.parse((await redis('GET tenant:acme:doc1')).stdout).scope)
 })
+
+t.test('explain of an mcp target names the targets its tools reach (that is where a call is decided)', async (t) => {
+  const env = await testEnv()
+  t.teardown(env.cleanup)
+  const file = join(env.dir, 'p.yaml')
+  const targets = `
+  - { name: lines, protocol: redis, listen: 127.0.0.1:0, upstream: { host: 127.0.0.1, port: 1 } }
+  - { name: agents-mcp, protocol: mcp, listen: 127.0.0.1:0, targets: [lines] }`
+  await writeFile(file, env.yaml({ targets }))
+  const res = await portcullis(['explain', '--protocol', 'redis', '--command', 'GET k', '--config', file, '--target', 'agents-mcp'])
+  t.equal(res.code, 2)
+  t.match(res.stderr, /agents-mcp is an mcp target: .* use --target lines/)
+  const ok = await portcullis(['explain', '--protocol', 'redis', '--command', 'GET k', '--config', file, '--target', 'lines', '--groups', 'agents'])
+  t.equal(ok.code, 0, ok.stderr)
+  t.equal(JSON.parse(ok.stdout).decision.action, 'allow')
+})

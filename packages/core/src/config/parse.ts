@@ -208,7 +208,8 @@ interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'c
   groupsClaim?: string
   clockSkew?: string | number
 }
-interface RawTarget extends Omit<TargetConfig, 'limits' | 'options'> {
+interface RawTarget extends Omit<TargetConfig, 'limits' | 'options' | 'upstream'> {
+  upstream?: TargetConfig['upstream']
   limits?: { maxConnections?: number; maxMessageBytes?: number; idleTimeout?: string | number; handshakeTimeout?: string | number }
   options?: Record<string, unknown>
 }
@@ -298,8 +299,17 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     const ephemeral = t.listen.endsWith(':0')
     if (!ephemeral && seenListen.has(t.listen)) issue([...path, 'listen'], `${t.listen} is already the listen address of target "${seenListen.get(t.listen)}"`)
     seenListen.set(t.listen, t.name)
+    if (t.protocol === 'mcp') {
+      // an MCP target has no upstream of its own: its tools reach the targets it names, through their codecs
+      t.upstream ??= {}
+      if (!t.targets || t.targets.length === 0) issue([...path, 'targets'], 'mcp targets need targets: the targets whose tools they serve')
+    } else {
+      if (t.targets !== undefined) issue([...path, 'targets'], 'only mcp targets name other targets')
+      if (!t.upstream) issue(path, `${t.protocol} targets need upstream`)
+      t.upstream ??= {}
+    }
     if (t.protocol === 'http' && !t.upstream.url) issue([...path, 'upstream'], 'http targets need upstream.url')
-    if (t.protocol !== 'http' && (!t.upstream.host || !t.upstream.port))
+    if (t.protocol !== 'http' && t.protocol !== 'mcp' && (!t.upstream.host || !t.upstream.port))
       issue([...path, 'upstream'], `${t.protocol} targets need upstream.host and upstream.port`)
     const auth = t.upstream.auth as (Omit<NonNullable<TargetConfig['upstream']['auth']>, 'value'> & { value?: string }) | undefined
     if (auth) {
@@ -315,6 +325,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     const l = t.limits ?? {}
     targets.push({
       ...t,
+      upstream: t.upstream ?? {},
       limits: {
         maxConnections: l.maxConnections ?? DEFAULT_LIMITS.maxConnections,
         maxMessageBytes: l.maxMessageBytes ?? DEFAULT_LIMITS.maxMessageBytes,
@@ -324,6 +335,14 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       },
       options: t.options ?? {},
     })
+  }
+
+  for (const [n, t] of targets.entries()) {
+    for (const [i, name] of (t.targets ?? []).entries()) {
+      const named = targets.find(o => o.name === name)
+      if (!named) issue(['targets', n, 'targets', i], `unknown target "${name}"`)
+      else if (named.protocol === 'mcp') issue(['targets', n, 'targets', i], `"${name}" is an mcp target: an MCP target serves postgres, redis and http targets`)
+    }
   }
 
   const rules: RuleConfig[] = []

@@ -30,7 +30,9 @@ const factCondition = {
 const target = object(
   {
     name: { type: 'string', minLength: 1 },
-    protocol: { enum: ['postgres', 'redis', 'http'] },
+    protocol: { enum: ['postgres', 'redis', 'http', 'mcp'] },
+    /** mcp: the targets whose tools it serves */
+    targets: strings,
     listen: hostPort,
     upstream: object({
       host: { type: 'string' },
@@ -57,7 +59,7 @@ const target = object(
     options: { type: 'object' },
     scope: scopeSchema,
   },
-  ['name', 'protocol', 'listen', 'upstream'],
+  ['name', 'protocol', 'listen'],
 )
 
 const rule = object(

@@ -10,6 +10,7 @@ import type {
   MaskPlan,
   Operation,
   OperationClass,
+  Peers,
   Principal,
   RecentStatement,
   RecordType,
@@ -140,6 +141,8 @@ export class CoreSession implements Session {
   lastActivity: number
   /** bytes sent to the client, summed from audit events */
   bytesOut = 0
+  /** set by the gateway (see Session.peers) */
+  peers?: Peers
   readonly #host: SessionHost
   readonly #abort = new AbortController()
   #principal: Principal | undefined

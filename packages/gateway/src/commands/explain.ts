@@ -45,6 +45,9 @@ export async function run(argv: string[]): Promise<number> {
     const config = await loadConfig(values.config)
     const target = config.targets.find((t) => t.name === values.target)
     if (!target) throw new UsageError(`no target ${JSON.stringify(values.target)} in ${values.config}`)
+    // an MCP target's tool calls are decided where they land, by the target each tool reaches
+    if (target.protocol === 'mcp')
+      throw new UsageError(`target ${target.name} is an mcp target: its tool calls are decided on the target they reach; use --target ${(target.targets ?? []).join(' | ')}`)
     const principal: Principal = { subject: values.subject ?? 'anonymous', groups: splitList(values.groups), issuer: 'explain' }
     if (values.claims !== undefined) {
       let claims: unknown
