@@ -4,6 +4,7 @@
 // packages/gateway/test/mcp-proxy.test.ts.
 import t from 'tap'
 import type { TargetConfig } from '@portcullis/core'
+import { explainHttp } from '../src/classify.ts'
 import { classifyMessage, pinOperation } from '../src/mcp/classify.ts'
 import { repeatedKey, toMessage } from '../src/mcp/jsonrpc.ts'
 import { newSession, stableJson, toolClass, toolDef, type ServerState } from '../src/mcp/state.ts'
@@ -92,4 +93,15 @@ t.test('a pin binds to the definition hash; the hash ignores key order', async t
   t.not(pa.op.fingerprint, pc.op.fingerprint)
   t.equal(pc.op.facts.operation, 'tools/pin')
   t.equal(stableJson({ b: 1, a: [2, { d: 3, c: 4 }] }), '{"a":[2,{"c":4,"d":3}],"b":1}')
+})
+
+t.test('explain --profile mcp classifies a message without a server', async t => {
+  const call = (annotations?: unknown) => explainHttp({ method: 'POST', path: '/mcp', profile: 'mcp', body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'rm', arguments: { id: 'a' }, ...(annotations ? { _annotations: annotations } : {}) } } })
+  t.match(call(), { class: 'write', statement: 'tools/call rm', resources: ['tool:rm'] }, 'no annotations: write')
+  t.match(call({ destructiveHint: true }), { class: 'delete' })
+  t.match(call().fingerprint, /^[0-9a-f]{32}$/)
+  t.match(explainHttp({ method: 'POST', path: '/mcp', profile: 'mcp', body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' }), { class: 'read', statement: 'tools/list' })
+  t.match(explainHttp({ method: 'POST', path: '/mcp', profile: 'mcp', body: [{ jsonrpc: '2.0', id: 1, method: 'tools/list' }] }), { error: /batches/ })
+  t.match(explainHttp({ method: 'POST', path: '/mcp', profile: 'mcp', body: { jsonrpc: '2.0', id: 1, method: 'admin/shutdown' } }), { error: /not one the gateway knows/ })
+  t.match(explainHttp({ method: 'GET', path: '/mcp', profile: 'mcp' }), { class: 'session' })
 })
