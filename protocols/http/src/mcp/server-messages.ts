@@ -11,7 +11,7 @@ import { maskJson } from '../json-mask.ts'
 import { upstreamFor } from '../upstream.ts'
 import { callOperation, operation, pinOperation } from './classify.ts'
 import { rpcError, RPC, toMessage, type JsonRpcId } from './jsonrpc.ts'
-import { rememberTool, SERVER_REQUEST_CLASS, toolDef, type McpSessionState, type ServerState, type ToolDef } from './state.ts'
+import { MAX_TOOLS, rememberTool, SERVER_REQUEST_CLASS, toolDef, type McpSessionState, type ServerState, type ToolDef } from './state.ts'
 
 export interface ServerSide {
   session: Session
@@ -160,6 +160,9 @@ async function filterTools(ctx: ServerSide, result: unknown): Promise<void> {
       if (!(await pinned(ctx, def)).ok) continue
       const d = session.decideNow(callOperation(session.target, ctx.path, def))
       if (d?.action === 'block') continue
+      // a server listing tools without end does not grow this session's memory: past the bound a
+      // new tool is not shown (and so cannot be called)
+      if (!ctx.state.listed.has(def.name) && ctx.state.listed.size >= MAX_TOOLS) continue
       ctx.state.listed.add(def.name)
       kept.push(raw)
     }
@@ -181,6 +184,9 @@ export async function pinned(ctx: Pick<ServerSide, 'session' | 'path' | 'server'
   const { session, server } = ctx
   const pin = server.pinned.get(def.name)
   if (pin === undefined) {
+    // pins are never forgotten (a forgotten pin would be re-pinned unseen): past the bound a new
+    // tool is not pinned, and not shown
+    if (server.pinned.size >= MAX_TOOLS) return { ok: false, message: `tool ${def.name}: this server has more tools than the gateway pins (${MAX_TOOLS})`, data: { tool: def.name } }
     server.pinned.set(def.name, def.hash)
     session.record('event', { event: 'mcp-tool-pinned', tool: def.name, hash: def.hash })
     return { ok: true }
