@@ -90,9 +90,13 @@ export function classifyMessage(msg: Message, ctx: { target: TargetConfig; path:
   return { op: operation(cls, statement, resources, facts(method), params), sent: sentOf(statement, params, ctx.masks) }
 }
 
-/** the operation a call to `tool` would be: tools/list shows a tool only when the policy would not block its call */
+/**
+ * The operation a call to `tool` would be: tools/list shows a tool only when the policy would not
+ * block its call. Its statement says `(listed)`, so that the session's recent statements (which an
+ * approver is shown) do not read as calls that were never made; a statement rule still matches it.
+ */
 export function callOperation(target: TargetConfig, path: string, tool: ToolDef): Operation {
-  const statement = `tools/call ${tool.name}`
+  const statement = `tools/call ${tool.name} (listed)`
   return operation(toolClass(target, tool), statement, [`tool:${tool.name}`], { method: 'POST', path, operation: 'tools/call', profile: 'mcp', tool: tool.name }, undefined)
 }
 
