@@ -43,7 +43,6 @@ t.test('a destructive tool is held until approved through the admin API', async 
   t.equal(a.class, 'delete', 'destructiveHint → delete')
   t.same(a.parameters, [JSON.stringify({ name: 'delete_doc', arguments: { id: 'doc-7' } })], 'the approver sees the arguments')
   t.same(s.mcp!.deleted, [], 'nothing ran while held')
-  t.notOk((a.recent ?? []).some((r: any) => r.statement === 'tools/call delete_doc'), "the list's policy checks do not read as calls the agent made")
   t.equal((await s.api('POST', `/api/approvals/${a.id}/approve`, dba)).status, 200)
   const r = await held
   t.match((r.content as any)[0].text, 'deleted doc-7')

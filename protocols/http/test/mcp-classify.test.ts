@@ -5,7 +5,7 @@
 import t from 'tap'
 import type { TargetConfig } from '@portcullis/core'
 import { explainHttp } from '../src/classify.ts'
-import { classifyMessage, pinOperation } from '../src/mcp/classify.ts'
+import { callOperation, classifyMessage, pinOperation } from '../src/mcp/classify.ts'
 import { repeatedKey, toMessage } from '../src/mcp/jsonrpc.ts'
 import { newSession, stableJson, toolClass, toolDef, type ServerState } from '../src/mcp/state.ts'
 import { emptyMasks } from './stub-masks.ts'
@@ -52,6 +52,8 @@ t.test('a tool call is classified by tool rules first, then by annotations', asy
   t.equal(toolClass(rules, ro), 'delete', "the operator's rule over the server's readOnlyHint")
   t.equal(toolClass(rules, rm), 'read')
   t.equal(toolClass(rules, none), 'admin', 'a rule with a class the gateway does not know is the strictest')
+  const listed = callOperation(rules, '/mcp', ro)
+  t.match(listed, { class: 'delete', resources: ['tool:search'], statement: 'tools/call search (listed)', facts: { operation: 'tools/call', tool: 'search' } }, "tools/list's policy check: the call's class and resources, a statement no approver takes for a call")
 })
 
 t.test('classification refuses what it cannot be sure of', async t => {
