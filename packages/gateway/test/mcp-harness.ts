@@ -51,12 +51,13 @@ export async function setup(t: T, o: { jsonResponse?: boolean; approvalMode?: 'w
   const mcp = o.upstream === undefined ? await startMcpServer({ key: UPSTREAM_KEY, jsonResponse: o.jsonResponse }) : undefined
   if (mcp) t.teardown(() => mcp.stop())
   process.env[KEY_ENV] = UPSTREAM_KEY
-  const origin = o.upstream ?? new URL(mcp!.url).origin
+  // the target's upstream is the MCP endpoint itself; the client calls the same path on the gateway
+  const endpoint = o.upstream ?? mcp!.url
   const targets = `
   - name: remote-mcp
     protocol: http
     listen: 127.0.0.1:0
-    upstream: { url: ${JSON.stringify(origin)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: mcpkey } } }
+    upstream: { url: ${JSON.stringify(endpoint)}, auth: { header: authorization, value: "Bearer {secret}", secret: { secret: mcpkey } } }
     options: { profile: mcp, approvalMode: ${o.approvalMode ?? 'wait'}, mcp: { tools: [{ name: write_note, class: write }] }${o.options ?? ''} }`
   const yaml =
     env.yaml({ targets, rules: o.rules ?? RULES }) +
@@ -71,7 +72,7 @@ export async function setup(t: T, o: { jsonResponse?: boolean; approvalMode?: 'w
     env,
     gw,
     ...(mcp ? { mcp } : {}),
-    url: `http://127.0.0.1:${gw.targets['remote-mcp']!.port}/mcp`,
+    url: `http://127.0.0.1:${gw.targets['remote-mcp']!.port}${new URL(endpoint).pathname}`,
     token: (sub, groups) => env.token(sub, groups),
     async api(method, path, token) {
       const res = await fetch(admin + path, { method, headers: { authorization: `Bearer ${token}` } })

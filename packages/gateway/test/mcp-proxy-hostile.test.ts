@@ -53,7 +53,7 @@ async function hostile(t: { teardown(fn: () => unknown): void }) {
     server.closeAllConnections()
     return new Promise(resolve => server.close(resolve))
   })
-  return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, got }
+  return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}/rpc`, got }
 }
 
 t.test('what a hostile server sends is filtered, masked, refused or dropped before the client sees it', async t => {

@@ -195,8 +195,8 @@ t.test('raw bytes: batches, never-listed tools, repeated keys, another caller on
   const sid = agent.transport.sessionId!
   const fetchAnn = ownFetch(t)
   const fetchMallory = ownFetch(t)
-  const post = async (body: string, tok = token) => {
-    const res = await (tok === token ? fetchAnn : fetchMallory)(s.url, {
+  const post = async (body: string, tok = token, url = s.url) => {
+    const res = await (tok === token ? fetchAnn : fetchMallory)(url, {
       method: 'POST',
       headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': '2025-06-18' },
       body,
@@ -222,6 +222,9 @@ t.test('raw bytes: batches, never-listed tools, repeated keys, another caller on
   t.equal(forged.status, 400, 'a response to no server request is refused')
   const other = await post(JSON.stringify({ jsonrpc: '2.0', id: 107, method: 'tools/list', params: {} }), await s.token('mallory', ['agents']))
   t.equal(other.status, 404, "another caller cannot ride on ann's MCP session")
+  const ping = JSON.stringify({ jsonrpc: '2.0', id: 108, method: 'ping' })
+  for (const path of ['/admin/reset', '/mcp/%2e%2e/admin', '/mcp/', '/'])
+    t.equal((await post(ping, token, new URL(path, s.url).href)).status, 404, `${path}: only the MCP endpoint is reachable with the target's key`)
   t.equal(s.mcp!.requests.length, before, 'none of it reached the server')
   t.same(s.mcp!.deleted, [])
 })

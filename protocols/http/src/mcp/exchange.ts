@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { StringDecoder } from 'node:string_decoder'
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import type { AuditEvent, Decision, Session } from '@portcullis/core'
-import { pathOnly } from '../classify.ts'
+import { canonicalPath } from '../classify.ts'
 import { httpError } from '../errors.ts'
 import { collectSink, readableSink, UpstreamCall } from '../forward.ts'
 import { isJsonType, maskTextBody } from '../inspect.ts'
@@ -51,7 +51,14 @@ export async function mcpExchange(c: McpCall): Promise<void> {
   const { req, session } = c
   const target = session.target
   const method = (req.method ?? 'GET').toUpperCase()
-  const path = pathOnly(req.url ?? '/')
+  // one endpoint: upstream.url is the MCP endpoint, and the client calls the same path here. The
+  // policy decides on the message, not the path, so no other path of the server's host (an admin
+  // API beside the MCP one, `/mcp/../admin`) is reachable with the target's credential
+  const path = upstreamFor(target).prefix || '/'
+  if (canonicalPath(req.url ?? '/') !== path) {
+    session.record('request', { method, path: req.url, headers: recordable(req.headers, tokenHeader(target)) })
+    return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, `the MCP endpoint is ${path}`), 'not_found')
+  }
   const subject = session.principal!.subject
   const sid = header(req, 'mcp-session-id')
   // an MCP session is bound to the subject that initialized it through this gateway: another
@@ -226,7 +233,7 @@ async function send(c: McpCall, method: string, path: string, body: Buffer | und
   if (c.up.reason) throw c.up.reason
   const upstream = upstreamFor(target)
   const call = (c.up.call = new UpstreamCall())
-  upstream.pool.dispatch({ method: method as 'POST', path: upstream.prefix + path, headers, body }, call)
+  upstream.pool.dispatch({ method: method as 'POST', path, headers, body }, call)
   return call
 }
 

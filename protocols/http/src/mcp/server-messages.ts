@@ -15,7 +15,7 @@ import { MAX_TOOLS, rememberTool, SERVER_REQUEST_CLASS, toolDef, type McpSession
 
 export interface ServerSide {
   session: Session
-  /** the request path (upstream prefix not included) */
+  /** the MCP endpoint: the upstream URL's path, which the client called too */
   path: string
   state: McpSessionState
   server: ServerState
@@ -132,7 +132,7 @@ async function answerServer(ctx: ServerSide, body: string): Promise<void> {
   const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...ctx.sessionHeaders }
   const auth = target.upstream.auth
   if (auth) headers[auth.header.toLowerCase()] = auth.value.replace('{secret}', await ctx.session.secret(auth.secret))
-  const res = await upstream.pool.request({ method: 'POST', path: upstream.prefix + ctx.path, headers, body })
+  const res = await upstream.pool.request({ method: 'POST', path: ctx.path, headers, body })
   // the server says 202 Accepted; what it says is not the client's to see
   await res.body.dump()
   ctx.session.record('event', { event: 'mcp-answered-server', body: Buffer.from(body), status: res.statusCode })
