@@ -37,16 +37,16 @@ t.test('a destructive tool is held until approved through the admin API', async 
   const agent = await connect(t, s, await s.token('ann', ['agents']))
   const dba = await s.token('dora', ['dba'])
   await agent.client.listTools()
-  const held = agent.client.callTool({ name: 'delete_doc', arguments: { id: 'doc-7' } })
+  const held = agent.client.callTool({ name: 'delete_doc', arguments: { id: 'doc-7 of ann@example.com' } })
   const [a] = await pending(s, dba)
   t.equal(a.statement, 'tools/call delete_doc')
   t.equal(a.class, 'delete', 'destructiveHint → delete')
-  t.same(a.parameters, [JSON.stringify({ name: 'delete_doc', arguments: { id: 'doc-7' } })], 'the approver sees the arguments')
+  t.same(a.parameters, ['{"arguments":{"id":"doc-7 of [REDACTED:email]"},"name":"delete_doc"}'], 'the approver sees the arguments (keys sorted, masked)')
   t.same(s.mcp!.deleted, [], 'nothing ran while held')
   t.equal((await s.api('POST', `/api/approvals/${a.id}/approve`, dba)).status, 200)
   const r = await held
-  t.match((r.content as any)[0].text, 'deleted doc-7')
-  t.same(s.mcp!.deleted, ['doc-7'])
+  t.equal((r.content as any)[0].text, 'deleted doc-7 of [REDACTED:email]', 'the result masked')
+  t.same(s.mcp!.deleted, ['doc-7 of ann@example.com'], 'the server got the arguments as sent')
 })
 
 t.test('defer mode: a JSON-RPC error carries the approval id; approved, the same call runs once', async t => {

@@ -53,7 +53,7 @@ export function sentOf(statement: string, params: unknown, masks: MaskPlan): () 
   return () => {
     const exact = params === undefined ? '' : stableJson(params)
     let shown = exact
-    if (params !== undefined && !masks.empty) shown = JSON.stringify(maskJson(structuredClone(params), masks).value)
+    if (params !== undefined && !masks.empty) shown = stableJson(maskJson(structuredClone(params), masks).value)
     return { text: statement, parameters: [shown], hash: statementHash(statement, [exact]) }
   }
 }
