@@ -59,6 +59,12 @@ export async function mcpExchange(c: McpCall): Promise<void> {
     session.record('request', { method, path: req.url, headers: recordable(req.headers, tokenHeader(target)) })
     return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, `the MCP endpoint is ${path}`), 'not_found')
   }
+  // no scope field applies to an MCP server (check-config says so); one that slipped through is
+  // not silently ignored
+  if (session.scope) {
+    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)) })
+    return answer(c, 403, rpcError(null, RPC.POLICY_BLOCKED, 'this target has a scope, which the mcp profile cannot enforce; refused'), 'scope_refused')
+  }
   const subject = session.principal!.subject
   const sid = header(req, 'mcp-session-id')
   // an MCP session is bound to the subject that initialized it through this gateway: another
