@@ -90,7 +90,7 @@ export interface Agent {
   sampled: unknown[]
 }
 
-export async function connect(t: T, s: Setup, token: string): Promise<Agent> {
+export async function connect(t: T, s: Setup, token: string, sampledText = 'the agent model wrote this'): Promise<Agent> {
   const received: string[] = []
   const sampled: unknown[] = []
   const own = ownFetch(t)
@@ -104,7 +104,7 @@ export async function connect(t: T, s: Setup, token: string): Promise<Agent> {
   // were the gateway to pass the server's sampling or elicitation request on, the client would answer it
   client.setRequestHandler(CreateMessageRequestSchema, async req => {
     sampled.push(req)
-    return { role: 'assistant', model: 'agent-model', content: { type: 'text', text: 'the agent model wrote this' } }
+    return { role: 'assistant', model: 'agent-model', content: { type: 'text', text: sampledText } }
   })
   client.setRequestHandler(ElicitRequestSchema, async req => {
     sampled.push(req)

@@ -178,13 +178,14 @@ t.test('sampling and elicitation from the server are refused and never reach the
   t.match(s.audit(), /"statement":"sampling\/createMessage \(server request\)","decision":"block"/)
 })
 
-t.test('a rule that allows sampling lets it through', async t => {
-  const s = await setup(t, { rules: RULES + `\n  - { id: sampling, when: { groups: [agents], operations: ['sampling/createMessage'] }, action: allow }` })
-  const agent = await connect(t, s, await s.token('ann', ['agents']))
+t.test('a rule that allows sampling lets it through; maskRequests masks the answer the server gets', async t => {
+  const s = await setup(t, { rules: RULES + `\n  - { id: sampling, when: { groups: [agents], operations: ['sampling/createMessage'] }, action: allow }`, options: ', maskRequests: true' })
+  const agent = await connect(t, s, await s.token('ann', ['agents']), 'the agent model wrote this for ann@example.com')
   await agent.client.listTools()
   const r = await agent.client.callTool({ name: 'summarize', arguments: { text: 'hello' } })
-  t.match((r.content as any)[0].text, /the agent model wrote this/)
+  t.match((r.content as any)[0].text, /the agent model wrote this for \[REDACTED:email\]/)
   t.equal(agent.sampled.length, 1)
+  t.match(s.mcp!.samplingAnswers, [{ method: 'sampling/createMessage', result: { content: { text: 'the agent model wrote this for [REDACTED:email]' } } }], "the client's answer masked before the server saw it")
 })
 
 t.test('raw bytes: batches, never-listed tools, repeated keys, another caller on the session', async t => {

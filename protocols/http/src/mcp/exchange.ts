@@ -143,16 +143,21 @@ export async function mcpExchange(c: McpCall): Promise<void> {
   const version = header(req, 'mcp-protocol-version')
   if (version !== undefined) sessionHeaders['mcp-protocol-version'] = version
   let body = raw
-  // options.maskRequests: what the agent passes a third-party tool (arguments, a prompt's
-  // arguments) masked before the server sees it; the envelope (method, tool name, id) untouched
-  const args = (value as { params?: { arguments?: unknown } }).params
-  if (target.options.maskRequests === true && !decision.masks.empty && args && typeof args.arguments === 'object' && args.arguments !== null) {
-    const r = maskJson(args.arguments, decision.masks)
-    if (r.count > 0) {
-      args.arguments = r.value
-      c.stats.masked += r.count
-      body = Buffer.from(JSON.stringify(value))
-      session.record('event', { event: 'request-masked', masked: r.count, body })
+  // options.maskRequests: what the agent hands a third-party server (a tool's or a prompt's
+  // arguments, its answer to a sampling or elicitation request) masked before the server sees it;
+  // the envelope (method, tool name, id) untouched
+  if (target.options.maskRequests === true && !decision.masks.empty) {
+    const holder = (msg.kind === 'response' ? value : (value as { params?: unknown }).params) as Record<string, unknown> | undefined
+    const key = msg.kind === 'response' ? 'result' : 'arguments'
+    const part = holder?.[key]
+    if (part !== null && typeof part === 'object') {
+      const r = maskJson(part, decision.masks)
+      if (r.count > 0) {
+        holder![key] = r.value
+        c.stats.masked += r.count
+        body = Buffer.from(JSON.stringify(value))
+        session.record('event', { event: 'request-masked', masked: r.count, body })
+      }
     }
   }
   const call = await send(c, 'POST', path, body)
