@@ -2,8 +2,9 @@
 // target's options) says the profile operation and class; the JSON body, when the route reads one,
 // adds facts (model, maxTokens, stream, tools, topK…) and may make the class stricter.
 import { hash } from 'node:crypto'
-import { CLASSES, type FactValue, type Operation, type OperationClass, type StatementInfo } from '@portcullis/core'
+import { CLASSES, EMPTY_MASK_PLAN, type FactValue, type Operation, type OperationClass, type StatementInfo } from '@portcullis/core'
 import { genericClass, matchRoute, PROFILES, ROUTES, type ProfileName, type Route } from './profiles.ts'
+import { explainMcp } from './mcp/classify.ts'
 
 export interface HttpRequestShape {
   method: string
@@ -166,6 +167,16 @@ function canonical(facts: Record<string, FactValue>): string {
 /** for `portcullis explain --protocol http --request 'METHOD /path' [--body JSON] [--profile NAME]` */
 export function explainHttp(req: { method: string; path: string; body?: unknown; profile?: string }): Operation {
   let body = req.body
+  if (req.profile === 'mcp') {
+    if (typeof body === 'string') {
+      try {
+        body = JSON.parse(body)
+      } catch {
+        return { ...classifyHttp({ method: req.method, path: req.path }), error: 'request body is not valid JSON' }
+      }
+    }
+    return explainMcp(req.method.toUpperCase(), pathOnly(req.path), body, EMPTY_MASK_PLAN)
+  }
   if (typeof body === 'string') {
     try {
       body = JSON.parse(body)

@@ -8,8 +8,8 @@
 import { createHash } from 'node:crypto'
 import { statementHash, type FactValue, type MaskPlan, type Operation, type OperationClass, type StatementAsSent, type TargetConfig } from '@portcullis/core'
 import { maskJson } from '../json-mask.ts'
-import { RPC, type Message } from './jsonrpc.ts'
-import { stableJson, toolClass, type McpSessionState, type ServerState, type ToolDef } from './state.ts'
+import { RPC, toMessage, type Message } from './jsonrpc.ts'
+import { newSession, stableJson, toolClass, toolDef, type McpSessionState, type ServerState, type ToolDef } from './state.ts'
 
 /** client requests the proxy knows, and their class; tools/call is classified per tool */
 const REQUEST_CLASS: Record<string, OperationClass> = {
@@ -53,7 +53,7 @@ export function sentOf(statement: string, params: unknown, masks: MaskPlan): () 
   return () => {
     const exact = params === undefined ? '' : stableJson(params)
     let shown = exact
-    if (params !== undefined && !masks.empty) shown = JSON.stringify(maskJson(structuredClone(params), masks).value)
+    if (params !== undefined && !masks.empty) shown = stableJson(maskJson(structuredClone(params), masks).value)
     return { text: statement, parameters: [shown], hash: statementHash(statement, [exact]) }
   }
 }
@@ -90,9 +90,13 @@ export function classifyMessage(msg: Message, ctx: { target: TargetConfig; path:
   return { op: operation(cls, statement, resources, facts(method), params), sent: sentOf(statement, params, ctx.masks) }
 }
 
-/** the operation a call to `tool` would be: tools/list shows a tool only when the policy would not block its call */
+/**
+ * The operation a call to `tool` would be: tools/list shows a tool only when the policy would not
+ * block its call. Its statement says `(listed)`, so that the session's recent statements (which an
+ * approver is shown) do not read as calls that were never made; a statement rule still matches it.
+ */
 export function callOperation(target: TargetConfig, path: string, tool: ToolDef): Operation {
-  const statement = `tools/call ${tool.name}`
+  const statement = `tools/call ${tool.name} (listed)`
   return operation(toolClass(target, tool), statement, [`tool:${tool.name}`], { method: 'POST', path, operation: 'tools/call', profile: 'mcp', tool: tool.name }, undefined)
 }
 
@@ -102,4 +106,32 @@ export function pinOperation(path: string, tool: ToolDef, masks: MaskPlan): Clas
   const op = operation('schema-change', statement, [`tool:${tool.name}`], { method: 'POST', path, operation: 'tools/pin', profile: 'mcp', tool: tool.name }, { hash: tool.hash })
   const shown = JSON.stringify(masks.empty ? tool.definition : maskJson(structuredClone(tool.definition), masks).value)
   return { op, sent: () => ({ text: statement, parameters: [shown.length > 4096 ? shown.slice(0, 4096) + '…' : shown], hash: statementHash(statement, [tool.hash]) }), tool }
+}
+
+/**
+ * `portcullis explain --protocol http --profile mcp --request 'POST /mcp' --body '{JSON-RPC}'`: the
+ * message classified without a server. A tools/call is read as if its tool had been listed with the
+ * annotations `--body` may give in `params._annotations` (none: write); the target's tool rules are
+ * not read here. What the gateway would refuse comes back as `error`.
+ */
+export function explainMcp(method: string, path: string, body: unknown, masks: MaskPlan): Operation {
+  const refused = (why: string): Operation => ({ ...operation('admin', `${method} ${path}`, [], { method, path, profile: 'mcp' }, undefined), error: why })
+  if (method !== 'POST') return operation('session', method === 'GET' ? 'GET (server stream)' : `${method} (end session)`, [], { method, path, profile: 'mcp' }, undefined)
+  if (Array.isArray(body)) return refused('JSON-RPC batches are not accepted: send one message per request')
+  const msg = toMessage(body)
+  if ('invalid' in msg) return refused(msg.invalid)
+  const state = newSession('explain')
+  const server: ServerState = { latest: new Map(), pinned: new Map() }
+  if (msg.kind === 'request' && msg.method === 'tools/call' && typeof msg.params?.name === 'string') {
+    const def = toolDef({ name: msg.params.name, annotations: msg.params._annotations })
+    if (def) {
+      server.latest.set(def.name, def)
+      state.listed.add(def.name)
+      delete msg.params._annotations
+    }
+  }
+  if (msg.kind === 'response') return refused('a client response is checked against the server requests of its MCP session')
+  const target = { name: 'explain', protocol: 'http', listen: '', upstream: {}, limits: { maxConnections: 0, maxMessageBytes: 0, idleTimeoutMs: 0, handshakeTimeoutMs: 0 }, options: {} } as const
+  const r = classifyMessage(msg, { target: target as unknown as TargetConfig, path, state, server, masks })
+  return 'refuse' in r ? refused(r.refuse.message) : r.op
 }

@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { StringDecoder } from 'node:string_decoder'
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import type { AuditEvent, Decision, Session } from '@portcullis/core'
-import { pathOnly } from '../classify.ts'
+import { canonicalPath } from '../classify.ts'
 import { httpError } from '../errors.ts'
 import { collectSink, readableSink, UpstreamCall } from '../forward.ts'
 import { isJsonType, maskTextBody } from '../inspect.ts'
@@ -51,7 +51,20 @@ export async function mcpExchange(c: McpCall): Promise<void> {
   const { req, session } = c
   const target = session.target
   const method = (req.method ?? 'GET').toUpperCase()
-  const path = pathOnly(req.url ?? '/')
+  // one endpoint: upstream.url is the MCP endpoint, and the client calls the same path here. The
+  // policy decides on the message, not the path, so no other path of the server's host (an admin
+  // API beside the MCP one, `/mcp/../admin`) is reachable with the target's credential
+  const path = upstreamFor(target).prefix || '/'
+  if (canonicalPath(req.url ?? '/') !== path) {
+    session.record('request', { method, path: req.url, headers: recordable(req.headers, tokenHeader(target)) })
+    return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, `the MCP endpoint is ${path}`), 'not_found')
+  }
+  // no scope field applies to an MCP server (check-config says so); one that slipped through is
+  // not silently ignored
+  if (session.scope) {
+    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)) })
+    return answer(c, 403, rpcError(null, RPC.POLICY_BLOCKED, 'this target has a scope, which the mcp profile cannot enforce; refused'), 'scope_refused')
+  }
   const subject = session.principal!.subject
   const sid = header(req, 'mcp-session-id')
   // an MCP session is bound to the subject that initialized it through this gateway: another
@@ -130,16 +143,21 @@ export async function mcpExchange(c: McpCall): Promise<void> {
   const version = header(req, 'mcp-protocol-version')
   if (version !== undefined) sessionHeaders['mcp-protocol-version'] = version
   let body = raw
-  // options.maskRequests: what the agent passes a third-party tool (arguments, a prompt's
-  // arguments) masked before the server sees it; the envelope (method, tool name, id) untouched
-  const args = (value as { params?: { arguments?: unknown } }).params
-  if (target.options.maskRequests === true && !decision.masks.empty && args && typeof args.arguments === 'object' && args.arguments !== null) {
-    const r = maskJson(args.arguments, decision.masks)
-    if (r.count > 0) {
-      args.arguments = r.value
-      c.stats.masked += r.count
-      body = Buffer.from(JSON.stringify(value))
-      session.record('event', { event: 'request-masked', masked: r.count, body })
+  // options.maskRequests: what the agent hands a third-party server (a tool's or a prompt's
+  // arguments, its answer to a sampling or elicitation request) masked before the server sees it;
+  // the envelope (method, tool name, id) untouched
+  if (target.options.maskRequests === true && !decision.masks.empty) {
+    const holder = (msg.kind === 'response' ? value : (value as { params?: unknown }).params) as Record<string, unknown> | undefined
+    const key = msg.kind === 'response' ? 'result' : 'arguments'
+    const part = holder?.[key]
+    if (part !== null && typeof part === 'object') {
+      const r = maskJson(part, decision.masks)
+      if (r.count > 0) {
+        holder![key] = r.value
+        c.stats.masked += r.count
+        body = Buffer.from(JSON.stringify(value))
+        session.record('event', { event: 'request-masked', masked: r.count, body })
+      }
     }
   }
   const call = await send(c, 'POST', path, body)
@@ -226,7 +244,7 @@ async function send(c: McpCall, method: string, path: string, body: Buffer | und
   if (c.up.reason) throw c.up.reason
   const upstream = upstreamFor(target)
   const call = (c.up.call = new UpstreamCall())
-  upstream.pool.dispatch({ method: method as 'POST', path: upstream.prefix + path, headers, body }, call)
+  upstream.pool.dispatch({ method: method as 'POST', path, headers, body }, call)
   return call
 }
 

@@ -11,11 +11,11 @@ import { maskJson } from '../json-mask.ts'
 import { upstreamFor } from '../upstream.ts'
 import { callOperation, operation, pinOperation } from './classify.ts'
 import { rpcError, RPC, toMessage, type JsonRpcId } from './jsonrpc.ts'
-import { rememberTool, SERVER_REQUEST_CLASS, toolDef, type McpSessionState, type ServerState, type ToolDef } from './state.ts'
+import { MAX_TOOLS, rememberTool, SERVER_REQUEST_CLASS, toolDef, type McpSessionState, type ServerState, type ToolDef } from './state.ts'
 
 export interface ServerSide {
   session: Session
-  /** the request path (upstream prefix not included) */
+  /** the MCP endpoint: the upstream URL's path, which the client called too */
   path: string
   state: McpSessionState
   server: ServerState
@@ -132,7 +132,7 @@ async function answerServer(ctx: ServerSide, body: string): Promise<void> {
   const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...ctx.sessionHeaders }
   const auth = target.upstream.auth
   if (auth) headers[auth.header.toLowerCase()] = auth.value.replace('{secret}', await ctx.session.secret(auth.secret))
-  const res = await upstream.pool.request({ method: 'POST', path: upstream.prefix + ctx.path, headers, body })
+  const res = await upstream.pool.request({ method: 'POST', path: ctx.path, headers, body })
   // the server says 202 Accepted; what it says is not the client's to see
   await res.body.dump()
   ctx.session.record('event', { event: 'mcp-answered-server', body: Buffer.from(body), status: res.statusCode })
@@ -160,6 +160,9 @@ async function filterTools(ctx: ServerSide, result: unknown): Promise<void> {
       if (!(await pinned(ctx, def)).ok) continue
       const d = session.decideNow(callOperation(session.target, ctx.path, def))
       if (d?.action === 'block') continue
+      // a server listing tools without end does not grow this session's memory: past the bound a
+      // new tool is not shown (and so cannot be called)
+      if (!ctx.state.listed.has(def.name) && ctx.state.listed.size >= MAX_TOOLS) continue
       ctx.state.listed.add(def.name)
       kept.push(raw)
     }
@@ -181,6 +184,9 @@ export async function pinned(ctx: Pick<ServerSide, 'session' | 'path' | 'server'
   const { session, server } = ctx
   const pin = server.pinned.get(def.name)
   if (pin === undefined) {
+    // pins are never forgotten (a forgotten pin would be re-pinned unseen): past the bound a new
+    // tool is not pinned, and not shown
+    if (server.pinned.size >= MAX_TOOLS) return { ok: false, message: `tool ${def.name}: this server has more tools than the gateway pins (${MAX_TOOLS})`, data: { tool: def.name } }
     server.pinned.set(def.name, def.hash)
     session.record('event', { event: 'mcp-tool-pinned', tool: def.name, hash: def.hash })
     return { ok: true }

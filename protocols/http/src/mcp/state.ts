@@ -34,7 +34,8 @@ export interface McpSessionState {
 }
 
 const MAX_SESSIONS = 10_000
-const MAX_TOOLS = 10_000
+/** tools remembered and pinned per server, and shown per MCP session */
+export const MAX_TOOLS = 10_000
 const servers = new Map<string, ServerState>()
 const sessions = new Map<string, McpSessionState>()
 
