@@ -3,17 +3,17 @@
 // JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
 // Lines are gathered into one string and handed over at most WINDOW_MS later (at once past
 // BATCH_CHARS): handed over line by line, a sink re-measures its pending text per line, and handed
-// over per event-loop turn, each turn under load costs a write syscall. A file is written by the
-// recordings' writer thread (recording/writer.ts), one job per batch: pino's SonicBoom (still the
-// stdout sink, and the file's where the thread cannot start) writes at most 16 KB per fs.write and
-// starts the next only when the event loop sees the last one done, so under a Redis pipeline load
-// (15 MB of lines a second) its backlog grew without bound in the heap (200 MB in 10 s).
+// over per event-loop turn, each turn under load costs a write syscall. A file is appended to with
+// one fs.writev of every batch waiting (fileSink): pino's SonicBoom (still the stdout sink) writes
+// at most 16 KB per fs.write and starts the next only when the event loop sees the last one done,
+// so under a Redis pipeline load (15 MB of lines a second) its backlog grew without bound in the
+// heap (200 MB in 10 s). (Through the recordings' writer thread instead, postMessage alone took 3%
+// of the gateway's CPU.)
 // A session's own fields (id, principal, target, protocol) are serialized once per session
 // (auditHead) and spliced into each of its lines.
-import { close as fsClose, fsync, WriteStream } from 'node:fs'
+import { close as fsClose, fsync, mkdir, open, writev, WriteStream } from 'node:fs'
 import { dirname } from 'node:path'
 import pino from 'pino'
-import { fileNumber, forgetFile, postWrites, writerAvailable } from '../recording/writer.ts'
 import type { AuditEvent } from '../types.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
@@ -119,68 +119,85 @@ interface Sink {
 }
 
 /**
- * The audit file through the writer thread: each batch is one job (its UTF-8 bytes copied into the
- * message), written in order with writeSync; the main thread never waits on a write to start the
- * next. undefined where the thread cannot run.
+ * The audit file, appended to with one fs.writev at a time of everything batched since the last
+ * one: a batch is a job on the thread pool, not one per 16 KB as SonicBoom's fs.write takes.
  */
-function threadSink(path: string): Sink | undefined {
-  if (!writerAvailable()) return undefined
-  const file = fileNumber()
-  const progress = new Int32Array(new SharedArrayBuffer(4))
+function fileSink(path: string): Sink {
   let fd: number | undefined
-  let outstanding = 0
+  let opening = true
+  let closed = false
+  let queued: Buffer[] = []
+  let writing = false
   let waiters: (() => void)[] = []
-  // the thread died (writer.ts fails what it had not written): SonicBoom takes over, those lines first
-  let fallback: Sink | undefined
-  const answered = (err: Error | undefined, text?: string): void => {
-    outstanding--
-    if (err) {
-      if (!writerAvailable()) {
-        fallback ??= streamSink(pino.destination({ dest: path, sync: false, mkdir: true }), true, true)
-        if (text !== undefined) fallback.write(text)
-      } else {
-        // as SonicBoom's unhandled 'error' did: an audit log that cannot be written stops the
-        // process rather than let operations run unaudited (thrown outside the writer's loop)
-        process.nextTick(() => {
-          throw new Error(`audit log ${path}: ${err.message}`)
-        })
-      }
-    }
-    if (outstanding === 0 && waiters.length > 0) {
-      const w = waiters
-      waiters = []
-      for (const f of w) f()
-    }
+  const fail = (err: Error): void => {
+    // as SonicBoom's unhandled 'error' did: an audit log that cannot be written stops the process
+    // rather than let operations run unaudited
+    process.nextTick(() => {
+      throw new Error(`audit log ${path}: ${err.message}`)
+    })
   }
-  const idle = () => new Promise<void>(resolve => (outstanding === 0 ? resolve() : waiters.push(resolve)))
-  outstanding++
-  postWrites([{ file, open: { dir: dirname(path), path, append: true }, parts: [], progress, done: (err, d) => ((fd = d), answered(err)) }])
+  const settled = (): void => {
+    if (writing || opening || (queued.length > 0 && fd !== undefined)) return
+    const w = waiters
+    waiters = []
+    for (const f of w) f()
+  }
+  const writeOut = (): void => {
+    if (writing || fd === undefined || queued.length === 0) return settled()
+    const parts = queued
+    queued = []
+    writing = true
+    writev(fd, parts, (err, written) => {
+      writing = false
+      if (err) return fail(err)
+      // a short write (a full disk, a signal) leaves the rest to go first next time
+      let total = 0
+      for (const p of parts) total += p.length
+      if (written < total) queued.unshift(Buffer.concat(parts).subarray(written))
+      writeOut()
+    })
+  }
+  mkdir(dirname(path), { recursive: true }, err => {
+    if (err) {
+      opening = false
+      return fail(err)
+    }
+    open(path, 'a', 0o640, (err, opened) => {
+      opening = false
+      if (err) return fail(err)
+      fd = opened
+      writeOut()
+    })
+  })
+  const idle = () =>
+    new Promise<void>(resolve => {
+      waiters.push(resolve)
+      settled()
+    })
   return {
     write(text) {
-      if (fallback) return fallback.write(text)
-      outstanding++
-      // encoded straight into shared memory: the message carries a view of it, not a copy
-      const bytes = Buffer.from(new SharedArrayBuffer(Buffer.byteLength(text, 'utf8')))
-      bytes.write(text, 0, 'utf8')
-      postWrites([{ file, parts: [bytes], progress, done: err => answered(err, text) }])
+      if (closed) return
+      queued.push(Buffer.from(text, 'utf8'))
+      writeOut()
     },
     async flush() {
       await idle()
-      if (fallback) return fallback.flush()
-      if (fd !== undefined) await new Promise<void>(resolve => fsync(fd!, () => resolve()))
+      const f = fd
+      if (f !== undefined) await new Promise<void>(resolve => fsync(f, () => resolve()))
     },
     async close() {
+      if (closed) return
       await this.flush()
-      forgetFile(file)
-      if (fd !== undefined) await new Promise<void>(resolve => fsClose(fd!, () => resolve()))
+      closed = true
+      const f = fd
       fd = undefined
-      await fallback?.close()
+      if (f !== undefined) await new Promise<void>(resolve => fsClose(f, () => resolve()))
     },
   }
 }
 
-/** a stream (stdout's SonicBoom, the file's without the thread, or one handed in) */
-function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.destination>, owned: boolean, ownsFile: boolean): Sink {
+/** a stream: stdout's SonicBoom, or one handed in (never ended here) */
+function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.destination>, owned: boolean): Sink {
   const s = stream as { write(chunk: string): unknown; end?: () => void; flush?: (cb?: (err?: Error) => void) => void }
   const flush = () =>
     new Promise<void>(resolve => {
@@ -195,20 +212,17 @@ function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.desti
   return {
     write: text => void s.write(text),
     flush,
-    async close() {
-      await flush()
-      if (ownsFile) s.end?.()
-    },
+    close: flush,
   }
 }
 
 export function createAuditLog(opts: { destination: string; stream?: NodeJS.WritableStream }): AuditLog {
   const sink: Sink =
     (opts.stream
-      ? streamSink(opts.stream, false, false)
+      ? streamSink(opts.stream, false)
       : opts.destination === 'stdout'
-        ? streamSink(pino.destination({ dest: 1, sync: false }), true, false)
-        : threadSink(opts.destination)) ?? streamSink(pino.destination({ dest: opts.destination, sync: false, mkdir: true }), true, true)
+        ? streamSink(pino.destination({ dest: 1, sync: false }), true)
+        : fileSink(opts.destination))
   // a stream handed in gets each line at once (its owner may read it straight after), unless it is
   // a file stream
   const batching = !opts.stream || opts.stream instanceof WriteStream

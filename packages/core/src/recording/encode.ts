@@ -122,19 +122,18 @@ function number(n: number): void {
 function string(s: string): void {
   const n = s.length
   if (n < 32) {
-    // short text is mostly ASCII: byte by byte beats a call into the UTF-8 encoder
+    // short text is mostly ASCII: byte by byte beats a call into the UTF-8 encoder (in locals: the
+    // module's `buf` and `pos` are context slots, a load and a store each per byte)
     room(1 + n)
-    const start = pos
-    pos++
+    const b = buf
+    let p = pos + 1
     for (let i = 0; i < n; i++) {
       const c = s.charCodeAt(i)
-      if (c >= 0x80) {
-        pos = start
-        return longString(s)
-      }
-      buf[pos++] = c
+      if (c >= 0x80) return longString(s)
+      b[p++] = c
     }
-    buf[start] = 0xa0 | n
+    b[pos] = 0xa0 | n
+    pos = p
     return
   }
   longString(s)

@@ -21,7 +21,7 @@ import {
   sealMessage,
 } from './format.ts'
 import { encodeBody } from './encode.ts'
-import { type WriteJob, fileNumber, forgetFile, postWrites, writerAvailable } from './writer.ts'
+import { type WriteJob, forgetFile, postWrites, writerAvailable } from './writer.ts'
 
 export interface RecorderOptions {
   dir: string
@@ -113,6 +113,7 @@ function giveChunk(chunk: Buffer): void {
 // One window for all recorders: the batches of every session that had records in it go to the
 // writer thread in one message (writer.ts), and one timer is armed per window, not one per session.
 let dueRecorders: FileRecorder[] = []
+let nextFile = 1
 let flushTimer: NodeJS.Timeout | undefined
 
 function flushDue(): void {
@@ -173,7 +174,7 @@ class FileRecorder implements Recorder {
   private viaWriter = false
   /** seal has taken the descriptor (to fsync and close it): one that arrives later is closed on arrival */
   private fdTaken = false
-  private readonly file = fileNumber()
+  private readonly file = nextFile++
 
   constructor(opts: RecorderOptions) {
     const start = new Date()

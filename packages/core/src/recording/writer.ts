@@ -15,8 +15,8 @@ import { Worker } from 'node:worker_threads'
 export interface WriteJob {
   /** the recorder's number: the thread keeps each file's descriptor under it */
   file: number
-  /** open (mkdir -p, then create exclusively, or with `append` open for appending) the file before any write of it */
-  open?: { dir: string; path: string; append?: boolean }
+  /** open (mkdir -p, then create exclusively) the file before any write of it */
+  open?: { dir: string; path: string }
   /** views of SharedArrayBuffers (other bytes are copied into the message) */
   parts: Uint8Array[]
   /** Int32Array on a SharedArrayBuffer: [0] counts the recorder's write jobs written */
@@ -36,8 +36,8 @@ parentPort.on('message', jobs => {
     try {
       if (j.open) {
         mkdirSync(j.open.dir, { recursive: true, mode: 0o750 })
-        // 'wx': never overwrite another session's recording; 'a': the audit log (audit.ts) grows
-        const fd = openSync(j.open.path, j.open.append ? 'a' : 'wx', 0o640)
+        // 'wx': never overwrite another session's recording
+        const fd = openSync(j.open.path, 'wx', 0o640)
         files.set(j.file, fd)
         done.push({ id: j.id, fd })
         continue
@@ -74,12 +74,6 @@ let online = false
 /** set when the thread could not be started or died: writes go through fs.writev from then on */
 let unavailable = false
 let nextId = 1
-let nextFile = 1
-
-/** a number for a file the thread writes (a recorder's, the audit log's), unique in this process */
-export function fileNumber(): number {
-  return nextFile++
-}
 const waiting = new Map<number, WriteJob>()
 
 function failAll(err: Error): void {
