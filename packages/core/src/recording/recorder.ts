@@ -60,7 +60,7 @@ const CHUNK = 256 * 1024
 // each started with a 1 MiB chunk, which the 32-chunk pool could not serve, so each login allocated
 // (and zeroed) a fresh MiB and RSS climbed ~150 MiB per 1,000 sessions opened and closed.
 const SMALL_CHUNK = 16 * 1024
-const FLUSH_BYTES = 256 * 1024
+const FLUSH_BYTES = 64 * 1024
 const FLUSH_DELAY_MS = 50
 // a busy recorder asks the disk for what it wrote every SYNC_BYTES (in the background): the disk
 // works while records come in, the fsync at close finds little left to do, and a power cut loses
