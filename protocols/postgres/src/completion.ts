@@ -101,11 +101,8 @@ export function complete(c: Connection, p: PendingOp, error?: string): void {
 
 export function audit(c: Connection, p: PendingOp, error?: string): void {
   const d = p.decision
-  c.session.audit({
-    class: p.op.class,
-    resources: p.op.resources,
-    fingerprint: p.op.fingerprint,
-    statement: p.op.statement,
+  const op = p.op
+  const rest = {
     decision: d?.action ?? 'block',
     rule: d?.rule ?? null,
     approvalId: d?.approvalId,
@@ -114,5 +111,10 @@ export function audit(c: Connection, p: PendingOp, error?: string): void {
     masked: p.masked,
     durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
     error,
-  })
+  } as const
+  // an Execute runs its portal's statement, one Operation object per prepared statement: its own
+  // fields are serialized once (auditOperation), not per line; a simple Query's Operation is new
+  // for each text, so it takes the plain path (caching it would only cost a WeakMap entry)
+  if (p.kind === 'E' && c.session.auditOperation) c.session.auditOperation(op, rest)
+  else c.session.audit({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement, ...rest })
 }
