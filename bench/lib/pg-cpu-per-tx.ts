@@ -5,7 +5,8 @@
 // process spends per transaction moves much less, and it is what sets TPS once the machine is quiet.
 // Portcullis runs from dist/ (node scripts/build.mjs first), in inspect mode as in pg-pgbench.ts,
 // with --trace-gc: what it allocates per transaction (young generation filled between scavenges)
-// does not depend on the load at all.
+// does not depend on the load at all. ALLOC_PROF=FILE: an allocation profile of the gateway
+// (alloc-sampling.mjs; read it with heapprofile-top.ts).
 import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -44,7 +45,7 @@ try {
   const dir = mkdtempSync(join(ctx.tmp, 'gw-'))
   const masking = [{ id: 'bench-nohit', when: { targets: ['bench-pg'] }, columns: ['bench_secrets.secret'], method: 'redact' }]
   writeFileSync(join(dir, 'spec.json'), JSON.stringify({ dir, targets: [await pgTarget('bench-pg', pg)], masking }))
-  const gw = spawn(process.execPath, ['--trace-gc', join(root, 'dist/bench-gateway-child.mjs'), join(dir, 'spec.json')], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, NODE_ENV: 'production' } })
+  const gw = spawn(process.execPath, [...(process.env.ALLOC_PROF ? ['--import', join(root, 'bench/lib/alloc-sampling.mjs')] : []), '--trace-gc', join(root, 'dist/bench-gateway-child.mjs'), join(dir, 'spec.json')], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, NODE_ENV: 'production' } })
   const ready = await new Promise<{ ready?: boolean; targets: Record<string, { host: string; port: number }>; token: string }>(r =>
     createInterface({ input: gw.stdout! }).on('line', l => {
       if (l.startsWith('@@bench ')) return r(JSON.parse(l.slice(8)))
