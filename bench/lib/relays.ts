@@ -13,7 +13,7 @@ import { Unavailable } from './types.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-export interface Proxy { host: string; port: number; stop(): Promise<void> }
+export interface Proxy { host: string; port: number; stop(): Promise<void>; /** the relay's process (lib/pg-cpu-per-tx.ts reads its CPU time) */ pid?: number }
 
 /** the column names rows carry their values under (Row.columns) */
 export const RELAY = 'Node relay'
@@ -29,6 +29,7 @@ async function relay(kind: 'tcp' | 'http', upstream: { host: string; port: numbe
   return {
     host: '127.0.0.1',
     port,
+    pid: child.pid,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return
       const closed = new Promise<void>(r => child.once('close', () => r()))

@@ -384,3 +384,32 @@ t.test('a client that leaves (or is killed) while its token is verified leaves n
   t.equal((await verifyRecording(file)).status, 'intact')
   t.same(openUnder(recordings), [], 'the sealed recording is closed')
 })
+
+t.test('auditOperation writes the line audit() writes, and counts the bytes in the session info as audit() does', async t => {
+  const { core, issuer, audit } = await coreFor(t)
+  const a = core.openSession(core.config.targets[0], '127.0.0.1:50100')
+  const b = core.openSession(core.config.targets[0], '127.0.0.1:50101')
+  const token = await issuer.mint({ sub: 'agent-1', groups: ['agents'] })
+  await a.authenticate(token)
+  await b.authenticate(token)
+  const o = op('read', 'SELECT email FROM customers WHERE id = $1', ['public.customers'])
+  const rest = { decision: 'allow', rule: 'agents-read', rows: 1, bytes: 321, masked: 0, durationMs: 2 } as const
+  a.audit({ class: o.class, resources: o.resources, fingerprint: o.fingerprint, statement: o.statement, ...rest })
+  b.auditOperation!(o, rest)
+  b.auditOperation!(o, rest)
+  const info = new Map(core.sessions().map(s => [s.id, s]))
+  t.equal(info.get(a.id)!.bytes, 321, 'audit() counts the bytes')
+  t.equal(info.get(b.id)!.bytes, 642, 'auditOperation counts them too (the Postgres Execute and Redis paths use it)')
+  const strip = (l: Record<string, unknown>) => {
+    const { time: _t, session: _s, ...restOf } = l
+    return restOf
+  }
+  const lineA = audit.lines().filter(l => l.session === a.id && l.decision === 'allow')
+  const linesB = audit.lines().filter(l => l.session === b.id && l.decision === 'allow')
+  t.equal(lineA.length, 1)
+  t.equal(linesB.length, 2)
+  t.same(strip(linesB[0]), strip(lineA[0]), 'the same fields, whichever path wrote them')
+  t.same(strip(linesB[1]), strip(lineA[0]), 'and again from the cached operation text')
+  await a.close()
+  await b.close()
+})

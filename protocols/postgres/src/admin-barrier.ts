@@ -12,13 +12,17 @@ import { recordRequests } from './request-records.ts'
 
 /** after an admin Query (the op decideAndSend just queued): the pump waits for the upstream's answers */
 export function settleAfterAdmin(c: Connection, waited: Promise<void> | undefined): Promise<void> | undefined {
-  const admin = () => c.ops[c.ops.length - 1]?.op.class === 'admin'
-  if (!waited) return admin() ? answered(c) : undefined
+  // the plain case (decided at once, not admin) makes no closure: it runs once per Query
+  if (!waited) return lastIsAdmin(c) ? answered(c) : undefined
   return waited.then(() => {
-    if (!admin()) return
+    if (!lastIsAdmin(c)) return
     flushUpstream(c)
     return answered(c)
   })
+}
+
+function lastIsAdmin(c: Connection): boolean {
+  return c.ops[c.ops.length - 1]?.op.class === 'admin'
 }
 
 /** resolves once every batch sent upstream has its ReadyForQuery (or the server asks for COPY data) */

@@ -27,10 +27,15 @@ export function onClientData(c: Connection, chunk: Buffer): void {
   }
   for (const f of frames) c.inbox.push(f)
   if (c.inbox.length > QUEUE_HIGH_WATER) pause(c, 'client', 'queue')
-  void pump(c)
+  pump(c)
 }
 
-export async function pump(c: Connection): Promise<void> {
+/**
+ * Handles the inbox in order. Synchronous while nothing waits (the common case costs no promise);
+ * a frame that waits for a decision or an earlier batch's answer parks the pump, which goes on
+ * where it stopped once the wait is over (c.pumping stays set meanwhile: nothing overtakes it).
+ */
+export function pump(c: Connection): void {
   if (c.pumping) return
   c.pumping = true
   try {
@@ -40,7 +45,17 @@ export async function pump(c: Connection): Promise<void> {
       if (waited) {
         // what came before the statement is not held by its decision
         flushUpstream(c)
-        await waited
+        waited.then(
+          () => {
+            c.pumping = false
+            pump(c)
+          },
+          err => {
+            c.pumping = false
+            pumpFailed(c, err)
+          },
+        )
+        return
       }
     }
     recordRequests(c)
@@ -49,10 +64,13 @@ export async function pump(c: Connection): Promise<void> {
     // EOF after the last whole message: the upstream gets it once everything before is sent
     if (c.clientEof && c.inbox.length === 0 && !c.closed) endUpstream(c, 'eof')
   } catch (err) {
-    fatal(c, sqlstateOf(err), isPortcullisError(err) ? err.message : `internal error: ${(err as Error).message}`)
-  } finally {
-    c.pumping = false
+    pumpFailed(c, err)
   }
+  c.pumping = false
+}
+
+function pumpFailed(c: Connection, err: unknown): void {
+  fatal(c, sqlstateOf(err), isPortcullisError(err) ? err.message : `internal error: ${(err as Error).message}`)
 }
 
 /** returns a promise only when the frame waits for a decision */

@@ -101,18 +101,30 @@ export function complete(c: Connection, p: PendingOp, error?: string): void {
 
 export function audit(c: Connection, p: PendingOp, error?: string): void {
   const d = p.decision
+  const op = p.op
+  const decision = d?.action ?? 'block'
+  const rule = d?.rule ?? null
+  const durationMs = Math.round((performance.now() - p.start) * 1000) / 1000
+  // an Execute runs its portal's statement, one Operation object per prepared statement: its own
+  // fields are serialized once (auditOperation), not per line; a simple Query's Operation is new
+  // for each text, so it takes the plain path (caching it would only cost a WeakMap entry), with
+  // one object built, not two
+  if (p.kind === 'E' && c.session.auditOperation) {
+    c.session.auditOperation(op, { decision, rule, approvalId: d?.approvalId, rows: p.rows, bytes: p.bytes, masked: p.masked, durationMs, error })
+    return
+  }
   c.session.audit({
-    class: p.op.class,
-    resources: p.op.resources,
-    fingerprint: p.op.fingerprint,
-    statement: p.op.statement,
-    decision: d?.action ?? 'block',
-    rule: d?.rule ?? null,
+    class: op.class,
+    resources: op.resources,
+    fingerprint: op.fingerprint,
+    statement: op.statement,
+    decision,
+    rule,
     approvalId: d?.approvalId,
     rows: p.rows,
     bytes: p.bytes,
     masked: p.masked,
-    durationMs: Math.round((performance.now() - p.start) * 1000) / 1000,
+    durationMs,
     error,
   })
 }

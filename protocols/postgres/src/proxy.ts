@@ -51,7 +51,7 @@ export class PostgresProxy {
     else drainUpstream(c)
     for (const f of opts.clientAhead.frames) c.inbox.push(f)
     if (opts.clientAhead.rest) onClientData(c, opts.clientAhead.rest)
-    else void pump(c)
+    else pump(c)
     // the startup readers left both sockets paused, so that nothing they read after the handshake
     // was dropped while nobody listened (token verification, the upstream connect); flow now
     if (!c.closed && c.pauses.upstream.size === 0) c.upstream.resume()

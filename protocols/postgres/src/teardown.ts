@@ -88,7 +88,7 @@ export function clientEnded(c: Connection): void {
   // no human decides for a client that has left: the statement is refused (fail closed), and what
   // the upstream runs already runs to its end, as in Postgres
   c.pendingDecision?.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'client disconnected'))
-  void pump(c)
+  pump(c)
 }
 
 export function upstreamGone(c: Connection): void {

@@ -598,7 +598,11 @@ export class CoreSession implements Session {
       return
     }
     this.#write(rest, operationJson(op))
-    if (rest.bytes !== undefined) this.#host.metrics.bytes('out', rest.bytes)
+    if (rest.bytes !== undefined) {
+      // as audit() does: the session's byte count (core.ts session info) must not depend on the path
+      this.bytesOut += rest.bytes
+      this.#host.metrics.bytes('out', rest.bytes)
+    }
     if (rest.durationMs !== undefined) this.#host.metrics.duration(rest.durationMs / 1000)
   }
 
