@@ -157,3 +157,22 @@ export function collectSink(call: UpstreamCall, limit: number, tooLarge: () => E
   }
   return { body, sink }
 }
+
+/** one request's upstream side: the call, once it exists, and an abort that may come first */
+export class Upstreamed {
+  call: UpstreamCall | undefined
+  /** why the request was cut short (client gone, upload over its cap) */
+  reason: Error | undefined
+  /** the approval wait, when there is one: the client going away withdraws it */
+  controller: AbortController | undefined
+
+  abort(reason: Error): void {
+    if (this.reason) return
+    this.reason = reason
+    this.call?.abort(reason)
+    this.controller?.abort(reason)
+  }
+}
+
+/** the reason an upstream call is aborted when the client's response closed before it finished */
+export const CLIENT_GONE = () => Object.assign(new Error('the client went away'), { code: 'UND_ERR_ABORTED' })
