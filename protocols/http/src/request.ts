@@ -1,36 +1,20 @@
-// One request, phase by phase: identity → intake (the body read when it is inspected, classified,
-// recorded) → decision (allow, block, or an approval: held or deferred with 202) → the session's scope
-// → forwarding upstream (request-side masking, streamed uploads under their cap, the gateway's own
-// credential) → the response relay (relay.ts); errors answered once, audited once.
+// One request, phase by phase: identity (identity.ts) → intake (intake.ts: the body read when it is
+// inspected, classified, recorded) → decision (allow, block, or an approval: held, or deferred with
+// 202) → the session's scope (scope.ts) → forwarding upstream (forward.ts) → the response relay
+// (relay.ts). Errors are answered once (errors.ts) and the request audited once, here.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Transform } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
-import type { AuditEvent, TargetConfig } from '@portcullis/core'
+import type { AuditEvent, Session } from '@portcullis/core'
 import { decide, sentHttp } from './approval.ts'
-import { hasBody, readBody } from './body.ts'
-import { classifyHttp, findRoute, pathOnly, routeRules } from './classify.ts'
+import { pathOnly, type FoundRoute } from './classify.ts'
 import { httpError, sendError, toHttpError, type HttpError } from './errors.ts'
 import { httpEstimator } from './estimate.ts'
-import { CLIENT_GONE, UpstreamCall, Upstreamed } from './forward.ts'
-import { recordable, upstreamHeaders } from './headers.ts'
-import { conns, identify, knownToken, tokenHeader } from './identity.ts'
-import { isJsonType } from './inspect.ts'
-import { maskJsonText } from './json-mask.ts'
+import { CLIENT_GONE, forward, Upstreamed } from './forward.ts'
+import { conns, identify, knownToken } from './identity.ts'
+import { intake } from './intake.ts'
 import { mcpExchange } from './mcp/exchange.ts'
-import type { Route } from './profiles.ts'
 import { relay, type Stats } from './relay.ts'
 import { scopeHttp } from './scope.ts'
 import { upstreamCall } from './scope-upstream.ts'
-import { upstreamFor } from './upstream.ts'
-
-const targetRoutes = new WeakMap<TargetConfig, Route[]>()
-
-/** the target's route rules, compiled once per config generation */
-function routesOf(target: TargetConfig): Route[] {
-  let r = targetRoutes.get(target)
-  if (!r) targetRoutes.set(target, (r = routeRules(target.options.routes)))
-  return r
-}
 
 export async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
   const conn = conns.get(req.socket)
@@ -53,36 +37,9 @@ export async function handle(req: IncomingMessage, res: ServerResponse, expectsC
   })
   try {
     if (!knownToken(conn, req)) await identify(conn, req)
-    const profile = target.options.profile as string | undefined
     // remote MCP servers: JSON-RPC aware, message by message (mcp/exchange.ts)
-    if (profile === 'mcp') return await mcpExchange({ req, res, session, event, up, expectsContinue, stats })
-    const routes = routesOf(target)
-    const found = findRoute({ method, path, profile, routes })
-    const route = found.route
-    const ct = req.headers['content-type']
-    const withBody = hasBody(req)
-    const inspectBody = withBody && route?.body !== 'stream' && (route?.body === 'json' || isJsonType(ct))
-    let raw: Buffer | undefined
-    let parsed: unknown
-    if (inspectBody) {
-      if (expectsContinue) res.writeContinue()
-      raw = await readBody(req, target.limits.maxMessageBytes)
-      stats.requestBytes = raw.length
-      if (raw.length > 0) {
-        try {
-          parsed = JSON.parse(raw.toString('utf8'))
-        } catch {
-          throw httpError(400, 'bad_request', 'request body is not valid JSON')
-        }
-      }
-    }
-    const op = classifyHttp({ method, path, body: parsed, rawBody: raw, profile, routes, found })
-    if (op.error) throw httpError(400, 'bad_request', op.error)
-    event.class = op.class
-    event.resources = op.resources
-    event.fingerprint = op.fingerprint
-    event.statement = op.statement
-    session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)), ...(raw ? { body: raw } : withBody ? { streamed: true } : {}) })
+    if (target.options.profile === 'mcp') return await mcpExchange({ req, res, session, event, up, expectsContinue, stats })
+    const { found, withBody, op, raw, parsed } = await intake(req, res, session, expectsContinue, event, stats)
 
     // the blast radius (estimate.ts): a Qdrant delete by filter, a Pinecone deleteAll
     const estimator = httpEstimator(session, op, parsed)
@@ -107,70 +64,9 @@ export async function handle(req: IncomingMessage, res: ServerResponse, expectsC
       throw httpError(403, 'policy_blocked', decision.reason || 'blocked by policy', { details })
     }
     const masks = decision.masks
-    const inspecting = !masks.empty
-
-    // the session's scope (scope.ts): a filter AND-ed on, a namespace set, ids checked, or a refusal
-    let upstreamPath = path
-    let scopedBody = false
-    // the scope reads the upstream's answer (an object it created, a list to filter)
-    let respond: ((json: unknown) => Promise<unknown>) | undefined
-    if (session.scope) {
-      const outcome = await scopeHttp({ profile: found.profile, operation: route?.operation, method, path, params: found.params, body: parsed }, session.scope, upstreamCall(session), session.objects)
-      if (outcome && 'refuse' in outcome) {
-        session.record('event', { event: 'scope-refused', reason: outcome.refuse })
-        throw httpError(403, 'scope_refused', outcome.refuse)
-      }
-      if (outcome) {
-        if (outcome.body !== undefined) {
-          parsed = outcome.body
-          raw = Buffer.from(JSON.stringify(outcome.body))
-          scopedBody = true
-        }
-        if (outcome.path !== undefined) upstreamPath = outcome.path
-        respond = outcome.respond
-        session.record('event', { event: 'scope-applied', applied: outcome.applied, ...(outcome.body !== undefined ? { body: raw } : {}), ...(outcome.path !== undefined ? { path: upstreamPath } : {}) })
-      }
-    }
-
-    // request-side masking (e.g. emails in prompts before they reach the LLM)
-    let outBody: Buffer | Transform | undefined = raw
-    if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
-      // in place: the rest of the request goes upstream byte for byte (numbers, escapes, order)
-      const r = maskJsonText(raw.toString('utf8'), masks, true)
-      if (r.count > 0) {
-        stats.masked += r.count
-        outBody = Buffer.from(r.text)
-      }
-    }
-    if (!raw && withBody) {
-      // streamed uploads are not held to maxMessageBytes (nothing buffers them) but may have a cap
-      const cap = typeof target.options.maxUploadBytes === 'number' ? target.options.maxUploadBytes : Infinity
-      const tooLarge = httpError(413, 'payload_too_large', `upload is larger than ${cap} bytes`, { close: true })
-      if (Number(req.headers['content-length'] ?? 0) > cap) throw tooLarge
-      if (expectsContinue) res.writeContinue()
-      outBody = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          stats.requestBytes += chunk.length
-          if (stats.requestBytes > cap) cb(tooLarge)
-          else cb(null, chunk)
-        },
-      })
-      pipeline(req, outBody).catch(err => up.abort(err))
-    }
-
-    const headers = upstreamHeaders(req, target, inspecting || respond !== undefined)
-    if (scopedBody) headers['content-type'] = 'application/json'
-    if (Buffer.isBuffer(outBody)) {
-      headers['content-length'] = String(outBody.length)
-      delete headers['transfer-encoding']
-    }
-    const auth = target.upstream.auth
-    if (auth) headers[auth.header.toLowerCase()] = auth.value.replace('{secret}', await session.secret(auth.secret))
-    if (up.reason) throw up.reason
-
-    const upstream = upstreamFor(target)
-    const call = (up.call = new UpstreamCall())
-    upstream.pool.dispatch({ method: method as 'GET', path: upstream.prefix + upstreamPath, headers, body: outBody }, call)
+    const scoped = await applyScope(session, found, method, path, raw, parsed)
+    const { upstreamPath, scopedBody, respond } = scoped
+    const call = await forward({ req, res, session, method, upstreamPath, raw: scoped.raw, parsed: scoped.parsed, withBody, scopedBody, masks, readsAnswer: respond !== undefined, expectsContinue, up, stats })
     await relay({ res, session, method, call, masks, respond, stats })
   } catch (caught) {
     // an upload that broke its cap aborts the upstream request: answer with why it was aborted
@@ -186,4 +82,36 @@ export async function handle(req: IncomingMessage, res: ServerResponse, expectsC
     event.durationMs = Date.now() - started
     session.audit(event)
   }
+}
+
+interface Scoped {
+  raw: Buffer | undefined
+  parsed: unknown
+  upstreamPath: string
+  /** the body is the scope's, re-serialised */
+  scopedBody: boolean
+  /** the scope reads the upstream's answer (an object it created, a list to filter) */
+  respond: ((json: unknown) => Promise<unknown>) | undefined
+}
+
+/** the session's scope (scope.ts): a filter AND-ed on, a namespace set, ids checked, or a refusal */
+async function applyScope(session: Session, found: FoundRoute, method: string, path: string, raw: Buffer | undefined, parsed: unknown): Promise<Scoped> {
+  const out: Scoped = { raw, parsed, upstreamPath: path, scopedBody: false, respond: undefined }
+  if (!session.scope) return out
+  const outcome = await scopeHttp({ profile: found.profile, operation: found.route?.operation, method, path, params: found.params, body: parsed }, session.scope, upstreamCall(session), session.objects)
+  if (outcome && 'refuse' in outcome) {
+    session.record('event', { event: 'scope-refused', reason: outcome.refuse })
+    throw httpError(403, 'scope_refused', outcome.refuse)
+  }
+  if (outcome) {
+    if (outcome.body !== undefined) {
+      out.parsed = outcome.body
+      out.raw = Buffer.from(JSON.stringify(outcome.body))
+      out.scopedBody = true
+    }
+    if (outcome.path !== undefined) out.upstreamPath = outcome.path
+    out.respond = outcome.respond
+    session.record('event', { event: 'scope-applied', applied: outcome.applied, ...(outcome.body !== undefined ? { body: out.raw } : {}), ...(outcome.path !== undefined ? { path: out.upstreamPath } : {}) })
+  }
+  return out
 }
