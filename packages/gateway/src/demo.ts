@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { parseConfig, type Config } from '@portcullis/core'
+import { freePort } from '@portcullis/fixtures/net'
 import { startPglite, type PgliteServer } from '@portcullis/fixtures/pglite'
 import { REDIS_SERVER, startRedis, type RedisServer } from '@portcullis/fixtures/redis'
 // NOT an LLM: the test fixture that speaks the OpenAI API's shapes with canned answers (see its header)
@@ -309,17 +310,6 @@ function onPath(cmd: string): boolean {
   } catch {
     return false
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 function portFree(port: number): Promise<boolean> {

@@ -1,11 +1,10 @@
 import t from 'tap'
 import { voteCases } from './votes.ts'
 import { objectCases } from './objects.ts'
-import { createServer, connect, type Server, type Socket } from 'node:net'
-import { once } from 'node:events'
+import { cuttable, next, until } from './helpers.ts'
 import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '@portcullis/fixtures/redis'
-import type { ApprovalRequest, ControlChange, ControlStore } from '@portcullis/core'
+import type { ApprovalRequest } from '@portcullis/core'
 import { RedisControlStore } from '../src/index.ts'
 
 let server: RedisServer
@@ -60,24 +59,6 @@ function request(id: string, instance: string, over: Partial<ApprovalRequest> = 
     status: 'pending',
     instance,
     ...over,
-  }
-}
-
-function next(s: ControlStore, pred: (c: ControlChange) => boolean): Promise<ControlChange> {
-  return new Promise(resolve => {
-    const off = s.subscribe(c => {
-      if (!pred(c)) return
-      off()
-      resolve(c)
-    })
-  })
-}
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000) {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(r => setTimeout(r, 20))
   }
 }
 
@@ -173,38 +154,6 @@ t.test('close gives the lease back: pending requests read withdrawn at once', as
   await a.close()
   t.match(await withdrawn, { request: { reason: /shut down/ } })
 })
-
-async function cuttable(target: { host: string; port: number }) {
-  let open = true
-  const sockets = new Set<Socket>()
-  const proxy: Server = createServer(client => {
-    if (!open) return void client.destroy()
-    const up = connect(target.port, target.host)
-    sockets.add(client).add(up)
-    client.pipe(up).pipe(client)
-    const done = () => {
-      client.destroy()
-      up.destroy()
-      sockets.delete(client)
-      sockets.delete(up)
-    }
-    client.on('error', done).on('close', done)
-    up.on('error', done).on('close', done)
-  })
-  proxy.listen(0, '127.0.0.1')
-  await once(proxy, 'listening')
-  return {
-    port: (proxy.address() as { port: number }).port,
-    cut() {
-      open = false
-      for (const s of sockets) s.destroy()
-    },
-    heal() {
-      open = true
-    },
-    close: () => new Promise<void>(r => proxy.close(() => r())),
-  }
-}
 
 t.test('cut off from the store: unavailable at once, reconnects with backoff, and hears what was decided meanwhile', async t => {
   const p = prefixName()

@@ -2,8 +2,19 @@
 // head resolves `head`; the body goes to a sink chosen then (the client's response, a collector, or
 // a Readable for the paths that transform it). Chunks that arrive before the sink is attached (the
 // head and the first body bytes often come in one read) wait in a short queue.
-import { Readable } from 'node:stream'
+//
+// forward() (at the end) is the phase that builds and sends the request: request-side masking, a
+// streamed upload under its cap, the headers the upstream may see, the gateway's own credential.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Readable, Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { util, type Dispatcher } from 'undici'
+import type { MaskPlan, Session } from '@portcullis/core'
+import { httpError } from './errors.ts'
+import { upstreamHeaders } from './headers.ts'
+import { maskJsonText } from './json-mask.ts'
+import type { Stats } from './relay.ts'
+import { upstreamFor } from './upstream.ts'
 
 export type Headers = Record<string, string | string[]>
 
@@ -156,4 +167,93 @@ export function collectSink(call: UpstreamCall, limit: number, tooLarge: () => E
     },
   }
   return { body, sink }
+}
+
+/** one request's upstream side: the call, once it exists, and an abort that may come first */
+export class Upstreamed {
+  call: UpstreamCall | undefined
+  /** why the request was cut short (client gone, upload over its cap) */
+  reason: Error | undefined
+  /** the approval wait, when there is one: the client going away withdraws it */
+  controller: AbortController | undefined
+
+  abort(reason: Error): void {
+    if (this.reason) return
+    this.reason = reason
+    this.call?.abort(reason)
+    this.controller?.abort(reason)
+  }
+}
+
+/** the reason an upstream call is aborted when the client's response closed before it finished */
+export const CLIENT_GONE = () => Object.assign(new Error('the client went away'), { code: 'UND_ERR_ABORTED' })
+
+/** what forwarding a request needs: the request as decided and scoped */
+export interface Forward {
+  req: IncomingMessage
+  res: ServerResponse
+  session: Session
+  method: string
+  /** the path sent upstream (the scope may have rewritten it) */
+  upstreamPath: string
+  raw: Buffer | undefined
+  parsed: unknown
+  withBody: boolean
+  /** the body is the scope's, re-serialised */
+  scopedBody: boolean
+  masks: MaskPlan
+  /** the scope reads the answer: asked for whole and decodable, like a masked one */
+  readsAnswer: boolean
+  expectsContinue: boolean
+  up: Upstreamed
+  stats: Stats
+}
+
+/**
+ * The request upstream: masked in place where maskRequests says so, a streamed upload sent on as it
+ * comes (under maxUploadBytes), the headers the upstream may see plus the gateway's own credential.
+ */
+export async function forward({ req, res, session, method, upstreamPath, raw, parsed, withBody, scopedBody, masks, readsAnswer, expectsContinue, up, stats }: Forward): Promise<UpstreamCall> {
+  const target = session.target
+  const inspecting = !masks.empty
+  // request-side masking (e.g. emails in prompts before they reach the LLM)
+  let outBody: Buffer | Transform | undefined = raw
+  if (raw && parsed !== undefined && target.options.maskRequests === true && inspecting) {
+    // in place: the rest of the request goes upstream byte for byte (numbers, escapes, order)
+    const r = maskJsonText(raw.toString('utf8'), masks, true)
+    if (r.count > 0) {
+      stats.masked += r.count
+      outBody = Buffer.from(r.text)
+    }
+  }
+  if (!raw && withBody) {
+    // streamed uploads are not held to maxMessageBytes (nothing buffers them) but may have a cap
+    const cap = typeof target.options.maxUploadBytes === 'number' ? target.options.maxUploadBytes : Infinity
+    const tooLarge = httpError(413, 'payload_too_large', `upload is larger than ${cap} bytes`, { close: true })
+    if (Number(req.headers['content-length'] ?? 0) > cap) throw tooLarge
+    if (expectsContinue) res.writeContinue()
+    outBody = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        stats.requestBytes += chunk.length
+        if (stats.requestBytes > cap) cb(tooLarge)
+        else cb(null, chunk)
+      },
+    })
+    pipeline(req, outBody).catch(err => up.abort(err))
+  }
+
+  const headers = upstreamHeaders(req, target, inspecting || readsAnswer)
+  if (scopedBody) headers['content-type'] = 'application/json'
+  if (Buffer.isBuffer(outBody)) {
+    headers['content-length'] = String(outBody.length)
+    delete headers['transfer-encoding']
+  }
+  const auth = target.upstream.auth
+  if (auth) headers[auth.header.toLowerCase()] = auth.value.replace('{secret}', await session.secret(auth.secret))
+  if (up.reason) throw up.reason
+
+  const upstream = upstreamFor(target)
+  const call = (up.call = new UpstreamCall())
+  upstream.pool.dispatch({ method: method as 'GET', path: upstream.prefix + upstreamPath, headers, body: outBody }, call)
+  return call
 }

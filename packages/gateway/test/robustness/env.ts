@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { startPostgres, type RunningPostgres } from '@portcullis/fixtures/postgres'
 import { startHttpUpstream, type HttpUpstream } from '@portcullis/fixtures/http-upstream'
-import { freePort } from '@portcullis/fixtures/redis'
+import { freePort } from '@portcullis/fixtures/net'
 import { devIssuerConfig, mintDevToken } from '../../src/dev-tokens.ts'
 import { startGate, type Gate } from './gate.ts'
 

@@ -9,6 +9,11 @@
 //
 // Each instance holds a lease it renews on a heartbeat; any instance's heartbeat reaps lapsed
 // leases: their pending requests read withdrawn, their sessions leave the registry.
+//
+// This file is the connection (pool, LISTEN, reconnect, health) and the change feed; each role's
+// statements have a file of their own, behind the one ControlStore surface: approvals.ts (requests,
+// votes, release), grants.ts (approval windows), registry.ts (revocations, sessions, kills),
+// objects.ts (scoped objects), leases.ts (instances, heartbeat, reaping).
 import { readFileSync } from 'node:fs'
 import pg from 'pg'
 import {
@@ -25,6 +30,12 @@ import {
   type SessionRecord,
   type UpstreamTls,
 } from '@portcullis/core'
+import * as approvals from './approvals.ts'
+import type { Db, Row } from './db.ts'
+import * as grants from './grants.ts'
+import * as leases from './leases.ts'
+import * as objects from './objects.ts'
+import * as registry from './registry.ts'
 import { CHANGES_LOCK, migrate, quoteIdent } from './schema.ts'
 
 export interface PostgresControlStoreOptions {
@@ -47,7 +58,6 @@ export interface PostgresControlStoreOptions {
   log?: (msg: string, fields?: Record<string, unknown>) => void
 }
 
-type Row = Record<string, unknown>
 type Settled = Required<Omit<PostgresControlStoreOptions, 'password' | 'tls' | 'log'>> & PostgresControlStoreOptions
 
 /** a connection that failed, as opposed to a statement the server refused */
@@ -66,18 +76,14 @@ function describe(err: unknown): string {
   return /timeout/i.test(m) ? 'unreachable (timeout)' : /terminat|closed|ended/i.test(m) ? 'connection lost' : 'unreachable'
 }
 
-/** why a request that no longer matched `status = 'pending'` (and alive, unexpired) was not decided */
-function notPending(id: string, found: { status: unknown; expired: unknown }): PortcullisError {
-  const why = found.status !== 'pending' ? `is already ${String(found.status)}` : found.expired ? 'has expired' : 'is held by a gateway instance that stopped answering'
-  return new PortcullisError('APPROVAL_NOT_PENDING', `approval request ${id} ${why}`, { approvalId: id })
-}
-
 export class PostgresControlStore implements ControlStore {
   readonly kind = 'postgres' as const
   readonly #o: Settled
   readonly #s: string
   readonly #channel: string
   readonly #pool: pg.Pool
+  /** what the role files use of this store */
+  readonly #db: Db
   readonly #log: (msg: string, fields?: Record<string, unknown>) => void
   #instance: InstanceInfo | undefined
   #listener: pg.Client | undefined
@@ -102,6 +108,14 @@ export class PostgresControlStore implements ControlStore {
     this.#s = quoteIdent(this.#o.schema)
     this.#channel = `${this.#o.schema}_changes`
     this.#log = opts.log ?? (() => {})
+    this.#db = {
+      s: this.#s,
+      retainMs: this.#o.retainMs,
+      q: (text, values) => this.#q(text, values),
+      tx: fn => this.#tx(fn),
+      append: (c, changes) => this.#append(c, changes),
+      emit: change => this.#emit(change),
+    }
     this.#pool = new pg.Pool({ ...this.#clientConfig(), max: 4, idleTimeoutMillis: 30_000 })
     // an idle connection the server dropped: the next query finds out and reconnects
     this.#pool.on('error', err => this.#down(err))
@@ -163,10 +177,7 @@ export class PostgresControlStore implements ControlStore {
     for (const t of this.#timers) clearInterval(t)
     if (this.#ok && this.#instance) {
       // leaving on purpose: nothing of ours should wait for the lease to lapse
-      await this.#tx(async c => {
-        await this.#reap(c, [this.#instance!.id], 'gateway instance shut down')
-        await c.query(`UPDATE ${this.#s}.instances SET state = 'gone', lease_until = now() WHERE id = $1`, [this.#instance!.id])
-      }).catch(err => this.#log('control store: lease not given back', { error: describe(err) }))
+      await this.#tx(c => leases.giveBack(this.#db, c, this.#instance!.id)).catch(err => this.#log('control store: lease not given back', { error: describe(err) }))
     }
     const l = this.#listener
     this.#listener = undefined
@@ -175,211 +186,72 @@ export class PostgresControlStore implements ControlStore {
     await Promise.all([bounded(l?.end()), bounded(this.#pool.end())])
   }
 
-  // ─── approvals ───
+  // ─── approvals (approvals.ts, grants.ts) ───
 
-  async putRequest(r: ApprovalRequest): Promise<void> {
-    await this.#tx(async c => {
-      await c.query(
-        `INSERT INTO ${this.#s}.requests (id, instance, status, expires, min_approvals, body) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5, $6)`,
-        [r.id, r.instance ?? null, r.status, r.expires, r.minApprovals ?? 1, JSON.stringify(r)],
-      )
-      await this.#append(c, [{ kind: 'request', request: r }])
-    })
-    this.#emit({ kind: 'request', request: r })
+  putRequest(r: ApprovalRequest): Promise<void> {
+    return approvals.putRequest(this.#db, r)
   }
 
-  async getRequest(id: string): Promise<ApprovalRequest | undefined> {
-    const { rows } = await this.#q(`SELECT body FROM ${this.#s}.requests WHERE id = $1`, [id])
-    return rows[0] ? (rows[0].body as ApprovalRequest) : undefined
+  getRequest(id: string): Promise<ApprovalRequest | undefined> {
+    return approvals.getRequest(this.#db, id)
   }
 
-  async listRequests(): Promise<ApprovalRequest[]> {
-    const { rows } = await this.#q(
-      `SELECT body FROM ${this.#s}.requests WHERE status = 'pending' OR updated > now() - $1::float8 * interval '1 millisecond' ORDER BY updated LIMIT 10000`,
-      [this.#o.retainMs],
-    )
-    return rows.map(r => r.body as ApprovalRequest)
+  listRequests(): Promise<ApprovalRequest[]> {
+    return approvals.listRequests(this.#db)
   }
 
-  async decide(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
-    const patch: Record<string, unknown> = { status: verdict.status }
-    if (verdict.decidedBy !== undefined) patch.decidedBy = verdict.decidedBy
-    if (verdict.reason !== undefined) patch.reason = verdict.reason
-    if (verdict.vote) return this.#vote(id, verdict)
-    const decision = verdict.status === 'approved' || verdict.status === 'denied'
-    const done = await this.#tx(async c => {
-      // one decision only: of two approvers at once, the second finds it no longer pending. An
-      // approval or denial also needs the request unexpired and its holder's lease alive.
-      const { rows } = await c.query(
-        `UPDATE ${this.#s}.requests r SET status = $2, body = r.body || $3::jsonb, updated = now()
-          WHERE r.id = $1 AND r.status = 'pending'
-            AND (NOT $4 OR (r.expires > now() AND (r.instance IS NULL OR EXISTS (
-              SELECT 1 FROM ${this.#s}.instances i WHERE i.id = r.instance AND i.state = 'alive' AND i.lease_until > now()))))
-          RETURNING r.body`,
-        [id, verdict.status, JSON.stringify(patch), decision],
-      )
-      if (!rows[0]) {
-        const { rows: found } = await c.query(`SELECT status, expires <= now() AS expired FROM ${this.#s}.requests WHERE id = $1`, [id])
-        if (!found[0]) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
-        throw notPending(id, found[0])
-      }
-      const request = rows[0].body as ApprovalRequest
-      return { request, changes: await this.#decided(c, request, verdict.grant) }
-    })
-    for (const ch of done.changes) this.#emit(ch)
-    return done.request
+  decide(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
+    return approvals.decide(this.#db, id, verdict)
   }
 
-  /**
-   * One approver's yes. One UPDATE: the row lock orders two approvers at once, and the second one's
-   * WHERE is evaluated again on the row the first left (Read Committed), so the same approver twice
-   * counts once and two approvers on two instances make exactly one decision.
-   */
-  async #vote(id: string, verdict: RequestVerdict): Promise<ApprovalRequest> {
-    const vote = verdict.vote!
-    const patch: Record<string, unknown> = { status: 'approved' }
-    if (verdict.decidedBy !== undefined) patch.decidedBy = verdict.decidedBy
-    const done = await this.#tx(async c => {
-      const { rows } = await c.query(
-        `UPDATE ${this.#s}.requests r SET
-            votes = r.votes || $2::jsonb,
-            status = CASE WHEN jsonb_array_length(r.votes) + 1 >= r.min_approvals THEN 'approved' ELSE 'pending' END,
-            body = r.body || jsonb_build_object('approvals', r.votes || $2::jsonb)
-                   || CASE WHEN jsonb_array_length(r.votes) + 1 >= r.min_approvals THEN $3::jsonb ELSE '{}'::jsonb END,
-            updated = now()
-          WHERE r.id = $1 AND r.status = 'pending' AND NOT r.votes @> jsonb_build_array(jsonb_build_object('by', $4::text))
-            AND r.expires > now() AND (r.instance IS NULL OR EXISTS (
-              SELECT 1 FROM ${this.#s}.instances i WHERE i.id = r.instance AND i.state = 'alive' AND i.lease_until > now()))
-          RETURNING r.body, r.status`,
-        [id, JSON.stringify([vote]), JSON.stringify(patch), vote.by],
-      )
-      if (!rows[0]) {
-        const { rows: found } = await c.query(
-          `SELECT status, expires <= now() AS expired, votes @> jsonb_build_array(jsonb_build_object('by', $2::text)) AS counted FROM ${this.#s}.requests WHERE id = $1`,
-          [id, vote.by],
-        )
-        if (!found[0]) throw new PortcullisError('APPROVAL_NOT_FOUND', `no approval request ${id}`, { approvalId: id })
-        if (found[0].status === 'pending' && found[0].counted === true)
-          throw new PortcullisError('APPROVAL_ALREADY_COUNTED', `${vote.by} has already approved ${id}; each approver counts once`, { approvalId: id })
-        throw notPending(id, found[0])
-      }
-      const request = rows[0].body as ApprovalRequest
-      return { request, changes: await this.#decided(c, request, rows[0].status === 'approved' ? verdict.grant : undefined) }
-    })
-    for (const ch of done.changes) this.#emit(ch)
-    return done.request
+  release(id: string): Promise<ApprovalRequest | undefined> {
+    return approvals.release(this.#db, id)
   }
 
-  /** a decided request's change, and its window's grant when it has one, in the deciding transaction */
-  async #decided(c: pg.PoolClient, request: ApprovalRequest, grant: ApprovalGrant | undefined): Promise<ControlChange[]> {
-    const changes: ControlChange[] = []
-    if (grant) {
-      await c.query(
-        `INSERT INTO ${this.#s}.grants (subject, target, fingerprint, until, approval_id) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)
-         ON CONFLICT (subject, target, fingerprint) DO UPDATE SET until = greatest(${this.#s}.grants.until, excluded.until), approval_id = excluded.approval_id`,
-        [grant.subject, grant.target, grant.fingerprint, grant.until, grant.approvalId],
-      )
-      changes.push({ kind: 'grant', grant })
-    }
-    changes.push({ kind: 'request', request })
-    await this.#append(c, changes)
-    return changes
+  findGrant(subject: string, target: string, fingerprint: string): Promise<ApprovalGrant | undefined> {
+    return grants.findGrant(this.#db, subject, target, fingerprint)
   }
 
-  async release(id: string): Promise<ApprovalRequest | undefined> {
-    const done = await this.#tx(async c => {
-      // once: of two retries at once, the second finds `released` set
-      const { rows } = await c.query(
-        `UPDATE ${this.#s}.requests r SET released = now(),
-            body = r.body || jsonb_build_object('released', floor(extract(epoch FROM now()) * 1000)::bigint), updated = now()
-          WHERE r.id = $1 AND r.status = 'approved' AND r.released IS NULL AND r.expires > now() AND r.body->>'mode' = 'defer'
-          RETURNING r.body`,
-        [id],
-      )
-      if (!rows[0]) return undefined
-      const request = rows[0].body as ApprovalRequest
-      await this.#append(c, [{ kind: 'request', request }])
-      return request
-    })
-    if (done) this.#emit({ kind: 'request', request: done })
-    return done
+  grants(): Promise<ApprovalGrant[]> {
+    return grants.grants(this.#db)
   }
 
-  async findGrant(subject: string, target: string, fingerprint: string): Promise<ApprovalGrant | undefined> {
-    const { rows } = await this.#q(
-      `SELECT subject, target, fingerprint, (extract(epoch FROM until) * 1000)::float8 AS until, approval_id FROM ${this.#s}.grants
-        WHERE subject = $1 AND target = $2 AND fingerprint = $3 AND until > now()`,
-      [subject, target, fingerprint],
-    )
-    return rows[0] ? grantOf(rows[0]) : undefined
+  // ─── revocations, sessions, kills (registry.ts); scoped objects (objects.ts) ───
+
+  revoke(entry: RevocationEntry): Promise<void> {
+    return registry.revoke(this.#db, entry)
   }
 
-  async grants(): Promise<ApprovalGrant[]> {
-    const { rows } = await this.#q(
-      `SELECT subject, target, fingerprint, (extract(epoch FROM until) * 1000)::float8 AS until, approval_id FROM ${this.#s}.grants WHERE until > now()`,
-    )
-    return rows.map(grantOf)
+  revocations(): Promise<RevocationEntry[]> {
+    return registry.revocations(this.#db)
   }
 
-  // ─── revocations, sessions, kills ───
-
-  async revoke(entry: RevocationEntry): Promise<void> {
-    const e: RevocationEntry = { ...(entry.subject ? { subject: entry.subject } : {}), ...(entry.jti ? { jti: entry.jti } : {}) }
-    await this.#tx(async c => {
-      await c.query(`INSERT INTO ${this.#s}.revocations (subject, jti) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [e.subject ?? '', e.jti ?? ''])
-      await this.#append(c, [{ kind: 'revocation', entry: e }])
-    })
-    this.#emit({ kind: 'revocation', entry: e })
+  putSessions(sessions: SessionRecord[]): Promise<void> {
+    return registry.putSessions(this.#db, sessions)
   }
 
-  async revocations(): Promise<RevocationEntry[]> {
-    const { rows } = await this.#q(`SELECT subject, jti FROM ${this.#s}.revocations ORDER BY created`)
-    return rows.map(r => ({ ...(r.subject ? { subject: String(r.subject) } : {}), ...(r.jti ? { jti: String(r.jti) } : {}) }))
+  endSession(id: string): Promise<void> {
+    return registry.endSession(this.#db, id)
   }
 
-  async putSessions(sessions: SessionRecord[]): Promise<void> {
-    if (sessions.length === 0) return
-    await this.#q(
-      `INSERT INTO ${this.#s}.sessions (id, instance, body)
-       SELECT s->>'id', s->>'instance', s FROM jsonb_array_elements($1::jsonb) s
-       ON CONFLICT (id) DO UPDATE SET body = excluded.body, instance = excluded.instance`,
-      [JSON.stringify(sessions)],
-    )
+  listSessions(): Promise<SessionRecord[]> {
+    return registry.listSessions(this.#db)
   }
 
-  async endSession(id: string): Promise<void> {
-    await this.#q(`DELETE FROM ${this.#s}.sessions WHERE id = $1`, [id])
+  putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    return objects.putObjects(this.#db, target, scope, kind, ids)
   }
 
-  async listSessions(): Promise<SessionRecord[]> {
-    // an instance whose lease lapsed is not answering for its sessions, reaped or not yet
-    const { rows } = await this.#q(
-      `SELECT s.body FROM ${this.#s}.sessions s JOIN ${this.#s}.instances i ON i.id = s.instance
-        WHERE i.state = 'alive' AND i.lease_until > now() ORDER BY s.body->>'started'`,
-    )
-    return rows.map(r => r.body as SessionRecord)
+  ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]> {
+    return objects.ownedObjects(this.#db, target, scope, kind, ids)
   }
 
-  async putObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
-    await this.#q(
-      `INSERT INTO ${this.#s}.objects (target, kind, id, scope) SELECT $1, $2, unnest($4::text[]), $3 ON CONFLICT DO NOTHING`,
-      [target, kind, scope, ids],
-    )
+  dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
+    return objects.dropObjects(this.#db, target, scope, kind, ids)
   }
 
-  async ownedObjects(target: string, scope: string, kind: string, ids: string[]): Promise<string[]> {
-    const { rows } = await this.#q(`SELECT id FROM ${this.#s}.objects WHERE target = $1 AND kind = $2 AND scope = $3 AND id = ANY($4::text[])`, [target, kind, scope, ids])
-    const owned = new Set(rows.map(r => r.id as string))
-    return ids.filter(id => owned.has(id))
-  }
-
-  async dropObjects(target: string, scope: string, kind: string, ids: string[]): Promise<void> {
-    await this.#q(`DELETE FROM ${this.#s}.objects WHERE target = $1 AND kind = $2 AND scope = $3 AND id = ANY($4::text[])`, [target, kind, scope, ids])
-  }
-
-  async kill(request: KillRequest): Promise<void> {
-    await this.#tx(c => this.#append(c, [{ kind: 'kill', kill: request }]))
-    this.#emit({ kind: 'kill', kill: request })
+  kill(request: KillRequest): Promise<void> {
+    return registry.kill(this.#db, request)
   }
 
   // ─── plumbing ───
@@ -496,7 +368,7 @@ export class PostgresControlStore implements ControlStore {
     try {
       const from = await migrate(c, this.#o.schema)
       if (from === 0) this.#log('control store schema created', { schema: this.#o.schema })
-      await this.#renew(c)
+      await leases.renew(c, this.#s, this.#instance!, this.#o.leaseMs)
       if (this.#lastSeq < 0) {
         const { rows } = await c.query(`SELECT coalesce(max(seq), 0) AS seq FROM ${this.#s}.changes`)
         this.#lastSeq = Number(rows[0]!.seq)
@@ -525,54 +397,13 @@ export class PostgresControlStore implements ControlStore {
     await this.#readChangesNow(true)
   }
 
-  async #renew(c: pg.PoolClient | pg.Pool) {
-    const i = this.#instance!
-    await c.query(
-      `INSERT INTO ${this.#s}.instances (id, host, pid, started, lease_until, state)
-       VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), now() + $5::float8 * interval '1 millisecond', 'alive')
-       ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until, state = 'alive'`,
-      [i.id, i.host, i.pid, i.started, this.#o.leaseMs],
-    )
-  }
-
   async #heartbeat() {
     if (!this.#ok || this.#closed) return
     try {
-      await this.#renew(this.#pool)
-      const { rows } = await this.#pool.query(
-        `SELECT id FROM ${this.#s}.instances WHERE state = 'alive' AND lease_until < now()`,
-      )
-      if (rows.length > 0)
-        await this.#tx(async c => {
-          const { rows: dead } = await c.query(
-            `UPDATE ${this.#s}.instances SET state = 'gone' WHERE id = ANY($1) AND state = 'alive' AND lease_until < now() RETURNING id`,
-            [rows.map(r => r.id)],
-          )
-          if (dead.length > 0) {
-            this.#log('control store: instance lease lapsed', { instances: dead.map(r => r.id) })
-            await this.#reap(c, dead.map(r => String(r.id)), 'gateway instance stopped answering')
-          }
-        })
-      await this.#pool.query(`DELETE FROM ${this.#s}.changes WHERE at < now() - $1::float8 * interval '1 millisecond'`, [this.#o.retainMs])
-      await this.#pool.query(
-        `DELETE FROM ${this.#s}.requests WHERE status <> 'pending' AND updated < now() - $1::float8 * interval '1 millisecond'`,
-        [this.#o.retainMs],
-      )
-      await this.#pool.query(`DELETE FROM ${this.#s}.grants WHERE until < now()`)
+      await leases.heartbeat(this.#db, this.#pool, this.#instance!, this.#o.leaseMs, this.#log)
     } catch (err) {
       if (!(err instanceof PortcullisError)) this.#failed(err)
     }
-  }
-
-  /** withdraws the pending requests of these instances and drops their sessions */
-  async #reap(c: pg.PoolClient, instances: string[], reason: string) {
-    const { rows } = await c.query(
-      `UPDATE ${this.#s}.requests r SET status = 'withdrawn', body = r.body || jsonb_build_object('status', 'withdrawn', 'reason', $2::text), updated = now()
-        WHERE r.status = 'pending' AND r.instance = ANY($1) RETURNING r.body`,
-      [instances, reason],
-    )
-    await c.query(`DELETE FROM ${this.#s}.sessions WHERE instance = ANY($1)`, [instances])
-    if (rows.length > 0) await this.#append(c, rows.map(r => ({ kind: 'request', request: r.body as ApprovalRequest })))
   }
 
   /** one reader at a time; a notification during a read asks for another */
@@ -608,10 +439,6 @@ export class PostgresControlStore implements ControlStore {
       if (rows.length < 1000) return
     }
   }
-}
-
-function grantOf(r: Row): ApprovalGrant {
-  return { subject: String(r.subject), target: String(r.target), fingerprint: String(r.fingerprint), until: Number(r.until), approvalId: String(r.approval_id) }
 }
 
 function changeOf(kind: string, body: unknown): ControlChange {
