@@ -72,7 +72,9 @@ export async function mcpExchange(c: McpCall): Promise<void> {
   const known = sid !== undefined ? knownSession(target, sid, subject) : undefined
   if (sid !== undefined && !known) {
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)) })
-    return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, 'MCP session not found'), 'mcp_session_unknown')
+    // what a Streamable HTTP server answers for a session it does not hold (the client starts a new
+    // one); said plainly, since here it also means "initialized on another worker or instance"
+    return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, 'MCP session not found on this gateway instance (ended, another caller\'s, or initialized on another worker or gateway: MCP proxy state is per process); send initialize to start a new session'), 'mcp_session_unknown')
   }
   if (method === 'GET' || method === 'DELETE') return sessionRequest(c, method, path, known ?? statelessSession(target, subject), sid)
   if (method !== 'POST') {
