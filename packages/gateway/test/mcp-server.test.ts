@@ -202,6 +202,17 @@ t.test('DROP TABLE is blocked with the codec SQLSTATE; the table is still there'
   t.ok(await tableExists('documents'))
 })
 
+t.test('query is one statement per call: a ";" batch is refused, says so, and runs nothing', async (t) => {
+  const tool = (await ann.listTools()).tools.find((x) => x.name === 'db_query')!
+  t.match(tool.description, /exactly one SQL statement/)
+  const r = (await ann.callTool({ name: 'db_query', arguments: { sql: "SELECT 1; DELETE FROM documents WHERE id = 40" } })) as any
+  t.equal(r.isError, true)
+  t.equal(r.structuredContent.code, '42601')
+  t.match(r.structuredContent.hint, /exactly one SQL statement per call/)
+  t.match(text(r), /make|send each statement as a call of its own/)
+  t.equal((await direct.query('SELECT 1 FROM documents WHERE id = 40')).rowCount, 1, 'nothing of the batch ran')
+})
+
 t.test('attacker: SQL in describe_table’s name is a value, never SQL', async (t) => {
   for (const table of ['documents; DROP TABLE documents', 'documents"; DROP TABLE documents; --', "documents'; DROP TABLE documents; --"]) {
     const r = (await ann.callTool({ name: 'db_describe_table', arguments: { table } })) as any
