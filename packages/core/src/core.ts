@@ -11,7 +11,7 @@ import { isShared, type ControlHealth, type ControlStore, type SessionRecord } f
 import { createAuditLog } from './audit/audit.ts'
 import { createIdentity } from './identity/verify.ts'
 import { Metrics } from './metrics/metrics.ts'
-import { decide as policyDecide } from './policy/decide.ts'
+import { decide as policyDecide, type PolicyDecision } from './policy/decide.ts'
 import { createSecretStore, type SecretStore } from './secrets/store.ts'
 import { compileMasks } from './session/engines.ts'
 import { createUploader, type Uploader } from './recording/upload/index.ts'
@@ -61,7 +61,8 @@ export interface Core {
   revocations(): RevocationEntry[]
   authenticate(token: string): Promise<Principal>
   readonly approvals: CoreApprovals
-  decide(principal: Principal, targetName: string, op: Operation): Decision
+  /** Session.wouldDecide for a principal without a session: the rules' answer, nothing recorded, counted or asked */
+  wouldDecide(principal: Principal, targetName: string, op: Operation): PolicyDecision
   readonly metrics: { render(): string }
   reload(config: Config): void
   readonly secrets: SecretStore
@@ -381,11 +382,8 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
         ? identity.verify(token)
         : Promise.reject(new PortcullisError('AUTH_FAILED', 'the revocation list is not loaded yet (control store unavailable); try again shortly', { reason: 'revocations-unknown' })),
 
-    decide(principal, targetName, op) {
-      const { config } = generation
-      const pd = policyDecide(config.rules, principal, targetName, op)
-      const masks = compileMasks(config.masking, { target: targetName, subject: principal.subject, groups: principal.groups }, hashKey)
-      return { action: pd.action, rule: pd.rule, reason: pd.reason, masks }
+    wouldDecide(principal, targetName, op) {
+      return policyDecide(generation.config.rules, principal, targetName, op)
     },
 
     reload(config) {

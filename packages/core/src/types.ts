@@ -2,6 +2,7 @@
 // nothing of wires. Everything here is a type: implementations live in their own modules.
 import type { Duplex } from 'node:stream'
 import type { ScopeConfig, SessionScope } from './identity/scope.ts'
+import type { PolicyDecision } from './policy/decide.ts'
 export type { ScopeConfig, SessionScope }
 
 export type Protocol = 'postgres' | 'redis' | 'http' | 'mcp'
@@ -353,6 +354,13 @@ export interface Session {
    * undefined when an approval must be asked for (then call decide()). Same throws.
    */
   decideNow(op: Operation, opts?: Pick<DecideOptions, 'estimator'>): Decision | undefined
+  /**
+   * What the rules would say of this operation by this session's principal, with nothing recorded,
+   * audited, counted or asked for ('approve' stays 'approve', no window is looked up): a preview, for
+   * what to show (MCP tools/list, tables), never a permission — the operation itself is decided by
+   * decide()/decideNow() when it is sent. Throws AUTH_FAILED before authentication.
+   */
+  wouldDecide(op: Operation): PolicyDecision
   /**
    * whether an estimate with these facts may be wanted: a rule names one of them, or (given `cls`)
    * an approve rule may hold an operation of that class (its approver sees the estimate). Lets a

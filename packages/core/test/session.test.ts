@@ -265,7 +265,7 @@ t.test('a reload applies to new operations of live sessions, which keep running'
   t.match(await session.decide(op('read', 'SELECT 1')), { action: 'block', rule: 'lockdown', reason: 'maintenance' })
   t.equal(core.config.rules[0].id, 'lockdown')
   const p = await core.authenticate(await issuer.mint({ sub: 'agent-2', groups: ['agents'] }))
-  t.equal(core.decide(p, 'docs-db', op('read', 'SELECT 1')).rule, 'lockdown')
+  t.equal(core.wouldDecide(p, 'docs-db', op('read', 'SELECT 1')).rule, 'lockdown')
 })
 
 t.test('a reload that revokes a subject ends its live sessions', async t => {

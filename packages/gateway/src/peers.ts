@@ -44,7 +44,7 @@ export function gatewayPeers(core: Core, config: () => Config, address: (name: s
       }
       return peer
     },
-    wouldDecide: (principal, target, op) => core.decide(principal, target, op).action,
+    wouldDecide: (principal, target, op) => core.wouldDecide(principal, target, op).action,
     approval: (id) => core.approvals.fetch(id),
     issuers: () => config().identity.issuers.map((i) => i.issuer),
     openSession(target, remote) {

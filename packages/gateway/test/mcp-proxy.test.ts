@@ -229,3 +229,46 @@ t.test('raw bytes: batches, never-listed tools, repeated keys, another caller on
   t.equal(s.mcp!.requests.length, before, 'none of it reached the server')
   t.same(s.mcp!.deleted, [])
 })
+
+t.test('tools/list is a preview: no decision record, audit line or metric for calls never made', async t => {
+  const s = await setup(t)
+  const agent = await connect(t, s, await s.token('ann', ['agents']))
+  t.notOk((await names(agent)).includes('write_note'), 'write_note is hidden (its call would be blocked)')
+  t.ok((await names(agent)).includes('delete_doc'), 'delete_doc is shown (its call would be held)')
+  const res = await fetch(s.gw.admin!.url + '/metrics', { headers: { authorization: `Bearer ${await s.token('prom', ['monitoring'])}` } })
+  const metrics = await res.text()
+  t.equal(res.status, 200)
+  t.match(metrics, /portcullis_operations_total\{class="read",decision="allow"\}/, 'the tools/list requests themselves are counted')
+  t.notMatch(metrics, /portcullis_operations_total\{class="(write|delete)"/, 'no write or delete was counted: none was made')
+  t.notMatch(s.audit(), /tools\/call/, 'no audit line names a call')
+  await agent.client.close()
+  await s.gw.close(100)
+  const files = await recordingsIn(join(s.env.dir, 'recordings'))
+  const all = Buffer.concat(await Promise.all(files.map(f => readFile(f))))
+  t.ok(all.includes('"method":"tools/list"'), 'the tools/list requests are recorded')
+  t.notOk(all.includes('tools/call'), 'no decision record names a call')
+})
+
+t.test("a held call the client cancels (notifications/cancelled) is answered with a JSON-RPC error to its id", async t => {
+  const s = await setup(t)
+  const token = await s.token('ann', ['agents'])
+  const agent = await connect(t, s, token)
+  const dba = await s.token('dora', ['dba'])
+  await agent.client.listTools()
+  const sid = agent.transport.sessionId!
+  const post = (body: unknown, f: typeof fetch) => f(s.url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': '2025-06-18' },
+    body: JSON.stringify(body),
+  })
+  const held = post({ jsonrpc: '2.0', id: 301, method: 'tools/call', params: { name: 'delete_doc', arguments: { id: 'doc-5' } } }, ownFetch(t))
+  const [a] = await pending(s, dba)
+  const cancel = await post({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 301, reason: 'user stopped it' } }, ownFetch(t))
+  t.equal(cancel.status, 202, 'the notification is accepted (and passed on to the server)')
+  const res = await held
+  t.equal(res.status, 200)
+  t.match(res.headers.get('content-type'), /application\/json/)
+  t.match(await res.json(), { jsonrpc: '2.0', id: 301, error: { code: -32001, message: /approval withdrawn: the client cancelled/, data: { status: 'withdrawn' } } })
+  await waitFor(async () => (await s.api('GET', `/api/approvals/${a.id}`, dba)).body.approval.status === 'withdrawn', 'the request withdrawn')
+  t.same(s.mcp!.deleted, [], 'nothing ran')
+})

@@ -121,7 +121,12 @@ t.test('no token, a bad token, an expired token: 401 with the RFC 9728 header; t
 
 t.test('tools/list differs by principal', async (t) => {
   const names = (await ann.listTools()).tools.map((x) => x.name).sort()
-  t.same(names, ['cache_command', 'check_approval', 'db-defer_describe_table', 'db-defer_list_tables', 'db-defer_query', 'db_describe_table', 'db_list_tables', 'db_query', 'llm_request'])
+  t.same(names.filter((n) => !n.startsWith('llm_')), ['cache_command', 'check_approval', 'db-defer_describe_table', 'db-defer_list_tables', 'db-defer_query', 'db_describe_table', 'db_list_tables', 'db_query'])
+  // the openai profile's operations, generated from its routes: reads and what an approval may let
+  // through; the blocked classes (admin, schema-change) are not listed
+  t.ok(['llm_request', 'llm_embeddings', 'llm_chat_completions', 'llm_models_get', 'llm_files_delete'].every((n) => names.includes(n)), names.join(' '))
+  t.notOk(names.includes('llm_models_delete'), 'models.delete is admin: blocked, not listed')
+  t.notOk(names.includes('llm_vector_stores_create'), 'schema-change: not listed')
   const bob = await mcpClient(analyst)
   t.teardown(() => bob.close())
   t.same((await bob.listTools()).tools.map((x) => x.name).sort(), ['check_approval', 'db_describe_table', 'db_list_tables', 'db_query'])
@@ -200,6 +205,35 @@ t.test('DROP TABLE is blocked with the codec SQLSTATE; the table is still there'
   t.match(text(r), /no-ddl|not through agents/)
   t.notMatch(text(r), new RegExp(`${upstream.port}|${upstream.password}`))
   t.ok(await tableExists('documents'))
+})
+
+t.test('a profile operation (openai embeddings) as its own tool: decided, recorded and masked by the HTTP codec', async (t) => {
+  const before = llm.requests.length
+  const r = (await ann.callTool({ name: 'llm_embeddings', arguments: { body: { model: 'text-embedding-3-small', input: 'mail eve@example.org' } } })) as any
+  t.notOk(r.isError, text(r))
+  t.equal(r.structuredContent.status, 200)
+  t.ok(Array.isArray(r.structuredContent.body.data), 'the embeddings answer')
+  const seen = llm.requests.at(-1)!
+  t.equal(llm.requests.length, before + 1)
+  t.match(seen, { method: 'POST', path: '/v1/embeddings' })
+  t.equal(seen.headers.authorization, 'Bearer sk-upstream-mcp-test', "the gateway's key, never the token")
+  const tool = (await ann.listTools()).tools.find((x) => x.name === 'llm_models_get')!
+  t.same(Object.keys((tool.inputSchema as any).properties), ['model'], 'path parameters from the route')
+  const dots = (await ann.callTool({ name: 'llm_models_get', arguments: { model: '..' } })) as any
+  t.equal(dots.isError, true, 'a path parameter cannot climb out of its route')
+  t.equal(llm.requests.length, before + 1, 'and nothing was sent')
+  t.match(auditLines.join(''), /"operation":"embeddings"|embeddings/)
+})
+
+t.test('query is one statement per call: a ";" batch is refused, says so, and runs nothing', async (t) => {
+  const tool = (await ann.listTools()).tools.find((x) => x.name === 'db_query')!
+  t.match(tool.description, /exactly one SQL statement/)
+  const r = (await ann.callTool({ name: 'db_query', arguments: { sql: "SELECT 1; DELETE FROM documents WHERE id = 40" } })) as any
+  t.equal(r.isError, true)
+  t.equal(r.structuredContent.code, '42601')
+  t.match(r.structuredContent.hint, /exactly one SQL statement per call/)
+  t.match(text(r), /make|send each statement as a call of its own/)
+  t.equal((await direct.query('SELECT 1 FROM documents WHERE id = 40')).rowCount, 1, 'nothing of the batch ran')
 })
 
 t.test('attacker: SQL in describe_table’s name is a value, never SQL', async (t) => {

@@ -113,6 +113,10 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       get masks() {
         return principal && o.masks ? o.masks() : emptyMasks()
       },
+      wouldDecide(op: Operation) {
+        const d = policy(op, principal!)
+        return { action: d.action, rule: d.rule, reason: d.reason ?? d.action }
+      },
       decideNow(op: Operation): Decision | undefined {
         const d = policy(op, principal!)
         const base = { rule: d.rule, reason: d.reason ?? d.action, masks: session.masks }

@@ -53,7 +53,7 @@ t.test('a tool call is classified by tool rules first, then by annotations', asy
   t.equal(toolClass(rules, rm), 'read')
   t.equal(toolClass(rules, none), 'admin', 'a rule with a class the gateway does not know is the strictest')
   const listed = callOperation(rules, '/mcp', ro)
-  t.match(listed, { class: 'delete', resources: ['tool:search'], statement: 'tools/call search (listed)', facts: { operation: 'tools/call', tool: 'search' } }, "tools/list's policy check: the call's class and resources, a statement no approver takes for a call")
+  t.match(listed, { class: 'delete', resources: ['tool:search'], statement: 'tools/call search', facts: { operation: 'tools/call', tool: 'search' } }, "tools/list's policy check: the call's own class, resources and statement")
 })
 
 t.test('classification refuses what it cannot be sure of', async t => {

@@ -101,6 +101,8 @@ interface Ran {
   truncated: boolean
 }
 
+const ONE_STATEMENT = 'this tool runs exactly one SQL statement per call (no ";"-separated batches): send each statement as a call of its own'
+
 /** one statement through the target's codec (extended protocol: one statement per call) */
 async function run(ctx: CallContext, peer: Peer, sql: string, params: Param[], extra: Extra): Promise<Ran | CallToolResult> {
   const pool = poolOf(ctx, peer)
@@ -135,7 +137,13 @@ async function run(ctx: CallContext, peer: Peer, sql: string, params: Param[], e
       const id = PENDING_MESSAGE.exec(e.message)?.[1]
       if (id) return pendingError(peer.name, id, e.message, e.code)
     }
-    return toolError(e.message, { code: e.code, target: peer.name, ...(e.detail ? { detail: e.detail } : {}), ...(e.hint ? { hint: e.hint } : {}) })
+    // the extended protocol takes one statement; Postgres's own words for a batch do not say what to do
+    const batch = e.code === '42601' && /multiple commands/.test(e.message)
+    // a connection that was refused a batch is not used again: the next query on it hangs through
+    // the Postgres codec (straight to Postgres the same pg client goes on), a codec bug not fixed here
+    if (batch) conn.broken = true
+    const hint = batch ? ONE_STATEMENT : e.hint
+    return toolError(hint === ONE_STATEMENT ? `${e.message}: ${ONE_STATEMENT}` : e.message, { code: e.code, target: peer.name, ...(e.detail ? { detail: e.detail } : {}), ...(hint ? { hint } : {}) })
   } finally {
     progress.stop()
     conn.progress = undefined
@@ -181,9 +189,9 @@ export function postgresTools(server: McpServer, ctx: CallContext, peer: Peer): 
   server.registerTool(
     toolName(peer.name, 'query'),
     {
-      description: `Run one SQL statement on ${peer.name} (Postgres) as you, through Portcullis: policy, approvals and masking apply. Use $1, $2… with params for values.`,
+      description: `Run exactly one SQL statement on ${peer.name} (Postgres) as you, through Portcullis: policy, approvals and masking apply. Several statements separated by ";" are refused: make one call per statement. Use $1, $2… with params for values.`,
       inputSchema: {
-        sql: z.string().min(1).describe('one SQL statement'),
+        sql: z.string().min(1).describe('exactly one SQL statement (no ";"-separated batch)'),
         params: z.array(z.union([z.string(), z.number(), z.boolean(), z.null()])).max(1000).optional().describe('values for $1, $2, …'),
       },
       annotations: { title: `${peer.name}: SQL`, destructiveHint: true, openWorldHint: false },

@@ -207,6 +207,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   const token = m[1]!
   if (!session.peers) return rpcError(res, 503, -32603, 'this gateway does not serve MCP targets')
 
+  if (t.options.stateless === true) return statelessRequest(req, res, t, session, principal, token)
   const live = sessions.get(t.name) ?? new Map<string, McpSession>()
   sessions.set(t.name, live)
   const sid = req.headers['mcp-session-id']
@@ -239,6 +240,32 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   }
   recordResponses(res, session)
   // the SDK passes req.auth to every handler as authInfo
+  ;(req as IncomingMessage & { auth?: unknown }).auth = { token: 'held by portcullis', clientId: principal.subject, scopes: [] }
+  await s.transport.handleRequest(req, res, body)
+}
+
+/**
+ * options.stateless: every POST is a whole MCP exchange of its own (the SDK's stateless mode): the
+ * caller's tools are listed for it, it runs, and what it opened closes when its response ends. No
+ * state outlives the request, so with workers > 1 or several gateways behind a balancer any of them
+ * serves any request; what must be shared (approval requests, for check_approval and defer mode)
+ * is in the control store already.
+ */
+async function statelessRequest(req: IncomingMessage, res: ServerResponse, t: TargetConfig, session: Session, principal: Principal, token: string): Promise<void> {
+  // no session to end and no server stream without a session
+  if (req.method !== 'POST') return json(res, 405, { error: 'stateless MCP target: use POST' }, { allow: 'POST' })
+  const raw = await readBody(req, num(t.options, 'maxRequestBytes', 1024 * 1024))
+  if (!raw) return rpcError(res, 413, -32600, 'request too large', { connection: 'close' })
+  session.record('request', { method: 'POST', body: raw })
+  let body: unknown
+  try {
+    body = JSON.parse(raw.toString('utf8'))
+  } catch {
+    return rpcError(res, 400, -32700, 'Parse error')
+  }
+  const s = await McpSession.open({ target: t, peers: session.peers!, principal, token, stateless: true, onClosed: () => {}, register: () => {} })
+  res.once('close', () => s.close('request done'))
+  recordResponses(res, session)
   ;(req as IncomingMessage & { auth?: unknown }).auth = { token: 'held by portcullis', clientId: principal.subject, scopes: [] }
   await s.transport.handleRequest(req, res, body)
 }

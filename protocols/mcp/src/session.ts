@@ -17,6 +17,12 @@ export interface OpenOptions {
   token: string
   register(id: string, s: McpSession): void
   onClosed(id: string): void
+  /**
+   * the SDK's stateless mode: no Mcp-Session-Id, a server and transport for one POST only (its
+   * progress notifications and result on that POST's own SSE stream), so any worker or instance can
+   * serve any request; the caller closes it when the response ends
+   */
+  stateless?: boolean
 }
 
 const VERSION = '0.1.0'
@@ -49,7 +55,7 @@ export class McpSession implements CallContext {
   static async open(o: OpenOptions): Promise<McpSession> {
     let s: McpSession | undefined
     const transport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
+      sessionIdGenerator: o.stateless ? undefined : () => randomUUID(),
       onsessioninitialized: (id) => {
         s!.id = id
         o.register(id, s!)

@@ -25,7 +25,7 @@ import { auditHead, operationJson, type AuditHead, type AuditLog } from '../audi
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
-import { decide as policyDecide } from '../policy/decide.ts'
+import { decide as policyDecide, type PolicyDecision } from '../policy/decide.ts'
 import { policyVersion, statementHash } from '../policy/fingerprint.ts'
 import type { HoldOutcome } from '../approvals/approvals.ts'
 import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesHold, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
@@ -334,6 +334,13 @@ export class CoreSession implements Session {
     if (pd.action !== 'approve') return this.#decided(op, { action: pd.action, rule: pd.rule, reason: pd.reason, masks }, config, started)
     const grant = this.#host.approvals.findGrant(principal.subject, this.target.name, op.fingerprint)
     return grant ? this.#decided(op, byWindow(pd.rule, grant.approvalId, masks), config, started) : undefined
+  }
+
+  wouldDecide(op: Operation): PolicyDecision {
+    const principal = this.#principal
+    if (!principal) throw new PortcullisError('AUTH_FAILED', 'not authenticated', { reason: 'missing' })
+    // no assertAlive, no lastActivity, no record, no metric: nothing happened yet
+    return policyDecide(this.#host.generation().config.rules, principal, this.target.name, op)
   }
 
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {

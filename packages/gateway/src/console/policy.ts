@@ -1,6 +1,6 @@
 // Policy: the running rules and masking rules, and a "what would happen" form that classifies a
 // request and runs the running config's rules on it, the way `portcullis explain --config` does.
-import { decide, type Core, type Principal } from '@portcullis/core'
+import type { Core, Principal } from '@portcullis/core'
 import { classify } from '../commands/explain.ts'
 import { html, type Html } from './html.ts'
 import { csrfField, page, type PageContext } from './layout.ts'
@@ -60,7 +60,7 @@ export async function explainResult(core: Core, form: URLSearchParams): Promise<
       groups: (form.get('groups') ?? '').split(',').map((g) => g.trim()).filter(Boolean),
       issuer: 'explain',
     }
-    const d = decide(core.config.rules, principal, target.name, op)
+    const d = core.wouldDecide(principal, target.name, op)
     const out = { class: op.class, resources: op.resources, statement: op.statement, statements: op.statements, decision: { action: d.action, rule: d.rule, reason: d.reason } }
     return html`<section class="card" aria-labelledby="result-h" id="explain-result"><h2 id="result-h">Result: <span class="badge ${d.action === 'allow' ? 'ok' : d.action === 'block' ? 'bad' : 'warn'}" id="explain-action">${d.action}</span></h2>
 <p>Rule <code>${d.rule ?? '(none)'}</code>: ${d.reason}</p>

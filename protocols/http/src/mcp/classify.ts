@@ -92,11 +92,11 @@ export function classifyMessage(msg: Message, ctx: { target: TargetConfig; path:
 
 /**
  * The operation a call to `tool` would be: tools/list shows a tool only when the policy would not
- * block its call. Its statement says `(listed)`, so that the session's recent statements (which an
- * approver is shown) do not read as calls that were never made; a statement rule still matches it.
+ * block its call (Session.wouldDecide: a preview, nothing recorded or counted). Its statement is the
+ * call's own, so a statement rule reads it as it will read the call.
  */
 export function callOperation(target: TargetConfig, path: string, tool: ToolDef): Operation {
-  const statement = `tools/call ${tool.name} (listed)`
+  const statement = `tools/call ${tool.name}`
   return operation(toolClass(target, tool), statement, [`tool:${tool.name}`], { method: 'POST', path, operation: 'tools/call', profile: 'mcp', tool: tool.name }, undefined)
 }
 

@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { StringDecoder } from 'node:string_decoder'
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
-import type { AuditEvent, Decision, Session } from '@portcullis/core'
+import { PortcullisError, type AuditEvent, type Decision, type Session } from '@portcullis/core'
 import { canonicalPath } from '../classify.ts'
 import { httpError } from '../errors.ts'
 import { collectSink, readableSink, UpstreamCall } from '../forward.ts'
@@ -20,7 +20,7 @@ import { repeatedKey, rpcError, RPC, toMessage, type JsonRpcId } from './jsonrpc
 import { pinned, serverMessage, type ServerSide } from './server-messages.ts'
 import { bindSession, forgetSession, knownSession, newSession, serverState, statelessSession, type McpSessionState } from './state.ts'
 
-const CANCELLED = () => httpError(403, 'policy_blocked', 'approval withdrawn: the client cancelled the request (notifications/cancelled)')
+const CANCELLED = () => httpError(403, 'approval_withdrawn', 'approval withdrawn: the client cancelled the request (notifications/cancelled)')
 
 export interface McpCall {
   req: IncomingMessage
@@ -72,7 +72,9 @@ export async function mcpExchange(c: McpCall): Promise<void> {
   const known = sid !== undefined ? knownSession(target, sid, subject) : undefined
   if (sid !== undefined && !known) {
     session.record('request', { method, path, headers: recordable(req.headers, tokenHeader(target)) })
-    return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, 'MCP session not found'), 'mcp_session_unknown')
+    // what a Streamable HTTP server answers for a session it does not hold (the client starts a new
+    // one); said plainly, since here it also means "initialized on another worker or instance"
+    return answer(c, 404, rpcError(null, RPC.INVALID_REQUEST, 'MCP session not found on this gateway instance (ended, another caller\'s, or initialized on another worker or gateway: MCP proxy state is per process); send initialize to start a new session'), 'mcp_session_unknown')
   }
   if (method === 'GET' || method === 'DELETE') return sessionRequest(c, method, path, known ?? statelessSession(target, subject), sid)
   if (method !== 'POST') {
@@ -127,6 +129,14 @@ export async function mcpExchange(c: McpCall): Promise<void> {
     state.held.set(msg.id, c.up)
     try {
       decision = await decided(c, classified)
+    } catch (err) {
+      // withdrawn by the client's own notifications/cancelled: the held POST is answered like the
+      // other refusals, a JSON-RPC error to its id (a client gone away is not answered at all)
+      const why = c.up.reason as { code?: string; message: string } | undefined
+      if (why?.code !== 'approval_withdrawn' || !(err instanceof PortcullisError) || err.code !== 'APPROVAL_WITHDRAWN') throw err
+      c.event.decision = 'block'
+      const approvalId = err.details.approvalId as string | undefined
+      return answer(c, 200, rpcError(id, RPC.POLICY_BLOCKED, why.message, { status: 'withdrawn', ...(approvalId ? { approvalId } : {}) }), 'approval_withdrawn')
     } finally {
       state.held.delete(msg.id)
     }

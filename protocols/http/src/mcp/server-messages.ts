@@ -158,8 +158,9 @@ async function filterTools(ctx: ServerSide, result: unknown): Promise<void> {
       }
       rememberTool(ctx.server, def)
       if (!(await pinned(ctx, def)).ok) continue
-      const d = session.decideNow(callOperation(session.target, ctx.path, def))
-      if (d?.action === 'block') continue
+      // a preview: nothing recorded or counted for calls that may never be made (the call, when
+      // made, is decided like any request)
+      if (session.wouldDecide(callOperation(session.target, ctx.path, def)).action === 'block') continue
       // a server listing tools without end does not grow this session's memory: past the bound a
       // new tool is not shown (and so cannot be called)
       if (!ctx.state.listed.has(def.name) && ctx.state.listed.size >= MAX_TOOLS) continue
