@@ -13,13 +13,6 @@ import { rawError } from './errors.ts'
 import { conns } from './identity.ts'
 import { handle } from './request.ts'
 
-// the MCP exchange (mcp/exchange.ts) takes these from here
-export { decide } from './approval.ts'
-export { readBody } from './body.ts'
-export { Upstreamed } from './forward.ts'
-export { recordable, responseHeaders, upstreamHeaders } from './headers.ts'
-export { tokenHeader } from './identity.ts'
-
 const servers = new WeakMap<TargetConfig, Server>()
 
 export function serveHttp(client: Duplex, session: Session): Promise<void> {
