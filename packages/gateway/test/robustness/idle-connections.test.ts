@@ -12,7 +12,9 @@
 // HTTP requests) leaves work behind that is not the idle connections' cost: V8 re-optimises the code
 // those paths touched and collects their garbage on its helper threads (perf: TurboFan's
 // GraphReducer and Scavenger on the gateway's V8 worker threads), and the first round after the
-// opening paid for it. Closing them is the same on the other arm.
+// opening paid for it. Closing them is the same on the other arm. Before that round a full garbage
+// collection (env.ts collectGarbage) clears what the opening or closing left, on both arms alike: at
+// load ~20 the rounds with the idle set had cost ~1.2x the main thread's CPU per request without it.
 //
 // What idle sessions cost, and why it is ~nothing now: each session's recorder held a 1 MiB batch
 // chunk for its whole life, so 1,000 idle sessions held 1,000 MiB of SharedArrayBuffers (beyond the
@@ -181,6 +183,9 @@ t.test(`${IDLE_REDIS + IDLE_HTTP} idle connections: throughput and p99 of ${ACTI
   let heldFds = 0
   const measure = async () => {
     await quiet()
+    // the garbage of the last opening or closing (1,000 logins, or 1,000 sessions ended) is collected
+    // now on both arms alike, not by a major GC inside the measured round
+    await w.gateway.collectGarbage()
     await round(clients) // settles what opening or closing the idle set left behind (see the top)
     await quiet()
     return round(clients)
