@@ -139,9 +139,6 @@ async function run(ctx: CallContext, peer: Peer, sql: string, params: Param[], e
     }
     // the extended protocol takes one statement; Postgres's own words for a batch do not say what to do
     const batch = e.code === '42601' && /multiple commands/.test(e.message)
-    // a connection that was refused a batch is not used again: the next query on it hangs through
-    // the Postgres codec (straight to Postgres the same pg client goes on), a codec bug not fixed here
-    if (batch) conn.broken = true
     const hint = batch ? ONE_STATEMENT : e.hint
     return toolError(hint === ONE_STATEMENT ? `${e.message}: ${ONE_STATEMENT}` : e.message, { code: e.code, target: peer.name, ...(e.detail ? { detail: e.detail } : {}), ...(hint ? { hint } : {}) })
   } finally {

@@ -128,6 +128,9 @@ export function lineageCheck(c: Connection, pending: PendingOp): Promise<void> |
 }
 
 export function decideNext(c: Connection, pending: PendingOp, raw: Buffer): Promise<void> | undefined {
+  // an earlier message of this batch failed (a Parse Postgres refused): the server skips this
+  // Execute up to the Sync, so there is nothing to decide, and no approver is asked about it
+  if (pending.kind === 'E' && c.model.skippingToSync) return skippedInBatch(c, pending)
   // a statement that could change the session's scope is refused whatever the rules say (scope.ts)
   const outOfScope = scopeRefusal(pending.op, c.session.scope, c.scoped)
   if (outOfScope) pending.op = { ...pending.op, class: 'admin', error: outOfScope }
@@ -176,7 +179,20 @@ export async function waitForApproval(c: Connection, pending: PendingOp, raw: Bu
     if (c.pendingDecision === controller) c.pendingDecision = undefined
   }
   if (c.closed) return
+  // the batch failed while the Execute was held (errorResponse withdrew the request): it never runs
+  if (pending.kind === 'E' && c.model.skippingToSync) return void skippedInBatch(c, pending)
   send(c, pending, raw, decision, refusal)
+}
+
+/**
+ * An Execute behind a failed message of its batch: nothing goes upstream for it, as the server
+ * would skip it; ReadyForQuery completes it (audited as skipped), and the client gets the one
+ * ErrorResponse its batch earned, as from Postgres.
+ */
+function skippedInBatch(c: Connection, pending: PendingOp): undefined {
+  pending.error = 'skipped after an earlier error in the batch'
+  c.ops.push(pending)
+  return undefined
 }
 
 /** the statement goes upstream, or in its place a marker whose error becomes the refusal */

@@ -1,4 +1,5 @@
 // ErrorResponse and NoticeResponse: a marker's error becomes the refusal; notices are masked.
+import { PortcullisError } from '@portcullis/core/errors'
 import { parseNoticeFields, serializeNoticeFields } from './backend.ts'
 import { BufferReader } from './buffer-reader.ts'
 import { complete } from './completion.ts'
@@ -26,6 +27,9 @@ export function errorResponse(c: Connection, frame: Frame): undefined {
     for (const q of c.ops) if (q.kind === 'Q' && !q.done && q.batch > c.receivedBatches && q.batch <= c.receivedBatches + skipped) q.error = 'skipped after an earlier error in the batch'
     c.receivedBatches += skipped
   }
+  // an Execute of this batch held for approval cannot run any more: its request is withdrawn, or
+  // the client would wait for an approver (and its ReadyForQuery) after its batch already failed
+  if (c.pendingDecision && c.model.skippingToSync) c.pendingDecision.abort(new PortcullisError('APPROVAL_WITHDRAWN', 'an earlier message of its batch failed'))
   headChanged(c)
   if (replacement) {
     c.replacements.delete(marker![1])

@@ -161,6 +161,11 @@ export class SessionModel {
   /** set by error() when the failed batch's Sync is still to be sent */
   private skippingUntilSync = false
 
+  /** an earlier message of the batch now being sent failed: the server skips the rest up to its Sync */
+  get skippingToSync(): boolean {
+    return this.skippingUntilSync
+  }
+
   push(e: Expectation): boolean {
     this.count(e, 1)
     this.q.push(e)

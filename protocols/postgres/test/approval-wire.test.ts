@@ -91,3 +91,40 @@ t.test('an approved SQL EXECUTE is not released again once its prepared statemen
   t.notMatch(again.M!, id)
   t.same((await direct.query('SELECT id FROM docs ORDER BY id')).rows.map(r => r.id), [20, 21], 'nothing ran')
 })
+
+t.test('wait mode: an Execute behind a Parse Postgres refused is skipped, never held for an approver (the client gets one error and its ReadyForQuery)', async t => {
+  const gw = await startGateway({
+    rules: [...DEFAULT_RULES.filter(r => r.id !== 'agents-write'), { id: 'deletes', when: { groups: ['agents'], class: ['delete'] }, action: 'approve', approvers: ['dba'] }],
+  })
+  t.teardown(() => gw.stop())
+  const direct = new pg.Client({ host: gw.pg.host, port: gw.pg.port, user: gw.pg.user, password: gw.pg.password, database: gw.pg.database })
+  await direct.connect()
+  t.teardown(() => direct.end())
+  await direct.query('CREATE TABLE docs (id int); INSERT INTO docs VALUES (40)')
+  const s = new RawSession(gw)
+  t.teardown(() => s.socket.destroy())
+  t.equal((await s.start(await gw.token('agent-1', ['agents']))).at(-1)?.code, 'Z')
+  const batch = 'SELECT 1; DELETE FROM docs WHERE id = 40'
+  const answer = async () => {
+    const frames = (await s.until('Z'))!
+    const errors = frames.filter(f => f.code === 'E')
+    t.equal(errors.length, 1, 'one ErrorResponse, as from Postgres')
+    t.equal(errorFields(errors[0]).C, '42601', 'Postgres refused the batch at Parse')
+    t.equal(frames.at(-1)?.code, 'Z', 'then ReadyForQuery, without an approver')
+    t.notOk(gw.core.approvals.list().some(a => a.status === 'pending'), 'no approval request left pending')
+  }
+  // all in one write: the Execute is held while the Parse's error is on its way, then withdrawn
+  s.socket.write(Buffer.concat([serializeParse('', batch), bindExecute('')]))
+  await answer()
+  // the error already in before the Execute comes: nothing to decide
+  s.socket.write(Buffer.concat([serializeParse('', batch), new BufferWriter().cstring('').cstring('').int16(0).int16(0).int16(0).message('B')]))
+  await s.until('E')
+  s.socket.write(Buffer.concat([new BufferWriter().cstring('').int32(0).message('E'), SYNC]))
+  const rest = (await s.until('Z'))!
+  t.same(rest.map(f => f.code), ['Z'], 'only the ReadyForQuery of the failed batch')
+  t.notOk(gw.core.approvals.list().some(a => a.status === 'pending'), 'no approval request')
+  // the session goes on, and nothing of the batches ran
+  s.socket.write(serializeQuery('SELECT 3'))
+  t.ok((await s.until('Z'))!.some(f => f.code === 'D'), 'the next query is answered')
+  t.same((await direct.query('SELECT id FROM docs')).rows, [{ id: 40 }], 'the DELETE never ran')
+})
