@@ -14,3 +14,4 @@ export { PROFILES, ROUTES, EXPORT_LIMIT, type ProfileName, type Route } from './
 export { SseMasker, holdBack } from './sse.ts'
 export { maskJson, maskJsonText } from './json-mask.ts'
 export { sniffHttp } from './sniff.ts'
+export { adoptConnection } from './serve.ts'

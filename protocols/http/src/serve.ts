@@ -29,14 +29,19 @@ export function serveHttp(client: Duplex, session: Session): Promise<void> {
       return
     }
     session.signal.addEventListener('abort', onAbort, { once: true })
-    // the listener's socket may have been made with allowHalfOpen false, which ends our side at the
-    // client's FIN, before node:http has answered: the HTTP server decides when to end instead
-    ;(client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true
-    server.emit('connection', client)
-    // A listener that sniffed the first bytes pushed them back and left the socket paused; node:http
-    // would wait for fresh bytes forever. Flowing again delivers the pushed-back bytes first.
-    if (client.readableLength > 0 || client.isPaused()) client.resume()
+    adoptConnection(server, client)
   })
+}
+
+/** hands a sniffed client connection to a node:http server (this codec's and the MCP server's) */
+export function adoptConnection(server: Server, client: Duplex): void {
+  // the listener's socket may have been made with allowHalfOpen false, which ends our side at the
+  // client's FIN, before node:http has answered: the HTTP server decides when to end instead
+  ;(client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true
+  server.emit('connection', client)
+  // A listener that sniffed the first bytes pushed them back and left the socket paused; node:http
+  // would wait for fresh bytes forever. Flowing again delivers the pushed-back bytes first.
+  if (client.readableLength > 0 || client.isPaused()) client.resume()
 }
 
 function serverFor(target: TargetConfig): Server {

@@ -13,6 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from 'node:stream'
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js'
 import { isPortcullisError, type Peers, type Principal, type Session, type TargetConfig } from '@portcullis/core'
+import { adoptConnection } from '@portcullis/http'
 import { McpSession } from './session.ts'
 import { num } from './context.ts'
 
@@ -57,9 +58,7 @@ export function serveMcp(client: Duplex, session: Session): Promise<void> {
     })
     if (session.signal.aborted) return void client.destroy()
     session.signal.addEventListener('abort', onAbort, { once: true })
-    ;(client as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true
-    server.emit('connection', client)
-    if (client.readableLength > 0 || client.isPaused()) client.resume()
+    adoptConnection(server, client)
   })
 }
 
