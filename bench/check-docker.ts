@@ -4,7 +4,7 @@
 // a load balancer in front (compose's haproxy service, two gateway replicas) the ports are its to
 // publish, and every replica is checked; packages/gateway/test/compose.test.ts checks the rest.
 // Run: node --import tsx bench/check-docker.ts   (exit 0 when consistent, 1 with one line per problem)
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -40,6 +40,24 @@ const cmd = json('CMD') ?? []
 if (JSON.stringify(entrypoint) !== JSON.stringify(['node', 'packages/gateway/bin/portcullis.mjs'])) problem('docker/Dockerfile', 'ENTRYPOINT must be ["node", "packages/gateway/bin/portcullis.mjs"]')
 const configPath = cmd[cmd.indexOf('--config') + 1]
 if (cmd[0] !== 'start' || !configPath) problem('docker/Dockerfile', 'CMD must be ["start", "--config", FILE]')
+
+// the build stage copies every workspace package the gateway depends on (its manifest before the
+// install, its sources after): one it leaves out breaks the frozen install or the bundle
+const workspace = new Map<string, string>()
+for (const dir of ['packages', 'protocols', 'fixtures', 'bench'].flatMap(d => (d === 'fixtures' || d === 'bench' ? [d] : readdirSync(join(root, d)).map(n => `${d}/${n}`)))) {
+  try {
+    workspace.set((JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as { name: string }).name, dir)
+  } catch {
+    // not a package
+  }
+}
+const gatewayDeps = Object.keys((JSON.parse(readFileSync(join(root, 'packages/gateway/package.json'), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {})
+for (const name of gatewayDeps) {
+  const dir = workspace.get(name)
+  if (!dir) continue
+  if (!new RegExp(`^COPY ${dir}/package\\.json ${dir}/`, 'm').test(dockerfile)) problem('docker/Dockerfile', `the build stage must COPY ${dir}/package.json before the install (${name} is a dependency of the gateway)`)
+  if (!new RegExp(`^COPY ${dir}/src ${dir}/src`, 'm').test(dockerfile)) problem('docker/Dockerfile', `the build stage must COPY ${dir}/src (${name} is a dependency of the gateway)`)
+}
 
 // 3. compose: the images, the config mount the CMD reads, the recordings volume, ports, secrets
 const services = compose?.services ?? {}
