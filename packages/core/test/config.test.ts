@@ -410,3 +410,25 @@ t.test('an mcp target names existing, non-mcp targets and needs no upstream', as
   const bare = DESIGN_EXAMPLE.replace('rules:\n', '  - { name: bare, protocol: postgres, listen: 127.0.0.1:15433, targets: [docs-db] }\nrules:\n')
   t.same(issuesOf(t, bare).map(i => i.path).sort(), ['targets.1', 'targets.1.targets', 'targets.1.upstream'])
 })
+
+t.test('an mcp target\'s options are checked: a typo or a wrong type is an error, never the default', async t => {
+  const mcp = (options: string) =>
+    DESIGN_EXAMPLE.replace('rules:\n', `  - name: agents-mcp\n    protocol: mcp\n    listen: 127.0.0.1:18443\n    targets: [docs-db]\n    options:\n${options}rules:\n`)
+  const ok = parseConfig(mcp('      stateless: true\n      maxRows: 50\n      poolSize: 2\n      path: /agents\n      resource: https://mcp.example.com/agents\n      authorizationServers: [https://idp.example.com/]\n'), 'docs.yaml')
+  t.same(ok.targets[1].options, { stateless: true, maxRows: 50, poolSize: 2, path: '/agents', resource: 'https://mcp.example.com/agents', authorizationServers: ['https://idp.example.com/'] })
+  // line 16 is `options:`; each bad key is reported on its own line
+  const issues = issuesOf(t, mcp('      stateless: "true"\n      maxrows: 50\n      poolSize: 0\n      maxRows: "100"\n      sessionIdleMs: 1.5\n      path: mcp\n      resource: not a url\n'))
+  t.same(issues.map(i => [i.line, i.path, i.message.replace(/ \(mcp options: .*\)$/, '')]), [
+    [17, 'targets.1.options.stateless', 'must be true or false'],
+    [18, 'targets.1.options.maxrows', 'unknown key'],
+    [19, 'targets.1.options.poolSize', 'must be a whole number above 0'],
+    [20, 'targets.1.options.maxRows', 'must be a whole number above 0'],
+    [21, 'targets.1.options.sessionIdleMs', 'must be a whole number above 0'],
+    [22, 'targets.1.options.path', 'must be a path starting with / (no query)'],
+    [23, 'targets.1.options.resource', 'must be an http(s) URL'],
+  ])
+  t.match(issues[1].message, /maxRows/, 'the unknown key\'s message lists the known ones')
+  t.match(new ConfigError(issues).message, /^docs\.yaml:18: targets\.1\.options\.maxrows: unknown key/m)
+  // the options of other protocols are theirs to read (approvalMode, profile, …): untouched here
+  t.ok(parseConfig(DESIGN_EXAMPLE.replace('password: { secret: pg } }', 'password: { secret: pg } }, options: { approvalMode: defer, explainTimeout: 500 }'), 'docs.yaml'))
+})

@@ -3,7 +3,9 @@
 // arrives on a connection of its own, so node:cluster's round-robin hands consecutive requests to
 // different workers — tools, a query on real Postgres 15 and a defer round trip (the approval made on
 // one worker, check_approval and the re-call served wherever they land). The same client against a
-// stateful MCP target on the same gateway fails: that is what proves the requests did spread.
+// stateful MCP target on the same gateway fails: that is what proves the requests did spread. And a
+// wait-mode call held for approval on a stateless target: its progress notifications come on that
+// POST's own SSE stream while it is held, and the approval (made through the admin API) lets it run.
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -35,6 +37,8 @@ await writeFile(
     targets: `
   - { name: db, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up}, options: { approvalMode: defer } }
   - { name: mcp, protocol: mcp, listen: 127.0.0.1:0, targets: [db], options: { stateless: true } }
+  - { name: dbw, protocol: postgres, listen: 127.0.0.1:0, upstream: ${up} }
+  - { name: mcp-wait, protocol: mcp, listen: 127.0.0.1:0, targets: [dbw], options: { stateless: true } }
   - { name: mcp-stateful, protocol: mcp, listen: 127.0.0.1:0, targets: [db] }`,
     rules: `
   - { id: read, when: { groups: [agents], class: [session, read] }, action: allow }
@@ -119,4 +123,33 @@ t.test('the control: a stateful MCP target with the same client loses its sessio
   ).catch((e: Error) => e)
   t.ok(err, 'a stateful session does not survive requests spread over workers')
   t.match(String(err), /404|Session not found/)
+})
+
+t.test('stateless, wait mode: a held DELETE sends progress on its own POST, and runs once approved', async t => {
+  const c = await client(listen('mcp-wait'), ann)
+  t.teardown(() => c.close())
+  const progress: { progress: number; message?: string }[] = []
+  const call = c.callTool({ name: 'dbw_query', arguments: { sql: 'DELETE FROM items WHERE id = $1', params: [11] } }, undefined, {
+    onprogress: p => progress.push(p),
+    timeout: 120_000,
+  })
+  let held: any
+  await waitFor(async () => {
+    const res = await fetch(`${admin}/api/approvals`, { headers: { authorization: `Bearer ${dba}` } })
+    held = ((await res.json()) as any).approvals.find((a: any) => a.target === 'dbw')
+    return held !== undefined
+  }, 'the pending approval')
+  t.equal(held.subject, 'ann')
+  await waitFor(() => progress.some(p => p.message?.includes(held.id)), 'a progress notification naming the request')
+  const before = progress.length
+  await waitFor(() => progress.length > before, 'progress goes on while held')
+  t.equal((await direct.query('SELECT 1 FROM items WHERE id = 11')).rowCount, 1, 'not run while held')
+  const res = await fetch(`${admin}/api/approvals/${held.id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${dba}` } })
+  t.equal(res.status, 200)
+  const r = (await call) as any
+  t.notOk(r.isError, JSON.stringify(r.content))
+  t.equal(r.structuredContent.command, 'DELETE')
+  t.equal(r.structuredContent.rowCount, 1)
+  t.equal((await direct.query('SELECT 1 FROM items WHERE id = 11')).rowCount, 0, 'ran once approved')
+  t.ok(progress.every((p, i) => i === 0 || p.progress > progress[i - 1]!.progress), 'progress only increases')
 })

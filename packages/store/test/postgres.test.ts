@@ -5,7 +5,7 @@ import { cuttable, next, until } from './helpers.ts'
 import pg from 'pg'
 import { startPostgres, type PostgresServer } from '@portcullis/fixtures/postgres'
 import type { ApprovalRequest } from '@portcullis/core'
-import { PostgresControlStore, SCHEMA_VERSION } from '../src/index.ts'
+import { PostgresControlStore, SCHEMA_VERSION, migrate } from '../src/index.ts'
 
 let server: PostgresServer
 t.before(async () => {
@@ -95,6 +95,43 @@ t.test('a schema newer than the gateway is refused, and the store says why', asy
   const s = await started(t, schema, 'b')
   t.match(s.health(), { kind: 'postgres', ok: false })
   t.notMatch(s.health().error ?? '', /127\.0\.0\.1|pg-fixture-password/, 'no address, no password')
+})
+
+t.test('a version-2 schema (before objects) is migrated to 3 at start, its approvals and grants intact', async t => {
+  const schema = schemaName()
+  const c = new pg.Client({ host: server.host, port: server.port, database: server.database, user: server.user, password: server.password })
+  await c.connect()
+  t.teardown(() => c.end())
+  t.equal(await migrate(c, schema, 2), 0, 'built from nothing up to the released version 2')
+  t.same((await sql(`SELECT version FROM ${schema}.schema_version ORDER BY version`)).map(r => r.version), [1, 2])
+  t.same(await sql(`SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'objects'`, [schema]), [], 'no objects table at 2')
+  // what a version-2 gateway left: its live lease, a pending request needing two votes with one cast,
+  // an approved one and its window's grant (rows as approvals.ts / grants.ts write them)
+  await c.query(`INSERT INTO ${schema}.instances VALUES ('old', 'test', 1, now(), now() + interval '1 hour', 'alive')`)
+  const pending = request('apr_v2_pending', 'old', { minApprovals: 2 })
+  const aliceVote = { by: 'alice', at: Date.now() }
+  const done = request('apr_v2_done', 'old', { status: 'approved', decidedBy: 'bob' })
+  for (const r of [pending, done])
+    await c.query(`INSERT INTO ${schema}.requests (id, instance, status, expires, min_approvals, votes, body) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5, $6, $7)`, [
+      r.id, r.instance, r.status, r.expires, r.minApprovals ?? 1, JSON.stringify(r.minApprovals ? [aliceVote] : []), JSON.stringify(r),
+    ])
+  const until = Date.now() + 60_000
+  await c.query(`INSERT INTO ${schema}.grants VALUES ('agent-1', 'docs-db', 'f1', to_timestamp($1 / 1000.0), 'apr_v2_done')`, [until])
+
+  const s = await started(t, schema, 'new')
+  t.match(s.health(), { kind: 'postgres', ok: true })
+  t.same((await sql(`SELECT version FROM ${schema}.schema_version ORDER BY version`)).map(r => r.version), [1, 2, 3], 'migration 3 ran once, on top of 2')
+  t.same(await s.getRequest('apr_v2_pending'), pending, 'the pending request reads as it was written')
+  t.same(await s.getRequest('apr_v2_done'), done)
+  t.equal((await s.findGrant('agent-1', 'docs-db', 'f1'))?.approvalId, 'apr_v2_done', 'the grant still answers')
+  t.same((await sql(`SELECT votes, min_approvals FROM ${schema}.requests WHERE id = 'apr_v2_pending'`))[0], { votes: [aliceVote], min_approvals: 2 })
+  await t.rejects(s.decide('apr_v2_pending', { status: 'approved', decidedBy: 'alice', vote: { by: 'alice', at: Date.now() } }), { code: 'APPROVAL_ALREADY_COUNTED' }, 'the vote cast at version 2 still counts, once')
+  t.match(await s.decide('apr_v2_pending', { status: 'approved', decidedBy: 'carol', vote: { by: 'carol', at: Date.now() } }), { id: 'apr_v2_pending', status: 'approved' }, 'the second approver makes two of two')
+  // the new table works: objects recorded after the migration are the scope's
+  await s.putObjects('llm', 'acme', 'file', ['file-1'])
+  t.same(await s.ownedObjects('llm', 'acme', 'file', ['file-1', 'file-2']), ['file-1'])
+  t.same(await s.ownedObjects('llm', 'globex', 'file', ['file-1']), [])
+  t.equal(await migrate(c, schema), 3, 'a second start finds 3 and does nothing')
 })
 
 t.test('a request held through one instance is decided through another, once, and both hear of it', async t => {

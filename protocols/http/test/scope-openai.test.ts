@@ -1,4 +1,4 @@
-// OpenAI-compatible stored objects under a scope: files, vector stores and batches are usable only
+// OpenAI-compatible stored objects under a scope: files, uploads, vector stores and batches are usable only
 // by the scope that created them through the gateway (the control store keeps who). Two tenants,
 // the official `openai` SDK as the client, the OpenAI-shaped stand-in upstream
 // (fixtures/src/openai-objects.ts: the OpenAI API cannot run here). Asserted on the bytes each
@@ -144,6 +144,41 @@ t.test('files, vector stores and batches: only the scope that created them throu
     t.notOk(up.objects.ids().includes(gone.id))
     t.equal(await status(acme.files.retrieve(gone.id)), 403, 'forgotten: refused before the upstream')
     t.ok(up.objects.ids().includes(globexFile.id))
+  })
+
+  t.test('uploads: the other tenant’s upload id is refused for parts, complete and cancel; the completed file is the owner’s', async t => {
+    const make = (c: OpenAI, name: string, size: number) => c.uploads.create({ bytes: size, filename: name, mime_type: 'text/plain', purpose: 'assistants' })
+    const globexUpload = await make(globex, 'globex-big.txt', 22)
+    const acmeUpload = await make(acme, 'acme-big.txt', 20)
+    t.not(globexUpload.id, acmeUpload.id)
+    const globexPart = await globex.uploads.parts.create(globexUpload.id, { data: await toFile(Buffer.from('globex part one, '), 'p1') })
+    for (const [what, call] of [
+      ['parts', async () => acme.uploads.parts.create(globexUpload.id, { data: await toFile(Buffer.from('acme injected'), 'x') })],
+      ['complete', () => acme.uploads.complete(globexUpload.id, { part_ids: [globexPart.id] })],
+      ['cancel', () => acme.uploads.cancel(globexUpload.id)],
+    ] as const) {
+      const before = up.requests.length
+      t.equal(await status(call()), 403, what)
+      t.notOk(up.requests.slice(before).some(r => r.path.includes(globexUpload.id)), `${what}: never reached the upstream`)
+    }
+    t.equal(await status(acme.uploads.cancel('upload_does_not_exist')), 403, 'an unknown upload id is refused like a foreign one')
+    // the owner goes on: its upload is untouched by the refused calls
+    await globex.uploads.parts.create(globexUpload.id, { data: await toFile(Buffer.from('part two'), 'p2') })
+    const parts = up.requests.filter(r => r.method === 'POST' && r.path === `/v1/uploads/${globexUpload.id}/parts`).length
+    t.equal(parts, 2, 'only the owner’s parts reached the upload')
+    const done = await globex.uploads.complete(globexUpload.id, { part_ids: [globexPart.id] })
+    t.equal(done.status, 'completed')
+    const made = done.file!.id
+    t.equal(await (await globex.files.content(made)).text(), 'globex part one, ', 'its owner reads the completed file')
+    t.equal(await status(acme.files.content(made)), 403, 'the completed file is the upload owner’s, not the other tenant’s')
+    t.notMatch(await bytes(acme.files.list()), made)
+    // acme's own upload: parts, complete and cancel pass for it
+    const acmePart = await acme.uploads.parts.create(acmeUpload.id, { data: await toFile(Buffer.from('acme upload content!'), 'a1') })
+    const acmeDone = await acme.uploads.complete(acmeUpload.id, { part_ids: [acmePart.id] })
+    t.equal(await (await acme.files.content(acmeDone.file!.id)).text(), 'acme upload content!')
+    t.equal(await status(globex.uploads.cancel(acmeUpload.id)), 403)
+    const spare = await make(acme, 'spare.txt', 1)
+    t.equal((await acme.uploads.cancel(spare.id)).status, 'cancelled')
   })
 
   t.test('recording and audit show the scope on each operation', async t => {
