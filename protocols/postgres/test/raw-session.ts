@@ -98,3 +98,20 @@ export function extendedStatement(sql: string): Buffer {
 }
 
 export const SYNC = Buffer.from([0x53, 0, 0, 0, 4])
+
+/** the text of every DataRow column among `frames` (NULL as 'NULL') */
+export function dataRows(frames: RawFrame[]): string[][] {
+  const out: string[][] = []
+  for (const f of frames) {
+    if (f.code !== 'D') continue
+    const r = new BufferReader(f.raw, 5)
+    const n = r.int16()
+    const row: string[] = []
+    for (let i = 0; i < n; i++) {
+      const len = r.int32()
+      row.push(len < 0 ? 'NULL' : r.bytes(len).toString())
+    }
+    out.push(row)
+  }
+  return out
+}

@@ -10,9 +10,8 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { startPgliteSessions } from '@portcullis/fixtures/pglite-sessions'
 import { serializeQuery } from '../src/frontend.ts'
-import { BufferReader } from '../src/buffer-reader.ts'
 import { startGateway, type Gateway } from './harness.ts'
-import { RawSession, SYNC, errorFields, extendedStatement, type RawFrame } from './raw-session.ts'
+import { RawSession, SYNC, dataRows, errorFields, extendedStatement, type RawFrame } from './raw-session.ts'
 
 const SCHEMA = readFileSync(fileURLToPath(new URL('../../../fixtures/sql/tenant-rls.sql', import.meta.url)), 'utf8')
 // the shipped schema, its embedding a pgvector column (pgvector casts float8[] to vector)
@@ -21,21 +20,6 @@ const ALLOW_ALL = [{ id: 'all', when: { groups: ['agents'] }, action: 'allow' }]
 // globex's own row: the nearest row overall is globex's
 const GLOBEX_VECTOR = '[0.9,0.1,0]'
 
-function rows(frames: RawFrame[]): string[][] {
-  const out: string[][] = []
-  for (const f of frames) {
-    if (f.code !== 'D') continue
-    const r = new BufferReader(f.raw, 5)
-    const n = r.int16()
-    const row: string[] = []
-    for (let i = 0; i < n; i++) {
-      const len = r.int32()
-      row.push(len < 0 ? 'NULL' : r.bytes(len).toString())
-    }
-    out.push(row)
-  }
-  return out
-}
 const leaks = (frames: RawFrame[]) => frames.some(f => f.raw.includes('globex'))
 
 t.test('pgvector on PGlite: two tenants through one gateway, the nearest rows of the tenant only, nobody changes app.tenant', async t => {
@@ -68,7 +52,7 @@ t.test('pgvector on PGlite: two tenants through one gateway, the nearest rows of
   t.teardown(() => globex.end().catch(() => {}))
   const acmeOnly = async (t: Test, what: string) => {
     const after = await query(acme, "SELECT current_setting('app.tenant'), count(*) FROM documents")
-    t.same(rows(after), [['acme', '2']], `${what}: app.tenant is still acme, 2 rows`)
+    t.same(dataRows(after), [['acme', '2']], `${what}: app.tenant is still acme, 2 rows`)
   }
 
   t.test('similarity search: ORDER BY embedding <-> $1 LIMIT k returns the tenant’s nearest rows', async t => {
@@ -82,7 +66,7 @@ t.test('pgvector on PGlite: two tenants through one gateway, the nearest rows of
     t.same(a.rows.map(r => [r.tenant, r.title]), [['acme', 'acme payroll'], ['acme', 'acme roadmap']], 'acme’s two nearest, though globex’s row is the query vector itself')
     // the same in a simple query, on the bytes
     const got = await query(acme, `SELECT tenant, title, embedding <-> '${GLOBEX_VECTOR}' AS d FROM documents ORDER BY embedding <-> '${GLOBEX_VECTOR}' LIMIT 5`)
-    t.same(rows(got).map(r => r[1]), ['acme payroll', 'acme roadmap'])
+    t.same(dataRows(got).map(r => r[1]), ['acme payroll', 'acme roadmap'])
     t.notOk(leaks(got), 'not one byte of the other tenant')
     t.ok(lite.backends() >= 3, 'each connection is a backend of its own (three tenants’ sessions open)')
     await acmePg.end()
@@ -101,7 +85,7 @@ t.test('pgvector on PGlite: two tenants through one gateway, the nearest rows of
     await query(acme, 'BEGIN')
     await query(acme, `DECLARE near CURSOR FOR SELECT tenant, title FROM documents ORDER BY embedding <-> '${GLOBEX_VECTOR}'`)
     const fetched = await query(acme, 'FETCH 10 FROM near')
-    t.same(rows(fetched), [['acme', 'acme payroll'], ['acme', 'acme roadmap']])
+    t.same(dataRows(fetched), [['acme', 'acme payroll'], ['acme', 'acme roadmap']])
     t.notOk(leaks(fetched))
     await query(acme, 'COMMIT')
   })
@@ -171,7 +155,7 @@ t.test('pgvector on PGlite: two tenants through one gateway, the nearest rows of
     // RLS does not hold. The server reports the change and the gateway ends the session.
     const { c, login } = await session('acme')
     t.equal(login.at(-1)?.code, 'Z', `logged in (${login.map(f => f.code).join('')})`)
-    t.same(rows(await query(c, 'SELECT count(*) FROM documents')), [['2']])
+    t.same(dataRows(await query(c, 'SELECT count(*) FROM documents')), [['2']])
     c.socket.write(serializeQuery('DISCARD ALL'))
     c.socket.write(serializeQuery('SELECT tenant, title FROM documents'))
     const rest = await c.rest()

@@ -10,9 +10,8 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { startPostgres } from '@portcullis/fixtures/postgres'
 import { serializeQuery } from '../src/frontend.ts'
-import { BufferReader } from '../src/buffer-reader.ts'
 import { startGateway, type Gateway } from './harness.ts'
-import { RawSession, SYNC, errorFields, extendedStatement, type RawFrame } from './raw-session.ts'
+import { RawSession, SYNC, dataRows, errorFields, extendedStatement, type RawFrame } from './raw-session.ts'
 
 const SCHEMA = readFileSync(fileURLToPath(new URL('../../../fixtures/sql/tenant-rls.sql', import.meta.url)), 'utf8')
 const APP_PASSWORD = 'tenant-app-password'
@@ -20,22 +19,6 @@ const APP_PASSWORD = 'tenant-app-password'
 // every class allowed: what is refused below is refused by the scope, not by a rule
 const ALLOW_ALL = [{ id: 'all', when: { groups: ['agents'] }, action: 'allow' }]
 
-/** the text of every DataRow column among `frames` */
-function rows(frames: RawFrame[]): string[][] {
-  const out: string[][] = []
-  for (const f of frames) {
-    if (f.code !== 'D') continue
-    const r = new BufferReader(f.raw, 5)
-    const n = r.int16()
-    const row: string[] = []
-    for (let i = 0; i < n; i++) {
-      const len = r.int32()
-      row.push(len < 0 ? 'NULL' : r.bytes(len).toString())
-    }
-    out.push(row)
-  }
-  return out
-}
 
 t.test('two tenants through one gateway: the scope is set, kept, and nobody changes it', async t => {
   const server = await startPostgres()
@@ -69,7 +52,7 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
   t.test('each tenant reads its own rows only (simple query, through node-postgres too)', async t => {
     const { c } = await session('acme')
     const got = await query(c, 'SELECT tenant, title FROM documents ORDER BY id')
-    t.same(rows(got), [['acme', 'acme roadmap'], ['acme', 'acme payroll']])
+    t.same(dataRows(got), [['acme', 'acme roadmap'], ['acme', 'acme payroll']])
     t.notOk(got.some(f => f.raw.includes('globex')), 'not one byte of the other tenant')
     const client = new pg.Client({ host: gw.host, port: gw.port, user: 'agent-2', database: 'app', password: await tokenFor('globex', 'agent-2') })
     await client.connect()
@@ -84,7 +67,7 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     // the query vector is globex's own row: the nearest row overall is globex's
     const sql = "SELECT tenant, title FROM documents ORDER BY (embedding[1]-0.9)^2 + (embedding[2]-0.1)^2 + (embedding[3])^2 LIMIT 1"
     const got = await query(c, sql)
-    t.same(rows(got), [['acme', 'acme payroll']])
+    t.same(dataRows(got), [['acme', 'acme payroll']])
     t.notOk(got.some(f => f.raw.includes('globex')))
     t.same((await owner.query(sql)).rows, [{ tenant: 'globex', title: 'globex secret' }], 'without the scope (the owner, a superuser) it would have been globex')
   })
@@ -97,7 +80,7 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     await query(c, 'BEGIN')
     await query(c, 'DECLARE cur CURSOR FOR SELECT tenant FROM documents')
     const fetched = await query(c, 'FETCH ALL FROM cur')
-    t.same(rows(fetched), [['acme'], ['acme']])
+    t.same(dataRows(fetched), [['acme'], ['acme']])
     await query(c, 'COMMIT')
   })
 
@@ -149,7 +132,7 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
       t.match(errorFields(err), { S: 'ERROR', C: '42501', M: /scope/ })
       t.notOk(got.some(f => f.code === 'D'), 'nothing ran')
       const after = await query(c, "SELECT current_setting('app.tenant'), count(*) FROM documents")
-      t.same(rows(after), [['acme', '2']], 'app.tenant is still acme')
+      t.same(dataRows(after), [['acme', '2']], 'app.tenant is still acme')
     })
   }
 
@@ -159,7 +142,7 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     const got = await query(c, "SET LOCAL app.tenant = 'globex'")
     t.match(errorFields(got.find(f => f.code === 'E')), { C: '42501', M: /scope/ })
     await query(c, 'ROLLBACK')
-    t.same(rows(await query(c, 'SELECT count(*) FROM documents')), [['2']])
+    t.same(dataRows(await query(c, 'SELECT count(*) FROM documents')), [['2']])
   })
 
   t.test('the extended protocol: a Parse of set_config is refused at Execute', async t => {
@@ -168,15 +151,15 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     const got = (await c.until('Z')) ?? []
     t.match(errorFields(got.find(f => f.code === 'E')), { C: '42501', M: /scope/ })
     t.notOk(got.some(f => f.code === 'D'))
-    t.same(rows(await query(c, "SELECT current_setting('app.tenant')")), [['acme']])
+    t.same(dataRows(await query(c, "SELECT current_setting('app.tenant')")), [['acme']])
   })
 
   t.test('RESET ALL and DISCARD ALL return to the scope (the gateway set it as the session default)', async t => {
     const { c } = await session('acme')
     t.notOk((await query(c, 'RESET ALL')).some(f => f.code === 'E'))
-    t.same(rows(await query(c, "SELECT current_setting('app.tenant'), count(*) FROM documents")), [['acme', '2']])
+    t.same(dataRows(await query(c, "SELECT current_setting('app.tenant'), count(*) FROM documents")), [['acme', '2']])
     t.notOk((await query(c, 'DISCARD ALL')).some(f => f.code === 'E'))
-    t.same(rows(await query(c, "SELECT current_setting('app.tenant'), count(*) FROM documents")), [['acme', '2']])
+    t.same(dataRows(await query(c, "SELECT current_setting('app.tenant'), count(*) FROM documents")), [['acme', '2']])
   })
 
   t.test('a StartupMessage parameter or options naming the scoped setting is refused', async t => {
@@ -200,8 +183,8 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
   t.test("a tenant claim that looks like SQL is one value: it matches no row and changes nothing", async t => {
     const { c, login } = await session("acme' OR '1'='1")
     t.equal(login.at(-1)?.code, 'Z')
-    t.same(rows(await query(c, 'SELECT count(*) FROM documents')), [['0']])
-    t.same(rows(await query(c, "SELECT current_setting('app.tenant')")), [["acme' OR '1'='1"]])
+    t.same(dataRows(await query(c, 'SELECT count(*) FROM documents')), [['0']])
+    t.same(dataRows(await query(c, "SELECT current_setting('app.tenant')")), [["acme' OR '1'='1"]])
   })
 
   t.test('writes: a tenant cannot insert into or update the other tenant', async t => {
@@ -209,7 +192,7 @@ t.test('two tenants through one gateway: the scope is set, kept, and nobody chan
     const ins = await query(c, "INSERT INTO documents (tenant, title, body) VALUES ('globex', 'planted', 'x')")
     t.match(errorFields(ins.find(f => f.code === 'E')), { C: '42501', M: /row-level security/ })
     const upd = await query(c, "UPDATE documents SET title = 'defaced' WHERE tenant = 'globex'")
-    t.match(rows(upd), [])
+    t.match(dataRows(upd), [])
     t.ok(upd.some(f => f.code === 'C' && f.raw.includes('UPDATE 0')), 'UPDATE 0')
     t.equal(await globexRows(), 1)
     t.equal((await owner.query("SELECT title FROM documents WHERE tenant = 'globex'")).rows[0].title, 'globex secret', 'the upstream row is untouched')
