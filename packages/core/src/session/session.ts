@@ -27,11 +27,12 @@ import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
 import { decide as policyDecide, type PolicyDecision } from '../policy/decide.ts'
 import { policyVersion, statementHash } from '../policy/fingerprint.ts'
-import type { HoldOutcome } from '../approvals/approvals.ts'
+import { byWindow, deferred, outcomeDecision, untilAborted, votersOf } from './approval-answers.ts'
 import { DEFAULT_ESTIMATE_TIMEOUT_MS, rulesHold, rulesName, runEstimate, unknownFacts, withEstimate } from '../approvals/estimate.ts'
 import type { Uploader } from '../recording/upload/index.ts'
 import { compileMasks, emptyMaskPlan, openRecorder, type SessionRecorder } from './engines.ts'
 import { expandScope, type SessionScope } from '../identity/scope.ts'
+import { ReadSummary } from './read-summary.ts'
 import type { ControlStore } from '../control/store.ts'
 
 // lines written in the same millisecond share one ISO string
@@ -50,54 +51,15 @@ const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
 /** decisions held for one record at most (a record stays far below the recorder's size bound) */
 const MAX_HELD_DECISIONS = 256
 
-// audit.reads: summary — one line per this many allowed reads of a session, or once the oldest
-// counted read is this old (checked at the next read; the session's end writes what is left),
-// listing at most this many distinct fingerprints and resources (the rest are counted)
-const SUMMARY_READS = 1000
-const SUMMARY_MS = 10_000
-const SUMMARY_DISTINCT = 64
 export function sessionId(): string {
   let id = 'ses_'
   for (const b of randomBytes(12)) id += BASE32[b & 31]
   return id
 }
 
-/** `work`, or the signal's reason as soon as it aborts (the work itself runs on, holding nothing) */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    work.then(
-      v => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      e => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
-}
-
 /** statements an approval request shows of the session before the held one (a bounded ring) */
 export const RECENT_STATEMENTS = 10
 const RECENT_TEXT_MAX = 500
-
-function votersOf(r: ApprovalRequest): string {
-  const by = (r.approvals ?? []).map(v => v.by)
-  return by.length > 0 ? by.join(', ') : (r.decidedBy ?? 'an approver')
-}
-
-/** an approval window's answer: the statement runs, naming the approval that opened the window */
-function byWindow(rule: string | null, approvalId: string, masks: MaskPlan): Decision {
-  return { action: 'allow', rule, reason: `approved by window of ${approvalId}`, masks, approvalId }
-}
-
-/** defer mode's answer: a block that names the pending request; the codec says how to poll */
-function deferred(rule: string | null, r: ApprovalRequest, masks: MaskPlan): Decision {
-  return { action: 'block', rule, reason: `approval pending: request ${r.id}`, masks, approvalId: r.id, deferred: true }
-}
 
 export interface RecordingSign {
   hmacKey?: Buffer
@@ -431,14 +393,14 @@ export class CoreSession implements Session {
         )
         return this.#decided(op, deferred(pd.rule, first, masks), config, started)
       }
-      return this.#decided(op, this.#outcomeDecision(first, pd.rule, masks), config, started)
+      return this.#decided(op, outcomeDecision(first, pd.rule, masks), config, started)
     }
     let decision: Decision
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.signal]) : this.signal
     try {
       const outcome = await approvals.hold({ ...hold, mode: 'wait', signal, ...(opts.onPending ? { onPending: opts.onPending } : {}) })
       if (outcome.status !== 'unavailable') this.#approvalOutcome(outcome.request, outcome.status)
-      decision = this.#outcomeDecision(outcome, pd.rule, masks)
+      decision = outcomeDecision(outcome, pd.rule, masks)
     } catch (err) {
       this.record('decision', { action: 'block', rule: pd.rule, reason: 'approval withdrawn', statement: op.statement, class: op.class })
       this.#host.metrics.operation(op.class, 'withdrawn')
@@ -467,23 +429,6 @@ export class CoreSession implements Session {
       out.push({ at: this.#recentAt[slot]!, statement: text, class: op.class, action: this.#recentAction[slot]! })
     }
     return out
-  }
-
-  #outcomeDecision(outcome: HoldOutcome, rule: string | null, masks: MaskPlan): Decision {
-    if (outcome.status === 'unavailable')
-      // a block like any other, so every codec answers it in its own protocol and keeps the session
-      return { action: 'block', rule, reason: outcome.reason, masks }
-    if (outcome.status === 'approved')
-      return { action: 'allow', rule, reason: `approved by ${votersOf(outcome.request)}`, masks, approvalId: outcome.request.id }
-    if (outcome.status === 'denied')
-      return {
-        action: 'block',
-        rule,
-        reason: `denied by ${outcome.request.decidedBy}${outcome.reason ? `: ${outcome.reason}` : ''}`,
-        masks,
-        approvalId: outcome.request.id,
-      }
-    return { action: 'block', rule, reason: `approval ${outcome.request.id} timed out`, masks, approvalId: outcome.request.id }
   }
 
   /** who approved, when and why: into the recording and an audit line */
@@ -588,11 +533,7 @@ export class CoreSession implements Session {
       return
     }
     this.#write(event)
-    if (event.bytes !== undefined) {
-      this.bytesOut += event.bytes
-      this.#host.metrics.bytes('out', event.bytes)
-    }
-    if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
+    this.#counted(event)
   }
 
   /**
@@ -605,57 +546,30 @@ export class CoreSession implements Session {
       return
     }
     this.#write(rest, operationJson(op))
-    if (rest.bytes !== undefined) {
-      // as audit() does: the session's byte count (core.ts session info) must not depend on the path
-      this.bytesOut += rest.bytes
-      this.#host.metrics.bytes('out', rest.bytes)
+    this.#counted(rest)
+  }
+
+  /** an operation's line was written: the session's byte count (core.ts session info) and the metrics, whichever path wrote it */
+  #counted(event: Partial<AuditEvent>): void {
+    if (event.bytes !== undefined) {
+      this.bytesOut += event.bytes
+      this.#host.metrics.bytes('out', event.bytes)
     }
-    if (rest.durationMs !== undefined) this.#host.metrics.duration(rest.durationMs / 1000)
+    if (event.durationMs !== undefined) this.#host.metrics.duration(event.durationMs / 1000)
   }
 
   /** audit.reads: summary — the reads counted since the last summary line */
-  #reads: { n: number; since: number; bytes: number; masked: number; durationMs: number; fingerprints: Set<string>; resources: Set<string>; more: number } | undefined
+  #reads: ReadSummary | undefined
 
   #countRead(event: Partial<AuditEvent>): void {
-    const now = this.#host.now()
-    const r = (this.#reads ??= { n: 0, since: now, bytes: 0, masked: 0, durationMs: 0, fingerprints: new Set(), resources: new Set(), more: 0 })
-    r.n++
-    r.bytes += event.bytes ?? 0
-    r.masked += event.masked ?? 0
-    r.durationMs += event.durationMs ?? 0
-    if (event.fingerprint !== undefined && !r.fingerprints.has(event.fingerprint)) {
-      if (r.fingerprints.size < SUMMARY_DISTINCT) r.fingerprints.add(event.fingerprint)
-      else r.more++
-    }
-    for (const res of event.resources ?? []) {
-      if (r.resources.has(res)) continue
-      if (r.resources.size < SUMMARY_DISTINCT) r.resources.add(res)
-      else r.more++
-    }
-    if (r.n >= SUMMARY_READS || now - r.since >= SUMMARY_MS) this.#writeReads()
-  }
-
-  /** the summary line of the reads counted so far (at most SUMMARY_READS, or SUMMARY_MS old) */
-  #writeReads(): void {
-    const r = this.#reads
-    if (r === undefined || r.n === 0) return
-    this.#reads = undefined
-    this.#write({
-      class: 'read',
-      decision: 'allow',
-      reads: r.n,
-      fingerprints: [...r.fingerprints],
-      resources: [...r.resources],
-      ...(r.more > 0 ? { distinctLeftOut: r.more } : {}),
-      bytes: r.bytes,
-      masked: r.masked,
-      durationMs: r.durationMs,
-    } as Partial<AuditEvent>)
+    const line = (this.#reads ??= new ReadSummary()).count(event, this.#host.now())
+    if (line) this.#write(line)
   }
 
   close(reason = 'closed'): Promise<void> {
     if (!this.#closing) {
-      this.#writeReads()
+      const reads = this.#reads?.take()
+      if (reads) this.#write(reads)
       this.#closing = (async () => {
         this.abort(new PortcullisError('SESSION_CLOSED', `session closed: ${reason}`))
         this.record('session-end', { reason })
