@@ -23,22 +23,35 @@ export interface BatchResult {
   report: BatchReport
 }
 
+/** a long run re-captures its seed corpus (and mints a fresh token) this often (PORTCULLIS_FUZZ_RECAPTURE_MS) */
+export const RECAPTURE_MS = Number(process.env.PORTCULLIS_FUZZ_RECAPTURE_MS ?? 40 * 60_000)
+
 export const PARALLEL: Record<Protocol, number> = { postgres: 16, redis: 24, http: 24 }
 
 export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpus: Corpus; batches: BatchResult[]; totals: Record<string, FuzzStats> }> {
   const print = opts.print ?? (() => {})
-  const corpus = await captureCorpus(w)
+  let corpus = await captureCorpus(w)
+  let capturedAt = Date.now()
   print(`seed corpus captured from real clients: postgres ${corpus.pg.length} connections (${corpus.pg.reduce((n, b) => n + b.length, 0)} bytes), redis ${corpus.redis.length} (${corpus.redis.reduce((n, b) => n + b.length, 0)} bytes), http ${corpus.http.length} (${corpus.http.reduce((n, b) => n + b.length, 0)} bytes)`)
   const base = await baseline(w)
   print(`gateway baseline: ${base.fds} fds, RSS ${(base.rss / 1048576).toFixed(0)} MiB after a full collection`)
   const seen = new Set<string>()
-  const token = await w.token('robust-fuzz')
+  let token = await w.token('robust-fuzz')
   const batches: BatchResult[] = []
   const totals: Record<string, FuzzStats> = {}
   for (const protocol of opts.protocols ?? (['postgres', 'redis', 'http'] as Protocol[])) {
-    const seeds = protocol === 'postgres' ? corpus.pg : protocol === 'redis' ? corpus.redis : corpus.http
     for (let done = 0, b = 0; done < opts.cases; b++) {
       const n = Math.min(opts.batch, opts.cases - done)
+      // the captured logins carry tokens that expire after an hour (env.ts mints them with a 1 h
+      // ttl); past RECAPTURE_MS a long run captures the real clients again, so its cases keep
+      // reaching the session phase instead of all ending at a refused login
+      if (Date.now() - capturedAt > RECAPTURE_MS) {
+        corpus = await captureCorpus(w)
+        token = await w.token('robust-fuzz')
+        capturedAt = Date.now()
+        print(`seed corpus captured again (its tokens were about to expire)`)
+      }
+      const seeds = protocol === 'postgres' ? corpus.pg : protocol === 'redis' ? corpus.redis : corpus.http
       const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: opts.parallel ?? PARALLEL[protocol], token })
       done += stats.cases
       const report = await afterBatch(w, base, seen)

@@ -4,7 +4,7 @@
 import pg from 'pg'
 import { Redis } from 'ioredis'
 import { readRecording, verifyRecording, type VerifyResult } from '@portcullis/core'
-import { pgGatewayBackends, recordingFiles, redisGatewayClients, sleep, type World } from './env.ts'
+import { pgCatalogBackends, pgGatewayBackends, recordingFiles, redisGatewayClients, sleep, type World } from './env.ts'
 
 /** Descriptors the gateway may hold above its idle baseline once every client is gone. */
 export const FD_SLACK = 16
@@ -162,6 +162,9 @@ export async function afterBatch(w: World, base: Baseline, seen: Set<string>): P
     }
   }, SETTLE_MS)
   if (pgBackends !== 0) problems.push(pgBackends < 0 ? `Postgres could not be asked for the gateway's backends: ${pgAsk}` : `${pgBackends} upstream Postgres backends of the gateway still open`)
+  // the one target's catalog connection may still be in its idle time; more than one is a leak
+  const catalog = await pgCatalogBackends(w.pg).catch(() => -1)
+  if (catalog > 1) problems.push(`${catalog} catalog connections open (one per target at most)`)
   let redisClients: string[] = []
   // the shared lane (name=portcullis-lane) is one connection per target by design, not a session's
   await settle(async () => (redisClients = (await redisGatewayClients(w.redis)).filter((l) => !/ name=portcullis-lane /.test(l))).length === 0, SETTLE_MS)

@@ -168,9 +168,18 @@ export async function pgDirect(pg: RunningPostgres, sql: string): Promise<string
 }
 
 /** The gateway's upstream backends right now (every backend of its user, except the ones psql opened to ask). */
+/** The upstream backends of the gateway's sessions. The target's catalog connection (one per target,
+ * `application_name` portcullis-catalog, closed ~10 s after its last lookup) is the gateway's own, not a
+ * session's: pgCatalogBackends counts it apart. */
 export async function pgGatewayBackends(pg: RunningPostgres): Promise<number> {
   return Number(
-    await pgDirect(pg, `SELECT count(*) FROM pg_stat_activity WHERE usename = '${pg.user}' AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND client_addr IS NOT NULL`),
+    await pgDirect(pg, `SELECT count(*) FROM pg_stat_activity WHERE usename = '${pg.user}' AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND client_addr IS NOT NULL AND application_name IS DISTINCT FROM 'portcullis-catalog'`),
+  )
+}
+
+export async function pgCatalogBackends(pg: RunningPostgres): Promise<number> {
+  return Number(
+    await pgDirect(pg, `SELECT count(*) FROM pg_stat_activity WHERE usename = '${pg.user}' AND backend_type = 'client backend' AND application_name = 'portcullis-catalog'`),
   )
 }
 
