@@ -4,7 +4,7 @@
 import { captureCorpus, type Corpus } from './capture.ts'
 import { afterBatch, baseline, type BatchReport } from './checks.ts'
 import { fuzz, formatStats, type FuzzStats, type Protocol } from './fuzz.ts'
-import type { World } from './env.ts'
+import { pgDirect, redisDirect, type World } from './env.ts'
 
 export interface CampaignOptions {
   cases: number
@@ -27,6 +27,12 @@ export interface BatchResult {
 export const RECAPTURE_MS = Number(process.env.PORTCULLIS_FUZZ_RECAPTURE_MS ?? 40 * 60_000)
 
 export const PARALLEL: Record<Protocol, number> = { postgres: 16, redis: 24, http: 24 }
+
+async function resetData(w: World): Promise<void> {
+  // (the world's own redis-server: every key in it is the fuzzers', including the bit-flipped names)
+  await redisDirect(w.redis, 'FLUSHALL')
+  await pgDirect(w.pg, 'DELETE FROM robust_items WHERE id > 50; UPDATE robust_items SET n = id')
+}
 
 export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpus: Corpus; batches: BatchResult[]; totals: Record<string, FuzzStats> }> {
   const print = opts.print ?? (() => {})
@@ -51,6 +57,9 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
         capturedAt = Date.now()
         print(`seed corpus captured again (its tokens were about to expire)`)
       }
+      // the fuzzed traffic writes the same few keys and rows again and again: put them back to the
+      // captured size, so that batch N's cases cost what batch 1's did
+      if (b > 0) await resetData(w)
       const seeds = protocol === 'postgres' ? corpus.pg : protocol === 'redis' ? corpus.redis : corpus.http
       const stats = await fuzz({ protocol, port: w.gateway.ports[protocol === 'postgres' ? 'pg' : protocol], seeds, cases: n, seed: opts.seed + b, parallel: opts.parallel ?? PARALLEL[protocol], token })
       done += stats.cases
