@@ -52,6 +52,10 @@ export interface Core {
   /** this process's id in the control store */
   readonly instance: string
   readonly control: CoreControl
+  /** why the audit log cannot be written, while it cannot: every operation is refused meanwhile */
+  auditFailure(): Error | undefined
+  /** everything audited so far handed to its destination (a file: on disk) */
+  flushAudit(): Promise<void>
   openSession(target: TargetConfig, remote: string): CoreSession
   /** this instance's live sessions */
   sessions(): SessionInfo[]
@@ -309,6 +313,8 @@ export async function createCore(initial: Config, opts: CoreOptions = {}): Promi
       return generation.config
     },
     instance,
+    auditFailure: () => audit.failure(),
+    flushAudit: () => audit.flush(),
     control: {
       health: () => store.health(),
       async sessions() {

@@ -19,6 +19,8 @@ export type ErrorCode =
   /** the control store (approvals, revocations, sessions of other instances) cannot be reached */
   | 'CONTROL_STORE_UNAVAILABLE'
   | 'RECORDING_FAILED'
+  /** the audit log cannot be written: operations are refused until it can (fail closed) */
+  | 'AUDIT_FAILED'
   | 'CONFIG_INVALID'
   | 'SECRET_UNAVAILABLE'
   | 'PROTOCOL_ERROR'

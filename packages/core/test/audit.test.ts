@@ -109,3 +109,62 @@ t.test('a file stream handed in gets lines in batches, all there after a flush',
   t.equal(lines.length, 1000)
   t.same(lines.map(l => l.bytes), Array.from({ length: 1000 }, (_, i) => i))
 })
+
+t.test('an audit file that cannot be written says so, drops nothing silently, and recovers', async t => {
+  const full = createAuditLog({ destination: '/dev/full' })
+  t.teardown(() => full.close())
+  t.equal(full.failure(), undefined, 'nothing failed before the first write')
+  full.write({ time: 't', session: 's', target: 'db', protocol: 'postgres', class: 'read' })
+  await full.flush()
+  t.match(full.failure()?.message, /^audit log \/dev\/full: .*(ENOSPC|no space)/i, 'a write error (ENOSPC) is the failure')
+  full.write({ time: 't', session: 's', target: 'db', protocol: 'postgres', class: 'read' })
+  await full.flush()
+  t.ok(full.failure(), 'still failed: /dev/full never takes a line')
+})
+
+t.test('a disk that does not keep up: past the backlog bound the sink fails, then the lost lines are counted once it writes again', async t => {
+  const { execFileSync } = await import('node:child_process')
+  const { createReadStream } = await import('node:fs')
+  const dir = await tempDir(t)
+  // a FIFO without a reader: open() does not return, so every line waits in the sink's queue
+  const fifo = join(dir, 'audit.fifo')
+  execFileSync('mkfifo', [fifo])
+  const audit = createAuditLog({ destination: fifo })
+  let reader: ReturnType<typeof createReadStream> | undefined
+  const read: Buffer[] = []
+  const openReader = () => {
+    reader ??= createReadStream(fifo).on('data', d => read.push(d as Buffer))
+  }
+  // whatever happens, the pending open() must return, or it holds a thread of the pool for good
+  t.teardown(async () => {
+    openReader()
+    await audit.close()
+    reader?.destroy()
+  })
+  const statement = 'x'.repeat(64 * 1024)
+  let lines = 0
+  while (!audit.failure() && lines < 4000) {
+    audit.write({ time: 't', session: 's', target: 'db', protocol: 'postgres', statement })
+    lines++
+    if (lines % 64 === 0) await new Promise(r => setImmediate(r))
+  }
+  t.match(audit.failure()?.message, /bytes of lines wait for the disk \(at most 134217728\): it is not keeping up/)
+  t.ok(lines > 2000 && lines < 2100, `failed once 128 MiB waited (${lines} lines of 64 KiB)`)
+  audit.write({ time: 't', session: 's', target: 'db', protocol: 'postgres', class: 'read', statement: 'while failed' })
+  openReader()
+  const until = Date.now() + 15_000
+  while (audit.failure() && Date.now() < until) await new Promise(r => setTimeout(r, 100))
+  t.equal(audit.failure(), undefined, 'written again once the disk takes lines')
+  audit.write({ time: 't2', session: 's', target: 'db', protocol: 'postgres', class: 'read', statement: 'after' })
+  await audit.flush()
+  await new Promise(r => setTimeout(r, 200))
+  const got = Buffer.concat(read).toString().trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
+  // the line written while failed is either lost and counted, or (written while the line about the
+  // loss was on its way) queued behind it: never dropped without a count
+  const whileFailed = got.some(l => l.statement === 'while failed') ? 1 : 0
+  t.same(got.map(l => [l.level, l.log ?? l.time, l.lost]), [
+    ['error', 'audit lines lost: the audit log could not be written', lines + 1 - whileFailed],
+    ...(whileFailed ? [['info', 't', undefined]] : []),
+    ['info', 't2', undefined],
+  ], 'the line about the loss, then the next lines; none of the lost ones')
+})

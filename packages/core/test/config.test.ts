@@ -429,6 +429,39 @@ t.test('an mcp target\'s options are checked: a typo or a wrong type is an error
   ])
   t.match(issues[1].message, /maxRows/, 'the unknown key\'s message lists the known ones')
   t.match(new ConfigError(issues).message, /^docs\.yaml:18: targets\.1\.options\.maxrows: unknown key/m)
-  // the options of other protocols are theirs to read (approvalMode, profile, …): untouched here
   t.ok(parseConfig(DESIGN_EXAMPLE.replace('password: { secret: pg } }', 'password: { secret: pg } }, options: { approvalMode: defer, explainTimeout: 500 }'), 'docs.yaml'))
+})
+
+t.test('every target\'s options are checked for its protocol: a typo, a wrong type or a misspelt value is an error, never the default', async t => {
+  const pgOptions = (options: string) => DESIGN_EXAMPLE.replace('password: { secret: pg } }', `password: { secret: pg } }, options: ${options}`)
+  const messages = (yaml: string) => issuesOf(t, yaml).map(i => [i.path, i.message.replace(/ \((postgres|redis|http) options: .*\)$/, '')])
+  t.same(messages(pgOptions('{ approvalMode: deffer, explainTimeout: "500", requireTLS: true }')), [
+    ['targets.0.options.approvalMode', 'must be one of wait, defer'],
+    ['targets.0.options.explainTimeout', 'must be a whole number above 0'],
+    ['targets.0.options.requireTLS', 'unknown key'],
+  ])
+  t.match(issuesOf(t, pgOptions('{ requireTLS: true }'))[0].message, /postgres options: sniff, approvalMode, requireTls, explainTimeout/, 'the message lists the keys the protocol knows')
+  const redis = (options: string) => DESIGN_EXAMPLE.replace('rules:\n', `  - { name: cache, protocol: redis, listen: 127.0.0.1:16380, upstream: { host: 127.0.0.1, port: 6379 }, options: ${options} }\nrules:\n`)
+  t.ok(parseConfig(redis('{ bulkDeleteKeys: 10, scripts: write, pingBeforeAuth: true, commandInfo: builtin, multiplex: false, approvalMode: defer, sniff: true }'), 'docs.yaml'))
+  t.same(messages(redis('{ multiplex: "no", scripts: read, bulkDeleteKeys: 0, commandinfo: builtin }')), [
+    ['targets.1.options.multiplex', 'must be true or false'],
+    ['targets.1.options.scripts', 'must be one of admin, write'],
+    ['targets.1.options.bulkDeleteKeys', 'must be a whole number above 0'],
+    ['targets.1.options.commandinfo', 'unknown key'],
+  ])
+  const http = (options: string) => DESIGN_EXAMPLE.replace('rules:\n', `  - name: llm\n    protocol: http\n    listen: 127.0.0.1:18080\n    upstream: { url: 'http://127.0.0.1:9/' }\n    options: ${options}\nrules:\n`)
+  const good = parseConfig(
+    http("{ profile: openai, upstreamTimeout: 30s, upstreamBodyTimeout: 600000, maskRequests: true, unmaskedResponseTypes: ['audio/*'], tokenHeader: x-token, recordBodyBytes: 0, routes: [{ method: [GET, POST], path: '/admin/*', operation: admin, class: admin, body: json }], mcp: { tools: [{ name: 'delete_*', class: delete }] } }"),
+    'docs.yaml',
+  )
+  t.equal(good.targets[1].options.profile, 'openai')
+  t.same(messages(http("{ profile: openAI, upstreamTimeout: soon, routes: [{ method: GET, class: admin }, { path: '/x', class: superuser }], mcp: { tools: [{ name: x }] }, unmaskedResponseTypes: [audio] }")), [
+    ['targets.1.options.profile', 'must be one of openai, qdrant, pinecone, mcp, generic'],
+    ['targets.1.options.upstreamTimeout', 'must be a number of ms above 0 or a duration such as 30s'],
+    // a route rule without a path was silently no rule at all: the profile's (laxer) class applied
+    ['targets.1.options.routes', 'item 0 needs path'],
+    ['targets.1.options.mcp', 'item 0 needs class'],
+    ['targets.1.options.unmaskedResponseTypes', 'must be a list of media types such as audio/* or image/png'],
+  ])
+  t.same(messages(http("{ routes: [{ path: '/x', class: superuser }] }")), [['targets.1.options.routes', 'item 0: class must be one of session, read, write, delete, bulk-delete, schema-change, admin']])
 })

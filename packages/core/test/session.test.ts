@@ -413,3 +413,17 @@ t.test('auditOperation writes the line audit() writes, and counts the bytes in t
   await a.close()
   await b.close()
 })
+
+t.test('while the audit log cannot be written, every operation is refused (fail closed)', async t => {
+  // /dev/full: open() succeeds, every write fails with ENOSPC
+  const s = await setup(t, RULES, 'audit: { destination: /dev/full }')
+  const core = await createCore(s.config)
+  t.teardown(() => core.close())
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50100')
+  await session.authenticate(await s.issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  await core.flushAudit()
+  t.match(core.auditFailure()?.message, /ENOSPC|no space/i)
+  t.throws(() => session.decideNow(op('read', 'SELECT 1')), { code: 'AUDIT_FAILED', message: 'audit log unavailable; operations are refused until it can be written again' })
+  await t.rejects(session.decide(op('read', 'SELECT * FROM customers', ['public.customers'])), { code: 'AUDIT_FAILED' })
+  await session.close()
+})

@@ -131,10 +131,13 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     if (path === '/healthz') {
       allow(method, ['GET', 'HEAD'])
       const store = core.control.health()
+      const audit = core.auditFailure()
       return json(res, 200, {
-        status: store.ok ? 'ok' : 'degraded',
+        status: store.ok && !audit ? 'ok' : 'degraded',
         instance: core.instance,
         controlStore: { kind: store.kind, ok: store.ok, ...(store.error ? { error: store.error } : {}) },
+        // operations are refused while the audit log cannot be written
+        audit: audit ? { ok: false, error: audit.message } : { ok: true },
       })
     }
     if (path === '/metrics') {

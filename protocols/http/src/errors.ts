@@ -23,6 +23,7 @@ const BY_CODE: Record<string, [number, string, boolean?]> = {
   APPROVAL_TIMEOUT: [403, 'policy_blocked'],
   APPROVAL_WITHDRAWN: [403, 'policy_blocked'],
   RECORDING_FAILED: [503, 'recording_failed'],
+  AUDIT_FAILED: [503, 'audit_unavailable'],
   SECRET_UNAVAILABLE: [502, 'upstream_credential_unavailable'],
   PROTOCOL_ERROR: [400, 'bad_request', true],
   MESSAGE_TOO_LARGE: [413, 'payload_too_large', true],

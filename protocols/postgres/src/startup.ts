@@ -91,6 +91,7 @@ export function sqlstateOf(err: unknown): string {
     case 'APPROVAL_DENIED':
     case 'APPROVAL_TIMEOUT':
     case 'RECORDING_FAILED':
+    case 'AUDIT_FAILED':
       return '42501'
     case 'APPROVAL_WITHDRAWN':
       return '57014'

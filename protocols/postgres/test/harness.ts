@@ -26,6 +26,8 @@ export interface GatewayOptions {
   approvals?: Record<string, unknown>
   /** the target's scope (scoped retrieval) */
   scope?: Record<string, unknown>
+  /** audit.destination (a file); `audit` then stays empty */
+  auditDestination?: string
 }
 
 export interface Gateway {
@@ -65,7 +67,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     identity: { issuers: [issuer.issuerConfig()] },
     secrets: { pg: { env: PASSWORD_ENV } },
     recording: { dir: recordings, onFailure: 'block' },
-    audit: { destination: 'stdout' },
+    audit: { destination: opts.auditDestination ?? 'stdout' },
     ...(opts.approvals ? { approvals: opts.approvals } : {}),
     targets: [
       {
@@ -96,7 +98,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       } catch {}
     }
   })
-  const core = await createCore(parseConfig(JSON.stringify(config)), { auditStream })
+  const core = await createCore(parseConfig(JSON.stringify(config)), opts.auditDestination ? {} : { auditStream })
   const target = core.config.targets[0]
   const sessions = new Set<Socket>()
   const server: Server = createServer(socket => {

@@ -318,7 +318,7 @@ class RedisConnection extends SessionIO implements LaneUser {
   private decideFailed(err: unknown, slot: Slot): void {
     slot.error = (err as Error).message
     if (isPortcullisError(err, 'TOKEN_EXPIRED')) this.refuse(errorReply('ERR', 'token expired; AUTH again'), slot)
-    else if (isPortcullisError(err, 'RECORDING_FAILED')) this.refuse(errorReply('ERR', (err as Error).message), slot)
+    else if (isPortcullisError(err, 'RECORDING_FAILED') || isPortcullisError(err, 'AUDIT_FAILED')) this.refuse(errorReply('ERR', (err as Error).message), slot)
     else this.fail(errorReply('ERR', `session ended: ${(err as Error).message}`))
   }
 

@@ -19,6 +19,13 @@ import type { AuditEvent } from '../types.ts'
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
 const WINDOW_MS = 50
 const BATCH_CHARS = 256 * 1024
+/**
+ * Lines waiting for the disk, at most: past it the disk is not keeping up (or the file cannot be
+ * opened, e.g. a FIFO nobody reads), and the sink fails as on a write error rather than hold the
+ * gateway's memory without bound or let operations run past what is audited. 128 MiB is several
+ * seconds of the heaviest load measured (a Redis pipeline writes ~15 MB of lines a second).
+ */
+export const MAX_AUDIT_BACKLOG_BYTES = 128 * 1024 * 1024
 
 /** the fields every line of one session carries, as JSON text made once: see auditHead() */
 export interface AuditHead {
@@ -58,6 +65,11 @@ export interface AuditLog {
    * `pre`: fields already serialized (operationJson) that come before the event's own
    */
   writeSession(head: AuditHead, time: string, event: Partial<AuditEvent>, pre?: string): void
+  /**
+   * why the audit file cannot be written, while it cannot (a write error, a disk not keeping up):
+   * Session refuses operations until this is undefined again
+   */
+  failure(): Error | undefined
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
@@ -112,6 +124,8 @@ function line(level: string, fields: Record<string, unknown>, first?: Record<str
 
 interface Sink {
   write(text: string): void
+  /** why the destination cannot be written now (a file sink only), else undefined */
+  failure?(): Error | undefined
   /** resolves once everything written before is on disk (fsync), or handed to a stream */
   flush(): Promise<void>
   /** flushes and closes a file of its own */
@@ -121,54 +135,99 @@ interface Sink {
 /**
  * The audit file, appended to with one fs.writev at a time of everything batched since the last
  * one: a batch is a job on the thread pool, not one per 16 KB as SonicBoom's fs.write takes.
+ *
+ * When the file cannot be written (a write error such as ENOSPC or EIO, a file that cannot be
+ * opened, or more than MAX_AUDIT_BACKLOG_BYTES waiting because the disk is not keeping up) the sink
+ * fails: what waits is dropped and counted, `failure()` says why, and Session refuses every
+ * operation until a write succeeds again (fail closed: nothing runs that the audit does not hold).
+ * It tries again every RETRY_MS, first with a line that says how many lines were lost.
  */
 function fileSink(path: string): Sink {
   let fd: number | undefined
-  let opening = true
+  let opening = false
   let closed = false
   let queued: Buffer[] = []
+  /** bytes in `queued` and in the writev in flight */
+  let backlog = 0
+  let failure: Error | undefined
+  let lost = 0
+  /** the line about the loss is being written: lines from now on queue behind it, none is dropped */
+  let recovering = false
+  let retry: NodeJS.Timeout | undefined
   let writing = false
   let waiters: (() => void)[] = []
   const fail = (err: Error): void => {
-    // as SonicBoom's unhandled 'error' did: an audit log that cannot be written stops the process
-    // rather than let operations run unaudited
-    process.nextTick(() => {
-      throw new Error(`audit log ${path}: ${err.message}`)
-    })
+    recovering = false
+    if (!failure) {
+      failure = new Error(`audit log ${path}: ${err.message}`)
+      // the one place that still reaches an operator when the audit log itself is what failed
+      process.stderr.write(`portcullis: ${failure.message}; operations are refused until it can be written again\n`)
+    }
+    for (const b of queued) lost += lineCount(b)
+    queued = []
+    backlog = 0
+    retry ??= setTimeout(tryAgain, RETRY_MS)
+    retry.unref()
+    settled()
+  }
+  const tryAgain = (): void => {
+    retry = undefined
+    if (closed || !failure) return
+    // a file that could not be opened is opened again; an open still pending (a FIFO without a
+    // reader) is not doubled: it holds a thread of the pool until it returns
+    if (fd === undefined) return opening ? void (retry = setTimeout(tryAgain, RETRY_MS).unref()) : openFile()
+    writeOut()
   }
   const settled = (): void => {
-    if (writing || opening || (queued.length > 0 && fd !== undefined)) return
+    if (writing || opening || (queued.length > 0 && fd !== undefined && (!failure || recovering))) return
     const w = waiters
     waiters = []
     for (const f of w) f()
   }
   const writeOut = (): void => {
-    if (writing || fd === undefined || queued.length === 0) return settled()
-    const parts = queued
-    queued = []
+    if (writing || fd === undefined) return settled()
+    // failed: the first write is the line that says what was lost; it succeeding ends the failure
+    const parts = failure ? [Buffer.from(line('error', { time: new Date().toISOString(), log: 'audit lines lost: the audit log could not be written', error: failure.message, lost }))] : queued
+    if (parts.length === 0) return settled()
+    if (failure) recovering = true
+    else queued = []
     writing = true
     writev(fd, parts, (err, written) => {
       writing = false
       if (err) return fail(err)
-      // a short write (a full disk, a signal) leaves the rest to go first next time
       let total = 0
       for (const p of parts) total += p.length
+      if (failure) {
+        if (written < total) return fail(new Error('short write'))
+        failure = undefined
+        recovering = false
+        lost = 0
+        process.stderr.write(`portcullis: audit log ${path} is written again\n`)
+        return writeOut()
+      }
+      // a short write (a full disk, a signal) leaves the rest to go first next time
+      backlog -= written
       if (written < total) queued.unshift(Buffer.concat(parts).subarray(written))
       writeOut()
     })
   }
-  mkdir(dirname(path), { recursive: true }, err => {
-    if (err) {
-      opening = false
-      return fail(err)
-    }
-    open(path, 'a', 0o640, (err, opened) => {
-      opening = false
-      if (err) return fail(err)
-      fd = opened
-      writeOut()
+  const openFile = (): void => {
+    opening = true
+    mkdir(dirname(path), { recursive: true }, err => {
+      if (err) {
+        opening = false
+        return fail(err)
+      }
+      open(path, 'a', 0o640, (err, opened) => {
+        opening = false
+        if (err) return fail(err)
+        if (closed) return fsClose(opened, () => {})
+        fd = opened
+        writeOut()
+      })
     })
-  })
+  }
+  openFile()
   const idle = () =>
     new Promise<void>(resolve => {
       waiters.push(resolve)
@@ -177,9 +236,17 @@ function fileSink(path: string): Sink {
   return {
     write(text) {
       if (closed) return
-      queued.push(Buffer.from(text, 'utf8'))
+      if (failure && !recovering) {
+        lost += lineCount(text)
+        return
+      }
+      const b = Buffer.from(text, 'utf8')
+      queued.push(b)
+      backlog += b.length
+      if (backlog > MAX_AUDIT_BACKLOG_BYTES) return fail(new Error(`${backlog} bytes of lines wait for the disk (at most ${MAX_AUDIT_BACKLOG_BYTES}): it is not keeping up`))
       writeOut()
     },
+    failure: () => failure,
     async flush() {
       await idle()
       const f = fd
@@ -189,11 +256,21 @@ function fileSink(path: string): Sink {
       if (closed) return
       await this.flush()
       closed = true
+      if (retry) clearTimeout(retry)
       const f = fd
       fd = undefined
       if (f !== undefined) await new Promise<void>(resolve => fsClose(f, () => resolve()))
     },
   }
+}
+
+const RETRY_MS = 5000
+
+function lineCount(text: string | Buffer): number {
+  const b = typeof text === 'string' ? Buffer.from(text) : text
+  let n = 0
+  for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++
+  return n
 }
 
 /** a stream: stdout's SonicBoom, or one handed in (never ended here) */
@@ -269,6 +346,7 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
       // (an ISO time needs no escaping)
       put(json.length > 2 ? `{"level":"info","time":"${time}",${head.json},${json.slice(1)}\n` : `{"level":"info","time":"${time}",${head.json}}\n`)
     },
+    failure: () => sink.failure?.(),
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))
     },

@@ -12,7 +12,7 @@ import type { SecretRef, TargetConfig } from '../types.ts'
 import { parseDuration } from './duration.ts'
 import { checkMaskingRules } from '../masking/index.ts'
 import { configSchema } from './schema.ts'
-import { mcpOptionIssues } from './mcp-options.ts'
+import { targetOptionIssues } from './target-options.ts'
 import type { Config, ConfigIssue, ConsoleConfig, IssuerConfig, RecordingUploadConfig, RuleConfig, SecretSource, SlackConfig } from './types.ts'
 
 export class ConfigError extends PortcullisError {
@@ -300,11 +300,11 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
     const ephemeral = t.listen.endsWith(':0')
     if (!ephemeral && seenListen.has(t.listen)) issue([...path, 'listen'], `${t.listen} is already the listen address of target "${seenListen.get(t.listen)}"`)
     seenListen.set(t.listen, t.name)
+    for (const [key, message] of targetOptionIssues(t.protocol, t.options ?? {})) issue([...path, 'options', key], message)
     if (t.protocol === 'mcp') {
       // an MCP target has no upstream of its own: its tools reach the targets it names, through their codecs
       t.upstream ??= {}
       if (!t.targets || t.targets.length === 0) issue([...path, 'targets'], 'mcp targets need targets: the targets whose tools they serve')
-      for (const [key, message] of mcpOptionIssues(t.options ?? {})) issue([...path, 'options', key], message)
     } else {
       if (t.targets !== undefined) issue([...path, 'targets'], 'only mcp targets name other targets')
       if (!t.upstream) issue(path, `${t.protocol} targets need upstream`)

@@ -285,6 +285,9 @@ export class CoreSession implements Session {
     this.assertAlive()
     const { config } = this.#host.generation()
     this.#assertRecording(config)
+    // nothing runs that the audit log cannot hold (its file sink says when it cannot be written)
+    const auditDown = this.#host.audit.failure()
+    if (auditDown) throw new PortcullisError('AUDIT_FAILED', 'audit log unavailable; operations are refused until it can be written again')
     const started = this.#host.now()
     this.lastActivity = started
     const masks = this.masks
