@@ -77,7 +77,8 @@ ${o.masking ? `masking:\n${o.masking}` : ''}
   const auditStream = new PassThrough()
   let auditText = ''
   auditStream.on('data', d => (auditText += String(d)))
-  const core = await createCore(config, { auditStream })
+  // an audit destination of the test's own (a file) is written there, not to the captured stream
+  const core = await createCore(config, o.audit?.includes('destination') ? {} : { auditStream })
   const target = config.targets[0]!
   const sockets = new Set<Socket>()
   // allowHalfOpen: a client that half-closes after its last command still reads the replies
