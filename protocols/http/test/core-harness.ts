@@ -23,7 +23,7 @@ export interface CoreGateway {
 
 export async function startCoreGateway(
   t: { teardown(fn: () => unknown): void },
-  o: { upstreamUrl: string; rules: string; masking?: string; options?: string; scope?: string; controlStore?: ControlStore },
+  o: { upstreamUrl: string; rules: string; masking?: string; options?: string; scope?: string; controlStore?: ControlStore; /** audit.destination (a file): audit() then stays empty */ auditDestination?: string },
 ): Promise<CoreGateway> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-http-gw-'))
   const issuer = await createDevIssuer({ dir })
@@ -37,6 +37,7 @@ secrets:
   openai: { file: "${secretFile}" }
 recording: { dir: "${join(dir, 'recordings')}", onFailure: block }
 approvals: { timeout: 3s }
+${o.auditDestination ? `audit: { destination: ${o.auditDestination} }` : ''}
 targets:
   - name: llm
     protocol: http
@@ -52,7 +53,7 @@ ${o.masking ? `masking:\n${o.masking}` : ''}
   const auditStream = new PassThrough()
   let auditText = ''
   auditStream.on('data', d => (auditText += String(d)))
-  const core = await createCore(config, { auditStream, ...(o.controlStore ? { controlStore: o.controlStore } : {}) })
+  const core = await createCore(config, { ...(o.auditDestination ? {} : { auditStream }), ...(o.controlStore ? { controlStore: o.controlStore } : {}) })
   const target = config.targets[0]!
   const sockets = new Set<Socket>()
   const server: Server = createServer(sock => {
