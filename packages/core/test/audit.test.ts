@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createWriteStream } from 'node:fs'
-import { auditHead, createAuditLog, operationJson } from '../src/audit/audit.ts'
+import { auditHead, createAuditLog, operationJson, sameAuditFields } from '../src/audit/audit.ts'
 import { auditSink, tempDir } from './helpers.ts'
 
 t.test('one JSON line per event, fields as given, without pino noise', async t => {
@@ -108,4 +108,33 @@ t.test('a file stream handed in gets lines in batches, all there after a flush',
   const lines = (await readFile(file, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { bytes: number })
   t.equal(lines.length, 1000)
   t.same(lines.map(l => l.bytes), Array.from({ length: 1000 }, (_, i) => i))
+})
+
+t.test('a file destination gets byte for byte the lines a stream gets, whatever they hold and however many', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'audit.jsonl')
+  const sink = auditSink()
+  const toFile = createAuditLog({ destination: file })
+  const toStream = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  const head = auditHead({ session: 'ses_b', principal: { sub: 'ålice', groups: ['agents'] }, target: 'docs-db', protocol: 'postgres' })
+  const time = '2026-01-01T00:00:00.000Z'
+  const op = { class: 'read' as const, resources: ['public.t'], fingerprint: 'f00d', statement: "SELECT 'ünïcødé 😀 \u2028' FROM t" }
+  // an exact copy of an Operation (a borrowed skeleton hit) splices the same text
+  const copy = Object.freeze({ ...op })
+  sameAuditFields(copy, op)
+  t.equal(operationJson(copy), operationJson(op))
+  // enough lines to cross several batch buffers (hand-overs in the middle of the run)
+  for (let i = 0; i < 3000; i++) {
+    for (const audit of [toFile, toStream]) {
+      audit.writeSession(head, time, { decision: 'allow', rule: i % 2 ? null : 'r', rows: i, bytes: 100, masked: 0, durationMs: 0.25 }, operationJson(i % 3 ? copy : op))
+      audit.writeSession(head, time, {}, operationJson(op))
+      audit.writeSession(head, time, { error: 'x'.repeat(i % 500) })
+      if (i % 1000 === 0) audit.log('operational', { session: 'ses_b', n: i })
+    }
+  }
+  await toFile.close()
+  const fromFile = await readFile(file, 'utf8')
+  t.equal(fromFile.split('\n').length, 9004)
+  t.equal(fromFile.replace(/"time":"[^"]+","log"/g, '"log"'), sink.text().replace(/"time":"[^"]+","log"/g, '"log"'), 'the same bytes')
+  t.same(JSON.parse(fromFile.split('\n')[0]), { level: 'info', time, ...head.fields, ...op, decision: 'allow', rule: 'r', rows: 0, bytes: 100, masked: 0, durationMs: 0.25 })
 })

@@ -105,11 +105,10 @@ export function audit(c: Connection, p: PendingOp, error?: string): void {
   const decision = d?.action ?? 'block'
   const rule = d?.rule ?? null
   const durationMs = Math.round((performance.now() - p.start) * 1000) / 1000
-  // an Execute runs its portal's statement, one Operation object per prepared statement: its own
-  // fields are serialized once (auditOperation), not per line; a simple Query's Operation is new
-  // for each text, so it takes the plain path (caching it would only cost a WeakMap entry), with
-  // one object built, not two
-  if (p.kind === 'E' && c.session.auditOperation) {
+  // an Operation's own fields are serialized once (auditOperation), not per line: an Execute runs
+  // one Operation object per prepared statement, and a simple Query's texts that differ only in
+  // their constants share their skeleton's serialization (classify/index.ts borrowed())
+  if (c.session.auditOperation) {
     c.session.auditOperation(op, { decision, rule, approvalId: d?.approvalId, rows: p.rows, bytes: p.bytes, masked: p.masked, durationMs, error })
     return
   }

@@ -10,11 +10,15 @@
 // heap (200 MB in 10 s). (Through the recordings' writer thread instead, postMessage alone took 3%
 // of the gateway's CPU.)
 // A session's own fields (id, principal, target, protocol) are serialized once per session
-// (auditHead) and spliced into each of its lines.
+// (auditHead) and spliced into each of its lines. For a file, a line is not built as a string at
+// all: its pieces (the head's JSON, the operation's JSON made once per Operation, the outcome's) are
+// encoded one after the other into the batch buffer that goes to writev (ByteBatch).
 import { close as fsClose, fsync, mkdir, open, writev, WriteStream } from 'node:fs'
 import { dirname } from 'node:path'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
+
+export { operationJson, sameAuditFields } from './operation-json.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
 const WINDOW_MS = 50
@@ -25,25 +29,6 @@ export interface AuditHead {
   readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol' | 'scope'>
   /** `"session":…,"principal":…,"target":…,"protocol":…` */
   readonly json: string
-}
-
-const operationJsons = new WeakMap<object, string>()
-
-/**
- * An operation's own audit fields (class, resources, fingerprint, statement) as JSON text without
- * braces, made once per Operation object: a codec that caches its Operations (Redis: per command
- * frame) pays one JSON.stringify of them, not one per line.
- */
-export function operationJson(op: { class: string; resources: readonly string[]; fingerprint: string; statement: string }): string {
-  let json = operationJsons.get(op)
-  if (json === undefined) {
-    // what JSON.stringify of the four fields writes, field by field (no object to build and walk)
-    let resources = '['
-    for (let i = 0; i < op.resources.length; i++) resources += (i === 0 ? '' : ',') + JSON.stringify(op.resources[i] ?? null)
-    json = `"class":${JSON.stringify(op.class)},"resources":${resources}],"fingerprint":${JSON.stringify(op.fingerprint)},"statement":${JSON.stringify(op.statement)}`
-    operationJsons.set(op, json)
-  }
-  return json
 }
 
 export function auditHead(fields: AuditHead['fields']): AuditHead {
@@ -112,6 +97,8 @@ function line(level: string, fields: Record<string, unknown>, first?: Record<str
 
 interface Sink {
   write(text: string): void
+  /** bytes to append as they are; `written` once the sink needs them no more (file sink only) */
+  writeBytes?(bytes: Buffer, written: () => void): void
   /** resolves once everything written before is on disk (fsync), or handed to a stream */
   flush(): Promise<void>
   /** flushes and closes a file of its own */
@@ -127,6 +114,8 @@ function fileSink(path: string): Sink {
   let opening = true
   let closed = false
   let queued: Buffer[] = []
+  /** for each queued buffer, what to call once it is written (or undefined) */
+  let queuedDone: ((() => void) | undefined)[] = []
   let writing = false
   let waiters: (() => void)[] = []
   const fail = (err: Error): void => {
@@ -145,15 +134,22 @@ function fileSink(path: string): Sink {
   const writeOut = (): void => {
     if (writing || fd === undefined || queued.length === 0) return settled()
     const parts = queued
+    const done = queuedDone
     queued = []
+    queuedDone = []
     writing = true
     writev(fd, parts, (err, written) => {
       writing = false
       if (err) return fail(err)
-      // a short write (a full disk, a signal) leaves the rest to go first next time
+      // a short write (a full disk, a signal) leaves the rest to go first next time (as a copy:
+      // the parts' buffers go back to their owners now)
       let total = 0
       for (const p of parts) total += p.length
-      if (written < total) queued.unshift(Buffer.concat(parts).subarray(written))
+      if (written < total) {
+        queued.unshift(Buffer.from(Buffer.concat(parts).subarray(written)))
+        queuedDone.unshift(undefined)
+      }
+      for (const d of done) d?.()
       writeOut()
     })
   }
@@ -178,6 +174,13 @@ function fileSink(path: string): Sink {
     write(text) {
       if (closed) return
       queued.push(Buffer.from(text, 'utf8'))
+      queuedDone.push(undefined)
+      writeOut()
+    },
+    writeBytes(bytes, written) {
+      if (closed) return written()
+      queued.push(bytes)
+      queuedDone.push(written)
       writeOut()
     },
     async flush() {
@@ -216,6 +219,47 @@ function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.desti
   }
 }
 
+const LINE_START = '{"level":"info","time":"'
+
+/** Lines as UTF-8 bytes in a batch buffer, handed to a file sink whole; buffers come back once written. */
+class ByteBatch {
+  private buf: Buffer | undefined
+  pos = 0
+  private readonly free: Buffer[] = []
+
+  /** makes room for `max` more bytes, handing the batch over first when they would not fit */
+  room(sink: Sink, max: number): void {
+    if (this.buf !== undefined && this.pos + max <= this.buf.length) return
+    if (this.pos > 0) this.handOver(sink)
+    if (this.buf === undefined || max > this.buf.length) {
+      const spare = this.free.pop()
+      this.buf = spare !== undefined && spare.length >= max ? spare : Buffer.allocUnsafeSlow(Math.max(BATCH_CHARS + BATCH_CHARS / 4, max))
+    }
+  }
+
+  put(text: string): void {
+    this.pos += this.buf!.write(text, this.pos)
+  }
+
+  putReplacingFirst(text: string, byte: number): void {
+    const at = this.pos
+    this.put(text)
+    this.buf![at] = byte
+  }
+
+  handOver(sink: Sink): void {
+    const buf = this.buf
+    if (buf === undefined || this.pos === 0) return
+    const bytes = buf.subarray(0, this.pos)
+    this.buf = undefined
+    this.pos = 0
+    // a few buffers at most: more in flight than that means the disk is behind, and those are let go
+    sink.writeBytes!(bytes, () => {
+      if (this.free.length < 4 && buf.length <= BATCH_CHARS * 2) this.free.push(buf)
+    })
+  }
+}
+
 export function createAuditLog(opts: { destination: string; stream?: NodeJS.WritableStream }): AuditLog {
   const sink: Sink =
     (opts.stream
@@ -228,24 +272,37 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
   const batching = !opts.stream || opts.stream instanceof WriteStream
   let batch = ''
   let timer: NodeJS.Timeout | undefined
+  // a file sink takes the batch as bytes: each line's pieces are encoded straight into a batch
+  // buffer (one of a few, reused once written), with no line string, no batch string to join and
+  // no conversion of it at hand-over (the line's text and its copy were a query's largest garbage)
+  const bytes = batching && sink.writeBytes !== undefined ? new ByteBatch() : undefined
   const handOver = () => {
     if (timer !== undefined) {
       clearTimeout(timer)
       timer = undefined
     }
+    if (bytes !== undefined) return bytes.handOver(sink)
     if (batch === '') return
     const text = batch
     batch = ''
     sink.write(text)
   }
+  const queued = (size: number) => {
+    if (size >= BATCH_CHARS) handOver()
+    else if (timer === undefined) timer = setTimeout(handOver, WINDOW_MS)
+  }
   const put = (text: string) => {
+    if (bytes !== undefined) {
+      bytes.room(sink, text.length * 3)
+      bytes.put(text)
+      return queued(bytes.pos)
+    }
     if (!batching) {
       sink.write(text)
       return
     }
     batch += text
-    if (batch.length >= BATCH_CHARS) handOver()
-    else if (timer === undefined) timer = setTimeout(handOver, WINDOW_MS)
+    queued(batch.length)
   }
   return {
     write(event) {
@@ -261,13 +318,31 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
           // a value JSON cannot hold: the general path says what it makes of it
         }
       }
-      if (json !== undefined && pre !== undefined) json = json.length > 2 ? `{${pre},${json.slice(1)}` : `{${pre}}`
       if (json === undefined) {
         put(line('info', pre !== undefined ? { time, ...head.fields, ...(JSON.parse(`{${pre}}`) as Record<string, unknown>), ...fields } : { time, ...head.fields, ...fields }))
         return
       }
+      if (bytes !== undefined) {
+        // the same line as below, piece by piece: `{"level":"info","time":"T",HEAD[,PRE][,REST]}\n`
+        // (an ISO time needs no escaping)
+        bytes.room(sink, (LINE_START.length + time.length + 2 + head.json.length + 1 + (pre?.length ?? 0) + json.length + 2) * 3)
+        bytes.put(LINE_START)
+        bytes.put(time)
+        bytes.put('",')
+        bytes.put(head.json)
+        if (pre !== undefined) {
+          bytes.put(',')
+          bytes.put(pre)
+        }
+        // REST is json without its brace: written whole, its '{' then becomes the ','
+        if (json.length > 2) bytes.putReplacingFirst(json, 0x2c)
+        else bytes.put('}')
+        bytes.put('\n')
+        return queued(bytes.pos)
+      }
+      if (pre !== undefined) json = json.length > 2 ? `{${pre},${json.slice(1)}` : `{${pre}}`
       // (an ISO time needs no escaping)
-      put(json.length > 2 ? `{"level":"info","time":"${time}",${head.json},${json.slice(1)}\n` : `{"level":"info","time":"${time}",${head.json}}\n`)
+      put(json.length > 2 ? `${LINE_START}${time}",${head.json},${json.slice(1)}\n` : `${LINE_START}${time}",${head.json}}\n`)
     },
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))

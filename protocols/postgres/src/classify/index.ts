@@ -1,6 +1,7 @@
 // SQL classification for the Postgres codec and `portcullis explain`: text → Operation, through the
 // real Postgres grammar (libpg_query). A miss parses (WASM); a hit in the text cache is a Map lookup.
 import type { FactValue, Operation, StatementInfo } from '@portcullis/core/types'
+import { sameAuditFields } from '@portcullis/core/audit/operation-json'
 import { analyzeStatement } from './analyze.ts'
 import { stricter } from './classes.ts'
 import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint } from './operation.ts'
@@ -227,6 +228,8 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
 function borrowed(op: Operation, lineage: StatementLineage, reads: Reads, sql: string): Operation {
   const own = Object.freeze({ ...op })
   borrowLineage(own, lineage, reads, () => compile(sql).compiled.lineage)
+  // the same class, resources, fingerprint and statement: one serialization for the audit lines
+  sameAuditFields(own, op)
   return own
 }
 
