@@ -5,7 +5,7 @@ import { changeComplete, commandComplete, readyForQuery } from './completion.ts'
 import type { Connection, PendingOp } from './connection.ts'
 import { copyData, copyDone, copyInResponse, copyOutResponse } from './copy.ts'
 import { errorResponse, noticeResponse } from './error-response.ts'
-import { emit, flushResponse, pause, resume } from './flow-control.ts'
+import { emit, emitFrame, flushResponse, pause, resume } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { dataRow, noData, rowDescription } from './result-rows.ts'
 import { fatal } from './teardown.ts'
@@ -18,7 +18,7 @@ export function parameterStatus(c: Connection, frame: Frame): undefined {
   const body = new BufferReader(frame.raw, 5)
   const why = c.serverSettings.report(body.cstring(), body.cstring())
   if (why) fatal(c, '42501', why)
-  else emit(c, frame.raw)
+  else emitFrame(c, frame)
   return undefined
 }
 
@@ -116,7 +116,7 @@ export function handleUpstreamFrame(c: Connection, frame: Frame): Promise<void> 
       return parameterStatus(c, frame)
     default:
       // ParseComplete, BindComplete, NotificationResponse, CopyIn… pass through
-      emit(c, frame.raw)
+      emitFrame(c, frame)
       return undefined
   }
 }
