@@ -69,7 +69,7 @@ try {
 
 /** the slowest 1% of transactions against what held the gateway's main thread while they ran */
 function tail(txLog: string, probeFile: string): void {
-  const { gc, timers } = JSON.parse(readFileSync(probeFile, 'utf8')) as { gc: [number, number, number][]; timers: [number, number][] }
+  const { gc, timers } = JSON.parse(readFileSync(probeFile, 'utf8')) as { gc: [number, number, number][]; timers: [number, number, string][] }
   // client_id transaction_no latency_us script_no epoch_s epoch_us: [start, end] in epoch ms
   const txs = readFileSync(txLog, 'utf8').split('\n').filter(Boolean).map(l => {
     const f = l.split(' ').map(Number)
@@ -78,13 +78,17 @@ function tail(txLog: string, probeFile: string): void {
   })
   const byLatency = [...txs].sort((a, b) => b.ms - a.ms)
   const slow = byLatency.slice(0, Math.max(1, Math.floor(txs.length / 100)))
-  const overlaps = (t: { start: number; end: number }, events: [number, number, ...number[]][]) => events.some(([at, d]) => at < t.end && at + d > t.start)
-  const share = (set: typeof txs, events: [number, number, ...number[]][]) => ((100 * set.filter(t => overlaps(t, events)).length) / set.length).toFixed(1)
+  const overlaps = (t: { start: number; end: number }, events: [number, number, ...unknown[]][]) => events.some(([at, d]) => at < t.end && at + d > t.start)
+  const share = (set: typeof txs, events: [number, number, ...unknown[]][]) => ((100 * set.filter(t => overlaps(t, events)).length) / set.length).toFixed(1)
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0)
   const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * p)] ?? 0
   process.stdout.write(
     `tail: ${txs.length} transactions, p99 ${q(txs.map(t => t.ms), 0.99).toFixed(3)} ms; slowest 1% (${slow.length}, from ${slow.at(-1)!.ms.toFixed(3)} ms)\n` +
       `  GC: ${gc.length} pauses, ${sum(gc.map(g => g[1])).toFixed(1)} ms in all, longest ${Math.max(0, ...gc.map(g => g[1])).toFixed(2)} ms; overlap ${share(slow, gc)}% of the slowest, ${share(txs, gc)}% of all\n` +
+      [...new Set(timers.map(x => x[2]))].map(name => {
+        const mine = timers.filter(x => x[2] === name)
+        return `  50 ms timer ${name}: ${mine.length} callbacks, ${sum(mine.map(x => x[1])).toFixed(1)} ms in all, p99 ${q(mine.map(x => x[1]), 0.99).toFixed(3)} ms; overlap ${share(slow, mine)}% of the slowest, ${share(txs, mine)}% of all\n`
+      }).join('') +
       `  50 ms timers: ${timers.length} callbacks, ${sum(timers.map(x => x[1])).toFixed(1)} ms in all, p99 ${q(timers.map(x => x[1]), 0.99).toFixed(3)} ms; overlap ${share(slow, timers)}% of the slowest, ${share(txs, timers)}% of all\n`,
   )
 }

@@ -25,7 +25,7 @@ if (out) {
         try {
           return fn(...a)
         } finally {
-          if (on) timers.push([epoch(start), performance.now() - start])
+          if (on) timers.push([epoch(start), performance.now() - start, fn.name || '(anonymous)'])
         }
       },
       ms,

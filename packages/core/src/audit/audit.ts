@@ -1,7 +1,7 @@
 // One JSON line per operation. The line is the AuditEvent itself, after a "level" field: no
 // pid/hostname noise, and nothing that could hold a credential. The line is built here with one
 // JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
-// Lines are gathered into one string and handed over at most WINDOW_MS later (at once past
+// Lines are gathered into one batch and handed over at the end of the shared 50 ms window (window.ts; at once past
 // BATCH_CHARS): handed over line by line, a sink re-measures its pending text per line, and handed
 // over per event-loop turn, each turn under load costs a write syscall. A file is appended to with
 // one fs.writev of every batch waiting (fileSink): pino's SonicBoom (still the stdout sink) writes
@@ -19,9 +19,9 @@ import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
 export { operationJson, sameAuditFields } from './operation-json.ts'
+import { atWindowEnd } from '../window.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
-const WINDOW_MS = 50
 const BATCH_CHARS = 256 * 1024
 
 /** the fields every line of one session carries, as JSON text made once: see auditHead() */
@@ -271,25 +271,29 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
   // a file stream
   const batching = !opts.stream || opts.stream instanceof WriteStream
   let batch = ''
-  let timer: NodeJS.Timeout | undefined
+  /** the hand-over is asked for at the end of the shared window (window.ts) */
+  let armed = false
   // a file sink takes the batch as bytes: each line's pieces are encoded straight into a batch
   // buffer (one of a few, reused once written), with no line string, no batch string to join and
   // no conversion of it at hand-over (the line's text and its copy were a query's largest garbage)
   const bytes = batching && sink.writeBytes !== undefined ? new ByteBatch() : undefined
   const handOver = () => {
-    if (timer !== undefined) {
-      clearTimeout(timer)
-      timer = undefined
-    }
     if (bytes !== undefined) return bytes.handOver(sink)
     if (batch === '') return
     const text = batch
     batch = ''
     sink.write(text)
   }
+  const windowEnded = () => {
+    armed = false
+    handOver()
+  }
   const queued = (size: number) => {
     if (size >= BATCH_CHARS) handOver()
-    else if (timer === undefined) timer = setTimeout(handOver, WINDOW_MS)
+    else if (!armed) {
+      armed = true
+      atWindowEnd(windowEnded)
+    }
   }
   const put = (text: string) => {
     if (bytes !== undefined) {
