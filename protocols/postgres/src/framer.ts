@@ -78,10 +78,11 @@ export class Framer {
   }
 
   /**
-   * Appends a chunk and returns the whole messages it completes. Throws MESSAGE_TOO_LARGE or
-   * PROTOCOL_ERROR as soon as a header shows a bad length, before the body is buffered.
+   * Appends a chunk and returns the whole messages it completes (appended to `into` when given: the
+   * proxy's own queue, no array per read). Throws MESSAGE_TOO_LARGE or PROTOCOL_ERROR as soon as a
+   * header shows a bad length, before the body is buffered.
    */
-  push(chunk: Buffer): Frame[] {
+  push(chunk: Buffer, into?: Frame[]): Frame[] {
     if (chunk.length > 0) {
       this.chunks.push(chunk)
       this.size += chunk.length
@@ -97,8 +98,8 @@ export class Framer {
       this.needed = this.checkLength(head.readInt32BE(1))
     }
     // a split message: wait for all of it before joining
-    if (this.needed > 0 && this.size < this.needed) return []
-    const frames: Frame[] = []
+    if (this.needed > 0 && this.size < this.needed) return into ?? []
+    const frames: Frame[] = into ?? []
     let buf: Buffer
     if (this.chunks.length === 1) buf = this.chunks[0]
     else if (this.needed > 0 && !this.startup) {

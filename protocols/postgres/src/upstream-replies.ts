@@ -23,28 +23,35 @@ export function parameterStatus(c: Connection, frame: Frame): undefined {
 }
 
 export function onUpstreamData(c: Connection, chunk: Buffer): void {
-  let frames: Frame[]
+  const queued = c.upstreamBusy || c.upstreamQueue.length > 0
+  // the read's frames go to the queue, or to the connection's scratch list (no array per read)
+  const frames = queued ? c.upstreamQueue : c.upstreamFrames
+  const before = frames.length
   try {
-    frames = c.upstreamFramer.push(chunk)
+    c.upstreamFramer.push(chunk, frames)
   } catch (err) {
+    // as before the lists were shared: none of a read that does not frame is handled
+    frames.length = before
     fatal(c, '08P01', `upstream: ${(err as Error).message}`)
     return
   }
-  if (c.upstreamBusy || c.upstreamQueue.length > 0) {
-    for (const f of frames) c.upstreamQueue.push(f)
+  if (queued) {
     drainUpstream(c)
     return
   }
   // fast path: no lookup pending, handle in place (until a frame ends the session)
   for (let i = 0; i < frames.length && !c.closed; i++) {
-    const wait = handleUpstreamFrame(c, frames[i])
+    const wait = handleUpstreamFrame(c, frames[i]!)
     if (wait) {
-      for (let j = i + 1; j < frames.length; j++) c.upstreamQueue.push(frames[j])
+      for (let j = i + 1; j < frames.length; j++) c.upstreamQueue.push(frames[j]!)
+      frames.length = 0
       flushResponse(c)
       waitThenDrain(c, wait)
       return
     }
   }
+  // emptied in place: nothing keeps a frame of it (the chunk it views is let go)
+  frames.length = 0
   flushResponse(c)
 }
 
