@@ -12,12 +12,23 @@ if (out) {
   const session = new Session()
   session.connect()
   const fail = err => writeFileSync(out, JSON.stringify({ error: String(err?.message ?? err) }))
-  setTimeout(() => {
+  const start = () =>
     session.post('HeapProfiler.enable', () =>
       session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }, err => {
         if (err) return fail(err)
-        setTimeout(() => session.post('HeapProfiler.stopSampling', (e, r) => (e ? fail(e) : writeFileSync(out, JSON.stringify(r.profile)))), Number(process.env.ALLOC_PROF_MS ?? 5000)).unref()
+        if (process.env.ALLOC_PROF_DELAY_MS === 'signal') return
+        setTimeout(stop, Number(process.env.ALLOC_PROF_MS ?? 5000)).unref()
       }),
     )
-  }, Number(process.env.ALLOC_PROF_DELAY_MS ?? 30000)).unref()
+  const stop = () => session.post('HeapProfiler.stopSampling', (e, r) => (e ? fail(e) : writeFileSync(out, JSON.stringify(r.profile))))
+  // ALLOC_PROF_DELAY_MS=signal: the window is from one SIGUSR2 to the next (pg-profile.ts sends them
+  // around the measured load)
+  if (process.env.ALLOC_PROF_DELAY_MS === 'signal') {
+    let on = false
+    process.on('SIGUSR2', () => {
+      on = !on
+      if (on) start()
+      else stop()
+    })
+  } else setTimeout(start, Number(process.env.ALLOC_PROF_DELAY_MS ?? 30000)).unref()
 }

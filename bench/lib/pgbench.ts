@@ -1,6 +1,6 @@
 // Runs pgbench and reads what it prints: TPS and average latency from its summary, p50/p99 from the
 // per-transaction log (-l), failures from its exit status and "failed transactions" line.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { run } from './proc.ts'
 import { percentile } from './stats.ts'
@@ -22,6 +22,8 @@ export interface PgbenchOptions {
   tmp: string
   /** names the path in error messages */
   label: string
+  /** the per-transaction log lines (-l) are appended to this file too (pg-profile.ts --tail) */
+  keepLog?: string
 }
 
 export async function pgbench(o: PgbenchOptions): Promise<PgbenchResult> {
@@ -59,6 +61,7 @@ async function pgbenchOnce(o: PgbenchOptions): Promise<PgbenchResult | 'no-trans
     const avg = /latency average = ([\d.]+) ms/.exec(out)
     if (!tps || !avg) throw new ScenarioError(`pgbench via ${o.label}: no summary in output: ${tail(out)}`)
     const lat = latenciesFromLogs(logDir)
+    if (o.keepLog) for (const f of readdirSync(logDir)) appendFileSync(o.keepLog, readFileSync(join(logDir, f)))
     return { tps: Number(tps[1]), avgMs: Number(avg[1]), p50Ms: percentile(lat, 50) / 1000, p99Ms: percentile(lat, 99) / 1000, transactions: Number(txs?.[1] ?? 0) }
   } finally {
     rmSync(logDir, { recursive: true, force: true })

@@ -18,14 +18,16 @@ import { endUpstream, fatal } from './teardown.ts'
 const QUEUE_HIGH_WATER = 256
 
 export function onClientData(c: Connection, chunk: Buffer): void {
-  let frames: Frame[]
+  const before = c.inbox.length
   try {
-    frames = c.clientFramer.push(chunk)
+    // straight into the inbox: no array per read
+    c.clientFramer.push(chunk, c.inbox)
   } catch (err) {
+    // nothing of a read that does not frame is handled, not even its whole messages before the bad one
+    c.inbox.length = before
     fatal(c, sqlstateOf(err), (err as Error).message)
     return
   }
-  for (const f of frames) c.inbox.push(f)
   if (c.inbox.length > QUEUE_HIGH_WATER) pause(c, 'client', 'queue')
   pump(c)
 }

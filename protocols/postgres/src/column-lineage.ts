@@ -127,7 +127,14 @@ function missingRelations(op: Operation, catalog: Catalog, ctx: ClassifyContext 
  * no parse (nothing to follow).
  */
 export function rowLineage(op: Operation, plan: MaskPlan, catalog: Catalog, ctx?: ClassifyContext): RowLineage | Promise<void> | undefined {
-  if (!hasColumnRules(plan) || !keptLineage(op)) return undefined
+  if (!hasColumnRules(plan)) return undefined
+  const kept = keptLineage(op)
+  if (!kept) return undefined
+  // the lineage resolved for this parse under this plan, while the catalog is as it was then (every
+  // change to it moves the generation): what the lookups below would find again, without the
+  // arrays they build for it (a query's third biggest allocation before)
+  const hit = resolvedByPlan.get(plan)?.get(kept)
+  if (hit !== undefined && hit.generation === catalog.generation) return hit.lineage
   const missing = missingRelations(op, catalog, ctx)
   if (missing.length > 0) return catalog.loadRelations(missing)
   return resolve(op, plan, catalog, ctx, 0)

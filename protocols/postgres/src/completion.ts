@@ -4,14 +4,17 @@ import { commandTagRows, serializeErrorResponse, type TransactionStatus } from '
 import { BufferReader } from './buffer-reader.ts'
 import type { Connection, PendingOp } from './connection.ts'
 import { headChanged } from './expectations.ts'
-import { emit, flushResponse } from './flow-control.ts'
+import { emit, emitFrame, flushResponse } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { outOfStep } from './teardown.ts'
 import { current } from './upstream-replies.ts'
 
-/** CommandComplete 'SELECT n' or 'FETCH n' */
-function isSelectOrFetchTag(raw: Buffer): boolean {
-  return (raw[5] === 0x53 && raw[6] === 0x45 && raw[7] === 0x4c && raw[8] === 0x45 && raw[9] === 0x43 && raw[10] === 0x54) || (raw[5] === 0x46 && raw[6] === 0x45 && raw[7] === 0x54 && raw[8] === 0x43 && raw[9] === 0x48)
+/** CommandComplete 'SELECT n' or 'FETCH n' (read in place: the tag is past the 5-byte header) */
+function isSelectOrFetchTag(f: Frame): boolean {
+  const b = f.chunk
+  const i = f.start + 5
+  if (f.end - i < 6) return false
+  return (b[i] === 0x53 && b[i + 1] === 0x45 && b[i + 2] === 0x4c && b[i + 3] === 0x45 && b[i + 4] === 0x43 && b[i + 5] === 0x54) || (b[i] === 0x46 && b[i + 1] === 0x45 && b[i + 2] === 0x54 && b[i + 3] === 0x43 && b[i + 4] === 0x48)
 }
 
 /** 1 ParseComplete, 2 BindComplete, 3 CloseComplete: the change the message asked for is now the server's */
@@ -24,7 +27,7 @@ export function changeComplete(c: Connection, frame: Frame): undefined {
   }
   c.model.apply(e.change)
   headChanged(c)
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 
@@ -34,7 +37,7 @@ export function commandComplete(c: Connection, frame: Frame): undefined {
   c.copyOut = undefined
   const p = current(c)
   // SELECT and FETCH rows were counted as DataRows: their tag needs no decoding
-  if (frame.code === 0x43 && !isSelectOrFetchTag(frame.raw)) {
+  if (frame.code === 0x43 && !isSelectOrFetchTag(frame)) {
     const tag = new BufferReader(frame.raw, 5).cstring()
     if (p) {
       const n = commandTagRows(tag)
@@ -59,7 +62,7 @@ export function commandComplete(c: Connection, frame: Frame): undefined {
     return undefined
   }
   if (p && p.kind === 'E') complete(c, p)
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 
@@ -67,9 +70,11 @@ export function commandComplete(c: Connection, frame: Frame): undefined {
 export function readyForQuery(c: Connection, frame: Frame): undefined {
   c.rowMask = undefined
   c.copyOut = undefined
-  c.txStatus = String.fromCharCode(frame.raw[5]) as TransactionStatus
+  // (a ReadyForQuery without its status byte reads as 0, which no state is)
+  const status = frame.at(5) ?? 0
+  c.txStatus = String.fromCharCode(status) as TransactionStatus
   c.receivedBatches++
-  if (!c.model.ready(frame.raw[5])) {
+  if (!c.model.ready(status)) {
     outOfStep(c, 'unexpected ReadyForQuery')
     return undefined
   }
@@ -88,7 +93,7 @@ export function readyForQuery(c: Connection, frame: Frame): undefined {
   if (open === 0) c.ops.length = 0
   else if (open < c.ops.length) c.ops = c.ops.filter(p => !p.done)
   if (c.replacements.size > 0) for (const [m, r] of c.replacements) if (r.batch <= c.receivedBatches) c.replacements.delete(m)
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   flushResponse(c)
   return undefined
 }
@@ -105,11 +110,10 @@ export function audit(c: Connection, p: PendingOp, error?: string): void {
   const decision = d?.action ?? 'block'
   const rule = d?.rule ?? null
   const durationMs = Math.round((performance.now() - p.start) * 1000) / 1000
-  // an Execute runs its portal's statement, one Operation object per prepared statement: its own
-  // fields are serialized once (auditOperation), not per line; a simple Query's Operation is new
-  // for each text, so it takes the plain path (caching it would only cost a WeakMap entry), with
-  // one object built, not two
-  if (p.kind === 'E' && c.session.auditOperation) {
+  // an Operation's own fields are serialized once (auditOperation), not per line: an Execute runs
+  // one Operation object per prepared statement, and a simple Query's texts that differ only in
+  // their constants share their skeleton's serialization (classify/index.ts borrowed())
+  if (c.session.auditOperation) {
     c.session.auditOperation(op, { decision, rule, approvalId: d?.approvalId, rows: p.rows, bytes: p.bytes, masked: p.masked, durationMs, error })
     return
   }

@@ -112,6 +112,8 @@ export class Connection {
   /** a binary COPY TO under a mask plan: its rows are dropped and its CommandComplete becomes an error */
   copyOutRefused = false
   upstreamQueue: Frame[] = []
+  /** the frames of one upstream read on the fast path, handled before the next read (upstream-replies.ts) */
+  readonly upstreamFrames: Frame[] = []
   upstreamBusy = false
   readonly toClientOut = new Outbox()
   /** DataRows in toClientOut, for the response record */

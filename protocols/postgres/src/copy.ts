@@ -3,7 +3,7 @@ import type { MaskMethod, Operation } from '@portcullis/core/types'
 import { settled } from './admin-barrier.ts'
 import { copyMethods, hasColumnRules, hasCopyResult } from './column-lineage.ts'
 import type { Connection } from './connection.ts'
-import { emit, toUpstream } from './flow-control.ts'
+import { emit, emitFrame, toUpstream } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { maskCopyRow } from './masking.ts'
 import { noteRequest } from './request-records.ts'
@@ -22,7 +22,7 @@ export function copyInResponse(c: Connection, frame: Frame): undefined {
   c.receivedBatches += c.model.dropCopySyncs()
   // an admin COPY … FROM STDIN: the pump holds the data until now (settleAfterAdmin)
   settled(c, true)
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 
@@ -37,21 +37,21 @@ export function copyOutResponse(c: Connection, frame: Frame): Promise<void> | un
       c.upstreamQueue.unshift(frame)
       return methods.then(() => undefined)
     }
-    if (frame.raw[5] === 0) c.copyOut = { methods }
+    if (frame.at(5) === 0) c.copyOut = { methods }
     else if (plan.hasDetectors || methods === undefined || methods.some(m => m !== undefined)) {
       // binary COPY rows cannot be masked: drop them and answer an error in their place
       c.copyOutRefused = true
       return undefined
     }
   }
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 
 /** c CopyDone */
 export function copyDone(c: Connection, frame: Frame): undefined {
   if (c.copyOutRefused) return undefined
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 

@@ -1,6 +1,7 @@
 // Flow control and socket writes: client messages go upstream in one write per client read batch,
 // replies in one write (and one 'response' record) per upstream read batch or ReadyForQuery.
 import type { Connection } from './connection.ts'
+import type { Frame } from './framer.ts'
 
 /** a batch of client-bound bytes is written (and recorded) once it reaches this size */
 export const OUT_FLUSH_BYTES = 256 * 1024
@@ -43,6 +44,12 @@ export function toClient(c: Connection, buf: Buffer, written?: () => void): void
 /** queued for the client; written and recorded together at the end of the upstream read batch */
 export function emit(c: Connection, buf: Buffer): void {
   c.toClientOut.add(buf)
+  if (c.toClientOut.bytes >= OUT_FLUSH_BYTES) flushResponse(c)
+}
+
+/** emit() of a frame by its range in the chunk it came in: no Buffer view of it is made */
+export function emitFrame(c: Connection, frame: Frame): void {
+  c.toClientOut.addRange(frame.chunk, frame.start, frame.end)
   if (c.toClientOut.bytes >= OUT_FLUSH_BYTES) flushResponse(c)
 }
 

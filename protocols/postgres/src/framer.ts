@@ -7,15 +7,45 @@ import { PortcullisError } from '@portcullis/core/errors'
 /** Postgres's MAX_STARTUP_PACKET_LENGTH (10,000 bytes) plus the length word: longer is closed on */
 export const STARTUP_LIMIT = 10_000 + 4
 
-export interface Frame {
-  /** message code ('Q', 'D', …); 0 in the startup phase */
-  code: number
+/**
+ * One message, as a range of the chunk it was read in: `raw` (a Buffer of just the message) is made
+ * only when asked for. The hot path forwards a message by its range (flow-control.ts emitFrame) and
+ * reads its bytes in place, so a reply's messages cost no Buffer view each.
+ */
+export class Frame {
+  #raw: Buffer | undefined
+  constructor(
+    /** message code ('Q', 'D', …); 0 in the startup phase */
+    readonly code: number,
+    /** the buffer the message lies in, at [start, end) */
+    readonly chunk: Buffer,
+    readonly start: number,
+    readonly end: number,
+    /** offset of the body inside raw (5, or 4 for startup messages) */
+    readonly bodyOffset: number,
+    /** set on a run of `coalesce` messages: raw holds this many of them back to back */
+    readonly count?: number,
+  ) {}
+
   /** the whole message as it came, header included: forward this untouched */
-  raw: Buffer
-  /** offset of the body inside raw (5, or 4 for startup messages) */
-  bodyOffset: number
-  /** set on a run of `coalesce` messages: raw holds this many of them back to back */
-  count?: number
+  get raw(): Buffer {
+    let raw = this.#raw
+    if (raw === undefined) {
+      const chunk = this.chunk
+      raw = this.#raw = this.start === 0 && this.end === chunk.length ? chunk : chunk.subarray(this.start, this.end)
+    }
+    return raw
+  }
+
+  get length(): number {
+    return this.end - this.start
+  }
+
+  /** the message's byte at offset i (0 is the code); undefined past its end, as raw[i] would be */
+  at(i: number): number | undefined {
+    const j = this.start + i
+    return j < this.end ? this.chunk[j] : undefined
+  }
 }
 
 export class Framer {
@@ -48,10 +78,11 @@ export class Framer {
   }
 
   /**
-   * Appends a chunk and returns the whole messages it completes. Throws MESSAGE_TOO_LARGE or
-   * PROTOCOL_ERROR as soon as a header shows a bad length, before the body is buffered.
+   * Appends a chunk and returns the whole messages it completes (appended to `into` when given: the
+   * proxy's own queue, no array per read). Throws MESSAGE_TOO_LARGE or PROTOCOL_ERROR as soon as a
+   * header shows a bad length, before the body is buffered.
    */
-  push(chunk: Buffer): Frame[] {
+  push(chunk: Buffer, into?: Frame[]): Frame[] {
     if (chunk.length > 0) {
       this.chunks.push(chunk)
       this.size += chunk.length
@@ -67,8 +98,8 @@ export class Framer {
       this.needed = this.checkLength(head.readInt32BE(1))
     }
     // a split message: wait for all of it before joining
-    if (this.needed > 0 && this.size < this.needed) return []
-    const frames: Frame[] = []
+    if (this.needed > 0 && this.size < this.needed) return into ?? []
+    const frames: Frame[] = into ?? []
     let buf: Buffer
     if (this.chunks.length === 1) buf = this.chunks[0]
     else if (this.needed > 0 && !this.startup) {
@@ -83,7 +114,7 @@ export class Framer {
           if (n < c.length) tail.push(c.subarray(n))
         } else tail.push(c)
       }
-      frames.push({ code: msg[0], raw: msg, bodyOffset: 5 })
+      frames.push(new Frame(msg[0]!, msg, 0, msg.length, 5))
       buf = tail.length === 0 ? Buffer.alloc(0) : tail.length === 1 ? tail[0] : Buffer.concat(tail)
     } else buf = Buffer.concat(this.chunks, this.size)
     // emptied in place: a new array per read batch was a tenth of a query's garbage
@@ -110,10 +141,10 @@ export class Framer {
         continue
       }
       if (runCount > 0) {
-        frames.push({ code: this.coalesce, raw: buf.subarray(runStart, off), bodyOffset: 5, count: runCount })
+        frames.push(new Frame(this.coalesce, buf, runStart, off, 5, runCount))
         runCount = 0
       }
-      frames.push({ code, raw: buf.subarray(off, off + total), bodyOffset: header })
+      frames.push(new Frame(code, buf, off, off + total, header))
       off += total
       if (this.startup) {
         // the caller decides what follows (TLS bytes after SSLRequest, a second startup packet)
@@ -121,7 +152,7 @@ export class Framer {
         break
       }
     }
-    if (runCount > 0) frames.push({ code: this.coalesce, raw: buf.subarray(runStart, off), bodyOffset: 5, count: runCount })
+    if (runCount > 0) frames.push(new Frame(this.coalesce, buf, runStart, off, 5, runCount))
     if (off < buf.length) {
       const rest = buf.subarray(off)
       this.chunks.push(rest)

@@ -4,7 +4,7 @@ import { BufferReader } from './buffer-reader.ts'
 import { rowLineage } from './column-lineage.ts'
 import type { Connection } from './connection.ts'
 import { headChanged, UNKNOWN_SHAPE } from './expectations.ts'
-import { emit, flushResponse, OUT_FLUSH_BYTES } from './flow-control.ts'
+import { emit, emitFrame, flushResponse, OUT_FLUSH_BYTES } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { buildRowMask, maskDataRowTo, type RowMask, unresolvedTables, unresolvedTypes } from './masking.ts'
 import { fatal } from './teardown.ts'
@@ -19,10 +19,10 @@ export function dataRow(c: Connection, frame: Frame): undefined {
     // nothing to mask: the run passes as the bytes it came in
     if (p) {
       p.rows += n
-      p.bytes += frame.raw.length
+      p.bytes += frame.length
     }
     c.responseRows += n
-    emit(c, frame.raw)
+    emitFrame(c, frame)
     return undefined
   }
   // each row is masked into the batch buffer: no Buffer per row
@@ -67,7 +67,7 @@ export function rowDescription(c: Connection, frame: Frame): Promise<void> | und
     }
     // a prepared statement run again describes the same columns: its mask is built once
     const last = c.lastRowDescription
-    if (last !== undefined && last.plan === plan && last.generation === c.catalog.generation && last.lineage === lineage && last.raw.equals(frame.raw)) {
+    if (last !== undefined && last.plan === plan && last.generation === c.catalog.generation && last.lineage === lineage && frame.chunk.compare(last.raw, 0, last.raw.length, frame.start, frame.end) === 0) {
       c.rowMask = last.mask
     } else {
       const fields = parseRowDescription(new BufferReader(frame.raw, 5))
@@ -84,7 +84,7 @@ export function rowDescription(c: Connection, frame: Frame): Promise<void> | und
   }
   // the answer to a Describe: a portal keeps its row shape for the Executes of it
   if (described(c, c.rowMask)) return undefined
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 
@@ -92,7 +92,7 @@ export function rowDescription(c: Connection, frame: Frame): Promise<void> | und
 export function noData(c: Connection, frame: Frame): undefined {
   c.rowMask = undefined
   if (described(c, undefined)) return undefined
-  emit(c, frame.raw)
+  emitFrame(c, frame)
   return undefined
 }
 

@@ -5,7 +5,7 @@ import { changeComplete, commandComplete, readyForQuery } from './completion.ts'
 import type { Connection, PendingOp } from './connection.ts'
 import { copyData, copyDone, copyInResponse, copyOutResponse } from './copy.ts'
 import { errorResponse, noticeResponse } from './error-response.ts'
-import { emit, flushResponse, pause, resume } from './flow-control.ts'
+import { emit, emitFrame, flushResponse, pause, resume } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { dataRow, noData, rowDescription } from './result-rows.ts'
 import { fatal } from './teardown.ts'
@@ -18,33 +18,40 @@ export function parameterStatus(c: Connection, frame: Frame): undefined {
   const body = new BufferReader(frame.raw, 5)
   const why = c.serverSettings.report(body.cstring(), body.cstring())
   if (why) fatal(c, '42501', why)
-  else emit(c, frame.raw)
+  else emitFrame(c, frame)
   return undefined
 }
 
 export function onUpstreamData(c: Connection, chunk: Buffer): void {
-  let frames: Frame[]
+  const queued = c.upstreamBusy || c.upstreamQueue.length > 0
+  // the read's frames go to the queue, or to the connection's scratch list (no array per read)
+  const frames = queued ? c.upstreamQueue : c.upstreamFrames
+  const before = frames.length
   try {
-    frames = c.upstreamFramer.push(chunk)
+    c.upstreamFramer.push(chunk, frames)
   } catch (err) {
+    // as before the lists were shared: none of a read that does not frame is handled
+    frames.length = before
     fatal(c, '08P01', `upstream: ${(err as Error).message}`)
     return
   }
-  if (c.upstreamBusy || c.upstreamQueue.length > 0) {
-    for (const f of frames) c.upstreamQueue.push(f)
+  if (queued) {
     drainUpstream(c)
     return
   }
   // fast path: no lookup pending, handle in place (until a frame ends the session)
   for (let i = 0; i < frames.length && !c.closed; i++) {
-    const wait = handleUpstreamFrame(c, frames[i])
+    const wait = handleUpstreamFrame(c, frames[i]!)
     if (wait) {
-      for (let j = i + 1; j < frames.length; j++) c.upstreamQueue.push(frames[j])
+      for (let j = i + 1; j < frames.length; j++) c.upstreamQueue.push(frames[j]!)
+      frames.length = 0
       flushResponse(c)
       waitThenDrain(c, wait)
       return
     }
   }
+  // emptied in place: nothing keeps a frame of it (the chunk it views is let go)
+  frames.length = 0
   flushResponse(c)
 }
 
@@ -116,7 +123,7 @@ export function handleUpstreamFrame(c: Connection, frame: Frame): Promise<void> 
       return parameterStatus(c, frame)
     default:
       // ParseComplete, BindComplete, NotificationResponse, CopyIn… pass through
-      emit(c, frame.raw)
+      emitFrame(c, frame)
       return undefined
   }
 }

@@ -21,7 +21,7 @@ import {
   preparedStatements,
   setClassifierCacheSize,
 } from '../src/classify/index.ts'
-import { skeletonOf } from '../src/classify/lexer.ts'
+import { keyHash, scanSkeleton, skeletonOf } from '../src/classify/lexer.ts'
 
 // 100,000 fresh parses: about 25 s of CPU, several times that in wall time on a busy machine
 t.setTimeout(600_000)
@@ -451,4 +451,27 @@ t.test('a fact that depends on a constant is the text’s own, right after a tex
     }
   }
   clearClassifierCache()
+})
+
+t.test('a skeleton is found from its scan without its key being built: the pieces match the key they make, and only it', async t => {
+  const texts = [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 12345;',
+    "select * from t where a = 'x' and b = E'y' and c = N'z' and d = B'101' and e = X'1F' -- c\n and f = 1.5e3",
+    '  SELECT 1 /* a /* nested */ comment */ , $tag$body$tag$ , "Quoted ""id""" , -5, x*-7',
+    'SELECT 2147483648, 2147483647, 00000000001, .5, 1.',
+    'SELECT ö, "ü" FROM 日本',
+  ]
+  for (const sql of texts) {
+    const scanned = scanSkeleton(sql)!
+    const hash = scanned.hash
+    const count = scanned.literalCount
+    const matchesOwn = (key: string) => scanSkeleton(sql)!.matches(key)
+    const sk = skeletonOf(sql)!
+    t.equal(hash, keyHash(sk.key), `hash of the pieces is the hash of the key: ${sql}`)
+    t.equal(count, sk.literals.length)
+    t.ok(matchesOwn(sk.key), 'matches its own key')
+    t.notOk(matchesOwn(sk.key.slice(0, -1)), 'not a prefix of it')
+    t.notOk(matchesOwn(sk.key + ' '), 'not a longer key')
+    t.notOk(matchesOwn(sk.key.replace(/.$/, c => String.fromCharCode(c.charCodeAt(0) ^ 1))), 'not a key one character apart')
+  }
 })

@@ -1,7 +1,7 @@
 // One JSON line per operation. The line is the AuditEvent itself, after a "level" field: no
 // pid/hostname noise, and nothing that could hold a credential. The line is built here with one
 // JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
-// Lines are gathered into one string and handed over at most WINDOW_MS later (at once past
+// Lines are gathered into one batch and handed over at the end of the shared 50 ms window (window.ts; at once past
 // BATCH_CHARS): handed over line by line, a sink re-measures its pending text per line, and handed
 // over per event-loop turn, each turn under load costs a write syscall. A file is appended to with
 // one fs.writev of every batch waiting (fileSink): pino's SonicBoom (still the stdout sink) writes
@@ -10,14 +10,18 @@
 // heap (200 MB in 10 s). (Through the recordings' writer thread instead, postMessage alone took 3%
 // of the gateway's CPU.)
 // A session's own fields (id, principal, target, protocol) are serialized once per session
-// (auditHead) and spliced into each of its lines.
+// (auditHead) and spliced into each of its lines. For a file, a line is not built as a string at
+// all: its pieces (the head's JSON, the operation's JSON made once per Operation, the outcome's) are
+// encoded one after the other into the batch buffer that goes to writev (ByteBatch).
 import { close as fsClose, fsync, mkdir, open, writev, WriteStream } from 'node:fs'
 import { dirname } from 'node:path'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
+export { operationJson, sameAuditFields } from './operation-json.ts'
+import { atWindowEnd } from '../window.ts'
+
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
-const WINDOW_MS = 50
 const BATCH_CHARS = 256 * 1024
 /**
  * Lines waiting for the disk, at most: past it the disk is not keeping up (or the file cannot be
@@ -32,25 +36,6 @@ export interface AuditHead {
   readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol' | 'scope'>
   /** `"session":…,"principal":…,"target":…,"protocol":…` */
   readonly json: string
-}
-
-const operationJsons = new WeakMap<object, string>()
-
-/**
- * An operation's own audit fields (class, resources, fingerprint, statement) as JSON text without
- * braces, made once per Operation object: a codec that caches its Operations (Redis: per command
- * frame) pays one JSON.stringify of them, not one per line.
- */
-export function operationJson(op: { class: string; resources: readonly string[]; fingerprint: string; statement: string }): string {
-  let json = operationJsons.get(op)
-  if (json === undefined) {
-    // what JSON.stringify of the four fields writes, field by field (no object to build and walk)
-    let resources = '['
-    for (let i = 0; i < op.resources.length; i++) resources += (i === 0 ? '' : ',') + JSON.stringify(op.resources[i] ?? null)
-    json = `"class":${JSON.stringify(op.class)},"resources":${resources}],"fingerprint":${JSON.stringify(op.fingerprint)},"statement":${JSON.stringify(op.statement)}`
-    operationJsons.set(op, json)
-  }
-  return json
 }
 
 export function auditHead(fields: AuditHead['fields']): AuditHead {
@@ -126,6 +111,8 @@ interface Sink {
   write(text: string): void
   /** why the destination cannot be written now (a file sink only), else undefined */
   failure?(): Error | undefined
+  /** bytes to append as they are; `written` once the sink needs them no more (file sink only) */
+  writeBytes?(bytes: Buffer, written: () => void): void
   /** resolves once everything written before is on disk (fsync), or handed to a stream */
   flush(): Promise<void>
   /** flushes and closes a file of its own */
@@ -147,6 +134,8 @@ function fileSink(path: string): Sink {
   let opening = false
   let closed = false
   let queued: Buffer[] = []
+  /** for each queued buffer, what to call once it is written or dropped (or undefined) */
+  let queuedDone: ((() => void) | undefined)[] = []
   /** bytes in `queued` and in the writev in flight */
   let backlog = 0
   let failure: Error | undefined
@@ -164,7 +153,10 @@ function fileSink(path: string): Sink {
       process.stderr.write(`portcullis: ${failure.message}; operations are refused until it can be written again\n`)
     }
     for (const b of queued) lost += lineCount(b)
+    // (the batch buffers go back to their owners: dropped, they are needed no more)
+    for (const d of queuedDone) d?.()
     queued = []
+    queuedDone = []
     backlog = 0
     retry ??= setTimeout(tryAgain, RETRY_MS)
     retry.unref()
@@ -189,8 +181,12 @@ function fileSink(path: string): Sink {
     // failed: the first write is the line that says what was lost; it succeeding ends the failure
     const parts = failure ? [Buffer.from(line('error', { time: new Date().toISOString(), log: 'audit lines lost: the audit log could not be written', error: failure.message, lost }))] : queued
     if (parts.length === 0) return settled()
+    const done = failure ? [] : queuedDone
     if (failure) recovering = true
-    else queued = []
+    else {
+      queued = []
+      queuedDone = []
+    }
     writing = true
     writev(fd, parts, (err, written) => {
       writing = false
@@ -205,9 +201,14 @@ function fileSink(path: string): Sink {
         process.stderr.write(`portcullis: audit log ${path} is written again\n`)
         return writeOut()
       }
-      // a short write (a full disk, a signal) leaves the rest to go first next time
+      // a short write (a full disk, a signal) leaves the rest to go first next time (as a copy:
+      // the parts' buffers go back to their owners now)
       backlog -= written
-      if (written < total) queued.unshift(Buffer.concat(parts).subarray(written))
+      if (written < total) {
+        queued.unshift(Buffer.from(Buffer.concat(parts).subarray(written)))
+        queuedDone.unshift(undefined)
+      }
+      for (const d of done) d?.()
       writeOut()
     })
   }
@@ -242,7 +243,20 @@ function fileSink(path: string): Sink {
       }
       const b = Buffer.from(text, 'utf8')
       queued.push(b)
+      queuedDone.push(undefined)
       backlog += b.length
+      if (backlog > MAX_AUDIT_BACKLOG_BYTES) return fail(new Error(`${backlog} bytes of lines wait for the disk (at most ${MAX_AUDIT_BACKLOG_BYTES}): it is not keeping up`))
+      writeOut()
+    },
+    writeBytes(bytes, written) {
+      if (closed) return written()
+      if (failure && !recovering) {
+        lost += lineCount(bytes)
+        return written()
+      }
+      queued.push(bytes)
+      queuedDone.push(written)
+      backlog += bytes.length
       if (backlog > MAX_AUDIT_BACKLOG_BYTES) return fail(new Error(`${backlog} bytes of lines wait for the disk (at most ${MAX_AUDIT_BACKLOG_BYTES}): it is not keeping up`))
       writeOut()
     },
@@ -293,6 +307,47 @@ function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.desti
   }
 }
 
+const LINE_START = '{"level":"info","time":"'
+
+/** Lines as UTF-8 bytes in a batch buffer, handed to a file sink whole; buffers come back once written. */
+class ByteBatch {
+  private buf: Buffer | undefined
+  pos = 0
+  private readonly free: Buffer[] = []
+
+  /** makes room for `max` more bytes, handing the batch over first when they would not fit */
+  room(sink: Sink, max: number): void {
+    if (this.buf !== undefined && this.pos + max <= this.buf.length) return
+    if (this.pos > 0) this.handOver(sink)
+    if (this.buf === undefined || max > this.buf.length) {
+      const spare = this.free.pop()
+      this.buf = spare !== undefined && spare.length >= max ? spare : Buffer.allocUnsafeSlow(Math.max(BATCH_CHARS + BATCH_CHARS / 4, max))
+    }
+  }
+
+  put(text: string): void {
+    this.pos += this.buf!.write(text, this.pos)
+  }
+
+  putReplacingFirst(text: string, byte: number): void {
+    const at = this.pos
+    this.put(text)
+    this.buf![at] = byte
+  }
+
+  handOver(sink: Sink): void {
+    const buf = this.buf
+    if (buf === undefined || this.pos === 0) return
+    const bytes = buf.subarray(0, this.pos)
+    this.buf = undefined
+    this.pos = 0
+    // a few buffers at most: more in flight than that means the disk is behind, and those are let go
+    sink.writeBytes!(bytes, () => {
+      if (this.free.length < 4 && buf.length <= BATCH_CHARS * 2) this.free.push(buf)
+    })
+  }
+}
+
 export function createAuditLog(opts: { destination: string; stream?: NodeJS.WritableStream }): AuditLog {
   const sink: Sink =
     (opts.stream
@@ -304,25 +359,42 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
   // a file stream
   const batching = !opts.stream || opts.stream instanceof WriteStream
   let batch = ''
-  let timer: NodeJS.Timeout | undefined
+  /** the hand-over is asked for at the end of the shared window (window.ts) */
+  let armed = false
+  // a file sink takes the batch as bytes: each line's pieces are encoded straight into a batch
+  // buffer (one of a few, reused once written), with no line string, no batch string to join and
+  // no conversion of it at hand-over (the line's text and its copy were a query's largest garbage)
+  const bytes = batching && sink.writeBytes !== undefined ? new ByteBatch() : undefined
   const handOver = () => {
-    if (timer !== undefined) {
-      clearTimeout(timer)
-      timer = undefined
-    }
+    if (bytes !== undefined) return bytes.handOver(sink)
     if (batch === '') return
     const text = batch
     batch = ''
     sink.write(text)
   }
+  const windowEnded = () => {
+    armed = false
+    handOver()
+  }
+  const queued = (size: number) => {
+    if (size >= BATCH_CHARS) handOver()
+    else if (!armed) {
+      armed = true
+      atWindowEnd(windowEnded)
+    }
+  }
   const put = (text: string) => {
+    if (bytes !== undefined) {
+      bytes.room(sink, text.length * 3)
+      bytes.put(text)
+      return queued(bytes.pos)
+    }
     if (!batching) {
       sink.write(text)
       return
     }
     batch += text
-    if (batch.length >= BATCH_CHARS) handOver()
-    else if (timer === undefined) timer = setTimeout(handOver, WINDOW_MS)
+    queued(batch.length)
   }
   return {
     write(event) {
@@ -338,13 +410,31 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
           // a value JSON cannot hold: the general path says what it makes of it
         }
       }
-      if (json !== undefined && pre !== undefined) json = json.length > 2 ? `{${pre},${json.slice(1)}` : `{${pre}}`
       if (json === undefined) {
         put(line('info', pre !== undefined ? { time, ...head.fields, ...(JSON.parse(`{${pre}}`) as Record<string, unknown>), ...fields } : { time, ...head.fields, ...fields }))
         return
       }
+      if (bytes !== undefined) {
+        // the same line as below, piece by piece: `{"level":"info","time":"T",HEAD[,PRE][,REST]}\n`
+        // (an ISO time needs no escaping)
+        bytes.room(sink, (LINE_START.length + time.length + 2 + head.json.length + 1 + (pre?.length ?? 0) + json.length + 2) * 3)
+        bytes.put(LINE_START)
+        bytes.put(time)
+        bytes.put('",')
+        bytes.put(head.json)
+        if (pre !== undefined) {
+          bytes.put(',')
+          bytes.put(pre)
+        }
+        // REST is json without its brace: written whole, its '{' then becomes the ','
+        if (json.length > 2) bytes.putReplacingFirst(json, 0x2c)
+        else bytes.put('}')
+        bytes.put('\n')
+        return queued(bytes.pos)
+      }
+      if (pre !== undefined) json = json.length > 2 ? `{${pre},${json.slice(1)}` : `{${pre}}`
       // (an ISO time needs no escaping)
-      put(json.length > 2 ? `{"level":"info","time":"${time}",${head.json},${json.slice(1)}\n` : `{"level":"info","time":"${time}",${head.json}}\n`)
+      put(json.length > 2 ? `${LINE_START}${time}",${head.json},${json.slice(1)}\n` : `${LINE_START}${time}",${head.json}}\n`)
     },
     failure: () => sink.failure?.(),
     log(message, fields = {}) {

@@ -1,5 +1,5 @@
 // The session recorder. record() is on the hot path: it encodes, chains and copies the frame into
-// the current batch buffer and returns; a flush (FLUSH_DELAY_MS later, or at once past FLUSH_BYTES)
+// the current batch buffer and returns; a flush (at the end of the shared 50 ms window, window.ts, or at once past FLUSH_BYTES)
 // writes everything queued with one writev. The backlog is bounded: past it, or when the sink
 // fails, `failed` is set and records are dropped (the session decides by onFailure); a recorder that
 // caught up again writes a gap record so the chain stays whole and the gap stays visible.
@@ -21,6 +21,7 @@ import {
   sealMessage,
 } from './format.ts'
 import { encodeBody } from './encode.ts'
+import { atWindowEnd } from '../window.ts'
 import { type WriteJob, forgetFile, postWrites, writerAvailable } from './writer.ts'
 
 export interface RecorderOptions {
@@ -61,7 +62,6 @@ const CHUNK = 256 * 1024
 // (and zeroed) a fresh MiB and RSS climbed ~150 MiB per 1,000 sessions opened and closed.
 const SMALL_CHUNK = 16 * 1024
 const FLUSH_BYTES = 64 * 1024
-const FLUSH_DELAY_MS = 50
 // a busy recorder asks the disk for what it wrote every SYNC_BYTES (in the background): the disk
 // works while records come in, the fsync at close finds little left to do, and a power cut loses
 // less of a long recording
@@ -114,10 +114,11 @@ function giveChunk(chunk: Buffer): void {
 // writer thread in one message (writer.ts), and one timer is armed per window, not one per session.
 let dueRecorders: FileRecorder[] = []
 let nextFile = 1
-let flushTimer: NodeJS.Timeout | undefined
+/** flushDue is asked for at the end of the shared window (window.ts) */
+let windowArmed = false
 
 function flushDue(): void {
-  flushTimer = undefined
+  windowArmed = false
   const due = dueRecorders
   dueRecorders = []
   const jobs: WriteJob[] = []
@@ -354,7 +355,10 @@ class FileRecorder implements Recorder {
       // otherwise cost a write (a thread-pool round trip) per command
       this.scheduled = true
       dueRecorders.push(this)
-      flushTimer ??= setTimeout(flushDue, FLUSH_DELAY_MS)
+      if (!windowArmed) {
+        windowArmed = true
+        atWindowEnd(flushDue)
+      }
     }
   }
 

@@ -1,6 +1,7 @@
 // SQL classification for the Postgres codec and `portcullis explain`: text → Operation, through the
 // real Postgres grammar (libpg_query). A miss parses (WASM); a hit in the text cache is a Map lookup.
 import type { FactValue, Operation, StatementInfo } from '@portcullis/core/types'
+import { sameAuditFields } from '@portcullis/core/audit/operation-json'
 import { analyzeStatement } from './analyze.ts'
 import { stricter } from './classes.ts'
 import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint } from './operation.ts'
@@ -8,7 +9,7 @@ import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './pa
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
 import { borrowLineage, keepLineage, keepLineageOf, lineageSource, type StatementLineage } from './lineage.ts'
-import { skeletonOf, type Skeleton } from './lexer.ts'
+import { keyHash, scanSkeleton, type Skeleton } from './lexer.ts'
 import { everyLiteralIsConstant, instrument, type Reads } from './literal.ts'
 
 export interface ClassifyContext {
@@ -119,6 +120,11 @@ interface SkeletonEntry {
 let skeletonChars = 0
 let skeletonHits = 0
 const skeletons = new Map<string, SkeletonEntry>()
+// hash → key of the skeletons above (lexer.ts keyHash), so that a hit is found from the scan's pieces
+// without building its key (ScannedSkeleton.matches). The last key filed under a hash wins (a
+// colliding one is found by its key, built then); an entry whose key has left `skeletons` is
+// dropped when met, and the whole index is rebuilt when it outgrows them
+const skeletonKeys = new Map<number, string>()
 
 /** Skeleton hits so far and skeletons held (for tests and the bench: is the skeleton path taken?). */
 export function classifierCacheStats(): { skeletonHits: number; skeletons: number } {
@@ -139,6 +145,7 @@ export function classifierCacheSize(): number {
 export function clearClassifierCache(): void {
   cache.clear()
   skeletons.clear()
+  skeletonKeys.clear()
   cacheChars = 0
   skeletonChars = 0
 }
@@ -178,8 +185,22 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
   }
   if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
   const cacheable = sql.length <= MAX_CACHED_TEXT && cacheMax > 0
-  const skeleton = cacheable ? skeletonOf(sql) : undefined
-  const known = skeleton && skeletons.get(skeleton.key)
+  const scanned = cacheable ? scanSkeleton(sql) : undefined
+  let known: SkeletonEntry | undefined
+  let skeleton: Skeleton | undefined
+  if (scanned !== undefined) {
+    const key = skeletonKeys.get(scanned.hash)
+    if (key !== undefined && scanned.matches(key)) {
+      known = skeletons.get(key)
+      if (known === undefined) skeletonKeys.delete(scanned.hash)
+    }
+    if (known === undefined) {
+      // not found by its pieces: the key and the constants' offsets as a string and arrays of their
+      // own (compile() scans other texts), and looked up by that key (a hash another key holds)
+      skeleton = scanned.materialize()
+      known = skeletons.get(skeleton.key)
+    }
+  }
   if (known) {
     known.recent = true
     if (known.op && known.reads?.value) known.op = null
@@ -214,6 +235,11 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
       outcome.literalFree ? { op: compiled.op!, reads: outcome.reads, recent: false, ...(lendable ? { lineage: compiled.lineage } : {}) } : { op: null, reads: undefined, recent: false },
     )
     skeletonChars += watch.key.length
+    skeletonKeys.set(watch.hash, watch.key)
+    if (skeletonKeys.size > 2 * Math.max(cacheMax, 64)) {
+      skeletonKeys.clear()
+      for (const key of skeletons.keys()) skeletonKeys.set(keyHash(key), key)
+    }
   }
   if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS || skeletons.size > cacheMax || skeletonChars > MAX_CACHED_CHARS) trim()
   return compiled.op ?? resolve(compiled, ctx)
@@ -227,6 +253,8 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
 function borrowed(op: Operation, lineage: StatementLineage, reads: Reads, sql: string): Operation {
   const own = Object.freeze({ ...op })
   borrowLineage(own, lineage, reads, () => compile(sql).compiled.lineage)
+  // the same class, resources, fingerprint and statement: one serialization for the audit lines
+  sameAuditFields(own, op)
   return own
 }
 
@@ -332,7 +360,7 @@ function compile(sql: string, skeleton?: Skeleton): { compiled: Compiled; litera
     everyLiteralIsConstant(sql, skeleton!.literals, skeleton!.minus, constants) &&
     // normalize replaces the constants it knows of, not all (a COPY … WHERE keeps its own): a
     // statement text with a constant left in it is this text's, not the skeleton's
-    parts.every(p => skeletonOf(p.info.statement)?.literals.length === 0)
+    parts.every(p => scanSkeleton(p.info.statement)?.literalCount === 0)
   return done(compiled, literalFree, reads)
 }
 

@@ -19,10 +19,27 @@
 export interface Skeleton {
   /** the cache key: exact tokens, ' ' for whitespace, \x01 for a comment, \0 + kind for each constant */
   key: string
+  /** keyHash(key) */
+  hash: number
   /** UTF-16 offset of each constant replaced by a placeholder, in text order */
   literals: number[]
   /** for each of those: offset of a '-' right before it (a negated constant starts there), else -1 */
   minus: number[]
+}
+
+/**
+ * A text's skeleton as the scanner left it, before any string is made of it: the key as pieces (runs
+ * of the text, separators, placeholders) with their hash. The cache looks a key up by its hash and
+ * compares the pieces with the key it finds (matches()), so a hit builds no key string and no
+ * offset arrays (a skeleton hit used to allocate ~1 KB of them). Valid until the next scan.
+ */
+export interface ScannedSkeleton {
+  readonly hash: number
+  readonly literalCount: number
+  /** true when `key` is this skeleton's key, compared piece by piece (no string built) */
+  matches(key: string): boolean
+  /** the Skeleton as strings and arrays of its own (valid after later scans) */
+  materialize(): Skeleton
 }
 
 // character classes of scan.l
@@ -66,11 +83,17 @@ function isTagCont(c: number): boolean {
 
 /** The skeleton of `sql`, or undefined when this scanner is not certain how the server splits it. */
 export function skeletonOf(sql: string): Skeleton | undefined {
+  return scanSkeleton(sql)?.materialize()
+}
+
+/** The same, as pieces in the scanner's scratch space (valid until the next call). */
+export function scanSkeleton(sql: string): ScannedSkeleton | undefined {
   // a NUL ends the server's C string, wherever it sits (index.ts refuses such texts): inside a
   // literal it would vanish into a placeholder
   if (sql.includes('\0')) return undefined
   const n = sql.length
-  const b = new KeyBuilder(sql)
+  const b = scratch
+  b.reset(sql)
   let i = 0
   while (i < n) {
     const c = sql.charCodeAt(i)
@@ -158,36 +181,110 @@ export function skeletonOf(sql: string): Skeleton | undefined {
     } else return undefined // backslash, braces, control characters, NUL, \v: not ours to guess
     b.prevEnd = i
   }
-  const skeleton = b.done()
+  b.done()
   // no tokens at all: an empty text and a comment are not the same to compile()
-  return skeleton.key === '' ? undefined : skeleton
+  return b.empty ? undefined : b
 }
 
 const SEP_NONE = 0
 const SEP_SPACE = 1
 const SEP_COMMENT = 2
-/** what a separator run adds to the key, by SEP_* */
-const SEP_TEXT = ['', ' ', '\x01']
+/**
+ * The fixed pieces of a key, by id: the separators (by SEP_*: '' for none) and the placeholder of
+ * each constant kind. A piece is a run [start, end) of the text, or -id of one of these.
+ */
+const FIXED = ['', ' ', '\x01', '\0s', '\0e', '\0n', '\0b', '\0x', '\0i', '\0f']
+const PLACEHOLDER: Record<string, number> = { s: 3, e: 4, n: 5, b: 6, x: 7, i: 8, f: 9 }
 
-/** The key as it grows: runs of exact tokens copied in one slice each, constants as placeholders. */
-class KeyBuilder {
-  key = ''
+const FNV_OFFSET = 0x811c9dc5
+const FNV_PRIME = 0x01000193
+
+/** The hash the cache files a key under (FNV-1a over its UTF-16 code units), what a scan computes from its pieces. */
+export function keyHash(key: string): number {
+  let h = FNV_OFFSET
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), FNV_PRIME)
+  return h >>> 0
+}
+
+/**
+ * The key as it grows: runs of exact tokens as one piece each, separators and constants as fixed
+ * pieces, hashed as they come. One instance, reused by every scan.
+ */
+class KeyBuilder implements ScannedSkeleton {
   /** whitespace (SEP_SPACE) or a comment (SEP_COMMENT) since the last token */
   sep = SEP_NONE
   /** end of the previous significant token */
   prevEnd = -1
-  readonly literals: number[] = []
-  readonly minus: number[] = []
+  private sql = ''
+  private h = FNV_OFFSET
+  private starts = new Int32Array(64)
+  private ends = new Int32Array(64)
+  private pieces = 0
+  private lits = new Int32Array(16)
+  private minuses = new Int32Array(16)
+  private nlits = 0
   private runStart = -1
   private runEnd = -1
 
-  constructor(private readonly sql: string) {}
+  reset(sql: string): void {
+    this.sql = sql
+    this.sep = SEP_NONE
+    this.prevEnd = -1
+    this.h = FNV_OFFSET
+    this.pieces = 0
+    this.nlits = 0
+    this.runStart = this.runEnd = -1
+  }
+
+  get hash(): number {
+    return this.h >>> 0
+  }
+
+  get literalCount(): number {
+    return this.nlits
+  }
+
+  /** no piece with any text: an empty key */
+  get empty(): boolean {
+    return this.pieces === 0
+  }
+
+  private piece(start: number, end: number): void {
+    if (this.pieces === this.starts.length) {
+      const s = new Int32Array(this.pieces * 2)
+      s.set(this.starts)
+      this.starts = s
+      const e = new Int32Array(this.pieces * 2)
+      e.set(this.ends)
+      this.ends = e
+    }
+    this.starts[this.pieces] = start
+    this.ends[this.pieces] = end
+    this.pieces++
+    let h = this.h
+    if (start >= 0) {
+      const sql = this.sql
+      for (let i = start; i < end; i++) h = Math.imul(h ^ sql.charCodeAt(i), FNV_PRIME)
+    } else {
+      const text = FIXED[-start]!
+      for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), FNV_PRIME)
+    }
+    this.h = h
+  }
+
+  private flushRun(): void {
+    if (this.runStart >= 0) this.piece(this.runStart, this.runEnd)
+  }
+
+  private separator(): void {
+    if (this.sep !== SEP_NONE) this.piece(-this.sep, 0)
+    this.sep = SEP_NONE
+  }
 
   exact(start: number, end: number): void {
     if (this.sep !== SEP_NONE || start !== this.runEnd) {
-      if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
-      this.key += SEP_TEXT[this.sep]
-      this.sep = SEP_NONE
+      this.flushRun()
+      this.separator()
       this.runStart = start
     }
     this.runEnd = end
@@ -198,20 +295,64 @@ class KeyBuilder {
    * quote of N'' (NCHAR is a token of its own).
    */
   placeholder(kind: string, at: number): void {
-    if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
+    this.flushRun()
     this.runStart = this.runEnd = -1
-    this.key += SEP_TEXT[this.sep] + '\0' + kind
-    this.sep = SEP_NONE
-    this.literals.push(at)
+    this.separator()
+    this.piece(-PLACEHOLDER[kind]!, 0)
+    if (this.nlits === this.lits.length) {
+      const l = new Int32Array(this.nlits * 2)
+      l.set(this.lits)
+      this.lits = l
+      const m = new Int32Array(this.nlits * 2)
+      m.set(this.minuses)
+      this.minuses = m
+    }
+    this.lits[this.nlits] = at
     // a '-' ending the token just before (`-5`, `x*-5`): the grammar folds it into the constant
-    this.minus.push(this.prevEnd > 0 && this.sql.charCodeAt(this.prevEnd - 1) === 45 ? this.prevEnd - 1 : -1)
+    this.minuses[this.nlits] = this.prevEnd > 0 && this.sql.charCodeAt(this.prevEnd - 1) === 45 ? this.prevEnd - 1 : -1
+    this.nlits++
   }
 
-  done(): Skeleton {
-    if (this.runStart >= 0) this.key += this.sql.slice(this.runStart, this.runEnd)
-    return { key: this.key, literals: this.literals, minus: this.minus }
+  done(): void {
+    this.flushRun()
+    this.runStart = this.runEnd = -1
+  }
+
+  matches(key: string): boolean {
+    const sql = this.sql
+    let k = 0
+    for (let p = 0; p < this.pieces; p++) {
+      const start = this.starts[p]!
+      if (start >= 0) {
+        const end = this.ends[p]!
+        if (k + end - start > key.length) return false
+        for (let i = start; i < end; i++) if (key.charCodeAt(k++) !== sql.charCodeAt(i)) return false
+      } else {
+        const text = FIXED[-start]!
+        if (k + text.length > key.length) return false
+        for (let i = 0; i < text.length; i++) if (key.charCodeAt(k++) !== text.charCodeAt(i)) return false
+      }
+    }
+    return k === key.length
+  }
+
+  materialize(): Skeleton {
+    let key = ''
+    for (let p = 0; p < this.pieces; p++) {
+      const start = this.starts[p]!
+      key += start >= 0 ? this.sql.slice(start, this.ends[p]!) : FIXED[-start]!
+    }
+    const literals: number[] = []
+    const minus: number[] = []
+    for (let i = 0; i < this.nlits; i++) {
+      literals.push(this.lits[i]!)
+      minus.push(this.minuses[i]!)
+    }
+    return { key, hash: this.hash, literals, minus }
   }
 }
+
+const scratch = new KeyBuilder()
 
 /** After `/*`: the end of the (nested) comment, or -1 when it does not end. */
 function blockCommentEnd(sql: string, i: number): number {

@@ -1,0 +1,35 @@
+// An Operation's own audit fields as JSON text, made once per Operation object (and shared by the
+// exact copies a codec makes of one): a module of its own, without the sink, so that a classifier
+// can name its copies without loading the log.
+
+const operationJsons = new WeakMap<object, string>()
+/** an Operation copied field for field from another (sameAuditFields): its JSON is the other's */
+const jsonOrigin = new WeakMap<object, object>()
+
+/**
+ * `copy` carries `original`'s class, resources, fingerprint and statement unchanged (a frozen copy
+ * made for its own lineage: the Postgres classifier's texts of one skeleton): its audit lines use
+ * the JSON made for `original`, so a statement that differs from the last one only in its constants
+ * costs no serialization of those fields.
+ */
+export function sameAuditFields(copy: object, original: object): void {
+  jsonOrigin.set(copy, jsonOrigin.get(original) ?? original)
+}
+
+/**
+ * An operation's own audit fields (class, resources, fingerprint, statement) as JSON text without
+ * braces, made once per Operation object: a codec that caches its Operations (Redis: per command
+ * frame) pays one JSON.stringify of them, not one per line.
+ */
+export function operationJson(op: { class: string; resources: readonly string[]; fingerprint: string; statement: string }): string {
+  const key = jsonOrigin.get(op) ?? op
+  let json = operationJsons.get(key)
+  if (json === undefined) {
+    // what JSON.stringify of the four fields writes, field by field (no object to build and walk)
+    let resources = '['
+    for (let i = 0; i < op.resources.length; i++) resources += (i === 0 ? '' : ',') + JSON.stringify(op.resources[i] ?? null)
+    json = `"class":${JSON.stringify(op.class)},"resources":${resources}],"fingerprint":${JSON.stringify(op.fingerprint)},"statement":${JSON.stringify(op.statement)}`
+    operationJsons.set(key, json)
+  }
+  return json
+}
