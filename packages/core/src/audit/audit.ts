@@ -1,7 +1,7 @@
 // One JSON line per operation. The line is the AuditEvent itself, after a "level" field: no
 // pid/hostname noise, and nothing that could hold a credential. The line is built here with one
 // JSON.stringify (the line pino would write for logger.info(event), without its per-field walk).
-// Lines are encoded into one batch buffer as they come and handed over at most WINDOW_MS later (at once past
+// Lines are gathered into one string and handed over at most WINDOW_MS later (at once past
 // BATCH_CHARS): handed over line by line, a sink re-measures its pending text per line, and handed
 // over per event-loop turn, each turn under load costs a write syscall. A file is appended to with
 // one fs.writev of every batch waiting (fileSink): pino's SonicBoom (still the stdout sink) writes
@@ -19,8 +19,6 @@ import type { AuditEvent } from '../types.ts'
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
 const WINDOW_MS = 50
 const BATCH_CHARS = 256 * 1024
-// a batch's buffer: room past BATCH_CHARS for the line that crosses it
-const BATCH_BYTES = BATCH_CHARS + 64 * 1024
 
 /** the fields every line of one session carries, as JSON text made once: see auditHead() */
 export interface AuditHead {
@@ -142,8 +140,7 @@ function line(level: string, fields: Record<string, unknown>, first?: Record<str
 }
 
 interface Sink {
-  /** a line (an unbatched stream), or a batch of lines as UTF-8 bytes */
-  write(text: string | Buffer): void
+  write(text: string): void
   /** resolves once everything written before is on disk (fsync), or handed to a stream */
   flush(): Promise<void>
   /** flushes and closes a file of its own */
@@ -209,7 +206,7 @@ function fileSink(path: string): Sink {
   return {
     write(text) {
       if (closed) return
-      queued.push(typeof text === 'string' ? Buffer.from(text, 'utf8') : text)
+      queued.push(Buffer.from(text, 'utf8'))
       writeOut()
     },
     async flush() {
@@ -242,8 +239,7 @@ function streamSink(stream: NodeJS.WritableStream | ReturnType<typeof pino.desti
       } else resolve()
     })
   return {
-    // SonicBoom (stdout) takes text
-    write: text => void s.write(typeof text === 'string' ? text : text.toString('utf8')),
+    write: text => void s.write(text),
     flush,
     close: flush,
   }
@@ -259,40 +255,25 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
   // a stream handed in gets each line at once (its owner may read it straight after), unless it is
   // a file stream
   const batching = !opts.stream || opts.stream instanceof WriteStream
-  // Each line is encoded into the batch's bytes as it comes (one utf8Write of a short string): the
-  // same lines gathered into one string and encoded at hand-over cost 1.1-1.6 µs a line in CPU
-  // time against 0.3-0.8 (a scratch loop of 300-char lines, process.cpuUsage, load ~25): flattening
-  // a rope of thousands of lines and encoding it is not the cheap copy it looks like.
-  let batch = Buffer.allocUnsafe(BATCH_BYTES)
-  let used = 0
+  let batch = ''
   let timer: NodeJS.Timeout | undefined
   const handOver = () => {
     if (timer !== undefined) {
       clearTimeout(timer)
       timer = undefined
     }
-    if (used === 0) return
-    const bytes = batch.subarray(0, used)
-    // the sink holds the bytes until they are written: the next lines go to a buffer of their own
-    batch = Buffer.allocUnsafe(BATCH_BYTES)
-    used = 0
-    sink.write(bytes)
+    if (batch === '') return
+    const text = batch
+    batch = ''
+    sink.write(text)
   }
   const put = (text: string) => {
     if (!batching) {
       sink.write(text)
       return
     }
-    // at most 3 bytes per UTF-16 unit
-    if (used + text.length * 3 > batch.length) {
-      handOver()
-      if (text.length * 3 > batch.length) {
-        sink.write(Buffer.from(text, 'utf8'))
-        return
-      }
-    }
-    used += batch.write(text, used, 'utf8')
-    if (used >= BATCH_CHARS) handOver()
+    batch += text
+    if (batch.length >= BATCH_CHARS) handOver()
     else if (timer === undefined) timer = setTimeout(handOver, WINDOW_MS)
   }
   return {
