@@ -5,13 +5,14 @@
 // GET/SET at -P 1 and -P 16 also through Portcullis (inspect) with 2 node:cluster workers, in the
 // same run (the 'Portcullis (2 workers)' column; full runs only, and left out when the run itself
 // has --workers N).
+import { readFileSync } from 'node:fs'
 import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { freePort, requireTool } from '../lib/proc.ts'
 import { redisBenchmark, type RedisBenchResult } from '../lib/redis-benchmark.ts'
 import { startNutcracker, type Nutcracker } from '../lib/redis.ts'
 import { RELAY, startTcpRelay, type Proxy } from '../lib/relays.ts'
-import type { Row, Scenario } from '../lib/types.ts'
+import type { Row, Scenario, Value } from '../lib/types.ts'
 
 const PIPELINES = [1, 16]
 
@@ -25,6 +26,16 @@ export const redisTarget = async (name: string, redis: { host: string; port: num
 type Res = Record<string, RedisBenchResult>
 type Conn = { host: string; port: number; password?: string }
 
+/** user + system time of a process so far, µs (all its threads; the kernel counts 10 ms ticks) */
+function cpuUs(pid: number): number | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    return (Number(f[11]) + Number(f[12])) * 10_000
+  } catch {
+    return undefined
+  }
+}
+
 const scenario: Scenario = {
   name: 'redis GET/SET',
   quick: true,
@@ -35,19 +46,28 @@ const scenario: Scenario = {
     // quick runs long enough (~1-3 s a test through the gateway) that 50 connections' start (a token
     // check each) is not what is measured: at 5,000 requests it was, and read half the steady rate
     const requests = (p: number) => (ctx.quick ? 40_000 : 200_000) * (p > 1 ? 8 : 1)
-    const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string, pipelines = PIPELINES) => {
+    const cpuPerCommand = new Map<string, number>()
+    // pid: the proxy's process, whose CPU time per command (SET and GET runs together) is read too:
+    // on a loaded machine it moves far less from run to run than ops/s
+    const measure = async (path: 'direct' | 'portcullis' | 'reference', label: string, conn: Conn | string, pipelines = PIPELINES, pid?: number) => {
       const out = new Map<number, Res | string>()
       for (const pipeline of pipelines) {
         if (typeof conn === 'string') { out.set(pipeline, conn); continue }
         out.set(pipeline, await ctx.attempt(path, `GET/SET -P ${pipeline}`, async () => {
           const runs: Res[] = []
+          const cpus: number[] = []
           for (let i = 0; i < ctx.repeats; i++) {
+            const before = pid === undefined ? undefined : cpuUs(pid)
             runs.push(await redisBenchmark({ ...conn, clients: 50, requests: requests(pipeline), pipeline, tests: ['set', 'get'], label }))
+            const after = pid === undefined ? undefined : cpuUs(pid)
+            if (before !== undefined && after !== undefined) cpus.push((after - before) / (2 * requests(pipeline)))
           }
           const pick = (cmd: string) => {
             const sorted = runs.map(r => r[cmd]).sort((a, b) => a.rps - b.rps)
             return sorted[sorted.length >> 1]
           }
+          cpus.sort((a, b) => a - b)
+          if (cpus.length > 0) cpuPerCommand.set(`${label} -P ${pipeline}`, cpus[cpus.length >> 1]!)
           return { SET: pick('SET'), GET: pick('GET') }
         }))
       }
@@ -68,7 +88,7 @@ const scenario: Scenario = {
     const reference1 = await single('reference', 'nutcracker', twem)
     if (typeof twem !== 'string') await twem.stop()
     const relay = await ctx.attempt<Proxy>('reference', 'start the Node relay', () => startTcpRelay(redis))
-    const relayed = await measure('reference', RELAY, relay)
+    const relayed = await measure('reference', RELAY, relay, PIPELINES, typeof relay === 'string' ? undefined : relay.pid)
     const relayed1 = await single('reference', RELAY, relay)
     if (typeof relay !== 'string') await relay.stop()
     const through: Record<string, Map<number, Res | string>> = {}
@@ -79,7 +99,7 @@ const scenario: Scenario = {
         masking: [{ id: `bench-${mode}`, when: { targets: ['bench-redis'] }, keys: [mode === 'mask' ? 'key:*' : 'nomatch:*'], method: 'redact' }],
       }))
       const conn = typeof gw === 'string' ? gw : { ...gw.targets['bench-redis'], password: gw.token }
-      through[mode] = await measure('portcullis', `Portcullis (${mode})`, conn)
+      through[mode] = await measure('portcullis', `Portcullis (${mode})`, conn, PIPELINES, typeof gw === 'string' ? undefined : gw.pid)
       if (mode === 'inspect') through1 = await single('portcullis', 'Portcullis (inspect)', conn)
       if (typeof gw !== 'string') await gw.stop()
     }
@@ -109,6 +129,16 @@ const scenario: Scenario = {
         }
         const p = sub(through.inspect.get(pipeline)!, cmd)
         rows.push({ scenario: scenarioName, metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(d, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(r, 'p50Ms'), columns: { [RELAY]: field(n, 'p50Ms') } })
+      }
+    }
+    const cpuOf = (label: string, pipeline: number, v: Res | string | undefined): Value => {
+      if (typeof v === 'string') return v
+      const us = cpuPerCommand.get(`${label} -P ${pipeline}`)
+      return us === undefined ? 'n/a (no /proc)' : Math.round(us * 100) / 100
+    }
+    for (const pipeline of PIPELINES) {
+      for (const mode of MODES) {
+        rows.push({ scenario: `redis-benchmark GET+SET 50 clients -P ${pipeline}`, metric: 'proxy CPU µs per command', mode, higherIsBetter: false, direct: 'n/a', portcullis: cpuOf(`Portcullis (${mode})`, pipeline, through[mode].get(pipeline)), reference: 'n/a', columns: { [RELAY]: cpuOf(RELAY, pipeline, relayed.get(pipeline)) } })
       }
     }
     rows.push({ scenario: 'redis-benchmark GET 1 client', metric: 'p50 ms', mode: 'inspect', higherIsBetter: false, referenceName: 'nutcracker', direct: field(direct1, 'p50Ms'), portcullis: field(through1, 'p50Ms'), reference: field(reference1, 'p50Ms'), columns: { [RELAY]: field(relayed1, 'p50Ms') } })

@@ -372,9 +372,12 @@ export interface Session {
   secret(ref: SecretRef): Promise<string>
   /** appends to the session recording. Payloads are msgpack-able (Buffers are kept as bytes). */
   record(type: RecordType, payload: Record<string, unknown>): void
-  /** until releaseDecisions(): the decisions taken go into one 'decision' record (`decisions: [...]`) */
-  /** audit() of the operation's class, resources, fingerprint and statement plus `rest`, serialized once per Operation */
-  auditOperation?(op: Operation, rest: Partial<AuditEvent>): void
+  /**
+   * audit() of the operation's class, resources, fingerprint and statement plus `rest`, serialized
+   * once per Operation; of `rest` only the outcome fields are written (audit.ts OperationOutcome)
+   */
+  auditOperation?(op: Operation, rest: Pick<AuditEvent, 'decision' | 'rule' | 'approvalId' | 'rows' | 'bytes' | 'masked' | 'durationMs' | 'error'>): void
+  /** until releaseDecisions(): the decisions taken go into one 'decision' record per round trip (recording/FORMAT.md) */
   holdDecisions?(): void
   releaseDecisions?(): void
   /** one audit event per operation, written when the operation completes */

@@ -96,6 +96,30 @@ t.test('an operation serialized once per Operation object splices into the same 
   t.notOk(sink.text().includes('hunter2'))
 })
 
+t.test('an outcome written field by field is byte for byte the line of the whole event', async t => {
+  const sink = auditSink()
+  const audit = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  const head = auditHead({ session: 'ses_w', principal: { sub: 'alice', groups: ['agents'] }, target: 'cache', protocol: 'redis' })
+  const time = '2026-01-01T00:00:00.000Z'
+  const op = { class: 'read' as const, resources: ['key:"a"'], fingerprint: 'f00d', statement: 'GET "a"\n' }
+  const outcomes = [
+    { decision: 'allow' as const, rule: null, approvalId: undefined, bytes: 3, masked: 0, durationMs: 0, error: undefined },
+    { decision: 'block' as const, rule: 'no "admin"\u2028', bytes: 40, masked: 0, durationMs: 1.5, error: 'blocked: \u0000 é' },
+    { decision: 'allow' as const, rule: 'r', approvalId: 'apr_x', rows: 2, bytes: 0, masked: 2, durationMs: -0 },
+    { decision: 'approve' as const, bytes: Infinity, durationMs: Number.NaN },
+    {},
+  ]
+  for (const o of outcomes) {
+    audit.writeOutcome(head, time, operationJson(op), o)
+    audit.writeSession(head, time, o, operationJson(op))
+  }
+  const text = sink.text().split('\n')
+  for (let i = 0; i < outcomes.length; i++) t.equal(text[2 * i], text[2 * i + 1], `outcome ${i}`)
+  // only the outcome's own fields reach the line, whatever else the object holds
+  audit.writeOutcome(head, time, operationJson(op), { bytes: 1, ...({ token: 'hunter2' } as object) })
+  t.notOk(sink.text().includes('hunter2'))
+})
+
 t.test('a file stream handed in gets lines in batches, all there after a flush', async t => {
   const dir = await tempDir(t)
   const file = join(dir, 'audit.jsonl')

@@ -155,6 +155,48 @@ t.test('decideNow answers at once what needs no wait, and leaves an approval to 
   t.same(decisions, ['allow', 'block', 'allow', 'allow'], 'each answer is recorded like a decide()')
 })
 
+t.test('decisions held for a round trip are one record of runs, read back (and replayed) as the decisions they stand for', async t => {
+  const { core, issuer } = await coreFor(t)
+  const { decisionsOfRuns, formatTranscript, readTranscript } = await import('../src/recording/index.ts')
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50013')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const ops = [
+    op('read', 'SELECT * FROM customers', ['public.customers']),
+    op('read', 'SELECT * FROM orders', ['public.orders']),
+    op('admin', 'ALTER SYSTEM SET fsync = off'),
+    op('read', 'SELECT 1'),
+  ]
+  // one by one, as a round trip of one command each: the reference
+  const single = []
+  for (const o of ops) single.push(session.decideNow(o))
+  session.holdDecisions!()
+  const held = ops.map(o => session.decideNow(o))
+  session.releaseDecisions!()
+  t.same(held, single, 'the same answers, held or not')
+  // one held decision is the record it always was
+  session.holdDecisions!()
+  session.decideNow(ops[0]!)
+  session.releaseDecisions!()
+  const file = session.recorder!.path
+  await session.close()
+  const records = []
+  for await (const e of readRecording(file)) if (e.type === 'decision') records.push(e.payload as Record<string, unknown>)
+  t.equal(records.length, 4 + 1 + 1, 'four records, then one for the held four, then one for the held one')
+  const batch = records[4]!
+  t.same(batch.runs, [
+    { action: 'allow', rule: 'agents-read', reason: 'allowed by rule agents-read', statements: ['SELECT * FROM customers', 'SELECT * FROM orders'], classes: ['read', 'read'], fingerprints: [ops[0]!.fingerprint, ops[1]!.fingerprint], resources: [['public.customers'], ['public.orders']] },
+    { action: 'block', rule: 'no-bulk', reason: 'blocked by rule no-bulk', statements: ['ALTER SYSTEM SET fsync = off'], classes: ['admin'], fingerprints: [ops[2]!.fingerprint], resources: [[]] },
+    { action: 'allow', rule: 'agents-read', reason: 'allowed by rule agents-read', statements: ['SELECT 1'], classes: ['read'], fingerprints: [ops[3]!.fingerprint], resources: [[]] },
+  ], 'runs of one answer, the operations in columns')
+  t.same(decisionsOfRuns(batch.runs as Record<string, unknown>[]), records.slice(0, 4), 'expanded: field for field the records of one decision each')
+  t.same(records[5], records[0])
+  // the transcript (portcullis replay) shows the held ones as it shows the single ones
+  const lines = (await readTranscript(file)).entries.filter(e => e.type === 'decision').map(e => e.lines)
+  t.same(lines[4], lines.slice(0, 4).flat(), 'one line per decision, the same lines')
+  t.match(await formatTranscript(file), /decision +block by rule no-bulk \(blocked by rule no-bulk\) \{"statement":"ALTER SYSTEM SET fsync = off"/)
+  t.equal((await verifyRecording(file)).status, 'intact')
+})
+
 t.test('audit lines carry session, principal, target and decision, and never the token or password', async t => {
   process.env.PORTCULLIS_TEST_PG_PASSWORD = 'hunter2-secret'
   t.teardown(() => delete process.env.PORTCULLIS_TEST_PG_PASSWORD)

@@ -107,6 +107,31 @@ function shownKey(a: Arg): string {
   return a.toString('latin1')
 }
 
+/**
+ * A key under which to cache this command's classification: two commands with the same key (the
+ * same table, as the caller's cache is per table; the same name, argument count and keys) classify
+ * alike whatever their other arguments, since their shape fixes the class and key positions and
+ * the statement shows only the keys. Undefined when the command has no shape (its arguments
+ * matter), or its keys come to more than `maxKeyBytes`.
+ */
+export function operationKey(args: Buffer[], opts: ClassifyOptions, maxKeyBytes: number): string | undefined {
+  if (args.length >= SHAPE_ARGC || args.length === 0) return undefined
+  // a name the table knows is ASCII: its latin1 text is the UTF-8 text classifyCommand reads
+  const base = args[0]!.toString('latin1').toLowerCase()
+  const shape = shapeOf(opts.table ?? BUILTIN_COMMANDS, base, args, opts)
+  if (shape === null) return undefined
+  let key = shape.name + ' ' + args.length
+  let bytes = 0
+  for (const i of shape.keyIdx) {
+    const a = args[i]!
+    bytes += a.length
+    if (bytes > maxKeyBytes) return undefined
+    // length-prefixed: a key's bytes cannot be read as the next key's
+    key += ' ' + a.length + ':' + a.toString('latin1')
+  }
+  return key
+}
+
 /** one command → one statement */
 export function classifyCommand(args: Arg[], opts: ClassifyOptions = {}): StatementInfo {
   if (args.length >= SHAPE_ARGC || args.length === 0) return classifyFull(args, opts)

@@ -397,7 +397,7 @@ export abstract class SessionIO {
         masked: slot.masked,
         durationMs: this.now - slot.started,
         error: slot.error,
-      } as Partial<AuditEvent>)
+      })
       return
     }
     this.session.audit({

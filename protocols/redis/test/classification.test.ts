@@ -142,3 +142,44 @@ t.test('the per-shape shortcut classifies every built-in command exactly as the 
   for (const s of ['GET a', 'GET a  b', ' GET a', 'GET a ', 'GET\ta', 'GET "a\u00a0b"', 'SET k ? ?', 'GET "a  b"'])
     t.equal(fingerprintOf(s), hash('sha256', s.trim().replace(/\s+/g, ' '), 'hex').slice(0, 16), JSON.stringify(s))
 })
+
+t.test('commands cached under one operation key classify alike: a cached SET of a new value is the same operation', async t => {
+  const { classifyFull, operationKey } = await import('../src/classify.ts')
+  const { BUILTIN_COMMANDS } = await import('../src/commands.ts')
+  const values = ['k', 'user:1', 'a b', 'q"uote', 'nl\nx', 'café', '', 'x'.repeat(130), 'STORE', 'STREAMS', 'COUNT', '2', '0', '-1', 'GET', 'BY']
+    .map(v => Buffer.from(v))
+  values.push(Buffer.from([0xff, 0xfe, 0x41]))
+  let same = 0
+  let differ = 0
+  for (const name of BUILTIN_COMMANDS.keys()) {
+    for (const spelled of [name, name.toUpperCase()]) {
+      for (let argc = 1; argc <= 12; argc++) {
+        for (const opts of [{}, { bulkDeleteKeys: 2 }]) {
+          const args = [Buffer.from(spelled), ...Array.from({ length: argc - 1 }, (_, i) => values[(argc + i * 5) % values.length]!)]
+          const key = operationKey(args, opts, 256)
+          if (key === undefined) continue
+          const want = JSON.stringify(classifyFull(args, opts))
+          // every argument changed in turn: the same key must mean the same classification
+          for (let i = 1; i < argc; i++) {
+            for (const v of [values[0]!, values[9]!, values[16]!]) {
+              const other = [...args]
+              other[i] = v
+              if (operationKey(other, opts, 256) !== key) {
+                differ++
+                continue
+              }
+              const got = JSON.stringify(classifyFull(other, opts))
+              if (got !== want) t.equal(got, want, `${spelled} ${other.slice(1).map(String).join(' ')} shares the key of ${args.slice(1).map(String).join(' ')}`)
+              same++
+            }
+          }
+        }
+      }
+    }
+  }
+  t.ok(same > 10_000 && differ > 1_000, `${same} commands shared a key and classified alike; ${differ} got a key of their own`)
+  t.equal(operationKey([Buffer.from('SET'), Buffer.from('k'), Buffer.from('v1')], {}, 256), operationKey([Buffer.from('set'), Buffer.from('k'), Buffer.from('v2')], {}, 256), 'SET k: one key whatever the value')
+  t.not(operationKey([Buffer.from('GET'), Buffer.from('1:a')], {}, 256), operationKey([Buffer.from('GET'), Buffer.from('1')], {}, 256))
+  t.equal(operationKey([Buffer.from('GET'), Buffer.alloc(300)], {}, 256), undefined, 'keys past the bound are not cached by keys')
+  t.equal(operationKey([Buffer.from('EVAL'), Buffer.from('return 1'), Buffer.from('0')], {}, 256), undefined, 'a command whose arguments decide its class has no key')
+})

@@ -183,7 +183,7 @@ t.test('a client that half-closes after its last command gets every reply', asyn
 
 t.test('a pipeline read in one chunk is recorded as one decision record, in order between its request and its replies', async t => {
   const { readdirSync } = await import('node:fs')
-  const { readRecording, verifyRecording } = await import('@portcullis/core')
+  const { decisionsOfRuns, readRecording, verifyRecording } = await import('@portcullis/core')
   const gw = await startGateway(t, { rules: RULES })
   const c = await RawClient.connect(gw.port)
   c.send(`AUTH ${await gw.token()}\r\n`)
@@ -216,11 +216,13 @@ t.test('a pipeline read in one chunk is recorded as one decision record, in orde
   t.match(decisions[0]!.payload, { statement: 'GET warm', action: 'allow' }, 'a round trip of one command: the record as it always was')
   // the pipeline: the commands decided in one pass share a record (the codec ends a pass where it
   // waits, e.g. on the lane's window)
-  const flat = decisions.slice(1).flatMap(e => (e.payload.decisions as Record<string, unknown>[] | undefined) ?? [e.payload])
-  t.same(flat.map(d => [d.statement, d.action]), [['SET a ?', 'allow'], ['GET a', 'allow'], ['FLUSHALL', 'block'], ['GET secret:x', 'block'], ['INCR a', 'allow'], ['GET a', 'allow']], 'every command, in order, with its decision')
-  t.ok(decisions.length - 1 < cmds.length && decisions.slice(1).some(e => Array.isArray(e.payload.decisions)), `fewer decision records (${decisions.length - 1}) than commands (${cmds.length})`)
+  // several decisions in one record come as runs of one answer, the operations in columns
+  const flat = decisions.slice(1).flatMap(e => (Array.isArray(e.payload.runs) ? decisionsOfRuns(e.payload.runs as Record<string, unknown>[]) : [e.payload]))
+  t.same(flat.map(d => [d.statement, d.action, d.rule]), [['SET a ?', 'allow', 'agents-rw'], ['GET a', 'allow', 'agents-rw'], ['FLUSHALL', 'block', 'no-admin'], ['GET secret:x', 'block', 'secrets-off'], ['INCR a', 'allow', 'agents-rw'], ['GET a', 'allow', 'agents-rw']], 'every command, in order, with its decision')
+  t.match(flat[3], { class: 'read', resources: ['secret:x'], reason: 'blocked by rule secrets-off', fingerprint: String }, 'and its operation')
+  t.ok(decisions.length - 1 < cmds.length && decisions.slice(1).some(e => Array.isArray(e.payload.runs)), `fewer decision records (${decisions.length - 1}) than commands (${cmds.length})`)
   const request = entries.findIndex(e => e.type === 'request' && String(e.payload.command).startsWith('SET'))
-  const held = entries.findIndex(e => Array.isArray(e.payload.decisions))
+  const held = entries.findIndex(e => Array.isArray(e.payload.runs))
   const reply = entries.findIndex((e, i) => i > request && e.type === 'response')
   t.ok(request < held && held < reply, 'after the request, before the replies')
   t.equal((await verifyRecording(path)).status, 'intact', 'and the chain is whole')

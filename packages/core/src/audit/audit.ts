@@ -38,6 +38,30 @@ export interface AuditHead {
   readonly json: string
 }
 
+/** the fields of an operation's line after its own (auditOperation), in the order they are written */
+export type OperationOutcome = Pick<AuditEvent, 'decision' | 'rule' | 'approvalId' | 'rows' | 'bytes' | 'masked' | 'durationMs' | 'error'>
+
+const num = (n: number): string => (Number.isFinite(n) ? '' + n : 'null')
+const ACTION_JSON: Record<string, string> = { allow: '"allow"', block: '"block"', approve: '"approve"' }
+
+/**
+ * `,"decision":…,"rule":…` … of an outcome, the text JSON.stringify writes for these fields in this
+ * order (undefined ones left out), field by field: no walk of the object, no check of its keys (only
+ * these named fields are read, so nothing else can reach the line)
+ */
+function outcomeJson(o: OperationOutcome): string {
+  let s = ''
+  if (o.decision !== undefined) s += ',"decision":' + (ACTION_JSON[o.decision] ?? JSON.stringify(o.decision))
+  if (o.rule !== undefined) s += ',"rule":' + (o.rule === null ? 'null' : JSON.stringify(o.rule))
+  if (o.approvalId !== undefined) s += ',"approvalId":' + JSON.stringify(o.approvalId)
+  if (o.rows !== undefined) s += ',"rows":' + num(o.rows)
+  if (o.bytes !== undefined) s += ',"bytes":' + num(o.bytes)
+  if (o.masked !== undefined) s += ',"masked":' + num(o.masked)
+  if (o.durationMs !== undefined) s += ',"durationMs":' + num(o.durationMs)
+  if (o.error !== undefined) s += ',"error":' + JSON.stringify(o.error)
+  return s
+}
+
 export function auditHead(fields: AuditHead['fields']): AuditHead {
   const json = JSON.stringify(fields)
   return { fields, json: json.slice(1, -1) }
@@ -55,6 +79,11 @@ export interface AuditLog {
    * Session refuses operations until this is undefined again
    */
   failure(): Error | undefined
+  /**
+   * the line writeSession(head, time, outcome, op) writes, `op` being operationJson's text of the
+   * operation: built field by field (an operation's line per Redis command, per Postgres Execute)
+   */
+  writeOutcome(head: AuditHead, time: string, op: string, outcome: OperationOutcome): void
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
@@ -437,6 +466,9 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
       put(json.length > 2 ? `${LINE_START}${time}",${head.json},${json.slice(1)}\n` : `${LINE_START}${time}",${head.json}}\n`)
     },
     failure: () => sink.failure?.(),
+    writeOutcome(head, time, op, outcome) {
+      put(`{"level":"info","time":"${time}",${head.json},${op}${outcomeJson(outcome)}}\n`)
+    },
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))
     },

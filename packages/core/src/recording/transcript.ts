@@ -48,6 +48,28 @@ function rest(p: Record<string, unknown>, used: string[]): string {
 
 const REQUEST_TEXT = ['statement', 'sql', 'query', 'command', 'text']
 
+/**
+ * A `decision` record's `runs` (FORMAT.md: stretches of one round trip's commands that got the same
+ * answer, their operations' fields in columns) as the one decision per command they stand for
+ */
+export function decisionsOfRuns(runs: Record<string, unknown>[]): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = []
+  for (const run of runs) {
+    const { action, rule, reason, approvalId, scope, statements, classes, fingerprints, resources, ...other } = run
+    const n = Array.isArray(statements) ? statements.length : 0
+    const at = (col: unknown, i: number): unknown => (Array.isArray(col) ? col[i] : undefined)
+    for (let i = 0; i < n; i++) {
+      // the fields in the order a decision record of its own has them
+      const op = { statement: at(statements, i), class: at(classes, i), fingerprint: at(fingerprints, i), resources: at(resources, i) }
+      const d: Record<string, unknown> = scope === undefined
+        ? { action, rule, reason, ...(approvalId !== undefined ? { approvalId } : {}), ...op }
+        : { action, rule, reason, ...op, scope, ...(approvalId !== undefined ? { approvalId } : {}) }
+      out.push(Object.assign(d, other))
+    }
+  }
+  return out
+}
+
 function line(type: string, p: Record<string, unknown>, protocol: string): string[] {
   switch (type) {
     case 'request': {
@@ -59,6 +81,7 @@ function line(type: string, p: Record<string, unknown>, protocol: string): strin
     case 'decision': {
       // one record per round trip: a line per decision
       if (Array.isArray(p.decisions)) return (p.decisions as Record<string, unknown>[]).flatMap(d => line('decision', d, protocol))
+      if (Array.isArray(p.runs)) return decisionsOfRuns(p.runs as Record<string, unknown>[]).flatMap(d => line('decision', d, protocol))
       let s = String(p.action ?? p.decision ?? '?')
       if (p.rule !== undefined && p.rule !== null) s += ` by rule ${p.rule}`
       if (p.reason !== undefined) s += ` (${p.reason})`

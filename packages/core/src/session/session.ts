@@ -21,7 +21,7 @@ import type {
 } from '../types.ts'
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
-import { auditHead, operationJson, type AuditHead, type AuditLog } from '../audit/audit.ts'
+import { auditHead, operationJson, type AuditHead, type AuditLog, type OperationOutcome } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
@@ -47,6 +47,19 @@ function isoTime(ms: number): string {
 }
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+
+/** decisions of one round trip that got the same answer, in order (a `decision` record's `runs`) */
+interface DecisionRun {
+  action: Decision['action']
+  rule: string | null
+  reason: string
+  approvalId?: string
+  scope?: string
+  statements: string[]
+  classes: OperationClass[]
+  fingerprints: string[]
+  resources: string[][]
+}
 
 /** decisions held for one record at most (a record stays far below the recorder's size bound) */
 const MAX_HELD_DECISIONS = 256
@@ -457,22 +470,13 @@ export class CoreSession implements Session {
     this.#recentAt[slot] = started
     this.#recentAction[slot] = decision.deferred ? 'approve' : decision.action
     this.#recentNext++
-    const scope = this.#scope
-    // one object literal per shape, not a spread per operation; a scoped session's decisions carry
-    // the scope the operation ran under (replay and audit show it)
-    const payload = scope
-      ? {
-          action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources,
-          scope: scope.summary, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
-        }
-      : decision.approvalId
-        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
-        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
-    const held = this.#heldDecisions
+    const held = this.#heldOps
     if (held !== undefined) {
-      held.push(payload)
+      // held by reference: the round trip's record is built once, when it is written (#writeHeld)
+      held.push(op)
+      this.#heldDecs.push(decision)
       if (held.length >= MAX_HELD_DECISIONS) this.#writeHeld()
-    } else this.record('decision', payload)
+    } else this.record('decision', this.#decisionPayload(op, decision))
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
@@ -495,25 +499,71 @@ export class CoreSession implements Session {
    * decisions first, so the recording keeps the order things happened in.
    */
   holdDecisions(): void {
-    this.#heldDecisions ??= []
+    this.#heldOps ??= []
   }
 
   releaseDecisions(): void {
     this.#writeHeld()
-    this.#heldDecisions = undefined
+    this.#heldOps = undefined
   }
 
+  /**
+   * The held decisions as one record: a single one as decide() records it; several as `runs`, one
+   * per stretch of commands that got the same answer (action, rule, reason, approval), with the
+   * operations' own fields in columns (recording/FORMAT.md). A pipeline of allowed commands is then
+   * one map and four arrays, not a map of seven fields per command.
+   */
   #writeHeld(): void {
-    const held = this.#heldDecisions
-    if (held === undefined || held.length === 0) return
-    this.#heldDecisions = []
-    this.#recordNow('decision', held.length === 1 ? held[0]! : { decisions: held })
+    const ops = this.#heldOps
+    if (ops === undefined || ops.length === 0) return
+    const decs = this.#heldDecs
+    this.#heldOps = []
+    this.#heldDecs = []
+    if (ops.length === 1) return this.#recordNow('decision', this.#decisionPayload(ops[0]!, decs[0]!))
+    const scope = this.#scope?.summary
+    const runs: DecisionRun[] = []
+    let run: DecisionRun | undefined
+    let last: Decision | undefined
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!
+      const d = decs[i]!
+      if (run === undefined || (d !== last && (d.action !== last!.action || d.rule !== last!.rule || d.reason !== last!.reason || d.approvalId !== last!.approvalId))) {
+        // one literal per shape, as #decisionPayload
+        run = scope !== undefined
+          ? { action: d.action, rule: d.rule, reason: d.reason, scope, statements: [], classes: [], fingerprints: [], resources: [] }
+          : { action: d.action, rule: d.rule, reason: d.reason, statements: [], classes: [], fingerprints: [], resources: [] }
+        if (d.approvalId) run.approvalId = d.approvalId
+        runs.push(run)
+      }
+      last = d
+      run.statements.push(op.statement)
+      run.classes.push(op.class)
+      run.fingerprints.push(op.fingerprint)
+      run.resources.push(op.resources)
+    }
+    this.#recordNow('decision', { runs })
   }
 
-  #heldDecisions: Record<string, unknown>[] | undefined
+  /** one decision record (a scoped session's carry the scope the operation ran under: replay and audit show it) */
+  #decisionPayload(op: Operation, decision: Decision): Record<string, unknown> {
+    const scope = this.#scope
+    // one object literal per shape, not a spread per operation
+    return scope
+      ? {
+          action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources,
+          scope: scope.summary, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
+        }
+      : decision.approvalId
+        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+  }
+
+  // held decisions (holdDecisions): the operations and their answers, in order
+  #heldOps: Operation[] | undefined
+  #heldDecs: Decision[] = []
 
   record(type: RecordType, payload: Record<string, unknown>): void {
-    if (this.#heldDecisions !== undefined && this.#heldDecisions.length > 0) this.#writeHeld()
+    if (this.#heldOps !== undefined && this.#heldOps.length > 0) this.#writeHeld()
     this.#recordNow(type, payload)
   }
 
@@ -543,17 +593,18 @@ export class CoreSession implements Session {
    * audit() of `{ class, resources, fingerprint, statement }` of `op` plus `rest`, the same line,
    * with the operation's fields serialized once per Operation object (audit.ts operationJson)
    */
-  auditOperation(op: Operation, rest: Partial<AuditEvent>): void {
+  auditOperation(op: Operation, rest: OperationOutcome): void {
     if (op.class === 'read' && rest.decision === 'allow' && rest.error === undefined && this.#host.generation().config.audit.reads === 'summary') {
       this.audit({ class: op.class, resources: op.resources, fingerprint: op.fingerprint, statement: op.statement, ...rest })
       return
     }
-    this.#write(rest, operationJson(op))
+    // the line text field by field (audit.ts writeOutcome): what an operation's line costs per command
+    this.#host.audit.writeOutcome(this.#head(), isoTime(this.#host.now()), operationJson(op), rest)
     this.#counted(rest)
   }
 
   /** an operation's line was written: the session's byte count (core.ts session info) and the metrics, whichever path wrote it */
-  #counted(event: Partial<AuditEvent>): void {
+  #counted(event: OperationOutcome): void {
     if (event.bytes !== undefined) {
       this.bytesOut += event.bytes
       this.#host.metrics.bytes('out', event.bytes)
@@ -601,6 +652,10 @@ export class CoreSession implements Session {
   }
 
   #write(event: Partial<AuditEvent>, pre?: string) {
+    this.#host.audit.writeSession(this.#head(), isoTime(this.#host.now()), event, pre)
+  }
+
+  #head(): AuditHead {
     const p = this.#principal
     let head = this.#auditHead
     if (head === undefined || p !== this.#auditHeadOf) {
@@ -613,7 +668,7 @@ export class CoreSession implements Session {
         ...(this.#scope ? { scope: this.#scope.summary } : {}),
       })
     }
-    this.#host.audit.writeSession(head, isoTime(this.#host.now()), event, pre)
+    return head
   }
   // the session's own audit fields, serialized once per principal rather than once per line
   #auditHeadOf: Principal | undefined
