@@ -154,10 +154,10 @@ function visit(w: Walk, value: unknown, node: PathNode): unknown {
  * spellings (1.0), escapes and whitespace are not re-serialized. Fails closed (throws) when the text
  * is not JSON.
  */
-export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { text: string; count: number } {
+export function maskJsonText(text: string, plan: MaskPlan, parsed = false, replacements?: readonly Replacement[]): { text: string; count: number } {
   // validates (unless the caller has parsed it already): the scanner below reads well-formed JSON only
   if (!parsed) JSON.parse(text)
-  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0 }
+  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0, replacements }
   try {
     scanValue(s, s.w.tree.root)
   } catch (err) {
@@ -166,8 +166,17 @@ export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { te
     if (err instanceof RangeError) throw new UnmaskableJson('JSON nested too deeply to be masked')
     throw err
   }
-  if (s.w.count === 0 || s.copied === 0) return { text, count: s.w.count }
+  if (s.copied === 0) return { text, count: s.w.count }
   return { text: s.out + text.slice(s.copied), count: s.w.count }
+}
+
+/**
+ * A string value the caller has masked already (streamed text, see sse.ts): written in place of
+ * whatever string stands at `path` (dotted, with indexes), unless a field rule covers that path.
+ */
+export interface Replacement {
+  readonly path: string
+  readonly value: string
 }
 
 /** valid JSON the masker cannot walk (nested past the stack) */
@@ -180,6 +189,7 @@ interface Scan {
   /** the masked text up to `copied` */
   out: string
   copied: number
+  replacements: readonly Replacement[] | undefined
 }
 
 function ws(s: Scan): void {
@@ -269,6 +279,14 @@ function scanValue(s: Scan, node: PathNode): void {
   }
   if (c === 34) {
     const escaped = skipString(s)
+    if (s.replacements !== undefined) {
+      for (const r of s.replacements) {
+        if (r.path === node.full) {
+          replace(s, start, s.pos, JSON.stringify(r.value))
+          return
+        }
+      }
+    }
     // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
     if (!s.w.detectors || node.key === 'embedding') return
     const raw = t.slice(start, s.pos)
