@@ -254,7 +254,7 @@ export class SseMasker extends Transform {
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
     // text held for a slot this event does not continue goes out first, as its own delta event
-    const prefix = this.slots.size === 0 ? '' : this.flushSlots(k => !found.some(f => f.key === k))
+    const prefix = this.slots.size === 0 || this.continuesAll(found) ? '' : this.flushSlots(k => !found.some(f => f.key === k))
     let changed: Replacement[] | undefined
     for (const f of found) {
       let slot = this.slots.get(f.key)
@@ -269,6 +269,13 @@ export class SseMasker extends Transform {
     this.masked += r.count
     if (r.text === text && !linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, r.text)
+  }
+
+  /** every held slot goes on in this event (the usual stream: one choice, delta after delta) */
+  private continuesAll(found: readonly Found[]): boolean {
+    if (found.length === 1) return this.slots.size === 1 && this.slots.has(found[0].key)
+    for (const key of this.slots.keys()) if (!found.some(f => f.key === key)) return false
+    return true
   }
 
   private flushSlots(which: (key: string) => boolean): string {
@@ -366,6 +373,14 @@ class TypedDelta implements Found {
   }
 }
 
+// the strings of the first few choices, made once rather than per event
+const SLOT_KEYS = Array.from({ length: 8 }, (_, i) => `choice:${i}`)
+const CONTENT_PATHS = Array.from({ length: 8 }, (_, i) => `choices.${i}.delta.content`)
+const TEXT_PATHS = Array.from({ length: 8 }, (_, i) => `choices.${i}.text`)
+const slotKey = (index: number): string => (index >= 0 && index < 8 && Number.isInteger(index) ? SLOT_KEYS[index] : `choice:${index}`)
+const choicePath = (i: number, field: 'text' | 'content'): string =>
+  i < 8 ? (field === 'text' ? TEXT_PATHS : CONTENT_PATHS)[i] : `choices.${i}.${field === 'text' ? 'text' : 'delta.content'}`
+
 /** the streamed text fields of one event */
 function deltaSlots(obj: unknown): readonly Found[] {
   if (!obj || typeof obj !== 'object') return NONE
@@ -380,7 +395,7 @@ function deltaSlots(obj: unknown): readonly Found[] {
       const holder = c.delta && typeof c.delta === 'object' && typeof c.delta.content === 'string' ? c.delta : typeof c.text === 'string' ? c : undefined
       if (!holder) continue
       const field = holder === c ? 'text' : 'content'
-      out.push(new ChoiceDelta(`choice:${index}`, `choices.${i}.${field === 'text' ? 'text' : 'delta.content'}`, holder[field] as string, o, c, field))
+      out.push(new ChoiceDelta(slotKey(index), choicePath(i, field), holder[field] as string, o, c, field))
     }
     return out
   }
