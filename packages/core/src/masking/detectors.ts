@@ -219,9 +219,9 @@ export function findEmails(text: string, hit: (start: number, end: number) => vo
     while (s > floor && at - s < 64 && isLocalChar(text.charCodeAt(s - 1))) s--
     if (s < at && (s === 0 || !isLocalChar(text.charCodeAt(s - 1)))) {
       EMAIL_DOMAIN.lastIndex = at + 1
-      const m = EMAIL_DOMAIN.exec(text)
-      if (m !== null) {
-        const end = at + 1 + m[0].length
+      // test, not exec: a sticky regex leaves lastIndex at the match's end, and no match array is made
+      if (EMAIL_DOMAIN.test(text)) {
+        const end = EMAIL_DOMAIN.lastIndex
         hit(s, end)
         floor = end
         at = text.indexOf('@', end)
