@@ -2,6 +2,7 @@
 // events per second, direct, through Portcullis (inspect; mask: the email detector rewrites every
 // delta), through nginx with proxy_buffering off, through the minimal node:http + undici relay and
 // through Portkey's gateway (mask: its regexReplace guardrail).
+import { readFileSync } from 'node:fs'
 import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { startNginx, type Nginx } from '../lib/nginx.ts'
@@ -11,6 +12,19 @@ import { PORTKEY, RELAY, portkeyHeaders, startHttpRelay, startPortkey, type Prox
 import type { GatewayMode } from '../lib/gateway.ts'
 import { ScenarioError, type Row, type Scenario, type Value } from '../lib/types.ts'
 import { httpMasking, httpTarget } from './http-json.ts'
+
+/**
+ * user + system time of a process so far, µs (/proc, ticks of 10 ms): on a shared machine events/s
+ * moves several-fold with the load, the CPU the gateway spends per event much less
+ */
+function cpuMicros(pid: number): number | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) * 10_000
+  } catch {
+    return undefined
+  }
+}
 
 const scenario: Scenario = {
   name: 'http SSE',
@@ -55,15 +69,20 @@ const scenario: Scenario = {
           masking: httpMasking(mode, 'bench-http'),
         }))
         let p: SseResult | string = typeof gw === 'string' ? gw : ''
+        let cpu: Value = typeof gw === 'string' ? gw : 'n/a (no /proc, or node:cluster workers)'
         if (typeof gw !== 'string') {
+          const before = ctx.workers === 1 ? cpuMicros(gw.pid) : undefined
           p = await measure('portcullis', `Portcullis (${mode})`, gw.targets['bench-http'], gw.token, mode === 'mask')
+          const after = before === undefined ? undefined : cpuMicros(gw.pid)
+          if (before !== undefined && after !== undefined && typeof p !== 'string') cpu = (after - before) / (streams * events)
           await gw.stop()
         }
         const common = { scenario: `SSE chat stream, ${events} events`, referenceName: 'nginx', mode }
         rows.push({ ...common, metric: 'events/s', higherIsBetter: true, direct: field(direct, 'eventsPerSec'), portcullis: field(p, 'eventsPerSec'), reference: field(reference, 'eventsPerSec'), columns: others(mode, 'eventsPerSec') })
         rows.push({ ...common, metric: 'TTFB ms', higherIsBetter: false, direct: field(direct, 'ttfbMs'), portcullis: field(p, 'ttfbMs'), reference: field(reference, 'ttfbMs'), columns: others(mode, 'ttfbMs') })
+        rows.push({ ...common, metric: 'gateway CPU µs/event', higherIsBetter: false, direct: '—', portcullis: cpu, reference: '—' })
       }
-      if (leakNote) rows[rows.length - 2].note = leakNote
+      if (leakNote) rows[rows.length - 3].note = leakNote
       return rows
     } finally {
       await upstream.stop()
