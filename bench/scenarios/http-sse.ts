@@ -2,29 +2,16 @@
 // events per second, direct, through Portcullis (inspect; mask: the email detector rewrites every
 // delta), through nginx with proxy_buffering off, through the minimal node:http + undici relay and
 // through Portkey's gateway (mask: its regexReplace guardrail).
-import { readFileSync } from 'node:fs'
 import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { startNginx, type Nginx } from '../lib/nginx.ts'
 import { readSse, type SseResult } from '../lib/sse-client.ts'
+import { cpuMicros } from '../lib/proc.ts'
 import { startUpstream } from '../lib/upstream.ts'
 import { PORTKEY, RELAY, portkeyHeaders, startHttpRelay, startPortkey, type Proxy } from '../lib/relays.ts'
 import type { GatewayMode } from '../lib/gateway.ts'
 import { ScenarioError, type Row, type Scenario, type Value } from '../lib/types.ts'
 import { httpMasking, httpTarget } from './http-json.ts'
-
-/**
- * user + system time of a process so far, µs (/proc, ticks of 10 ms): on a shared machine events/s
- * moves several-fold with the load, the CPU the gateway spends per event much less
- */
-function cpuMicros(pid: number): number | undefined {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return (Number(f[11]) + Number(f[12])) * 10_000
-  } catch {
-    return undefined
-  }
-}
 
 const scenario: Scenario = {
   name: 'http SSE',
