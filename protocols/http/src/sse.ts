@@ -289,7 +289,10 @@ export class SseMasker extends Transform {
       // shaped like the slot's last event, whose other fields are masked as any event's
       const e = maskJsonText(slot.last.event(), this.plan, true, [{ path: slot.last.builtPath, value: r.text }])
       this.masked += e.count
-      out += slot.last.prefix + 'data: ' + e.text + '\n\n'
+      // the event line names the upstream's type: read by the detectors like any event line
+      const line = slot.last.prefix === '' ? undefined : this.plan.scan(slot.last.prefix)
+      if (line !== undefined) this.masked += line.count
+      out += (line?.text ?? '') + 'data: ' + e.text + '\n\n'
     }
     return out
   }
@@ -365,7 +368,8 @@ class TypedDelta implements Found {
   ) {}
 
   get prefix(): string {
-    return `event: ${this.o.type}\n`
+    // a line break in the upstream's type would start lines of its own on the client's side
+    return `event: ${(this.o.type as string).replace(/[\r\n]+/g, ' ')}\n`
   }
 
   event(): string {

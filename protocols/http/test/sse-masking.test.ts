@@ -120,3 +120,12 @@ t.test('held text flushed as an event of its own is masked like any event, field
   t.equal(contents(out.text), 'tail without end')
   t.equal(out.masked, 4, 'the two values in each of the two events sent')
 })
+
+t.test('a held Responses API delta goes out under its event name, which cannot break the line or carry a secret', async t => {
+  const ev = (type: string, delta: string) => `event: x\ndata: ${JSON.stringify({ type, item_id: 'i1', output_index: 0, content_index: 0, delta })}\n\n`
+  const type = 'bob@example.com\ndata: injected\n.delta'
+  const out = await run([ev(type, 'tail held back')])
+  t.notOk(out.text.includes('bob@example.com'), 'the type is read by the detectors')
+  t.notOk(/^data: injected/m.test(out.text), 'no line of its own')
+  t.match(out.text, /tail held back/)
+})
