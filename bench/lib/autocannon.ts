@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { run } from './proc.ts'
 import { ScenarioError } from './types.ts'
 
-export type HttpLoadResult = { rps: number; p50Ms: number; p99Ms: number; mbps: number }
+export type HttpLoadResult = { rps: number; p50Ms: number; p99Ms: number; mbps: number; /** requests answered */ total: number }
 
 const here = dirname(fileURLToPath(import.meta.url))
 const CLI = join(here, '..', 'node_modules', 'autocannon', 'autocannon.js')
@@ -53,5 +53,6 @@ async function autocannonOnce(o: HttpLoadOptions): Promise<HttpLoadResult | 'no-
     p50Ms: res.latency.p50,
     p99Ms: res.latency.p99,
     mbps: res.throughput.average / 1e6,
+    total: res.requests.total,
   }
 }

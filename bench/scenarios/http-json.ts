@@ -7,7 +7,7 @@ import { autocannon, type HttpLoadResult } from '../lib/autocannon.ts'
 import { MODES, type GatewayHandle, type GatewayMode } from '../lib/gateway.ts'
 import { httpLatency, type LatencyResult } from '../lib/http-latency.ts'
 import { startNginx, type Nginx } from '../lib/nginx.ts'
-import { freePort } from '../lib/proc.ts'
+import { cpuMicros, freePort } from '../lib/proc.ts'
 import { startUpstream } from '../lib/upstream.ts'
 import { PORTKEY, RELAY, portkeyHeaders, startHttpRelay, startPortkey, type Proxy } from '../lib/relays.ts'
 import type { Row, Scenario, Value } from '../lib/types.ts'
@@ -60,7 +60,15 @@ const scenario: Scenario = {
       if (typeof nginx !== 'string') await nginx.stop()
       const relay = await ctx.attempt<Proxy>('reference', 'start the Node relay', () => startHttpRelay(upstream))
       const origin = (p: Proxy) => `http://${p.host}:${p.port}`
-      const relayed: HttpLoadResult | string = typeof relay === 'string' ? relay : await load('reference', RELAY, origin(relay))
+      // the CPU each process spends per request (/proc): steadier than req/s on a shared machine
+      const perRequest = async (pid: number | undefined, measure: () => Promise<HttpLoadResult | string>): Promise<[HttpLoadResult | string, Value]> => {
+        const before = pid === undefined ? undefined : cpuMicros(pid)
+        const r = await measure()
+        const after = before === undefined ? undefined : cpuMicros(pid!)
+        // with repeats, the median run's count stands for each
+        return [r, typeof r !== 'string' && before !== undefined && after !== undefined ? (after - before) / (r.total * ctx.repeats) : 'n/a']
+      }
+      const [relayed, relayCpu]: [HttpLoadResult | string, Value] = typeof relay === 'string' ? [relay, relay] : await perRequest(relay.pid, () => load('reference', RELAY, origin(relay)))
       const relayed1: LatencyResult | string = typeof relay === 'string' ? relay : await single('reference', RELAY, origin(relay))
       if (typeof relay !== 'string') await relay.stop()
       // Portkey: once per mode (mask: its own regexReplace guardrail on the answer's text)
@@ -82,14 +90,16 @@ const scenario: Scenario = {
         }))
         let p: HttpLoadResult | string = typeof gw === 'string' ? gw : ''
         let p1: LatencyResult | string = typeof gw === 'string' ? gw : ''
+        let cpu: Value = typeof gw === 'string' ? gw : ''
         if (typeof gw !== 'string') {
           const t = gw.targets['bench-http']
-          p = await load('portcullis', `Portcullis (${mode})`, `http://${t.host}:${t.port}`, gw.token)
+          ;[p, cpu] = await perRequest(ctx.workers === 1 ? gw.pid : undefined, () => load('portcullis', `Portcullis (${mode})`, `http://${t.host}:${t.port}`, gw.token))
           if (mode === 'inspect') p1 = await single('portcullis', `Portcullis (${mode})`, `http://${t.host}:${t.port}`, gw.token)
           await gw.stop()
         }
         const common = { scenario: '1 KB JSON chat completion 50 connections', referenceName: 'nginx' }
         rows.push({ ...common, metric: 'req/s', mode, higherIsBetter: true, direct: field(direct, 'rps'), portcullis: field(p, 'rps'), reference: field(reference, 'rps'), columns: others(mode, 'rps') })
+        rows.push({ ...common, metric: 'CPU µs/request', mode, higherIsBetter: false, direct: '—', portcullis: cpu, reference: '—', columns: { [RELAY]: relayCpu } })
         if (mode === 'inspect') {
           rows.push({ ...common, metric: 'p50 ms', mode, higherIsBetter: false, direct: field(direct, 'p50Ms'), portcullis: field(p, 'p50Ms'), reference: field(reference, 'p50Ms'), columns: others(mode, 'p50Ms') })
           rows.push({ ...common, metric: 'p99 ms', mode, higherIsBetter: false, direct: field(direct, 'p99Ms'), portcullis: field(p, 'p99Ms'), reference: field(reference, 'p99Ms'), columns: others(mode, 'p99Ms') })

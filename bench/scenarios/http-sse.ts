@@ -6,6 +6,7 @@ import { field, type Context } from '../lib/context.ts'
 import { MODES, type GatewayHandle } from '../lib/gateway.ts'
 import { startNginx, type Nginx } from '../lib/nginx.ts'
 import { readSse, type SseResult } from '../lib/sse-client.ts'
+import { cpuMicros } from '../lib/proc.ts'
 import { startUpstream } from '../lib/upstream.ts'
 import { PORTKEY, RELAY, portkeyHeaders, startHttpRelay, startPortkey, type Proxy } from '../lib/relays.ts'
 import type { GatewayMode } from '../lib/gateway.ts'
@@ -55,15 +56,20 @@ const scenario: Scenario = {
           masking: httpMasking(mode, 'bench-http'),
         }))
         let p: SseResult | string = typeof gw === 'string' ? gw : ''
+        let cpu: Value = typeof gw === 'string' ? gw : 'n/a (no /proc, or node:cluster workers)'
         if (typeof gw !== 'string') {
+          const before = ctx.workers === 1 ? cpuMicros(gw.pid) : undefined
           p = await measure('portcullis', `Portcullis (${mode})`, gw.targets['bench-http'], gw.token, mode === 'mask')
+          const after = before === undefined ? undefined : cpuMicros(gw.pid)
+          if (before !== undefined && after !== undefined && typeof p !== 'string') cpu = (after - before) / (streams * events)
           await gw.stop()
         }
         const common = { scenario: `SSE chat stream, ${events} events`, referenceName: 'nginx', mode }
         rows.push({ ...common, metric: 'events/s', higherIsBetter: true, direct: field(direct, 'eventsPerSec'), portcullis: field(p, 'eventsPerSec'), reference: field(reference, 'eventsPerSec'), columns: others(mode, 'eventsPerSec') })
         rows.push({ ...common, metric: 'TTFB ms', higherIsBetter: false, direct: field(direct, 'ttfbMs'), portcullis: field(p, 'ttfbMs'), reference: field(reference, 'ttfbMs'), columns: others(mode, 'ttfbMs') })
+        rows.push({ ...common, metric: 'gateway CPU µs/event', higherIsBetter: false, direct: '—', portcullis: cpu, reference: '—' })
       }
-      if (leakNote) rows[rows.length - 2].note = leakNote
+      if (leakNote) rows[rows.length - 3].note = leakNote
       return rows
     } finally {
       await upstream.stop()

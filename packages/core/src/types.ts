@@ -86,6 +86,13 @@ export interface MaskPlan {
   apply(method: MaskMethod, value: string): string | null
   /** run the detectors over text; count = number of values replaced */
   scan(text: string): { text: string; count: number }
+  /**
+   * streamed text (a reply's deltas, concatenated): text[0, from) was answered already and is context;
+   * returns text[from, cut) masked, with cut placed where no text appended later can change a match
+   * that starts before it (final: the stream ended, cut is the end). The caller keeps the text from
+   * STREAM_CONTEXT characters before cut and appends the next piece.
+   */
+  scanStream(text: string, from: number, final: boolean): { text: string; count: number; cut: number }
   /** longest possible detector match in characters (bounds streaming hold-back) */
   readonly maxMatchLength: number
   /** false when no field rule / no key rule applies (a codec may then allow replies it could not mask by field / key); absent: assume some may */

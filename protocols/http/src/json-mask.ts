@@ -21,6 +21,11 @@ interface PathNode {
   /** the field rule for this path; undefined for the root and index segments */
   readonly method: MaskMethod | undefined
   kids: Map<string, PathNode> | undefined
+  /** the keys of the last object met at this path, in order: the next one of the same shape is read
+   * by comparing its key text in place (no key string, no lookup) */
+  order: PathNode[] | undefined
+  /** the key needs no escape in JSON: its text stands as it is between the quotes */
+  readonly plainKey: boolean
   /** the last short string scanned at this path and what the detectors made of it: ids, models and
    * object types repeat at the same path event after event */
   seen: string | undefined
@@ -68,7 +73,7 @@ function treeOf(plan: MaskPlan): PathTree {
 }
 
 function newNode(full: string, named: string, namedDepth: number, key: string, method: MaskMethod | undefined): PathNode {
-  return { full, named, namedDepth, key, method, kids: undefined, seen: undefined, seenText: '', seenCount: 0, keyText: undefined, keyCount: 0 }
+  return { full, named, namedDepth, key, method, kids: undefined, order: undefined, plainKey: !/["\\\u0000-\u001f]/.test(key), seen: undefined, seenText: '', seenCount: 0, keyText: undefined, keyCount: 0 }
 }
 
 /** the key of `node` after the detectors (counted once per visit when they changed it) */
@@ -154,10 +159,10 @@ function visit(w: Walk, value: unknown, node: PathNode): unknown {
  * spellings (1.0), escapes and whitespace are not re-serialized. Fails closed (throws) when the text
  * is not JSON.
  */
-export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { text: string; count: number } {
+export function maskJsonText(text: string, plan: MaskPlan, parsed = false, replacements?: readonly Replacement[]): { text: string; count: number } {
   // validates (unless the caller has parsed it already): the scanner below reads well-formed JSON only
   if (!parsed) JSON.parse(text)
-  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0 }
+  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0, replacements }
   try {
     scanValue(s, s.w.tree.root)
   } catch (err) {
@@ -166,8 +171,17 @@ export function maskJsonText(text: string, plan: MaskPlan, parsed = false): { te
     if (err instanceof RangeError) throw new UnmaskableJson('JSON nested too deeply to be masked')
     throw err
   }
-  if (s.w.count === 0 || s.copied === 0) return { text, count: s.w.count }
+  if (s.copied === 0) return { text, count: s.w.count }
   return { text: s.out + text.slice(s.copied), count: s.w.count }
+}
+
+/**
+ * A string value the caller has masked already (streamed text, see sse.ts): written in place of
+ * whatever string stands at `path` (dotted, with indexes), unless a field rule covers that path.
+ */
+export interface Replacement {
+  readonly path: string
+  readonly value: string
 }
 
 /** valid JSON the masker cannot walk (nested past the stack) */
@@ -180,6 +194,7 @@ interface Scan {
   /** the masked text up to `copied` */
   out: string
   copied: number
+  replacements: readonly Replacement[] | undefined
 }
 
 function ws(s: Scan): void {
@@ -198,6 +213,14 @@ function replace(s: Scan, start: number, end: number, with_: string): void {
 function skipString(s: Scan): boolean {
   const t = s.text
   let p = s.pos + 1
+  // the usual string has no escape: its end is the next quote
+  const q = t.indexOf('"', p)
+  const b = t.indexOf('\\', p)
+  if (b === -1 || b > q) {
+    s.pos = q + 1
+    return false
+  }
+  p = b
   let escaped = false
   for (;;) {
     const c = t.charCodeAt(p)
@@ -269,10 +292,24 @@ function scanValue(s: Scan, node: PathNode): void {
   }
   if (c === 34) {
     const escaped = skipString(s)
+    if (s.replacements !== undefined) {
+      for (const r of s.replacements) {
+        if (r.path === node.full) {
+          replace(s, start, s.pos, JSON.stringify(r.value))
+          return
+        }
+      }
+    }
     // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
     if (!s.w.detectors || node.key === 'embedding') return
-    const raw = t.slice(start, s.pos)
-    const value = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1)
+    const seen = node.seen
+    if (seen !== undefined && !escaped && s.pos - start - 2 === seen.length && t.startsWith(seen, start + 1)) {
+      // the string met here last time (an id, a model, an object type), compared where it stands
+      s.w.count += node.seenCount
+      if (node.seenText !== seen) replace(s, start, s.pos, JSON.stringify(node.seenText))
+      return
+    }
+    const value = escaped ? (JSON.parse(t.slice(start, s.pos)) as string) : t.slice(start + 1, s.pos - 1)
     let masked: string
     if (node.seen === value) {
       s.w.count += node.seenCount
@@ -316,23 +353,39 @@ function scanValue(s: Scan, node: PathNode): void {
       s.pos++
       return
     }
-    for (;;) {
+    const order = node.order
+    let fresh: PathNode[] | undefined
+    for (let i = 0; ; i++) {
       ws(s)
       const kStart = s.pos
-      const escaped = skipString(s)
+      let child: PathNode
+      const guess = order !== undefined && fresh === undefined && i < order.length ? order[i] : undefined
+      if (guess !== undefined && guess.plainKey && t.startsWith(guess.key, kStart + 1) && t.charCodeAt(kStart + 1 + guess.key.length) === 34) {
+        // the same key as in the last object here: the same node, without reading the key out
+        child = guess
+        s.pos = kStart + guess.key.length + 2
+      } else {
+        const escaped = skipString(s)
+        const key = escaped ? (JSON.parse(t.slice(kStart, s.pos)) as string) : t.slice(kStart + 1, s.pos - 1)
+        child = childOf(s.w, node, key, isIndex(key))
+        // another shape: this object's keys are the order next time
+        if (fresh === undefined) fresh = order === undefined ? [] : order.slice(0, i)
+      }
+      if (fresh !== undefined && fresh.length < 64) fresh.push(child)
       const kEnd = s.pos
-      const rawKey = t.slice(kStart, kEnd)
-      const key = escaped ? (JSON.parse(rawKey) as string) : rawKey.slice(1, -1)
-      const child = childOf(s.w, node, key, isIndex(key))
       if (s.w.detectors) {
         const k = maskedKey(s.w, child)
-        if (k !== key) replace(s, kStart, kEnd, JSON.stringify(k))
+        if (k !== child.key) replace(s, kStart, kEnd, JSON.stringify(k))
       }
       ws(s)
       s.pos++ // :
       scanValue(s, child)
       ws(s)
-      if (t.charCodeAt(s.pos++) === 125) return
+      if (t.charCodeAt(s.pos++) === 125) {
+        // a shape with fewer keys than the last: kept as it is (its keys were all found in place)
+        if (fresh !== undefined && s.w.tree.size < MAX_CACHED_PATHS) node.order = fresh
+        return
+      }
     }
   }
   // number, true, false, null

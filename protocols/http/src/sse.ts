@@ -1,13 +1,15 @@
 // Masks a text/event-stream event by event. Streamed text deltas (OpenAI chat `choices[].delta.content`,
 // completions `choices[].text`, Responses API `*.delta`) can split a secret over several events
-// ("sk-", "proj-Ab", "c123…"), so for each delta slot a hold-back of the concatenated text is kept:
-// only text that no future match can reach is emitted (masked), the rest waits for the next delta.
-// A match is at most masks.maxMatchLength characters long, which bounds what is held back; it is
-// flushed as a delta event of its own at the slot's next non-delta event, at [DONE] or at stream end.
+// ("sk-", "proj-Ab", "c123…"), so each delta slot's text is scanned as one stream (masks.scanStream):
+// only text that no later match can reach is emitted (masked), the rest waits for the next delta.
+// What can be reached is the run at the end made of characters a match may hold (for an email: no
+// space), and never more than masks.maxMatchLength; it is flushed as a delta event of its own at the
+// slot's next non-delta event, at [DONE] or at stream end. Each delta is scanned once, with a short
+// context of the text before it (lookbehinds), not with the whole hold-back again.
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
-import type { MaskPlan } from '@portcullis/core'
-import { maskJson, maskJsonText } from './json-mask.ts'
+import { STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
+import { maskJsonText, type Replacement } from './json-mask.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
@@ -16,8 +18,13 @@ export interface SseMaskerOptions {
   onBatch?: (text: string, masked: number) => void
 }
 
-interface Slot {
-  hold: string
+/** one delta slot's streamed text: text[0, from) was sent (context), text[from…] is held back */
+export interface Held {
+  text: string
+  from: number
+}
+
+interface Slot extends Held {
   /** the slot's last delta: builds a delta event carrying held text, shaped like it */
   last: Found
 }
@@ -247,22 +254,28 @@ export class SseMasker extends Transform {
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
     // text held for a slot this event does not continue goes out first, as its own delta event
-    const prefix = this.slots.size === 0 ? '' : this.flushSlots(k => !found.some(f => f.key === k))
+    const prefix = this.slots.size === 0 || this.continuesAll(found) ? '' : this.flushSlots(k => !found.some(f => f.key === k))
+    let changed: Replacement[] | undefined
     for (const f of found) {
       let slot = this.slots.get(f.key)
-      if (!slot) this.slots.set(f.key, (slot = { hold: '', last: f }))
+      if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f }))
       slot.last = f
-      const r = holdBack(slot.hold, f.original, this.limit, this.plan)
-      slot.hold = r.hold
+      const r = holdBack(slot, f.original, this.limit, this.plan)
       this.masked += r.count
-      f.set('')
-      f.emit = r.emit
+      if (r.emit !== f.original) (changed ??= []).push({ path: f.path, value: r.emit })
     }
-    const r = maskJson(obj, this.plan)
+    // the rest of the event masked where it stands; the delta text replaced by what may go out of it
+    const r = maskJsonText(text, this.plan, true, changed)
     this.masked += r.count
-    for (const f of found) f.set(f.emit ?? '')
-    if (r.count === 0 && !linesChanged && found.every(f => f.emit === f.original)) return prefix === '' ? undefined : prefix + raw + '\n\n'
-    return prefix + serialize(other, JSON.stringify(r.value))
+    if (r.text === text && !linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
+    return prefix + serialize(other, r.text)
+  }
+
+  /** every held slot goes on in this event (the usual stream: one choice, delta after delta) */
+  private continuesAll(found: readonly Found[]): boolean {
+    if (found.length === 1) return this.slots.size === 1 && this.slots.has(found[0].key)
+    for (const key of this.slots.keys()) if (!found.some(f => f.key === key)) return false
+    return true
   }
 
   private flushSlots(which: (key: string) => boolean): string {
@@ -270,10 +283,16 @@ export class SseMasker extends Transform {
     for (const [key, slot] of this.slots) {
       if (!which(key)) continue
       this.slots.delete(key)
-      if (slot.hold === '') continue
-      const r = this.plan.scan(slot.hold)
+      if (slot.text.length === slot.from) continue
+      const r = this.plan.scanStream(slot.text, slot.from, true)
       this.masked += r.count
-      out += slot.last.event(r.text)
+      // shaped like the slot's last event, whose other fields are masked as any event's
+      const e = maskJsonText(slot.last.event(), this.plan, true, [{ path: slot.last.builtPath, value: r.text }])
+      this.masked += e.count
+      // the event line names the upstream's type: read by the detectors like any event line
+      const line = slot.last.prefix === '' ? undefined : this.plan.scan(slot.last.prefix)
+      if (line !== undefined) this.masked += line.count
+      out += (line?.text ?? '') + 'data: ' + e.text + '\n\n'
     }
     return out
   }
@@ -298,11 +317,17 @@ function serialize(other: readonly string[], data: string): string {
 
 /** one streamed text field of an event: where it sits, and how to send held text shaped like it */
 interface Found {
+  /** the slot: which stream of text this continues */
   readonly key: string
+  /** where the text sits in the event's JSON (a json-mask path) */
+  readonly path: string
+  /** where it sits in the event that event() builds */
+  readonly builtPath: string
   readonly original: string
-  set(v: string): void
-  event(text: string): string
-  emit?: string
+  /** lines before the data line of a built event ('event: …\n') */
+  readonly prefix: string
+  /** a JSON event like this one to carry held text (the text itself is put in at `path`) */
+  event(): string
 }
 
 const NONE: readonly Found[] = []
@@ -310,44 +335,55 @@ const NO_LINES: readonly string[] = []
 
 /** chat completions `choices[i].delta.content`, completions `choices[i].text` */
 class ChoiceDelta implements Found {
-  emit?: string
+  readonly prefix = ''
   constructor(
     readonly key: string,
+    readonly path: string,
     readonly original: string,
     private readonly o: Record<string, any>,
     private readonly c: Record<string, any>,
-    private readonly holder: Record<string, any>,
     private readonly field: 'text' | 'content',
   ) {}
 
-  set(v: string): void {
-    this.holder[this.field] = v
+  get builtPath(): string {
+    // a built event has the one choice, at index 0
+    return this.field === 'text' ? 'choices.0.text' : 'choices.0.delta.content'
   }
 
-  event(text: string): string {
+  event(): string {
     const c = this.c
-    const choice = this.field === 'text' ? { ...c, text, finish_reason: null } : { ...c, delta: { content: text }, finish_reason: null }
-    return `data: ${JSON.stringify({ ...this.o, choices: [choice] })}\n\n`
+    const choice = this.field === 'text' ? { ...c, text: '', finish_reason: null } : { ...c, delta: { content: '' }, finish_reason: null }
+    return JSON.stringify({ ...this.o, choices: [choice] })
   }
 }
 
 /** Responses API `*.delta` events */
 class TypedDelta implements Found {
-  emit?: string
+  readonly path = 'delta'
+  readonly builtPath = 'delta'
   constructor(
     readonly key: string,
     readonly original: string,
     private readonly o: Record<string, any>,
   ) {}
 
-  set(v: string): void {
-    this.o.delta = v
+  get prefix(): string {
+    // a line break in the upstream's type would start lines of its own on the client's side
+    return `event: ${(this.o.type as string).replace(/[\r\n]+/g, ' ')}\n`
   }
 
-  event(text: string): string {
-    return `event: ${this.o.type}\ndata: ${JSON.stringify({ ...this.o, delta: text })}\n\n`
+  event(): string {
+    return JSON.stringify({ ...this.o, delta: '' })
   }
 }
+
+// the strings of the first few choices, made once rather than per event
+const SLOT_KEYS = Array.from({ length: 8 }, (_, i) => `choice:${i}`)
+const CONTENT_PATHS = Array.from({ length: 8 }, (_, i) => `choices.${i}.delta.content`)
+const TEXT_PATHS = Array.from({ length: 8 }, (_, i) => `choices.${i}.text`)
+const slotKey = (index: number): string => (index >= 0 && index < 8 && Number.isInteger(index) ? SLOT_KEYS[index] : `choice:${index}`)
+const choicePath = (i: number, field: 'text' | 'content'): string =>
+  i < 8 ? (field === 'text' ? TEXT_PATHS : CONTENT_PATHS)[i] : `choices.${i}.${field === 'text' ? 'text' : 'delta.content'}`
 
 /** the streamed text fields of one event */
 function deltaSlots(obj: unknown): readonly Found[] {
@@ -363,7 +399,7 @@ function deltaSlots(obj: unknown): readonly Found[] {
       const holder = c.delta && typeof c.delta === 'object' && typeof c.delta.content === 'string' ? c.delta : typeof c.text === 'string' ? c : undefined
       if (!holder) continue
       const field = holder === c ? 'text' : 'content'
-      out.push(new ChoiceDelta(`choice:${index}`, holder[field] as string, o, c, holder, field))
+      out.push(new ChoiceDelta(slotKey(index), choicePath(i, field), holder[field] as string, o, c, field))
     }
     return out
   }
@@ -374,27 +410,19 @@ function deltaSlots(obj: unknown): readonly Found[] {
 }
 
 /**
- * Adds `incoming` to the held text and returns what may go out now (masked). Characters before
- * p = length - (limit - 1) cannot belong to a match that a future delta completes (a match is at
- * most `limit` long and must include a future character), so they are safe once masked — provided
- * the cut does not split a match already present, which is checked by masking both sides apart.
+ * Adds `incoming` to a slot's text and returns what may go out now (masked): what no later delta can
+ * change (masks.scanStream). The rest stays held, after a short context of what went out. A run
+ * that never lets a cut through (a PEM body without end) goes out masked past 4 × the longest match,
+ * so that what is held stays bounded.
  */
-export function holdBack(hold: string, incoming: string, limit: number, plan: MaskPlan): { emit: string; hold: string; count: number } {
-  const buf = hold + incoming
-  let p = buf.length - (limit - 1)
-  if (p <= 0) return { emit: '', hold: buf, count: 0 }
-  if (isHighSurrogate(buf.charCodeAt(p - 1))) p--
-  const whole = plan.scan(buf)
-  if (whole.count === 0) return { emit: buf.slice(0, p), hold: buf.slice(p), count: 0 }
-  for (let c = p; c > 0 && c >= p - limit; c--) {
-    if (isHighSurrogate(buf.charCodeAt(c - 1))) continue
-    const a = plan.scan(buf.slice(0, c))
-    const b = plan.scan(buf.slice(c))
-    if (a.text + b.text === whole.text) return { emit: a.text, hold: buf.slice(c), count: a.count }
-  }
-  // no clean cut in reach (matches back to back): hold on, but never beyond a bound
-  if (buf.length > 4 * limit) return { emit: whole.text, hold: '', count: whole.count }
-  return { emit: '', hold: buf, count: 0 }
+export function holdBack(held: Held, incoming: string, limit: number, plan: MaskPlan): { emit: string; count: number } {
+  const buf = held.text + incoming
+  let r = plan.scanStream(buf, held.from, false)
+  if (buf.length - r.cut > 4 * limit) r = plan.scanStream(buf, held.from, true)
+  const keep = r.cut > STREAM_CONTEXT ? r.cut - STREAM_CONTEXT : 0
+  held.text = keep === 0 ? buf : buf.slice(keep)
+  held.from = r.cut - keep
+  return { emit: r.text, count: r.count }
 }
 
 function isHighSurrogate(code: number): boolean {

@@ -50,17 +50,16 @@ t.test('held-back text is flushed at stream end even without [DONE]', async t =>
 
 t.test('what is held back stays bounded by the longest match', async t => {
   const plan = stubMasks()
-  let hold = ''
+  const held = { text: '', from: 0 }
   let emitted = ''
   let longest = 0
   for (let i = 0; i < 2000; i++) {
-    const r = holdBack(hold, 'lorem ipsum ', plan.maxMatchLength, plan)
-    hold = r.hold
+    const r = holdBack(held, 'lorem ipsum ', plan.maxMatchLength, plan)
     emitted += r.emit
-    longest = Math.max(longest, hold.length)
+    longest = Math.max(longest, held.text.length - held.from)
   }
-  t.ok(longest < plan.maxMatchLength, 'hold-back stays below maxMatchLength')
-  t.equal(emitted + hold, 'lorem ipsum '.repeat(2000))
+  t.ok(longest <= plan.maxMatchLength, 'hold-back stays within maxMatchLength')
+  t.equal(emitted + held.text.slice(held.from), 'lorem ipsum '.repeat(2000))
 })
 
 t.test('non-delta events are masked as JSON, field rules included; untouched events pass as they came', async t => {
@@ -79,4 +78,54 @@ t.test('an event larger than the inspection limit fails the stream closed', asyn
   await t.rejects(async () => {
     for await (const _ of src.pipe(masker)) void _
   }, /larger than the inspection limit/)
+})
+
+t.test('with the real detectors, raw bytes cut at every place and deltas cut anywhere mask as the whole reply would', async t => {
+  const { compileMaskPlan } = await import('@portcullis/core')
+  const plan = compileMaskPlan([{ id: 'pii', detectors: ['email', 'api-key', 'card'], method: 'redact' }], { target: 't', subject: 's', groups: [] }, { hashKey: Buffer.alloc(32, 1) })
+  const reply = 'Mail jürgen.o@exämple.de or bob@example.com, key sk-proj-Abc123def456ghi789jkl0, card 4111 1111 1111 1111. Done'
+  const wanted = plan.scan(reply).text
+  // the reply in deltas cut at every second place, then the bytes of the stream cut at every place
+  const deltas: string[] = []
+  for (let i = 0; i < reply.length; i += 2) deltas.push(reply.slice(i, i + 2))
+  const bytes = Buffer.from([chunk(''), ...deltas.map(d => chunk(d)), chunk(undefined, 'stop'), 'data: [DONE]\n\n'].join(''))
+  let bad = 0
+  for (let c = 0; c <= bytes.length && bad === 0; c++) {
+    const m = new SseMasker(plan, { maxEventBytes: 1 << 20 })
+    const out = m.maskChunk(bytes.subarray(0, c)) + m.maskChunk(bytes.subarray(c)) + m.maskEnd()
+    if (contents(out) !== wanted || /bob@|jürgen|Abc123|1111 1111/.test(out)) {
+      bad++
+      t.fail(`cut at byte ${c}`, { found: contents(out), wanted })
+    }
+  }
+  t.equal(bad, 0, `all ${bytes.length + 1} cuts`)
+  // and the deltas themselves cut at every place of the reply, two events
+  for (let c = 0; c <= reply.length; c++) {
+    const out = await run([chunk(reply.slice(0, c)), chunk(reply.slice(c)), 'data: [DONE]\n\n'], plan)
+    if (contents(out.text) !== wanted) {
+      t.fail(`delta cut at ${c}`, { found: contents(out.text), wanted })
+      return
+    }
+  }
+  t.pass('every two-delta cut')
+})
+
+t.test('held text flushed as an event of its own is masked like any event, field rules included', async t => {
+  const plan = stubMasks({ fields: { 'user.email': 'redact' } })
+  const ev = (content: string) => `data: ${JSON.stringify({ id: 'c1', user: { email: 'x@y.io' }, note: 'from a@b.io', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`
+  // the stub holds back its whole longest match, so the delta goes out at the end, rebuilt
+  const out = await run([ev('tail without end')], plan)
+  t.notOk(out.text.includes('x@y.io'), 'the field rule held')
+  t.notOk(out.text.includes('a@b.io'), 'the detectors ran on the other fields')
+  t.equal(contents(out.text), 'tail without end')
+  t.equal(out.masked, 4, 'the two values in each of the two events sent')
+})
+
+t.test('a held Responses API delta goes out under its event name, which cannot break the line or carry a secret', async t => {
+  const ev = (type: string, delta: string) => `event: x\ndata: ${JSON.stringify({ type, item_id: 'i1', output_index: 0, content_index: 0, delta })}\n\n`
+  const type = 'bob@example.com\ndata: injected\n.delta'
+  const out = await run([ev(type, 'tail held back')])
+  t.notOk(out.text.includes('bob@example.com'), 'the type is read by the detectors')
+  t.notOk(/^data: injected/m.test(out.text), 'no line of its own')
+  t.match(out.text, /tail held back/)
 })

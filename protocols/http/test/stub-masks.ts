@@ -39,6 +39,17 @@ export function stubMasks(opts: { fields?: Record<string, MaskMethod>; detectors
       return { text, count }
     },
     maxMatchLength: 64 + 1 + 63 + 5 * 64 + 25,
+    scanStream(text, from, final) {
+      // the plain bound: the longest match back from the end, moved back while the cut splits a match
+      // (both sides masked apart differ from the whole); the stub's patterns have no lookbehind, so
+      // the context before `from` is not needed
+      const rest = text.slice(from)
+      let cut = final ? text.length : Math.max(from, text.length - this.maxMatchLength)
+      const whole = this.scan(rest).text
+      while (cut > from && this.scan(text.slice(from, cut)).text + this.scan(text.slice(cut)).text !== whole) cut--
+      const r = this.scan(text.slice(from, cut))
+      return { ...r, cut }
+    },
   }
 }
 

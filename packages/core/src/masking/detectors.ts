@@ -23,7 +23,24 @@ export interface Detector {
   /** longest match in characters that the streaming hold-back must cover */
   readonly maxLength: number
   readonly validate?: (match: string) => boolean
+  /**
+   * Every character of every match passes this, and the detector looks at most one character past
+   * a match: a streaming codec then holds back only the run of such characters at the end of what
+   * it has, not maxLength (without it, maxLength bounds the hold-back).
+   */
+  readonly chars?: (code: number) => boolean
 }
+
+const isWordOrDash = (c: number): boolean => isAlnum(c) || c === 95 || c === 45
+const isKeyChar = (c: number): boolean => isAlnum(c) || c === 95
+const isSlackChar = (c: number): boolean => isAlnum(c) || c === 45
+const isJwtChar = (c: number): boolean => isWordOrDash(c) || c === 46
+const isUpperAlnum = (c: number): boolean => (c >= 65 && c <= 90) || (c >= 48 && c <= 57)
+function isAlnum(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57)
+}
+/** an email's characters: the local part's, '@' and the domain's (a subset of the local part's plus '.') */
+const isEmailChar = (c: number): boolean => isLocalChar(c) || c === 64
 
 const HEX = '[0-9A-Fa-f]'
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)'
@@ -50,36 +67,42 @@ export const BUILTIN: readonly Detector[] = [
     source: '(?<![\\w-])eyJ[A-Za-z0-9_-]{2,}\\.eyJ[A-Za-z0-9_-]{2,}\\.[A-Za-z0-9_-]*',
     trigger: Trigger.Jwt,
     maxLength: 8192,
+    chars: isJwtChar,
   },
   {
     name: 'openai-key',
     source: '(?<![\\w-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}',
     trigger: Trigger.KeyPrefix,
     maxLength: 256,
+    chars: isWordOrDash,
   },
   {
     name: 'aws-key',
     source: '(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])',
     trigger: Trigger.KeyPrefix,
     maxLength: 20,
+    chars: isUpperAlnum,
   },
   {
     name: 'github-token',
     source: '(?<!\\w)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})',
     trigger: Trigger.KeyPrefix,
     maxLength: 256,
+    chars: isKeyChar,
   },
   {
     name: 'slack-token',
     source: '(?<![\\w-])xox[abposr]-[A-Za-z0-9-]{10,}',
     trigger: Trigger.KeyPrefix,
     maxLength: 256,
+    chars: isSlackChar,
   },
   {
     name: 'stripe-key',
     source: '(?<!\\w)(?:sk|rk)_live_[A-Za-z0-9]{16,}',
     trigger: Trigger.KeyPrefix,
     maxLength: 256,
+    chars: isKeyChar,
   },
   {
     name: 'email',
@@ -91,6 +114,7 @@ export const BUILTIN: readonly Detector[] = [
       '(?<![A-Za-z0-9._%+\\u0080-\\uffff-])[A-Za-z0-9._%+\\u0080-\\uffff-]{1,64}@(?:[A-Za-z0-9\\u0080-\\uffff-]{1,63}\\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9\\u0080-\\uffff-])',
     trigger: Trigger.At,
     maxLength: 64 + 1 + 8 * 64 + 24,
+    chars: isEmailChar,
   },
   {
     name: 'iban',
@@ -184,18 +208,20 @@ const EMAIL_DOMAIN = /(?:[A-Za-z0-9\u0080-\uffff-]{1,63}\.){1,8}[A-Za-z]{2,24}(?
  * part (1–64 characters, starting at a non-local character) and match the domain from there. Same
  * matches as the email regex; calls `hit(start, end)` in order.
  */
-export function findEmails(text: string, hit: (start: number, end: number) => void): void {
-  let at = text.indexOf('@')
-  // like a global regex, a match never starts inside the previous one
-  let floor = 0
+export function findEmails(text: string, hit: (start: number, end: number) => void, from = 0): void {
+  let at = text.indexOf('@', from)
+  // like a global regex, a match never starts inside the previous one (nor before `from`: text before
+  // it was answered already, and a local part reaching back past it is no match here, as a regex
+  // started there would find none)
+  let floor = from
   while (at !== -1) {
     let s = at
     while (s > floor && at - s < 64 && isLocalChar(text.charCodeAt(s - 1))) s--
     if (s < at && (s === 0 || !isLocalChar(text.charCodeAt(s - 1)))) {
       EMAIL_DOMAIN.lastIndex = at + 1
-      const m = EMAIL_DOMAIN.exec(text)
-      if (m !== null) {
-        const end = at + 1 + m[0].length
+      // test, not exec: a sticky regex leaves lastIndex at the match's end, and no match array is made
+      if (EMAIL_DOMAIN.test(text)) {
+        const end = EMAIL_DOMAIN.lastIndex
         hit(s, end)
         floor = end
         at = text.indexOf('@', end)

@@ -7,7 +7,7 @@ import type { MaskMethod, MaskPlan } from '../types.ts'
 import { BUILTIN, type Detector, expandDetector, DETECTORS } from './detectors.ts'
 import { ColumnRules, FieldRules, KeyRules, matchesAny } from './lookup.ts'
 import { MASK_METHODS, maskValue, stricter } from './methods.ts'
-import { type DetectorEntry, type PatternEntry, type ScanResult, Scanner } from './scanner.ts'
+import { type DetectorEntry, type PatternEntry, type ScanResult, Scanner, type StreamScan } from './scanner.ts'
 
 export interface MaskingRuleConfig {
   id: string
@@ -150,6 +150,10 @@ class CompiledMaskPlan implements MaskPlan {
 
   scan(text: string): ScanResult {
     return this.scanner.scan(text)
+  }
+
+  scanStream(text: string, from: number, final: boolean): StreamScan {
+    return this.scanner.scanStream(text, from, final)
   }
 }
 

@@ -36,6 +36,21 @@ export interface ScanResult {
   count: number
 }
 
+export interface StreamScan extends ScanResult {
+  /** where the masked text ends: what follows is held for the next piece */
+  cut: number
+}
+
+/**
+ * Characters of already-answered text a streaming caller keeps before what it still holds: the
+ * detectors' lookbehinds and \b read one, an email's local part walks back over at most 64.
+ */
+export const STREAM_CONTEXT = 72
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff
+}
+
 export class Scanner {
   readonly entries: readonly DetectorEntry[]
   readonly patterns: readonly PatternEntry[]
@@ -46,6 +61,10 @@ export class Scanner {
   /** email runs outside the combined regex (see findEmails) */
   private readonly email: DetectorEntry | undefined
   private readonly regexEntries: readonly DetectorEntry[]
+  /** entry → its index in `entries` (a span's kind; patterns follow the entries) */
+  private readonly kindOf = new Map<DetectorEntry, number>()
+  /** what bounds a streaming cut, per detector and pattern */
+  private readonly bounds: readonly { maxLength: number; chars?: (code: number) => boolean }[]
 
   constructor(entries: DetectorEntry[], patterns: PatternEntry[], hashKey: KeyObject) {
     this.entries = entries
@@ -62,6 +81,11 @@ export class Scanner {
     if (patterns.length > 0) max = Math.max(max, USER_PATTERN_MAX_LENGTH)
     this.wanted = wanted
     this.maxMatchLength = max
+    entries.forEach((e, i) => this.kindOf.set(e, i))
+    this.bounds = [
+      ...entries.map(e => ({ maxLength: e.detector.maxLength, chars: e.detector.chars })),
+      ...patterns.map(() => ({ maxLength: USER_PATTERN_MAX_LENGTH })),
+    ]
   }
 
   get empty(): boolean {
@@ -86,16 +110,76 @@ export class Scanner {
   }
 
   scan(text: string): ScanResult {
-    // spans as flat triples [start, end, replacementIndex] to avoid an object per hit
+    const spans = this.spansOf(text, 0)
+    return spans === undefined ? { text, count: 0 } : this.build(text, spans, 0, text.length)
+  }
+
+  /**
+   * One piece of a text that arrives in parts (a streamed reply): `text[0, from)` was answered by an
+   * earlier call and is only context now (lookbehinds, an email's local part); `text[from, cut)` comes
+   * back masked, and `cut` is chosen so that no text appended later can change a match that starts
+   * before it. The caller keeps `text.slice(cut - STREAM_CONTEXT)` (or all of it) and appends the next
+   * piece; `final` (the stream ended) takes everything.
+   */
+  scanStream(text: string, from: number, final: boolean): StreamScan {
+    const spans = this.spansOf(text, from)
+    let cut = final ? text.length : this.openFrom(text, from)
+    for (let moved = !final; moved; ) {
+      moved = false
+      // a surrogate pair stays together (half of one would reach the client as U+FFFD)
+      if (cut > from && cut < text.length && isHighSurrogate(text.charCodeAt(cut - 1))) {
+        cut--
+        moved = true
+      }
+      // a match found now that runs past the cut (a bounded-length detector's floor falls inside
+      // it) is held whole: the next piece might still change it
+      if (spans !== undefined) {
+        for (let i = 0; i < spans.length && spans[i] < cut; i += 3) {
+          if (spans[i + 1] > cut) {
+            cut = spans[i]
+            moved = true
+            break
+          }
+        }
+      }
+    }
+    if (spans === undefined) return { text: text.slice(from, cut), count: 0, cut }
+    const r = this.build(text, spans, from, cut)
+    return { text: r.text, count: r.count, cut }
+  }
+
+  /**
+   * Where the text can still be reached by a match that later text completes, at the earliest: for
+   * each detector, the run of characters at the end that its matches may consist of (`chars`), and
+   * never earlier than its longest match allows.
+   */
+  private openFrom(text: string, from: number): number {
+    const len = text.length
+    let cut = len
+    for (const b of this.bounds) {
+      // a match starting before this ends before the last character, which its lookahead may read
+      const floor = len - b.maxLength
+      let c = floor
+      if (b.chars !== undefined) {
+        c = len
+        while (c > floor && c > 0 && b.chars(text.charCodeAt(c - 1))) c--
+      }
+      if (c < cut) cut = c
+    }
+    return cut < from ? from : cut
+  }
+
+  /** the matches that start at `from` or later, as flat triples [start, end, kind], in order, no overlaps */
+  private spansOf(text: string, from: number): number[] | undefined {
     let spans: number[] | undefined
-    let replacements: string[] | undefined
     let sources = 0
 
     const triggers = this.wanted === 0 ? 0 : triggersOf(text, this.wanted)
     const c = triggers === 0 ? null : this.combinedFor(triggers)
     if (c !== null) {
       const re = c.re
-      re.lastIndex = 0
+      // a regex started at lastIndex still reads what stands before it (lookbehinds)
+      re.lastIndex = from
       let m: RegExpExecArray | null
       while ((m = re.exec(text)) !== null) {
         let g = 1
@@ -121,29 +205,30 @@ export class Scanner {
           if (entry === undefined) continue
         }
         spans ??= []
-        replacements ??= []
-        spans.push(start, start + hit.length, replacements.length)
-        replacements.push(this.replace(entry.method, hit, entry.label, entry.detector.name))
+        spans.push(start, start + hit.length, this.kindOf.get(entry)!)
       }
       if (spans !== undefined) sources++
     }
 
     const email = this.email
     if (email !== undefined && (triggers & Trigger.At) !== 0) {
-      let found = false
-      findEmails(text, (start, end) => {
-        spans ??= []
-        replacements ??= []
-        spans.push(start, end, replacements.length)
-        replacements.push(this.replace(email.method, text.slice(start, end), email.label, 'email'))
-        found = true
-      })
-      if (found) sources++
+      const n = spans?.length ?? 0
+      const kind = this.kindOf.get(email)!
+      findEmails(
+        text,
+        (start, end) => {
+          spans ??= []
+          spans.push(start, end, kind)
+        },
+        from,
+      )
+      if ((spans?.length ?? 0) > n) sources++
     }
 
-    for (const p of this.patterns) {
-      const re = p.re
-      re.lastIndex = 0
+    for (let i = 0; i < this.patterns.length; i++) {
+      const re = this.patterns[i].re
+      // re2 too reads the text before lastIndex as context (\b)
+      re.lastIndex = from
       let found = false
       let m: RegExpExecArray | null
       while ((m = re.exec(text)) !== null) {
@@ -152,24 +237,34 @@ export class Scanner {
           continue
         }
         spans ??= []
-        replacements ??= []
-        spans.push(m.index, m.index + m[0].length, replacements.length)
-        replacements.push(this.replace(p.method, m[0], p.name, p.name))
+        spans.push(m.index, m.index + m[0].length, this.entries.length + i)
         found = true
       }
       if (found) sources++
     }
 
-    if (spans === undefined) return { text, count: 0 }
-    if (sources > 1) spans = resolveOverlaps(spans)
+    if (spans !== undefined && sources > 1) spans = resolveOverlaps(spans)
+    return spans
+  }
+
+  /** text[from, to) with the spans that start before `to` replaced */
+  private build(text: string, spans: number[], from: number, to: number): ScanResult {
     let out = ''
-    let pos = 0
-    for (let i = 0; i < spans.length; i += 3) {
-      out += text.slice(pos, spans[i]) + replacements![spans[i + 2]]
+    let pos = from
+    let i = 0
+    for (; i < spans.length && spans[i] < to; i += 3) {
+      const k = spans[i + 2]
+      const hit = text.slice(spans[i], spans[i + 1])
+      const replacement =
+        k < this.entries.length
+          ? this.replace(this.entries[k].method, hit, this.entries[k].label, this.entries[k].detector.name)
+          : this.replace(this.patterns[k - this.entries.length].method, hit, this.patterns[k - this.entries.length].name, this.patterns[k - this.entries.length].name)
+      out += text.slice(pos, spans[i]) + replacement
       pos = spans[i + 1]
     }
-    out += text.slice(pos)
-    return { text: out, count: spans.length / 3 }
+    if (i === 0) return { text: from === 0 && to === text.length ? text : text.slice(from, to), count: 0 }
+    out += text.slice(pos, to)
+    return { text: out, count: i / 3 }
   }
 
   private replace(method: MaskMethod, hit: string, label: string, kind: string): string {
