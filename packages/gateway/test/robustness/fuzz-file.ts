@@ -7,6 +7,17 @@ import { formatStats, type Protocol } from './fuzz.ts'
 import { FD_SLACK, PARSER_CEILING_BYTES, RSS_SLACK_BYTES } from './checks.ts'
 import { hygieneTest } from './hygiene.ts'
 import { cpuSeconds } from './memory.ts'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+/** the postmaster's pid: the first line of postmaster.pid (undefined where it cannot be read) */
+function postmaster(dataDir: string): number | undefined {
+  try {
+    return Number(readFileSync(join(dataDir, 'postmaster.pid'), 'latin1').split('\n')[0])
+  } catch {
+    return undefined
+  }
+}
 
 export const CI_CASES = 20_000
 const BATCH = 10_000
@@ -19,6 +30,7 @@ export function fuzzFile(protocol: Protocol): void {
     const w = await startWorld()
     t.teardown(() => w.cleanup())
     clock.gateway = w.gateway.pid
+    clock.postgres = postmaster(w.pg.dataDir)
     clock.mark('world started (Postgres from the template, redis-server, the gateway)')
     const { batches, totals } = await campaign(w, { cases: CI_CASES, batch: BATCH, seed: Number(process.env.PORTCULLIS_FUZZ_SEED ?? 20261201), protocols: [protocol], print: (l) => (t.comment(l), clock.mark(l.slice(0, 60))) })
     const total = totals[protocol]!
@@ -33,28 +45,35 @@ export function fuzzFile(protocol: Protocol): void {
   })
 }
 
-/** comments "phase: wall s, CPU s of this process, of the gateway" for each mark */
-function phases(t: Test): { gateway: number | undefined; mark(what: string): void } {
+/**
+ * comments "phase: wall s, CPU s of this process (and its exited children: psql, redis-cli, the
+ * collection's node), of the gateway, of Postgres (the postmaster and its exited backends)" per mark
+ */
+function phases(t: Test): { gateway: number | undefined; postgres: number | undefined; mark(what: string): void } {
   let wall = Date.now()
-  let own = process.cpuUsage()
-  let gw = 0
+  const last = new Map<string, number>()
+  const delta = (name: string, read: () => number): string => {
+    try {
+      const now = read()
+      const d = now - (last.get(name) ?? 0)
+      last.set(name, now)
+      return `${name} ${d.toFixed(1)} s`
+    } catch {
+      return `${name} ?`
+    }
+  }
   const clock = {
     gateway: undefined as number | undefined,
+    postgres: undefined as number | undefined,
     mark(what: string) {
       const now = Date.now()
-      const cpu = process.cpuUsage(own)
-      let g = ''
-      if (clock.gateway !== undefined) {
-        try {
-          const s = cpuSeconds(clock.gateway)
-          g = `, gateway CPU ${(s - gw).toFixed(1)} s`
-          gw = s
-        } catch {}
-      }
-      t.comment(`time: ${what}: ${((now - wall) / 1000).toFixed(1)} s wall, test process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s${g}`)
+      const cpu = [delta('test process', () => cpuSeconds('self', true))]
+      if (clock.gateway !== undefined) cpu.push(delta('gateway', () => cpuSeconds(clock.gateway!)))
+      if (clock.postgres !== undefined) cpu.push(delta('postgres', () => cpuSeconds(clock.postgres!, true)))
+      t.comment(`time: ${what}: ${((now - wall) / 1000).toFixed(1)} s wall; CPU ${cpu.join(', ')}`)
       wall = now
-      own = process.cpuUsage()
     },
   }
+  clock.mark('start')
   return clock
 }

@@ -91,10 +91,14 @@ export function formatBreakdown(b: RssBreakdown): string {
   return `RSS ${mib(b.total)} MiB = WASM ${mib(b.wasm)} + malloc ${mib(b.malloc)} + files ${mib(b.files)} + V8 and other ${mib(b.other)}`
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of 1/100 s) */
-export function cpuSeconds(pid: number): number {
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of
+ * 1/100 s); with `children`, also its children that have exited and were waited for (Postgres's
+ * backends, counted in the postmaster once they end; psql and redis-cli runs of the test process)
+ */
+export function cpuSeconds(pid: number | 'self', children = false): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
   // the fields after the command name, which is in parentheses and may hold spaces
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
+  return (Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0)) / 100
 }
