@@ -254,6 +254,12 @@ export interface UpstreamTls {
 export interface TargetLimits {
   maxConnections: number
   maxMessageBytes: number
+  /**
+   * Postgres: the longest SQL text (bytes, UTF-8) of a Query or Parse the gateway classifies; longer
+   * is refused (54000) before it is parsed. libpg_query's memory grows to its largest parse and is
+   * never given back (README "Statement length"). Absent: the codec's default.
+   */
+  maxStatementBytes?: number
   idleTimeoutMs: number
   handshakeTimeoutMs: number
 }

@@ -16,6 +16,7 @@ import { recordRequests } from './request-records.ts'
 import { scopeRefusal } from './scope.ts'
 import { EXECUTE, type Expectation, type Portal, QUERY, serializeDescribePortal, statementEffects } from './session-state.ts'
 import { sqlstateOf } from './startup.ts'
+import { isOverLimit, MAX_STATEMENT_BYTES, overLimit, STATEMENT_TOO_LONG } from './statement-limit.ts'
 import { fatal } from './teardown.ts'
 
 const EXACT = Object.freeze({ exact: true })
@@ -38,6 +39,8 @@ export function refusalOf(err: unknown): Refusal {
 }
 
 export function classify(c: Connection, sql: string): Operation {
+  const tooLong = overLimit(sql, c.session.target.limits?.maxStatementBytes ?? MAX_STATEMENT_BYTES)
+  if (tooLong) return tooLong
   try {
     // under column rules, lineage reads this text's own parse tree: no classification shared by skeleton
     return c.classifier.classifySql(sql, c.model.classifyContext(), hasColumnRules(c.session.masks) ? EXACT : undefined)
@@ -200,6 +203,8 @@ export function send(c: Connection, pending: PendingOp, raw: Buffer, decision: D
   const kind = pending.kind
   pending.decision = decision
   if (decision?.deferred) refusal = deferredRefusal(decision)
+  // blocked by its error, not by a rule: Postgres's own code for a limit, the limit's own words
+  else if (decision && decision.action !== 'allow' && isOverLimit(pending.op)) refusal = { sqlstate: STATEMENT_TOO_LONG, message: pending.op.error! }
   else if (decision && decision.action !== 'allow') {
     const rule = decision.rule ?? 'default'
     refusal = {

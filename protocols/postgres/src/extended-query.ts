@@ -12,6 +12,7 @@ import { toUpstream } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { type BindMessage, parseBindMessage, parseCloseMessage, parseParseMessage, serializeParse } from './frontend.ts'
 import { noteRequest, recordRequests } from './request-records.ts'
+import { isOverLimit, STATEMENT_TOO_LONG } from './statement-limit.ts'
 import { COPY_SYNC, DESCRIBE, newPortal, readName, SYNC } from './session-state.ts'
 
 /** P Parse: classified now, decided at Execute */
@@ -20,7 +21,11 @@ export function parse(c: Connection, frame: Frame): Promise<void> | undefined {
   recordRequests(c)
   c.session.record('request', { type: 'P', name: parse.name, statement: parse.query })
   const name = readName(new BufferReader(frame.raw, 5))
-  const op = c.texts.parsed(classify(c, parse.query), parse.query, parse.paramTypes)
+  const classified = classify(c, parse.query)
+  // too long to classify: the server never sees it; it fails here as a Parse fails in Postgres
+  // (one ErrorResponse, the rest of the batch skipped up to its Sync)
+  if (isOverLimit(classified)) return void refuseUnknown(c, STATEMENT_TOO_LONG, classified.error!)
+  const op = c.texts.parsed(classified, parse.query, parse.paramTypes)
   if (c.classifier.dependsOnSession(op)) c.sqlOf.set(op, parse.query)
   // the statement exists once ParseComplete says so
   expect(c, { code: 0x50, batch: c.sentBatches + 1, change: { ns: 'S', name, statement: op, text: parse } })

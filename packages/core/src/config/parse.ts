@@ -211,7 +211,7 @@ interface RawIssuer extends Omit<IssuerConfig, 'algorithms' | 'groupsClaim' | 'c
 }
 interface RawTarget extends Omit<TargetConfig, 'limits' | 'options' | 'upstream'> {
   upstream?: TargetConfig['upstream']
-  limits?: { maxConnections?: number; maxMessageBytes?: number; idleTimeout?: string | number; handshakeTimeout?: string | number }
+  limits?: { maxConnections?: number; maxMessageBytes?: number; maxStatementBytes?: number; idleTimeout?: string | number; handshakeTimeout?: string | number }
   options?: Record<string, unknown>
 }
 
@@ -331,6 +331,7 @@ function normalize(raw: RawConfig, file: string, issue: Issue): Config {
       limits: {
         maxConnections: l.maxConnections ?? DEFAULT_LIMITS.maxConnections,
         maxMessageBytes: l.maxMessageBytes ?? DEFAULT_LIMITS.maxMessageBytes,
+        ...(l.maxStatementBytes !== undefined ? { maxStatementBytes: l.maxStatementBytes } : {}),
         idleTimeoutMs: l.idleTimeout !== undefined ? parseDuration(l.idleTimeout) : DEFAULT_LIMITS.idleTimeoutMs,
         handshakeTimeoutMs:
           l.handshakeTimeout !== undefined ? parseDuration(l.handshakeTimeout) : DEFAULT_LIMITS.handshakeTimeoutMs,

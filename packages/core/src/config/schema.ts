@@ -53,6 +53,7 @@ const target = object(
     limits: object({
       maxConnections: { type: 'integer', minimum: 1 },
       maxMessageBytes: { type: 'integer', minimum: 1 },
+      maxStatementBytes: { type: 'integer', minimum: 1 },
       idleTimeout: duration,
       handshakeTimeout: duration,
     }),

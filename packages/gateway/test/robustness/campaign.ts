@@ -2,7 +2,7 @@
 // protocol in batches, with the after-batch checks between batches. Shared by fuzz.test.ts (CI size)
 // and `pnpm fuzz --cases N --seed S` (long runs).
 import { captureCorpus, type Corpus } from './capture.ts'
-import { afterBatch, baseline, type BatchReport } from './checks.ts'
+import { afterBatch, baseline, formatMemory, type BatchReport } from './checks.ts'
 import { fuzz, formatStats, type FuzzStats, type Protocol } from './fuzz.ts'
 import { pgDirect, redisDirect, type World } from './env.ts'
 
@@ -40,7 +40,7 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
   let capturedAt = Date.now()
   print(`seed corpus captured from real clients: postgres ${corpus.pg.length} connections (${corpus.pg.reduce((n, b) => n + b.length, 0)} bytes), redis ${corpus.redis.length} (${corpus.redis.reduce((n, b) => n + b.length, 0)} bytes), http ${corpus.http.length} (${corpus.http.reduce((n, b) => n + b.length, 0)} bytes)`)
   const base = await baseline(w)
-  print(`gateway baseline: ${base.fds} fds, RSS ${(base.rss / 1048576).toFixed(0)} MiB after a full collection`)
+  print(`gateway baseline: ${base.fds} fds, RSS ${(base.rss / 1048576).toFixed(0)} MiB after a full collection (${formatMemory(base.memory)})`)
   const seen = new Set<string>()
   let token = await w.token('robust-fuzz')
   const batches: BatchResult[] = []
@@ -68,7 +68,7 @@ export async function campaign(w: World, opts: CampaignOptions): Promise<{ corpu
       print(formatStats(stats))
       print(
         `  after the batch: ${report.problems.length ? 'PROBLEMS: ' + report.problems.join(' | ') : 'alive, answering, no crash logged'}; fds ${report.fds} (HTTP pool ${report.httpPool}), RSS ${(report.rss / 1048576).toFixed(0)} MiB after a full collection (${(report.rssBefore / 1048576).toFixed(0)} before), ` +
-          `upstream pg ${report.pgBackends} redis ${report.redisClients}, recordings verified ${report.recordings.files} (intact ${report.recordings.status.intact}, tampered ${report.recordings.status.tampered})`,
+          `upstream pg ${report.pgBackends} redis ${report.redisClients}, recordings verified ${report.recordings.files} (intact ${report.recordings.status.intact}, tampered ${report.recordings.status.tampered}); ${formatMemory(report.memory)}`,
       )
       const t = (totals[protocol] ??= { ...stats, cases: 0, preLoginCases: 0, connections: 0, answered: 0, closedByGateway: 0, fin: 0, rst: 0, stalled: 0, loginFailures: 0, mutations: {}, ms: 0 })
       for (const k of ['cases', 'preLoginCases', 'connections', 'answered', 'closedByGateway', 'fin', 'rst', 'stalled', 'loginFailures', 'ms'] as const) t[k] += stats[k]

@@ -16,6 +16,7 @@ import { startHttpUpstream, type HttpUpstream } from '@portcullis/fixtures/http-
 import { freePort } from '@portcullis/fixtures/net'
 import { devIssuerConfig, mintDevToken } from '../../src/dev-tokens.ts'
 import { startGate, type Gate } from './gate.ts'
+import { rssBreakdown, type RssBreakdown } from './memory.ts'
 
 const execFile = promisify(execFileCb)
 const BIN = new URL('../../bin/portcullis.mjs', import.meta.url).pathname
@@ -213,7 +214,9 @@ export interface GatewayProcess {
    * port it was started with): what RSS holds after it is memory the gateway keeps, not garbage V8
    * had not yet needed to collect
    */
-  collectGarbage(): Promise<void>
+  collectGarbage(): Promise<NodeJS.MemoryUsage | undefined>
+  /** where its resident memory is (memory.ts) */
+  rss(): RssBreakdown
   /** true while the process runs */
   alive(): boolean
   exited: Promise<unknown>
@@ -311,14 +314,18 @@ export interface WorldOptions {
   pgGate?: boolean
 }
 
-/** node -e: connects to the inspector at argv[1] and runs two full collections (the second frees what the first's finalizers let go) */
+/**
+ * node -e: connects to the inspector at argv[1], runs two full collections (the second frees what the
+ * first's finalizers let go), then prints the gateway's own process.memoryUsage() as JSON: the V8
+ * heap's and external figures that RSS lumps together
+ */
 const COLLECT_GARBAGE = `
 const ws = new WebSocket(process.argv[1])
 let id = 0
-const next = () => ws.send(JSON.stringify({ id: ++id, method: 'HeapProfiler.collectGarbage' }))
+const next = () => ws.send(JSON.stringify(++id <= 2 ? { id, method: 'HeapProfiler.collectGarbage' } : { id, method: 'Runtime.evaluate', params: { expression: 'JSON.stringify(process.memoryUsage())', returnByValue: true } }))
 ws.onopen = next
-ws.onmessage = (m) => { if (JSON.parse(m.data).id === id) { if (id < 2) next(); else ws.close() } }
-ws.onclose = () => process.exit(id === 2 ? 0 : 1)
+ws.onmessage = (m) => { const r = JSON.parse(m.data); if (r.id !== id) return; if (id < 3) return next(); process.stdout.write(r.result?.result?.value ?? ''); ws.close() }
+ws.onclose = () => process.exit(id === 3 ? 0 : 1)
 ws.onerror = () => process.exit(1)
 `
 
@@ -389,8 +396,14 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
         const url = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/\S+)/.exec(log())?.[1]
         if (!url) throw new Error('the gateway has no inspector address in its log')
         // Node 20's WebSocket client is behind a flag: a one-off child speaks the inspector protocol
-        await execFile(process.execPath, ['--experimental-websocket', '--no-warnings', '-e', COLLECT_GARBAGE, url], { timeout: 60_000, env: gatewayEnv() })
+        const { stdout } = await execFile(process.execPath, ['--experimental-websocket', '--no-warnings', '-e', COLLECT_GARBAGE, url], { timeout: 60_000, env: gatewayEnv() })
+        try {
+          return JSON.parse(stdout) as NodeJS.MemoryUsage
+        } catch {
+          return undefined
+        }
       },
+      rss: () => rssBreakdown(pid),
       rssBytes: () => {
         const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
         return Number(m![1]) * 1024
