@@ -1,5 +1,5 @@
 // Diagnosis of what 1,000 idle sessions cost the 50 active ones (not a test; README "Idle connections"
-// has what it found). The world and the sessions of idle-connections.check.ts, with the gateway's own
+// has what it found). The world and the sessions of idle-connections.test.ts, with the gateway's own
 // V8 inspector asked for what a timing cannot say:
 //   node --experimental-websocket --import tsx packages/gateway/test/robustness/idle-profile.ts [rounds]
 // Modes (env):
