@@ -129,7 +129,7 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     }
 
     const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
-    let session: Session
+    let session: ReturnType<Core['openSession']>
     try {
       session = core.openSession(target, remote)
     } catch (err) {
@@ -139,23 +139,39 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
     }
     live.set(session.id, { session, socket })
     if (target.protocol === 'mcp') session.peers = peers
-    const handshake =
+    // The handshake timer ends at the login: a logged-in session that sits idle holds no timer of its
+    // own (only its socket's entry in Node's shared idle-timeout list) and nothing fires for it later.
+    // Left to run, 1,000 logins armed 1,000 timers that all fired ~5 s later, in one burst of the
+    // event loop while the active clients waited (issue 11, idle connections).
+    let handshake =
       limits.handshakeTimeoutMs > 0
         ? setTimeout(() => {
+            handshake = undefined
             if (session.principal === undefined) {
               log.info({ target: target.name, session: session.id }, 'handshake timeout')
               socket.destroy()
             }
           }, limits.handshakeTimeoutMs)
         : undefined
+    if (handshake) {
+      session.onAuthenticated = () => {
+        clearTimeout(handshake)
+        handshake = undefined
+      }
+    }
     const onAbort = () => {
       setTimeout(() => socket.destroy(), ABORT_GRACE_MS).unref()
     }
     session.signal.addEventListener('abort', onAbort, { once: true })
 
     let settled = false
+    let closeGrace: NodeJS.Timeout | undefined
     const finish = async () => {
       if (handshake) clearTimeout(handshake)
+      handshake = undefined
+      // a codec that finished needs no watch: the grace timer would only hold the session 5 s more
+      if (closeGrace) clearTimeout(closeGrace)
+      closeGrace = undefined
       session.signal.removeEventListener('abort', onAbort)
       live.delete(session.id)
       socket.destroy()
@@ -166,7 +182,9 @@ export async function startGateway(config: Config, opts: GatewayOptions = {}): P
       }
     }
     socket.once('close', () => {
-      setTimeout(() => {
+      if (settled) return
+      closeGrace = setTimeout(() => {
+        closeGrace = undefined
         if (!settled) {
           settled = true
           log.warn({ target: target.name, session: session.id }, 'codec did not finish after the client left')

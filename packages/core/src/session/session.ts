@@ -118,6 +118,11 @@ export class CoreSession implements Session {
   bytesOut = 0
   /** set by the gateway (see Session.peers) */
   peers?: Peers
+  /**
+   * called once, when the first authenticate() succeeds: the gateway ends its handshake timer there,
+   * so a logged-in session holds no timer of its own (an idle one costs nothing until it speaks)
+   */
+  onAuthenticated?: () => void
   readonly #host: SessionHost
   readonly #abort = new AbortController()
   #principal: Principal | undefined
@@ -248,6 +253,8 @@ export class CoreSession implements Session {
       // the recording's header is its session-start record (principal, target, time); add where from
       this.record('event', this.#scope ? { event: 'authenticated', remote: this.remote, scope: this.#scope.summary } : { event: 'authenticated', remote: this.remote })
       this.#host.authenticated(this)
+      this.onAuthenticated?.()
+      this.onAuthenticated = undefined
     } else {
       this.record('event', { event: 're-authenticated', expiresAt: principal.expiresAt })
     }

@@ -6,7 +6,7 @@
 import { spawn, execFile as execFileCb, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises'
-import { readFileSync, readlinkSync, readdirSync, writeFileSync } from 'node:fs'
+import { openSync, readFileSync, readlinkSync, readdirSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -369,7 +369,8 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     // --inspect on a port of its own, loopback only: collectGarbage's way in (the address is in its stderr)
     const nodeArgs = ['--inspect=127.0.0.1:0', ...(process.env.PORTCULLIS_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)]
     const child = spawn('sh', ['-c', `ulimit -n ${GATEWAY_FD_LIMIT} && ${UNSET_RUNNER_ENV} && exec "$0" "$@"`, process.execPath, ...nodeArgs, BIN, 'start', '--config', configFile], {
-      stdio: ['ignore', 'ignore', 'pipe'],
+      // PORTCULLIS_GATEWAY_STDOUT=FILE: the gateway's stdout (where V8's --trace-gc writes) goes there
+      stdio: ['ignore', process.env.PORTCULLIS_GATEWAY_STDOUT ? openSync(process.env.PORTCULLIS_GATEWAY_STDOUT, 'a') : 'ignore', 'pipe'],
       env: gatewayEnv(),
     })
     const index = logs.length
