@@ -3,7 +3,7 @@ import { settled } from './admin-barrier.ts'
 import { commandTagRows, serializeErrorResponse, type TransactionStatus } from './backend.ts'
 import { BufferReader } from './buffer-reader.ts'
 import type { Connection, PendingOp } from './connection.ts'
-import { headChanged } from './expectations.ts'
+import { batchesAnswered, headChanged } from './expectations.ts'
 import { emit, emitFrame, flushResponse } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { outOfStep } from './teardown.ts'
@@ -79,11 +79,7 @@ export function readyForQuery(c: Connection, frame: Frame): undefined {
     return undefined
   }
   headChanged(c)
-  const waiter = c.batchWaiter
-  if (waiter !== undefined && c.receivedBatches >= waiter.batch) {
-    c.batchWaiter = undefined
-    waiter.resolve()
-  }
+  batchesAnswered(c)
   settled(c, false)
   let open = 0
   for (const p of c.ops) {

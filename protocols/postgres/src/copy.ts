@@ -3,6 +3,7 @@ import type { MaskMethod, Operation } from '@portcullis/core/types'
 import { settled } from './admin-barrier.ts'
 import { copyMethods, hasColumnRules, hasCopyResult } from './column-lineage.ts'
 import type { Connection } from './connection.ts'
+import { batchesAnswered } from './expectations.ts'
 import { emit, emitFrame, toUpstream } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { maskCopyRow } from './masking.ts'
@@ -19,7 +20,11 @@ export function copyEnd(c: Connection, frame: Frame): undefined {
 
 /** G CopyInResponse */
 export function copyInResponse(c: Connection, frame: Frame): undefined {
-  c.receivedBatches += c.model.dropCopySyncs()
+  const dropped = c.model.dropCopySyncs()
+  if (dropped > 0) {
+    c.receivedBatches += dropped
+    batchesAnswered(c)
+  }
   // an admin COPY … FROM STDIN: the pump holds the data until now (settleAfterAdmin)
   settled(c, true)
   emitFrame(c, frame)

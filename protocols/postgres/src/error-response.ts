@@ -5,7 +5,7 @@ import { BufferReader } from './buffer-reader.ts'
 import { complete } from './completion.ts'
 import type { Connection } from './connection.ts'
 import { marker } from './decide.ts'
-import { headChanged } from './expectations.ts'
+import { batchesAnswered, headChanged } from './expectations.ts'
 import { emit } from './flow-control.ts'
 import type { Frame } from './framer.ts'
 import { maskNoticeFields } from './masking.ts'
@@ -26,6 +26,9 @@ export function errorResponse(c: Connection, frame: Frame): undefined {
   if (skipped > 0) {
     for (const q of c.ops) if (q.kind === 'Q' && !q.done && q.batch > c.receivedBatches && q.batch <= c.receivedBatches + skipped) q.error = 'skipped after an earlier error in the batch'
     c.receivedBatches += skipped
+    // a message waiting for one of them (an Execute whose portal a Bind before the Query made)
+    // goes on: the server skips it too, up to the Sync
+    batchesAnswered(c)
   }
   // an Execute of this batch held for approval cannot run any more: its request is withdrawn, or
   // the client would wait for an approver (and its ReadyForQuery) after its batch already failed

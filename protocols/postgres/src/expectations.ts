@@ -36,6 +36,20 @@ export function waitForBatch(c: Connection, batch: number, frame: Frame): Promis
 }
 
 /**
+ * c.receivedBatches grew: a frame waiting for one of the batches now answered is handled again.
+ * Called wherever a batch counts as answered: its ReadyForQuery, and the Queries an error made the
+ * server skip (they get no ReadyForQuery; a waiter left asleep would park the pump for good, and a
+ * client's EOF then never reaches the upstream).
+ */
+export function batchesAnswered(c: Connection): void {
+  const waiter = c.batchWaiter
+  if (waiter !== undefined && c.receivedBatches >= waiter.batch) {
+    c.batchWaiter = undefined
+    waiter.resolve()
+  }
+}
+
+/**
  * Under a mask plan, the rows of the Execute now at the head take its portal's row shape
  * (from a Describe answered before them); unknown, they are never forwarded.
  */
