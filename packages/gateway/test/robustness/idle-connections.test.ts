@@ -20,12 +20,10 @@
 // shared idle-timeout list, a recorder resting on a 16 KiB chunk with its file open, and ~14 KB of JS
 // heap; no timer of its own (idle-sessions.test.ts), nothing scanned per request.
 import t from 'tap'
-import { connect, type Socket } from 'node:net'
-import { once } from 'node:events'
 import { readFileSync, readdirSync } from 'node:fs'
-import { Agent, request } from 'node:http'
 import { prioritise, startWorld, sleep, type GatewayProcess } from './env.ts'
 import { normalRequests } from './checks.ts'
+import { activeClient, openIdle, type Active, type IdleSet } from './idle-set.ts'
 import { resp } from './wire.ts'
 import { hygieneTest } from './hygiene.ts'
 import { prepareData } from './capture.ts'
@@ -47,37 +45,6 @@ const other = await w.startGateway()
 t.teardown(() => other.stop())
 await prepareData(w)
 const gateways: GatewayProcess[] = [w.gateway, other]
-
-interface Active {
-  socket: Socket
-  get(): Promise<void>
-}
-
-async function activeClient(port: number, token: string): Promise<Active> {
-  const socket = connect({ host: '127.0.0.1', port, noDelay: true })
-  socket.on('error', () => {})
-  await once(socket, 'connect')
-  let pending = 0
-  let want = 0
-  let done: (() => void) | undefined
-  socket.on('data', (d: Buffer) => {
-    pending += d.length
-    if (want > 0 && pending >= want) {
-      pending -= want
-      want = 0
-      done?.()
-    }
-  })
-  const rpc = (bytes: Buffer, replyBytes: number) =>
-    new Promise<void>((resolve) => {
-      want = replyBytes
-      done = resolve
-      socket.write(bytes)
-    })
-  await rpc(resp('AUTH', token), 5) // +OK\r\n
-  const get = resp('GET', 'robust:idle-test')
-  return { socket, get: () => rpc(get, 7) } // $1\r\nv\r\n
-}
 
 interface Round {
   throughput: number
@@ -130,39 +97,8 @@ async function quiet(g: GatewayProcess): Promise<void> {
   }
 }
 
-interface IdleSet {
-  sockets: Socket[]
-  agent: Agent
-}
-
-async function openIdle(g: GatewayProcess, token: string): Promise<IdleSet> {
-  const sockets: Socket[] = []
-  for (let i = 0; i < IDLE_REDIS; i += 50) {
-    await Promise.all(
-      Array.from({ length: Math.min(50, IDLE_REDIS - i) }, async () => {
-        const s = connect({ host: '127.0.0.1', port: g.ports.redis })
-        s.on('error', () => {})
-        await once(s, 'connect')
-        s.write(resp('AUTH', token))
-        await once(s, 'data')
-        sockets.push(s)
-      }),
-    )
-  }
-  // maxFreeSockets: node's default (256) would close 144 of the 400 as soon as their request ended
-  const agent = new Agent({ keepAlive: true, maxSockets: IDLE_HTTP, maxFreeSockets: IDLE_HTTP })
-  await Promise.all(
-    Array.from(
-      { length: IDLE_HTTP },
-      () =>
-        new Promise<void>((resolve, reject) => {
-          request({ host: '127.0.0.1', port: g.ports.http, path: '/v1/models', agent, headers: { authorization: `Bearer ${token}` } }, (res) => res.resume().on('end', resolve))
-            .on('error', reject)
-            .end()
-        }),
-    ),
-  )
-  return { sockets, agent }
+async function openIdleSet(g: GatewayProcess, token: string): Promise<IdleSet> {
+  return openIdle(g, token, { redis: IDLE_REDIS, http: IDLE_HTTP })
 }
 
 /** the idle connections still open, seen from the client side */
@@ -190,7 +126,7 @@ t.test(`${IDLE_REDIS + IDLE_HTTP} idle connections: throughput and p99 of ${ACTI
   // each gateway opens and closes the idle set once before anything is measured: the first logins of
   // a process compile its login paths (a 6-pair run had every pair of its first phase at 1.06-1.47x
   // the CPU per request, the second phase at ~1.0)
-  for (const g of gateways) await closeIdle(g, await openIdle(g, idleToken))
+  for (const g of gateways) await closeIdle(g, await openIdleSet(g, idleToken))
   for (const [k, g] of gateways.entries()) await round(g, clients[k]!)
   const pids = [...gateways.map((g) => g.pid), w.redis.pid(), process.pid].filter((p): p is number => p !== undefined)
   t.comment(prioritise(pids) ? 'gateways, redis-server and this client at nice -10' : 'measured at the default priority (renice not permitted)')
@@ -200,7 +136,7 @@ t.test(`${IDLE_REDIS + IDLE_HTTP} idle connections: throughput and p99 of ${ACTI
   for (const holder of [0, 1]) {
     const g = gateways[holder]!
     const before = g.fds()
-    const idle = await openIdle(g, idleToken)
+    const idle = await openIdleSet(g, idleToken)
     const opened = Date.now()
     t.ok(g.fds() - before >= IDLE_REDIS + IDLE_HTTP, `gateway ${holder + 1} holds the idle connections (${g.fds() - before} more fds)`)
     // at rest: the handshake window over, the logins' work done

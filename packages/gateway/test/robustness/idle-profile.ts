@@ -16,12 +16,11 @@
 //   SNAPSHOT=1  heap snapshots without and with the idle set, after a full GC, into PROFILE_DIR
 // IDLE_REDIS / IDLE_HTTP / PER_CLIENT change the sizes; PORTCULLIS_GATEWAY_STDOUT=FILE with
 // PORTCULLIS_GATEWAY_NODE_ARGS="--trace-gc --trace-gc-nvp" keeps V8's own GC trace.
-import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { Agent, request } from 'node:http'
 import { startWorld, sleep } from './env.ts'
+import { activeClient, openIdle as openIdleSet, type Active, type IdleSet } from './idle-set.ts'
 import { resp } from './wire.ts'
 
 const ACTIVE = 50
@@ -287,37 +286,6 @@ async function main() {
   for (const c of clients) c.socket.destroy()
 }
 
-interface Active {
-  socket: Socket
-  get(): Promise<void>
-}
-
-async function activeClient(port: number, token: string): Promise<Active> {
-  const socket = connect({ host: '127.0.0.1', port, noDelay: true })
-  socket.on('error', () => {})
-  await once(socket, 'connect')
-  let pending = 0
-  let want = 0
-  let done: (() => void) | undefined
-  socket.on('data', (d: Buffer) => {
-    pending += d.length
-    if (want > 0 && pending >= want) {
-      pending -= want
-      want = 0
-      done?.()
-    }
-  })
-  const rpc = (bytes: Buffer, replyBytes: number) =>
-    new Promise<void>((resolve) => {
-      want = replyBytes
-      done = resolve
-      socket.write(bytes)
-    })
-  await rpc(resp('AUTH', token), 5)
-  const get = resp('GET', 'robust:idle-test')
-  return { socket, get: () => rpc(get, 7) }
-}
-
 async function round(clients: Active[]) {
   return roundOf(clients, PER_CLIENT)
 }
@@ -340,40 +308,15 @@ async function roundOf(clients: Active[], perClient: number) {
   return { n: latencies.length, tput: latencies.length / wall, p99: latencies[Math.floor(latencies.length * 0.99)]! }
 }
 
-async function openIdle(token: string): Promise<{ sockets: Socket[]; agent: Agent }> {
+async function openIdle(token: string): Promise<IdleSet> {
   return openIdleOn(w.gateway, token)
 }
 
-async function openIdleOn(g: { ports: { redis: number; http: number } }, token: string): Promise<{ sockets: Socket[]; agent: Agent }> {
-  const sockets: Socket[] = []
-  for (let i = 0; i < IDLE_REDIS; i += 50) {
-    await Promise.all(
-      Array.from({ length: Math.min(50, IDLE_REDIS - i) }, async () => {
-        const s = connect({ host: '127.0.0.1', port: g.ports.redis })
-        s.on('error', () => {})
-        await once(s, 'connect')
-        s.write(resp('AUTH', token))
-        await once(s, 'data')
-        sockets.push(s)
-      }),
-    )
-  }
-  const agent = new Agent({ keepAlive: true, maxSockets: Math.max(1, IDLE_HTTP), maxFreeSockets: Math.max(1, IDLE_HTTP) })
-  await Promise.all(
-    Array.from(
-      { length: IDLE_HTTP },
-      () =>
-        new Promise<void>((resolve, reject) => {
-          request({ host: '127.0.0.1', port: g.ports.http, path: '/v1/models', agent, headers: { authorization: `Bearer ${token}` } }, (res) => res.resume().on('end', resolve))
-            .on('error', reject)
-            .end()
-        }),
-    ),
-  )
-  return { sockets, agent }
+async function openIdleOn(g: { ports: { redis: number; http: number } }, token: string): Promise<IdleSet> {
+  return openIdleSet(g, token, { redis: IDLE_REDIS, http: IDLE_HTTP })
 }
 
-async function closeIdle(idle: { sockets: Socket[]; agent: Agent }): Promise<void> {
+async function closeIdle(idle: IdleSet): Promise<void> {
   for (const s of idle.sockets) s.destroy()
   idle.agent.destroy()
   const target = w.gateway.fds() - IDLE_REDIS - IDLE_HTTP
