@@ -16,7 +16,7 @@ import { recordRequests } from './request-records.ts'
 import { scopeRefusal } from './scope.ts'
 import { EXECUTE, type Expectation, type Portal, QUERY, serializeDescribePortal, statementEffects } from './session-state.ts'
 import { sqlstateOf } from './startup.ts'
-import { isOverLimit, MAX_STATEMENT_BYTES, overLimit, STATEMENT_TOO_LONG } from './statement-limit.ts'
+import { isOverLimit, MAX_STATEMENT_BYTES, overLimit, STATEMENT_TOO_LONG, unclassified } from './statement-limit.ts'
 import { fatal } from './teardown.ts'
 
 const EXACT = Object.freeze({ exact: true })
@@ -46,16 +46,7 @@ export function classify(c: Connection, sql: string): Operation {
     return c.classifier.classifySql(sql, c.model.classifyContext(), hasColumnRules(c.session.masks) ? EXACT : undefined)
   } catch (err) {
     // fail closed: an operation that could not be understood is blocked by policy
-    return {
-      protocol: 'postgres',
-      class: 'admin',
-      resources: [],
-      statement: '',
-      fingerprint: '',
-      statements: [],
-      facts: {},
-      error: `could not classify: ${(err as Error).message}`,
-    }
+    return unclassified(`could not classify: ${(err as Error).message}`)
   }
 }
 

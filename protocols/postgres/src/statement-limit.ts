@@ -20,22 +20,21 @@ export const STATEMENT_TOO_LONG = '54000'
 
 const tooLong = new WeakSet<Operation>()
 
+/**
+ * The Operation standing for SQL the gateway did not classify (a parse error, a text over the
+ * bound): class admin with no text kept, so only a rule that allows admin lets it through (fail closed).
+ */
+export function unclassified(error: string): Operation {
+  return { protocol: 'postgres', class: 'admin', resources: [], statement: '', fingerprint: '', statements: [], facts: {}, error }
+}
+
 /** the Operation standing for a text over the bound (no text of it kept: it may be anything) */
 export function overLimit(sql: string, max: number): Operation | undefined {
   // UTF-8 is at most 3 bytes per UTF-16 unit: most texts are decided on their length alone
   if (sql.length * 3 <= max) return undefined
   const bytes = Buffer.byteLength(sql, 'utf8')
   if (bytes <= max) return undefined
-  const op: Operation = {
-    protocol: 'postgres',
-    class: 'admin',
-    resources: [],
-    statement: '',
-    fingerprint: '',
-    statements: [],
-    facts: {},
-    error: `statement too long to classify: ${bytes} bytes of SQL text, this gateway classifies at most ${max} (limits.maxStatementBytes)`,
-  }
+  const op = unclassified(`statement too long to classify: ${bytes} bytes of SQL text, this gateway classifies at most ${max} (limits.maxStatementBytes)`)
   tooLong.add(op)
   return op
 }

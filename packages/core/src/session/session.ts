@@ -21,6 +21,7 @@ import type {
 } from '../types.ts'
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
+import { decisionPayload, decisionRuns } from './decision-record.ts'
 import { auditHead, operationJson, type AuditHead, type AuditLog, type OperationOutcome } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
@@ -48,18 +49,6 @@ function isoTime(ms: number): string {
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
 
-/** decisions of one round trip that got the same answer, in order (a `decision` record's `runs`) */
-interface DecisionRun {
-  action: Decision['action']
-  rule: string | null
-  reason: string
-  approvalId?: string
-  scope?: string
-  statements: string[]
-  classes: OperationClass[]
-  fingerprints: string[]
-  resources: string[][]
-}
 
 /** decisions held for one record at most (a record stays far below the recorder's size bound) */
 const MAX_HELD_DECISIONS = 256
@@ -483,7 +472,7 @@ export class CoreSession implements Session {
       held.push(op)
       this.#heldDecs.push(decision)
       if (held.length >= MAX_HELD_DECISIONS) this.#writeHeld()
-    } else this.record('decision', this.#decisionPayload(op, decision))
+    } else this.record('decision', decisionPayload(op, decision, this.#scope?.summary))
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
@@ -514,55 +503,15 @@ export class CoreSession implements Session {
     this.#heldOps = undefined
   }
 
-  /**
-   * The held decisions as one record: a single one as decide() records it; several as `runs`, one
-   * per stretch of commands that got the same answer (action, rule, reason, approval), with the
-   * operations' own fields in columns (recording/FORMAT.md). A pipeline of allowed commands is then
-   * one map and four arrays, not a map of seven fields per command.
-   */
+  /** the held decisions as one record: a single one as decide() records it, several as runs (decision-record.ts) */
   #writeHeld(): void {
     const ops = this.#heldOps
     if (ops === undefined || ops.length === 0) return
     const decs = this.#heldDecs
     this.#heldOps = []
     this.#heldDecs = []
-    if (ops.length === 1) return this.#recordNow('decision', this.#decisionPayload(ops[0]!, decs[0]!))
-    const scope = this.#scope?.summary
-    const runs: DecisionRun[] = []
-    let run: DecisionRun | undefined
-    let last: Decision | undefined
-    for (let i = 0; i < ops.length; i++) {
-      const op = ops[i]!
-      const d = decs[i]!
-      if (run === undefined || (d !== last && (d.action !== last!.action || d.rule !== last!.rule || d.reason !== last!.reason || d.approvalId !== last!.approvalId))) {
-        // one literal per shape, as #decisionPayload
-        run = scope !== undefined
-          ? { action: d.action, rule: d.rule, reason: d.reason, scope, statements: [], classes: [], fingerprints: [], resources: [] }
-          : { action: d.action, rule: d.rule, reason: d.reason, statements: [], classes: [], fingerprints: [], resources: [] }
-        if (d.approvalId) run.approvalId = d.approvalId
-        runs.push(run)
-      }
-      last = d
-      run.statements.push(op.statement)
-      run.classes.push(op.class)
-      run.fingerprints.push(op.fingerprint)
-      run.resources.push(op.resources)
-    }
-    this.#recordNow('decision', { runs })
-  }
-
-  /** one decision record (a scoped session's carry the scope the operation ran under: replay and audit show it) */
-  #decisionPayload(op: Operation, decision: Decision): Record<string, unknown> {
-    const scope = this.#scope
-    // one object literal per shape, not a spread per operation
-    return scope
-      ? {
-          action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources,
-          scope: scope.summary, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
-        }
-      : decision.approvalId
-        ? { action: decision.action, rule: decision.rule, reason: decision.reason, approvalId: decision.approvalId, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
-        : { action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+    if (ops.length === 1) return this.#recordNow('decision', decisionPayload(ops[0]!, decs[0]!, this.#scope?.summary))
+    this.#recordNow('decision', decisionRuns(ops, decs, this.#scope?.summary))
   }
 
   // held decisions (holdDecisions): the operations and their answers, in order
