@@ -5,12 +5,11 @@
 // pipelines stay aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
 import type { Duplex } from 'node:stream'
 import { isPortcullisError, type Decision, type Estimator, type Operation, type Session } from '@portcullis/core'
-import { classifyCommand, operationKey, toOperation } from './classify.ts'
+import { CommandNames, operationOf } from './operations.ts'
 import { scopeVerdict } from './scope.ts'
 import type { MaskContext } from './mask.ts'
 import { maskRefusal, searchAliases } from './mask-paths.ts'
 import type { RedisReply } from './reply-framer.ts'
-import type { CommandTable } from './commands.ts'
 import { RequestFramer } from './request-framer.ts'
 import { encodeCommand, errorReply, NOAUTH, OK } from './resp.ts'
 import { Pieces } from './pieces.ts'
@@ -25,53 +24,10 @@ const UNSUPPORTED = new Set(['MONITOR', 'SYNC', 'PSYNC'])
 const PONG = Buffer.from('+PONG\r\n')
 const EMPTY = Buffer.alloc(0)
 
-// Classified operations, per target and command table: a client repeating a command (GET of a hot
-// key, a pipeline of the same command) is classified and fingerprinted once. A command whose shape
-// fixes its class (classify.ts operationKey: GET, SET, HGETALL… nearly every command) is cached by
-// its name, argument count and keys, whatever its values (a SET of a new value is a hit); any other
-// by its request frame, in a map of its own (a frame's bytes could spell another command's key).
-// Only small keys and frames; cleared when full rather than kept in LRU order (a hit costs a string
-// and a lookup). 16,384 by keys: a working set of 10,000 keys (the bench's -r 10000) stays cached,
-// for a few MB per target.
-const OP_CACHE_MAX = 16384
-const FRAME_CACHE_MAX = 4096
-const OP_CACHE_FRAME = 256
-interface OpCache {
-  table: CommandTable | undefined
-  byKeys: Map<string, Operation>
-  byFrame: Map<string, Operation>
-}
-const opCaches = new WeakMap<object, OpCache>()
 
 export async function serveRedis(client: Duplex, session: Session): Promise<void> {
   const conn = new RedisConnection(client, session)
   return conn.done
-}
-
-/** the upper-case command name of a frame; the last name is kept as bytes so a repeat costs no string */
-class CommandNames {
-  private bytes: Buffer = EMPTY
-  private name = ''
-
-  of(a: Buffer): string {
-    const b = this.bytes
-    if (a.length === b.length && a.length > 0) {
-      let i = 0
-      for (; i < a.length; i++) {
-        let c = a[i]!
-        if (c >= 0x61 && c <= 0x7a) c -= 0x20
-        if (c !== b[i]) break
-      }
-      if (i === a.length) return this.name
-    }
-    const name = a.toString('latin1').toUpperCase()
-    // only plain ASCII names are kept: their upper-case bytes are the name's bytes
-    if (a.length <= 32 && /^[A-Z0-9._|-]+$/.test(name)) {
-      this.bytes = Buffer.from(name, 'latin1')
-      this.name = name
-    }
-    return name
-  }
 }
 
 /** AUTH or HELLO (either may carry a token): never recorded as bytes */
@@ -216,31 +172,6 @@ class RedisConnection extends SessionIO implements LaneUser {
   }
 
   /** the operation a request is, from the cache when this frame was seen before */
-  private operationOf(req: Req): Operation {
-    let cache = opCaches.get(this.session.target)
-    if (cache === undefined || cache.table !== this.classify.table) {
-      cache = { table: this.classify.table, byKeys: new Map(), byFrame: new Map() }
-      opCaches.set(this.session.target, cache)
-    }
-    let ops = cache.byKeys
-    let max = OP_CACHE_MAX
-    let key = operationKey(req.args, this.classify, OP_CACHE_FRAME)
-    if (key === undefined) {
-      const raw = req.raw
-      if (raw.length > OP_CACHE_FRAME) return toOperation([classifyCommand(req.args, this.classify)])
-      key = raw.toString('latin1')
-      ops = cache.byFrame
-      max = FRAME_CACHE_MAX
-    }
-    let op = ops.get(key)
-    if (op === undefined) {
-      op = toOperation([classifyCommand(req.args, this.classify)])
-      if (ops.size >= max) ops.clear()
-      ops.set(key, op)
-    }
-    return op
-  }
-
   /** handles one request; a promise when it must wait (the loop then waits for it) */
   private handle(req: Req): Promise<void> | void {
     if (req.protocolError !== undefined) {
@@ -283,7 +214,7 @@ class RedisConnection extends SessionIO implements LaneUser {
       return
     }
 
-    const op = this.operationOf(req)
+    const op = operationOf(this.session.target, req, this.classify)
     const slot: Slot = { expect: 1, op, started: this.now, bytes: 0, masked: 0 }
     let decision: Decision | undefined
     if (op.class === 'session') {

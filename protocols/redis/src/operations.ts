@@ -1,0 +1,78 @@
+// A request's command name and its classified Operation, the two per-command lookups of the serve
+// loop (serve.ts), each made so that a repeat costs no new string or classification.
+import type { Operation } from '@portcullis/core'
+import { classifyCommand, operationKey, toOperation, type ClassifyOptions } from './classify.ts'
+import type { CommandTable } from './commands.ts'
+import type { Req } from './session-io.ts'
+
+const EMPTY = Buffer.alloc(0)
+
+// Classified operations, per target and command table: a client repeating a command (GET of a hot
+// key, a pipeline of the same command) is classified and fingerprinted once. A command whose shape
+// fixes its class (classify.ts operationKey: GET, SET, HGETALL… nearly every command) is cached by
+// its name, argument count and keys, whatever its values (a SET of a new value is a hit); any other
+// by its request frame, in a map of its own (a frame's bytes could spell another command's key).
+// Only small keys and frames; cleared when full rather than kept in LRU order (a hit costs a string
+// and a lookup). 16,384 by keys: a working set of 10,000 keys (the bench's -r 10000) stays cached,
+// for a few MB per target.
+const OP_CACHE_MAX = 16384
+const FRAME_CACHE_MAX = 4096
+const OP_CACHE_FRAME = 256
+interface OpCache {
+  table: CommandTable | undefined
+  byKeys: Map<string, Operation>
+  byFrame: Map<string, Operation>
+}
+const opCaches = new WeakMap<object, OpCache>()
+
+/** the Operation of a request, cached per target and command table (above) */
+export function operationOf(target: object, req: Pick<Req, 'args' | 'raw'>, classify: ClassifyOptions): Operation {
+  let cache = opCaches.get(target)
+  if (cache === undefined || cache.table !== classify.table) {
+    cache = { table: classify.table, byKeys: new Map(), byFrame: new Map() }
+    opCaches.set(target, cache)
+  }
+  let ops = cache.byKeys
+  let max = OP_CACHE_MAX
+  let key = operationKey(req.args, classify, OP_CACHE_FRAME)
+  if (key === undefined) {
+    const raw = req.raw
+    if (raw.length > OP_CACHE_FRAME) return toOperation([classifyCommand(req.args, classify)])
+    key = raw.toString('latin1')
+    ops = cache.byFrame
+    max = FRAME_CACHE_MAX
+  }
+  let op = ops.get(key)
+  if (op === undefined) {
+    op = toOperation([classifyCommand(req.args, classify)])
+    if (ops.size >= max) ops.clear()
+    ops.set(key, op)
+  }
+  return op
+}
+
+/** the upper-case command name of a frame; the last name is kept as bytes so a repeat costs no string */
+export class CommandNames {
+  private bytes: Buffer = EMPTY
+  private name = ''
+
+  of(a: Buffer): string {
+    const b = this.bytes
+    if (a.length === b.length && a.length > 0) {
+      let i = 0
+      for (; i < a.length; i++) {
+        let c = a[i]!
+        if (c >= 0x61 && c <= 0x7a) c -= 0x20
+        if (c !== b[i]) break
+      }
+      if (i === a.length) return this.name
+    }
+    const name = a.toString('latin1').toUpperCase()
+    // only plain ASCII names are kept: their upper-case bytes are the name's bytes
+    if (a.length <= 32 && /^[A-Z0-9._|-]+$/.test(name)) {
+      this.bytes = Buffer.from(name, 'latin1')
+      this.name = name
+    }
+    return name
+  }
+}
