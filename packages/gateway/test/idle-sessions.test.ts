@@ -124,7 +124,15 @@ t.test(`${REDIS_SESSIONS} idle Redis sessions and ${HTTP_SESSIONS} idle HTTP kee
   t.equal(gw.core.sessions().length, 2, 'the idle sessions ended when their clients left (the two opened first remain)')
   await sleep(200)
   const left = watch.byDuration()
-  t.ok(Object.values(left).every((n) => n < 5), `no timer per closed session is left (${JSON.stringify(left)})`)
+  t.same([left[IDLE_TIMEOUT_MS], left[IDLE_TIMEOUT_MS + 1000], left[HANDSHAKE_TIMEOUT_MS]], [undefined, undefined, undefined], 'no idle or handshake timer of a closed session is left')
+  // the 20 concurrent requests opened a few upstream connections; they stay pooled (keep-alive) after
+  // their sessions end, each with its timer on both ends (the pool's and the fixture server's, the
+  // fixture runs in this process): those are bounded by the pool, not by the sessions that came and went
+  const pooled = upstream.connections()
+  t.ok(
+    Object.values(left).every((n) => n < 5 || n <= pooled),
+    `no timer per closed session is left (${JSON.stringify(left)}, ${pooled} pooled upstream connections)`,
+  )
   first.destroy()
   warm.destroy()
 })
