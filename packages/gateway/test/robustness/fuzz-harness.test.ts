@@ -7,6 +7,7 @@ import t from 'tap'
 import { createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { fuzz } from './fuzz.ts'
+import { prng, split } from './mutate.ts'
 import { resp } from './wire.ts'
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
@@ -38,4 +39,25 @@ t.test('fuzz() leaves no connection open when it returns, however its last case 
     for (let i = 0; i < 100 && open.size > 0; i++) await sleep(20)
     t.equal(open.size, 0, `seed ${s}: all ${opened} connections the fuzzer opened are closed`)
   }
+})
+
+t.test('split() cuts a case at every byte offset across a run, and some cases a few bytes at a time from start to end', async (t) => {
+  const r = prng(7)
+  const n = 1000 // about an HTTP case of the captured corpus
+  const cutAt = new Array<number>(n).fill(0)
+  let wholeTiny = 0
+  let writes = 0
+  const draws = 4000 // one fuzz file's 20,000 cases see five times this
+  for (let i = 0; i < draws; i++) {
+    const chunks = split(r, n)
+    if (chunks.reduce((a, b) => a + b, 0) !== n || chunks.some((c) => c < 1)) return t.fail(`pieces ${chunks.join(',')} do not cut ${n} bytes`)
+    writes += chunks.length
+    if (chunks.every((c) => c <= 7)) wholeTiny++
+    let at = 0
+    for (const c of chunks.slice(0, -1)) cutAt[(at += c)]!++
+  }
+  const never = cutAt.map((k, i) => (i > 0 && k === 0 ? i : -1)).filter((i) => i >= 0)
+  t.same(never, [], 'every offset of the case was a write boundary in some draw')
+  t.ok(wholeTiny >= draws * 0.01, `${wholeTiny} of ${draws} cases written 1-7 bytes at a time from start to end`)
+  t.ok(writes / draws < 40, `${(writes / draws).toFixed(1)} writes per ${n}-byte case on average (with every such case cut 1-7 bytes at a time: ~100)`)
 })

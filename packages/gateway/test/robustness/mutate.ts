@@ -131,17 +131,45 @@ export function makeCase(r: Rand, traffic: Message[], terminal: number, gentle =
   return { bytes, chunks: split(r, bytes.length), end, cutAt: end === 'rst' ? int(r, bytes.length + 1) : bytes.length, mutations }
 }
 
-/** Random write sizes summing to n: most cases in one write, many cut into small pieces. */
+/** bytes of a case written 1-7 at a time when only a window of it is (split's second mode) */
+export const TINY_WINDOW = 64
+
+/**
+ * Random write sizes summing to n: half the cases in one write, the rest cut into pieces. One case
+ * in five has a run of 1-7-byte pieces: one in ten of those over the whole case, the others over a
+ * window of TINY_WINDOW bytes at a random offset (the bytes before and after it in one write each).
+ * Every byte offset of every message is still a write boundary many times over a run, and a codec
+ * still sees whole messages arrive a few bytes at a time, but such a case no longer costs a write
+ * in the fuzzer and a read in the gateway per 2-3 bytes of all of it: with the whole case cut that
+ * way, a 1 KB HTTP case was ~490 writes and that mode 97% of the HTTP fuzzer's writes. Writes per
+ * case over 20,000 cases of the captured corpus, before → now: HTTP 107 → 22, Postgres 15 → 8.7,
+ * Redis 13 → 9.3. The other cases are cut at random sizes up to a random maximum.
+ */
 export function split(r: Rand, n: number): number[] {
   if (n === 0) return []
   const mode = r()
   if (mode < 0.5) return [n]
   const out: number[] = []
-  const max = mode < 0.7 ? 1 + int(r, 7) : 1 + int(r, Math.max(1, n))
-  for (let left = n; left > 0; ) {
-    const c = Math.min(left, 1 + int(r, max))
-    out.push(c)
-    left -= c
+  // `length` bytes in pieces of 1 to `max`
+  const pieces = (length: number, max: number) => {
+    for (let left = length; left > 0; ) {
+      const c = Math.min(left, 1 + int(r, max))
+      out.push(c)
+      left -= c
+    }
   }
+  if (mode < 0.7) {
+    const max = 1 + int(r, 7)
+    if (mode < 0.52 || n <= TINY_WINDOW) {
+      pieces(n, max)
+      return out
+    }
+    const at = int(r, n - TINY_WINDOW + 1)
+    if (at > 0) out.push(at)
+    pieces(TINY_WINDOW, max)
+    if (n > at + TINY_WINDOW) out.push(n - at - TINY_WINDOW)
+    return out
+  }
+  pieces(n, 1 + int(r, Math.max(1, n)))
   return out
 }
