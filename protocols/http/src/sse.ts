@@ -9,13 +9,19 @@
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
 import { STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
-import { maskJsonText, type Replacement } from './json-mask.ts'
+import { type Mark, maskJsonText, newMark, type Replacement } from './json-mask.ts'
+import { type Shape, fits, shapeOf } from './sse-shape.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
   maxEventBytes: number
   /** each batch of masked events as sent to the client, for recording */
   onBatch?: (text: string, masked: number) => void
+  /**
+   * false: every event parsed and walked, none masked as the last event's shape (sse-shape.ts).
+   * The reference the differential test compares with; default true.
+   */
+  shapes?: boolean
 }
 
 /** one delta slot's streamed text: text[0, from) was sent (context), text[from…] is held back */
@@ -38,6 +44,8 @@ const BOUNDARY = /(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)/g
 export class SseMasker extends Transform {
   /** values replaced so far */
   masked = 0
+  /** events masked as the last event's shape (sse-shape.ts), without a parse */
+  shaped = 0
   private readonly decoder = new StringDecoder('utf8')
   private pending = ''
   /** where the next search for an event boundary starts: an event trickling in is not rescanned */
@@ -51,6 +59,9 @@ export class SseMasker extends Transform {
   /** the event being handled is a plain-text one (it handles heldPlain itself) */
   private plainNow = false
   private readonly limit: number
+  private readonly shapes: boolean
+  /** the last parsed delta event's shape: an event that fits it is masked without a parse */
+  private shape: Shape | undefined
 
   constructor(
     private readonly plan: MaskPlan,
@@ -59,6 +70,7 @@ export class SseMasker extends Transform {
     super()
     const l = plan.maxMatchLength
     this.limit = Number.isFinite(l) && l > 0 ? Math.min(Math.ceil(l), 1 << 16) : 256
+    this.shapes = opts.shapes ?? true
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -239,6 +251,11 @@ export class SseMasker extends Transform {
       const done = linesChanged ? serialize(other, text) : raw + '\n\n'
       return held === '' && !linesChanged ? undefined : held + done
     }
+    const plain = other === NO_LINES && !linesChanged
+    if (plain && this.shape !== undefined) {
+      const delta = fits(this.shape, text)
+      if (delta !== undefined) return this.shapedEvent(raw, text, delta, this.shape)
+    }
     let obj: unknown
     try {
       obj = JSON.parse(text)
@@ -246,10 +263,14 @@ export class SseMasker extends Transform {
       if (!this.plan.hasDetectors) return linesChanged ? serialize(other, text) : undefined
       return this.plainEvent(other, text)
     }
-    const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
+    // without detectors no text is streamed (held back); the deltas are looked for only for the shape
+    const deltas = this.plan.hasDetectors || (this.shapes && plain) ? deltaSlots(obj) : NONE
+    const found = this.plan.hasDetectors ? deltas : NONE
+    const mark = this.shapes && plain && deltas.length === 1 ? newMark(deltas[0].path) : undefined
     if (found.length === 0 && this.slots.size === 0) {
       // no streamed text in it: masked where it stands, every other byte as the upstream sent it
-      const r = maskJsonText(text, this.plan, true)
+      const r = maskJsonText(text, this.plan, true, undefined, mark)
+      if (mark !== undefined) this.keepShape(text, r, mark, deltas[0])
       this.masked += r.count
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
@@ -265,10 +286,50 @@ export class SseMasker extends Transform {
       if (r.emit !== f.original) (changed ??= []).push({ path: f.path, value: r.emit })
     }
     // the rest of the event masked where it stands; the delta text replaced by what may go out of it
-    const r = maskJsonText(text, this.plan, true, changed)
+    const r = maskJsonText(text, this.plan, true, changed, mark)
+    if (mark !== undefined) this.keepShape(text, r, mark, deltas[0])
     this.masked += r.count
     if (r.text === text && !linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, r.text)
+  }
+
+  private keepShape(text: string, r: { text: string; count: number }, mark: Mark, delta: Found): void {
+    const shape = shapeOf(text, r.text, r.count, mark, delta)
+    if (shape !== undefined) this.shape = shape
+  }
+
+  /**
+   * An event that fits the last shape (sse-shape.ts), `delta` the string in it: what eventBody's full
+   * way makes of it, with head and tail as the shape's walk left them. The same branches and the
+   * same counts as there (the differential test in sse-shapes.test.ts holds the bytes equal).
+   */
+  private shapedEvent(raw: string, text: string, delta: string, shape: Shape): string | undefined {
+    this.shaped++
+    if (!this.plan.hasDetectors) {
+      // eventBody's no-delta branch: field rules only, and none is on the delta's path (it was read)
+      this.masked += shape.restCount
+      return shape.restCount === 0 ? undefined : serialize(NO_LINES, shape.maskedHead + delta + shape.maskedTail)
+    }
+    const original = delta.indexOf('\\') === -1 ? delta.slice(1, -1) : (JSON.parse(delta) as string)
+    const f = new ShapedDelta(shape, original, text)
+    const prefix = this.slots.size === 0 || this.continuesAll([f]) ? '' : this.flushSlots(k => k !== f.key)
+    let slot = this.slots.get(f.key)
+    if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f }))
+    slot.last = f
+    const r = holdBack(slot, original, this.limit, this.plan)
+    this.masked += r.count
+    let out = delta
+    if (r.emit !== original) out = JSON.stringify(r.emit)
+    else {
+      // as the walk reads a string no replacement names: through the detectors
+      const d = this.plan.scan(original)
+      this.masked += d.count
+      if (d.text !== original) out = JSON.stringify(d.text)
+    }
+    this.masked += shape.restCount
+    const masked = shape.maskedHead + out + shape.maskedTail
+    if (masked === text) return prefix === '' ? undefined : prefix + raw + '\n\n'
+    return prefix + serialize(NO_LINES, masked)
   }
 
   /** every held slot goes on in this event (the usual stream: one choice, delta after delta) */
@@ -385,8 +446,40 @@ const slotKey = (index: number): string => (index >= 0 && index < 8 && Number.is
 const choicePath = (i: number, field: 'text' | 'content'): string =>
   i < 8 ? (field === 'text' ? TEXT_PATHS : CONTENT_PATHS)[i] : `choices.${i}.${field === 'text' ? 'text' : 'delta.content'}`
 
+/** the delta of an event that fits a shape: parsed only when held text must be sent shaped like it */
+class ShapedDelta implements Found {
+  constructor(
+    private readonly shape: Shape,
+    readonly original: string,
+    private readonly json: string,
+  ) {}
+
+  get key(): string {
+    return this.shape.key
+  }
+
+  get path(): string {
+    return this.shape.path
+  }
+
+  get builtPath(): string {
+    return this.shape.builtPath
+  }
+
+  get prefix(): string {
+    return this.shape.prefix
+  }
+
+  event(): string {
+    const f = deltaSlots(JSON.parse(this.json)).find(f => f.key === this.key && f.path === this.path)
+    // fits() vouched that the event parses to the shape's with another string: this cannot be
+    if (f === undefined) throw new Error('a server-sent event that fit its shape has another delta')
+    return f.event()
+  }
+}
+
 /** the streamed text fields of one event */
-function deltaSlots(obj: unknown): readonly Found[] {
+export function deltaSlots(obj: unknown): readonly Found[] {
   if (!obj || typeof obj !== 'object') return NONE
   const o = obj as Record<string, any>
   if (Array.isArray(o.choices)) {
