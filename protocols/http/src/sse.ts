@@ -1,5 +1,5 @@
 // Masks a text/event-stream event by event. Streamed text deltas (OpenAI chat `choices[].delta.content`,
-// completions `choices[].text`, Responses API `*.delta`) can split a secret over several events
+// completions `choices[].text`, Responses API `*.delta`, Anthropic `content_block_delta`) can split a secret over several events
 // ("sk-", "proj-Ab", "c123…"), so each delta slot's text is scanned as one stream (masks.scanStream):
 // only text that no later match can reach is emitted (masked), the rest waits for the next delta.
 // What can be reached is the run at the end made of characters a match may hold (for an email: no
@@ -274,8 +274,7 @@ export class SseMasker extends Transform {
       this.masked += r.count
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
-    // text held for a slot this event does not continue goes out first, as its own delta event
-    const prefix = this.slots.size === 0 || this.continuesAll(found) ? '' : this.flushSlots(k => !found.some(f => f.key === k))
+    const prefix = this.beforeDeltas(found)
     let changed: Replacement[] | undefined
     for (const f of found) {
       let slot = this.slots.get(f.key)
@@ -312,7 +311,7 @@ export class SseMasker extends Transform {
     }
     const original = delta.indexOf('\\') === -1 ? delta.slice(1, -1) : (JSON.parse(delta) as string)
     const f = new ShapedDelta(shape, original, text)
-    const prefix = this.slots.size === 0 || this.continuesAll([f]) ? '' : this.flushSlots(k => k !== f.key)
+    const prefix = this.beforeDeltas([f])
     let slot = this.slots.get(f.key)
     if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f }))
     slot.last = f
@@ -332,11 +331,20 @@ export class SseMasker extends Transform {
     return prefix + serialize(NO_LINES, masked)
   }
 
-  /** every held slot goes on in this event (the usual stream: one choice, delta after delta) */
-  private continuesAll(found: readonly Found[]): boolean {
-    if (found.length === 1) return this.slots.size === 1 && this.slots.has(found[0].key)
-    for (const key of this.slots.keys()) if (!found.some(f => f.key === key)) return false
-    return true
+  /**
+   * Held text that goes out before this event, as delta events of its own: all of it before an event
+   * with no delta (a choice's finish, a Responses `.done`, a tool call); before a delta event only
+   * the oldest slots past MAX_SLOTS. Choices take turns (`n: 2` sends one choice per event) and
+   * Responses parts interleave: a slot's text is not cut where another slot's delta comes between
+   * two of its own (that cut let a key split across them through whole).
+   */
+  private beforeDeltas(found: readonly Found[]): string {
+    if (this.slots.size === 0) return ''
+    if (found.length === 0) return this.flushSlots(() => true)
+    let over = this.slots.size - MAX_SLOTS
+    for (const f of found) if (!this.slots.has(f.key)) over++
+    if (over <= 0) return ''
+    return this.flushSlots(k => over > 0 && !found.some(f => f.key === k) && over-- > 0)
   }
 
   private flushSlots(which: (key: string) => boolean): string {
@@ -358,6 +366,9 @@ export class SseMasker extends Transform {
     return out
   }
 }
+
+/** delta slots held at once (choices, Responses parts, content blocks); the oldest goes out past it */
+const MAX_SLOTS = 16
 
 const KNOWN_FIELD = /^(?:event|id|retry)(?::|$)/
 
@@ -429,8 +440,7 @@ class TypedDelta implements Found {
   ) {}
 
   get prefix(): string {
-    // a line break in the upstream's type would start lines of its own on the client's side
-    return `event: ${(this.o.type as string).replace(/[\r\n]+/g, ' ')}\n`
+    return typedPrefix(this.o.type as string)
   }
 
   event(): string {
@@ -445,6 +455,35 @@ const TEXT_PATHS = Array.from({ length: 8 }, (_, i) => `choices.${i}.text`)
 const slotKey = (index: number): string => (index >= 0 && index < 8 && Number.isInteger(index) ? SLOT_KEYS[index] : `choice:${index}`)
 const choicePath = (i: number, field: 'text' | 'content'): string =>
   i < 8 ? (field === 'text' ? TEXT_PATHS : CONTENT_PATHS)[i] : `choices.${i}.${field === 'text' ? 'text' : 'delta.content'}`
+
+// a line break in the upstream's type would start lines of its own on the client's side
+const typedPrefix = (type: string): string => `event: ${type.replace(/[\r\n]+/g, ' ')}\n`
+
+/** Anthropic Messages `content_block_delta` events: `delta.text`, `delta.partial_json`, `delta.thinking` */
+class BlockDelta implements Found {
+  readonly path: string
+  constructor(
+    readonly key: string,
+    readonly original: string,
+    private readonly o: Record<string, any>,
+    private readonly field: 'text' | 'partial_json' | 'thinking',
+  ) {
+    this.path = `delta.${field}`
+  }
+
+  get builtPath(): string {
+    return this.path
+  }
+
+  get prefix(): string {
+    // Anthropic's clients read the event's name: a built event carries it like the upstream's did
+    return typedPrefix(this.o.type as string)
+  }
+
+  event(): string {
+    return JSON.stringify({ ...this.o, delta: { ...this.o.delta, [this.field]: '' } })
+  }
+}
 
 /** the delta of an event that fits a shape: parsed only when held text must be sent shaped like it */
 class ShapedDelta implements Found {
@@ -495,6 +534,13 @@ export function deltaSlots(obj: unknown): readonly Found[] {
       out.push(new ChoiceDelta(slotKey(index), choicePath(i, field), holder[field] as string, o, c, field))
     }
     return out
+  }
+  if (o.type === 'content_block_delta' && o.delta && typeof o.delta === 'object') {
+    // Anthropic Messages: a content block's text, a tool call's JSON, a thinking block, streamed
+    const d = o.delta as Record<string, unknown>
+    const field = typeof d.text === 'string' ? 'text' : typeof d.partial_json === 'string' ? 'partial_json' : typeof d.thinking === 'string' ? 'thinking' : undefined
+    if (field !== undefined) return [new BlockDelta(`block:${o.index ?? ''}:${field}`, d[field] as string, o, field)]
+    return NONE
   }
   if (typeof o.type === 'string' && o.type.endsWith('.delta') && typeof o.delta === 'string') {
     return [new TypedDelta(`${o.type}:${o.item_id ?? ''}:${o.output_index ?? ''}:${o.content_index ?? ''}`, o.delta, o)]

@@ -96,12 +96,14 @@ function streamOf(seed: number): { bytes: Buffer; plain: boolean } {
   const id = pick(r, ['chatcmpl-1', 'chatcmpl-\\u0032', 'x@example.com'])
   const heads = [`"id":"${id}","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini"`, `"id":"${id}","model":"m","system_fingerprint":null`]
   let head = pick(r, heads)
-  const shape = pick(r, ['chat', 'chat', 'completions', 'responses', 'mixed'] as const)
+  const shape = pick(r, ['chat', 'chat', 'completions', 'responses', 'anthropic', 'mixed'] as const)
   events.push(`data: {${head},"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`)
   for (const d of deltasOf(r, 10 + Math.floor(r() * 40))) {
     const roll = r()
-    if (shape === 'responses' || (shape === 'mixed' && roll < 0.2)) {
-      events.push(`data: {"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":${r() < 0.9 ? 0 : 1},"delta":${jsonString(d, r, escapes)}}`)
+    if (shape === 'anthropic' || (shape === 'mixed' && roll < 0.1)) {
+      events.push(`event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":${jsonString(d, r, escapes)}}}`)
+    } else if (shape === 'responses' || (shape === 'mixed' && roll < 0.2)) {
+      events.push(`data: {"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":${shape === 'mixed' && r() < 0.1 ? 1 : 0},"delta":${jsonString(d, r, escapes)}}`)
     } else events.push(`data: ${chatChunk(r, head, shape === 'mixed' && roll < 0.3 ? 1 : 0, d, escapes, shape === 'completions' ? 'text' : 'content')}`)
     const odd = r()
     if (shape === 'mixed' && odd < 0.05) head = pick(r, heads)
@@ -178,13 +180,16 @@ t.test('secrets split across deltas, chunks and escape forms never reach the cli
   for (let seed = 1; seed <= 400 && leaks < 3; seed++) {
     const { bytes, plain } = streamOf(seed)
     // mixed streams interleave other events, which end a delta's stream: what is sent before them
-    // is masked on its own (sse-masking.test.ts); here the replies are one stream each
+    // is masked on its own (sse-masking.test.ts), and one reply dealt out to two slots makes words
+    // no reply has ('qua' + 'sk-…' is no key); here each reply is one stream
     if (!plain) continue
     const out = through(plan, cuts(rng(seed), bytes), true).out.join('')
     const texts = new Map<string, string>()
     for (const e of out.split('\n\n')) {
-      if (!e.startsWith('data: {')) continue
-      const o = JSON.parse(e.slice(6))
+      const at = e.indexOf('data: {')
+      if (at === -1) continue
+      const o = JSON.parse(e.slice(at + 6))
+      if (o.type === 'content_block_delta') texts.set('a' + o.index, (texts.get('a' + o.index) ?? '') + o.delta.text)
       if (typeof o.delta === 'string') texts.set('r' + o.content_index, (texts.get('r' + o.content_index) ?? '') + o.delta)
       for (const c of o.choices ?? []) texts.set(String(c.index), (texts.get(String(c.index)) ?? '') + (c.delta?.content ?? c.text ?? ''))
     }
