@@ -10,7 +10,18 @@
 // not JSON) goes the full way, and may become the next shape.
 import type { Mark } from './json-mask.ts'
 
-export interface Shape {
+/** what eventBody made of the event's lines before its data (the same for every event that has them) */
+export interface ShapeLines {
+  /** the raw event up to its data's text: 'data: ', or 'event: …\ndata: ' */
+  readonly rawPrefix: string
+  /** the lines other than data as they go out (detectors applied), and the values replaced there */
+  readonly other: readonly string[]
+  readonly lineCount: number
+  /** the lines were changed (a value masked, a line dropped): the event is rebuilt */
+  readonly linesChanged: boolean
+}
+
+export interface Shape extends ShapeLines {
   /** the parsed event's text before the delta string's opening quote, and after its closing one */
   readonly head: string
   readonly tail: string
@@ -27,9 +38,10 @@ export interface Shape {
 }
 
 /** the shape of a parsed event whose one delta string the walk marked; undefined when it met that path more than once */
-export function shapeOf(text: string, masked: string, count: number, mark: Mark, delta: { key: string; path: string; builtPath: string; prefix: string }): Shape | undefined {
+export function shapeOf(text: string, masked: string, count: number, mark: Mark, delta: { key: string; path: string; builtPath: string; prefix: string }, lines: ShapeLines): Shape | undefined {
   if (mark.n !== 1) return undefined
   return {
+    ...lines,
     head: text.slice(0, mark.inStart),
     tail: text.slice(mark.inEnd),
     maskedHead: masked.slice(0, mark.outStart),

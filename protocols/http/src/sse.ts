@@ -10,7 +10,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
 import { STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
 import { type Mark, maskJsonText, newMark, type Replacement } from './json-mask.ts'
-import { type Shape, fits, shapeOf } from './sse-shape.ts'
+import { type Shape, type ShapeLines, fits, shapeOf } from './sse-shape.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
@@ -211,8 +211,21 @@ export class SseMasker extends Transform {
   }
 
   private eventBody(raw: string): string | undefined {
+    const known = this.shape
+    if (known !== undefined) {
+      // the last delta event's lines before its data, byte for byte, then one line of data
+      const n = known.rawPrefix.length
+      if (raw.length > n && raw.substring(0, n) === known.rawPrefix && raw.indexOf('\n', n) === -1 && raw.indexOf('\r', n) === -1) {
+        const text = raw.slice(n)
+        const delta = fits(known, text)
+        if (delta !== undefined) return this.shapedEvent(raw, text, delta, known)
+      }
+    }
     let text: string
     let other: readonly string[]
+    // the data is the event's last line and its only one: the lines before it can be a shape's
+    let lastIsData = true
+    let lineCount = 0
     if (raw.startsWith('data:') && raw.indexOf('\n') === -1 && raw.indexOf('\r') === -1) {
       // the usual event: one data line, nothing else
       text = raw.charCodeAt(5) === 32 ? raw.slice(6) : raw.slice(5)
@@ -230,6 +243,7 @@ export class SseMasker extends Transform {
           const r = this.plan.hasDetectors ? this.plan.scan(line) : { text: line, count: 0 }
           if (r.count > 0) {
             this.masked += r.count
+            lineCount += r.count
             changed = true
           }
           rest.push(r.text)
@@ -240,6 +254,7 @@ export class SseMasker extends Transform {
         }
       }
       if (data.length === 0) return changed ? serializeLines(rest) : undefined
+      lastIsData = data.length === 1 && lines[lines.length - 1].startsWith('data:')
       text = data.join('\n')
       other = rest
       if (changed) this.changedLines = true
@@ -251,11 +266,7 @@ export class SseMasker extends Transform {
       const done = linesChanged ? serialize(other, text) : raw + '\n\n'
       return held === '' && !linesChanged ? undefined : held + done
     }
-    const plain = other === NO_LINES && !linesChanged
-    if (plain && this.shape !== undefined) {
-      const delta = fits(this.shape, text)
-      if (delta !== undefined) return this.shapedEvent(raw, text, delta, this.shape)
-    }
+    const shapeable = this.shapes && lastIsData
     let obj: unknown
     try {
       obj = JSON.parse(text)
@@ -264,13 +275,14 @@ export class SseMasker extends Transform {
       return this.plainEvent(other, text)
     }
     // without detectors no text is streamed (held back); the deltas are looked for only for the shape
-    const deltas = this.plan.hasDetectors || (this.shapes && plain) ? deltaSlots(obj) : NONE
+    const deltas = this.plan.hasDetectors || shapeable ? deltaSlots(obj) : NONE
     const found = this.plan.hasDetectors ? deltas : NONE
-    const mark = this.shapes && plain && deltas.length === 1 ? newMark(deltas[0].path) : undefined
+    const mark = shapeable && deltas.length === 1 ? newMark(deltas[0].path) : undefined
+    const lines = { rawPrefix: raw.slice(0, raw.length - text.length), other, lineCount, linesChanged }
     if (found.length === 0 && this.slots.size === 0) {
       // no streamed text in it: masked where it stands, every other byte as the upstream sent it
       const r = maskJsonText(text, this.plan, true, undefined, mark)
-      if (mark !== undefined) this.keepShape(text, r, mark, deltas[0])
+      if (mark !== undefined) this.keepShape(text, r, mark, deltas[0], lines)
       this.masked += r.count
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
@@ -286,14 +298,14 @@ export class SseMasker extends Transform {
     }
     // the rest of the event masked where it stands; the delta text replaced by what may go out of it
     const r = maskJsonText(text, this.plan, true, changed, mark)
-    if (mark !== undefined) this.keepShape(text, r, mark, deltas[0])
+    if (mark !== undefined) this.keepShape(text, r, mark, deltas[0], lines)
     this.masked += r.count
     if (r.text === text && !linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, r.text)
   }
 
-  private keepShape(text: string, r: { text: string; count: number }, mark: Mark, delta: Found): void {
-    const shape = shapeOf(text, r.text, r.count, mark, delta)
+  private keepShape(text: string, r: { text: string; count: number }, mark: Mark, delta: Found, lines: ShapeLines): void {
+    const shape = shapeOf(text, r.text, r.count, mark, delta, lines)
     if (shape !== undefined) this.shape = shape
   }
 
@@ -304,10 +316,12 @@ export class SseMasker extends Transform {
    */
   private shapedEvent(raw: string, text: string, delta: string, shape: Shape): string | undefined {
     this.shaped++
+    // the lines before the data went through the detectors in the shape's event: the same again
+    this.masked += shape.lineCount
     if (!this.plan.hasDetectors) {
       // eventBody's no-delta branch: field rules only, and none is on the delta's path (it was read)
       this.masked += shape.restCount
-      return shape.restCount === 0 ? undefined : serialize(NO_LINES, shape.maskedHead + delta + shape.maskedTail)
+      return shape.restCount === 0 && !shape.linesChanged ? undefined : serialize(shape.other, shape.maskedHead + delta + shape.maskedTail)
     }
     const original = delta.indexOf('\\') === -1 ? delta.slice(1, -1) : (JSON.parse(delta) as string)
     const f = new ShapedDelta(shape, original, text)
@@ -327,8 +341,8 @@ export class SseMasker extends Transform {
     }
     this.masked += shape.restCount
     const masked = shape.maskedHead + out + shape.maskedTail
-    if (masked === text) return prefix === '' ? undefined : prefix + raw + '\n\n'
-    return prefix + serialize(NO_LINES, masked)
+    if (masked === text && !shape.linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
+    return prefix + serialize(shape.other, masked)
   }
 
   /**

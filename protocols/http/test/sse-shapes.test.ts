@@ -81,7 +81,7 @@ function chatChunk(r: () => number, head: string, index: number, content: string
   const str = (s: string) => jsonString(s, r, escapes)
   const key = (k: string) => (escapes && r() < 0.05 ? '"' + k.slice(0, 1) + '\\u00' + k.charCodeAt(1).toString(16) + k.slice(2) + '"' : '"' + k + '"')
   const sp = r() < 0.1 ? ' ' : ''
-  const holder = field === 'text' ? `${key('text')}:${sp}${str(content)}` : `${key('delta')}:{${key('content')}:${sp}${str(content)}${r() < 0.03 ? `,"content":${str('dup')}` : ''}}`
+  const holder = field === 'text' ? `${key('text')}:${sp}${str(content)}` : `${key('delta')}:{${key('content')}:${sp}${str(content)}${r() < 0.03 ? `,"content":${str(' dup ')}` /* JSON.parse keeps this one; spaced, so it glues to no word */ : ''}}`
   const extra = r() < 0.05 ? `,"user":{"email":${str('carol@example.net')}}` : r() < 0.05 ? `,"meta":{"secret":[1,{"a":"b"}]}` : ''
   return `{${head},"choices":[{"index":${index},${holder},"finish_reason":null,"logprobs":null}]${extra}}`
 }
@@ -97,11 +97,15 @@ function streamOf(seed: number): { bytes: Buffer; plain: boolean } {
   const heads = [`"id":"${id}","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini"`, `"id":"${id}","model":"m","system_fingerprint":null`]
   let head = pick(r, heads)
   const shape = pick(r, ['chat', 'chat', 'completions', 'responses', 'anthropic', 'mixed'] as const)
+  const lines = pick(r, ['event: content_block_delta\n', 'event: content_block_delta\n', 'event: content_block_delta\r\nid: 7\r', ': c\nevent: content_block_delta\n', 'event: content_block_delta\nid: ann@example.com\n', 'event: content_block_delta\nbogus line\n', 'data\nevent: content_block_delta\n', 'after'])
   events.push(`data: {${head},"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`)
   for (const d of deltasOf(r, 10 + Math.floor(r() * 40))) {
     const roll = r()
     if (shape === 'anthropic' || (shape === 'mixed' && roll < 0.1)) {
-      events.push(`event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":${jsonString(d, r, escapes)}}}`)
+      const data = `data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":${jsonString(d, r, escapes)}}}`
+      // the lines before the data, the same all stream long (the shape keeps them); one with data
+      // that is not the last line
+      events.push(lines === 'after' ? `${data}\nid: 9` : `${lines}${data}`)
     } else if (shape === 'responses' || (shape === 'mixed' && roll < 0.2)) {
       events.push(`data: {"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":${shape === 'mixed' && r() < 0.1 ? 1 : 0},"delta":${jsonString(d, r, escapes)}}`)
     } else events.push(`data: ${chatChunk(r, head, shape === 'mixed' && roll < 0.3 ? 1 : 0, d, escapes, shape === 'completions' ? 'text' : 'content')}`)
@@ -186,9 +190,9 @@ t.test('secrets split across deltas, chunks and escape forms never reach the cli
     const out = through(plan, cuts(rng(seed), bytes), true).out.join('')
     const texts = new Map<string, string>()
     for (const e of out.split('\n\n')) {
-      const at = e.indexOf('data: {')
-      if (at === -1) continue
-      const o = JSON.parse(e.slice(at + 6))
+      const line = e.split(/\r\n|\n|\r/).find(l => l.startsWith('data: {'))
+      if (line === undefined) continue
+      const o = JSON.parse(line.slice(6))
       if (o.type === 'content_block_delta') texts.set('a' + o.index, (texts.get('a' + o.index) ?? '') + o.delta.text)
       if (typeof o.delta === 'string') texts.set('r' + o.content_index, (texts.get('r' + o.content_index) ?? '') + o.delta)
       for (const c of o.choices ?? []) texts.set(String(c.index), (texts.get(String(c.index)) ?? '') + (c.delta?.content ?? c.text ?? ''))
