@@ -95,6 +95,18 @@ t.test('non-ASCII text around hits keeps its characters and positions', async t 
   t.equal(plan.scan('👋 anna@example.de Nº7 👋').text, '👋 [REDACTED:email] [REDACTED:n] 👋')
 })
 
+t.test('an address followed at once by a dash, an ellipsis, CJK punctuation or a line separator is masked', async t => {
+  const plan = compileMaskPlan([{ id: 'a', detectors: ['email'], method: 'redact' }], ctx, { hashKey })
+  for (const after of ['—he said', '…', '。', '\u2028', 'ü', '\u00a0']) {
+    // named by code point: a raw U+2028 in a test name breaks the TAP line
+    const name = `U+${after.codePointAt(0)!.toString(16)}`
+    t.equal(plan.scan(`write bob@example.com${after}`).text, `write [REDACTED:email]${after}`, name)
+    t.equal(plan.scan(`jürgen@müller.example.de${after}`).text, `[REDACTED:email]${after}`, name)
+  }
+  // an ASCII label character still continues the label: no match ends inside one
+  t.equal(plan.scan('bob@example.com5x').text, 'bob@example.com5x')
+})
+
 t.test('hostile text full of near-misses is scanned to the end', async t => {
   const plan = compileMaskPlan(
     [{ id: 'all', detectors: ['email', 'phone', 'ssn', 'card', 'iban', 'ip', 'jwt', 'pem-private-key', 'api-key'], method: 'redact' }],

@@ -159,10 +159,10 @@ function visit(w: Walk, value: unknown, node: PathNode): unknown {
  * spellings (1.0), escapes and whitespace are not re-serialized. Fails closed (throws) when the text
  * is not JSON.
  */
-export function maskJsonText(text: string, plan: MaskPlan, parsed = false, replacements?: readonly Replacement[]): { text: string; count: number } {
+export function maskJsonText(text: string, plan: MaskPlan, parsed = false, replacements?: readonly Replacement[], mark?: Mark): { text: string; count: number } {
   // validates (unless the caller has parsed it already): the scanner below reads well-formed JSON only
   if (!parsed) JSON.parse(text)
-  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0, replacements }
+  const s: Scan = { w: { plan, tree: treeOf(plan), detectors: plan.hasDetectors, count: 0 }, text, pos: 0, out: '', copied: 0, replacements, mark }
   try {
     scanValue(s, s.w.tree.root)
   } catch (err) {
@@ -184,6 +184,25 @@ export interface Replacement {
   readonly value: string
 }
 
+/**
+ * Where the string at `path` stood and what the walk made of it (sse-shape.ts builds on it): filled
+ * in for every string met at that path (`n` says how many), the last one's figures kept. A path
+ * under a field rule is not a string the walk reads: it is not marked.
+ */
+export interface Mark {
+  readonly path: string
+  n: number
+  /** the string's text, quotes included: [inStart, inEnd) of the input, [outStart, outEnd) of the output */
+  inStart: number
+  inEnd: number
+  outStart: number
+  outEnd: number
+  /** values the detectors replaced in it */
+  count: number
+}
+
+export const newMark = (path: string): Mark => ({ path, n: 0, inStart: 0, inEnd: 0, outStart: 0, outEnd: 0, count: 0 })
+
 /** valid JSON the masker cannot walk (nested past the stack) */
 export class UnmaskableJson extends Error {}
 
@@ -195,6 +214,7 @@ interface Scan {
   out: string
   copied: number
   replacements: readonly Replacement[] | undefined
+  mark: Mark | undefined
 }
 
 function ws(s: Scan): void {
@@ -292,39 +312,20 @@ function scanValue(s: Scan, node: PathNode): void {
   }
   if (c === 34) {
     const escaped = skipString(s)
-    if (s.replacements !== undefined) {
-      for (const r of s.replacements) {
-        if (r.path === node.full) {
-          replace(s, start, s.pos, JSON.stringify(r.value))
-          return
-        }
-      }
-    }
-    // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
-    if (!s.w.detectors || node.key === 'embedding') return
-    const seen = node.seen
-    if (seen !== undefined && !escaped && s.pos - start - 2 === seen.length && t.startsWith(seen, start + 1)) {
-      // the string met here last time (an id, a model, an object type), compared where it stands
-      s.w.count += node.seenCount
-      if (node.seenText !== seen) replace(s, start, s.pos, JSON.stringify(node.seenText))
+    const mark = s.mark
+    if (mark !== undefined && node.full === mark.path) {
+      mark.n++
+      mark.inStart = start
+      mark.inEnd = s.pos
+      // the output's offset for an input offset at or after `copied`
+      mark.outStart = s.out.length + start - s.copied
+      const before = s.w.count
+      stringValue(s, node, start, escaped)
+      mark.outEnd = s.out.length + s.pos - s.copied
+      mark.count = s.w.count - before
       return
     }
-    const value = escaped ? (JSON.parse(t.slice(start, s.pos)) as string) : t.slice(start + 1, s.pos - 1)
-    let masked: string
-    if (node.seen === value) {
-      s.w.count += node.seenCount
-      masked = node.seenText
-    } else {
-      const r = s.w.plan.scan(value)
-      s.w.count += r.count
-      masked = r.text
-      if (value.length <= MAX_SEEN) {
-        node.seen = value
-        node.seenText = r.text
-        node.seenCount = r.count
-      }
-    }
-    if (masked !== value) replace(s, start, s.pos, JSON.stringify(masked))
+    stringValue(s, node, start, escaped)
     return
   }
   if (c === 91 /* [ */) {
@@ -390,4 +391,42 @@ function scanValue(s: Scan, node: PathNode): void {
   }
   // number, true, false, null
   skipValue(s)
+}
+
+/** a string value at `node` [start, s.pos): a replacement, else the detectors */
+function stringValue(s: Scan, node: PathNode, start: number, escaped: boolean): void {
+  const t = s.text
+  if (s.replacements !== undefined) {
+    for (const r of s.replacements) {
+      if (r.path === node.full) {
+        replace(s, start, s.pos, JSON.stringify(r.value))
+        return
+      }
+    }
+  }
+  // a base64 embedding is numbers, not text: a detector hit there would only corrupt the vector
+  if (!s.w.detectors || node.key === 'embedding') return
+  const seen = node.seen
+  if (seen !== undefined && !escaped && s.pos - start - 2 === seen.length && t.startsWith(seen, start + 1)) {
+    // the string met here last time (an id, a model, an object type), compared where it stands
+    s.w.count += node.seenCount
+    if (node.seenText !== seen) replace(s, start, s.pos, JSON.stringify(node.seenText))
+    return
+  }
+  const value = escaped ? (JSON.parse(t.slice(start, s.pos)) as string) : t.slice(start + 1, s.pos - 1)
+  let masked: string
+  if (node.seen === value) {
+    s.w.count += node.seenCount
+    masked = node.seenText
+  } else {
+    const r = s.w.plan.scan(value)
+    s.w.count += r.count
+    masked = r.text
+    if (value.length <= MAX_SEEN) {
+      node.seen = value
+      node.seenText = r.text
+      node.seenCount = r.count
+    }
+  }
+  if (masked !== value) replace(s, start, s.pos, JSON.stringify(masked))
 }

@@ -1,5 +1,5 @@
 // Masks a text/event-stream event by event. Streamed text deltas (OpenAI chat `choices[].delta.content`,
-// completions `choices[].text`, Responses API `*.delta`) can split a secret over several events
+// completions `choices[].text`, Responses API `*.delta`, Anthropic `content_block_delta`) can split a secret over several events
 // ("sk-", "proj-Ab", "c123…"), so each delta slot's text is scanned as one stream (masks.scanStream):
 // only text that no later match can reach is emitted (masked), the rest waits for the next delta.
 // What can be reached is the run at the end made of characters a match may hold (for an email: no
@@ -9,13 +9,19 @@
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
 import { STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
-import { maskJsonText, type Replacement } from './json-mask.ts'
+import { type Mark, maskJsonText, newMark, type Replacement } from './json-mask.ts'
+import { type Shape, type ShapeLines, fits, shapeOf } from './sse-shape.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
   maxEventBytes: number
   /** each batch of masked events as sent to the client, for recording */
   onBatch?: (text: string, masked: number) => void
+  /**
+   * false: every event parsed and walked, none masked as the last event's shape (sse-shape.ts).
+   * The reference the differential test compares with; default true.
+   */
+  shapes?: boolean
 }
 
 /** one delta slot's streamed text: text[0, from) was sent (context), text[from…] is held back */
@@ -38,6 +44,8 @@ const BOUNDARY = /(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)/g
 export class SseMasker extends Transform {
   /** values replaced so far */
   masked = 0
+  /** events masked as the last event's shape (sse-shape.ts), without a parse */
+  shaped = 0
   private readonly decoder = new StringDecoder('utf8')
   private pending = ''
   /** where the next search for an event boundary starts: an event trickling in is not rescanned */
@@ -51,6 +59,9 @@ export class SseMasker extends Transform {
   /** the event being handled is a plain-text one (it handles heldPlain itself) */
   private plainNow = false
   private readonly limit: number
+  private readonly shapes: boolean
+  /** the last parsed delta event's shape: an event that fits it is masked without a parse */
+  private shape: Shape | undefined
 
   constructor(
     private readonly plan: MaskPlan,
@@ -59,6 +70,7 @@ export class SseMasker extends Transform {
     super()
     const l = plan.maxMatchLength
     this.limit = Number.isFinite(l) && l > 0 ? Math.min(Math.ceil(l), 1 << 16) : 256
+    this.shapes = opts.shapes ?? true
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -199,8 +211,21 @@ export class SseMasker extends Transform {
   }
 
   private eventBody(raw: string): string | undefined {
+    const known = this.shape
+    if (known !== undefined) {
+      // the last delta event's lines before its data, byte for byte, then one line of data
+      const n = known.rawPrefix.length
+      if (raw.length > n && raw.substring(0, n) === known.rawPrefix && raw.indexOf('\n', n) === -1 && raw.indexOf('\r', n) === -1) {
+        const text = raw.slice(n)
+        const delta = fits(known, text)
+        if (delta !== undefined) return this.shapedEvent(raw, text, delta, known)
+      }
+    }
     let text: string
     let other: readonly string[]
+    // the data is the event's last line and its only one: the lines before it can be a shape's
+    let lastIsData = true
+    let lineCount = 0
     if (raw.startsWith('data:') && raw.indexOf('\n') === -1 && raw.indexOf('\r') === -1) {
       // the usual event: one data line, nothing else
       text = raw.charCodeAt(5) === 32 ? raw.slice(6) : raw.slice(5)
@@ -218,6 +243,7 @@ export class SseMasker extends Transform {
           const r = this.plan.hasDetectors ? this.plan.scan(line) : { text: line, count: 0 }
           if (r.count > 0) {
             this.masked += r.count
+            lineCount += r.count
             changed = true
           }
           rest.push(r.text)
@@ -228,6 +254,7 @@ export class SseMasker extends Transform {
         }
       }
       if (data.length === 0) return changed ? serializeLines(rest) : undefined
+      lastIsData = data.length === 1 && lines[lines.length - 1].startsWith('data:')
       text = data.join('\n')
       other = rest
       if (changed) this.changedLines = true
@@ -239,6 +266,7 @@ export class SseMasker extends Transform {
       const done = linesChanged ? serialize(other, text) : raw + '\n\n'
       return held === '' && !linesChanged ? undefined : held + done
     }
+    const shapeable = this.shapes && lastIsData
     let obj: unknown
     try {
       obj = JSON.parse(text)
@@ -246,15 +274,19 @@ export class SseMasker extends Transform {
       if (!this.plan.hasDetectors) return linesChanged ? serialize(other, text) : undefined
       return this.plainEvent(other, text)
     }
-    const found = this.plan.hasDetectors ? deltaSlots(obj) : NONE
+    // without detectors no text is streamed (held back); the deltas are looked for only for the shape
+    const deltas = this.plan.hasDetectors || shapeable ? deltaSlots(obj) : NONE
+    const found = this.plan.hasDetectors ? deltas : NONE
+    const mark = shapeable && deltas.length === 1 ? newMark(deltas[0].path) : undefined
+    const lines = { rawPrefix: raw.slice(0, raw.length - text.length), other, lineCount, linesChanged }
     if (found.length === 0 && this.slots.size === 0) {
       // no streamed text in it: masked where it stands, every other byte as the upstream sent it
-      const r = maskJsonText(text, this.plan, true)
+      const r = maskJsonText(text, this.plan, true, undefined, mark)
+      if (mark !== undefined) this.keepShape(text, r, mark, deltas[0], lines)
       this.masked += r.count
       return r.count === 0 && !linesChanged ? undefined : serialize(other, r.text)
     }
-    // text held for a slot this event does not continue goes out first, as its own delta event
-    const prefix = this.slots.size === 0 || this.continuesAll(found) ? '' : this.flushSlots(k => !found.some(f => f.key === k))
+    const prefix = this.beforeDeltas(found)
     let changed: Replacement[] | undefined
     for (const f of found) {
       let slot = this.slots.get(f.key)
@@ -265,17 +297,68 @@ export class SseMasker extends Transform {
       if (r.emit !== f.original) (changed ??= []).push({ path: f.path, value: r.emit })
     }
     // the rest of the event masked where it stands; the delta text replaced by what may go out of it
-    const r = maskJsonText(text, this.plan, true, changed)
+    const r = maskJsonText(text, this.plan, true, changed, mark)
+    if (mark !== undefined) this.keepShape(text, r, mark, deltas[0], lines)
     this.masked += r.count
     if (r.text === text && !linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
     return prefix + serialize(other, r.text)
   }
 
-  /** every held slot goes on in this event (the usual stream: one choice, delta after delta) */
-  private continuesAll(found: readonly Found[]): boolean {
-    if (found.length === 1) return this.slots.size === 1 && this.slots.has(found[0].key)
-    for (const key of this.slots.keys()) if (!found.some(f => f.key === key)) return false
-    return true
+  private keepShape(text: string, r: { text: string; count: number }, mark: Mark, delta: Found, lines: ShapeLines): void {
+    const shape = shapeOf(text, r.text, r.count, mark, delta, lines)
+    if (shape !== undefined) this.shape = shape
+  }
+
+  /**
+   * An event that fits the last shape (sse-shape.ts), `delta` the string in it: what eventBody's full
+   * way makes of it, with head and tail as the shape's walk left them. The same branches and the
+   * same counts as there (the differential test in sse-shapes.test.ts holds the bytes equal).
+   */
+  private shapedEvent(raw: string, text: string, delta: string, shape: Shape): string | undefined {
+    this.shaped++
+    // the lines before the data went through the detectors in the shape's event: the same again
+    this.masked += shape.lineCount
+    if (!this.plan.hasDetectors) {
+      // eventBody's no-delta branch: field rules only, and none is on the delta's path (it was read)
+      this.masked += shape.restCount
+      return shape.restCount === 0 && !shape.linesChanged ? undefined : serialize(shape.other, shape.maskedHead + delta + shape.maskedTail)
+    }
+    const original = delta.indexOf('\\') === -1 ? delta.slice(1, -1) : (JSON.parse(delta) as string)
+    const f = new ShapedDelta(shape, original, text)
+    const prefix = this.beforeDeltas([f])
+    let slot = this.slots.get(f.key)
+    if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f }))
+    slot.last = f
+    const r = holdBack(slot, original, this.limit, this.plan)
+    this.masked += r.count
+    let out = delta
+    if (r.emit !== original) out = JSON.stringify(r.emit)
+    else {
+      // as the walk reads a string no replacement names: through the detectors
+      const d = this.plan.scan(original)
+      this.masked += d.count
+      if (d.text !== original) out = JSON.stringify(d.text)
+    }
+    this.masked += shape.restCount
+    const masked = shape.maskedHead + out + shape.maskedTail
+    if (masked === text && !shape.linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
+    return prefix + serialize(shape.other, masked)
+  }
+
+  /**
+   * Held text that goes out before this event, as delta events of its own: all of it before an event
+   * with no delta (a choice's finish, a Responses `.done`, a tool call); before a delta event only
+   * the oldest slots past MAX_SLOTS. Choices take turns (`n: 2` sends one choice per event) and
+   * Responses parts interleave: a slot's text is not cut where another slot's delta comes between
+   * two of its own (that cut let a key split across them through whole).
+   */
+  private beforeDeltas(found: readonly Found[]): string {
+    if (this.slots.size === 0) return ''
+    if (found.length === 0) return this.flushSlots(() => true)
+    let over = this.slots.size - MAX_SLOTS
+    for (const f of found) if (!this.slots.has(f.key)) over++
+    if (over <= 0) return ''
+    return this.flushSlots(k => over > 0 && !found.some(f => f.key === k) && over-- > 0)
   }
 
   private flushSlots(which: (key: string) => boolean): string {
@@ -297,6 +380,9 @@ export class SseMasker extends Transform {
     return out
   }
 }
+
+/** delta slots held at once (choices, Responses parts, content blocks); the oldest goes out past it */
+const MAX_SLOTS = 16
 
 const KNOWN_FIELD = /^(?:event|id|retry)(?::|$)/
 
@@ -368,8 +454,7 @@ class TypedDelta implements Found {
   ) {}
 
   get prefix(): string {
-    // a line break in the upstream's type would start lines of its own on the client's side
-    return `event: ${(this.o.type as string).replace(/[\r\n]+/g, ' ')}\n`
+    return typedPrefix(this.o.type as string)
   }
 
   event(): string {
@@ -385,8 +470,69 @@ const slotKey = (index: number): string => (index >= 0 && index < 8 && Number.is
 const choicePath = (i: number, field: 'text' | 'content'): string =>
   i < 8 ? (field === 'text' ? TEXT_PATHS : CONTENT_PATHS)[i] : `choices.${i}.${field === 'text' ? 'text' : 'delta.content'}`
 
+// a line break in the upstream's type would start lines of its own on the client's side
+const typedPrefix = (type: string): string => `event: ${type.replace(/[\r\n]+/g, ' ')}\n`
+
+/** Anthropic Messages `content_block_delta` events: `delta.text`, `delta.partial_json`, `delta.thinking` */
+class BlockDelta implements Found {
+  readonly path: string
+  constructor(
+    readonly key: string,
+    readonly original: string,
+    private readonly o: Record<string, any>,
+    private readonly field: 'text' | 'partial_json' | 'thinking',
+  ) {
+    this.path = `delta.${field}`
+  }
+
+  get builtPath(): string {
+    return this.path
+  }
+
+  get prefix(): string {
+    // Anthropic's clients read the event's name: a built event carries it like the upstream's did
+    return typedPrefix(this.o.type as string)
+  }
+
+  event(): string {
+    return JSON.stringify({ ...this.o, delta: { ...this.o.delta, [this.field]: '' } })
+  }
+}
+
+/** the delta of an event that fits a shape: parsed only when held text must be sent shaped like it */
+class ShapedDelta implements Found {
+  constructor(
+    private readonly shape: Shape,
+    readonly original: string,
+    private readonly json: string,
+  ) {}
+
+  get key(): string {
+    return this.shape.key
+  }
+
+  get path(): string {
+    return this.shape.path
+  }
+
+  get builtPath(): string {
+    return this.shape.builtPath
+  }
+
+  get prefix(): string {
+    return this.shape.prefix
+  }
+
+  event(): string {
+    const f = deltaSlots(JSON.parse(this.json)).find(f => f.key === this.key && f.path === this.path)
+    // fits() vouched that the event parses to the shape's with another string: this cannot be
+    if (f === undefined) throw new Error('a server-sent event that fit its shape has another delta')
+    return f.event()
+  }
+}
+
 /** the streamed text fields of one event */
-function deltaSlots(obj: unknown): readonly Found[] {
+export function deltaSlots(obj: unknown): readonly Found[] {
   if (!obj || typeof obj !== 'object') return NONE
   const o = obj as Record<string, any>
   if (Array.isArray(o.choices)) {
@@ -402,6 +548,13 @@ function deltaSlots(obj: unknown): readonly Found[] {
       out.push(new ChoiceDelta(slotKey(index), choicePath(i, field), holder[field] as string, o, c, field))
     }
     return out
+  }
+  if (o.type === 'content_block_delta' && o.delta && typeof o.delta === 'object') {
+    // Anthropic Messages: a content block's text, a tool call's JSON, a thinking block, streamed
+    const d = o.delta as Record<string, unknown>
+    const field = typeof d.text === 'string' ? 'text' : typeof d.partial_json === 'string' ? 'partial_json' : typeof d.thinking === 'string' ? 'thinking' : undefined
+    if (field !== undefined) return [new BlockDelta(`block:${o.index ?? ''}:${field}`, d[field] as string, o, field)]
+    return NONE
   }
   if (typeof o.type === 'string' && o.type.endsWith('.delta') && typeof o.delta === 'string') {
     return [new TypedDelta(`${o.type}:${o.item_id ?? ''}:${o.output_index ?? ''}:${o.content_index ?? ''}`, o.delta, o)]

@@ -129,3 +129,52 @@ t.test('a held Responses API delta goes out under its event name, which cannot b
   t.notOk(/^data: injected/m.test(out.text), 'no line of its own')
   t.match(out.text, /tail held back/)
 })
+
+t.test('an email split across Anthropic content_block_delta events is masked, held text goes out under the event name', async t => {
+  const { compileMaskPlan } = await import('@portcullis/core')
+  const plan = compileMaskPlan([{ id: 'pii', detectors: ['email', 'api-key'], method: 'redact' }], { target: 't', subject: 's', groups: [] }, { hashKey: Buffer.alloc(32, 1) })
+  const ev = (text: string, field = 'text', type = 'text_delta') => `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type, [field]: text } })}\n\n`
+  const input = ['event: message_start\ndata: {"type":"message_start","message":{"id":"m1"}}\n\n', ev('write to bo'), ev('b@exam'), ev('ple.com and sk-proj-Abc123'), ev('def456ghi789jkl0'), 'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n']
+  const out = await run(input, plan)
+  const texts = out.text
+    .split('\n\n')
+    .filter(e => e.includes('content_block_delta'))
+    .map(e => JSON.parse(e.slice(e.indexOf('data: ') + 6)).delta.text)
+    .join('')
+  t.equal(texts, 'write to [REDACTED:email] and [REDACTED:api-key]')
+  t.notOk(/bob@|Abc123/.test(out.text))
+  for (const e of out.text.split('\n\n').filter(e => e.includes('"content_block_delta"'))) t.match(e, /^event: content_block_delta\n/, 'each delta event keeps its name')
+  // a tool call's JSON streamed in pieces is one text too
+  const tool = await run([ev('{"to":"ada@exa', 'partial_json', 'input_json_delta'), ev('mple.com"}', 'partial_json', 'input_json_delta')], plan)
+  t.notOk(tool.text.includes('ada@'), 'partial_json is masked as one stream')
+})
+
+t.test('two choices taking turns (n: 2) each keep their held text: a key split across one choice’s deltas is masked', async t => {
+  const { compileMaskPlan } = await import('@portcullis/core')
+  const plan = compileMaskPlan([{ id: 'pii', detectors: ['email', 'api-key'], method: 'redact' }], { target: 't', subject: 's', groups: [] }, { hashKey: Buffer.alloc(32, 1) })
+  const ev = (index: number, content: string) => `data: ${JSON.stringify({ id: 'c', choices: [{ index, delta: { content }, finish_reason: null }] })}\n\n`
+  const a = ['key sk-proj-', 'Abc123def4', '56ghi789jkl0 ok']
+  const b = ['mail bob@exa', 'mple.com', ' bye']
+  const input: string[] = []
+  for (let i = 0; i < 3; i++) input.push(ev(0, a[i]), ev(1, b[i]))
+  input.push(`data: ${JSON.stringify({ id: 'c', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`, 'data: [DONE]\n\n')
+  const out = await run(input, plan)
+  const per = new Map<number, string>()
+  for (const e of out.text.split('\n\n').filter(e => e.startsWith('data: {'))) {
+    for (const c of JSON.parse(e.slice(6)).choices) per.set(c.index, (per.get(c.index) ?? '') + (c.delta.content ?? ''))
+  }
+  t.equal(per.get(0), 'key [REDACTED:api-key] ok')
+  t.equal(per.get(1), 'mail [REDACTED:email] bye')
+})
+
+t.test('held slots stay bounded: past 16 at once the oldest goes out', async t => {
+  const plan = stubMasks()
+  const ev = (index: number, content: string) => `data: ${JSON.stringify({ choices: [{ index, delta: { content } }] })}\n\n`
+  const masker = new SseMasker(plan, { maxEventBytes: 1 << 20 })
+  let out = ''
+  for (let i = 0; i < 40; i++) out += masker.maskChunk(Buffer.from(ev(i, `text${i}`)))
+  t.ok(out.includes('text0') && out.includes('text23'), 'the oldest slots were sent')
+  t.notOk(out.includes('text24'), 'the newest 16 are still held')
+  out += masker.maskEnd()
+  t.ok(out.includes('text39'), 'all of it at the end')
+})

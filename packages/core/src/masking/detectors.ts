@@ -109,9 +109,11 @@ export const BUILTIN: readonly Detector[] = [
     // Also found without the combined regex (findEmails): a regex has to try the local part at every
     // word start, while searching for '@' and walking out from it is native and proportional to hits.
     // non-ASCII letters count in the local part and domain labels (RFC 6531, IDN): over-masking
-    // 'text—anna' beats leaking 'jü' of 'jürgen'
+    // 'text—anna' beats leaking 'jü' of 'jürgen'. The (ASCII) top-level label ends at any character
+    // that is not an ASCII label's: 'bob@example.com—he', '…com。', '…com\u2028' are addresses (a
+    // non-ASCII character there used to fail the whole match and let the address through)
     source:
-      '(?<![A-Za-z0-9._%+\\u0080-\\uffff-])[A-Za-z0-9._%+\\u0080-\\uffff-]{1,64}@(?:[A-Za-z0-9\\u0080-\\uffff-]{1,63}\\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9\\u0080-\\uffff-])',
+      '(?<![A-Za-z0-9._%+\\u0080-\\uffff-])[A-Za-z0-9._%+\\u0080-\\uffff-]{1,64}@(?:[A-Za-z0-9\\u0080-\\uffff-]{1,63}\\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])',
     trigger: Trigger.At,
     maxLength: 64 + 1 + 8 * 64 + 24,
     chars: isEmailChar,
@@ -201,7 +203,7 @@ function isLocalChar(c: number): boolean {
   return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45 || c >= 0x80
 }
 
-const EMAIL_DOMAIN = /(?:[A-Za-z0-9\u0080-\uffff-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9\u0080-\uffff-])/y
+const EMAIL_DOMAIN = /(?:[A-Za-z0-9\u0080-\uffff-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])/y
 
 /**
  * The email detector without a regex over the whole text: for each '@', walk left over the local
