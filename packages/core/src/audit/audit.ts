@@ -18,7 +18,8 @@ import { dirname } from 'node:path'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
-export { operationJson, sameAuditFields } from './operation-json.ts'
+export { operationJson, operationText, sameAuditFields, type OperationText } from './operation-json.ts'
+import type { OperationText } from './operation-json.ts'
 import { atWindowEnd } from '../window.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
@@ -36,6 +37,8 @@ export interface AuditHead {
   readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol' | 'scope'>
   /** `"session":…,"principal":…,"target":…,"protocol":…` */
   readonly json: string
+  /** `json` and a ',' as UTF-8, made when a file's batch first copies it (writeOutcome) */
+  bytes?: Buffer
 }
 
 /** the fields of an operation's line after its own (auditOperation), in the order they are written */
@@ -83,7 +86,7 @@ export interface AuditLog {
    * the line writeSession(head, time, outcome, op) writes, `op` being operationJson's text of the
    * operation: built field by field (an operation's line per Redis command, per Postgres Execute)
    */
-  writeOutcome(head: AuditHead, time: string, op: string, outcome: OperationOutcome): void
+  writeOutcome(head: AuditHead, time: string, op: string | OperationText, outcome: OperationOutcome): void
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
@@ -358,6 +361,12 @@ class ByteBatch {
     this.pos += this.buf!.write(text, this.pos)
   }
 
+  /** bytes already encoded (a copy: no string to flatten and encode) */
+  copy(bytes: Uint8Array): void {
+    this.buf!.set(bytes, this.pos)
+    this.pos += bytes.length
+  }
+
   putReplacingFirst(text: string, byte: number): void {
     const at = this.pos
     this.put(text)
@@ -394,6 +403,9 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
   // buffer (one of a few, reused once written), with no line string, no batch string to join and
   // no conversion of it at hand-over (the line's text and its copy were a query's largest garbage)
   const bytes = batching && sink.writeBytes !== undefined ? new ByteBatch() : undefined
+  // `{"level":"info","time":"<time>",` as bytes, for the last time a line had (writeOutcome)
+  let startOf = ''
+  let start = Buffer.alloc(0)
   const handOver = () => {
     if (bytes !== undefined) return bytes.handOver(sink)
     if (batch === '') return
@@ -467,7 +479,25 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
     },
     failure: () => sink.failure?.(),
     writeOutcome(head, time, op, outcome) {
-      put(`{"level":"info","time":"${time}",${head.json},${op}${outcomeJson(outcome)}}\n`)
+      const rest = outcomeJson(outcome)
+      if (bytes !== undefined && typeof op !== 'string') {
+        // the same line from pieces whose bytes are made once: the line's start up to the time's
+        // end once per millisecond, the session's fields once per session, the operation's once
+        // per Operation; only the outcome is encoded per line
+        if (time !== startOf) {
+          startOf = time
+          start = Buffer.from(`${LINE_START}${time}",`)
+        }
+        const headBytes = (head.bytes ??= Buffer.from(head.json + ','))
+        const opBytes = (op.bytes ??= Buffer.from(op.json))
+        bytes.room(sink, start.length + headBytes.length + opBytes.length + (rest.length + 2) * 3)
+        bytes.copy(start)
+        bytes.copy(headBytes)
+        bytes.copy(opBytes)
+        bytes.put(rest + '}\n')
+        return queued(bytes.pos)
+      }
+      put(`${LINE_START}${time}",${head.json},${typeof op === 'string' ? op : op.json}${rest}}\n`)
     },
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))
