@@ -214,7 +214,7 @@ class RedisConnection extends SessionIO implements LaneUser {
       return
     }
 
-    const op = operationOf(this.session.target, req, this.classify)
+    const op = operationOf(this.session.target, req, this.classify, this.names.lower(req.args[0]!, name))
     const slot: Slot = { expect: 1, op, started: this.now, bytes: 0, masked: 0 }
     let decision: Decision | undefined
     if (op.class === 'session') {
