@@ -242,16 +242,23 @@ t.test('an outcome line copied from bytes made once (head, operation, time) is b
   const copy = Object.freeze({ ...ops[0]! })
   sameAuditFields(copy, ops[0]!)
   t.equal(operationText(copy), operationText(ops[0]!))
+  // the common outcome (decision, rule, whole counts) is written from bytes and digits, any other as text
   const outcomes = [
     { decision: 'allow' as const, rule: 'r', bytes: 3, masked: 0, durationMs: 0 },
     { decision: 'block' as const, rule: 'no "admin" ✋', bytes: 40, masked: 0, durationMs: 1.5, error: 'blocked: \u0000 é' },
     {},
+    { decision: 'allow' as const, rule: null, rows: 1234567890, bytes: 2147483647, masked: 10, durationMs: -0 },
+    { decision: 'allow' as const, rule: 'ünï', bytes: 2147483648, masked: 9, durationMs: 99 },
+    { decision: 'approve' as const, rule: 'r', approvalId: 'apr_1', bytes: 0, durationMs: 7 },
+    { decision: 'block' as const, rule: 'r', bytes: Number.NaN, masked: -1, durationMs: Infinity },
+    { decision: 'allow' as const, rule: 'r' },
+    { rule: 'r', bytes: 5 },
   ]
   // enough lines to cross several batch buffers; the time moves every 700 lines
   for (let i = 0; i < 6000; i++) {
     const time = new Date(Date.UTC(2026, 0, 1) + Math.floor(i / 700)).toISOString()
     const op = i % 5 === 0 ? copy : ops[i % 2]!
-    for (const audit of [toFile, toStream]) audit.writeOutcome(heads[i % 2]!, time, operationText(op), outcomes[i % 3]!)
+    for (const audit of [toFile, toStream]) audit.writeOutcome(heads[i % 2]!, time, operationText(op), outcomes[i % outcomes.length]!)
     // the text form (a caller with only operationJson) writes the same line
     toFile.writeOutcome(heads[0]!, time, operationJson(op), outcomes[0]!)
     toStream.writeOutcome(heads[0]!, time, operationText(op), outcomes[0]!)
