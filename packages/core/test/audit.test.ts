@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createWriteStream } from 'node:fs'
-import { auditHead, createAuditLog, operationJson, sameAuditFields } from '../src/audit/audit.ts'
+import { auditHead, createAuditLog, operationJson, operationText, sameAuditFields } from '../src/audit/audit.ts'
 import { auditSink, tempDir } from './helpers.ts'
 
 t.test('one JSON line per event, fields as given, without pino noise', async t => {
@@ -222,4 +222,50 @@ t.test('a file destination gets byte for byte the lines a stream gets, whatever 
   t.equal(fromFile.split('\n').length, 9004)
   t.equal(fromFile.replace(/"time":"[^"]+","log"/g, '"log"'), sink.text().replace(/"time":"[^"]+","log"/g, '"log"'), 'the same bytes')
   t.same(JSON.parse(fromFile.split('\n')[0]), { level: 'info', time, ...head.fields, ...op, decision: 'allow', rule: 'r', rows: 0, bytes: 100, masked: 0, durationMs: 0.25 })
+})
+
+t.test('an outcome line copied from bytes made once (head, operation, time) is byte for byte the line a stream gets', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'audit.jsonl')
+  const sink = auditSink()
+  const toFile = createAuditLog({ destination: file })
+  const toStream = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  const heads = [
+    auditHead({ session: 'ses_o', principal: { sub: 'ålice', groups: ['agents'] }, target: 'cache', protocol: 'redis' }),
+    auditHead({ session: 'ses_p', target: 'cache', protocol: 'redis', scope: 'tenant=ü' }),
+  ]
+  const ops = [
+    { class: 'read' as const, resources: ['key:"ä"\u2028'], fingerprint: 'f00d', statement: 'GET "ä" 😀' },
+    { class: 'write' as const, resources: [], fingerprint: 'beef', statement: 'SET k ?' },
+  ]
+  // an exact copy (sameAuditFields) shares the original's bytes
+  const copy = Object.freeze({ ...ops[0]! })
+  sameAuditFields(copy, ops[0]!)
+  t.equal(operationText(copy), operationText(ops[0]!))
+  // the common outcome (decision, rule, whole counts) is written from bytes and digits, any other as text
+  const outcomes = [
+    { decision: 'allow' as const, rule: 'r', bytes: 3, masked: 0, durationMs: 0 },
+    { decision: 'block' as const, rule: 'no "admin" ✋', bytes: 40, masked: 0, durationMs: 1.5, error: 'blocked: \u0000 é' },
+    {},
+    { decision: 'allow' as const, rule: null, rows: 1234567890, bytes: 2147483647, masked: 10, durationMs: -0 },
+    { decision: 'allow' as const, rule: 'ünï', bytes: 2147483648, masked: 9, durationMs: 99 },
+    { decision: 'approve' as const, rule: 'r', approvalId: 'apr_1', bytes: 0, durationMs: 7 },
+    { decision: 'block' as const, rule: 'r', bytes: Number.NaN, masked: -1, durationMs: Infinity },
+    { decision: 'allow' as const, rule: 'r' },
+    { rule: 'r', bytes: 5 },
+  ]
+  // enough lines to cross several batch buffers; the time moves every 700 lines
+  for (let i = 0; i < 6000; i++) {
+    const time = new Date(Date.UTC(2026, 0, 1) + Math.floor(i / 700)).toISOString()
+    const op = i % 5 === 0 ? copy : ops[i % 2]!
+    for (const audit of [toFile, toStream]) audit.writeOutcome(heads[i % 2]!, time, operationText(op), outcomes[i % outcomes.length]!)
+    // the text form (a caller with only operationJson) writes the same line
+    toFile.writeOutcome(heads[0]!, time, operationJson(op), outcomes[0]!)
+    toStream.writeOutcome(heads[0]!, time, operationText(op), outcomes[0]!)
+  }
+  await toFile.close()
+  const fromFile = await readFile(file, 'utf8')
+  t.equal(fromFile.split('\n').length, 12001)
+  t.equal(fromFile, sink.text(), 'the same bytes')
+  t.same(JSON.parse(fromFile.split('\n')[0]!), { level: 'info', time: '2026-01-01T00:00:00.000Z', ...heads[0]!.fields, ...copy, ...outcomes[0] })
 })

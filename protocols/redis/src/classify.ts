@@ -60,7 +60,7 @@ export function fingerprintOf(statement: string): string {
  * alone (no subcommand, keys at fixed index ranges, a class no argument changes): worked out once
  * per table, name and count, so that classifying it costs the keys and the statement only.
  */
-interface Shape {
+export interface Shape {
   cls: OperationClass
   name: string
   keyIdx: number[]
@@ -115,19 +115,40 @@ function shownKey(a: Arg): string {
  * matter), or its keys come to more than `maxKeyBytes`.
  */
 export function operationKey(args: Buffer[], opts: ClassifyOptions, maxKeyBytes: number): string | undefined {
-  if (args.length >= SHAPE_ARGC || args.length === 0) return undefined
-  // a name the table knows is ASCII: its latin1 text is the UTF-8 text classifyCommand reads
-  const base = args[0]!.toString('latin1').toLowerCase()
-  const shape = shapeOf(opts.table ?? BUILTIN_COMMANDS, base, args, opts)
+  const shape = commandShape(args, opts)
   if (shape === null) return undefined
-  let key = shape.name + ' ' + args.length
+  const keys = shapeKeys(shape, args, maxKeyBytes)
+  return keys === undefined ? undefined : shape.name + ' ' + args.length + ' ' + keys
+}
+
+/**
+ * The first part of operationKey: the shape (one object per table, name and argument count) of a
+ * command whose shape fixes its class, else null. `base`: the lower-case name, when the caller has it.
+ */
+export function commandShape(args: Arg[], opts: ClassifyOptions, base?: string): Shape | null {
+  if (args.length >= SHAPE_ARGC || args.length === 0) return null
+  // a name the table knows is ASCII: its latin1 text is the UTF-8 text classifyCommand reads
+  return shapeOf(opts.table ?? BUILTIN_COMMANDS, base ?? (typeof args[0] === 'string' ? args[0] : args[0]!.toString('latin1')).toLowerCase(), args, opts)
+}
+
+/**
+ * The second part of operationKey: the command's keys as one text, which tells any two sets of
+ * keys of one shape apart (a single key as it is, several each length-prefixed, so that a key's
+ * bytes cannot be read as the next key's); undefined past `maxKeyBytes`
+ */
+export function shapeKeys(shape: Shape, args: Buffer[], maxKeyBytes: number): string | undefined {
+  const idx = shape.keyIdx
+  if (idx.length === 1) {
+    const a = args[idx[0]!]!
+    return a.length > maxKeyBytes ? undefined : a.toString('latin1')
+  }
+  let key = ''
   let bytes = 0
-  for (const i of shape.keyIdx) {
-    const a = args[i]!
+  for (let k = 0; k < idx.length; k++) {
+    const a = args[idx[k]!]!
     bytes += a.length
     if (bytes > maxKeyBytes) return undefined
-    // length-prefixed: a key's bytes cannot be read as the next key's
-    key += ' ' + a.length + ':' + a.toString('latin1')
+    key += (k === 0 ? '' : ' ') + a.length + ':' + a.toString('latin1')
   }
   return key
 }

@@ -113,6 +113,22 @@ class Masker {
 }
 
 /** does any rule possibly apply to this reply? cheap checks only */
+/**
+ * Under `plan`, is a command of this name with these keys (its Operation's resources) neither masked
+ * nor refused for masking, whatever its values? True only for a key's own value (KEY_VALUE, but
+ * SORT, whose GET / STORE arguments matter) under a plan of key rules alone (no detectors, no field
+ * rules) when no rule names any of its keys: maskReply then hands every reply back as it came
+ * (mayApply's first case) and maskRefusal finds no masked key. `command`: the name classification
+ * gave it (the mask context's name), which must be `name` itself.
+ */
+export function maskFree(name: string, command: unknown, keys: readonly string[], plan: MaskPlan): boolean {
+  if (plan.empty) return true
+  if (plan.hasDetectors || plan.hasFieldRules !== false || command !== name || name === 'SORT' || name === 'SORT_RO' || !KEY_VALUE.has(name)) return false
+  if (keys.length === 0) return false
+  for (const k of keys) if (plan.forKey(k) !== undefined) return false
+  return true
+}
+
 function mayApply(plan: MaskPlan, ctx: MaskContext, type: number): boolean {
   if (plan.empty) return false
   // a key's own value under a plan of key rules alone (no detectors, no field rules): only that

@@ -1,7 +1,7 @@
 // A request's command name and its classified Operation, the two per-command lookups of the serve
 // loop (serve.ts), each made so that a repeat costs no new string or classification.
 import type { Operation } from '@portcullis/core'
-import { classifyCommand, operationKey, toOperation, type ClassifyOptions } from './classify.ts'
+import { classifyCommand, commandShape, shapeKeys, toOperation, type ClassifyOptions, type Shape } from './classify.ts'
 import type { CommandTable } from './commands.ts'
 import type { Req } from './session-io.ts'
 
@@ -20,32 +20,52 @@ const FRAME_CACHE_MAX = 4096
 const OP_CACHE_FRAME = 256
 interface OpCache {
   table: CommandTable | undefined
-  byKeys: Map<string, Operation>
+  /** by shape (classify.ts commandShape: one per name and argument count), then by the keys' text (shapeKeys) */
+  byShape: Map<Shape, Map<string, Operation>>
+  /** entries in all of byShape's maps */
+  byKeysSize: number
   byFrame: Map<string, Operation>
 }
 const opCaches = new WeakMap<object, OpCache>()
 
-/** the Operation of a request, cached per target and command table (above) */
-export function operationOf(target: object, req: Pick<Req, 'args' | 'raw'>, classify: ClassifyOptions): Operation {
+/**
+ * The Operation of a request, cached per target and command table (above). `lower`: the command's
+ * name in lower case, when the caller has it (CommandNames.lower): no string made per command.
+ * The cache key is operationKey's (classify.ts) in two steps: the shape object, then a map of the
+ * keys' text alone, so a hit builds no joined string and hashes only the key itself.
+ */
+export function operationOf(target: object, req: Pick<Req, 'args' | 'raw'>, classify: ClassifyOptions, lower?: string): Operation {
   let cache = opCaches.get(target)
   if (cache === undefined || cache.table !== classify.table) {
-    cache = { table: classify.table, byKeys: new Map(), byFrame: new Map() }
+    cache = { table: classify.table, byShape: new Map(), byKeysSize: 0, byFrame: new Map() }
     opCaches.set(target, cache)
   }
-  let ops = cache.byKeys
-  let max = OP_CACHE_MAX
-  let key = operationKey(req.args, classify, OP_CACHE_FRAME)
-  if (key === undefined) {
-    const raw = req.raw
-    if (raw.length > OP_CACHE_FRAME) return toOperation([classifyCommand(req.args, classify)])
-    key = raw.toString('latin1')
-    ops = cache.byFrame
-    max = FRAME_CACHE_MAX
+  const shape = commandShape(req.args, classify, lower)
+  const keys = shape === null ? undefined : shapeKeys(shape, req.args, OP_CACHE_FRAME)
+  if (keys !== undefined) {
+    let ops = cache.byShape.get(shape!)
+    if (ops === undefined) cache.byShape.set(shape!, (ops = new Map()))
+    let op = ops.get(keys)
+    if (op === undefined) {
+      op = toOperation([classifyCommand(req.args, classify)])
+      if (cache.byKeysSize >= OP_CACHE_MAX) {
+        // cleared when full (a hit costs no bookkeeping); the maps of shapes stay
+        for (const m of cache.byShape.values()) m.clear()
+        cache.byKeysSize = 0
+      }
+      ops.set(keys, op)
+      cache.byKeysSize++
+    }
+    return op
   }
+  const raw = req.raw
+  if (raw.length > OP_CACHE_FRAME) return toOperation([classifyCommand(req.args, classify)])
+  const key = raw.toString('latin1')
+  const ops = cache.byFrame
   let op = ops.get(key)
   if (op === undefined) {
     op = toOperation([classifyCommand(req.args, classify)])
-    if (ops.size >= max) ops.clear()
+    if (ops.size >= FRAME_CACHE_MAX) ops.clear()
     ops.set(key, op)
   }
   return op
@@ -55,6 +75,18 @@ export function operationOf(target: object, req: Pick<Req, 'args' | 'raw'>, clas
 export class CommandNames {
   private bytes: Buffer = EMPTY
   private name = ''
+  private lowerName = ''
+
+  /**
+   * The lower-case name of frame argument `a`, whose of() is `name` (the kept name's made once), as
+   * classify.ts reads it from the bytes; undefined (the classifier reads the bytes itself) unless
+   * `name` has the frame's length: a Latin-1 byte whose upper case is longer (ß → SS) must not
+   * pass for another command's name ("\xdfcan" is not SSCAN)
+   */
+  lower(a: Buffer, name: string): string | undefined {
+    if (a.length !== name.length) return undefined
+    return name === this.name ? this.lowerName : name.toLowerCase()
+  }
 
   of(a: Buffer): string {
     const b = this.bytes
@@ -72,6 +104,7 @@ export class CommandNames {
     if (a.length <= 32 && /^[A-Z0-9._|-]+$/.test(name)) {
       this.bytes = Buffer.from(name, 'latin1')
       this.name = name
+      this.lowerName = name.toLowerCase()
     }
     return name
   }

@@ -4,10 +4,10 @@
 // the upstream or locally (a refusal, AUTH), so a refused command is answered in its place and
 // pipelines stay aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
 import type { Duplex } from 'node:stream'
-import { isPortcullisError, type Decision, type Estimator, type Operation, type Session } from '@portcullis/core'
+import { isPortcullisError, type Decision, type Estimator, type MaskPlan, type Operation, type Session } from '@portcullis/core'
 import { CommandNames, operationOf } from './operations.ts'
 import { scopeVerdict } from './scope.ts'
-import type { MaskContext } from './mask.ts'
+import { maskFree, type MaskContext } from './mask.ts'
 import { maskRefusal, searchAliases } from './mask-paths.ts'
 import type { RedisReply } from './reply-framer.ts'
 import { RequestFramer } from './request-framer.ts'
@@ -59,6 +59,9 @@ class RedisConnection extends SessionIO implements LaneUser {
   private multiAborted = false
   private multiQueue: MaskContext[] = []
   private readonly names = new CommandNames()
+  // maskFree (mask.ts) per Operation, for the mask plan `freeOf` was made for
+  private freePlan: MaskPlan | undefined
+  private freeOf = new WeakMap<Operation, boolean>()
 
   constructor(client: Duplex, session: Session) {
     super(client, session)
@@ -214,7 +217,7 @@ class RedisConnection extends SessionIO implements LaneUser {
       return
     }
 
-    const op = operationOf(this.session.target, req, this.classify)
+    const op = operationOf(this.session.target, req, this.classify, this.names.lower(req.args[0]!, name))
     const slot: Slot = { expect: 1, op, started: this.now, bytes: 0, masked: 0 }
     let decision: Decision | undefined
     if (op.class === 'session') {
@@ -232,6 +235,17 @@ class RedisConnection extends SessionIO implements LaneUser {
       if (decision === undefined) return this.decideLater(req, name, slot)
     }
     return this.decided(req, name, slot, decision)
+  }
+
+  /** mask.ts maskFree of this operation under `plan`, worked out once per cached Operation and plan */
+  private maskFree(name: string, op: Operation, plan: MaskPlan): boolean {
+    if (plan !== this.freePlan) {
+      this.freePlan = plan
+      this.freeOf = new WeakMap()
+    }
+    let free = this.freeOf.get(op)
+    if (free === undefined) this.freeOf.set(op, (free = maskFree(name, op.statements[0]?.facts?.command, op.resources, plan)))
+    return free
   }
 
   private async decideLater(req: Req, name: string, slot: Slot): Promise<void> {
@@ -298,7 +312,7 @@ class RedisConnection extends SessionIO implements LaneUser {
       return
     }
     slot.masks = decision.masks
-    if (!decision.masks.empty) {
+    if (!decision.masks.empty && !this.maskFree(name, slot.op!, decision.masks)) {
       // a reply that would carry masked data in a shape masking does not know is refused unsent
       const why = maskRefusal(name, req.args, slot.op!.resources, decision.masks, this.classify.table)
       if (why !== undefined) {
@@ -457,7 +471,7 @@ class RedisConnection extends SessionIO implements LaneUser {
   private forward(req: Req, name: string, slot: Slot): void {
     let raw = req.raw
     let ctx: MaskContext | undefined
-    if (!slot.masks!.empty) {
+    if (!slot.masks!.empty && (this.inMulti || !this.maskFree(name, slot.op!, slot.masks!))) {
       const command = slot.op!.statements[0]?.facts?.command
       ctx = { name: command === undefined ? name : String(command).split(' ')[0]!, args: req.args }
       const aliases = searchAliases(ctx.name, req.args, slot.masks!)

@@ -183,3 +183,24 @@ t.test('commands cached under one operation key classify alike: a cached SET of 
   t.equal(operationKey([Buffer.from('GET'), Buffer.alloc(300)], {}, 256), undefined, 'keys past the bound are not cached by keys')
   t.equal(operationKey([Buffer.from('EVAL'), Buffer.from('return 1'), Buffer.from('0')], {}, 256), undefined, 'a command whose arguments decide its class has no key')
 })
+
+t.test('the serve loop\'s cached operations are the classifier\'s: by shape and keys, and a name whose upper case is longer is not another command', async t => {
+  const { classifyCommand, toOperation } = await import('../src/classify.ts')
+  const { CommandNames, operationOf } = await import('../src/operations.ts')
+  const names = new CommandNames()
+  const target = {}
+  const frames: Buffer[][] = [
+    ['SET', 'k', 'v1'], ['set', 'k', 'v2'], ['GET', 'k'], ['GET', '1:a'], ['GET', '1'], ['MGET', 'a', 'b'], ['MGET', 'a b', ''],
+    ['MGET', 'ab', ''], ['DEL', 'x', 'y', 'z'], ['SSCAN', 's', '0'], ['\xdfcan', 's', '0'], ['HGET', 'h', 'f'], ['EVAL', 'return 1', '0'],
+  ].map(f => f.map(a => Buffer.from(a, 'latin1')))
+  for (let round = 0; round < 2; round++) {
+    for (const args of frames) {
+      const raw = Buffer.concat([Buffer.from(`*${args.length}\r\n`), ...args.flatMap(a => [Buffer.from(`$${a.length}\r\n`), a, Buffer.from('\r\n')])])
+      const name = names.of(args[0]!)
+      const got = operationOf(target, { args, raw }, {}, names.lower(args[0]!, name))
+      const want = toOperation([classifyCommand(args, {})])
+      t.same({ ...got, fingerprint: got.fingerprint }, want, `${args.map(a => a.toString('latin1')).join(' ')} (round ${round})`)
+    }
+  }
+  t.equal(names.lower(Buffer.from('\xdfcan', 'latin1'), names.of(Buffer.from('\xdfcan', 'latin1'))), undefined, 'ßcan has no lower-case name of SSCAN')
+})

@@ -67,3 +67,43 @@ t.test('FT.SEARCH in RESP3 (Redis 8 maps): fields by name, and every value of a 
   t.ok(out.includes('Open Olga'), 'an unmasked field of an unmasked document stays')
   t.ok(out.includes('private:1'), 'document ids stay: they are key names')
 })
+
+t.test('a command maskFree calls free is neither refused nor masked, under every plan, whatever its reply', async t => {
+  const { maskFree } = await import('../src/mask.ts')
+  const { maskRefusal } = await import('../src/mask-paths.ts')
+  const { classifyCommand } = await import('../src/classify.ts')
+  const { BUILTIN_COMMANDS } = await import('../src/commands.ts')
+  const plans = [
+    compileMaskPlan([{ id: 'k', keys: ['secret:*', 'exact'], method: 'redact' }], { target: 'cache', subject: 's', groups: [] }, { hashKey: randomBytes(32) }),
+    plan,
+    compileMaskPlan([{ id: 'd', detectors: ['email'], method: 'redact' }], { target: 'cache', subject: 's', groups: [] }, { hashKey: randomBytes(32) }),
+  ]
+  const replies = ['$11\r\nann@x.co.uk\r\n', ':42\r\n', '*2\r\n$6\r\nsecret\r\n$11\r\nann@x.co.uk\r\n', '%1\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n', ',1.5\r\n', '_\r\n'].map(frame)
+  let free = 0
+  let notFree = 0
+  for (const base of BUILTIN_COMMANDS.keys()) {
+    const name = base.toUpperCase()
+    for (const keys of [['k'], ['secret:1'], ['exact'], ['k', 'secret:2'], ['k', 'j']]) {
+      for (const extra of [[], ['0'], ['0', '-1'], ['GET'], ['WITHSCORES'], ['STORE', 'secret:x']]) {
+        const a = args(name, ...keys, ...extra)
+        const op = classifyCommand(a, {})
+        for (const p of plans) {
+          if (!maskFree(name, op.facts?.command, op.resources, p)) {
+            notFree++
+            continue
+          }
+          free++
+          t.equal(maskRefusal(name, a, op.resources, p, undefined), undefined, `${a.join(' ')}: not refused`)
+          for (const r of replies) {
+            const out = maskReply(r.raw, r.type, { name: String(op.facts?.command ?? name), args: a }, p, 3)
+            if (out.raw !== r.raw || out.masked !== 0) t.fail(`${a.join(' ')}: ${r.raw} was masked`)
+          }
+        }
+      }
+    }
+  }
+  t.ok(free > 500 && notFree > 500, `${free} free, ${notFree} not`)
+  t.notOk(maskFree('GET', 'GET', ['secret:1'], plans[0]!), 'a key under a rule is not free')
+  t.notOk(maskFree('GET', 'GET', ['k'], plans[2]!), 'under detectors nothing is free')
+  t.ok(maskFree('GET', 'GET', ['k'], plans[0]!))
+})

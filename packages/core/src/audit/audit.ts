@@ -18,7 +18,8 @@ import { dirname } from 'node:path'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
-export { operationJson, sameAuditFields } from './operation-json.ts'
+export { operationJson, operationText, sameAuditFields, type OperationText } from './operation-json.ts'
+import type { OperationText } from './operation-json.ts'
 import { atWindowEnd } from '../window.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
@@ -36,6 +37,8 @@ export interface AuditHead {
   readonly fields: Pick<AuditEvent, 'session' | 'principal' | 'target' | 'protocol' | 'scope'>
   /** `"session":…,"principal":…,"target":…,"protocol":…` */
   readonly json: string
+  /** `json` and a ',' as UTF-8, made when a file's batch first copies it (writeOutcome) */
+  bytes?: Buffer
 }
 
 /** the fields of an operation's line after its own (auditOperation), in the order they are written */
@@ -62,6 +65,46 @@ function outcomeJson(o: OperationOutcome): string {
   return s
 }
 
+/** a count JSON writes as plain digits (and that the batch writes so: ByteBatch.field) */
+const isCount = (n: number | undefined): boolean => n === undefined || (n >= 0 && n <= 0x7fffffff && (n | 0) === n)
+
+/**
+ * The outcome most operations have: a decision and a rule (or null), no approval, no error, counts
+ * that are whole numbers. Its line is written from the bytes of `,"decision":…,"rule":…` made once
+ * per decision and rule (outcomeHeadBytes) and the counts as digits: the same text outcomeJson makes.
+ */
+function commonOutcome(o: OperationOutcome): boolean {
+  return o.decision !== undefined && ACTION_JSON[o.decision] !== undefined && o.rule !== undefined && o.approvalId === undefined && o.error === undefined &&
+    isCount(o.rows) && isCount(o.bytes) && isCount(o.masked) && isCount(o.durationMs)
+}
+
+const ROWS = Buffer.from(',"rows":')
+const BYTES = Buffer.from(',"bytes":')
+const MASKED = Buffer.from(',"masked":')
+const DURATION = Buffer.from(',"durationMs":')
+const LINE_END = Buffer.from('}\n')
+/** the four counts' names and digits (10 each at most) and the line's end */
+const MAX_NUMBERS_BYTES = ROWS.length + BYTES.length + MASKED.length + DURATION.length + 4 * 10 + LINE_END.length
+/** per decision, per rule: the bytes of `,"decision":…,"rule":…` (rules come from the config: few; cleared past 1,024) */
+const outcomeHeads = new Map<string, Map<string | null, Buffer>>()
+let outcomeHeadCount = 0
+
+function outcomeHeadBytes(decision: string, rule: string | null): Buffer {
+  let byRule = outcomeHeads.get(decision)
+  if (byRule === undefined) outcomeHeads.set(decision, (byRule = new Map()))
+  let b = byRule.get(rule)
+  if (b === undefined) {
+    if (outcomeHeadCount >= 1024) {
+      for (const m of outcomeHeads.values()) m.clear()
+      outcomeHeadCount = 0
+    }
+    b = Buffer.from(outcomeJson({ decision: decision as OperationOutcome['decision'], rule }))
+    byRule.set(rule, b)
+    outcomeHeadCount++
+  }
+  return b
+}
+
 export function auditHead(fields: AuditHead['fields']): AuditHead {
   const json = JSON.stringify(fields)
   return { fields, json: json.slice(1, -1) }
@@ -83,7 +126,7 @@ export interface AuditLog {
    * the line writeSession(head, time, outcome, op) writes, `op` being operationJson's text of the
    * operation: built field by field (an operation's line per Redis command, per Postgres Execute)
    */
-  writeOutcome(head: AuditHead, time: string, op: string, outcome: OperationOutcome): void
+  writeOutcome(head: AuditHead, time: string, op: string | OperationText, outcome: OperationOutcome): void
   /** operational messages (webhook failures, reload errors): same stream, marked with `log` */
   log(message: string, fields?: Record<string, unknown>): void
   flush(): Promise<void>
@@ -358,6 +401,26 @@ class ByteBatch {
     this.pos += this.buf!.write(text, this.pos)
   }
 
+  /** bytes already encoded (a copy: no string to flatten and encode) */
+  copy(bytes: Uint8Array): void {
+    this.buf!.set(bytes, this.pos)
+    this.pos += bytes.length
+  }
+
+  /** `name` (its bytes) and a count 0…2^31-1 as the digits JSON writes for it */
+  field(name: Uint8Array, n: number): void {
+    this.copy(name)
+    const buf = this.buf!
+    let digits = 1
+    for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++
+    let at = this.pos + digits
+    this.pos = at
+    do {
+      buf[--at] = 48 + (n % 10)
+      n = Math.floor(n / 10)
+    } while (n > 0)
+  }
+
   putReplacingFirst(text: string, byte: number): void {
     const at = this.pos
     this.put(text)
@@ -394,6 +457,9 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
   // buffer (one of a few, reused once written), with no line string, no batch string to join and
   // no conversion of it at hand-over (the line's text and its copy were a query's largest garbage)
   const bytes = batching && sink.writeBytes !== undefined ? new ByteBatch() : undefined
+  // `{"level":"info","time":"<time>",` as bytes, for the last time a line had (writeOutcome)
+  let startOf = ''
+  let start = Buffer.alloc(0)
   const handOver = () => {
     if (bytes !== undefined) return bytes.handOver(sink)
     if (batch === '') return
@@ -467,7 +533,35 @@ export function createAuditLog(opts: { destination: string; stream?: NodeJS.Writ
     },
     failure: () => sink.failure?.(),
     writeOutcome(head, time, op, outcome) {
-      put(`{"level":"info","time":"${time}",${head.json},${op}${outcomeJson(outcome)}}\n`)
+      if (bytes !== undefined && typeof op !== 'string') {
+        const rest = commonOutcome(outcome) ? undefined : outcomeJson(outcome)
+        // the same line from pieces whose bytes are made once: the line's start up to the time's
+        // end once per millisecond, the session's fields once per session, the operation's once
+        // per Operation; only the outcome is encoded per line
+        if (time !== startOf) {
+          startOf = time
+          start = Buffer.from(`${LINE_START}${time}",`)
+        }
+        const headBytes = (head.bytes ??= Buffer.from(head.json + ','))
+        const opBytes = (op.bytes ??= Buffer.from(op.json))
+        const outcomeHead = commonOutcome(outcome) ? outcomeHeadBytes(outcome.decision!, outcome.rule!) : undefined
+        bytes.room(sink, start.length + headBytes.length + opBytes.length + (outcomeHead === undefined ? (rest!.length + 2) * 3 : outcomeHead.length + MAX_NUMBERS_BYTES))
+        bytes.copy(start)
+        bytes.copy(headBytes)
+        bytes.copy(opBytes)
+        if (outcomeHead === undefined) bytes.put(rest! + '}\n')
+        else {
+          // decision and rule copied, the counts written as digits: no text made for the outcome
+          bytes.copy(outcomeHead)
+          if (outcome.rows !== undefined) bytes.field(ROWS, outcome.rows)
+          if (outcome.bytes !== undefined) bytes.field(BYTES, outcome.bytes)
+          if (outcome.masked !== undefined) bytes.field(MASKED, outcome.masked)
+          if (outcome.durationMs !== undefined) bytes.field(DURATION, outcome.durationMs)
+          bytes.copy(LINE_END)
+        }
+        return queued(bytes.pos)
+      }
+      put(`${LINE_START}${time}",${head.json},${typeof op === 'string' ? op : op.json}${outcomeJson(outcome)}}\n`)
     },
     log(message, fields = {}) {
       put(line('warn', fields, { time: new Date().toISOString(), log: message }))

@@ -2,7 +2,7 @@
 // exact copies a codec makes of one): a module of its own, without the sink, so that a classifier
 // can name its copies without loading the log.
 
-const operationJsons = new WeakMap<object, string>()
+const operationTexts = new WeakMap<object, OperationText>()
 /** an Operation copied field for field from another (sameAuditFields): its JSON is the other's */
 const jsonOrigin = new WeakMap<object, object>()
 
@@ -17,19 +17,37 @@ export function sameAuditFields(copy: object, original: object): void {
 }
 
 /**
+ * An operation's own audit fields as JSON text (`json`, see operationJson) and, once a file's batch
+ * first asked for it, that text as UTF-8 bytes followed by the ',' of the fields after it (`bytes`,
+ * audit.ts writeOutcome copies it into the batch instead of encoding the text again per line)
+ */
+export interface OperationText {
+  readonly json: string
+  bytes: Buffer | undefined
+}
+
+type AuditFields = { class: string; resources: readonly string[]; fingerprint: string; statement: string }
+
+/** operationJson's text of `op` and its bytes, made once per Operation object */
+export function operationText(op: AuditFields): OperationText {
+  const key = jsonOrigin.get(op) ?? op
+  let text = operationTexts.get(key)
+  if (text === undefined) {
+    // what JSON.stringify of the four fields writes, field by field (no object to build and walk)
+    let resources = '['
+    for (let i = 0; i < op.resources.length; i++) resources += (i === 0 ? '' : ',') + JSON.stringify(op.resources[i] ?? null)
+    const json = `"class":${JSON.stringify(op.class)},"resources":${resources}],"fingerprint":${JSON.stringify(op.fingerprint)},"statement":${JSON.stringify(op.statement)}`
+    text = { json, bytes: undefined }
+    operationTexts.set(key, text)
+  }
+  return text
+}
+
+/**
  * An operation's own audit fields (class, resources, fingerprint, statement) as JSON text without
  * braces, made once per Operation object: a codec that caches its Operations (Redis: per command
  * frame) pays one JSON.stringify of them, not one per line.
  */
-export function operationJson(op: { class: string; resources: readonly string[]; fingerprint: string; statement: string }): string {
-  const key = jsonOrigin.get(op) ?? op
-  let json = operationJsons.get(key)
-  if (json === undefined) {
-    // what JSON.stringify of the four fields writes, field by field (no object to build and walk)
-    let resources = '['
-    for (let i = 0; i < op.resources.length; i++) resources += (i === 0 ? '' : ',') + JSON.stringify(op.resources[i] ?? null)
-    json = `"class":${JSON.stringify(op.class)},"resources":${resources}],"fingerprint":${JSON.stringify(op.fingerprint)},"statement":${JSON.stringify(op.statement)}`
-    operationJsons.set(key, json)
-  }
-  return json
+export function operationJson(op: AuditFields): string {
+  return operationText(op).json
 }

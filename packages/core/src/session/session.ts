@@ -22,7 +22,7 @@ import type {
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
 import { decisionPayload, decisionRuns } from './decision-record.ts'
-import { auditHead, operationJson, type AuditHead, type AuditLog, type OperationOutcome } from '../audit/audit.ts'
+import { auditHead, operationText, type AuditHead, type AuditLog, type OperationOutcome } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { SecretStore } from '../secrets/store.ts'
@@ -555,7 +555,7 @@ export class CoreSession implements Session {
       return
     }
     // the line text field by field (audit.ts writeOutcome): what an operation's line costs per command
-    this.#host.audit.writeOutcome(this.#head(), isoTime(this.#host.now()), operationJson(op), rest)
+    this.#host.audit.writeOutcome(this.#head(), isoTime(this.#host.now()), operationText(op), rest)
     this.#counted(rest)
   }
 
