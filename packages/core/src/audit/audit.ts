@@ -18,7 +18,7 @@ import { dirname } from 'node:path'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
-export { operationJson, sameAuditFields } from './operation-json.ts'
+export { operationJson, sameAuditFields, withAuditFieldsOf } from './operation-json.ts'
 import { atWindowEnd } from '../window.ts'
 
 /** how long a line may wait to be handed to the sink (a crash loses at most this window) */
