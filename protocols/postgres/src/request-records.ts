@@ -40,9 +40,11 @@ export function recordRequests(c: Connection, upToSync = false): void {
   const out = c.requestRun
   const bytes = out.take()!
   const request = { type: c.requestTypes, bytes }
-  if (upToSync && c.session.holdRequest) c.session.holdRequest(request)
+  const held = upToSync && c.session.holdRequest !== undefined
+  if (held) c.session.holdRequest!(request)
   else c.session.record('request', request)
   c.requestTypes = ''
-  // the recorder has copied them
-  out.release(true)
+  // recorded: the recorder has copied them. Held for the decision: the buffer is the held
+  // request's until it is recorded (a run that is a view of one read chunk holds no buffer of ours)
+  out.release(!held)
 }
