@@ -390,6 +390,13 @@ export interface Session {
    * once per Operation; of `rest` only the outcome fields are written (audit.ts OperationOutcome)
    */
   auditOperation?(op: Operation, rest: Pick<AuditEvent, 'decision' | 'rule' | 'approvalId' | 'rows' | 'bytes' | 'masked' | 'durationMs' | 'error'>): void
+  /**
+   * the request the next decision answers: recorded inside that decision's record (`request`,
+   * recording/FORMAT.md), unless another record, a decision that waits or writeRequest() comes first
+   */
+  holdRequest?(payload: Record<string, unknown>): void
+  /** the held request, if any, as a 'request' record now (before a wait of the codec's own) */
+  writeRequest?(): void
   /** until releaseDecisions(): the decisions taken go into one 'decision' record per round trip (recording/FORMAT.md) */
   holdDecisions?(): void
   releaseDecisions?(): void

@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createWriteStream } from 'node:fs'
-import { auditHead, createAuditLog, operationJson, operationText, sameAuditFields } from '../src/audit/audit.ts'
+import { auditHead, createAuditLog, operationJson, operationText, sameAuditFields, withAuditFieldsOf } from '../src/audit/audit.ts'
 import { auditSink, tempDir } from './helpers.ts'
 
 t.test('one JSON line per event, fields as given, without pino noise', async t => {
@@ -208,6 +208,13 @@ t.test('a file destination gets byte for byte the lines a stream gets, whatever 
   const copy = Object.freeze({ ...op })
   sameAuditFields(copy, op)
   t.equal(operationJson(copy), operationJson(op))
+  // the same link as a property of the copy (no WeakMap entry), which nothing else sees
+  const linked = Object.freeze(withAuditFieldsOf({ ...op }, copy))
+  t.equal(operationJson(linked), operationJson(op), 'a copy linked by property splices the same text')
+  t.same(Object.keys(linked), Object.keys(op), 'the link is not one of its keys')
+  t.equal(JSON.stringify(linked), JSON.stringify(op), 'nor in its JSON')
+  const changed = { ...linked, class: 'admin' as const }
+  t.match(operationJson(changed), /^"class":"admin"/, 'a spread of it with another class is serialized for itself')
   // enough lines to cross several batch buffers (hand-overs in the middle of the run)
   for (let i = 0; i < 3000; i++) {
     for (const audit of [toFile, toStream]) {

@@ -197,6 +197,61 @@ t.test('decisions held for a round trip are one record of runs, read back (and r
   t.equal((await verifyRecording(file)).status, 'intact')
 })
 
+t.test('a held request is recorded inside the decision that answers it, and alone when anything else comes first', async t => {
+  const { core, issuer } = await coreFor(t)
+  const { formatTranscript, heldRequest, readTranscript } = await import('../src/recording/index.ts')
+  const session = core.openSession(core.config.targets[0], '127.0.0.1:50014')
+  await session.authenticate(await issuer.mint({ sub: 'agent-1', groups: ['agents'] }))
+  const dba = await core.authenticate(await issuer.mint({ sub: 'alice', groups: ['dba'] }))
+  const read = op('read', 'SELECT * FROM customers', ['public.customers'])
+  // decided at once: one record for the request and its decision
+  session.holdRequest!({ type: 'Q', statement: 'SELECT * FROM customers' })
+  t.equal(session.decideNow(read)?.action, 'allow')
+  // something else is recorded before the decision: the request goes first, on its own
+  session.holdRequest!({ type: 'Q', statement: 'SELECT * FROM customers -- 2' })
+  session.record('event', { event: 'in-between' })
+  session.decideNow(read)
+  // a decision that waits for an approver: the request is written before the wait
+  session.holdRequest!({ type: 'Q', statement: 'UPDATE customers SET name = 1' })
+  const write = op('write', 'UPDATE customers SET name = $1', ['public.customers'])
+  const approved = await session.decide(write, { onPending: r => setImmediate(() => core.approvals.approve(r.id, dba)) })
+  t.equal(approved.action, 'allow')
+  // two held in a row: the first is written when the second is held
+  session.holdRequest!({ type: 'Q', statement: 'refused before any decision' })
+  session.holdRequest!({ type: 'Q', statement: 'SELECT 1' })
+  session.decideNow(op('read', 'SELECT 1'))
+  // held and never decided: written before the session's end
+  session.holdRequest!({ type: 'Q', statement: 'left unanswered' })
+  const file = session.recorder!.path
+  await session.close()
+  const records: { type: string; payload: Record<string, unknown> }[] = []
+  for await (const e of readRecording(file)) if (e.type !== 'session-start' && e.type !== 'seal') records.push({ type: e.type, payload: e.payload })
+  const shown = records.filter(r => r.type !== 'event' || r.payload.event === 'in-between').map(r => (r.type === 'decision' && heldRequest(r.payload) ? `decision+request ${heldRequest(r.payload)!.statement}` : r.type === 'request' ? `request ${r.payload.statement}` : r.type))
+  t.same(shown, [
+    'decision+request SELECT * FROM customers',
+    'request SELECT * FROM customers -- 2',
+    'event',
+    'decision',
+    'request UPDATE customers SET name = 1',
+    'decision',
+    'request refused before any decision',
+    'decision+request SELECT 1',
+    'request left unanswered',
+    'session-end',
+  ])
+  t.match(records.find(r => r.type === 'decision')!.payload, { request: { type: 'Q', statement: 'SELECT * FROM customers' }, action: 'allow', rule: 'agents-read', statement: 'SELECT * FROM customers', class: 'read', fingerprint: read.fingerprint, resources: ['public.customers'] })
+  // the transcript reads it as the request record and the decision record it stands for
+  const entries = (await readTranscript(file)).entries
+  const first = entries.findIndex(e => e.type === 'request')
+  t.same(entries.slice(first, first + 2).map(e => [e.type, e.lines]), [
+    ['request', ['SELECT * FROM customers {"type":"Q"}']],
+    ['decision', ['allow by rule agents-read (allowed by rule agents-read) {"statement":"SELECT * FROM customers","class":"read","fingerprint":"' + read.fingerprint + '","resources":["public.customers"]}']],
+  ])
+  t.equal(entries[first]!.index, entries[first + 1]!.index, 'one record, two entries')
+  t.notMatch(await formatTranscript(file), /"request"/, 'the held request is not shown again inside the decision')
+  t.equal((await verifyRecording(file)).status, 'intact')
+})
+
 t.test('audit lines carry session, principal, target and decision, and never the token or password', async t => {
   process.env.PORTCULLIS_TEST_PG_PASSWORD = 'hunter2-secret'
   t.teardown(() => delete process.env.PORTCULLIS_TEST_PG_PASSWORD)

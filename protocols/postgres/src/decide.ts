@@ -82,7 +82,11 @@ export function decideAndSend(c: Connection, kind: 'Q' | 'E', what: string | Ope
   recordRequests(c, kind === 'E')
   // a statement over a masked column whose output the gateway cannot follow is refused before it runs
   const refused = lineageCheck(c, pending)
-  if (refused) return refused.then(() => decideNext(c, pending, raw))
+  if (refused) {
+    // a catalog lookup first: the request waits in the recording, not held for its decision
+    c.session.writeRequest?.()
+    return refused.then(() => decideNext(c, pending, raw))
+  }
   return decideNext(c, pending, raw)
 }
 

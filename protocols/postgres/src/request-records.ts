@@ -2,7 +2,9 @@
 // run recorded as one 'request' whose `bytes` are the messages exactly as the client sent them
 // and whose `type` lists their codes in order ('BES': Bind, Execute, Sync): one record per
 // round trip rather than one per message. A run is recorded before anything that must follow it
-// in the recording (a Query or Parse record, a decision) and at the end of each read batch.
+// in the recording (a Query or Parse record, a decision) and at the end of each read batch. The
+// request a statement is decided on (a Query, an Execute's run up to its Sync) is held for its
+// decision and recorded in the decision's record (Session.holdRequest): two records a round trip.
 import type { Connection } from './connection.ts'
 import type { Frame } from './framer.ts'
 
@@ -37,8 +39,12 @@ export function recordRequests(c: Connection, upToSync = false): void {
   if (c.requestTypes === '') return
   const out = c.requestRun
   const bytes = out.take()!
-  c.session.record('request', { type: c.requestTypes, bytes })
+  const request = { type: c.requestTypes, bytes }
+  const held = upToSync && c.session.holdRequest !== undefined
+  if (held) c.session.holdRequest!(request)
+  else c.session.record('request', request)
   c.requestTypes = ''
-  // the recorder has copied them
-  out.release(true)
+  // recorded: the recorder has copied them. Held for the decision: the buffer is the held
+  // request's until it is recorded (a run that is a view of one read chunk holds no buffer of ours)
+  out.release(!held)
 }

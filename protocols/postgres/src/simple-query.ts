@@ -16,7 +16,10 @@ export function query(c: Connection, frame: Frame): Promise<void> | undefined {
   if (wait > c.receivedBatches) return waitForBatch(c, wait, frame)
   const sql = parseQueryMessage(new BufferReader(frame.raw, 5))
   recordRequests(c)
-  c.session.record('request', { type: 'Q', statement: sql })
+  // recorded with its decision, one record (Session.holdRequest)
+  const request = { type: 'Q', statement: sql }
+  if (c.session.holdRequest) c.session.holdRequest(request)
+  else c.session.record('request', request)
   if (c.adminInBatch) return refuseAfterAdmin(c, 'Q', classify(c, sql), frame.raw)
   return settleAfterAdmin(c, decideAndSend(c, 'Q', sql, frame.raw))
 }

@@ -74,7 +74,7 @@ t.test('big results', async t => {
     t.equal(r.rows[99999].g, 100000)
   })
 
-  t.test('one request record holds a round trip as the client sent it, before its decision', async t => {
+  t.test('the request of a round trip is recorded as the client sent it, in the record of its decision', async t => {
     const c = await connect(t, gw)
     await c.query({ text: 'select id from people where id = $1', values: ['4242'] })
     await c.end()
@@ -91,14 +91,17 @@ t.test('big results', async t => {
       const parse = records.findIndex(r => r.type === 'request' && r.payload.type === 'P' && String(r.payload.statement).includes('where id = $1'))
       if (parse < 0) continue
       found = true
-      const batch = records[parse + 1]
-      t.equal(batch.type, 'request', 'the Parse record is followed by the rest of the round trip')
-      t.equal(batch.payload.type, 'BDES', 'Bind, Describe, Execute and Sync in one record, in order')
-      const bytes = Buffer.from(batch.payload.bytes as Uint8Array)
+      const next = records[parse + 1]
+      // the Execute is decided at once: the rest of the round trip is in its decision's record
+      t.equal(next.type, 'decision', 'the Parse record is followed by the decision, which holds the rest of the round trip')
+      t.match(next.payload, { action: 'allow', class: 'read' })
+      const batch = next.payload.request as Record<string, unknown>
+      t.equal(batch.type, 'BDES', 'Bind, Describe, Execute and Sync in one request, in order')
+      const bytes = Buffer.from(batch.bytes as Uint8Array)
       t.equal(bytes[0], 0x42, 'the bytes start with the Bind')
       t.ok(bytes.includes('4242'), 'the bound value is there as sent')
       t.equal(bytes.subarray(-5).toString('latin1'), 'S\0\0\0\x04', 'and end with the Sync')
-      t.equal(records[parse + 2].type, 'decision', 'the decision follows the request')
+      t.equal(records[parse + 2].type, 'response', 'the response follows: three records for the round trip')
     }
     t.ok(found, 'the round trip is in a recording')
   })

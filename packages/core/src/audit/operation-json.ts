@@ -13,7 +13,23 @@ const jsonOrigin = new WeakMap<object, object>()
  * costs no serialization of those fields.
  */
 export function sameAuditFields(copy: object, original: object): void {
-  jsonOrigin.set(copy, jsonOrigin.get(original) ?? original)
+  jsonOrigin.set(copy, originOf(original))
+}
+
+/**
+ * sameAuditFields for a copy not frozen yet, as a property on the copy that no spread, JSON or key
+ * listing sees instead of a WeakMap entry: a codec that makes such a copy per statement (the Postgres
+ * classifier, per Query) pays no ephemeron insert and no share of the scavenges for it
+ */
+export function withAuditFieldsOf<T extends object>(copy: T, original: object): T {
+  Object.defineProperty(copy, ORIGIN, { value: originOf(original), enumerable: false })
+  return copy
+}
+
+const ORIGIN = Symbol('portcullis.auditFieldsOf')
+
+function originOf(op: object): object {
+  return (op as { [ORIGIN]?: object })[ORIGIN] ?? jsonOrigin.get(op) ?? op
 }
 
 /**
@@ -30,7 +46,7 @@ type AuditFields = { class: string; resources: readonly string[]; fingerprint: s
 
 /** operationJson's text of `op` and its bytes, made once per Operation object */
 export function operationText(op: AuditFields): OperationText {
-  const key = jsonOrigin.get(op) ?? op
+  const key = originOf(op)
   let text = operationTexts.get(key)
   if (text === undefined) {
     // what JSON.stringify of the four fields writes, field by field (no object to build and walk)

@@ -86,7 +86,8 @@ function line(type: string, p: Record<string, unknown>, protocol: string): strin
       if (p.rule !== undefined && p.rule !== null) s += ` by rule ${p.rule}`
       if (p.reason !== undefined) s += ` (${p.reason})`
       if (p.approvalId !== undefined) s += ` approval ${p.approvalId}`
-      return [s + rest(p, ['action', 'decision', 'rule', 'reason', 'approvalId'])]
+      // the request it answers, when the record holds it, is an entry of its own (readTranscript)
+      return [s + rest(p, ['action', 'decision', 'rule', 'reason', 'approvalId', 'request'])]
     }
     case 'response': {
       const head = p.status !== undefined ? `${p.status} ` : ''
@@ -115,7 +116,16 @@ function line(type: string, p: Record<string, unknown>, protocol: string): strin
   }
 }
 
-/** One record of a transcript: its place in the file, and the lines a person reads for it. */
+/** the request a decision record holds (Session.holdRequest), if it holds one */
+export function heldRequest(payload: Record<string, unknown>): Record<string, unknown> | undefined {
+  const r = payload.request
+  return r !== null && typeof r === 'object' && !Array.isArray(r) && !(r instanceof Uint8Array) ? (r as Record<string, unknown>) : undefined
+}
+
+/**
+ * One record of a transcript: its place in the file, and the lines a person reads for it. A
+ * decision record that holds its request gives two entries of one index: 'request', 'decision'.
+ */
 export interface TranscriptEntry {
   /** record number (0 is the header), as verify's problem.record counts */
   index: number
@@ -155,6 +165,9 @@ export async function readTranscript(file: string, opts: { maxEntries?: number; 
       t.more++
       continue
     }
+    // a decision that holds the request it answers (FORMAT.md) reads as the two records it replaces
+    const request = r.type === 'decision' ? heldRequest(r.payload) : undefined
+    if (request !== undefined) t.entries.push({ index: r.index, time: r.time, type: 'request', lines: line('request', request, protocol) })
     t.entries.push({ index: r.index, time: r.time, type: r.type, lines: line(r.type, r.payload, protocol) })
   }
   t.verify = await verifyRecording(file, opts.verify)

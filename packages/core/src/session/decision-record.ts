@@ -1,7 +1,8 @@
 // The payload of a `decision` record (recording/FORMAT.md): one operation's, or a round trip's as
 // `runs`, one per stretch of operations that got the same answer (action, rule, reason, approval),
 // with the operations' own fields in columns. A pipeline of allowed commands is then one map and
-// four arrays, not a map of seven fields per command. `scope`: the summary of the scope a scoped
+// four arrays, not a map of seven fields per command. A single decision may hold the request it
+// answers (`request`): one record per round trip instead of two. `scope`: the summary of the scope a scoped
 // session ran under (replay and audit show it).
 import type { Decision, Operation, OperationClass } from '../types.ts'
 
@@ -18,8 +19,15 @@ interface DecisionRun {
   resources: string[][]
 }
 
-/** one operation's decision record */
-export function decisionPayload(op: Operation, decision: Decision, scope: string | undefined): Record<string, unknown> {
+/**
+ * one operation's decision record; `request`: the request it answers (Session.holdRequest), which
+ * this record then holds in place of a 'request' record of its own
+ */
+export function decisionPayload(op: Operation, decision: Decision, scope: string | undefined, request?: Record<string, unknown>): Record<string, unknown> {
+  if (request !== undefined && scope === undefined && !decision.approvalId) {
+    return { request, action: decision.action, rule: decision.rule, reason: decision.reason, statement: op.statement, class: op.class, fingerprint: op.fingerprint, resources: op.resources }
+  }
+  if (request !== undefined) return { request, ...decisionPayload(op, decision, scope) }
   // one object literal per shape, not a spread per operation
   return scope !== undefined
     ? {

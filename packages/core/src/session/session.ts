@@ -320,6 +320,8 @@ export class CoreSession implements Session {
   async decide(op: Operation, opts: DecideOptions = {}): Promise<Decision> {
     const now = this.decideNow(op, opts)
     if (now) return now
+    // the decision waits (an estimate, an approval): the request is in the recording meanwhile
+    this.writeRequest()
     // decideNow has checked the principal, the session and the recording: what the rules say, again
     const principal = this.#principal!
     const { config } = this.#host.generation()
@@ -472,7 +474,14 @@ export class CoreSession implements Session {
       held.push(op)
       this.#heldDecs.push(decision)
       if (held.length >= MAX_HELD_DECISIONS) this.#writeHeld()
-    } else this.record('decision', decisionPayload(op, decision, this.#scope?.summary))
+    } else {
+      const request = this.#heldRequest
+      if (request !== undefined) {
+        // the request this decision answers: one record for both (holdRequest)
+        this.#heldRequest = undefined
+        this.#recordNow('decision', decisionPayload(op, decision, this.#scope?.summary, request))
+      } else this.record('decision', decisionPayload(op, decision, this.#scope?.summary))
+    }
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
@@ -507,6 +516,7 @@ export class CoreSession implements Session {
   #writeHeld(): void {
     const ops = this.#heldOps
     if (ops === undefined || ops.length === 0) return
+    this.writeRequest()
     const decs = this.#heldDecs
     this.#heldOps = []
     this.#heldDecs = []
@@ -518,7 +528,30 @@ export class CoreSession implements Session {
   #heldOps: Operation[] | undefined
   #heldDecs: Decision[] = []
 
+  /**
+   * The request the next decision answers: recorded in that decision's record (`request`, FORMAT.md),
+   * one record per round trip instead of a 'request' and a 'decision'. Held only until then: any
+   * other record, a decision that has to wait (decide()), a later holdRequest() or writeRequest()
+   * writes it as a 'request' record of its own first, so the recording keeps the order things
+   * happened in and a request waiting for an answer is never held back.
+   */
+  holdRequest(payload: Record<string, unknown>): void {
+    this.writeRequest()
+    this.#heldRequest = payload
+  }
+
+  /** the held request (holdRequest), if any, as a 'request' record now */
+  writeRequest(): void {
+    const request = this.#heldRequest
+    if (request === undefined) return
+    this.#heldRequest = undefined
+    this.#recordNow('request', request)
+  }
+
+  #heldRequest: Record<string, unknown> | undefined
+
   record(type: RecordType, payload: Record<string, unknown>): void {
+    if (this.#heldRequest !== undefined) this.writeRequest()
     if (this.#heldOps !== undefined && this.#heldOps.length > 0) this.#writeHeld()
     this.#recordNow(type, payload)
   }

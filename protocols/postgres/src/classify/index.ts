@@ -1,14 +1,14 @@
 // SQL classification for the Postgres codec and `portcullis explain`: text → Operation, through the
 // real Postgres grammar (libpg_query). A miss parses (WASM); a hit in the text cache is a Map lookup.
 import type { FactValue, Operation, StatementInfo } from '@portcullis/core/types'
-import { sameAuditFields } from '@portcullis/core/audit/operation-json'
+import { withAuditFieldsOf } from '@portcullis/core/audit/operation-json'
 import { analyzeStatement } from './analyze.ts'
 import { stricter } from './classes.ts'
 import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint } from './operation.ts'
 import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './parser.ts'
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
-import { borrowLineage, keepLineage, keepLineageOf, lineageSource, type StatementLineage } from './lineage.ts'
+import { borrowerOf, keepLineage, keepLineageOf, lineageSource, type StatementLineage } from './lineage.ts'
 import { keyHash, scanSkeleton, type Skeleton } from './lexer.ts'
 import { everyLiteralIsConstant, instrument, type Reads } from './literal.ts'
 
@@ -251,11 +251,9 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
  * says this text's own parse is needed.
  */
 function borrowed(op: Operation, lineage: StatementLineage, reads: Reads, sql: string): Operation {
-  const own = Object.freeze({ ...op })
-  borrowLineage(own, lineage, reads, () => compile(sql).compiled.lineage)
-  // the same class, resources, fingerprint and statement: one serialization for the audit lines
-  sameAuditFields(own, op)
-  return own
+  // the same class, resources, fingerprint and statement: one serialization for the audit lines.
+  // Both links are properties of the copy, not WeakMap entries (lineage.ts borrowerOf)
+  return Object.freeze(withAuditFieldsOf(borrowerOf({ ...op }, lineage, reads, () => compile(sql).compiled.lineage), op))
 }
 
 /** Loads the parser, then classifies (for the CLI). */

@@ -146,6 +146,12 @@ export function lineageSource(stmt: Node | undefined): { result?: ResultSource; 
 }
 
 export function keepLineage(op: Operation, lineage: StatementLineage): void {
+  const b = borrowOf(op)
+  if (b !== undefined) {
+    // a frozen borrower keeps its record: the lineage given is its own from now on
+    b.settled = lineage
+    return
+  }
   borrowed.delete(op)
   kept.set(op, lineage)
 }
@@ -154,25 +160,43 @@ export function keepLineage(op: Operation, lineage: StatementLineage): void {
 // the first text of its skeleton: the same tree but for the constants, whose A_Const nodes are
 // watched (literal.ts). While no analysis has read one, the lender's tree says what this text's
 // would; once one has (`reads.value`), the borrower's own tree is parsed (`own`) and kept instead.
-interface Borrowed {
+export interface Borrowed {
   lineage: StatementLineage
   reads: { readonly value: boolean }
   own: () => StatementLineage | undefined
+  /** the borrower's own lineage once it has one (parsed after a read, or kept since); null: none */
+  settled: StatementLineage | null | undefined
 }
+
+/**
+ * The borrow record of a skeleton hit's Operation sits on the Operation itself, as a property no
+ * spread, JSON or key listing sees (borrowerOf): a WeakMap entry per Query made every text of a
+ * skeleton cost an ephemeron insert and its share of the scavenges (~2 µs a query, the largest
+ * cost a simple Query paid that an Execute of a prepared statement did not)
+ */
+const BORROW = Symbol('portcullis.borrowedLineage')
+
+/** `fields` (a copy of an Operation, not frozen yet) as a borrower of `lineage` */
+export function borrowerOf<T extends Operation>(fields: T, lineage: StatementLineage, reads: { readonly value: boolean }, own: () => StatementLineage | undefined): T {
+  const b: Borrowed = { lineage, reads, own, settled: undefined }
+  Object.defineProperty(fields, BORROW, { value: b, enumerable: false })
+  return fields
+}
+
+function borrowOf(op: Operation): Borrowed | undefined {
+  return (op as { [BORROW]?: Borrowed })[BORROW] ?? borrowed.get(op)
+}
+
+// (for an Operation made elsewhere that keeps another's borrow: keepLineageOf)
 const borrowed = new WeakMap<Operation, Borrowed>()
 
-export function borrowLineage(op: Operation, lineage: StatementLineage, reads: { readonly value: boolean }, own: () => StatementLineage | undefined): void {
-  kept.delete(op)
-  borrowed.set(op, { lineage, reads, own })
-}
-
 export function keptLineage(op: Operation): StatementLineage | undefined {
-  const b = borrowed.get(op)
+  const b = borrowOf(op)
   if (b === undefined) return kept.get(op)
+  if (b.settled !== undefined) return b.settled ?? undefined
   if (!b.reads.value) return b.lineage
-  borrowed.delete(op)
   const own = b.own()
-  if (own) kept.set(op, own)
+  b.settled = own ?? null
   return own
 }
 
@@ -181,13 +205,14 @@ export function keptLineage(op: Operation): StatementLineage | undefined {
  * else undefined: an analysis of it that set `value` told what the lender's constants make of it.
  */
 export function borrowedReads(op: Operation): { readonly value: boolean } | undefined {
-  return borrowed.get(op)?.reads
+  const b = borrowOf(op)
+  return b !== undefined && b.settled === undefined ? b.reads : undefined
 }
 
 /** `bound` (withTopK) keeps the lineage of `op` as `op` keeps it, borrowed or its own */
 export function keepLineageOf(bound: Operation, op: Operation): void {
-  const b = borrowed.get(op)
-  if (b) borrowed.set(bound, b)
+  const b = borrowOf(op)
+  if (b) borrowed.set(bound, { lineage: b.lineage, reads: b.reads, own: b.own, settled: b.settled })
   else {
     const own = kept.get(op)
     if (own) kept.set(bound, own)
