@@ -212,8 +212,12 @@ masking:
     await alice.waitForFunction(() => document.querySelectorAll('tr[data-subject=agent-many]').length === 2, { timeout: 30_000 })
     await alice.click('tr[data-subject=agent-many] button[aria-label^="End every session"]')
     t.same(await Promise.all(two.map((s) => s.closed)), [true, true], 'both connections closed')
-    await alice.waitForSelector('.flash.ok')
-    t.match(await alice.$eval('.flash.ok', (e) => e.textContent), /2 sessions of agent-many ended/)
+    await alice.waitForSelector('#flash .flash.ok')
+    t.match(await alice.$eval('#flash .flash.ok', (e) => e.textContent), /2 sessions of agent-many ended/)
+    // the list keeps polling; its next answer must not wipe the confirmation (it did, under load)
+    await alice.evaluate(() => document.querySelector('#session-list')!.setAttribute('data-seen', ''))
+    await alice.waitForFunction(() => !document.querySelector('#session-list')?.hasAttribute('data-seen'), { timeout: 30_000 })
+    t.match(await alice.$eval('#flash', (e) => e.textContent), /2 sessions of agent-many ended/, 'the confirmation outlives the next poll')
   })
 
   await t.test('an auditor lists recordings and opens a replay: masked values stay masked, tampering is marked', async (t) => {

@@ -4,7 +4,7 @@
 import { approvalSummary, type ApprovalRequest, type Core, type SessionInfo } from '@portcullis/core'
 import { mayDecide, maySeeApproval } from '../access.ts'
 import { html, isoTime, type Html } from './html.ts'
-import { csrfField, page, type PageContext } from './layout.ts'
+import { csrfField, flashOob, flashSlot, page, type Flash, type PageContext } from './layout.ts'
 
 /** how often the open page asks for the list again */
 export const APPROVALS_POLL = '2s'
@@ -89,29 +89,28 @@ function card(a: ApprovalRequest, ctx: PageContext, sessions: SessionInfo[]): Ht
 </article>`
 }
 
-export async function approvalList(core: Core, ctx: PageContext, flash?: { ok: boolean; text: string }): Promise<Html> {
+export async function approvalList(core: Core, ctx: PageContext, flash?: Flash): Promise<Html> {
   const all = visibleApprovals(core, ctx)
   // session context for approvers: only the sessions of requests they may see, never the whole list
   const sessions = all.some((a) => a.status === 'pending') ? await core.control.sessions().catch(() => [] as SessionInfo[]) : []
   const pending = all.filter((a) => a.status === 'pending')
   const decided = all.filter((a) => a.status !== 'pending').slice(0, 50)
   return html`<div id="approval-list" hx-get="/console/approvals/list" hx-trigger="every ${APPROVALS_POLL}" hx-swap="outerHTML">
-  ${flash ? html`<p class="flash ${flash.ok ? 'ok' : 'bad'}" role="status">${flash.text}</p>` : ''}
   <section aria-labelledby="pending-h"><h2 id="pending-h">Pending (<span id="pending-count">${pending.length}</span>)</h2>
   ${pending.length === 0 ? html`<p class="muted">Nothing is waiting for you.</p>` : pending.map((a) => card(a, ctx, sessions))}
   </section>
   <section aria-labelledby="decided-h"><h2 id="decided-h">Recently decided</h2>
   ${decided.length === 0 ? html`<p class="muted">Nothing decided recently.</p>` : decided.map((a) => card(a, ctx, sessions))}
   </section>
-</div>`
+</div>${flashOob(flash)}`
 }
 
 export async function approvalsPage(core: Core, ctx: PageContext): Promise<Html> {
-  return page(ctx, 'approvals', 'Approvals', html`<h1>Approvals</h1>${await approvalList(core, ctx)}`)
+  return page(ctx, 'approvals', 'Approvals', html`<h1>Approvals</h1>${flashSlot()}${await approvalList(core, ctx)}`)
 }
 
 /** approve or deny; the answer is the list again, with what happened on top */
-export async function decide(core: Core, ctx: PageContext, id: string, form: URLSearchParams): Promise<{ ok: boolean; text: string }> {
+export async function decide(core: Core, ctx: PageContext, id: string, form: URLSearchParams): Promise<Flash> {
   const decision = form.get('decision')
   const reason = form.get('reason')?.trim().slice(0, 500) || undefined
   if (decision !== 'approve' && decision !== 'deny') return { ok: false, text: 'choose approve or deny' }

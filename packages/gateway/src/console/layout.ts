@@ -40,6 +40,23 @@ function head(title: string): Html {
 </head>`
 }
 
+export interface Flash {
+  ok: boolean
+  text: string
+}
+
+/** Where an action's confirmation appears: outside the lists that poll, so that a poll answer that
+ * lands after the action's answer cannot wipe it (it did: the sessions list polls every 3 s). */
+export function flashSlot(): Html {
+  return html`<div id="flash" role="status" aria-live="polite"></div>`
+}
+
+/** An action's answer carries its confirmation out of band into the slot (htmx hx-swap-oob). */
+export function flashOob(flash: Flash | undefined): Html | '' {
+  if (!flash) return ''
+  return html`<div id="flash" role="status" aria-live="polite" hx-swap-oob="true"><p class="flash ${flash.ok ? 'ok' : 'bad'}">${flash.text}</p></div>`
+}
+
 export function page(ctx: PageContext, current: PageName | undefined, title: string, body: Html): Html {
   const nav = PAGES.filter((p) => p.may(ctx.roles))
   return html`${head(title)}

@@ -4,7 +4,7 @@
 import type { Core, SessionInfo } from '@portcullis/core'
 import { mayDecide } from '../access.ts'
 import { bytes, html, isoTime, type Html } from './html.ts'
-import { csrfField, page, type PageContext } from './layout.ts'
+import { csrfField, flashOob, flashSlot, page, type Flash, type PageContext } from './layout.ts'
 
 export async function visibleSessions(core: Core, ctx: PageContext): Promise<SessionInfo[]> {
   const all = await core.control.sessions()
@@ -34,7 +34,7 @@ function row(s: SessionInfo, ctx: PageContext): Html {
 </tr>`
 }
 
-export async function sessionList(core: Core, ctx: PageContext, flash?: { ok: boolean; text: string }): Promise<Html> {
+export async function sessionList(core: Core, ctx: PageContext, flash?: Flash): Promise<Html> {
   let list: SessionInfo[]
   let problem: string | undefined
   try {
@@ -45,7 +45,6 @@ export async function sessionList(core: Core, ctx: PageContext, flash?: { ok: bo
   }
   list.sort((a, b) => b.started - a.started)
   return html`<div id="session-list" hx-get="/console/sessions/list" hx-trigger="every 3s" hx-swap="outerHTML">
-  ${flash ? html`<p class="flash ${flash.ok ? 'ok' : 'bad'}" role="status">${flash.text}</p>` : ''}
   ${problem ? html`<p class="flash bad" role="alert">${problem}</p>` : ''}
   ${
     list.length === 0
@@ -54,15 +53,15 @@ export async function sessionList(core: Core, ctx: PageContext, flash?: { ok: bo
     <thead><tr><th scope="col">Who</th><th scope="col">Target</th><th scope="col">Protocol</th><th scope="col">Since</th><th scope="col">Last statements</th><th scope="col">Bytes out</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
     <tbody>${list.map((s) => row(s, ctx))}</tbody></table>`
   }
-</div>`
+</div>${flashOob(flash)}`
 }
 
 export async function sessionsPage(core: Core, ctx: PageContext): Promise<Html> {
-  return page(ctx, 'sessions', 'Sessions', html`<h1>Live sessions</h1>${await sessionList(core, ctx)}`)
+  return page(ctx, 'sessions', 'Sessions', html`<h1>Live sessions</h1>${flashSlot()}${await sessionList(core, ctx)}`)
 }
 
 /** admins only (the caller checks); ends one session or all of a subject's, on every instance */
-export async function endSessions(core: Core, ctx: PageContext, what: 'one' | 'subject', form: URLSearchParams): Promise<{ ok: boolean; text: string }> {
+export async function endSessions(core: Core, ctx: PageContext, what: 'one' | 'subject', form: URLSearchParams): Promise<Flash> {
   const by = `ended from the console by ${ctx.principal.subject}`
   try {
     if (what === 'one') {
