@@ -12,7 +12,6 @@ import type {
   OperationClass,
   Peers,
   Principal,
-  RecentStatement,
   RecordType,
   ScopedObjects,
   SecretRef,
@@ -21,7 +20,8 @@ import type {
 } from '../types.ts'
 import type { Config } from '../config/types.ts'
 import type { Approvals } from '../approvals/approvals.ts'
-import { decisionPayload, decisionRuns } from './decision-record.ts'
+import { HeldRecords } from './held-records.ts'
+import { RecentStatements } from './recent.ts'
 import { auditHead, operationText, type AuditHead, type AuditLog, type OperationOutcome } from '../audit/audit.ts'
 import type { Identity } from '../identity/verify.ts'
 import type { Metrics } from '../metrics/metrics.ts'
@@ -49,19 +49,11 @@ function isoTime(ms: number): string {
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
 
-
-/** decisions held for one record at most (a record stays far below the recorder's size bound) */
-const MAX_HELD_DECISIONS = 256
-
 export function sessionId(): string {
   let id = 'ses_'
   for (const b of randomBytes(12)) id += BASE32[b & 31]
   return id
 }
-
-/** statements an approval request shows of the session before the held one (a bounded ring) */
-export const RECENT_STATEMENTS = 10
-const RECENT_TEXT_MAX = 500
 
 export interface RecordingSign {
   hmacKey?: Buffer
@@ -93,9 +85,6 @@ export interface SessionHost {
   closed(session: CoreSession): void
 }
 
-/** how many of the ring's statements the live-session registry (and the web console) shows */
-const LIVE_RECENT_STATEMENTS = 5
-
 export class CoreSession implements Session {
   readonly id = sessionId()
   readonly target: TargetConfig
@@ -120,10 +109,7 @@ export class CoreSession implements Session {
   #masks: { generation: number; plan: MaskPlan } | undefined
   #closing: Promise<void> | undefined
   /** the last RECENT_STATEMENTS decided (normalized text: no literal values), a ring of references: no allocation per operation */
-  #recentOps: (Operation | undefined)[] = new Array(RECENT_STATEMENTS)
-  #recentAt: number[] = new Array(RECENT_STATEMENTS).fill(0)
-  #recentAction: RecentStatement['action'][] = new Array(RECENT_STATEMENTS).fill('allow')
-  #recentNext = 0
+  readonly #recent = new RecentStatements()
 
   constructor(host: SessionHost, target: TargetConfig, remote: string) {
     this.#host = host
@@ -382,7 +368,7 @@ export class CoreSession implements Session {
       policyVersion: version,
       ruleReason: pd.reason,
       minApprovals: pd.minApprovals ?? 1,
-      recent: this.#recentList(),
+      recent: this.#recent.list(),
       ...(estimate !== undefined ? { estimate } : opts.estimate !== undefined ? { estimate: opts.estimate } : {}),
     }
     if (opts.defer) {
@@ -427,22 +413,7 @@ export class CoreSession implements Session {
 
   /** the last statements decided, oldest first (the live-session registry and the web console show them) */
   get recent(): string[] {
-    return this.#recentList()
-      .slice(-LIVE_RECENT_STATEMENTS)
-      .map(r => r.statement)
-  }
-
-  /** the ring, oldest first, as an approval request shows it */
-  #recentList(): RecentStatement[] {
-    const out: RecentStatement[] = []
-    const n = Math.min(this.#recentNext, RECENT_STATEMENTS)
-    for (let i = this.#recentNext - n; i < this.#recentNext; i++) {
-      const slot = i % RECENT_STATEMENTS
-      const op = this.#recentOps[slot]!
-      const text = op.statement.length > RECENT_TEXT_MAX ? op.statement.slice(0, RECENT_TEXT_MAX) + '…' : op.statement
-      out.push({ at: this.#recentAt[slot]!, statement: text, class: op.class, action: this.#recentAction[slot]! })
-    }
-    return out
+    return this.#recent.live()
   }
 
   /** who approved, when and why: into the recording and an audit line */
@@ -463,25 +434,8 @@ export class CoreSession implements Session {
   }
 
   #decided(op: Operation, decision: Decision, config: Config, started: number): Decision {
-    const slot = this.#recentNext % RECENT_STATEMENTS
-    this.#recentOps[slot] = op
-    this.#recentAt[slot] = started
-    this.#recentAction[slot] = decision.deferred ? 'approve' : decision.action
-    this.#recentNext++
-    const held = this.#heldOps
-    if (held !== undefined) {
-      // held by reference: the round trip's record is built once, when it is written (#writeHeld)
-      held.push(op)
-      this.#heldDecs.push(decision)
-      if (held.length >= MAX_HELD_DECISIONS) this.#writeHeld()
-    } else {
-      const request = this.#heldRequest
-      if (request !== undefined) {
-        // the request this decision answers: one record for both (holdRequest)
-        this.#heldRequest = undefined
-        this.#recordNow('decision', decisionPayload(op, decision, this.#scope?.summary, request))
-      } else this.record('decision', decisionPayload(op, decision, this.#scope?.summary))
-    }
+    this.#recent.add(op, decision, started)
+    this.#held.decided(op, decision)
     this.#assertRecording(config)
     this.#host.metrics.operation(op.class, decision.action)
     if (decision.action === 'block') this.#host.metrics.duration((this.#host.now() - started) / 1000)
@@ -500,59 +454,36 @@ export class CoreSession implements Session {
   /**
    * From now until releaseDecisions(), the decisions taken are recorded together: one 'decision'
    * record per round trip (a Redis pipeline read in one chunk), `{ decisions: [...] }` when there
-   * are several, instead of one record each. Any other record written meanwhile writes the held
-   * decisions first, so the recording keeps the order things happened in.
+   * are several, instead of one record each (held-records.ts).
    */
   holdDecisions(): void {
-    this.#heldOps ??= []
+    this.#held.holdDecisions()
   }
 
   releaseDecisions(): void {
-    this.#writeHeld()
-    this.#heldOps = undefined
+    this.#held.releaseDecisions()
   }
-
-  /** the held decisions as one record: a single one as decide() records it, several as runs (decision-record.ts) */
-  #writeHeld(): void {
-    const ops = this.#heldOps
-    if (ops === undefined || ops.length === 0) return
-    this.writeRequest()
-    const decs = this.#heldDecs
-    this.#heldOps = []
-    this.#heldDecs = []
-    if (ops.length === 1) return this.#recordNow('decision', decisionPayload(ops[0]!, decs[0]!, this.#scope?.summary))
-    this.#recordNow('decision', decisionRuns(ops, decs, this.#scope?.summary))
-  }
-
-  // held decisions (holdDecisions): the operations and their answers, in order
-  #heldOps: Operation[] | undefined
-  #heldDecs: Decision[] = []
 
   /**
    * The request the next decision answers: recorded in that decision's record (`request`, FORMAT.md),
-   * one record per round trip instead of a 'request' and a 'decision'. Held only until then: any
-   * other record, a decision that has to wait (decide()), a later holdRequest() or writeRequest()
-   * writes it as a 'request' record of its own first, so the recording keeps the order things
-   * happened in and a request waiting for an answer is never held back.
+   * one record per round trip instead of a 'request' and a 'decision' (held-records.ts).
    */
   holdRequest(payload: Record<string, unknown>): void {
-    this.writeRequest()
-    this.#heldRequest = payload
+    this.#held.holdRequest(payload)
   }
 
   /** the held request (holdRequest), if any, as a 'request' record now */
   writeRequest(): void {
-    const request = this.#heldRequest
-    if (request === undefined) return
-    this.#heldRequest = undefined
-    this.#recordNow('request', request)
+    this.#held.writeRequest()
   }
 
-  #heldRequest: Record<string, unknown> | undefined
+  readonly #held = new HeldRecords(
+    (type, payload) => this.#recordNow(type, payload),
+    () => this.#scope?.summary,
+  )
 
   record(type: RecordType, payload: Record<string, unknown>): void {
-    if (this.#heldRequest !== undefined) this.writeRequest()
-    if (this.#heldOps !== undefined && this.#heldOps.length > 0) this.#writeHeld()
+    this.#held.writeAll()
     this.#recordNow(type, payload)
   }
 
