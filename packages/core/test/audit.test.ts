@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createWriteStream } from 'node:fs'
-import { auditHead, createAuditLog, operationJson, operationText, sameAuditFields, withAuditFieldsOf } from '../src/audit/audit.ts'
+import { auditHead, createAuditLog, operationJson, operationText, withAuditFieldsOf } from '../src/audit/audit.ts'
 import { auditSink, tempDir } from './helpers.ts'
 
 t.test('one JSON line per event, fields as given, without pino noise', async t => {
@@ -195,22 +195,24 @@ t.test('a disk that does not keep up: past the backlog bound the sink fails, the
   t.ok(kept <= 2, 'at most what was in the batch being gathered')
 })
 
-t.test('a file destination gets byte for byte the lines a stream gets, whatever they hold and however many', async t => {
-  const dir = await tempDir(t)
-  const file = join(dir, 'audit.jsonl')
+/** the same audit log twice: to a file and to a stream, to compare their bytes */
+async function fileAndStream(t: { teardown(fn: () => unknown): void }) {
+  const file = join(await tempDir(t), 'audit.jsonl')
   const sink = auditSink()
-  const toFile = createAuditLog({ destination: file })
-  const toStream = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  return { file, sink, toFile: createAuditLog({ destination: file }), toStream: createAuditLog({ destination: 'stdout', stream: sink.stream }) }
+}
+
+t.test('a file destination gets byte for byte the lines a stream gets, whatever they hold and however many', async t => {
+  const { file, sink, toFile, toStream } = await fileAndStream(t)
   const head = auditHead({ session: 'ses_b', principal: { sub: 'ålice', groups: ['agents'] }, target: 'docs-db', protocol: 'postgres' })
   const time = '2026-01-01T00:00:00.000Z'
   const op = { class: 'read' as const, resources: ['public.t'], fingerprint: 'f00d', statement: "SELECT 'ünïcødé 😀 \u2028' FROM t" }
   // an exact copy of an Operation (a borrowed skeleton hit) splices the same text
-  const copy = Object.freeze({ ...op })
-  sameAuditFields(copy, op)
+  const copy = Object.freeze(withAuditFieldsOf({ ...op }, op))
   t.equal(operationJson(copy), operationJson(op))
-  // the same link as a property of the copy (no WeakMap entry), which nothing else sees
+  // a copy of a copy is linked to the first original; the link is a property nothing else sees
   const linked = Object.freeze(withAuditFieldsOf({ ...op }, copy))
-  t.equal(operationJson(linked), operationJson(op), 'a copy linked by property splices the same text')
+  t.equal(operationJson(linked), operationJson(op), 'a copy of a copy splices the same text')
   t.same(Object.keys(linked), Object.keys(op), 'the link is not one of its keys')
   t.equal(JSON.stringify(linked), JSON.stringify(op), 'nor in its JSON')
   const changed = { ...linked, class: 'admin' as const }
@@ -232,11 +234,7 @@ t.test('a file destination gets byte for byte the lines a stream gets, whatever 
 })
 
 t.test('an outcome line copied from bytes made once (head, operation, time) is byte for byte the line a stream gets', async t => {
-  const dir = await tempDir(t)
-  const file = join(dir, 'audit.jsonl')
-  const sink = auditSink()
-  const toFile = createAuditLog({ destination: file })
-  const toStream = createAuditLog({ destination: 'stdout', stream: sink.stream })
+  const { file, sink, toFile, toStream } = await fileAndStream(t)
   const heads = [
     auditHead({ session: 'ses_o', principal: { sub: 'ålice', groups: ['agents'] }, target: 'cache', protocol: 'redis' }),
     auditHead({ session: 'ses_p', target: 'cache', protocol: 'redis', scope: 'tenant=ü' }),
@@ -245,9 +243,8 @@ t.test('an outcome line copied from bytes made once (head, operation, time) is b
     { class: 'read' as const, resources: ['key:"ä"\u2028'], fingerprint: 'f00d', statement: 'GET "ä" 😀' },
     { class: 'write' as const, resources: [], fingerprint: 'beef', statement: 'SET k ?' },
   ]
-  // an exact copy (sameAuditFields) shares the original's bytes
-  const copy = Object.freeze({ ...ops[0]! })
-  sameAuditFields(copy, ops[0]!)
+  // an exact copy (withAuditFieldsOf) shares the original's bytes
+  const copy = Object.freeze(withAuditFieldsOf({ ...ops[0]! }, ops[0]!))
   t.equal(operationText(copy), operationText(ops[0]!))
   // the common outcome (decision, rule, whole counts) is written from bytes and digits, any other as text
   const outcomes = [

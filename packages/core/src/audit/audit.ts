@@ -18,7 +18,7 @@ import { dirname } from 'node:path'
 import pino from 'pino'
 import type { AuditEvent } from '../types.ts'
 
-export { operationJson, operationText, sameAuditFields, withAuditFieldsOf, type OperationText } from './operation-json.ts'
+export { operationJson, operationText, withAuditFieldsOf, type OperationText } from './operation-json.ts'
 import type { OperationText } from './operation-json.ts'
 import { atWindowEnd } from '../window.ts'
 

@@ -3,23 +3,14 @@
 // can name its copies without loading the log.
 
 const operationTexts = new WeakMap<object, OperationText>()
-/** an Operation copied field for field from another (sameAuditFields): its JSON is the other's */
-const jsonOrigin = new WeakMap<object, object>()
 
 /**
- * `copy` carries `original`'s class, resources, fingerprint and statement unchanged (a frozen copy
- * made for its own lineage: the Postgres classifier's texts of one skeleton): its audit lines use
- * the JSON made for `original`, so a statement that differs from the last one only in its constants
- * costs no serialization of those fields.
- */
-export function sameAuditFields(copy: object, original: object): void {
-  jsonOrigin.set(copy, originOf(original))
-}
-
-/**
- * sameAuditFields for a copy not frozen yet, as a property on the copy that no spread, JSON or key
- * listing sees instead of a WeakMap entry: a codec that makes such a copy per statement (the Postgres
- * classifier, per Query) pays no ephemeron insert and no share of the scavenges for it
+ * `copy` (not frozen yet) carries `original`'s class, resources, fingerprint and statement unchanged
+ * (a copy made for its own lineage: the Postgres classifier's texts of one skeleton): its audit lines
+ * use the JSON made for `original`, so a statement that differs from the last one only in its
+ * constants costs no serialization of those fields. The link is a property that no spread, JSON or
+ * key listing sees, not a WeakMap entry: a codec that makes such a copy per statement (per Query)
+ * pays no ephemeron insert and no share of the scavenges for it.
  */
 export function withAuditFieldsOf<T extends object>(copy: T, original: object): T {
   Object.defineProperty(copy, ORIGIN, { value: originOf(original), enumerable: false })
@@ -29,7 +20,7 @@ export function withAuditFieldsOf<T extends object>(copy: T, original: object): 
 const ORIGIN = Symbol('portcullis.auditFieldsOf')
 
 function originOf(op: object): object {
-  return (op as { [ORIGIN]?: object })[ORIGIN] ?? jsonOrigin.get(op) ?? op
+  return (op as { [ORIGIN]?: object })[ORIGIN] ?? op
 }
 
 /**
