@@ -17,6 +17,7 @@ import { pendingReply, sentCommand } from './approval.ts'
 import { laneFor, laneSafe, UpstreamLoginError, type Lane, type LaneUser } from './lane.ts'
 import { HELD_HARD, HELD_SOFT, HIGH_WATER, LOST, SessionIO, upstreamTables, type Req, type Slot } from './session-io.ts'
 import { redisEstimator } from './estimate.ts'
+import { carriesToken, parseHello } from './hello.ts'
 
 const PUBSUB_SUBSCRIBE = new Set(['SUBSCRIBE', 'PSUBSCRIBE', 'SSUBSCRIBE', 'UNSUBSCRIBE', 'PUNSUBSCRIBE', 'SUNSUBSCRIBE'])
 const LANE_WINDOW_MAX = HIGH_WATER
@@ -24,20 +25,10 @@ const UNSUPPORTED = new Set(['MONITOR', 'SYNC', 'PSYNC'])
 const PONG = Buffer.from('+PONG\r\n')
 const EMPTY = Buffer.alloc(0)
 
-
 export async function serveRedis(client: Duplex, session: Session): Promise<void> {
   const conn = new RedisConnection(client, session)
   return conn.done
 }
-
-/** AUTH or HELLO (either may carry a token): never recorded as bytes */
-function carriesToken(a: Buffer | undefined): boolean {
-  if (a === undefined) return false
-  if (a.length === 4) return (a[0]! | 0x20) === 0x61 && (a[1]! | 0x20) === 0x75 && (a[2]! | 0x20) === 0x74 && (a[3]! | 0x20) === 0x68
-  if (a.length === 5) return a.toString('latin1').toUpperCase() === 'HELLO'
-  return false
-}
-
 
 class RedisConnection extends SessionIO implements LaneUser {
   private readonly framer: RequestFramer
@@ -557,23 +548,9 @@ class RedisConnection extends SessionIO implements LaneUser {
   }
 
   private async hello(req: Req): Promise<void> {
-    const args = req.args.map(a => a.toString('utf8'))
-    let version: number | undefined
-    let token: string | undefined
-    let setname: string | undefined
-    if (args.length > 1) {
-      version = Number(args[1])
-      if (version !== 2 && version !== 3) return this.localReply(errorReply('NOPROTO', 'unsupported protocol version'))
-      for (let i = 2; i < args.length; i++) {
-        const opt = args[i]!.toUpperCase()
-        if (opt === 'AUTH' && i + 2 < args.length) {
-          token = args[i + 2]
-          i += 2
-        } else if (opt === 'SETNAME' && i + 1 < args.length) {
-          setname = args[++i]
-        } else return this.localReply(errorReply('ERR', `Syntax error in HELLO option '${args[i]}'`))
-      }
-    }
+    const hello = parseHello(req.args.map(a => a.toString('utf8')))
+    if (Buffer.isBuffer(hello)) return this.localReply(hello)
+    const { version, token, setname } = hello
     if (token !== undefined) {
       const refused = await this.authenticate(token)
       if (refused) return this.localReply(refused)
