@@ -27,7 +27,7 @@ t.teardown(() => {
   clearClassifierCache()
 })
 
-// ~5,000 characters, each with identifiers of its own: a distinct text and a distinct skeleton
+// ~2,500 characters, each with identifiers of its own: a distinct text and a distinct skeleton
 function big(i: number): string {
   const columns = Array.from({ length: 120 }, (_, k) => `c${i}_${k} + ${k}`).join(', ')
   const where = Array.from({ length: 60 }, (_, k) => `x${i}_${k} = 'v${k}'`).join(' AND ')
