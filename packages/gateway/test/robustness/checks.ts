@@ -24,7 +24,7 @@ export const RSS_COMPONENTS = {
   /**
    * the Postgres classifier's two caches: held together to their byte budget of estimated heap
    * (protocols/postgres classify/index.ts DEFAULT_CACHE_BYTES, weight.ts), an estimate at or over
-   * what they hold (the seed statements' kind: 17.5 MiB estimated for 4,096 + 4,096 entries, 17.0
+   * what they hold (the seed statements' kind: 18.3 MiB estimated for 4,096 + 4,096 entries, 17.0
    * on the heap)
    */
   classifierCaches: 32 * MiB,

@@ -105,8 +105,8 @@ const MAX_CACHED_TEXT = 16 * 1024
 // several times its text (and a watched tree's instruments, literal.ts, weigh more than the tree).
 // Measured (Node 20, the heap after a full collection, cached run minus the same run uncached):
 // 4,096 + 4,096 entries of bit-flipped copies of the robustness fuzzer's seed statements (~100
-// characters) estimate at 17.5 MiB and hold 17.0; 300 + 300 of a 5,575-character SELECT estimate at
-// 354 MiB and hold 240 — where the entry and character bounds alone let ~750 of those stay in each
+// characters) estimate at 18.3 MiB and hold 17.0; 300 + 300 of a 5,575-character SELECT estimate at
+// 358 MiB and hold 240 — where the entry and character bounds alone let ~750 of those stay in each
 // cache. So the default leaves the seed kind all its entries and holds big statements to ~32 MiB
 const DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 // what a text entry holds beside its key and Compiled: its slot in `cache`, and the WeakMap
@@ -192,6 +192,11 @@ function trim(): void {
   while (cache.size > cacheMax) cacheBytes -= evict(cache)
   while (skeletons.size > cacheMax) skeletonBytes -= evict(skeletons)
   while (cacheBytes + skeletonBytes > cacheBudget) {
+    // nothing left to give up: the sums are the entries' own, so both are 0 then (never loop on)
+    if (cache.size === 0 && skeletons.size === 0) {
+      cacheBytes = skeletonBytes = 0
+      break
+    }
     if (cacheBytes >= skeletonBytes ? cache.size > 0 : skeletons.size === 0) cacheBytes -= evict(cache)
     else skeletonBytes -= evict(skeletons)
   }
@@ -287,8 +292,10 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
       ? { op: compiled.op!, reads: outcome.reads, recent: false, bytes: 0, key: watch.key, ...(lendable ? { lineage: compiled.lineage } : {}) }
       : { op: null, reads: undefined, recent: false, bytes: 0, key: watch.key }
     // its Operation and lineage counted again although the text's entry holds them too: the text's
-    // entry may go first (an over-count, never under)
-    entry.bytes = SKELETON_ENTRY_BYTES + 2 * watch.key.length + (entry.op ? quietly(outcome.reads, () => estimateBytes([entry.op, entry.lineage])) : 0)
+    // entry may go first (an over-count, never under). The text's estimate covers them (and its
+    // parts and text besides) when it was made: one walk a miss, not two
+    const shared = compiled.bytes !== undefined && (entry.lineage === undefined || entry.lineage === compiled.lineage)
+    entry.bytes = SKELETON_ENTRY_BYTES + 2 * watch.key.length + (entry.op ? (shared ? compiled.bytes! : quietly(outcome.reads, () => estimateBytes([entry.op, entry.lineage]))) : 0)
     skeletons.set(watch.key, entry)
     skeletonBytes += entry.bytes
     skeletonKeys.set(watch.hash, watch.key)
