@@ -9,17 +9,53 @@ import { pgCatalogBackends, pgGatewayBackends, recordingFiles, redisGatewayClien
 
 /** Descriptors the gateway may hold above its idle baseline once every client is gone. */
 export const FD_SLACK = 16
+const MiB = 1024 * 1024
+
 /**
  * RSS the gateway may hold above its idle baseline after a batch, both read after a full garbage
  * collection (the inspector's, env.ts collectGarbage). Read without one, RSS said how far V8 had let
  * its garbage pile up, not what the gateway keeps: the live heap of two heap snapshots 4,000 closed
- * sessions apart grew 0.5 MB while RSS rose 164 MiB, and long runs' 25,000-case batches went over
- * any bound sized for 10,000. After a collection what is left is what stays: the JS heap's bounded
- * caches (the Postgres classifier's 4,096 texts and 4,096 skeletons hold ~21 MiB of the seed
- * statements' kind when full), glibc's arenas and V8's own pages. libpg_query's WASM memory is
- * counted apart (PARSER_CEILING_BYTES): it is not in this slack.
+ * sessions apart grew 0.5 MB while RSS rose 164 MiB. After a collection what is left is what stays,
+ * and the slack is the sum of what may stay, each part bounded by the code or measured (README,
+ * "Where the RSS that stays is"); libpg_query's WASM memory is counted apart (PARSER_CEILING_BYTES).
+ * The gateway runs with MALLOC_ARENA_MAX=2 here (env.ts gatewayEnv), as the README tells operators.
  */
-export const RSS_SLACK_BYTES = 64 * 1024 * 1024
+export const RSS_COMPONENTS = {
+  /**
+   * the Postgres classifier's two caches: held together to their byte budget of estimated heap
+   * (protocols/postgres classify/index.ts DEFAULT_CACHE_BYTES, weight.ts), an estimate at or over
+   * what they hold (the seed statements' kind: 18.3 MiB estimated for 4,096 + 4,096 entries, 17.0
+   * on the heap)
+   */
+  classifierCaches: 32 * MiB,
+  /**
+   * V8's pages over its live heap after the collection (free space in pages it keeps, code space),
+   * and the live heap's other bounded tables: V8's other pages moved −20 to +8 MiB over a 30,000-case
+   * run and the live heap +18 with the caches' ~17 in it
+   */
+  v8Pages: 16 * MiB,
+  /**
+   * glibc malloc's slack: freed native memory (Buffers' backing stores, libuv's read buffers, zlib)
+   * that its arenas keep. With MALLOC_ARENA_MAX=2, +0 to +27 MiB over 30,000 cases (+42 without it)
+   */
+  allocator: 32 * MiB,
+  /**
+   * buffers alive between sessions: the recorders' chunk pool (core recording/recorder.ts:
+   * POOL_CHUNKS 32 × CHUNK 256 KiB, given back to POOL_IDLE_KEEP 4 only after 10 s idle), msgpackr's
+   * buffer (the largest record packed), the HTTP pool's up to 64 keep-alive sockets and the Redis lane
+   */
+  buffers: 12 * MiB,
+} as const
+
+/**
+ * The sum of RSS_COMPONENTS: 92 MiB. What it catches: the 1,000,009-case run (before the caches'
+ * byte budget, without MALLOC_ARENA_MAX) levelled off at +60 to +69 MiB, so a leak is caught once it
+ * adds ~25–30 MiB over a run: in a 150,000-case run (~26,000 connections) ~1 KiB a connection, in a
+ * 1,000,000-case run (~170,000) ~170 bytes a connection; a whole session's state left behind (its
+ * socket, recorder chunk and parse state, tens of KiB) within ~1,000 sessions — and a session left
+ * open is caught one by one anyway (pg_stat_activity, CLIENT LIST, fds).
+ */
+export const RSS_SLACK_BYTES = Object.values(RSS_COMPONENTS).reduce((a, b) => a + b, 0)
 
 /**
  * What libpg_query's WASM memory may add to the gateway's resident memory over its baseline: the

@@ -8,9 +8,10 @@ import { buildOperation, deepFreeze, mergeFacts, statementInfo, textFingerprint 
 import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './parser.ts'
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
-import { borrowerOf, keepLineage, keepLineageOf, lineageSource, type StatementLineage } from './lineage.ts'
+import { borrowerOf, keepLineage, keepLineageOf, keptLineage, lineageSource, type StatementLineage } from './lineage.ts'
 import { keyHash, scanSkeleton, type Skeleton } from './lexer.ts'
 import { everyLiteralIsConstant, instrument, type Reads } from './literal.ts'
+import { estimateBytes } from './weight.ts'
 
 export interface ClassifyContext {
   /** SQL-level PREPARE name → Operation of its body, tracked per session by the codec */
@@ -90,17 +91,34 @@ interface Compiled {
   fingerprint: string
   /** used since it last came round in the eviction order (second-chance LRU) */
   recent: boolean
+  /** estimated heap of the entry (weight.ts), its key included: set when cached */
+  bytes?: number
 }
 
 const DEFAULT_CACHE_ENTRIES = 4096
 // texts longer than this are classified every time: the cache's memory stays bounded
 const MAX_CACHED_TEXT = 16 * 1024
 
-// and all cached texts together: entries × MAX_CACHED_TEXT would be too much memory
-const MAX_CACHED_CHARS = 4 * 1024 * 1024
+// Both caches together, by estimated heap (weight.ts: the key text and the Operation, parts, kept
+// parse trees and lineage of the entry, counted once when it is cached): entries × MAX_CACHED_TEXT
+// would be too much memory, and the text is not what weighs most — a statement's kept parse tree is
+// several times its text (and a watched tree's instruments, literal.ts, weigh more than the tree).
+// Measured (Node 20, the heap after a full collection, cached run minus the same run uncached):
+// 4,096 + 4,096 entries of bit-flipped copies of the robustness fuzzer's seed statements (~100
+// characters) estimate at 18.3 MiB and hold 17.0; 300 + 300 of a 5,575-character SELECT estimate at
+// 358 MiB and hold 240 — where the entry and character bounds alone let ~750 of those stay in each
+// cache. So the default leaves the seed kind all its entries and holds big statements to ~32 MiB
+const DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+// what a text entry holds beside its key and Compiled: its slot in `cache`, and the WeakMap
+// entries of its Operation (kept lineage, bodies, perSession)
+const TEXT_ENTRY_BYTES = 200
+// what a skeleton entry holds beside its key and Operation: the entry, its `reads`, its slot in
+// `skeletons` and in `skeletonKeys`
+const SKELETON_ENTRY_BYTES = 160
 
 let cacheMax = DEFAULT_CACHE_ENTRIES
-let cacheChars = 0
+let cacheBudget = DEFAULT_CACHE_BYTES
+let cacheBytes = 0
 const cache = new Map<string, Compiled>()
 
 // By skeleton (lexer.ts): the Operation of a text whose classification holds for every text of its
@@ -111,13 +129,17 @@ interface SkeletonEntry {
   /** the watch of its analysis: a read of a constant after compile() (a node kept for later) ends the entry */
   reads: Reads | undefined
   recent: boolean
+  /** estimated heap of the entry (weight.ts), its key included: set when cached */
+  bytes: number
+  /** its key in `skeletons` (the same string): the entry's weight without its Operation is known from it */
+  key: string
   /**
    * the lineage kept for `op`, which a text of the skeleton classified under column rules borrows
    * (lineage.ts); absent when the text declares or prepares a body (bodies keep trees of their own)
    */
   lineage?: StatementLineage
 }
-let skeletonChars = 0
+let skeletonBytes = 0
 let skeletonHits = 0
 const skeletons = new Map<string, SkeletonEntry>()
 // hash → key of the skeletons above (lexer.ts keyHash), so that a hit is found from the scan's pieces
@@ -126,9 +148,21 @@ const skeletons = new Map<string, SkeletonEntry>()
 // dropped when met, and the whole index is rebuilt when it outgrows them
 const skeletonKeys = new Map<number, string>()
 
-/** Skeleton hits so far and skeletons held (for tests and the bench: is the skeleton path taken?). */
-export function classifierCacheStats(): { skeletonHits: number; skeletons: number } {
-  return { skeletonHits, skeletons: skeletons.size }
+/**
+ * Skeleton hits so far and skeletons held (for tests and the bench: is the skeleton path taken?),
+ * and the estimated heap of each cache (weight.ts) against their one budget.
+ */
+export function classifierCacheStats(): { skeletonHits: number; skeletons: number; texts: number; textBytes: number; skeletonBytes: number; budgetBytes: number } {
+  return { skeletonHits, skeletons: skeletons.size, texts: cache.size, textBytes: cacheBytes, skeletonBytes, budgetBytes: cacheBudget }
+}
+
+/**
+ * Sets the byte budget of both caches together (estimated heap, weight.ts; default 32 MiB); trims
+ * at once. An entry heavier than the whole budget is not kept (classified every time).
+ */
+export function setClassifierCacheBytes(bytes: number): void {
+  cacheBudget = Math.max(0, Math.floor(bytes))
+  trim()
 }
 
 /** Sets the cache bound (entries); trims at once. */
@@ -146,27 +180,42 @@ export function clearClassifierCache(): void {
   cache.clear()
   skeletons.clear()
   skeletonKeys.clear()
-  cacheChars = 0
-  skeletonChars = 0
+  cacheBytes = 0
+  skeletonBytes = 0
 }
 
 // Second-chance LRU: a hit only sets `recent` (moving a Map key on every hit costs microseconds);
 // eviction walks from the oldest insertion, giving recently used entries another round at the end.
+// Each cache is held to the entry bound; over the byte budget, the heavier cache gives up entries
+// until both fit (so neither starves the other of the budget for long).
 function trim(): void {
-  cacheChars = trimMap(cache, cacheChars)
-  skeletonChars = trimMap(skeletons, skeletonChars)
+  while (cache.size > cacheMax) cacheBytes -= evict(cache)
+  while (skeletons.size > cacheMax) skeletonBytes -= evict(skeletons)
+  while (cacheBytes + skeletonBytes > cacheBudget) {
+    // nothing left to give up: the sums are the entries' own, so both are 0 then (never loop on)
+    if (cache.size === 0 && skeletons.size === 0) {
+      cacheBytes = skeletonBytes = 0
+      break
+    }
+    if (cacheBytes >= skeletonBytes ? cache.size > 0 : skeletons.size === 0) cacheBytes -= evict(cache)
+    else skeletonBytes -= evict(skeletons)
+  }
 }
 
-function trimMap(map: Map<string, { recent: boolean }>, chars: number): number {
+function overBounds(): boolean {
+  return cache.size > cacheMax || skeletons.size > cacheMax || cacheBytes + skeletonBytes > cacheBudget
+}
+
+/** Removes one entry, the oldest not used since its last round; returns its bytes. */
+function evict(map: Map<string, { recent: boolean; bytes?: number }>): number {
   for (const [key, entry] of map) {
-    if (map.size <= cacheMax && chars <= MAX_CACHED_CHARS) break
     map.delete(key)
-    if (entry.recent && cacheMax > 0) {
+    if (entry.recent && cacheMax > 0 && cacheBudget > 0) {
       entry.recent = false
       map.set(key, entry)
-    } else chars -= key.length
+    } else return entry.bytes ?? 0
   }
-  return chars
+  return 0
 }
 
 /**
@@ -184,7 +233,7 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
     return compiled.op ?? resolve(compiled, ctx)
   }
   if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
-  const cacheable = sql.length <= MAX_CACHED_TEXT && cacheMax > 0
+  const cacheable = sql.length <= MAX_CACHED_TEXT && cacheMax > 0 && cacheBudget > 0
   const scanned = cacheable ? scanSkeleton(sql) : undefined
   let known: SkeletonEntry | undefined
   let skeleton: Skeleton | undefined
@@ -203,7 +252,12 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
   }
   if (known) {
     known.recent = true
-    if (known.op && known.reads?.value) known.op = null
+    if (known.op && known.reads?.value) {
+      known.op = null
+      known.lineage = undefined
+      skeletonBytes -= known.bytes - SKELETON_ENTRY_BYTES - 2 * known.key.length
+      known.bytes = SKELETON_ENTRY_BYTES + 2 * known.key.length
+    }
     // Column lineage reads the kept tree of a statement later, at its RowDescription
     // (json_build_object keys, among others, are constants), also for a session that had no
     // column rule when it prepared the statement and has one after a reload: the text gets an
@@ -225,24 +279,47 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
   const outcome = compile(sql, watch)
   compiled = outcome.compiled
   if (cacheable) {
+    // the key string and the entry: what the Map keeps for this text (weight.ts), and the parse
+    // trees a PREPARE or DECLARE body keeps for its lineage (in lineage.ts's WeakMap, not reachable
+    // from the entry's properties; a PREPARE's body tree is not in the text's own lineage)
+    compiled.bytes = TEXT_ENTRY_BYTES + quietly(outcome.reads, () => estimateBytes([sql, compiled, compiled.parts.map(p => p.prepare && keptLineage(p.prepare.body)), compiled.parts.map(p => p.declare && keptLineage(p.declare.body))]))
     cache.set(sql, compiled)
-    cacheChars += sql.length
+    cacheBytes += compiled.bytes
   }
   if (watch) {
     const lendable = compiled.lineage !== undefined && !compiled.parts.some(p => p.prepare || p.declare)
-    skeletons.set(
-      watch.key,
-      outcome.literalFree ? { op: compiled.op!, reads: outcome.reads, recent: false, ...(lendable ? { lineage: compiled.lineage } : {}) } : { op: null, reads: undefined, recent: false },
-    )
-    skeletonChars += watch.key.length
+    const entry: SkeletonEntry = outcome.literalFree
+      ? { op: compiled.op!, reads: outcome.reads, recent: false, bytes: 0, key: watch.key, ...(lendable ? { lineage: compiled.lineage } : {}) }
+      : { op: null, reads: undefined, recent: false, bytes: 0, key: watch.key }
+    // its Operation and lineage counted again although the text's entry holds them too: the text's
+    // entry may go first (an over-count, never under). The text's estimate covers them (and its
+    // parts and text besides) when it was made: one walk a miss, not two
+    const shared = compiled.bytes !== undefined && (entry.lineage === undefined || entry.lineage === compiled.lineage)
+    entry.bytes = SKELETON_ENTRY_BYTES + 2 * watch.key.length + (entry.op ? (shared ? compiled.bytes! : quietly(outcome.reads, () => estimateBytes([entry.op, entry.lineage]))) : 0)
+    skeletons.set(watch.key, entry)
+    skeletonBytes += entry.bytes
     skeletonKeys.set(watch.hash, watch.key)
     if (skeletonKeys.size > 2 * Math.max(cacheMax, 64)) {
       skeletonKeys.clear()
       for (const key of skeletons.keys()) skeletonKeys.set(keyHash(key), key)
     }
   }
-  if (cache.size > cacheMax || cacheChars > MAX_CACHED_CHARS || skeletons.size > cacheMax || skeletonChars > MAX_CACHED_CHARS) trim()
+  if (overBounds()) trim()
   return compiled.op ?? resolve(compiled, ctx)
+}
+
+/**
+ * Runs an estimate (weight.ts) without it counting as the analysis reading a constant: the walk
+ * reads no instrumented node through its traps (it skips Proxies and getters), and `reads` is put
+ * back as it was in case anything does — the skeleton's fate is the analysis's alone.
+ */
+function quietly(reads: Reads | undefined, estimate: () => number): number {
+  const was = reads?.value
+  try {
+    return estimate()
+  } finally {
+    if (reads !== undefined) reads.value = was!
+  }
 }
 
 /**
