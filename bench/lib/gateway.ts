@@ -78,8 +78,9 @@ export class GatewayProcess {
   /** node:cluster workers (1: one process, as without a cluster) */
   readonly workers: number
 
-  private constructor(tmp: string, spec: GatewaySpec, workers: number) {
-    const command = childCommand()
+  private constructor(tmp: string, spec: GatewaySpec, workers: number, childFile?: string) {
+    // childFile: another build's bench-gateway-child.mjs (an A/B of two builds, bench/sse-ab.ts)
+    const command = childFile !== undefined ? { runtime: 'build' as const, args: [childFile] } : childCommand()
     this.runtime = command.runtime
     this.workers = workers
     this.dir = mkdtempSync(join(tmp, 'gw-'))
@@ -133,9 +134,9 @@ export class GatewayProcess {
     }
   }
 
-  static async start(tmp: string, spec: GatewaySpec, fresh: boolean, workers = 1): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
+  static async start(tmp: string, spec: GatewaySpec, fresh: boolean, workers = 1, childFile?: string): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
     await assertCodecs(spec)
-    const p = new GatewayProcess(tmp, spec, workers)
+    const p = new GatewayProcess(tmp, spec, workers, childFile)
     const r = await p.reply()
     if (!r.ready) await p.stop()
     return { process: p, handle: p.handle(r, fresh) }

@@ -8,9 +8,9 @@
 // context of the text before it (lookbehinds), not with the whole hold-back again.
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
-import { STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
+import { JSON_ESCAPED, STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
 import { type Mark, maskJsonText, newMark, type Replacement } from './json-mask.ts'
-import { type Shape, type ShapeLines, fits, shapeOf } from './sse-shape.ts'
+import { type Shape, type ShapeLines, fits, jsonString, shapeOf } from './sse-shape.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
@@ -33,6 +33,12 @@ export interface Held {
 interface Slot extends Held {
   /** the slot's last delta: builds a delta event carrying held text, shaped like it */
   last: Found
+  /**
+   * Every text appended to the slot had nothing JSON.stringify escapes (JSON_ESCAPED): what
+   * holdBack emits of it is made of that text and the plan's replacements, so under a plan whose
+   * replacements are plain too it goes out between quotes, unscanned (see shapedEvent)
+   */
+  plain: boolean
 }
 
 // An event ends at an empty line: a line end (CRLF, LF or CR) followed by another. A CR is a line end
@@ -290,8 +296,9 @@ export class SseMasker extends Transform {
     let changed: Replacement[] | undefined
     for (const f of found) {
       let slot = this.slots.get(f.key)
-      if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f }))
+      if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f, plain: true }))
       slot.last = f
+      if (slot.plain && JSON_ESCAPED.test(f.original)) slot.plain = false
       const r = holdBack(slot, f.original, this.limit, this.plan)
       this.masked += r.count
       if (r.emit !== f.original) (changed ??= []).push({ path: f.path, value: r.emit })
@@ -323,26 +330,41 @@ export class SseMasker extends Transform {
       this.masked += shape.restCount
       return shape.restCount === 0 && !shape.linesChanged ? undefined : serialize(shape.other, shape.maskedHead + delta + shape.maskedTail)
     }
-    const original = delta.indexOf('\\') === -1 ? delta.slice(1, -1) : (JSON.parse(delta) as string)
+    // without a backslash the delta's text is the string as it stands: stringEnd (fits) let no
+    // '"' or control character through, so only a surrogate would make it need an escape; it is a
+    // slice of the event, flat, and the test reads it in place
+    const escaped = delta.indexOf('\\') !== -1
+    const original = escaped ? (JSON.parse(delta) as string) : delta.slice(1, -1)
     const f = new ShapedDelta(shape, original, text)
-    const prefix = this.beforeDeltas([f])
+    // beforeDeltas([f]) sends nothing while fewer than MAX_SLOTS are held (no array for it then)
+    const prefix = this.slots.size < MAX_SLOTS ? '' : this.beforeDeltas([f])
     let slot = this.slots.get(f.key)
-    if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f }))
+    if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f, plain: true }))
     slot.last = f
+    const plainIn = !escaped && !JSON_ESCAPED.test(original)
+    if (!plainIn) slot.plain = false
     const r = holdBack(slot, original, this.limit, this.plan)
     this.masked += r.count
+    // masked text made of plain text and plain replacements is what JSON.stringify returns between
+    // quotes: no scan of it (it is a rope of slices and replacements here; a scan would flatten it)
+    const quoted = this.plan.plainReplacements === true
     let out = delta
-    if (r.emit !== original) out = JSON.stringify(r.emit)
+    if (r.emit !== original) out = quoted && slot.plain ? '"' + r.emit + '"' : jsonString(r.emit)
     else {
       // as the walk reads a string no replacement names: through the detectors
       const d = this.plan.scan(original)
       this.masked += d.count
-      if (d.text !== original) out = JSON.stringify(d.text)
+      if (d.text !== original) out = quoted && plainIn ? '"' + d.text + '"' : jsonString(d.text)
     }
     this.masked += shape.restCount
-    const masked = shape.maskedHead + out + shape.maskedTail
-    if (masked === text && !shape.linesChanged) return prefix === '' ? undefined : prefix + raw + '\n\n'
-    return prefix + serialize(shape.other, masked)
+    const { maskedHead, maskedTail } = shape
+    // the event unchanged goes out as it came (its lines byte for byte); lengths first: a masked
+    // delta is seldom as long as the original, and then no text is compared
+    if (maskedHead.length + out.length + maskedTail.length === text.length && maskedHead + out + maskedTail === text && !shape.linesChanged) {
+      return prefix === '' ? undefined : prefix + raw + '\n\n'
+    }
+    if (shape.outHead !== undefined) return prefix + shape.outHead + out + shape.outTail
+    return prefix + serialize(shape.other, maskedHead + out + maskedTail)
   }
 
   /**

@@ -41,6 +41,9 @@ export interface StreamScan extends ScanResult {
   cut: number
 }
 
+/** what JSON.stringify escapes in a string (any surrogate, paired or not, counted in) */
+export const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/
+
 /**
  * Characters of already-answered text a streaming caller keeps before what it still holds: the
  * detectors' lookbehinds and \b read one, an email's local part walks back over at most 64.
@@ -63,6 +66,13 @@ export class Scanner {
   private readonly regexEntries: readonly DetectorEntry[]
   /** entry → its index in `entries` (a span's kind; patterns follow the entries) */
   private readonly kindOf = new Map<DetectorEntry, number>()
+  /**
+   * Every hit is replaced by a fixed text that JSON.stringify would not escape (no '"', '\\',
+   * control character or surrogate): masked text made of plain text and these is plain too.
+   */
+  readonly plainReplacements: boolean
+  /** per kind (entries, then patterns): the replacement when it does not depend on the hit */
+  private readonly fixed: readonly (string | undefined)[]
   /** what bounds a streaming cut, per detector and pattern */
   private readonly bounds: readonly { maxLength: number; chars?: (code: number) => boolean }[]
 
@@ -82,6 +92,11 @@ export class Scanner {
     this.wanted = wanted
     this.maxMatchLength = max
     entries.forEach((e, i) => this.kindOf.set(e, i))
+    // redact and null put '[REDACTED:<label>]' in place of any hit: made once, not per hit
+    this.fixed = [...entries.map(e => e.method), ...patterns.map(p => p.method)].map((m, k) =>
+      m === 'redact' || m === 'null' ? this.replacementOf(k, '') : undefined,
+    )
+    this.plainReplacements = this.fixed.every(r => r !== undefined && !JSON_ESCAPED.test(r))
     this.bounds = [
       ...entries.map(e => ({ maxLength: e.detector.maxLength, chars: e.detector.chars })),
       ...patterns.map(() => ({ maxLength: USER_PATTERN_MAX_LENGTH })),
@@ -254,17 +269,19 @@ export class Scanner {
     let i = 0
     for (; i < spans.length && spans[i] < to; i += 3) {
       const k = spans[i + 2]
-      const hit = text.slice(spans[i], spans[i + 1])
-      const replacement =
-        k < this.entries.length
-          ? this.replace(this.entries[k].method, hit, this.entries[k].label, this.entries[k].detector.name)
-          : this.replace(this.patterns[k - this.entries.length].method, hit, this.patterns[k - this.entries.length].name, this.patterns[k - this.entries.length].name)
+      const replacement = this.fixed[k] ?? this.replacementOf(k, text.slice(spans[i], spans[i + 1]))
       out += text.slice(pos, spans[i]) + replacement
       pos = spans[i + 1]
     }
     if (i === 0) return { text: from === 0 && to === text.length ? text : text.slice(from, to), count: 0 }
     out += text.slice(pos, to)
     return { text: out, count: i / 3 }
+  }
+
+  private replacementOf(k: number, hit: string): string {
+    return k < this.entries.length
+      ? this.replace(this.entries[k].method, hit, this.entries[k].label, this.entries[k].detector.name)
+      : this.replace(this.patterns[k - this.entries.length].method, hit, this.patterns[k - this.entries.length].name, this.patterns[k - this.entries.length].name)
   }
 
   private replace(method: MaskMethod, hit: string, label: string, kind: string): string {
