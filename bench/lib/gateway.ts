@@ -87,7 +87,8 @@ export class GatewayProcess {
     const specFile = join(this.dir, 'spec.json')
     writeFileSync(specFile, JSON.stringify({ dir: this.dir, targets: spec.targets, masking: spec.masking, workers }))
     // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (Chrome DevTools opens it)
-    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+    // (BENCH_CPU_PROF_INTERVAL=µs: sampled that often, for line ticks of a short run; V8's default is 1000)
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, ...(process.env.BENCH_CPU_PROF_INTERVAL ? [`--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL}`] : [])] : []
     this.child = spawn(process.execPath, [...prof, ...command.args, specFile], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NODE_ENV: 'production' },

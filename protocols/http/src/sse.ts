@@ -135,8 +135,11 @@ export class SseMasker extends Transform {
       this.started = true
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
     }
-    let out = ''
-    // [copyFrom, at): a run of events passed unchanged, not yet added to `out`
+    // what goes out, in pieces joined once at the end: a batch of rebuilt (masked) events is some
+    // 200 pieces, and a rope of them cost more to flatten (the recording and the socket write read
+    // it flat) than one join (13 against 18.5 µs for 65 events with their Buffer.from)
+    let parts: string[] | undefined
+    // [copyFrom, at): a run of events passed unchanged, not yet added to `parts`
     let copyFrom = 0
     let at = 0
     BOUNDARY.lastIndex = this.searchFrom
@@ -144,12 +147,19 @@ export class SseMasker extends Transform {
       const end = m.index + m[0].length
       const r = this.event(text.slice(at, m.index))
       if (r !== undefined || m[0] !== '\n\n') {
-        out += text.slice(copyFrom, at) + (r ?? text.slice(at, m.index) + '\n\n')
+        parts ??= []
+        if (copyFrom < at) parts.push(text.slice(copyFrom, at))
+        parts.push(r ?? text.slice(at, m.index) + '\n\n')
         copyFrom = end
       }
       at = end
     }
-    if (copyFrom < at) out += text.slice(copyFrom, at)
+    let out: string
+    if (parts === undefined) out = copyFrom < at ? text.slice(copyFrom, at) : ''
+    else {
+      if (copyFrom < at) parts.push(text.slice(copyFrom, at))
+      out = parts.length === 1 ? parts[0] : parts.join('')
+    }
     this.pending = at === 0 ? text : text.slice(at)
     this.searchFrom = Math.max(0, this.pending.length - 3)
     return out

@@ -5,7 +5,7 @@
 import type { KeyObject } from 'node:crypto'
 import RE2 from 're2'
 import type { MaskMethod } from '../types.ts'
-import { type Detector, Trigger, findEmails, triggersOf } from './detectors.ts'
+import { type Detector, Trigger, findEmailSpans, triggersOf } from './detectors.ts'
 import { maskValue } from './methods.ts'
 
 export interface DetectorEntry {
@@ -63,6 +63,8 @@ export class Scanner {
   private readonly hashKey: KeyObject
   /** email runs outside the combined regex (see findEmails) */
   private readonly email: DetectorEntry | undefined
+  /** its kind (index in `entries`) */
+  private readonly emailKind: number
   private readonly regexEntries: readonly DetectorEntry[]
   /** entry → its index in `entries` (a span's kind; patterns follow the entries) */
   private readonly kindOf = new Map<DetectorEntry, number>()
@@ -92,6 +94,7 @@ export class Scanner {
     this.wanted = wanted
     this.maxMatchLength = max
     entries.forEach((e, i) => this.kindOf.set(e, i))
+    this.emailKind = this.email === undefined ? -1 : entries.indexOf(this.email)
     // redact and null put '[REDACTED:<label>]' in place of any hit: made once, not per hit
     this.fixed = [...entries.map(e => e.method), ...patterns.map(p => p.method)].map((m, k) =>
       m === 'redact' || m === 'null' ? this.replacementOf(k, '') : undefined,
@@ -190,7 +193,8 @@ export class Scanner {
     let sources = 0
 
     const triggers = this.wanted === 0 ? 0 : triggersOf(text, this.wanted)
-    const c = triggers === 0 ? null : this.combinedFor(triggers)
+    // email alone (the usual plan) has no combined regex: no lookup of one per call
+    const c = triggers === 0 || this.regexEntries.length === 0 ? null : this.combinedFor(triggers)
     if (c !== null) {
       const re = c.re
       // a regex started at lastIndex still reads what stands before it (lookbehinds)
@@ -227,17 +231,14 @@ export class Scanner {
 
     const email = this.email
     if (email !== undefined && (triggers & Trigger.At) !== 0) {
-      const n = spans?.length ?? 0
-      const kind = this.kindOf.get(email)!
-      findEmails(
-        text,
-        (start, end) => {
-          spans ??= []
-          spans.push(start, end, kind)
-        },
-        from,
-      )
-      if ((spans?.length ?? 0) > n) sources++
+      // the triples pushed straight into the spans (no callback made per call)
+      const out = spans ?? []
+      const n = out.length
+      findEmailSpans(text, from, out, this.emailKind)
+      if (out.length > n) {
+        spans = out
+        sources++
+      }
     }
 
     for (let i = 0; i < this.patterns.length; i++) {
