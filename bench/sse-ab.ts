@@ -60,5 +60,5 @@ for (const c of cells) {
 for (const [build] of builds) {
   const [i, m] = MODES.map(mode => cells.find(c => c.build === build && c.mode === mode)!)
   const perRound = m.eps.map((x, k) => x / i.eps[k])
-  console.log(`${build}: mask ÷ inspect events/s ${(median(m.eps) / median(i.eps)).toFixed(2)}× (per round: ${perRound.map(x => x.toFixed(2)).join(' ')}), CPU per event ${((i.cpu / i.n) / (m.cpu / m.n)).toFixed(2)}×`)
+  console.log(`${build}: mask ÷ inspect events/s ${(median(m.eps) / median(i.eps)).toFixed(2)}× of the medians, ${median(perRound).toFixed(2)}× the median round (per round: ${perRound.map(x => x.toFixed(2)).join(' ')}); CPU per event ${((i.cpu / i.n) / (m.cpu / m.n)).toFixed(2)}×`)
 }

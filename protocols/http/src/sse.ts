@@ -10,7 +10,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
 import { JSON_ESCAPED, STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
 import { type Mark, maskJsonText, newMark, type Replacement } from './json-mask.ts'
-import { type Shape, type ShapeLines, fits, jsonString, shapeOf } from './sse-shape.ts'
+import { type Shape, type ShapeLines, fits, jsonString, lastString, shapeOf } from './sse-shape.ts'
 
 export interface SseMaskerOptions {
   /** an event larger than this fails the stream (closed: it cannot be inspected) */
@@ -340,10 +340,11 @@ export class SseMasker extends Transform {
       this.masked += shape.restCount
       return shape.restCount === 0 && !shape.linesChanged ? undefined : serialize(shape.other, shape.maskedHead + delta + shape.maskedTail)
     }
-    // without a backslash the delta's text is the string as it stands: stringEnd (fits) let no
-    // '"' or control character through, so only a surrogate would make it need an escape; it is a
-    // slice of the event, flat, and the test reads it in place
-    const escaped = delta.indexOf('\\') !== -1
+    // stringEnd (in fits, just now) let no raw '"' or control character through and saw whether
+    // the string has an escape or a surrogate: without either, its text is the string as it
+    // stands, with nothing JSON.stringify escapes
+    const plainIn = lastString.plain
+    const escaped = !plainIn && delta.indexOf('\\') !== -1
     const original = escaped ? (JSON.parse(delta) as string) : delta.slice(1, -1)
     const f = new ShapedDelta(shape, original, text)
     // beforeDeltas([f]) sends nothing while fewer than MAX_SLOTS are held (no array for it then)
@@ -351,7 +352,6 @@ export class SseMasker extends Transform {
     let slot = this.slots.get(f.key)
     if (!slot) this.slots.set(f.key, (slot = { text: '', from: 0, last: f, plain: true }))
     slot.last = f
-    const plainIn = !escaped && !JSON_ESCAPED.test(original)
     if (!plainIn) slot.plain = false
     const r = holdBack(slot, original, this.limit, this.plan)
     this.masked += r.count

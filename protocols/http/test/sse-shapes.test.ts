@@ -8,7 +8,8 @@
 import t from 'tap'
 import { compileMaskPlan, type MaskPlan } from '@portcullis/core'
 import { SseMasker } from '../src/sse.ts'
-import { jsonString as quoteJson } from '../src/sse-shape.ts'
+import { jsonString as quoteJson, lastString, stringEnd } from '../src/sse-shape.ts'
+import { JSON_ESCAPED } from '@portcullis/core'
 
 /** a small seeded generator, so that a failure names a stream that can be made again */
 function rng(seed: number): () => number {
@@ -277,4 +278,22 @@ t.test('plainReplacements: only fixed replacements with nothing to escape', asyn
   t.equal(plan({ detectors: ['email'], patterns: [{ name: 'a"b', regex: 'x+' }], method: 'redact' }).plainReplacements, false, 'a label with a quote')
   t.equal(plan({ detectors: ['email'], patterns: [{ name: 'a\\b', regex: 'x+' }], method: 'redact' }).plainReplacements, false, 'a label with a backslash')
   t.equal(plan({ detectors: ['email'], patterns: [{ name: 'naïve😀', regex: 'x+' }], method: 'redact' }).plainReplacements, false, 'a label with a surrogate pair')
+})
+
+t.test('stringEnd says a string is plain only when its text has nothing JSON.stringify escapes', async t => {
+  let bad = 0
+  for (let c = 0x20; c <= 0xffff && bad < 5; c++) {
+    if (c === 34 || c === 92) continue
+    const text = 'ab' + String.fromCharCode(c) + 'cd'
+    const at = stringEnd('x"' + text + '"y', 1)
+    if (at !== text.length + 3 || lastString.plain !== !JSON_ESCAPED.test(text)) {
+      bad++
+      t.fail(`U+${c.toString(16)}: end ${at}, plain ${lastString.plain}`)
+    }
+  }
+  for (const [json, plain] of [['"a\\nb"', false], ['"\\u0041"', false], ['"\\/"', false], ['"😀"', false], ['"plain [x]"', true], ['""', true]] as const) {
+    t.equal(stringEnd(json, 0), json.length, json)
+    t.equal(lastString.plain, plain, json)
+  }
+  t.equal(bad, 0)
 })
