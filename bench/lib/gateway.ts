@@ -78,15 +78,17 @@ export class GatewayProcess {
   /** node:cluster workers (1: one process, as without a cluster) */
   readonly workers: number
 
-  private constructor(tmp: string, spec: GatewaySpec, workers: number) {
-    const command = childCommand()
+  private constructor(tmp: string, spec: GatewaySpec, workers: number, childFile?: string) {
+    // childFile: another build's bench-gateway-child.mjs (an A/B of two builds, bench/sse-ab.ts)
+    const command = childFile !== undefined ? { runtime: 'build' as const, args: [childFile] } : childCommand()
     this.runtime = command.runtime
     this.workers = workers
     this.dir = mkdtempSync(join(tmp, 'gw-'))
     const specFile = join(this.dir, 'spec.json')
     writeFileSync(specFile, JSON.stringify({ dir: this.dir, targets: spec.targets, masking: spec.masking, workers }))
     // BENCH_CPU_PROF=DIR: the gateway writes a V8 CPU profile there when it stops (Chrome DevTools opens it)
-    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+    // (BENCH_CPU_PROF_INTERVAL=µs: sampled that often, for line ticks of a short run; V8's default is 1000)
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, ...(process.env.BENCH_CPU_PROF_INTERVAL ? [`--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL}`] : [])] : []
     this.child = spawn(process.execPath, [...prof, ...command.args, specFile], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NODE_ENV: 'production' },
@@ -133,9 +135,9 @@ export class GatewayProcess {
     }
   }
 
-  static async start(tmp: string, spec: GatewaySpec, fresh: boolean, workers = 1): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
+  static async start(tmp: string, spec: GatewaySpec, fresh: boolean, workers = 1, childFile?: string): Promise<{ process: GatewayProcess; handle: GatewayHandle }> {
     await assertCodecs(spec)
-    const p = new GatewayProcess(tmp, spec, workers)
+    const p = new GatewayProcess(tmp, spec, workers, childFile)
     const r = await p.reply()
     if (!r.ready) await p.stop()
     return { process: p, handle: p.handle(r, fresh) }

@@ -95,6 +95,12 @@ export interface MaskPlan {
   scanStream(text: string, from: number, final: boolean): { text: string; count: number; cut: number }
   /** longest possible detector match in characters (bounds streaming hold-back) */
   readonly maxMatchLength: number
+  /**
+   * every detector hit becomes a fixed text with nothing JSON.stringify escapes ('"', '\\', control
+   * characters, surrogates): text masked by scan/scanStream is then as plain as the text it came from;
+   * absent: assume not
+   */
+  readonly plainReplacements?: boolean
   /** false when no field rule / no key rule applies (a codec may then allow replies it could not mask by field / key); absent: assume some may */
   readonly hasFieldRules?: boolean
   readonly hasKeyRules?: boolean

@@ -8,6 +8,8 @@
 import t from 'tap'
 import { compileMaskPlan, type MaskPlan } from '@portcullis/core'
 import { SseMasker } from '../src/sse.ts'
+import { jsonString as quoteJson, lastString, stringEnd } from '../src/sse-shape.ts'
+import { JSON_ESCAPED } from '@portcullis/core'
 
 /** a small seeded generator, so that a failure names a stream that can be made again */
 function rng(seed: number): () => number {
@@ -27,7 +29,41 @@ const PLANS: [string, MaskPlan][] = [
   ['detectors, hash', compileMaskPlan([{ id: 'pii', detectors: ['email', 'api-key', 'card'], method: 'hash' }], scope, { hashKey })],
   ['field rules only (inspect)', compileMaskPlan([{ id: 'f', fields: ['nomatch', 'model', 'user.email'], method: 'redact' }], scope, { hashKey })],
   ['a field rule on the delta itself', compileMaskPlan([{ id: 'f', detectors: ['email'], fields: ['choices.delta.content'], method: 'partial' }], scope, { hashKey })],
+  ['replacements that need escapes', escapingPlan()],
 ]
+
+/**
+ * The email detector with a replacement JSON must escape ('[RED"AC\\TED]', plainReplacements false):
+ * the shape path must then scan what it sends (jsonString), never put it between quotes as it is.
+ * A user pattern's label could be such a text, but its 1,024-character hold-back keeps these short
+ * streams' text back to the end, where it goes out the full way; this plan's email holds back little.
+ */
+function escapingPlan(): MaskPlan {
+  const base = compileMaskPlan([{ id: 'e', detectors: ['email'], method: 'redact' }], scope, { hashKey })
+  const odd = (s: string) => s.replaceAll('[REDACTED:email]', '[RED"AC\\TED]')
+  return {
+    empty: base.empty,
+    hasDetectors: base.hasDetectors,
+    detectorMethod: base.detectorMethod,
+    maxMatchLength: base.maxMatchLength,
+    hasColumnRules: base.hasColumnRules,
+    hasFieldRules: base.hasFieldRules,
+    hasKeyRules: base.hasKeyRules,
+    plainReplacements: false,
+    forColumn: (schema, table, column) => base.forColumn(schema, table, column),
+    forField: path => base.forField(path),
+    forKey: key => base.forKey(key),
+    apply: (method, value) => base.apply(method, value),
+    scan: text => {
+      const r = base.scan(text)
+      return { ...r, text: odd(r.text) }
+    },
+    scanStream: (text, from, final) => {
+      const r = base.scanStream(text, from, final)
+      return { ...r, text: odd(r.text) }
+    },
+  }
+}
 
 const SECRETS = ['ada.lovelace@example.com', 'bob@mail.example.org', 'sk-proj-Abc123def456ghi789jkl0mno', 'sk-Zyx987wvu654tsr321qpo0']
 const WORDS = ['Hello', ' world', '. ', 'the ', 'quarterly', ' numbers', '\n', ' "quoted" ', 'naïve ', 'emoji 😀 ', 'tab\t', '/path/', '\\back', '@', '.com', 'sk-', 'proj-', 'x'.repeat(40), '\u2028', '']
@@ -211,4 +247,53 @@ t.test('secrets split across deltas, chunks and escape forms never reach the cli
   }
   t.equal(leaks, 0)
   t.ok(planted > 50, `secrets were planted (${planted})`)
+})
+
+t.test('jsonString is JSON.stringify for every UTF-16 unit, alone and amid text, and for surrogate pairs', async t => {
+  let bad = 0
+  for (let c = 0; c <= 0xffff && bad < 5; c++) {
+    const ch = String.fromCharCode(c)
+    for (const s of [ch, 'ab' + ch, ch + 'cd', 'ab' + ch + 'cd']) {
+      if (quoteJson(s) !== JSON.stringify(s)) {
+        bad++
+        t.fail(`U+${c.toString(16)} in ${JSON.stringify(s)}`)
+      }
+    }
+  }
+  for (const s of ['', 'plain', '😀', 'a😀b', '\ud83d', 'a\ude00', '\ude00\ud83d', '[REDACTED:email]', 'x\u2028y', '\u007f'.repeat(3)]) {
+    if (quoteJson(s) !== JSON.stringify(s)) {
+      bad++
+      t.fail(JSON.stringify(s))
+    }
+  }
+  t.equal(bad, 0)
+})
+
+t.test('plainReplacements: only fixed replacements with nothing to escape', async t => {
+  const plan = (rule: Record<string, unknown>) => compileMaskPlan([{ id: 'r', ...rule } as never], scope, { hashKey })
+  t.equal(plan({ detectors: ['email', 'api-key', 'card'], method: 'redact' }).plainReplacements, true)
+  t.equal(plan({ detectors: ['email'], method: 'null' }).plainReplacements, true)
+  t.equal(plan({ detectors: ['email'], method: 'hash' }).plainReplacements, false, 'hash depends on the hit')
+  t.equal(plan({ detectors: ['email'], method: 'partial' }).plainReplacements, false, 'partial keeps some of the hit')
+  t.equal(plan({ detectors: ['email'], patterns: [{ name: 'a"b', regex: 'x+' }], method: 'redact' }).plainReplacements, false, 'a label with a quote')
+  t.equal(plan({ detectors: ['email'], patterns: [{ name: 'a\\b', regex: 'x+' }], method: 'redact' }).plainReplacements, false, 'a label with a backslash')
+  t.equal(plan({ detectors: ['email'], patterns: [{ name: 'naïve😀', regex: 'x+' }], method: 'redact' }).plainReplacements, false, 'a label with a surrogate pair')
+})
+
+t.test('stringEnd says a string is plain only when its text has nothing JSON.stringify escapes', async t => {
+  let bad = 0
+  for (let c = 0x20; c <= 0xffff && bad < 5; c++) {
+    if (c === 34 || c === 92) continue
+    const text = 'ab' + String.fromCharCode(c) + 'cd'
+    const at = stringEnd('x"' + text + '"y', 1)
+    if (at !== text.length + 3 || lastString.plain !== !JSON_ESCAPED.test(text)) {
+      bad++
+      t.fail(`U+${c.toString(16)}: end ${at}, plain ${lastString.plain}`)
+    }
+  }
+  for (const [json, plain] of [['"a\\nb"', false], ['"\\u0041"', false], ['"\\/"', false], ['"😀"', false], ['"plain [x]"', true], ['""', true]] as const) {
+    t.equal(stringEnd(json, 0), json.length, json)
+    t.equal(lastString.plain, plain, json)
+  }
+  t.equal(bad, 0)
 })

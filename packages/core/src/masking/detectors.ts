@@ -211,6 +211,13 @@ const EMAIL_DOMAIN = /(?:[A-Za-z0-9\u0080-\uffff-]{1,63}\.){1,8}[A-Za-z]{2,24}(?
  * matches as the email regex; calls `hit(start, end)` in order.
  */
 export function findEmails(text: string, hit: (start: number, end: number) => void, from = 0): void {
+  const spans: number[] = []
+  findEmailSpans(text, from, spans, 0)
+  for (let i = 0; i < spans.length; i += 3) hit(spans[i], spans[i + 1])
+}
+
+/** findEmails's matches pushed onto `spans` as triples [start, end, kind] (the scanner's form) */
+export function findEmailSpans(text: string, from: number, spans: number[], kind: number): void {
   let at = text.indexOf('@', from)
   // like a global regex, a match never starts inside the previous one (nor before `from`: text before
   // it was answered already, and a local part reaching back past it is no match here, as a regex
@@ -224,7 +231,7 @@ export function findEmails(text: string, hit: (start: number, end: number) => vo
       // test, not exec: a sticky regex leaves lastIndex at the match's end, and no match array is made
       if (EMAIL_DOMAIN.test(text)) {
         const end = EMAIL_DOMAIN.lastIndex
-        hit(s, end)
+        spans.push(s, end, kind)
         floor = end
         at = text.indexOf('@', end)
         continue

@@ -110,6 +110,7 @@ class CompiledMaskPlan implements MaskPlan {
   readonly hasColumnRules: boolean
   readonly detectorMethod: MaskMethod
   readonly maxMatchLength: number
+  readonly plainReplacements: boolean
   readonly hasFieldRules: boolean
   readonly hasKeyRules: boolean
 
@@ -128,6 +129,7 @@ class CompiledMaskPlan implements MaskPlan {
     for (const p of scanner.patterns) m = stricter(m, p.method)
     this.detectorMethod = m ?? 'redact'
     this.maxMatchLength = scanner.maxMatchLength
+    this.plainReplacements = scanner.plainReplacements
     this.hasFieldRules = fields.size > 0
     this.hasKeyRules = keys.size > 0
   }

@@ -5,7 +5,7 @@
 import type { KeyObject } from 'node:crypto'
 import RE2 from 're2'
 import type { MaskMethod } from '../types.ts'
-import { type Detector, Trigger, findEmails, triggersOf } from './detectors.ts'
+import { type Detector, Trigger, findEmailSpans, triggersOf } from './detectors.ts'
 import { maskValue } from './methods.ts'
 
 export interface DetectorEntry {
@@ -41,6 +41,9 @@ export interface StreamScan extends ScanResult {
   cut: number
 }
 
+/** what JSON.stringify escapes in a string (any surrogate, paired or not, counted in) */
+export const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/
+
 /**
  * Characters of already-answered text a streaming caller keeps before what it still holds: the
  * detectors' lookbehinds and \b read one, an email's local part walks back over at most 64.
@@ -60,9 +63,18 @@ export class Scanner {
   private readonly hashKey: KeyObject
   /** email runs outside the combined regex (see findEmails) */
   private readonly email: DetectorEntry | undefined
+  /** its kind (index in `entries`) */
+  private readonly emailKind: number
   private readonly regexEntries: readonly DetectorEntry[]
   /** entry → its index in `entries` (a span's kind; patterns follow the entries) */
   private readonly kindOf = new Map<DetectorEntry, number>()
+  /**
+   * Every hit is replaced by a fixed text that JSON.stringify would not escape (no '"', '\\',
+   * control character or surrogate): masked text made of plain text and these is plain too.
+   */
+  readonly plainReplacements: boolean
+  /** per kind (entries, then patterns): the replacement when it does not depend on the hit */
+  private readonly fixed: readonly (string | undefined)[]
   /** what bounds a streaming cut, per detector and pattern */
   private readonly bounds: readonly { maxLength: number; chars?: (code: number) => boolean }[]
 
@@ -82,6 +94,12 @@ export class Scanner {
     this.wanted = wanted
     this.maxMatchLength = max
     entries.forEach((e, i) => this.kindOf.set(e, i))
+    this.emailKind = this.email === undefined ? -1 : entries.indexOf(this.email)
+    // redact and null put '[REDACTED:<label>]' in place of any hit: made once, not per hit
+    this.fixed = [...entries.map(e => e.method), ...patterns.map(p => p.method)].map((m, k) =>
+      m === 'redact' || m === 'null' ? this.replacementOf(k, '') : undefined,
+    )
+    this.plainReplacements = this.fixed.every(r => r !== undefined && !JSON_ESCAPED.test(r))
     this.bounds = [
       ...entries.map(e => ({ maxLength: e.detector.maxLength, chars: e.detector.chars })),
       ...patterns.map(() => ({ maxLength: USER_PATTERN_MAX_LENGTH })),
@@ -175,7 +193,8 @@ export class Scanner {
     let sources = 0
 
     const triggers = this.wanted === 0 ? 0 : triggersOf(text, this.wanted)
-    const c = triggers === 0 ? null : this.combinedFor(triggers)
+    // email alone (the usual plan) has no combined regex: no lookup of one per call
+    const c = triggers === 0 || this.regexEntries.length === 0 ? null : this.combinedFor(triggers)
     if (c !== null) {
       const re = c.re
       // a regex started at lastIndex still reads what stands before it (lookbehinds)
@@ -212,17 +231,14 @@ export class Scanner {
 
     const email = this.email
     if (email !== undefined && (triggers & Trigger.At) !== 0) {
-      const n = spans?.length ?? 0
-      const kind = this.kindOf.get(email)!
-      findEmails(
-        text,
-        (start, end) => {
-          spans ??= []
-          spans.push(start, end, kind)
-        },
-        from,
-      )
-      if ((spans?.length ?? 0) > n) sources++
+      // the triples pushed straight into the spans (no callback made per call)
+      const out = spans ?? []
+      const n = out.length
+      findEmailSpans(text, from, out, this.emailKind)
+      if (out.length > n) {
+        spans = out
+        sources++
+      }
     }
 
     for (let i = 0; i < this.patterns.length; i++) {
@@ -254,17 +270,19 @@ export class Scanner {
     let i = 0
     for (; i < spans.length && spans[i] < to; i += 3) {
       const k = spans[i + 2]
-      const hit = text.slice(spans[i], spans[i + 1])
-      const replacement =
-        k < this.entries.length
-          ? this.replace(this.entries[k].method, hit, this.entries[k].label, this.entries[k].detector.name)
-          : this.replace(this.patterns[k - this.entries.length].method, hit, this.patterns[k - this.entries.length].name, this.patterns[k - this.entries.length].name)
+      const replacement = this.fixed[k] ?? this.replacementOf(k, text.slice(spans[i], spans[i + 1]))
       out += text.slice(pos, spans[i]) + replacement
       pos = spans[i + 1]
     }
     if (i === 0) return { text: from === 0 && to === text.length ? text : text.slice(from, to), count: 0 }
     out += text.slice(pos, to)
     return { text: out, count: i / 3 }
+  }
+
+  private replacementOf(k: number, hit: string): string {
+    return k < this.entries.length
+      ? this.replace(this.entries[k].method, hit, this.entries[k].label, this.entries[k].detector.name)
+      : this.replace(this.patterns[k - this.entries.length].method, hit, this.patterns[k - this.entries.length].name, this.patterns[k - this.entries.length].name)
   }
 
   private replace(method: MaskMethod, hit: string, label: string, kind: string): string {

@@ -326,7 +326,10 @@ class FileRecorder implements Recorder {
     this.poll()
     this.takeBatch()
     const old = this.chunk
-    this.chunk = takeChunk(HASH_BYTES + need)
+    // a chunk outgrown is a burst: a pooled CHUNK at least, never another small one — records of
+    // 8–16 KB (masked SSE batches) took a fresh, zeroed SharedArrayBuffer each, and none of them fit
+    // the 3 bytes per character encodeBody asks room for, so each went through msgpackr and a copy
+    this.chunk = takeChunk(Math.max(HASH_BYTES + need, SMALL_CHUNK + 1))
     old.copy(this.chunk, 0, this.prevAt, this.prevAt + HASH_BYTES)
     if (this.sinkError === undefined) this.retired.push({ chunk: old, until: this.handed })
     this.prevAt = 0
