@@ -87,8 +87,8 @@ function tail(txLog: string, probeFile: string): void {
       `  GC: ${gc.length} pauses, ${sum(gc.map(g => g[1])).toFixed(1)} ms in all, longest ${Math.max(0, ...gc.map(g => g[1])).toFixed(2)} ms; overlap ${share(slow, gc)}% of the slowest, ${share(txs, gc)}% of all\n` +
       [...new Set(timers.map(x => x[2]))].map(name => {
         const mine = timers.filter(x => x[2] === name)
-        return `  50 ms timer ${name}: ${mine.length} callbacks, ${sum(mine.map(x => x[1])).toFixed(1)} ms in all, p99 ${q(mine.map(x => x[1]), 0.99).toFixed(3)} ms; overlap ${share(slow, mine)}% of the slowest, ${share(txs, mine)}% of all\n`
+        return `  ${name === 'writer thread answer' ? name : `50 ms timer ${name}`}: ${mine.length} callbacks, ${sum(mine.map(x => x[1])).toFixed(1)} ms in all, p99 ${q(mine.map(x => x[1]), 0.99).toFixed(3)} ms; overlap ${share(slow, mine)}% of the slowest, ${share(txs, mine)}% of all\n`
       }).join('') +
-      `  50 ms timers: ${timers.length} callbacks, ${sum(timers.map(x => x[1])).toFixed(1)} ms in all, p99 ${q(timers.map(x => x[1]), 0.99).toFixed(3)} ms; overlap ${share(slow, timers)}% of the slowest, ${share(txs, timers)}% of all\n`,
+      `  all of them: ${timers.length} callbacks, ${sum(timers.map(x => x[1])).toFixed(1)} ms in all, p99 ${q(timers.map(x => x[1]), 0.99).toFixed(3)} ms; overlap ${share(slow, timers)}% of the slowest, ${share(txs, timers)}% of all\n`,
   )
 }

@@ -2,9 +2,10 @@
 // holds the main thread between one SIGUSR2 and the next, with wall-clock (epoch) times that line up
 // with pgbench's per-transaction log: each GC pause (PerformanceObserver 'gc') and each run of a
 // callback of a 50 ms timer (the recorder's write window and the audit hand-over are the 50 ms
-// timers of the gateway), written as JSON to TAIL_PROBE=FILE at the second signal.
+// timers of the gateway) and of the writer thread's answers, written as JSON to TAIL_PROBE=FILE at the second signal.
 import { writeFileSync } from 'node:fs'
 import { PerformanceObserver, performance } from 'node:perf_hooks'
+import { Worker } from 'node:worker_threads'
 
 const out = process.env.TAIL_PROBE
 if (out) {
@@ -31,6 +32,17 @@ if (out) {
       ms,
       ...args,
     )
+  }
+  // the recording writer thread's answers (core recording/writer.ts) run on the main thread too
+  const emit0 = Worker.prototype.emit
+  Worker.prototype.emit = function (event, ...args) {
+    if (event !== 'message') return emit0.call(this, event, ...args)
+    const start = performance.now()
+    try {
+      return emit0.call(this, event, ...args)
+    } finally {
+      if (on) timers.push([epoch(start), performance.now() - start, 'writer thread answer'])
+    }
   }
   process.on('SIGUSR2', () => {
     on = !on
