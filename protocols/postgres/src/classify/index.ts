@@ -9,9 +9,39 @@ import { fingerprint, loadParser, parserLoaded, parseSql, type Node } from './pa
 import { redact, sliceBytes, statementText } from './text.ts'
 import { constValue } from './tree.ts'
 import { borrowerOf, keepLineage, keepLineageOf, keptLineage, lineageSource, type StatementLineage } from './lineage.ts'
-import { keyHash, scanSkeleton, type Skeleton } from './lexer.ts'
+import { scanSkeleton, type Skeleton } from './lexer.ts'
 import { everyLiteralIsConstant, instrument, type Reads } from './literal.ts'
 import { estimateBytes } from './weight.ts'
+import { ClassifierCaches, type SkeletonEntry, type SkeletonLookup } from './cache.ts'
+
+const caches = new ClassifierCaches()
+
+/** Skeleton hits so far, entries held and their estimated heap against the budget (cache.ts). */
+export function classifierCacheStats(): ReturnType<ClassifierCaches['stats']> {
+  return caches.stats()
+}
+
+/**
+ * Sets the byte budget of both caches together (estimated heap, weight.ts; default 32 MiB); trims
+ * at once. An entry heavier than the whole budget is not kept (classified every time).
+ */
+export function setClassifierCacheBytes(bytes: number): void {
+  caches.setBytes(bytes)
+}
+
+/** Sets the cache bound (entries); trims at once. */
+export function setClassifierCacheSize(entries: number): void {
+  caches.setSize(entries)
+}
+
+export function classifierCacheSize(): number {
+  return caches.size()
+}
+
+/** Empties both caches (tests compare cached answers with fresh ones). */
+export function clearClassifierCache(): void {
+  caches.clear()
+}
 
 export interface ClassifyContext {
   /** SQL-level PREPARE name → Operation of its body, tracked per session by the codec */
@@ -83,7 +113,7 @@ export function statementBody(st: StatementInfo): Operation | undefined {
 }
 
 /** What the cache keeps for one text: the finished Operation, or the parts when it needs the session. */
-interface Compiled {
+export interface Compiled {
   op?: Operation
   parts: Part[]
   /** what column lineage needs of the text (classify/lineage.ts), kept on every Operation of it */
@@ -95,129 +125,6 @@ interface Compiled {
   bytes?: number
 }
 
-const DEFAULT_CACHE_ENTRIES = 4096
-// texts longer than this are classified every time: the cache's memory stays bounded
-const MAX_CACHED_TEXT = 16 * 1024
-
-// Both caches together, by estimated heap (weight.ts: the key text and the Operation, parts, kept
-// parse trees and lineage of the entry, counted once when it is cached): entries × MAX_CACHED_TEXT
-// would be too much memory, and the text is not what weighs most — a statement's kept parse tree is
-// several times its text (and a watched tree's instruments, literal.ts, weigh more than the tree).
-// Measured (Node 20, the heap after a full collection, cached run minus the same run uncached):
-// 4,096 + 4,096 entries of bit-flipped copies of the robustness fuzzer's seed statements (~100
-// characters) estimate at 18.3 MiB and hold 17.0; 300 + 300 of a 5,575-character SELECT estimate at
-// 358 MiB and hold 240 — where the entry and character bounds alone let ~750 of those stay in each
-// cache. So the default leaves the seed kind all its entries and holds big statements to ~32 MiB
-const DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
-// what a text entry holds beside its key and Compiled: its slot in `cache`, and the WeakMap
-// entries of its Operation (kept lineage, bodies, perSession)
-const TEXT_ENTRY_BYTES = 200
-// what a skeleton entry holds beside its key and Operation: the entry, its `reads`, its slot in
-// `skeletons` and in `skeletonKeys`
-const SKELETON_ENTRY_BYTES = 160
-
-let cacheMax = DEFAULT_CACHE_ENTRIES
-let cacheBudget = DEFAULT_CACHE_BYTES
-let cacheBytes = 0
-const cache = new Map<string, Compiled>()
-
-// By skeleton (lexer.ts): the Operation of a text whose classification holds for every text of its
-// skeleton (literal.ts), or null for a skeleton known not to (classified by exact text, above).
-// Bounded like the text cache, with the same second-chance eviction.
-interface SkeletonEntry {
-  op: Operation | null
-  /** the watch of its analysis: a read of a constant after compile() (a node kept for later) ends the entry */
-  reads: Reads | undefined
-  recent: boolean
-  /** estimated heap of the entry (weight.ts), its key included: set when cached */
-  bytes: number
-  /** its key in `skeletons` (the same string): the entry's weight without its Operation is known from it */
-  key: string
-  /**
-   * the lineage kept for `op`, which a text of the skeleton classified under column rules borrows
-   * (lineage.ts); absent when the text declares or prepares a body (bodies keep trees of their own)
-   */
-  lineage?: StatementLineage
-}
-let skeletonBytes = 0
-let skeletonHits = 0
-const skeletons = new Map<string, SkeletonEntry>()
-// hash → key of the skeletons above (lexer.ts keyHash), so that a hit is found from the scan's pieces
-// without building its key (ScannedSkeleton.matches). The last key filed under a hash wins (a
-// colliding one is found by its key, built then); an entry whose key has left `skeletons` is
-// dropped when met, and the whole index is rebuilt when it outgrows them
-const skeletonKeys = new Map<number, string>()
-
-/**
- * Skeleton hits so far and skeletons held (for tests and the bench: is the skeleton path taken?),
- * and the estimated heap of each cache (weight.ts) against their one budget.
- */
-export function classifierCacheStats(): { skeletonHits: number; skeletons: number; texts: number; textBytes: number; skeletonBytes: number; budgetBytes: number } {
-  return { skeletonHits, skeletons: skeletons.size, texts: cache.size, textBytes: cacheBytes, skeletonBytes, budgetBytes: cacheBudget }
-}
-
-/**
- * Sets the byte budget of both caches together (estimated heap, weight.ts; default 32 MiB); trims
- * at once. An entry heavier than the whole budget is not kept (classified every time).
- */
-export function setClassifierCacheBytes(bytes: number): void {
-  cacheBudget = Math.max(0, Math.floor(bytes))
-  trim()
-}
-
-/** Sets the cache bound (entries); trims at once. */
-export function setClassifierCacheSize(entries: number): void {
-  cacheMax = Math.max(0, Math.floor(entries))
-  trim()
-}
-
-export function classifierCacheSize(): number {
-  return cache.size
-}
-
-/** Empties both caches (tests compare cached answers with fresh ones). */
-export function clearClassifierCache(): void {
-  cache.clear()
-  skeletons.clear()
-  skeletonKeys.clear()
-  cacheBytes = 0
-  skeletonBytes = 0
-}
-
-// Second-chance LRU: a hit only sets `recent` (moving a Map key on every hit costs microseconds);
-// eviction walks from the oldest insertion, giving recently used entries another round at the end.
-// Each cache is held to the entry bound; over the byte budget, the heavier cache gives up entries
-// until both fit (so neither starves the other of the budget for long).
-function trim(): void {
-  while (cache.size > cacheMax) cacheBytes -= evict(cache)
-  while (skeletons.size > cacheMax) skeletonBytes -= evict(skeletons)
-  while (cacheBytes + skeletonBytes > cacheBudget) {
-    // nothing left to give up: the sums are the entries' own, so both are 0 then (never loop on)
-    if (cache.size === 0 && skeletons.size === 0) {
-      cacheBytes = skeletonBytes = 0
-      break
-    }
-    if (cacheBytes >= skeletonBytes ? cache.size > 0 : skeletons.size === 0) cacheBytes -= evict(cache)
-    else skeletonBytes -= evict(skeletons)
-  }
-}
-
-function overBounds(): boolean {
-  return cache.size > cacheMax || skeletons.size > cacheMax || cacheBytes + skeletonBytes > cacheBudget
-}
-
-/** Removes one entry, the oldest not used since its last round; returns its bytes. */
-function evict(map: Map<string, { recent: boolean; bytes?: number }>): number {
-  for (const [key, entry] of map) {
-    map.delete(key)
-    if (entry.recent && cacheMax > 0 && cacheBudget > 0) {
-      entry.recent = false
-      map.set(key, entry)
-    } else return entry.bytes ?? 0
-  }
-  return 0
-}
-
 /**
  * Classifies SQL text (one or several statements). Synchronous: call loadClassifier() first. The
  * result is frozen; the same text gives the same object while it stays in the cache (except for
@@ -227,50 +134,25 @@ function evict(map: Map<string, { recent: boolean; bytes?: number }>): number {
  * also parses a text whose PREPARE or DECLARE body keeps a tree.
  */
 export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?: boolean }): Operation {
-  let compiled = cache.get(sql)
-  if (compiled !== undefined) {
-    compiled.recent = true
-    return compiled.op ?? resolve(compiled, ctx)
-  }
+  let compiled = caches.text(sql)
+  if (compiled !== undefined) return compiled.op ?? resolve(compiled, ctx)
   if (!parserLoaded()) throw new Error('SQL classifier not loaded: await loadClassifier() first')
-  const cacheable = sql.length <= MAX_CACHED_TEXT && cacheMax > 0 && cacheBudget > 0
-  const scanned = cacheable ? scanSkeleton(sql) : undefined
-  let known: SkeletonEntry | undefined
-  let skeleton: Skeleton | undefined
-  if (scanned !== undefined) {
-    const key = skeletonKeys.get(scanned.hash)
-    if (key !== undefined && scanned.matches(key)) {
-      known = skeletons.get(key)
-      if (known === undefined) skeletonKeys.delete(scanned.hash)
-    }
-    if (known === undefined) {
-      // not found by its pieces: the key and the constants' offsets as a string and arrays of their
-      // own (compile() scans other texts), and looked up by that key (a hash another key holds)
-      skeleton = scanned.materialize()
-      known = skeletons.get(skeleton.key)
-    }
-  }
+  const cacheable = caches.cacheable(sql)
+  const { known, skeleton } = cacheable ? caches.findSkeleton(sql) : NOT_FOUND
   if (known) {
-    known.recent = true
-    if (known.op && known.reads?.value) {
-      known.op = null
-      known.lineage = undefined
-      skeletonBytes -= known.bytes - SKELETON_ENTRY_BYTES - 2 * known.key.length
-      known.bytes = SKELETON_ENTRY_BYTES + 2 * known.key.length
-    }
     // Column lineage reads the kept tree of a statement later, at its RowDescription
     // (json_build_object keys, among others, are constants), also for a session that had no
     // column rule when it prepared the statement and has one after a reload: the text gets an
     // Operation of its own that borrows the skeleton's tree only while no analysis has read a
     // constant of it, and parses its own text once one has (lineage.ts)
     if (known.op && known.lineage) {
-      skeletonHits++
+      caches.countSkeletonHit()
       return borrowed(known.op, known.lineage, known.reads!, sql)
     }
     // `exact` (a session whose mask plan has column rules): a text that prepares or declares a
     // body, whose tree the body keeps, is parsed on its own
     if (known.op && opts?.exact !== true) {
-      skeletonHits++
+      caches.countSkeletonHit()
       return known.op
     }
   }
@@ -282,9 +164,8 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
     // the key string and the entry: what the Map keeps for this text (weight.ts), and the parse
     // trees a PREPARE or DECLARE body keeps for its lineage (in lineage.ts's WeakMap, not reachable
     // from the entry's properties; a PREPARE's body tree is not in the text's own lineage)
-    compiled.bytes = TEXT_ENTRY_BYTES + quietly(outcome.reads, () => estimateBytes([sql, compiled, compiled.parts.map(p => p.prepare && keptLineage(p.prepare.body)), compiled.parts.map(p => p.declare && keptLineage(p.declare.body))]))
-    cache.set(sql, compiled)
-    cacheBytes += compiled.bytes
+    const c = compiled
+    caches.keepText(sql, c, quietly(outcome.reads, () => estimateBytes([sql, c, c.parts.map(p => p.prepare && keptLineage(p.prepare.body)), c.parts.map(p => p.declare && keptLineage(p.declare.body))])))
   }
   if (watch) {
     const lendable = compiled.lineage !== undefined && !compiled.parts.some(p => p.prepare || p.declare)
@@ -295,18 +176,13 @@ export function classifySql(sql: string, ctx?: ClassifyContext, opts?: { exact?:
     // entry may go first (an over-count, never under). The text's estimate covers them (and its
     // parts and text besides) when it was made: one walk a miss, not two
     const shared = compiled.bytes !== undefined && (entry.lineage === undefined || entry.lineage === compiled.lineage)
-    entry.bytes = SKELETON_ENTRY_BYTES + 2 * watch.key.length + (entry.op ? (shared ? compiled.bytes! : quietly(outcome.reads, () => estimateBytes([entry.op, entry.lineage]))) : 0)
-    skeletons.set(watch.key, entry)
-    skeletonBytes += entry.bytes
-    skeletonKeys.set(watch.hash, watch.key)
-    if (skeletonKeys.size > 2 * Math.max(cacheMax, 64)) {
-      skeletonKeys.clear()
-      for (const key of skeletons.keys()) skeletonKeys.set(keyHash(key), key)
-    }
+    caches.keepSkeleton(watch, entry, entry.op ? (shared ? compiled.bytes! : quietly(outcome.reads, () => estimateBytes([entry.op, entry.lineage]))) : 0)
   }
-  if (overBounds()) trim()
+  caches.trimIfOver()
   return compiled.op ?? resolve(compiled, ctx)
 }
+
+const NOT_FOUND: SkeletonLookup = Object.freeze({ known: undefined, skeleton: undefined })
 
 /**
  * Runs an estimate (weight.ts) without it counting as the analysis reading a constant: the walk
