@@ -172,6 +172,9 @@ export class Lane {
     }
     if (this.broken) throw new Error('upstream connection lost')
     this.isReady = true
+    // every session that asked for it may have left while it logged in (a client that resets the
+    // connection right after its AUTH): a lane nobody uses is not kept open for the next one
+    this.maybeClose()
   }
 
   /** a session starts using this lane */

@@ -12,8 +12,8 @@ import { resp } from './wire.ts'
 import { hygieneTest } from './hygiene.ts'
 import { prepareData } from './capture.ts'
 
-// Postgres through a gate (gate.ts): a test can hold the gateway inside its upstream connect
-const w = await startWorld({ pgGate: true })
+// Postgres and Redis through gates (gate.ts): a test can hold the gateway inside its upstream connect
+const w = await startWorld({ pgGate: true, redisGate: true })
 t.teardown(() => w.cleanup())
 await prepareData(w)
 
@@ -159,6 +159,47 @@ t.test('redis: AUTH then FIN or RST at once (the client leaves during token veri
   await sleep(1500)
   t.same(await openRecordings(), [], 'every recording sealed')
   t.ok(w.gateway.fds() <= fds, `fds back (${w.gateway.fds()} vs ${fds})`)
+})
+
+// CI caught the test above with one fd too many: a client that resets right after its AUTH was
+// verified left while the target's shared lane was still logging in upstream; the lane saw its last
+// user go before it was ready and, once ready, stayed open with nobody on it. The gate holds the
+// lane's connect at exactly that point, so the order is certain rather than a matter of timing.
+t.test('redis: RST while the shared lane logs in upstream: the lane closes once ready, no fd left', async (t) => {
+  const gate = w.redisGate!
+  const token = await w.token('robust-leaves')
+  const lanes = async () => (await redisGatewayClients(w.redis)).filter((l) => / name=portcullis-lane /.test(l))
+  for (let i = 0; i < 100 && (await lanes()).length > 0; i++) await sleep(50)
+  t.same(await lanes(), [], 'no lane open before (the tests before it left none)')
+  const fds = w.gateway.fds()
+  gate.hold()
+  const accepted = gate.nextAccept()
+  try {
+    const c = await raw(w.gateway.ports.redis)
+    c.s.write(resp('AUTH', token))
+    await accepted
+    t.pass('the token is verified and the lane is connecting upstream (held at the gate)')
+    const port = c.s.localPort!
+    c.s.resetAndDestroy()
+    await c.closed
+    // the gateway's end of the client connection is gone from the kernel's table once it read the RST
+    for (let i = 0; i < 300 && gatewaySideState(w.gateway.ports.redis, port) !== undefined; i++) await sleep(10)
+    t.equal(gatewaySideState(w.gateway.ports.redis, port), undefined, "the gateway closed the client's socket while the lane was held")
+    gate.release()
+  } finally {
+    gate.release()
+  }
+  for (let i = 0; i < 100 && (await lanes()).length > 0; i++) await sleep(50)
+  t.same(await lanes(), [], 'the lane logged in, found nobody on it, and closed: no upstream connection left')
+  await sleep(500)
+  t.same(await openRecordings(), [], 'every recording sealed')
+  t.ok(w.gateway.fds() <= fds, `fds back (${w.gateway.fds()} vs ${fds})`)
+  // and the next session opens a new lane and is served on it
+  const next = await raw(w.gateway.ports.redis)
+  next.s.write(Buffer.concat([resp('AUTH', token), resp('PING')]))
+  for (let i = 0; i < 300 && next.got().toString('latin1') !== '+OK\r\n+PONG\r\n'; i++) await sleep(10)
+  t.equal(next.got().toString('latin1'), '+OK\r\n+PONG\r\n', 'the next session is served on a new lane')
+  next.s.destroy()
 })
 
 t.test('redis: AUTH, MULTI, SET then FIN gets every reply, then the session ends', async (t) => {

@@ -230,6 +230,8 @@ export interface World {
   http: HttpUpstream
   /** the relay the gateway reaches Postgres through, when startWorld was asked for one (gate.ts) */
   pgGate: Gate | undefined
+  /** the relay the gateway reaches Redis through, when startWorld was asked for one (gate.ts) */
+  redisGate: Gate | undefined
   recordingsDir: string
   auditFile: string
   /** the HMAC key recordings are sealed with */
@@ -256,7 +258,7 @@ export const MAX_CONNECTIONS = 1500
 /** File descriptors the spawned gateway may hold (ulimit -n). */
 export const GATEWAY_FD_LIMIT = 4096
 
-function configYaml(w: { dir: string; issuer: { issuer: string; audience: string; jwksFile: string }; pg: { host: string; port: number; database: string; user: string }; redis: RestartableRedis; http: HttpUpstream; ports: { pg: number; redis: number; http: number } }): string {
+function configYaml(w: { dir: string; issuer: { issuer: string; audience: string; jwksFile: string }; pg: { host: string; port: number; database: string; user: string }; redis: { host: string; port: number }; http: HttpUpstream; ports: { pg: number; redis: number; http: number } }): string {
   const q = (s: string) => JSON.stringify(s)
   const limits = `limits: { maxConnections: ${MAX_CONNECTIONS}, handshakeTimeout: 5s }`
   return `
@@ -312,6 +314,8 @@ function parsePorts(log: string): Partial<Record<'pg' | 'redis' | 'llm', number>
 export interface WorldOptions {
   /** the gateway reaches Postgres through a relay the test can hold shut (World.pgGate) */
   pgGate?: boolean
+  /** the gateway reaches Redis through a relay the test can hold shut (World.redisGate) */
+  redisGate?: boolean
 }
 
 /**
@@ -337,6 +341,8 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
   const [pg, redis, http] = await Promise.all([startPostgres(), startRestartableRedis(REDIS_PASSWORD), startHttpUpstream({ extra: { note: 'contact ada@example.com' } })])
   const pgGate = opts.pgGate ? await startGate({ host: pg.host, port: pg.port }) : undefined
   const pgUpstream = pgGate ? { host: '127.0.0.1', port: pgGate.port, database: pg.database, user: pg.user } : pg
+  const redisGate = opts.redisGate ? await startGate({ host: redis.host, port: redis.port }) : undefined
+  const redisUpstream = redisGate ? { host: '127.0.0.1', port: redisGate.port } : { host: redis.host, port: redis.port }
   const issuer = await devIssuerConfig(join(dir, 'issuer'))
   await mkdir(join(dir, 'secrets'), { recursive: true })
   const secrets = { pg: pg.password, redis: REDIS_PASSWORD, openai: API_KEY, seal: SEAL_KEY }
@@ -367,7 +373,7 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
 
   const startGateway = async (fixed?: { pg: number; redis: number; http: number }): Promise<GatewayProcess> => {
     const ports = fixed ?? { pg: 0, redis: 0, http: 0 }
-    await writeFile(configFile, configYaml({ dir, issuer, pg: pgUpstream, redis, http, ports }))
+    await writeFile(configFile, configYaml({ dir, issuer, pg: pgUpstream, redis: redisUpstream, http, ports }))
     // ulimit -n in the shell that execs node: 1,000 idle + 50 active clients and their upstreams
     // PORTCULLIS_GATEWAY_NODE_ARGS: node flags for the gateway only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
     // (a profile of the gateway itself; NODE_OPTIONS does not take --cpu-prof)
@@ -468,6 +474,7 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     redis,
     http,
     pgGate,
+    redisGate,
     recordingsDir: join(dir, 'recordings'),
     auditFile: join(dir, 'audit.jsonl'),
     sealKey: Buffer.from(SEAL_KEY),
@@ -484,6 +491,7 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     async cleanup() {
       await world.gateway?.stop().catch(() => {})
       await pgGate?.close()
+      await redisGate?.close()
       await Promise.allSettled([pg.stop(), redis.stop(), http.stop()])
       await rm(dir, { recursive: true, force: true })
       unhookPg()
