@@ -93,6 +93,13 @@ export interface MaskPlan {
    * STREAM_CONTEXT characters before cut and appends the next piece.
    */
   scanStream(text: string, from: number, final: boolean): { text: string; count: number; cut: number }
+  /**
+   * true when text that follows this character (a UTF-16 code) is masked exactly as the same text on
+   * its own: no detector's match or lookbehind reads across it. A streaming caller that has sent
+   * everything up to such a character may scan the next piece without context (masking/stream.ts);
+   * absent: assume not
+   */
+  scansFreshAfter?(code: number): boolean
   /** longest possible detector match in characters (bounds streaming hold-back) */
   readonly maxMatchLength: number
   /**

@@ -1,32 +1,42 @@
 // scanStream: text that arrives in pieces (a streamed reply's deltas) is masked exactly as the whole
 // text would be, wherever the pieces are cut, while holding back only what a later piece can change.
 import t from 'tap'
-import { compileMaskPlan, DETECTORS, STREAM_CONTEXT, type MaskingRuleConfig, type MaskPlan } from '../src/index.ts'
+import { compileMaskPlan, DETECTORS, holdBack, type Held, type MaskingRuleConfig, type MaskPlan } from '../src/index.ts'
 
 const hashKey = Buffer.from('stream-scan-test-key-0123456789ab')
 const ctx = { target: 't', subject: 's', groups: [] }
 const planFor = (rules: MaskingRuleConfig[]) => compileMaskPlan(rules, ctx, { hashKey })
 
-/** feeds `pieces` as a streaming codec does (keeping the context scanStream asks for): all emitted text */
+/** how often holdBack scanned a piece on its own (after a character the plan scans afresh after) */
+let freshPieces = 0
+
+/** the plan, counting the pieces holdBack scans without their context */
+function counting(plan: MaskPlan): MaskPlan {
+  const c = Object.create(plan) as MaskPlan
+  c.scansFreshAfter = (code: number) => {
+    const fresh = plan.scansFreshAfter?.(code) === true
+    if (fresh) freshPieces++
+    return fresh
+  }
+  return c
+}
+
+/** feeds `pieces` as a streaming codec does (holdBack, the codecs' own bookkeeping): all emitted text */
 function streamed(plan: MaskPlan, pieces: readonly string[]): { text: string; count: number; maxHeld: number } {
-  let held = ''
-  let from = 0
+  const held: Held = { text: '', from: 0 }
+  const p = counting(plan)
   let out = ''
   let count = 0
   let maxHeld = 0
-  for (const p of pieces) {
-    const buf = held + p
-    const r = plan.scanStream(buf, from, false)
-    if (r.cut < from || r.cut > buf.length) t.fail('the cut lies in what was not answered yet')
-    out += r.text
+  for (const piece of pieces) {
+    const r = holdBack(held, piece, plan.maxMatchLength, p)
+    if (held.from < 0 || held.from > held.text.length) t.fail('the cut lies in what was not answered yet')
+    out += r.emit
     count += r.count
-    const keep = Math.max(0, r.cut - STREAM_CONTEXT)
-    held = buf.slice(keep)
-    from = r.cut - keep
-    maxHeld = Math.max(maxHeld, held.length - from)
+    maxHeld = Math.max(maxHeld, held.text.length - held.from)
   }
-  const r = plan.scanStream(held, from, true)
-  if (r.cut !== held.length) t.fail('the end takes everything')
+  const r = plan.scanStream(held.text, held.from, true)
+  if (r.cut !== held.text.length) t.fail('the end takes everything')
   return { text: out + r.text, count: count + r.count, maxHeld }
 }
 
@@ -75,6 +85,9 @@ const plans: Record<string, MaskPlan> = {
   'every detector': planFor([{ id: 'all', detectors: [...DETECTORS], method: 'redact' }]),
   'email alone': planFor([{ id: 'e', detectors: ['email'], method: 'redact' }]),
   'api keys, hashed': planFor([{ id: 'k', detectors: ['api-key', 'jwt'], method: 'hash' }]),
+  // its characters (A-Z, 0-9) are fewer than its lookbehind's (A-Z, a-z, 0-9): text it lets through
+  // can end in a character that still decides a match after it
+  'aws keys alone': planFor([{ id: 'a', detectors: ['aws-key'], method: 'redact' }]),
   'email and a user pattern': planFor([{ id: 'p', detectors: ['email'], patterns: [{ name: 'ticket', regex: '\\bTCK-[0-9]+' }], method: 'partial' }]),
 }
 
@@ -95,6 +108,19 @@ for (const [name, plan] of Object.entries(plans)) {
     t.pass('every two-piece cut')
   })
 
+  t.test(`${name}: every two atoms, cut between them and after a third, mask as the whole does`, async t => {
+    // the cut between two atoms is where a piece most often ends (a word, a space): exhaustively
+    for (const a of ATOMS) for (const b of ATOMS) for (const c of [' ', 'x', 'AKIAIOSFODNN7EXAMPLE']) {
+      const whole = plan.scan(a + b + c)
+      const s = streamed(plan, [a, b, c])
+      if (s.text !== whole.text || s.count !== whole.count) {
+        t.fail(`${JSON.stringify(a)} | ${JSON.stringify(b)} | ${JSON.stringify(c)}`, { found: s.text, wanted: whole.text })
+        return
+      }
+    }
+    t.pass(`${ATOMS.length ** 2 * 3} three-piece texts`)
+  })
+
   t.test(`${name}: text in many random pieces masks as the whole does`, async t => {
     const r = rng(11)
     for (let k = 0; k < 400; k++) {
@@ -109,6 +135,50 @@ for (const [name, plan] of Object.entries(plans)) {
     t.pass('every random cut')
   })
 }
+
+t.test('holdBack scans a piece on its own after a space where nothing is held, and only where the plan allows it', async t => {
+  const fresh = (plan: MaskPlan) => {
+    freshPieces = 0
+    const r = rng(13)
+    for (let k = 0; k < 200; k++) streamed(plan, randomCuts(r, randomText(r) + randomText(r), 8))
+    return freshPieces
+  }
+  // the two-piece and random-piece checks above ran these paths: pieces scanned on their own mask as the whole does
+  const email = fresh(plans['email alone'])
+  const keys = fresh(plans['api keys, hashed'])
+  t.ok(email > 20, `email alone: pieces after a space are scanned on their own (${email} of 1,800)`)
+  t.ok(keys > 20, `api keys: likewise (${keys})`)
+  t.ok(fresh(plans['aws keys alone']) > 20, 'aws keys alone: likewise')
+  t.equal(fresh(plans['email and a user pattern']), 0, 'a user pattern (\\b, ^) may read the context: never')
+  t.equal(fresh(plans['every detector']), 0, 'detectors without a character class of their own (cards, phones) always hold text back: never reached')
+})
+
+t.test('after a space, tab or line end, every built-in detector masks what follows as that text on its own', async t => {
+  const r = rng(17)
+  let checked = 0
+  for (const name of DETECTORS) {
+    const plan = planFor([{ id: name, detectors: [name], method: 'redact' }])
+    for (const w of [' ', '\t', '\n', '\r']) {
+      t.ok(plan.scansFreshAfter?.(w.charCodeAt(0)), `${name}: fresh after ${JSON.stringify(w)}`)
+      for (let k = 0; k < 150; k++) {
+        const before = randomText(r) + w
+        const after = randomText(r)
+        // the matches that start after the white space, in the text with what came before it
+        const inText = plan.scanStream(before + after, before.length, true)
+        const alone = plan.scanStream(after, 0, true)
+        if (inText.text !== alone.text || inText.count !== alone.count) {
+          t.fail(`${name}: ${JSON.stringify(before)} + ${JSON.stringify(after)}`, { found: alone.text, wanted: inText.text })
+          return
+        }
+        checked++
+      }
+    }
+    t.notOk(plan.scansFreshAfter?.('x'.charCodeAt(0)), `${name}: not after a letter`)
+  }
+  const withPattern = planFor([{ id: 'p', detectors: ['email'], patterns: [{ name: 'ticket', regex: '\\bTCK-[0-9]+' }], method: 'redact' }])
+  t.notOk(withPattern.scansFreshAfter?.(32), 'never with a user pattern')
+  t.pass(`${checked} texts`)
+})
 
 t.test('one character at a time: nothing a detector can still take is sent early, and what is held stays bounded', async t => {
   const plan = plans['every detector']

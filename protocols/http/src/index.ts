@@ -11,7 +11,7 @@ export const httpCodec: ProtocolCodec = {
 
 export { explainHttp, classifyHttp, routeRules, type HttpRequestShape } from './classify.ts'
 export { PROFILES, ROUTES, EXPORT_LIMIT, type ProfileName, type Route } from './profiles.ts'
-export { SseMasker, holdBack } from './sse.ts'
+export { SseMasker } from './sse.ts'
 export { maskJson, maskJsonText } from './json-mask.ts'
 export { sniffHttp } from './sniff.ts'
 export { adoptConnection } from './serve.ts'

@@ -8,7 +8,7 @@
 // context of the text before it (lookbehinds), not with the whole hold-back again.
 import { StringDecoder } from 'node:string_decoder'
 import { Transform, type TransformCallback } from 'node:stream'
-import { JSON_ESCAPED, STREAM_CONTEXT, type MaskPlan } from '@portcullis/core'
+import { JSON_ESCAPED, holdBack, type Held, type MaskPlan } from '@portcullis/core'
 import { type Mark, maskJsonText, newMark, type Replacement } from './json-mask.ts'
 import { type Shape, type ShapeLines, fits, jsonString, lastString, shapeOf } from './sse-shape.ts'
 import { type Found, NONE, ShapedDelta, deltaSlots } from './sse-deltas.ts'
@@ -25,12 +25,7 @@ export interface SseMaskerOptions {
   shapes?: boolean
 }
 
-/** one delta slot's streamed text: text[0, from) was sent (context), text[from…] is held back */
-export interface Held {
-  text: string
-  from: number
-}
-
+/** one delta slot's streamed text (core's holdBack keeps what was sent and what is held) */
 interface Slot extends Held {
   /** the slot's last delta: builds a delta event carrying held text, shaped like it */
   last: Found
@@ -434,22 +429,6 @@ function serialize(other: readonly string[], data: string): string {
   for (const line of other) if (line !== '') s += line + '\n'
   for (const line of data.split('\n')) s += 'data: ' + line + '\n'
   return s + '\n'
-}
-
-/**
- * Adds `incoming` to a slot's text and returns what may go out now (masked): what no later delta can
- * change (masks.scanStream). The rest stays held, after a short context of what went out. A run
- * that never lets a cut through (a PEM body without end) goes out masked past 4 × the longest match,
- * so that what is held stays bounded.
- */
-export function holdBack(held: Held, incoming: string, limit: number, plan: MaskPlan): { emit: string; count: number } {
-  const buf = held.text + incoming
-  let r = plan.scanStream(buf, held.from, false)
-  if (buf.length - r.cut > 4 * limit) r = plan.scanStream(buf, held.from, true)
-  const keep = r.cut > STREAM_CONTEXT ? r.cut - STREAM_CONTEXT : 0
-  held.text = keep === 0 ? buf : buf.slice(keep)
-  held.from = r.cut - keep
-  return { emit: r.text, count: r.count }
 }
 
 function isHighSurrogate(code: number): boolean {

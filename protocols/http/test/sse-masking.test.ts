@@ -1,6 +1,7 @@
 import t from 'tap'
 import { Readable } from 'node:stream'
-import { SseMasker, holdBack } from '../src/sse.ts'
+import { holdBack } from '@portcullis/core'
+import { SseMasker } from '../src/sse.ts'
 import { stubMasks } from './stub-masks.ts'
 
 const chunk = (content: string | undefined, finish: string | null = null) =>

@@ -157,6 +157,10 @@ class CompiledMaskPlan implements MaskPlan {
   scanStream(text: string, from: number, final: boolean): StreamScan {
     return this.scanner.scanStream(text, from, final)
   }
+
+  scansFreshAfter(code: number): boolean {
+    return this.scanner.freshAfter(code)
+  }
 }
 
 /**

@@ -167,6 +167,16 @@ export class Scanner {
   }
 
   /**
+   * Does text after `code` scan as text on its own? For the built-in detectors, after a space, tab or
+   * line end: each one's lookbehind is a single character of a class without white space (`(?<![\w-])`
+   * and the like), an email's local part never takes one, and a string's start reads as such a
+   * character does. A user pattern (`^`, `\b`, a lookbehind of its own) may read more: never then.
+   */
+  freshAfter(code: number): boolean {
+    return this.patterns.length === 0 && (code === 32 || code === 10 || code === 9 || code === 13)
+  }
+
+  /**
    * Where the text can still be reached by a match that later text completes, at the earliest: for
    * each detector, the run of characters at the end that its matches may consist of (`chars`), and
    * never earlier than its longest match allows.
