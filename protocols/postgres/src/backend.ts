@@ -74,7 +74,7 @@ export interface FieldDescription {
 
 /** 'T' RowDescription */
 export function parseRowDescription(reader: BufferReader): FieldDescription[] {
-  const n = reader.int16()
+  const n = reader.uint16()
   const fields: FieldDescription[] = new Array(n)
   for (let i = 0; i < n; i++) {
     fields[i] = {
@@ -92,7 +92,7 @@ export function parseRowDescription(reader: BufferReader): FieldDescription[] {
 
 /** 'D' DataRow: column values as views; null for SQL NULL */
 export function parseDataRow(reader: BufferReader): (Buffer | null)[] {
-  const n = reader.int16()
+  const n = reader.uint16()
   const values: (Buffer | null)[] = new Array(n)
   for (let i = 0; i < n; i++) {
     const len = reader.int32()

@@ -33,6 +33,18 @@ export class BufferReader {
     return v
   }
 
+  /**
+   * A count (of columns, parameters, format codes): Postgres and libpq read these 16 bits unsigned
+   * (pq_getmsgint, pqGetInt), so a count of 32768 or more is that many, not a negative number that
+   * would skip the fields Postgres then reads
+   */
+  uint16(): number {
+    this.need(2)
+    const v = this.buffer.readUInt16BE(this.offset)
+    this.offset += 2
+    return v
+  }
+
   int32(): number {
     this.need(4)
     const v = this.buffer.readInt32BE(this.offset)

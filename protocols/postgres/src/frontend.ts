@@ -71,7 +71,7 @@ export interface ParseMessage {
 export function parseParseMessage(reader: BufferReader): ParseMessage {
   const name = reader.cstring()
   const query = reader.cstring()
-  const n = reader.int16()
+  const n = reader.uint16()
   const paramTypes: number[] = []
   for (let i = 0; i < n; i++) paramTypes.push(reader.int32())
   return { name, query, paramTypes }
@@ -90,16 +90,16 @@ export interface BindMessage {
 export function parseBindMessage(reader: BufferReader): BindMessage {
   const portal = reader.cstring()
   const statement = reader.cstring()
-  const nf = reader.int16()
+  const nf = reader.uint16()
   const paramFormats: number[] = []
   for (let i = 0; i < nf; i++) paramFormats.push(reader.int16())
-  const np = reader.int16()
+  const np = reader.uint16()
   const params: (Buffer | null)[] = []
   for (let i = 0; i < np; i++) {
     const len = reader.int32()
     params.push(len < 0 ? null : reader.bytes(len))
   }
-  const nr = reader.int16()
+  const nr = reader.uint16()
   const resultFormats: number[] = []
   for (let i = 0; i < nr; i++) resultFormats.push(reader.int16())
   return { portal, statement, paramFormats, params, resultFormats }

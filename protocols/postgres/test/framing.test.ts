@@ -118,3 +118,16 @@ t.test('Parse, Bind, RowDescription, DataRow and ErrorResponse round-trip', asyn
   t.match(parseNoticeFields(new BufferReader(err, 5)), { S: 'ERROR', C: '42501', M: 'blocked by rule x: no' })
   t.throws(() => parseDataRow(new BufferReader(Buffer.from([0x44, 0, 0, 0, 10, 0, 1, 0, 0, 0, 9]), 5)), /shorter than its fields/)
 })
+
+t.test('counts of 32768 and more are read unsigned, as Postgres and libpq read them: never as a negative that skips fields', async t => {
+  // a Bind whose format-code count has its high bit set: read signed it was "no formats", and the
+  // parameters were then read from the bytes Postgres takes as format codes
+  const bind = new BufferWriter().cstring('').cstring('st').int16(-32768).int16(1).int32(2).bytes(Buffer.from('42')).int16(0).message('B')
+  t.equal(codeOf(() => parseBindMessage(new BufferReader(bind, 5))), 'PROTOCOL_ERROR', 'Bind: 32768 format codes are not in the message')
+  const parse = new BufferWriter().cstring('st').cstring('select $1').int16(-1).int32(23).message('P')
+  t.equal(codeOf(() => parseParseMessage(new BufferReader(parse, 5))), 'PROTOCOL_ERROR', 'Parse: 65535 parameter types are not in the message')
+  const rd = new BufferWriter().int16(-32768).cstring('email').int32(16384).int16(2).int32(25).int16(-1).int32(-1).int16(0).message('T')
+  t.equal(codeOf(() => parseRowDescription(new BufferReader(rd, 5))), 'PROTOCOL_ERROR', 'RowDescription: likewise')
+  const row = new BufferWriter().int16(-1).int32(1).bytes(Buffer.from('x')).message('D')
+  t.equal(codeOf(() => parseDataRow(new BufferReader(row, 5))), 'PROTOCOL_ERROR', 'DataRow: likewise')
+})
