@@ -129,12 +129,18 @@ export function maskFree(name: string, command: unknown, keys: readonly string[]
   return true
 }
 
+/**
+ * A key's own value under a plan of key rules alone (no detectors, no field rules): only that key's
+ * rule can touch it (applyTo)
+ */
+function keyRuleAlone(plan: MaskPlan, ctx: MaskContext): boolean {
+  return !plan.hasDetectors && plan.hasFieldRules === false && ctx.aliases === undefined && (KEY_VALUE.has(ctx.name) || VECTOR_SET.has(ctx.name))
+}
+
 function mayApply(plan: MaskPlan, ctx: MaskContext, type: number): boolean {
   if (plan.empty) return false
-  // a key's own value under a plan of key rules alone (no detectors, no field rules): only that
-  // key's rule can touch it (applyTo), so a key no rule names is not decoded at all
-  if (!plan.hasDetectors && plan.hasFieldRules === false && ctx.aliases === undefined && (KEY_VALUE.has(ctx.name) || VECTOR_SET.has(ctx.name)))
-    return plan.forKey(str(ctx.args[1])) !== undefined
+  // a key no rule names is not decoded at all
+  if (keyRuleAlone(plan, ctx)) return plan.forKey(str(ctx.args[1])) !== undefined
   // a number can be the data itself: INCRBY k 0, HINCRBY h f 0, ZSCORE, GEODIST (RESP3 doubles)
   if ((type === 0x3a || type === 0x2c || type === 0x28) && (KEY_VALUE.has(ctx.name) || ctx.name === 'HINCRBY' || ctx.name === 'HINCRBYFLOAT')) return true
   if (plan.hasDetectors) return type !== 0x3a && type !== 0x5f && type !== 0x23 && type !== 0x2c
@@ -149,6 +155,13 @@ function mayApply(plan: MaskPlan, ctx: MaskContext, type: number): boolean {
 }
 
 export function maskReply(raw: Buffer, type: number, ctx: MaskContext, plan: MaskPlan, resp: number): { raw: Buffer; masked: number } {
+  if (!plan.empty && type === 0x24 && keyRuleAlone(plan, ctx)) {
+    const km = plan.forKey(str(ctx.args[1]))
+    if (km === undefined) return { raw, masked: 0 }
+    // a bulk string (GET's answer) under a rule whose replacement ignores the value: what decoding,
+    // Masker.replace and encoding make of it, as bytes made once. A nil ($-1) is no value: as it came
+    if (km === 'redact' || km === 'null') return isNilBulk(raw) ? { raw, masked: 0 } : { raw: fixedBulk(plan.apply(km, ''), resp), masked: 1 }
+  }
   if (!mayApply(plan, ctx, type)) return { raw, masked: 0 }
   const root = decodeReply(raw)
   const m = new Masker(plan, resp)
@@ -157,6 +170,27 @@ export function maskReply(raw: Buffer, type: number, ctx: MaskContext, plan: Mas
   m.maps(root)
   m.detect(root)
   return m.masked > 0 ? { raw: encodeReply(root), masked: m.masked } : { raw, masked: 0 }
+}
+
+function isNilBulk(raw: Buffer): boolean {
+  return raw.length >= 3 && raw[1] === 0x2d /* - */ && raw[2] === 0x31
+}
+
+// the replies a value-independent method makes of a bulk string ('[REDACTED]', or a nil), by text
+const fixedReplies = new Map<string, Buffer>()
+
+function fixedBulk(value: string | null, resp: number): Buffer {
+  // a nil is `$-1` in RESP2 and `_` in RESP3 (setNodeValue); a string is a bulk string in both
+  const key = value === null ? (resp >= 3 ? '\0_' : '\0$') : value
+  let reply = fixedReplies.get(key)
+  if (reply === undefined) {
+    const node: RespNode = { type: 0x24, data: Buffer.alloc(0) }
+    setNodeValue(node, value, resp)
+    reply = encodeReply(node)
+    // the methods that ignore the value make few texts (a redaction label per kind): bounded anyway
+    if (fixedReplies.size < 64) fixedReplies.set(key, reply)
+  }
+  return reply
 }
 
 /** an EXEC reply: each element answers one queued command */
