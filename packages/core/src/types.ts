@@ -94,10 +94,11 @@ export interface MaskPlan {
    */
   scanStream(text: string, from: number, final: boolean): { text: string; count: number; cut: number }
   /**
-   * true when text that follows this character (a UTF-16 code) is masked exactly as the same text on
-   * its own: no detector's match or lookbehind reads across it. A streaming caller that has sent
-   * everything up to such a character may scan the next piece without context (masking/stream.ts);
-   * absent: assume not
+   * true when the matches that start after this character (a UTF-16 code) are those of the text
+   * after it on its own: no detector's lookbehind reads it otherwise than a text's start. (A match
+   * may still run across it, a card number with spaces: that is the hold-back's to decide.) A
+   * streaming caller that has sent everything up to such a character may scan the next piece
+   * without context (masking/stream.ts); absent: assume not
    */
   scansFreshAfter?(code: number): boolean
   /** longest possible detector match in characters (bounds streaming hold-back) */

@@ -167,10 +167,12 @@ export class Scanner {
   }
 
   /**
-   * Does text after `code` scan as text on its own? For the built-in detectors, after a space, tab or
-   * line end: each one's lookbehind is a single character of a class without white space (`(?<![\w-])`
-   * and the like), an email's local part never takes one, and a string's start reads as such a
-   * character does. A user pattern (`^`, `\b`, a lookbehind of its own) may read more: never then.
+   * Are the matches that start after `code` those of the text after it on its own? For the built-in
+   * detectors, after a space, tab or line end: each one's lookbehind is a single character of a class
+   * without white space (`(?<![\w-])` and the like), an email's local part never takes one, and a
+   * string's start reads as such a character does. A user pattern (`^`, `\b`, a lookbehind of its
+   * own) may read more: never then. Matches running across it (cards, phones) are scanStream's cut's
+   * to hold back, not this.
    */
   freshAfter(code: number): boolean {
     return this.patterns.length === 0 && (code === 32 || code === 10 || code === 9 || code === 13)
