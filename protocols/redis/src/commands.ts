@@ -49,45 +49,53 @@ export function resolveCommand(table: CommandTable, args: readonly (Buffer | str
 /** the key arguments of a command, by its key-specs (falling back to first/last/step) */
 export function keyPositions(meta: CommandMeta, args: readonly (Buffer | string)[]): number[] {
   const argc = args.length
-  const out = new Set<number>()
   if (meta.keySpecs?.length) {
-    for (const [, begin, find] of meta.keySpecs) {
-      let first: number
-      if (begin[0] === 'index') first = begin[1]
-      else if (begin[0] === 'keyword') {
-        const kw = begin[1].toLowerCase()
-        first = -1
-        const startfrom = begin[2]
-        if (startfrom >= 0) {
-          for (let i = startfrom; i < argc; i++) if (String(args[i]).toLowerCase() === kw) { first = i + 1; break }
-        } else {
-          for (let i = argc + startfrom; i > 0; i--) if (String(args[i]).toLowerCase() === kw) { first = i + 1; break }
-        }
-        if (first < 0) continue
-      } else continue
-      let last: number
-      let step: number
-      if (find[0] === 'range') {
-        const [, lastkey, keystep, limit] = find
-        step = keystep
-        if (lastkey >= 0) last = first + lastkey
-        else if (!limit) last = argc + lastkey
-        else last = first + Math.floor((argc - first) / limit) + lastkey
-      } else if (find[0] === 'keynum') {
-        const [, keynumidx, firstkey, keystep] = find
-        const numkeys = Number(String(args[first + keynumidx] ?? ''))
-        if (!Number.isInteger(numkeys) || numkeys <= 0) continue
-        step = keystep
-        first = first + firstkey
-        last = first + (numkeys - 1) * step
-      } else continue
-      for (let i = first; i <= last && i < argc; i += Math.max(step, 1)) out.add(i)
-    }
-  } else if (meta.first > 0) {
-    const last = meta.last < 0 ? argc + meta.last : meta.last
-    for (let i = meta.first; i <= last && i < argc; i += Math.max(meta.step, 1)) out.add(i)
+    const out: number[] = []
+    for (const spec of meta.keySpecs) specPositions(spec, args, out)
+    return meta.keySpecs.length === 1 ? out : [...new Set(out)].sort((a, b) => a - b)
   }
-  return [...out].sort((a, b) => a - b)
+  const out: number[] = []
+  if (meta.first > 0) {
+    const last = meta.last < 0 ? argc + meta.last : meta.last
+    for (let i = meta.first; i <= last && i < argc; i += Math.max(meta.step, 1)) out.push(i)
+  }
+  return out
+}
+
+/** the key arguments one key-spec names, in order, pushed onto `out` */
+export function specPositions(spec: KeySpec, args: readonly (Buffer | string)[], out: number[]): void {
+  const argc = args.length
+  const [, begin, find] = spec
+  let first: number
+  if (begin[0] === 'index') first = begin[1]
+  else if (begin[0] === 'keyword') {
+    const kw = begin[1].toLowerCase()
+    first = -1
+    const startfrom = begin[2]
+    if (startfrom >= 0) {
+      for (let i = startfrom; i < argc; i++) if (String(args[i]).toLowerCase() === kw) { first = i + 1; break }
+    } else {
+      for (let i = argc + startfrom; i > 0; i--) if (String(args[i]).toLowerCase() === kw) { first = i + 1; break }
+    }
+    if (first < 0) return
+  } else return
+  let last: number
+  let step: number
+  if (find[0] === 'range') {
+    const [, lastkey, keystep, limit] = find
+    step = keystep
+    if (lastkey >= 0) last = first + lastkey
+    else if (!limit) last = argc + lastkey
+    else last = first + Math.floor((argc - first) / limit) + lastkey
+  } else if (find[0] === 'keynum') {
+    const [, keynumidx, firstkey, keystep] = find
+    const numkeys = Number(String(args[first + keynumidx] ?? ''))
+    if (!Number.isInteger(numkeys) || numkeys <= 0) return
+    step = keystep
+    first = first + firstkey
+    last = first + (numkeys - 1) * step
+  } else return
+  for (let i = first; i <= last && i < argc; i += Math.max(step, 1)) out.push(i)
 }
 
 /**

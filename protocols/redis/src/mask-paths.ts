@@ -3,7 +3,7 @@
 // not know (DUMP of a masked key, LCS, a script, HVALS without field names, an FT.AGGREGATE APPLY
 // over a masked field…) is refused here, so that nothing masked leaves unmasked (fail closed).
 import type { MaskMethod, MaskPlan } from '@portcullis/core'
-import { BUILTIN_COMMANDS, keyPositions, resolveCommand, type CommandTable } from './commands.ts'
+import { BUILTIN_COMMANDS, keyPositions, resolveCommand, specPositions, type CommandTable } from './commands.ts'
 
 /** replies mask.ts masks by key rule: the keys' data comes back only through these */
 export const KEY_MASKED = new Set([
@@ -80,7 +80,11 @@ export function maskRefusal(name: string, args: Buffer[], keys: readonly string[
   // (COPY, RENAME, LMOVE, SUNIONSTORE, SORT … STORE): a plain GET would then show it.
   const specs = meta?.keySpecs
   if (meta && specs) {
-    const at = (spec: (typeof specs)[number]): number[] => keyPositions({ ...meta, keySpecs: [spec] }, args)
+    const at = (spec: (typeof specs)[number]): number[] => {
+      const out: number[] = []
+      specPositions(spec, args, out)
+      return out
+    }
     for (const spec of specs) {
       if (!spec[0].includes('access')) continue
       for (const i of at(spec)) {
