@@ -1,6 +1,7 @@
 // scanStream: text that arrives in pieces (a streamed reply's deltas) is masked exactly as the whole
 // text would be, wherever the pieces are cut, while holding back only what a later piece can change.
 import t from 'tap'
+import { mulberry32 } from '@portcullis/fixtures/random'
 import { compileMaskPlan, DETECTORS, holdBack, type Held, type MaskingRuleConfig, type MaskPlan } from '../src/index.ts'
 
 const hashKey = Buffer.from('stream-scan-test-key-0123456789ab')
@@ -50,16 +51,7 @@ const ATOMS = [
   ' ', ' ', '\n', '.', ',', '-', '_', '+', ':', '(', ')', 'x', 'Z', '7', '0', 'é', '😀', 'TCK-', 'TCK-123',
 ]
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let z = s
-    z = Math.imul(z ^ (z >>> 15), z | 1)
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61)
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296
-  }
-}
+const rng = mulberry32
 
 function randomText(r: () => number): string {
   let s = ''

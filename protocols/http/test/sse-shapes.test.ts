@@ -10,17 +10,10 @@ import { compileMaskPlan, type MaskPlan } from '@portcullis/core'
 import { SseMasker } from '../src/sse.ts'
 import { jsonString as quoteJson, lastString, stringEnd } from '../src/sse-shape.ts'
 import { JSON_ESCAPED } from '@portcullis/core'
+import { mulberry32 } from '@portcullis/fixtures/random'
 
 /** a small seeded generator, so that a failure names a stream that can be made again */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+const rng = mulberry32
 
 const scope = { target: 't', subject: 's', groups: [] }
 const hashKey = Buffer.alloc(32, 3)

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import ts from 'typescript'
 import { scanSync } from '@libpg-query/parser'
+import { mulberry32 } from '@portcullis/fixtures/random'
 import type { Operation } from '@portcullis/core/types'
 import {
   classifierCacheStats,
@@ -37,15 +38,7 @@ const STATEMENTS = Number(process.env.LITERAL_CACHE_STATEMENTS ?? 100_000)
 
 // a seeded generator: a failure names its seed and replays
 const SEED = Number(process.env.LITERAL_CACHE_SEED ?? 20261201)
-let state = SEED >>> 0
-function random(): number {
-  // mulberry32
-  state = (state + 0x6d2b79f5) >>> 0
-  let x = state
-  x = Math.imul(x ^ (x >>> 15), x | 1)
-  x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-  return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-}
+const random = mulberry32(SEED)
 const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!
 
 // --- the corpus: SQL strings of the tests and the bench --------------------------------------

@@ -3,6 +3,7 @@
 // each a run of them in one read as Postgres sends them, and the malformed rows an upstream could
 // send. The end-to-end behaviour through a real Postgres is masking.test.ts; this pins the bytes.
 import t from 'tap'
+import { mulberry32 } from '@portcullis/fixtures/random'
 import { compileMaskPlan } from '@portcullis/core'
 import { maskDataRowTo, type RowMask } from '../src/masking.ts'
 import { Outbox } from '../src/outbox.ts'
@@ -57,22 +58,11 @@ function reference(cols: Column[], kinds: Kind[]): { row: Buffer; masked: number
   return { row: dataRow(out), masked }
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let z = s
-    z = Math.imul(z ^ (z >>> 15), z | 1)
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61)
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const VALUES = ['', '1', 'user7@example.com', 'no address here', 'x'.repeat(63), 'y'.repeat(64), 'z'.repeat(65), 'ü'.repeat(100), 'write to ada@example.org today', 'q'.repeat(400)]
 const KINDS: Kind[] = ['pass', 'pass', 'redact', 'null', 'scan']
 
 t.test('random rows, a run of them in one read: the bytes and counts a column-by-column mask gives', async t => {
-  const r = rng(5)
+  const r = mulberry32(5)
   let rows = 0
   for (let k = 0; k < 300; k++) {
     const n = Math.floor(r() * 7)

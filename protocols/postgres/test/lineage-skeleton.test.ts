@@ -11,6 +11,7 @@ import type { Operation } from '@portcullis/core/types'
 import { classifierCacheStats, classifySql, clearClassifierCache, loadClassifier } from '../src/classify/index.ts'
 import { rowLineage, type RowLineage } from '../src/column-lineage.ts'
 import type { Catalog, NamedRelation } from '../src/catalog.ts'
+import { mulberry32 } from '@portcullis/fixtures/random'
 
 await loadClassifier()
 
@@ -88,14 +89,7 @@ const TEMPLATES = [
 ]
 const KEYS = ["'email'", "'name'", "'a'", "'id'", "'{email}'", "'{a}'", "'note'", "'x'", "'@'", "''", "E'email'", "$$email$$"]
 
-let state = 20261202
-function random(): number {
-  state = (state + 0x6d2b79f5) >>> 0
-  let x = state
-  x = Math.imul(x ^ (x >>> 15), x | 1)
-  x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-  return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-}
+const random = mulberry32(20261202)
 function instance(template: string): string {
   return template.replace(/%[sd]/g, k => (k === '%s' ? KEYS[Math.floor(random() * KEYS.length)]! : String(Math.floor(random() * 4))))
 }

@@ -4,16 +4,7 @@
 import type { LengthField, Message } from './frames.ts'
 
 /** mulberry32: small, fast, seedable */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { mulberry32 as prng } from '@portcullis/fixtures/random'
 
 export type Rand = () => number
 export const int = (r: Rand, n: number) => Math.floor(r() * n)
