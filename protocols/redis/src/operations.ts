@@ -12,18 +12,28 @@ const EMPTY = Buffer.alloc(0)
 // fixes its class (classify.ts operationKey: GET, SET, HGETALL… nearly every command) is cached by
 // its name, argument count and keys, whatever its values (a SET of a new value is a hit); any other
 // by its request frame, in a map of its own (a frame's bytes could spell another command's key).
-// Only small keys and frames; cleared when full rather than kept in LRU order (a hit costs a string
-// and a lookup). 16,384 by keys: a working set of 10,000 keys (the bench's -r 10000) stays cached,
-// for a few MB per target.
-const OP_CACHE_MAX = 16384
+// Only small keys and frames.
+//
+// The keyed cache keeps two generations of at most OP_GENERATION entries each (~600 bytes of heap
+// an entry: at most ~20 MB per target): a miss goes into the newer, a lookup tries the newer then
+// the older, and a full newer generation becomes the older one, the older dropped. A working set of
+// up to twice the bound settles in (what the newer misses the older still has) for the price of a
+// second lookup and no bookkeeping on a hit. A single map cleared when full dropped the hot keys
+// with the cold: with the bench's GET and SET of 10,000 keys (20,000 entries against 16,384) half of
+// all commands missed, and a miss (classification, fingerprint, the objects that then live long
+// enough to be copied out of the young heap) costs ~10× a hit.
+export const OP_GENERATION = 16384
 const FRAME_CACHE_MAX = 4096
 const OP_CACHE_FRAME = 256
+type ByShape = Map<Shape, Map<string, Operation>>
 interface OpCache {
   table: CommandTable | undefined
-  /** by shape (classify.ts commandShape: one per name and argument count), then by the keys' text (shapeKeys) */
-  byShape: Map<Shape, Map<string, Operation>>
-  /** entries in all of byShape's maps */
-  byKeysSize: number
+  /** the newer generation, by shape (classify.ts commandShape: one per name and argument count), then by the keys' text (shapeKeys) */
+  young: ByShape
+  /** entries in all of young's maps */
+  youngSize: number
+  /** the older generation, looked up when young misses */
+  old: ByShape
   byFrame: Map<string, Operation>
 }
 const opCaches = new WeakMap<object, OpCache>()
@@ -37,24 +47,25 @@ const opCaches = new WeakMap<object, OpCache>()
 export function operationOf(target: object, req: Pick<Req, 'args' | 'raw'>, classify: ClassifyOptions, lower?: string): Operation {
   let cache = opCaches.get(target)
   if (cache === undefined || cache.table !== classify.table) {
-    cache = { table: classify.table, byShape: new Map(), byKeysSize: 0, byFrame: new Map() }
+    cache = { table: classify.table, young: new Map(), youngSize: 0, old: new Map(), byFrame: new Map() }
     opCaches.set(target, cache)
   }
   const shape = commandShape(req.args, classify, lower)
   const keys = shape === null ? undefined : shapeKeys(shape, req.args, OP_CACHE_FRAME)
   if (keys !== undefined) {
-    let ops = cache.byShape.get(shape!)
-    if (ops === undefined) cache.byShape.set(shape!, (ops = new Map()))
-    let op = ops.get(keys)
+    let ops = cache.young.get(shape!)
+    let op = ops?.get(keys) ?? cache.old.get(shape!)?.get(keys)
     if (op === undefined) {
       op = toOperation([classifyCommand(req.args, classify)])
-      if (cache.byKeysSize >= OP_CACHE_MAX) {
-        // cleared when full (a hit costs no bookkeeping); the maps of shapes stay
-        for (const m of cache.byShape.values()) m.clear()
-        cache.byKeysSize = 0
+      if (cache.youngSize >= OP_GENERATION) {
+        cache.old = cache.young
+        cache.young = new Map()
+        cache.youngSize = 0
+        ops = undefined
       }
+      if (ops === undefined) cache.young.set(shape!, (ops = new Map()))
       ops.set(keys, op)
-      cache.byKeysSize++
+      cache.youngSize++
     }
     return op
   }

@@ -4,7 +4,7 @@
 // the upstream or locally (a refusal, AUTH), so a refused command is answered in its place and
 // pipelines stay aligned. Out-of-band pushes (RESP3 '>' frames, RESP2 pub/sub messages) take no slot.
 import type { Duplex } from 'node:stream'
-import { isPortcullisError, type Decision, type Estimator, type MaskPlan, type Operation, type Session } from '@portcullis/core'
+import { isPortcullisError, type Decision, type Estimator, type Session } from '@portcullis/core'
 import { CommandNames, operationOf } from './operations.ts'
 import { scopeVerdict } from './scope.ts'
 import { maskFree, type MaskContext } from './mask.ts'
@@ -50,9 +50,6 @@ class RedisConnection extends SessionIO implements LaneUser {
   private multiAborted = false
   private multiQueue: MaskContext[] = []
   private readonly names = new CommandNames()
-  // maskFree (mask.ts) per Operation, for the mask plan `freeOf` was made for
-  private freePlan: MaskPlan | undefined
-  private freeOf = new WeakMap<Operation, boolean>()
 
   constructor(client: Duplex, session: Session) {
     super(client, session)
@@ -228,17 +225,6 @@ class RedisConnection extends SessionIO implements LaneUser {
     return this.decided(req, name, slot, decision)
   }
 
-  /** mask.ts maskFree of this operation under `plan`, worked out once per cached Operation and plan */
-  private maskFree(name: string, op: Operation, plan: MaskPlan): boolean {
-    if (plan !== this.freePlan) {
-      this.freePlan = plan
-      this.freeOf = new WeakMap()
-    }
-    let free = this.freeOf.get(op)
-    if (free === undefined) this.freeOf.set(op, (free = maskFree(name, op.statements[0]?.facts?.command, op.resources, plan)))
-    return free
-  }
-
   private async decideLater(req: Req, name: string, slot: Slot): Promise<void> {
     let decision: Decision
     try {
@@ -303,7 +289,10 @@ class RedisConnection extends SessionIO implements LaneUser {
       return
     }
     slot.masks = decision.masks
-    if (!decision.masks.empty && !this.maskFree(name, slot.op!, decision.masks)) {
+    // worked out per command, not looked up: a map by Operation per session held every key's entry
+    // 50 times over (one per client) and cost more than the check (an empty-map lookup and a glob
+    // test per key)
+    if (!decision.masks.empty && !(slot.maskFree = maskFree(name, slot.op!.statements[0]?.facts?.command, slot.op!.resources, decision.masks))) {
       // a reply that would carry masked data in a shape masking does not know is refused unsent
       const why = maskRefusal(name, req.args, slot.op!.resources, decision.masks, this.classify.table)
       if (why !== undefined) {
@@ -462,7 +451,7 @@ class RedisConnection extends SessionIO implements LaneUser {
   private forward(req: Req, name: string, slot: Slot): void {
     let raw = req.raw
     let ctx: MaskContext | undefined
-    if (!slot.masks!.empty && (this.inMulti || !this.maskFree(name, slot.op!, slot.masks!))) {
+    if (!slot.masks!.empty && (this.inMulti || slot.maskFree !== true)) {
       const command = slot.op!.statements[0]?.facts?.command
       ctx = { name: command === undefined ? name : String(command).split(' ')[0]!, args: req.args }
       const aliases = searchAliases(ctx.name, req.args, slot.masks!)

@@ -28,6 +28,8 @@ export interface Slot {
   /** EXEC: the queued commands' contexts */
   exec?: MaskContext[]
   masks?: MaskPlan
+  /** mask.ts maskFree of the operation under `masks`, from its decision: the reply needs no masker */
+  maskFree?: boolean
   /** runs after the slot's reply is written */
   after?: () => void
   /** an operation's slot is audited when its reply is written */

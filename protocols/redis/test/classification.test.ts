@@ -204,3 +204,24 @@ t.test('the serve loop\'s cached operations are the classifier\'s: by shape and 
   }
   t.equal(names.lower(Buffer.from('\xdfcan', 'latin1'), names.of(Buffer.from('\xdfcan', 'latin1'))), undefined, 'ßcan has no lower-case name of SSCAN')
 })
+
+t.test('the cached operations keep a working set of up to two generations, and no more', async t => {
+  const { classifyCommand, toOperation } = await import('../src/classify.ts')
+  const { OP_GENERATION, operationOf } = await import('../src/operations.ts')
+  const target = {}
+  const get = (i: number) => {
+    const args = [Buffer.from('GET'), Buffer.from(`key:${i}`)]
+    return operationOf(target, { args, raw: Buffer.alloc(0) }, {}, 'get')
+  }
+  // 1.5 generations of keys, read twice: the second pass is answered by the first pass's objects
+  const n = OP_GENERATION + (OP_GENERATION >> 1)
+  const first = Array.from({ length: n }, (_, i) => get(i))
+  let same = 0
+  for (let i = 0; i < n; i++) if (get(i) === first[i]) same++
+  t.equal(same, n, `all ${n} of a working set over one generation are hits`)
+  t.same(get(0), toOperation([classifyCommand([Buffer.from('GET'), Buffer.from('key:0')], {})]), 'an answer from the older generation is the classifier\'s')
+  // two more generations of new keys: the first ones are gone, not kept without bound
+  for (let i = n; i < n + 2 * OP_GENERATION; i++) get(i)
+  t.not(get(1), first[1], 'past two generations of other keys, a key is classified again')
+  t.same(get(1), first[1], 'to the same Operation')
+})
