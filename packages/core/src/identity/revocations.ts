@@ -29,16 +29,17 @@ export class Revocations {
     return out
   }
 
+  // asked before every operation (Session.assertAlive): two lookups per list, no array to walk them
   isRevoked(p: Pick<Principal, 'subject' | 'tokenId'>): boolean {
-    for (const set of [this.#fromConfig, this.#runtime]) {
-      if (set.subjects.has(p.subject)) return true
-      if (p.tokenId !== undefined && set.jtis.has(p.tokenId)) return true
-    }
-    return false
+    return revokedIn(this.#fromConfig, p) || revokedIn(this.#runtime, p)
   }
 
   #addTo(set: { subjects: Set<string>; jtis: Set<string> }, e: RevocationEntry) {
     if (e.subject) set.subjects.add(e.subject)
     if (e.jti) set.jtis.add(e.jti)
   }
+}
+
+function revokedIn(set: { subjects: Set<string>; jtis: Set<string> }, p: Pick<Principal, 'subject' | 'tokenId'>): boolean {
+  return set.subjects.has(p.subject) || (p.tokenId !== undefined && set.jtis.has(p.tokenId))
 }
