@@ -3,7 +3,7 @@
 // not know (DUMP of a masked key, LCS, a script, HVALS without field names, an FT.AGGREGATE APPLY
 // over a masked field…) is refused here, so that nothing masked leaves unmasked (fail closed).
 import type { MaskMethod, MaskPlan } from '@portcullis/core'
-import { BUILTIN_COMMANDS, keyPositions, resolveCommand, specPositions, type CommandTable } from './commands.ts'
+import { BUILTIN_COMMANDS, keyPositions, resolveCommand, specPositions, type CommandTable, type KeySpec, type Resolved } from './commands.ts'
 
 /** replies mask.ts masks by key rule: the keys' data comes back only through these */
 export const KEY_MASKED = new Set([
@@ -73,26 +73,21 @@ export function maskRefusal(name: string, args: Buffer[], keys: readonly string[
   let masked: string | undefined
   for (const k of keys) if (plan.forKey(k) !== undefined) { masked = k; break }
   if (masked === undefined) return undefined
-  const res = resolveCommand(table ?? BUILTIN_COMMANDS, args)
+  const res = resolvedOf(table ?? BUILTIN_COMMANDS, name, args)
   const meta = res.meta
   // Redis's key-specs say whether a command hands back or uses the data of a key ("access") and
   // which keys it writes. Data read from a masked key must not land in a key masked otherwise
   // (COPY, RENAME, LMOVE, SUNIONSTORE, SORT … STORE): a plain GET would then show it.
   const specs = meta?.keySpecs
   if (meta && specs) {
-    const at = (spec: (typeof specs)[number]): number[] => {
-      const out: number[] = []
-      specPositions(spec, args, out)
-      return out
-    }
     for (const spec of specs) {
       if (!spec[0].includes('access')) continue
-      for (const i of at(spec)) {
+      for (const i of positionsOf(spec, args)) {
         const m = plan.forKey(str(args[i]))
         if (m === undefined) continue
         for (const w of specs) {
           if (!w[0].some(f => f === 'OW' || f === 'RW' || f === 'insert' || f === 'update')) continue
-          for (const j of at(w)) {
+          for (const j of positionsOf(w, args)) {
             if (j !== i && plan.forKey(str(args[j])) !== m) return `${res.name} would copy masked key ${str(args[i])} into ${str(args[j])}, which is not masked the same way`
           }
         }
@@ -104,6 +99,34 @@ export function maskRefusal(name: string, args: Buffer[], keys: readonly string[
   const access = specs === undefined || specs.some(([flags]) => flags.includes('access'))
   if (!access) return undefined
   return `key ${masked} is masked and the reply of ${res.name} cannot be masked`
+}
+
+// (a function of its own, not a closure in maskRefusal: the build keeps function names, and a
+// named closure made per call cost a defineProperty of its name per masked command)
+function positionsOf(spec: KeySpec, args: Buffer[]): number[] {
+  const out: number[] = []
+  specPositions(spec, args, out)
+  return out
+}
+
+// resolveCommand by the upper-case name the serve loop has, for the commands it resolves without
+// their arguments (no subcommands): resolveCommand decodes, lower-cases and upper-cases the name
+// and builds its answer per call, ~1 µs of every command under a key rule. Only a name of the
+// frame's own length: a Latin-1 byte whose upper case is longer (ß → SS) must not pass for another
+// command's name ("\xdfcan" is not SSCAN), and every other Latin-1 letter's upper case is not ASCII.
+const resolvedByName = new WeakMap<CommandTable, Map<string, Resolved>>()
+export function resolvedOf(table: CommandTable, name: string, args: Buffer[]): Resolved {
+  if (args[0] === undefined || args[0].length !== name.length) return resolveCommand(table, args)
+  let byName = resolvedByName.get(table)
+  if (byName === undefined) resolvedByName.set(table, (byName = new Map()))
+  let res = byName.get(name)
+  if (res === undefined) {
+    res = resolveCommand(table, args)
+    // a table knows a bounded number of names; an unknown one is not kept
+    if (res.meta === undefined || res.meta.sub !== undefined || res.name !== name) return res
+    byName.set(name, res)
+  }
+  return res
 }
 
 /** FT.*: the masked fields must come back under their own names, or the command is refused */

@@ -137,3 +137,33 @@ t.test('a bulk string under a key rule that ignores the value: the bytes the ful
   t.equal(maskReply(g.raw, g.type, { name: 'GET', args: args('GET', 'private:a') }, plan, 2).raw.toString(), '$10\r\n[REDACTED]\r\n')
   t.pass(`${compared} replies alike`)
 })
+
+t.test('maskRefusal resolves a command by its name as resolveCommand does from its bytes, whatever the case, and ß is not SS', async t => {
+  const { resolvedOf } = await import('../src/mask-paths.ts')
+  const { BUILTIN_COMMANDS, resolveCommand, tableFromCommandReply } = await import('../src/commands.ts')
+  const upstream = new Map([...BUILTIN_COMMANDS, ...tableFromCommandReply([['json.get', -2, ['readonly'], 1, 1, 1, ['@json']]])])
+  const upperLatin1 = (b: Buffer) => b.toString('latin1').toUpperCase()
+  let checked = 0
+  for (const table of [BUILTIN_COMMANDS, upstream]) {
+    for (const [base, meta] of table) {
+      const subs = meta.sub ? Object.keys(meta.sub) : []
+      for (const spelled of [base, base.toUpperCase(), base[0]!.toUpperCase() + base.slice(1)]) {
+        for (const rest of [['k', 'v'], ...subs.map(s => [s.toUpperCase(), 'k'])]) {
+          const a = [Buffer.from(spelled, 'latin1'), ...rest.map(r => Buffer.from(r))]
+          // twice: the second answer can come from what the first kept
+          for (let round = 0; round < 2; round++) {
+            t.same(resolvedOf(table, upperLatin1(a[0]!), a), resolveCommand(table, a), `${spelled} ${rest.join(' ')}`)
+            checked++
+          }
+        }
+      }
+    }
+  }
+  t.ok(checked > 3000, `${checked} resolutions`)
+  // SSCAN kept first: "\xdfcan" (whose Latin-1 upper case is SSCAN) is still no command
+  const sscan = [Buffer.from('SSCAN'), Buffer.from('k'), Buffer.from('0')]
+  t.equal(resolvedOf(BUILTIN_COMMANDS, 'SSCAN', sscan).meta, BUILTIN_COMMANDS.get('sscan'))
+  const eszett = [Buffer.from('\xdfcan', 'latin1'), Buffer.from('k'), Buffer.from('0')]
+  t.equal(upperLatin1(eszett[0]!), 'SSCAN')
+  t.equal(resolvedOf(BUILTIN_COMMANDS, 'SSCAN', eszett).meta, undefined, 'ßcan resolves to no command')
+})
