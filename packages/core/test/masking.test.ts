@@ -214,6 +214,17 @@ t.test('key rules: globs on Redis keys', async t => {
   t.equal(plan.forKey('session:12'), undefined)
   t.equal(plan.forKey('config'), 'hash')
   t.equal(plan.forKey('Config'), undefined, 'keys are case-sensitive')
+  // the same key asked again, as the same text in a new string, answers as the first time; another
+  // key in between is its own answer (the plan remembers the last key it was asked of)
+  const keys = ['user:42:email', 'user:42:name', 'session:1', 'config', 'Config', 'session:12']
+  const want = keys.map(k => plan.forKey(k))
+  for (let i = 0; i < 200; i++) {
+    const j = (i * 7) % keys.length
+    const k = i % 3 === 0 ? keys[j]! : Buffer.from(keys[j]!).toString()
+    if (plan.forKey(k) !== want[j]) t.fail(`${k}, asked after ${keys[((i - 1) * 7) % keys.length]}`)
+    if (plan.forKey(k) !== want[j]) t.fail(`${k}, asked twice`)
+  }
+  t.same(keys.map(k => plan.forKey(k)), ['redact', undefined, 'null', 'hash', undefined, undefined])
 })
 
 t.test('rules apply only to their targets, groups and subjects; none applying gives an empty plan', async t => {

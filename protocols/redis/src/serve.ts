@@ -453,7 +453,7 @@ class RedisConnection extends SessionIO implements LaneUser {
     let ctx: MaskContext | undefined
     if (!slot.masks!.empty && (this.inMulti || slot.maskFree !== true)) {
       const command = slot.op!.statements[0]?.facts?.command
-      ctx = { name: command === undefined ? name : String(command).split(' ')[0]!, args: req.args }
+      ctx = { name: command === undefined ? name : firstWord(String(command)), args: req.args }
       const aliases = searchAliases(ctx.name, req.args, slot.masks!)
       if (aliases) ctx.aliases = aliases
     }
@@ -564,4 +564,10 @@ class RedisConnection extends SessionIO implements LaneUser {
     this.upstreamReady ??= this.connectUpstream()
     return this.upstreamReady
   }
+}
+
+/** 'XINFO STREAM' → 'XINFO' (no array per masked command) */
+function firstWord(s: string): string {
+  const sp = s.indexOf(' ')
+  return sp < 0 ? s : s.slice(0, sp)
 }

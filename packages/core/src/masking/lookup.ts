@@ -132,17 +132,25 @@ export class KeyRules {
   private readonly exact = new Map<string, MaskMethod>()
   private readonly globs: { re: RegExp; method: MaskMethod }[] = []
   size = 0
+  // the last key asked of and its answer: a Redis command asks of its key three or four times (may
+  // it run, may its reply pass untouched, how to mask it), mostly as new strings of the same text
+  private lastKey: string | undefined
+  private lastMethod: MaskMethod | undefined
 
   add(rule: string, method: MaskMethod): void {
     this.size++
+    this.lastKey = undefined
     if (rule.includes('*') || rule.includes('?')) this.globs.push({ re: globToRegExp(rule), method })
     else put(this.exact, rule, method)
   }
 
   lookup(key: string): MaskMethod | undefined {
     if (this.size === 0) return undefined
+    if (key === this.lastKey) return this.lastMethod
     let m = this.exact.get(key)
     for (const g of this.globs) if (g.re.test(key)) m = stricter(m, g.method)
+    this.lastKey = key
+    this.lastMethod = m
     return m
   }
 }
