@@ -159,7 +159,11 @@ class RedisConnection extends SessionIO implements LaneUser {
     this.recordedTo = inbox.length
     if (n === 0) return
     if (n > 8) commands += `; … (${n} commands)`
-    this.session.record('request', { command: commands, raw: raw.take() })
+    const request = { command: commands, raw: raw.take() }
+    // a single command (every round trip of a client that does not pipeline) is recorded inside its
+    // decision's record (Session.holdRequest): two records a round trip instead of three
+    if (n === 1 && this.session.holdRequest !== undefined) this.session.holdRequest(request)
+    else this.session.record('request', request)
   }
 
   /** the operation a request is, from the cache when this frame was seen before */

@@ -214,6 +214,11 @@ t.test('a pipeline read in one chunk is recorded as one decision record, in orde
   for await (const e of readRecording(path)) entries.push(e)
   const decisions = entries.filter(e => e.type === 'decision')
   t.match(decisions[0]!.payload, { statement: 'GET warm', action: 'allow' }, 'a round trip of one command: the record as it always was')
+  // …and it holds its request: two records a round trip, not three
+  const warm = decisions[0]!.payload.request as { command: string; raw: Uint8Array }
+  t.equal(warm?.command, 'GET', 'the decision holds the request it answers')
+  t.equal(Buffer.from(warm.raw).toString(), 'GET warm\r\n', 'with its bytes')
+  t.notOk(entries.some(e => e.type === 'request' && e.payload.command === 'GET'), 'which has no record of its own')
   // the pipeline: the commands decided in one pass share a record (the codec ends a pass where it
   // waits, e.g. on the lane's window)
   // several decisions in one record come as runs of one answer, the operations in columns

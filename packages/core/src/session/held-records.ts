@@ -74,11 +74,16 @@ export class HeldRecords {
   #writeDecisions(): void {
     const ops = this.#ops
     if (ops === undefined || ops.length === 0) return
-    this.writeRequest()
     const decs = this.#decs
     this.#ops = []
     this.#decs = []
-    if (ops.length === 1) return this.#write('decision', decisionPayload(ops[0]!, decs[0]!, this.#scope()))
+    if (ops.length === 1) {
+      // a round trip of one operation: the request it answers (held, if it was) goes in its record
+      const request = this.#request
+      this.#request = undefined
+      return this.#write('decision', decisionPayload(ops[0]!, decs[0]!, this.#scope(), request))
+    }
+    this.writeRequest()
     this.#write('decision', decisionRuns(ops, decs, this.#scope()))
   }
 }
